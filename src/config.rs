@@ -1,0 +1,353 @@
+//! Owns the configuration: flags merged over environment, validated before any network call.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::DecodingKey;
+
+use crate::cli::{Args, UsageError};
+
+/// The largest PEM file mpgate reads: real RSA public keys are well under 4 KiB.
+const MAX_KEY_BYTES: u64 = 64 * 1024;
+/// The API's bound on ProductCode (botocore model: 1..=255).
+const MAX_PRODUCT_CODE_CHARS: usize = 255;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(300);
+const MAX_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Everything the gate needs, validated.
+pub struct Config {
+    pub product_code: String,
+    pub public_key_version: i32,
+    pub key: DecodingKey,
+    pub timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub max_token_age: Duration,
+    pub on_transient_error: TransientPolicy,
+    pub endpoint_url: Option<String>,
+    pub retry: RetrySettings,
+    pub command: Vec<OsString>,
+}
+
+/// What to do when only the service is unreachable (the exit-14 class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransientPolicy {
+    Deny,
+    Allow,
+}
+
+/// The SDK's retry settings, read here because the SDK panics on bad values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// `AWS_MAX_ATTEMPTS`; when unset the deadline alone bounds the attempts.
+    pub max_attempts: Option<u32>,
+    pub adaptive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+/// A configuration mpgate refuses to start with; always exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error("no product code: set MPGATE_PRODUCT_CODE (or --product-code) to the product code from the AWS Marketplace Management Portal")]
+    MissingProductCode,
+    #[error("invalid product code {0:?}: it must be 1 to 255 printable characters without spaces, as shown in the AWS Marketplace Management Portal")]
+    InvalidProductCode(String),
+    #[error("invalid {name} {value:?}: {expected}")]
+    InvalidValue {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{0} is not valid UTF-8")]
+    NotUnicode(&'static str),
+    #[error("no public key: set MPGATE_PUBLIC_KEY_FILE (or --public-key-file) to the PEM file of the public key AWS Marketplace gave you for version {0}, or put the PEM in MPGATE_PUBLIC_KEY")]
+    MissingKey(i32),
+    #[error("both MPGATE_PUBLIC_KEY_FILE and MPGATE_PUBLIC_KEY are set: keep exactly one key source")]
+    TwoKeys,
+    #[error("cannot read public key file {path}: {reason}")]
+    UnreadableKey { path: String, reason: String },
+    #[error("{source_name} is not a PEM RSA public key ({reason}): use the key AWS Marketplace gave you, starting with '-----BEGIN PUBLIC KEY-----' or '-----BEGIN RSA PUBLIC KEY-----'")]
+    InvalidKey {
+        source_name: String,
+        reason: String,
+    },
+    #[error("cannot read the operating system's random number generator ({0}): check the container's seccomp profile allows getrandom")]
+    Random(String),
+    #[error("cannot write the result file {path}: {reason}: make its directory writable (e.g. an emptyDir volume)")]
+    ResultFile { path: String, reason: String },
+}
+
+/// Reads a setting: the flag if given, else the environment variable (empty counts as unset).
+fn setting(
+    flag: Option<String>,
+    var: &'static str,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Option<String>, ConfigError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match env(var) {
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .map_err(|_| ConfigError::NotUnicode(var)),
+        None => Ok(None),
+    }
+}
+
+/// Like [`setting`] for paths, which need not be UTF-8.
+pub fn path_setting(
+    flag: Option<&OsString>,
+    var: &str,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Option<PathBuf> {
+    flag.cloned()
+        .or_else(|| env(var))
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+impl Config {
+    /// Validates the command line and environment; performs no network I/O.
+    pub fn from_args(args: Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
+        let product_code = setting(args.product_code, "MPGATE_PRODUCT_CODE", env)?
+            .ok_or(ConfigError::MissingProductCode)?;
+        if product_code.is_empty()
+            || product_code.chars().count() > MAX_PRODUCT_CODE_CHARS
+            || product_code.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ConfigError::InvalidProductCode(product_code));
+        }
+
+        let public_key_version = match setting(args.public_key_version, "MPGATE_PUBLIC_KEY_VERSION", env)? {
+            None => 1,
+            Some(v) => match v.trim().parse::<i32>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(ConfigError::InvalidValue {
+                        name: "public key version",
+                        value: v,
+                        expected: "set MPGATE_PUBLIC_KEY_VERSION to the integer (1 or more) AWS Marketplace gave you with the key",
+                    })
+                }
+            },
+        };
+
+        let key = load_key(args.public_key_file.as_ref(), public_key_version, env)?;
+
+        let timeout = duration_setting(args.timeout, "MPGATE_TIMEOUT", "timeout", env)?
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let attempt_timeout =
+            duration_setting(args.attempt_timeout, "MPGATE_ATTEMPT_TIMEOUT", "attempt timeout", env)?
+                .unwrap_or_else(|| (timeout / 3).clamp(MIN_ATTEMPT_TIMEOUT, MAX_ATTEMPT_TIMEOUT))
+                .min(timeout);
+        let max_token_age =
+            duration_setting(args.max_token_age, "MPGATE_MAX_TOKEN_AGE", "max token age", env)?
+                .unwrap_or(DEFAULT_MAX_TOKEN_AGE);
+
+        let on_transient_error =
+            match setting(args.on_transient_error, "MPGATE_ON_TRANSIENT_ERROR", env)?.as_deref() {
+                None | Some("deny") => TransientPolicy::Deny,
+                Some("allow") => TransientPolicy::Allow,
+                Some(other) => {
+                    return Err(ConfigError::InvalidValue {
+                        name: "MPGATE_ON_TRANSIENT_ERROR",
+                        value: other.to_string(),
+                        expected: "use 'deny' (the default) or 'allow'",
+                    })
+                }
+            };
+
+        let endpoint_url = match args.endpoint_url {
+            Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                return Err(ConfigError::InvalidValue {
+                    name: "endpoint URL",
+                    value: url,
+                    expected: "give a URL starting with https:// (or http:// for a local emulator)",
+                })
+            }
+            other => other,
+        };
+
+        Ok(Config {
+            product_code,
+            public_key_version,
+            key,
+            timeout,
+            attempt_timeout,
+            max_token_age,
+            on_transient_error,
+            endpoint_url,
+            retry: retry_settings(env)?,
+            command: args.command,
+        })
+    }
+}
+
+/// Reads `--log-format` / `MPGATE_LOG_FORMAT`; needed before logging starts.
+pub fn log_format(flag: Option<String>, env: &dyn Fn(&str) -> Option<OsString>) -> Result<LogFormat, ConfigError> {
+    match setting(flag, "MPGATE_LOG_FORMAT", env)?.as_deref() {
+        None | Some("auto") => Ok(LogFormat::Auto),
+        Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError::InvalidValue {
+            name: "log format",
+            value: other.to_string(),
+            expected: "use auto, text or json",
+        }),
+    }
+}
+
+fn load_key(
+    flag: Option<&OsString>,
+    version: i32,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<DecodingKey, ConfigError> {
+    let inline = env("MPGATE_PUBLIC_KEY").filter(|v| !v.is_empty());
+    let (pem, source_name) = match (flag, path_setting(None, "MPGATE_PUBLIC_KEY_FILE", env), inline) {
+        // A flag overrides the environment, including an inline key.
+        (Some(path), _, _) => (read_key_file(path.as_ref())?, display(path)),
+        (None, Some(_), Some(_)) => return Err(ConfigError::TwoKeys),
+        (None, Some(path), None) => (read_key_file(path.as_os_str())?, display(path.as_os_str())),
+        (None, None, Some(pem)) => (
+            pem.into_string().map_err(|_| ConfigError::NotUnicode("MPGATE_PUBLIC_KEY"))?.into_bytes(),
+            "MPGATE_PUBLIC_KEY".to_string(),
+        ),
+        (None, None, None) => return Err(ConfigError::MissingKey(version)),
+    };
+    crate::token::decoding_key(&pem).map_err(|reason| ConfigError::InvalidKey { source_name, reason })
+}
+
+fn display(path: &OsStr) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn read_key_file(path: &OsStr) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let unreadable = |reason: String| ConfigError::UnreadableKey { path: display(path), reason };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let mut pem = Vec::new();
+    // Read one byte past the bound so an oversized file is detected, not truncated.
+    file.take(MAX_KEY_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if pem.len() as u64 > MAX_KEY_BYTES {
+        return Err(unreadable(format!("larger than {} KiB; is it really a public key?", MAX_KEY_BYTES / 1024)));
+    }
+    Ok(pem)
+}
+
+fn duration_setting(
+    flag: Option<String>,
+    var: &'static str,
+    name: &'static str,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Option<Duration>, ConfigError> {
+    setting(flag, var, env)?
+        .map(|v| {
+            parse_duration(&v).ok_or(ConfigError::InvalidValue {
+                name,
+                value: v,
+                expected: "use a positive number with an optional unit, e.g. 30, 30s, 1500ms or 2m (at most 1h)",
+            })
+        })
+        .transpose()
+}
+
+/// Parses `30`, `30s`, `1500ms`, `2m` into a positive duration of at most an hour.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() || number.len() > 9 {
+        return None;
+    }
+    let n: u64 = number.parse().ok()?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!duration.is_zero() && duration <= Duration::from_secs(3600)).then_some(duration)
+}
+
+/// Validates `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE` ourselves: aws-config panics on bad values.
+fn retry_settings(env: &dyn Fn(&str) -> Option<OsString>) -> Result<RetrySettings, ConfigError> {
+    let max_attempts = match setting(None, "AWS_MAX_ATTEMPTS", env)? {
+        None => None,
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                return Err(ConfigError::InvalidValue {
+                    name: "AWS_MAX_ATTEMPTS",
+                    value: v,
+                    expected: "use a whole number of attempts, 1 or more, or unset it to let --timeout bound the retries",
+                })
+            }
+        },
+    };
+    let adaptive = match setting(None, "AWS_RETRY_MODE", env)?.map(|m| m.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("standard") => false,
+        Some("adaptive") => true,
+        Some(other) => {
+            return Err(ConfigError::InvalidValue {
+                name: "AWS_RETRY_MODE",
+                value: other.to_string(),
+                expected: "use 'standard' or 'adaptive'",
+            })
+        }
+    };
+    Ok(RetrySettings { max_attempts, adaptive })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        for bad in ["", "0", "0s", "-1", "1.5s", "s", "10h", "61m", "99999999999", "1 s", "1sec"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
+    }
+
+    #[test]
+    fn retry_settings_reject_what_would_panic_the_sdk() {
+        for bad in ["0", "-1", "many", "1.5"] {
+            let pairs: &'static [(&str, &str)] = Box::leak(Box::new([("AWS_MAX_ATTEMPTS", bad)]));
+            let e = retry_settings(&env_of(pairs)).unwrap_err();
+            assert!(e.to_string().contains("AWS_MAX_ATTEMPTS"), "{e}");
+        }
+        assert!(retry_settings(&env_of(&[("AWS_RETRY_MODE", "sometimes")])).is_err());
+        assert_eq!(
+            retry_settings(&env_of(&[("AWS_MAX_ATTEMPTS", "3"), ("AWS_RETRY_MODE", "Adaptive")])).unwrap(),
+            RetrySettings { max_attempts: Some(3), adaptive: true }
+        );
+    }
+
+    #[test]
+    fn missing_product_code_says_where_to_find_it() {
+        let e = Config::from_args(Args::default(), &env_of(&[])).err().unwrap();
+        assert!(e.to_string().contains("AWS Marketplace Management Portal"), "{e}");
+    }
+}

@@ -1,0 +1,313 @@
+//! Command-line parsing (lexopt).
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::fault::{Fault, ALL_FAULTS};
+
+pub const DEFAULT_PRODUCT_CODE: &str = "prod-demo1234567890abcdef";
+
+/// What to do after the server is up.
+#[derive(Debug)]
+pub enum Mode {
+    Serve,
+    Run { command: OsString, args: Vec<OsString> },
+}
+
+#[derive(Debug)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub region: String,
+    pub product_code: String,
+    pub key_versions: Vec<u32>,
+    pub key_dir: Option<PathBuf>,
+    pub fault: Fault,
+    pub fail_first: Option<u64>,
+    pub latency: Duration,
+    pub rotation_timestamp: Option<i64>,
+    pub record: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            region: "us-east-1".into(),
+            product_code: DEFAULT_PRODUCT_CODE.into(),
+            key_versions: vec![1],
+            key_dir: None,
+            fault: Fault::None,
+            fail_first: None,
+            latency: Duration::ZERO,
+            rotation_timestamp: None,
+            record: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Help,
+    Version,
+    Go(Mode, Options),
+}
+
+pub fn usage() -> String {
+    let faults: Vec<&str> = ALL_FAULTS.iter().map(|f| f.name()).collect();
+    let mut fault_lines = String::new();
+    let mut line = String::from("   ");
+    for f in faults {
+        if line.len() + f.len() + 1 > 78 {
+            fault_lines.push_str(&line);
+            fault_lines.push('\n');
+            line = String::from("   ");
+        }
+        line.push(' ');
+        line.push_str(f);
+    }
+    fault_lines.push_str(&line);
+    format!(
+        "\
+mpgate-emulator {version}: a local AWS Marketplace Metering service (RegisterUsage) for tests
+
+Usage:
+  mpgate-emulator [serve] [OPTIONS]
+  mpgate-emulator run [OPTIONS] -- COMMAND [ARG...]
+
+serve prints one JSON line (url, region, productCode, publicKeyVersion, publicKeyFile,
+publicKeyFiles, keyDir) to stdout and serves until SIGTERM/SIGINT. run prints that line to
+stderr, runs COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING, AWS_REGION, dummy
+credentials and MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE / MPGATE_PUBLIC_KEY_VERSION
+set, and exits with its exit code (127 if COMMAND is not found).
+
+Options:
+  --listen ADDR              address to bind (default 127.0.0.1:0, port 0 = any free port)
+  --region REGION            region the emulator serves (default us-east-1)
+  --product-code CODE        product code it sells (default {DEFAULT_PRODUCT_CODE})
+  --key-versions LIST        public key versions served, comma-separated (default 1)
+  --key-dir DIR              where public-key-vN.pem / private-key-vN.pem are kept; an
+                             existing private key there is reused (default: a fresh
+                             temporary directory, removed on exit)
+  --fault FAULT              fault to inject (default none)
+  --fail-first N             apply FAULT only to the first N valid RegisterUsage calls
+  --latency DURATION         delay before every answer (e.g. 200ms, 2s, 1m)
+  --rotation-timestamp SECS  add PublicKeyRotationTimestamp to successful answers
+  --record FILE              append one JSON line per request received (flushed before
+                             the answer is sent)
+  -h, --help                 print this help
+  -V, --version              print the version
+
+Faults:
+{fault_lines}
+",
+        version = env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// Parse `200ms`, `2s`, `1.5s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?} (expected e.g. 200ms, 2s, 1m)");
+    let (num, mult_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if s == "0" {
+        ("0", 0.0)
+    } else {
+        return Err(bad());
+    };
+    let value: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(bad());
+    }
+    let ms = value * mult_ms;
+    if ms > 24.0 * 3600.0 * 1000.0 {
+        return Err(format!("duration {s:?} is longer than a day"));
+    }
+    Ok(Duration::from_micros((ms * 1000.0).round() as u64))
+}
+
+fn parse_versions(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let v: u32 = part
+            .parse()
+            .ok()
+            .filter(|v| *v >= 1 && *v <= i32::MAX as u32)
+            .ok_or_else(|| format!("invalid key version {part:?} (expected integers >= 1)"))?;
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    if out.is_empty() {
+        return Err("--key-versions needs at least one version".into());
+    }
+    Ok(out)
+}
+
+fn string(v: OsString, flag: &str) -> Result<String, String> {
+    v.into_string()
+        .map_err(|_| format!("{flag}: value is not valid UTF-8"))
+}
+
+pub fn parse<I>(args: I) -> Result<Parsed, String>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut opts = Options::default();
+    let mut mode: Option<Mode> = None;
+    let mut seen_positional = false;
+    let mut run = false;
+    let e = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = parser.next().map_err(e)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            Long("listen") => {
+                let v = string(parser.value().map_err(e)?, "--listen")?;
+                opts.listen = v
+                    .parse()
+                    .map_err(|_| format!("--listen: invalid address {v:?} (expected IP:PORT)"))?;
+            }
+            Long("region") => {
+                let v = string(parser.value().map_err(e)?, "--region")?;
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(format!("--region: invalid region {v:?}"));
+                }
+                opts.region = v;
+            }
+            Long("product-code") => {
+                let v = string(parser.value().map_err(e)?, "--product-code")?;
+                if v.is_empty() || v.chars().count() > 255 {
+                    return Err("--product-code: must be 1 to 255 characters".into());
+                }
+                opts.product_code = v;
+            }
+            Long("key-versions") => {
+                opts.key_versions = parse_versions(&string(parser.value().map_err(e)?, "--key-versions")?)
+                    .map_err(|m| format!("--key-versions: {m}"))?;
+            }
+            Long("key-dir") => {
+                let v = PathBuf::from(parser.value().map_err(e)?);
+                if v.as_os_str().is_empty() {
+                    return Err("--key-dir: empty path".into());
+                }
+                opts.key_dir = Some(v);
+            }
+            Long("fault") => {
+                let v = string(parser.value().map_err(e)?, "--fault")?;
+                opts.fault = v.parse().map_err(|m| format!("--fault: {m}"))?;
+            }
+            Long("fail-first") => {
+                let v = string(parser.value().map_err(e)?, "--fail-first")?;
+                opts.fail_first = Some(
+                    v.parse()
+                        .map_err(|_| format!("--fail-first: invalid count {v:?}"))?,
+                );
+            }
+            Long("latency") => {
+                let v = string(parser.value().map_err(e)?, "--latency")?;
+                opts.latency = parse_duration(&v).map_err(|m| format!("--latency: {m}"))?;
+            }
+            Long("rotation-timestamp") => {
+                let v = string(parser.value().map_err(e)?, "--rotation-timestamp")?;
+                opts.rotation_timestamp = Some(v.parse().map_err(|_| {
+                    format!("--rotation-timestamp: invalid epoch seconds {v:?}")
+                })?);
+            }
+            Long("record") => {
+                let v = PathBuf::from(parser.value().map_err(e)?);
+                if v.as_os_str().is_empty() {
+                    return Err("--record: empty path".into());
+                }
+                opts.record = Some(v);
+            }
+            Value(v) if !seen_positional && !run && mode.is_none() && (v == "serve" || v == "run") => {
+                seen_positional = true;
+                if v == "run" {
+                    run = true;
+                } else {
+                    mode = Some(Mode::Serve);
+                }
+            }
+            Value(v) if run => {
+                let args = parser.raw_args().map_err(e)?.collect();
+                mode = Some(Mode::Run { command: v, args });
+            }
+            Value(v) => {
+                return Err(format!("unexpected argument {:?}", v.to_string_lossy()));
+            }
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    let mode = match mode {
+        Some(m) => m,
+        None if run => return Err("run: missing COMMAND (usage: run [OPTIONS] -- COMMAND [ARG...])".into()),
+        None => Mode::Serve,
+    };
+    Ok(Parsed::Go(mode, opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn go(args: &[&str]) -> Result<(Mode, Options), String> {
+        match parse(args.iter().copied())? {
+            Parsed::Go(m, o) => Ok((m, o)),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let (m, o) = go(&[]).unwrap();
+        assert!(matches!(m, Mode::Serve));
+        assert_eq!(o.region, "us-east-1");
+        assert_eq!(o.key_versions, vec![1]);
+        let (_, o) = go(&["serve", "--key-versions", "2,1,2", "--fault=throttle", "--latency", "200ms"]).unwrap();
+        assert_eq!(o.key_versions, vec![2, 1]);
+        assert_eq!(o.fault, Fault::Throttle);
+        assert_eq!(o.latency, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn run_collects_command() {
+        let (m, _) = go(&["run", "--region", "eu-west-1", "--", "sh", "-c", "exit 3", "--fault"]).unwrap();
+        match m {
+            Mode::Run { command, args } => {
+                assert_eq!(command, "sh");
+                assert_eq!(args, vec![OsString::from("-c"), "exit 3".into(), "--fault".into()]);
+            }
+            Mode::Serve => panic!("expected run"),
+        }
+        assert!(go(&["run"]).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(go(&["--fault", "nope"]).is_err());
+        assert!(go(&["--key-versions", "0"]).is_err());
+        assert!(go(&["--latency", "5"]).is_err());
+        assert!(go(&["--listen", "nowhere"]).is_err());
+        assert!(go(&["serve", "extra"]).is_err());
+        assert!(go(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! The faults the emulator can inject (`--fault NAME`).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One injectable fault. The names (see [`Fault::name`]) are a stable interface: tests use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    // --- service errors ---
+    NotEntitled,
+    PlatformNotSupported,
+    InvalidProductCode,
+    InvalidRegion,
+    InvalidPublicKeyVersion,
+    DisabledApi,
+    InternalError,
+    Throttle,
+    AccessDenied,
+    UnrecognizedClient,
+    Http502Html,
+    // --- network ---
+    Hang,
+    Drop,
+    // --- bad tokens (200 answers) ---
+    TokenWrongKey,
+    TokenAlgNone,
+    TokenHs256PublicKey,
+    TokenRs256,
+    TokenBadSignature,
+    TokenWrongNonce,
+    TokenWrongProduct,
+    TokenWrongVersion,
+    TokenVersionString,
+    TokenMissingNonce,
+    TokenStaleIat,
+    TokenFutureIat,
+    TokenExpired,
+    TokenNoIat,
+    TokenOversize,
+    TokenGarbage,
+    TokenMissing,
+    TokenEmpty,
+}
+
+/// Every fault, in the order `--help` lists them.
+pub const ALL_FAULTS: &[Fault] = &[
+    Fault::None,
+    Fault::NotEntitled,
+    Fault::PlatformNotSupported,
+    Fault::InvalidProductCode,
+    Fault::InvalidRegion,
+    Fault::InvalidPublicKeyVersion,
+    Fault::DisabledApi,
+    Fault::InternalError,
+    Fault::Throttle,
+    Fault::AccessDenied,
+    Fault::UnrecognizedClient,
+    Fault::Http502Html,
+    Fault::Hang,
+    Fault::Drop,
+    Fault::TokenWrongKey,
+    Fault::TokenAlgNone,
+    Fault::TokenHs256PublicKey,
+    Fault::TokenRs256,
+    Fault::TokenBadSignature,
+    Fault::TokenWrongNonce,
+    Fault::TokenWrongProduct,
+    Fault::TokenWrongVersion,
+    Fault::TokenVersionString,
+    Fault::TokenMissingNonce,
+    Fault::TokenStaleIat,
+    Fault::TokenFutureIat,
+    Fault::TokenExpired,
+    Fault::TokenNoIat,
+    Fault::TokenOversize,
+    Fault::TokenGarbage,
+    Fault::TokenMissing,
+    Fault::TokenEmpty,
+];
+
+/// How a service-error fault answers: HTTP status, `__type`, message.
+pub struct ServiceError {
+    pub status: u16,
+    pub error_type: &'static str,
+    pub message: &'static str,
+}
+
+impl Fault {
+    /// The command-line name of the fault.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::None => "none",
+            Fault::NotEntitled => "not-entitled",
+            Fault::PlatformNotSupported => "platform-not-supported",
+            Fault::InvalidProductCode => "invalid-product-code",
+            Fault::InvalidRegion => "invalid-region",
+            Fault::InvalidPublicKeyVersion => "invalid-public-key-version",
+            Fault::DisabledApi => "disabled-api",
+            Fault::InternalError => "internal-error",
+            Fault::Throttle => "throttle",
+            Fault::AccessDenied => "access-denied",
+            Fault::UnrecognizedClient => "unrecognized-client",
+            Fault::Http502Html => "http-502-html",
+            Fault::Hang => "hang",
+            Fault::Drop => "drop",
+            Fault::TokenWrongKey => "token-wrong-key",
+            Fault::TokenAlgNone => "token-alg-none",
+            Fault::TokenHs256PublicKey => "token-hs256-public-key",
+            Fault::TokenRs256 => "token-rs256",
+            Fault::TokenBadSignature => "token-bad-signature",
+            Fault::TokenWrongNonce => "token-wrong-nonce",
+            Fault::TokenWrongProduct => "token-wrong-product",
+            Fault::TokenWrongVersion => "token-wrong-version",
+            Fault::TokenVersionString => "token-version-string",
+            Fault::TokenMissingNonce => "token-missing-nonce",
+            Fault::TokenStaleIat => "token-stale-iat",
+            Fault::TokenFutureIat => "token-future-iat",
+            Fault::TokenExpired => "token-expired",
+            Fault::TokenNoIat => "token-no-iat",
+            Fault::TokenOversize => "token-oversize",
+            Fault::TokenGarbage => "token-garbage",
+            Fault::TokenMissing => "token-missing",
+            Fault::TokenEmpty => "token-empty",
+        }
+    }
+
+    /// The error answer of a service-error fault, `None` for the other faults.
+    pub fn service_error(self) -> Option<ServiceError> {
+        let (status, error_type, message) = match self {
+            Fault::NotEntitled => (
+                400,
+                "CustomerNotEntitledException",
+                "Customer is not subscribed to the product.",
+            ),
+            Fault::PlatformNotSupported => (
+                400,
+                "PlatformNotSupportedException",
+                "AWS Marketplace does not support metering usage from the underlying platform. Currently, Amazon ECS, Amazon EKS, and AWS Fargate are supported.",
+            ),
+            Fault::InvalidProductCode => (
+                400,
+                "InvalidProductCodeException",
+                "The product code passed does not match the product code used for publishing the product.",
+            ),
+            Fault::InvalidRegion => (
+                400,
+                "InvalidRegionException",
+                "RegisterUsage must be called in the same AWS Region the ECS task was launched in.",
+            ),
+            Fault::InvalidPublicKeyVersion => (
+                400,
+                "InvalidPublicKeyVersionException",
+                "Public Key version is invalid.",
+            ),
+            Fault::DisabledApi => (
+                400,
+                "DisabledApiException",
+                "The API is disabled in the Region.",
+            ),
+            Fault::InternalError => (
+                500,
+                "InternalServiceErrorException",
+                "An internal error has occurred. Retry your request.",
+            ),
+            Fault::Throttle => (400, "ThrottlingException", "Rate exceeded"),
+            Fault::AccessDenied => (
+                400,
+                "AccessDeniedException",
+                "User: arn:aws:sts::123456789012:assumed-role/task/abc is not authorized to perform: aws-marketplace:RegisterUsage because no identity-based policy allows the aws-marketplace:RegisterUsage action",
+            ),
+            Fault::UnrecognizedClient => (
+                400,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ),
+            _ => return None,
+        };
+        Some(ServiceError {
+            status,
+            error_type,
+            message,
+        })
+    }
+
+    /// Whether the fault changes the token of an otherwise successful answer.
+    pub fn is_token_fault(self) -> bool {
+        self.name().starts_with("token-")
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL_FAULTS
+            .iter()
+            .copied()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown fault {s:?} (see --help for the list)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for f in ALL_FAULTS {
+            assert_eq!(f.name().parse::<Fault>(), Ok(*f));
+        }
+        assert!("nope".parse::<Fault>().is_err());
+    }
+}

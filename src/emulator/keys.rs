@@ -1,0 +1,188 @@
+//! RSA-2048 key pairs per public key version: generated with aws-lc-rs, or loaded from
+//! `--key-dir`, and written there as PEM (`public-key-vN.pem` SPKI, `private-key-vN.pem` PKCS#8).
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
+use base64::Engine as _;
+use jsonwebtoken::EncodingKey;
+
+/// One key version ready to sign with.
+pub struct VersionKey {
+    pub version: u32,
+    /// The public key as PEM SPKI text (also the HS256 key-confusion secret).
+    pub public_pem: String,
+    pub public_path: PathBuf,
+    pub encoding_key: EncodingKey,
+}
+
+/// Encode DER as PEM with 64-character lines.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII, so every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Decode the first PEM block with `label`.
+pub fn pem_decode(label: &str, text: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let stop = start + text[start..].find(&end)?;
+    let b64: String = text[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+fn err(context: String, e: impl std::fmt::Display) -> String {
+    format!("{context}: {e}")
+}
+
+/// A key pair with its PEM forms.
+pub struct PemPair {
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+/// Generate a fresh RSA-2048 key pair.
+pub fn generate() -> Result<PemPair, String> {
+    let kp = KeyPair::generate(KeySize::Rsa2048)
+        .map_err(|e| err("cannot generate an RSA-2048 key".into(), e))?;
+    pair_from(&kp)
+}
+
+fn pair_from(kp: &KeyPair) -> Result<PemPair, String> {
+    let private = kp
+        .as_der()
+        .map_err(|e| err("cannot encode the private key".into(), e))?;
+    let public = kp
+        .public_key()
+        .as_der()
+        .map_err(|e| err("cannot encode the public key".into(), e))?;
+    Ok(PemPair {
+        private_pem: pem_encode("PRIVATE KEY", private.as_ref()),
+        public_pem: pem_encode("PUBLIC KEY", public.as_ref()),
+    })
+}
+
+fn load_private(path: &Path) -> Result<PemPair, String> {
+    let text = fs::read_to_string(path).map_err(|e| err(format!("cannot read {}", path.display()), e))?;
+    let der = pem_decode("PRIVATE KEY", &text)
+        .ok_or_else(|| format!("{}: not a PKCS#8 PEM private key", path.display()))?;
+    let kp = KeyPair::from_pkcs8(&der)
+        .map_err(|e| err(format!("{}: not an RSA private key", path.display()), e))?;
+    pair_from(&kp)
+}
+
+/// Signing key from a PEM PKCS#8 private key.
+pub fn encoding_key(private_pem: &str) -> Result<EncodingKey, String> {
+    EncodingKey::from_rsa_pem(private_pem.as_bytes())
+        .map_err(|e| err("jsonwebtoken rejected the private key".into(), e))
+}
+
+/// Write `contents` to `path` atomically (temp file + rename), with `mode`.
+fn write_atomic(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}.{}", std::process::id(), super::random_u64()));
+    path.with_file_name(name)
+}
+
+/// Create the private key file only if it does not exist yet (hard link of a complete temp
+/// file, so concurrent emulators sharing a key dir agree on one key). Returns the key in force.
+fn create_private_once(path: &Path, fresh: PemPair) -> Result<PemPair, String> {
+    let tmp = tmp_path(path);
+    let write = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(fresh.private_pem.as_bytes())?;
+        f.sync_all()
+    })();
+    if let Err(e) = write {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(format!("cannot write {}", tmp.display()), e));
+    }
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(fresh),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_private(path),
+        Err(e) => Err(err(format!("cannot create {}", path.display()), e)),
+    }
+}
+
+/// Load or create the key for each version in `dir`.
+pub fn prepare(dir: &Path, versions: &[u32]) -> Result<Vec<VersionKey>, String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| err(format!("cannot create key dir {}", dir.display()), e))?;
+    let mut keys = Vec::with_capacity(versions.len());
+    for &version in versions {
+        let private_path = dir.join(format!("private-key-v{version}.pem"));
+        let public_path = dir.join(format!("public-key-v{version}.pem"));
+        let pair = if private_path.exists() {
+            load_private(&private_path)?
+        } else {
+            create_private_once(&private_path, generate()?)?
+        };
+        // Same content from every writer (derived from the private key in force).
+        write_atomic(&public_path, &pair.public_pem, 0o644)
+            .map_err(|e| err(format!("cannot write {}", public_path.display()), e))?;
+        keys.push(VersionKey {
+            version,
+            encoding_key: encoding_key(&pair.private_pem)?,
+            public_pem: pair.public_pem,
+            public_path,
+        });
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip() {
+        let der: Vec<u8> = (0..=255u8).collect();
+        let pem = pem_encode("PUBLIC KEY", &der);
+        assert!(pem.lines().all(|l| l.len() <= 64));
+        assert_eq!(pem_decode("PUBLIC KEY", &pem), Some(der));
+        assert_eq!(pem_decode("PRIVATE KEY", &pem), None);
+    }
+}

@@ -1,0 +1,246 @@
+//! A local AWS Marketplace Metering service (RegisterUsage) with fault injection, for tests.
+//!
+//! `mpgate-emulator` plays `AWSMPMeteringService.RegisterUsage` (awsJson1.1, `POST /`,
+//! SigV4 signing name `aws-marketplace`) over plain HTTP/1.1 on loopback, and answers with
+//! real PS256 tokens signed by RSA-2048 keys it generates (or reuses from `--key-dir`).
+//! Run `mpgate-emulator --help` for the command line.
+//!
+//! # Request checks, in order
+//! 1. Method `POST` and path `/`, else 400 `UnknownOperationException` (emulator choice).
+//! 2. `X-Amz-Target` must be `AWSMPMeteringService.RegisterUsage`; anything else (another
+//!    operation, missing, unknown prefix) is 400 `UnknownOperationException`.
+//! 3. `Content-Type` must be `application/x-amz-json-1.1` (parameters such as `charset`
+//!    allowed), else 400 `SerializationException`. Real Coral endpoints pick the protocol
+//!    from the content type and fail to deserialize the body under a wrong one; the
+//!    emulator answers `SerializationException` uniformly for that case.
+//! 4. `Authorization` must be SigV4: missing is 400 `MissingAuthenticationTokenException`;
+//!    malformed, a scope whose service is not `aws-marketplace`, a region other than
+//!    `--region`, a missing `X-Amz-Date`/`Date` header or an `X-Amz-Date` that disagrees
+//!    with the scope date are 403 `InvalidSignatureException` with AWS's messages. The HMAC
+//!    itself is not verified (the emulator cannot know real secrets).
+//! 5. The body (at most 64 KiB, else 413 `SerializationException`) must be a JSON object
+//!    (else 400 `SerializationException`, as AWS does for unparseable bodies) matching
+//!    `RegisterUsageRequest`: missing, null or wrong-typed `ProductCode`/`PublicKeyVersion`,
+//!    `PublicKeyVersion` < 1 or not a 32-bit integer, `ProductCode` length outside 1..=255,
+//!    a non-string `Nonce` or one longer than 255 characters are 400 `ValidationException`
+//!    in AWS's "N validation error(s) detected: Value ... at 'Field' ..." form (the field
+//!    named as on the wire). Unknown members are ignored, like AWS does.
+//! 6. The `--fault` is applied here, to the first `--fail-first` calls that passed 1-5 (or
+//!    to all of them).
+//! 7. A product code other than `--product-code` is 400 `InvalidProductCodeException`; a
+//!    key version not in `--key-versions` is 400 `InvalidPublicKeyVersionException`.
+//! 8. Success: `{"Signature": JWT}` (+ `PublicKeyRotationTimestamp`), where the JWT header is
+//!    exactly `{"alg":"PS256","typ":"JWT"}` and the claims are `productCode`,
+//!    `publicKeyVersion`, `nonce` (when sent) and `iat`. Token faults alter this answer.
+//!
+//! Errors are `{"__type": NAME, "message": ...}` with `x-amzn-errortype: NAME`; every answer
+//! carries an `x-amzn-requestid`.
+//!
+//! Every request is logged as one line on stderr and, with `--record FILE`, appended to the
+//! record file as one JSON line before the answer is sent. The `Authorization` signature and
+//! the dummy secret are never logged.
+
+pub mod cli;
+pub mod fault;
+pub mod jwt;
+pub mod keys;
+pub mod run;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::signal::unix::{signal, SignalKind};
+
+use cli::{Mode, Options, Parsed};
+use fault::Fault;
+use server::{log, State};
+
+/// The JSON line printed once the server listens.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ready {
+    pub url: String,
+    pub region: String,
+    pub product_code: String,
+    pub public_key_version: u32,
+    pub public_key_file: String,
+    pub public_key_files: BTreeMap<String, String>,
+    pub key_dir: String,
+}
+
+/// Exit code for a bad command line.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code when the emulator itself cannot start.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Entry point of the `mpgate-emulator` binary: returns the process exit code.
+pub fn main() -> i32 {
+    let parsed = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(p) => p,
+        Err(msg) => {
+            log(&format!("error: {msg}"));
+            return EXIT_USAGE;
+        }
+    };
+    match parsed {
+        Parsed::Help => {
+            let _ = std::io::stdout().write_all(cli::usage().as_bytes());
+            0
+        }
+        Parsed::Version => {
+            let _ = writeln!(std::io::stdout(), "mpgate-emulator {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Parsed::Go(mode, opts) => {
+            let (key_dir, owned) = match &opts.key_dir {
+                Some(d) => (d.clone(), false),
+                None => match fresh_temp_dir() {
+                    Ok(d) => (d, true),
+                    Err(e) => {
+                        log(&format!("error: {e}"));
+                        return EXIT_FAILURE;
+                    }
+                },
+            };
+            let code = match start(mode, &opts, &key_dir) {
+                Ok(code) => code,
+                Err(e) => {
+                    log(&format!("error: {e}"));
+                    EXIT_FAILURE
+                }
+            };
+            if owned {
+                let _ = fs::remove_dir_all(&key_dir);
+            }
+            code
+        }
+    }
+}
+
+/// Random bytes from the system RNG (zeros if it fails, which only weakens temp names).
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b
+}
+
+pub(crate) fn random_u64() -> u64 {
+    u64::from_le_bytes(random_bytes())
+}
+
+fn fresh_temp_dir() -> Result<PathBuf, String> {
+    let base = std::env::temp_dir();
+    for _ in 0..16 {
+        let dir = base.join(format!(
+            "mpgate-emulator-{}-{:016x}",
+            std::process::id(),
+            random_u64()
+        ));
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create a key dir under {}: {e}", base.display())),
+        }
+    }
+    Err("cannot create a fresh key dir".into())
+}
+
+fn path_string(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
+    let keys = keys::prepare(key_dir, &opts.key_versions)?;
+    let key_dir = fs::canonicalize(key_dir).map_err(|e| format!("{}: {e}", key_dir.display()))?;
+    let wrong_key = if opts.fault == Fault::TokenWrongKey {
+        Some(keys::encoding_key(&keys::generate()?.private_pem)?)
+    } else {
+        None
+    };
+    let record = match &opts.record {
+        Some(p) => Some(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("cannot open record file {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let public_key_files: BTreeMap<String, String> = keys
+        .iter()
+        .map(|k| (k.version.to_string(), path_string(&key_dir.join(k.public_path.file_name().unwrap_or_default()))))
+        .collect();
+    let first = opts.key_versions[0];
+    let public_key_file = public_key_files.get(&first.to_string()).cloned().unwrap_or_default();
+    let state = Arc::new(State::new(
+        opts.region.clone(),
+        opts.product_code.clone(),
+        keys,
+        wrong_key,
+        opts.fault,
+        opts.fail_first,
+        opts.latency,
+        opts.rotation_timestamp,
+        record,
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let listen = opts.listen;
+    let code = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+        let ready = Ready {
+            url: format!("http://{addr}"),
+            region: state.region.clone(),
+            product_code: state.product_code.clone(),
+            public_key_version: first,
+            public_key_file: public_key_file.clone(),
+            public_key_files,
+            key_dir: path_string(&key_dir),
+        };
+        let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
+        let child_env = run::ChildEnv {
+            url: ready.url.clone(),
+            region: ready.region.clone(),
+            product_code: ready.product_code.clone(),
+            public_key_file,
+            public_key_version: first,
+        };
+        tokio::spawn(server::serve(listener, state));
+        match mode {
+            Mode::Serve => {
+                let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signal: {e}"))?;
+                let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signal: {e}"))?;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                drop(out);
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                Ok::<i32, String>(0)
+            }
+            Mode::Run { command, args } => {
+                // The command's stdout stays clean: the ready line goes to stderr.
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{line}");
+                drop(err);
+                Ok(run::run_child(command, args, &child_env).await)
+            }
+        }
+    })?;
+    // Do not wait for hanging connections (`hang` fault).
+    rt.shutdown_background();
+    Ok(code)
+}

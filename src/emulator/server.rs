@@ -1,0 +1,618 @@
+//! The HTTP side: request checks, faults, answers, the record file and the request log.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use jsonwebtoken::EncodingKey;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::fault::Fault;
+use super::jwt;
+use super::keys::VersionKey;
+
+/// Largest request body read (bytes); larger bodies get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+pub const TARGET: &str = "AWSMPMeteringService.RegisterUsage";
+pub const TARGET_PREFIX: &str = "AWSMPMeteringService.";
+pub const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.1";
+pub const SIGNING_NAME: &str = "aws-marketplace";
+
+/// Everything the request handler needs.
+pub struct State {
+    pub region: String,
+    pub product_code: String,
+    pub keys: Vec<VersionKey>,
+    pub wrong_key: Option<EncodingKey>,
+    pub fault: Fault,
+    pub fail_first: Option<u64>,
+    pub latency: Duration,
+    pub rotation_timestamp: Option<i64>,
+    pub record: Option<Mutex<File>>,
+    calls: AtomicU64,
+    eligible: AtomicU64,
+}
+
+impl State {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        region: String,
+        product_code: String,
+        keys: Vec<VersionKey>,
+        wrong_key: Option<EncodingKey>,
+        fault: Fault,
+        fail_first: Option<u64>,
+        latency: Duration,
+        rotation_timestamp: Option<i64>,
+        record: Option<File>,
+    ) -> Self {
+        State {
+            region,
+            product_code,
+            keys,
+            wrong_key,
+            fault,
+            fail_first,
+            latency,
+            rotation_timestamp,
+            record: record.map(Mutex::new),
+            calls: AtomicU64::new(0),
+            eligible: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One line of the `--record` file (and of the request log on stderr).
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RecordLine {
+    call: u64,
+    target: Option<String>,
+    product_code: Value,
+    public_key_version: Value,
+    nonce: Value,
+    credential_scope: Option<String>,
+    fault: &'static str,
+    status: Option<u16>,
+    error_type: Option<&'static str>,
+}
+
+/// What to do with the connection.
+enum Outcome {
+    Answer(Response<Full<Bytes>>, Option<&'static str>),
+    Hang,
+    Drop,
+}
+
+/// Returned to hyper to make it close the connection without answering (`drop` fault).
+#[derive(Debug)]
+pub struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+fn request_id() -> String {
+    let b: [u8; 16] = super::random_bytes();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn base_response(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        h.insert(CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        h.insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+fn error_answer(status: u16, error_type: &'static str, message: &str) -> Outcome {
+    let body = json!({"__type": error_type, "message": message}).to_string();
+    let mut resp = base_response(status, CONTENT_TYPE_JSON, Bytes::from(body));
+    resp.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    Outcome::Answer(resp, Some(error_type))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<Result<&'a str, ()>> {
+    headers.get(name).map(|v| v.to_str().map_err(|_| ()))
+}
+
+/// A parsed SigV4 `Authorization` header (the HMAC is not checked).
+struct Auth {
+    date: String,
+    region: String,
+    service: String,
+}
+
+/// Parse the Authorization header. Returns the credential scope when one could be read
+/// (for the record), and the result.
+fn parse_auth(value: &str) -> (Option<String>, Result<Auth, String>) {
+    const SCHEME: &str = "AWS4-HMAC-SHA256";
+    let Some(rest) = value.strip_prefix(SCHEME).filter(|r| r.starts_with(' ')) else {
+        return (
+            None,
+            Err(format!("Authorization header must use the {SCHEME} scheme.")),
+        );
+    };
+    let (mut credential, mut signed_headers, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let part = part.trim();
+        if let Some(v) = part.strip_prefix("Credential=") {
+            credential = Some(v);
+        } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
+            signed_headers = Some(v);
+        } else if let Some(v) = part.strip_prefix("Signature=") {
+            signature = Some(v);
+        }
+    }
+    let scope = credential.map(str::to_string);
+    let mut missing = Vec::new();
+    if credential.is_none() {
+        missing.push("Authorization header requires 'Credential' parameter.");
+    }
+    if signed_headers.is_none() {
+        missing.push("Authorization header requires 'SignedHeaders' parameter.");
+    }
+    if signature.is_none() {
+        missing.push("Authorization header requires 'Signature' parameter.");
+    }
+    if !missing.is_empty() {
+        return (scope, Err(missing.join(" ")));
+    }
+    let (credential, signed_headers, signature) = (
+        credential.unwrap_or_default(),
+        signed_headers.unwrap_or_default(),
+        signature.unwrap_or_default(),
+    );
+    let parts: Vec<&str> = credential.split('/').collect();
+    let [akid, date, region, service, terminator] = parts.as_slice() else {
+        return (
+            scope,
+            Err(format!(
+                "Credential should have exactly 5 slash-separated parts (AKID/date/region/service/aws4_request), got {}.",
+                parts.len()
+            )),
+        );
+    };
+    if akid.is_empty() {
+        return (scope, Err("Credential has an empty access key id.".into()));
+    }
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return (scope, Err("Credential date must be YYYYMMDD.".into()));
+    }
+    if *terminator != "aws4_request" {
+        return (
+            scope,
+            Err("Credential should be scoped with a valid terminator: 'aws4_request'.".into()),
+        );
+    }
+    if signed_headers.is_empty()
+        || !signed_headers
+            .split(';')
+            .all(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    {
+        return (scope, Err("SignedHeaders must be a ';'-separated list of lowercase header names.".into()));
+    }
+    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return (scope, Err("Signature must be 64 lowercase hex digits.".into()));
+    }
+    (
+        scope,
+        Ok(Auth {
+            date: date.to_string(),
+            region: region.to_string(),
+            service: service.to_string(),
+        }),
+    )
+}
+
+fn is_json_content_type(value: &str) -> bool {
+    let media = value.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case(CONTENT_TYPE_JSON)
+}
+
+/// The validated RegisterUsage input.
+struct Input {
+    product_code: String,
+    public_key_version: i64,
+    nonce: Option<String>,
+}
+
+/// Check the body against the RegisterUsageRequest shape. Err = (error type, message).
+fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'static str, String)> {
+    let mut errors = Vec::new();
+    let product_code = match obj.get("ProductCode") {
+        None | Some(Value::Null) => {
+            errors.push("Value null at 'ProductCode' failed to satisfy constraint: Member must not be null".to_string());
+            None
+        }
+        Some(Value::String(s)) => {
+            let n = s.chars().count();
+            if n < 1 {
+                errors.push("Value '' at 'ProductCode' failed to satisfy constraint: Member must have length greater than or equal to 1".to_string());
+            } else if n > 255 {
+                errors.push(format!("Value of length {n} at 'ProductCode' failed to satisfy constraint: Member must have length less than or equal to 255"));
+            }
+            Some(s.clone())
+        }
+        Some(other) => {
+            errors.push(format!("Value {} at 'ProductCode' failed to satisfy constraint: Member must be a string", type_name(other)));
+            None
+        }
+    };
+    let version = match obj.get("PublicKeyVersion") {
+        None | Some(Value::Null) => {
+            errors.push("Value null at 'PublicKeyVersion' failed to satisfy constraint: Member must not be null".to_string());
+            None
+        }
+        Some(Value::Number(n)) => match n.as_i64().filter(|v| i32::try_from(*v).is_ok()) {
+            Some(v) if v >= 1 => Some(v),
+            Some(v) => {
+                errors.push(format!("Value '{v}' at 'PublicKeyVersion' failed to satisfy constraint: Member must have value greater than or equal to 1"));
+                None
+            }
+            None => {
+                errors.push(format!("Value '{n}' at 'PublicKeyVersion' failed to satisfy constraint: Member must be a 32-bit integer"));
+                None
+            }
+        },
+        Some(other) => {
+            errors.push(format!("Value {} at 'PublicKeyVersion' failed to satisfy constraint: Member must be an integer", type_name(other)));
+            None
+        }
+    };
+    let nonce = match obj.get("Nonce") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let n = s.chars().count();
+            if n > 255 {
+                errors.push(format!("Value of length {n} at 'Nonce' failed to satisfy constraint: Member must have length less than or equal to 255"));
+            }
+            Some(s.clone())
+        }
+        Some(other) => {
+            errors.push(format!("Value {} at 'Nonce' failed to satisfy constraint: Member must be a string", type_name(other)));
+            None
+        }
+    };
+    match (errors.len(), product_code, version) {
+        (0, Some(product_code), Some(public_key_version)) => Ok(Input {
+            product_code,
+            public_key_version,
+            nonce,
+        }),
+        (n, _, _) => {
+            let head = if n == 1 {
+                "1 validation error detected: ".to_string()
+            } else {
+                format!("{n} validation errors detected: ")
+            };
+            Err(("ValidationException", head + &errors.join("; ")))
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "of type boolean",
+        Value::Number(_) => "of type number",
+        Value::String(_) => "of type string",
+        Value::Array(_) => "of type array",
+        Value::Object(_) => "of type object",
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Decide the answer to one request, filling in `rec` along the way.
+fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body: Result<Bytes, bool>, rec: &mut RecordLine) -> Outcome {
+    // Body first, so the record has the fields even for rejected requests.
+    let parsed: Option<Result<Value, serde_json::Error>> = body.as_ref().ok().map(|b| serde_json::from_slice::<Value>(b));
+    if let Some(Ok(Value::Object(obj))) = &parsed {
+        for (field, slot) in [
+            ("ProductCode", &mut rec.product_code),
+            ("PublicKeyVersion", &mut rec.public_key_version),
+            ("Nonce", &mut rec.nonce),
+        ] {
+            if let Some(v) = obj.get(field) {
+                *slot = v.clone();
+            }
+        }
+    }
+    let auth_header = header_str(headers, "authorization");
+    let auth = auth_header.map(|h| match h {
+        Ok(v) => parse_auth(v),
+        Err(()) => (None, Err("Authorization header is not valid ASCII.".to_string())),
+    });
+    if let Some((scope, _)) = &auth {
+        rec.credential_scope.clone_from(scope);
+    }
+
+    // 1. method and path
+    if method != Method::POST || path != "/" {
+        return error_answer(
+            400,
+            "UnknownOperationException",
+            &format!("The emulator serves only POST / (got {method} {path})"),
+        );
+    }
+    // 2. X-Amz-Target
+    match rec.target.as_deref() {
+        Some(TARGET) => {}
+        Some(t) if t.starts_with(TARGET_PREFIX) => {
+            return error_answer(400, "UnknownOperationException", &format!("Operation {t} is not served by this emulator"));
+        }
+        _ => return error_answer(400, "UnknownOperationException", "Unknown operation: missing or unrecognised X-Amz-Target"),
+    }
+    // 3. Content-Type
+    match header_str(headers, "content-type") {
+        Some(Ok(ct)) if is_json_content_type(ct) => {}
+        _ => {
+            return error_answer(
+                400,
+                "SerializationException",
+                &format!("Content-Type must be {CONTENT_TYPE_JSON}"),
+            )
+        }
+    }
+    // 4. SigV4 Authorization
+    let Some((_, auth)) = auth else {
+        return error_answer(400, "MissingAuthenticationTokenException", "Missing Authentication Token");
+    };
+    let auth = match auth {
+        Ok(a) => a,
+        Err(msg) => return error_answer(403, "InvalidSignatureException", &msg),
+    };
+    if auth.service != SIGNING_NAME {
+        return error_answer(
+            403,
+            "InvalidSignatureException",
+            &format!("Credential should be scoped to correct service: '{SIGNING_NAME}'. "),
+        );
+    }
+    if auth.region != state.region {
+        return error_answer(403, "InvalidSignatureException", "Credential should be scoped to a valid region. ");
+    }
+    match header_str(headers, "x-amz-date").or_else(|| header_str(headers, "date")) {
+        None => {
+            return error_answer(
+                403,
+                "InvalidSignatureException",
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+            )
+        }
+        Some(Ok(d)) if headers.contains_key("x-amz-date") && !d.starts_with(&auth.date) => {
+            return error_answer(
+                403,
+                "InvalidSignatureException",
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.",
+            )
+        }
+        Some(Err(())) => return error_answer(403, "InvalidSignatureException", "Date header is not valid ASCII."),
+        Some(Ok(_)) => {}
+    }
+    // 5. Body shape
+    let parsed = match (body, parsed) {
+        (Err(true), _) => {
+            return error_answer(413, "SerializationException", &format!("Request body is larger than {MAX_BODY} bytes"));
+        }
+        (Err(false), _) | (_, None) => return Outcome::Drop,
+        (Ok(_), Some(p)) => p,
+    };
+    let input = match parsed {
+        Ok(Value::Object(obj)) => match validate_body(&obj) {
+            Ok(i) => i,
+            Err((t, m)) => return error_answer(400, t, &m),
+        },
+        Ok(_) => return error_answer(400, "SerializationException", "Request body must be a JSON object"),
+        Err(e) => return error_answer(400, "SerializationException", &format!("Request body is not valid JSON: {e}")),
+    };
+
+    // 6. Faults (for the first --fail-first valid calls, or every call)
+    let n = state.eligible.fetch_add(1, Ordering::SeqCst) + 1;
+    let fault = if state.fail_first.is_none_or(|limit| n <= limit) {
+        state.fault
+    } else {
+        Fault::None
+    };
+    if let Some(e) = fault.service_error() {
+        rec.fault = fault.name();
+        return error_answer(e.status, e.error_type, e.message);
+    }
+    match fault {
+        Fault::Http502Html => {
+            rec.fault = fault.name();
+            let body = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n";
+            return Outcome::Answer(base_response(502, "text/html", Bytes::from_static(body.as_bytes())), None);
+        }
+        Fault::Hang => {
+            rec.fault = fault.name();
+            return Outcome::Hang;
+        }
+        Fault::Drop => {
+            rec.fault = fault.name();
+            return Outcome::Drop;
+        }
+        _ => {}
+    }
+
+    // 7. Business checks
+    if input.product_code != state.product_code {
+        return error_answer(
+            400,
+            "InvalidProductCodeException",
+            "The product code passed does not match the product code used for publishing the product.",
+        );
+    }
+    let Some(key) = state.keys.iter().find(|k| i64::from(k.version) == input.public_key_version) else {
+        return error_answer(400, "InvalidPublicKeyVersionException", "Public Key version is invalid.");
+    };
+
+    // 8. Success (maybe with a bad token)
+    let token_fault = if fault.is_token_fault() { fault } else { Fault::None };
+    rec.fault = token_fault.name();
+    let req = jwt::Request {
+        product_code: &input.product_code,
+        public_key_version: input.public_key_version,
+        nonce: input.nonce.as_deref(),
+    };
+    let signer = jwt::Signer {
+        key: &key.encoding_key,
+        public_pem: &key.public_pem,
+        wrong_key: state.wrong_key.as_ref(),
+    };
+    let signature = match jwt::mint(&req, &signer, token_fault, now_secs()) {
+        Ok(s) => s,
+        Err(e) => {
+            log(&format!("cannot mint a token: {e}"));
+            return error_answer(500, "InternalServiceErrorException", "The emulator could not sign the token.");
+        }
+    };
+    let mut body = serde_json::Map::new();
+    if let Some(s) = signature {
+        body.insert("Signature".into(), Value::String(s));
+        if let Some(ts) = state.rotation_timestamp {
+            body.insert("PublicKeyRotationTimestamp".into(), json!(ts));
+        }
+    }
+    let body = Value::Object(body).to_string();
+    Outcome::Answer(base_response(200, CONTENT_TYPE_JSON, Bytes::from(body)), None)
+}
+
+/// Write one line to stderr, ignoring errors (never panic on a closed stderr).
+pub fn log(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "mpgate-emulator: {msg}");
+}
+
+/// Serve one request.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, DropConnection> {
+    let call = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let (parts, body) = req.into_parts();
+    let mut rec = RecordLine {
+        call,
+        target: header_str(&parts.headers, "x-amz-target").map(|r| r.unwrap_or("<non-ASCII>").to_string()),
+        fault: Fault::None.name(),
+        ..RecordLine::default()
+    };
+    // Err(true): too large; Err(false): read error (peer went away).
+    let body: Result<Bytes, bool> = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(e.downcast_ref::<LengthLimitError>().is_some()),
+    };
+    let outcome = decide(&state, &parts.method, parts.uri.path(), &parts.headers, body, &mut rec);
+    if let Outcome::Answer(resp, error_type) = &outcome {
+        rec.status = Some(resp.status().as_u16());
+        rec.error_type = *error_type;
+    }
+    let line = serde_json::to_string(&rec).unwrap_or_else(|_| "{}".into());
+    if let Some(file) = &state.record {
+        if let Ok(mut f) = file.lock() {
+            let res = f.write_all(format!("{line}\n").as_bytes()).and_then(|()| f.flush());
+            if let Err(e) = res {
+                log(&format!("cannot write the record file: {e}"));
+            }
+        }
+    }
+    log(&format!("{} {} {line}", parts.method, parts.uri.path()));
+    match outcome {
+        Outcome::Answer(resp, _) => {
+            if !state.latency.is_zero() {
+                tokio::time::sleep(state.latency).await;
+            }
+            Ok(resp)
+        }
+        Outcome::Hang => {
+            std::future::pending::<()>().await;
+            Err(DropConnection)
+        }
+        Outcome::Drop => Err(DropConnection),
+    }
+}
+
+/// Accept connections forever.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+    loop {
+        let (stream, _peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                log(&format!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            // Errors here are peers going away or the `drop` fault: nothing to report.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIG: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn auth_parsing() {
+        let h = format!("AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/aws-marketplace/aws4_request, SignedHeaders=host;x-amz-date, Signature={SIG}");
+        let (scope, auth) = parse_auth(&h);
+        assert_eq!(scope.as_deref(), Some("AKID/20240101/us-east-1/aws-marketplace/aws4_request"));
+        let auth = auth.unwrap();
+        assert_eq!((auth.region.as_str(), auth.service.as_str()), ("us-east-1", "aws-marketplace"));
+        assert!(parse_auth("Bearer x").1.is_err());
+        assert!(parse_auth("AWS4-HMAC-SHA256 Credential=a/b/c").1.is_err());
+        let short = format!("AWS4-HMAC-SHA256 Credential=AKID/2024/us-east-1/aws-marketplace/aws4_request, SignedHeaders=host, Signature={SIG}");
+        assert!(parse_auth(&short).1.is_err());
+    }
+
+    #[test]
+    fn body_validation() {
+        let v = |s: &str| validate_body(serde_json::from_str::<Value>(s).unwrap().as_object().unwrap());
+        assert!(v(r#"{"ProductCode":"p","PublicKeyVersion":1}"#).is_ok());
+        assert!(v(r#"{"ProductCode":"p","PublicKeyVersion":1,"Nonce":null}"#).is_ok());
+        let (_, m) = v(r#"{"PublicKeyVersion":1}"#).err().unwrap();
+        assert!(m.contains("'ProductCode'"), "{m}");
+        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":"1"}"#).err().unwrap();
+        assert!(m.contains("'PublicKeyVersion'"), "{m}");
+        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":0}"#).err().unwrap();
+        assert!(m.contains("'PublicKeyVersion'"), "{m}");
+        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":1.5}"#).err().unwrap();
+        assert!(m.contains("'PublicKeyVersion'"), "{m}");
+        let long = "n".repeat(256);
+        let (_, m) = v(&format!(r#"{{"ProductCode":"p","PublicKeyVersion":1,"Nonce":"{long}"}}"#)).err().unwrap();
+        assert!(m.contains("'Nonce'"), "{m}");
+        assert!(is_json_content_type("application/x-amz-json-1.1; charset=utf-8"));
+        assert!(!is_json_content_type("application/json"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Owns the entitlement phase end to end: configure, nonce, RegisterUsage, verify, then hand over.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, ConfigError, TransientPolicy};
+use crate::exit::{code, Failure};
+use crate::metering::{self, MeteringError};
+use crate::report::{now_rfc3339, Report, Reporter};
+use crate::{exec, nonce, token};
+
+/// What the phase learned, for the result file and the hand-over.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub product_code: Option<String>,
+    pub public_key_version: Option<i32>,
+    pub nonce: Option<String>,
+    pub attempts: u32,
+    pub command: Vec<OsString>,
+}
+
+/// How the phase ended.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The token verified: the buyer is entitled.
+    Verified { signature: String },
+    /// The service was unreachable and `--on-transient-error allow` let the workload start.
+    Unverified { reason: String },
+    Failed(Failure),
+}
+
+/// Runs the entitlement phase, ending early on SIGTERM, SIGINT or SIGHUP (mpgate may be PID 1,
+/// where signals without a handler are ignored by the kernel).
+pub async fn run(
+    args: crate::cli::Args,
+    preflight: Option<ConfigError>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    started: Instant,
+) -> (Facts, Verdict) {
+    let mut facts = Facts::default();
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            let error = ConfigError::InvalidValue {
+                name: "signal handlers",
+                value: e.to_string(),
+                expected: "mpgate must be able to install SIGTERM/SIGINT/SIGHUP handlers",
+            };
+            return (facts, Verdict::Failed(error.into()));
+        }
+    };
+    let verdict = tokio::select! {
+        verdict = check(args, preflight, env, started, &mut facts) => verdict,
+        _ = term.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGTERM, name: "SIGTERM" }),
+        _ = int.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGINT, name: "SIGINT" }),
+        _ = hup.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGHUP, name: "SIGHUP" }),
+    };
+    (facts, verdict)
+}
+
+async fn check(
+    args: crate::cli::Args,
+    preflight: Option<ConfigError>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    started: Instant,
+    facts: &mut Facts,
+) -> Verdict {
+    facts.command = args.command.clone();
+    if let Some(error) = preflight {
+        return Verdict::Failed(error.into());
+    }
+    let config = match Config::from_args(args, env) {
+        Ok(c) => c,
+        Err(e) => return Verdict::Failed(e.into()),
+    };
+    facts.product_code = Some(config.product_code.clone());
+    facts.public_key_version = Some(config.public_key_version);
+    let nonce = match nonce::generate() {
+        Ok(n) => n,
+        Err(e) => return Verdict::Failed(ConfigError::Random(e.to_string()).into()),
+    };
+    facts.nonce = Some(nonce.clone());
+    tracing::debug!(product_code = %config.product_code, public_key_version = config.public_key_version, nonce = %nonce, "calling RegisterUsage");
+
+    let registration = match metering::register_usage(&config, &nonce, started).await {
+        Ok(r) => r,
+        Err(MeteringError::Unreachable(reason)) if config.on_transient_error == TransientPolicy::Allow => {
+            tracing::warn!(
+                product_code = %config.product_code,
+                "entitlement NOT verified: {reason}; starting anyway because MPGATE_ON_TRANSIENT_ERROR=allow"
+            );
+            return Verdict::Unverified { reason };
+        }
+        Err(e) => return Verdict::Failed(e.into()),
+    };
+    facts.attempts = registration.attempts;
+    if let Some(expiry) = &registration.key_rotation {
+        tracing::warn!(
+            public_key_version = config.public_key_version,
+            "public key version {} of product {} expires at {expiry}: get the new key and version from the AWS Marketplace Management Portal, then update MPGATE_PUBLIC_KEY_FILE and MPGATE_PUBLIC_KEY_VERSION",
+            config.public_key_version,
+            config.product_code
+        );
+    }
+    let signature = registration.signature.unwrap_or_default();
+    let expected = token::Expected {
+        product_code: &config.product_code,
+        public_key_version: config.public_key_version,
+        nonce: &nonce,
+        max_age: config.max_token_age,
+    };
+    match token::verify(&signature, &config.key, &expected, SystemTime::now()) {
+        Ok(()) => {
+            tracing::debug!(token = %token::redacted(&signature), "token verified");
+            Verdict::Verified { signature }
+        }
+        Err(e) => {
+            tracing::debug!(token = %token::redacted(&signature), "token rejected");
+            Verdict::Failed(e.into())
+        }
+    }
+}
+
+/// Reports the verdict, then execs the workload (never returns on success) or gives the exit code.
+pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Instant) -> ExitCode {
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let (entitlement, signature) = match &verdict {
+        Verdict::Failed(failure) => return fail(failure, &report(&facts, false, failure.outcome(), failure.exit_code(), None, &failure.to_string()), reporter),
+        Verdict::Verified { signature } => ("verified", Some(signature.as_str())),
+        Verdict::Unverified { .. } => ("unverified", None),
+    };
+    let message = match &verdict {
+        Verdict::Unverified { reason } => format!("started without verification: {reason}"),
+        _ => "the buyer is entitled".to_string(),
+    };
+    let success = report(&facts, signature.is_some(), entitlement, code::ENTITLED, signature, &message);
+    if let Err(e) = reporter.write_result(&success) {
+        let failure = Failure::Config(ConfigError::ResultFile {
+            path: reporter.result_file.as_deref().unwrap_or(std::path::Path::new("")).display().to_string(),
+            reason: e.to_string(),
+        });
+        return fail(&failure, &report(&facts, false, failure.outcome(), failure.exit_code(), None, &failure.to_string()), reporter);
+    }
+    tracing::info!(
+        product_code = facts.product_code.as_deref().unwrap_or(""),
+        public_key_version = facts.public_key_version.unwrap_or(0),
+        attempts = facts.attempts,
+        elapsed_ms,
+        entitlement,
+        "{message}"
+    );
+    if facts.command.is_empty() {
+        return ExitCode::from(code::ENTITLED);
+    }
+    let nonce = facts.nonce.as_deref().unwrap_or("");
+    let mut set = vec![("MPGATE_ENTITLEMENT", entitlement), ("MPGATE_NONCE", nonce)];
+    let mut remove = vec![];
+    match signature {
+        Some(s) => set.push(("MPGATE_SIGNATURE", s)),
+        // A value inherited from the environment must not pass for a verified token.
+        None => remove.push("MPGATE_SIGNATURE"),
+    }
+    let failure = Failure::Exec(exec::exec(&facts.command, &set, &remove));
+    fail(&failure, &report(&facts, false, failure.outcome(), failure.exit_code(), None, &failure.to_string()), reporter)
+}
+
+fn report<'a>(
+    facts: &'a Facts,
+    entitled: bool,
+    outcome: &'a str,
+    exit_code: u8,
+    signature: Option<&'a str>,
+    message: &'a str,
+) -> Report<'a> {
+    Report {
+        entitled,
+        outcome,
+        exit_code,
+        product_code: facts.product_code.as_deref(),
+        public_key_version: facts.public_key_version,
+        nonce: facts.nonce.as_deref(),
+        signature,
+        verified_at: signature.and_then(|_| now_rfc3339()),
+        attempts: facts.attempts,
+        message,
+    }
+}
+
+fn fail(failure: &Failure, report: &Report, reporter: &Reporter) -> ExitCode {
+    tracing::error!(exit_code = failure.exit_code(), outcome = failure.outcome(), "{failure}");
+    if let Err(e) = reporter.write_result(report) {
+        tracing::warn!(error = %e, "cannot write the result file");
+    }
+    reporter.write_termination_log(&failure.to_string());
+    ExitCode::from(failure.exit_code())
+}

@@ -1,0 +1,13 @@
+//! mpgate: gate a container on the buyer's AWS Marketplace entitlement, then exec the workload.
+
+pub mod cli;
+pub mod config;
+pub mod emulator;
+pub mod exec;
+pub mod exit;
+pub mod gate;
+pub mod logging;
+pub mod metering;
+pub mod nonce;
+pub mod report;
+pub mod token;

@@ -1,0 +1,345 @@
+//! Owns the RegisterUsage call: SDK set-up, credentials, retries within the deadline, error meaning.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion};
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_marketplacemetering::{
+    error::{ProvideErrorMetadata, SdkError},
+    operation::register_usage::RegisterUsageError,
+};
+use aws_smithy_runtime_api::{
+    box_error::BoxError,
+    client::{
+        interceptors::{
+            context::{
+                BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+                FinalizerInterceptorContextRef,
+            },
+            Intercept,
+        },
+        runtime_components::RuntimeComponents,
+    },
+};
+use aws_smithy_types::{body::SdkBody, config_bag::ConfigBag, error::display::DisplayErrorContext};
+
+use crate::config::Config;
+use crate::exit::code;
+
+/// A RegisterUsage answer is under 2 KiB; a larger body is not from the Metering service.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Backoff between attempts: full jitter between 0 and min(max, initial × 2^n).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// When AWS_MAX_ATTEMPTS is unset the deadline bounds retries; this only caps the count.
+const MAX_ATTEMPTS_WITHIN_DEADLINE: u32 = 1000;
+/// The IAM action RegisterUsage needs, named in access-denied messages.
+pub const IAM_ACTION: &str = "aws-marketplace:RegisterUsage";
+
+/// A verified-to-be-well-formed answer from the service (the token is checked by `token`).
+pub struct Registration {
+    pub signature: Option<String>,
+    pub key_rotation: Option<String>,
+    pub attempts: u32,
+}
+
+/// Why the service did not give a token; each variant is one exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum MeteringError {
+    #[error("the buyer is not entitled to product {product_code} (CustomerNotEntitledException): subscribe to it in AWS Marketplace with the AWS account that runs this container")]
+    NotEntitled { product_code: String },
+    #[error("AWS Marketplace does not support this platform (PlatformNotSupportedException): run product {product_code} on Amazon ECS, Amazon EKS or AWS Fargate, where RegisterUsage works")]
+    PlatformNotSupported { product_code: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("no AWS region: set AWS_REGION to the region this task or pod runs in")]
+    NoRegion,
+    #[error("no AWS credentials ({0}): give the task an IAM task role (ECS), the pod a service account with IRSA or EKS Pod Identity, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
+    NoCredentials(String),
+}
+
+impl MeteringError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            MeteringError::NotEntitled { .. } => code::NOT_ENTITLED,
+            MeteringError::PlatformNotSupported { .. } => code::PLATFORM_NOT_SUPPORTED,
+            MeteringError::Refused(_) => code::SERVICE_REFUSED,
+            MeteringError::Unreachable(_) => code::SERVICE_UNREACHABLE,
+            MeteringError::NoRegion | MeteringError::NoCredentials(_) => code::NO_REGION_OR_CREDENTIALS,
+        }
+    }
+
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            MeteringError::NotEntitled { .. } => "not-entitled",
+            MeteringError::PlatformNotSupported { .. } => "platform-not-supported",
+            MeteringError::Refused(_) => "service-refused",
+            MeteringError::Unreachable(_) => "service-unreachable",
+            MeteringError::NoRegion => "no-region",
+            MeteringError::NoCredentials(_) => "no-credentials",
+        }
+    }
+}
+
+/// Calls RegisterUsage once (with the SDK's retries) and returns the raw answer.
+pub async fn register_usage(config: &Config, nonce: &str, started: Instant) -> Result<Registration, MeteringError> {
+    let deadline_text = format!("{}", humantime(config.timeout));
+    let phase = async {
+        let sdk = load_sdk_config(config).await;
+        let region = sdk.region().cloned().ok_or(MeteringError::NoRegion)?;
+        let provider = sdk
+            .credentials_provider()
+            .ok_or_else(|| MeteringError::NoCredentials("no credential provider".into()))?;
+        // Resolve credentials once, up front: a missing role fails fast with exit 15 instead
+        // of surfacing as a dispatch failure, and the call below never fetches them again.
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| MeteringError::NoCredentials(DisplayErrorContext(&e).to_string()))?;
+        tracing::debug!(region = %region, access_key_id = %credentials.access_key_id(), "credentials loaded");
+
+        let attempts = Arc::new(AttemptLog::default());
+        let mut builder = aws_sdk_marketplacemetering::config::Builder::from(&sdk)
+            .credentials_provider(credentials)
+            .interceptor(AttemptObserver(attempts.clone()));
+        if let Some(url) = &config.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        // Whatever part of the deadline loading took, the call gets only the rest.
+        let remaining = config.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        builder = builder.timeout_config(timeouts(config, remaining));
+        let client = aws_sdk_marketplacemetering::Client::from_conf(builder.build());
+
+        let result = client
+            .register_usage()
+            .product_code(&config.product_code)
+            .public_key_version(config.public_key_version)
+            .nonce(nonce)
+            .send()
+            .await;
+        let count = attempts.count();
+        match result {
+            Ok(out) => Ok(Registration {
+                signature: out.signature,
+                key_rotation: out
+                    .public_key_rotation_timestamp
+                    .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+                attempts: count,
+            }),
+            Err(e) => Err(classify(e, config, &region.to_string(), &attempts, &deadline_text)),
+        }
+    };
+    match tokio::time::timeout(config.timeout, phase).await {
+        Ok(result) => result,
+        Err(_) => Err(MeteringError::Unreachable(format!(
+            "no answer from AWS within the {deadline_text} deadline while loading the AWS configuration and credentials: raise MPGATE_TIMEOUT or check the credential source is reachable"
+        ))),
+    }
+}
+
+async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
+    let retry = if config.retry.adaptive { RetryConfig::adaptive() } else { RetryConfig::standard() }
+        .with_max_attempts(config.retry.max_attempts.unwrap_or(MAX_ATTEMPTS_WITHIN_DEADLINE))
+        .with_initial_backoff(INITIAL_BACKOFF)
+        .with_max_backoff(MAX_BACKOFF);
+    // Setting retry and timeout configs explicitly also keeps aws-config from reading
+    // AWS_MAX_ATTEMPTS itself, which panics on 0 (validated in config instead).
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry)
+        .timeout_config(timeouts(config, config.timeout))
+        .load()
+        .await
+}
+
+fn timeouts(config: &Config, total: Duration) -> TimeoutConfig {
+    let attempt = config.attempt_timeout.min(total);
+    TimeoutConfig::builder()
+        .connect_timeout(attempt)
+        .read_timeout(attempt)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(total)
+        .build()
+}
+
+/// Maps the SDK's error to what happened and what the operator should do.
+fn classify(
+    error: SdkError<RegisterUsageError, aws_smithy_runtime_api::http::Response>,
+    config: &Config,
+    region: &str,
+    attempts: &AttemptLog,
+    deadline: &str,
+) -> MeteringError {
+    let product = &config.product_code;
+    let version = config.public_key_version;
+    let tried = attempts.summary();
+    match &error {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let err = service.err();
+            let code = err.code().unwrap_or("unknown error");
+            let message = err.message().unwrap_or("");
+            match err {
+                RegisterUsageError::CustomerNotEntitledException(_) => {
+                    MeteringError::NotEntitled { product_code: product.clone() }
+                }
+                RegisterUsageError::PlatformNotSupportedException(_) => {
+                    MeteringError::PlatformNotSupported { product_code: product.clone() }
+                }
+                RegisterUsageError::InvalidProductCodeException(_) => MeteringError::Refused(format!(
+                    "AWS Marketplace does not know product code {product} (InvalidProductCodeException): set MPGATE_PRODUCT_CODE to the product code from the AWS Marketplace Management Portal"
+                )),
+                RegisterUsageError::InvalidPublicKeyVersionException(_) => MeteringError::Refused(format!(
+                    "public key version {version} is not valid for product {product} (InvalidPublicKeyVersionException): set MPGATE_PUBLIC_KEY_VERSION to the version AWS Marketplace gave you with the key"
+                )),
+                RegisterUsageError::InvalidRegionException(_) => MeteringError::Refused(format!(
+                    "RegisterUsage refused region {region} for product {product} (InvalidRegionException): set AWS_REGION to the region the ECS task or EKS pod runs in"
+                )),
+                RegisterUsageError::DisabledApiException(_) => MeteringError::Refused(format!(
+                    "the RegisterUsage API is disabled for product {product} (DisabledApiException): contact AWS Marketplace Seller Operations"
+                )),
+                _ if is_transient(code, status) => MeteringError::Unreachable(format!(
+                    "the Metering service kept failing ({code}, HTTP {status}) {tried} before the {deadline} deadline: retry later, or raise MPGATE_TIMEOUT"
+                )),
+                _ if code.contains("AccessDenied") => MeteringError::Refused(format!(
+                    "the credentials may not call {IAM_ACTION} ({code}): allow that action in the task role or pod's IAM role (see deploy/iam-policy.json); product {product}, key version {version}"
+                )),
+                _ if matches!(
+                    code,
+                    "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException"
+                        | "InvalidClientTokenId" | "MissingAuthenticationTokenException" | "SignatureDoesNotMatch"
+                ) => MeteringError::Refused(format!(
+                    "AWS rejected the credentials ({code}: {message}): check the task role, IRSA or Pod Identity set-up, or the AWS_* credential variables"
+                )),
+                _ => MeteringError::Refused(format!(
+                    "the Metering service refused the request ({code}, HTTP {status}: {message}) for product {product}, key version {version}"
+                )),
+            }
+        }
+        SdkError::TimeoutError(_) => MeteringError::Unreachable(format!(
+            "no entitlement answer within the {deadline} deadline ({tried}): check the network path to the Metering endpoint (VPC endpoint, NAT, proxy), or raise MPGATE_TIMEOUT"
+        )),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => MeteringError::Unreachable(format!(
+            "cannot reach the Metering service: {} ({tried}): check the network path to the endpoint (VPC endpoint, NAT gateway, proxy)",
+            DisplayErrorContext(&error)
+        )),
+        _ => MeteringError::Refused(format!("the request could not be made: {}", DisplayErrorContext(&error))),
+    }
+}
+
+/// Throttling and server-side failures: worth retrying, and what `allow` may let through.
+fn is_transient(code: &str, status: u16) -> bool {
+    status >= 500
+        || status == 429
+        || matches!(
+            code,
+            "ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded"
+                | "InternalServiceErrorException" | "ServiceUnavailable"
+        )
+}
+
+/// Counts attempts and remembers the last failure, for the final message and the logs.
+#[derive(Debug, Default)]
+struct AttemptLog {
+    inner: Mutex<(u32, Option<String>)>,
+}
+
+impl AttemptLog {
+    fn count(&self) -> u32 {
+        self.inner.lock().map(|g| g.0).unwrap_or(0)
+    }
+
+    fn summary(&self) -> String {
+        let guard = self.inner.lock();
+        let (count, last) = guard.as_deref().map(|(c, l)| (*c, l.clone())).unwrap_or((0, None));
+        let mut text = format!("{count} attempt{}", if count == 1 { "" } else { "s" });
+        if let Some(last) = last {
+            let _ = write!(text, ", last: {last}");
+        }
+        text
+    }
+}
+
+#[derive(Debug)]
+struct AttemptObserver(Arc<AttemptLog>);
+
+impl Intercept for AttemptObserver {
+    fn name(&self) -> &'static str {
+        "mpgate::AttemptObserver"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Ok(mut guard) = self.0.inner.lock() {
+            guard.0 += 1;
+            tracing::debug!(attempt = guard.0, "calling RegisterUsage");
+        }
+        Ok(())
+    }
+
+    /// Bounds the body before the SDK reads it into memory.
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(length) = context.response().body().content_length() {
+            if length > MAX_RESPONSE_BYTES as u64 {
+                return Err(format!("the answer is {length} bytes, more than {MAX_RESPONSE_BYTES}").into());
+            }
+        }
+        let body = std::mem::replace(context.response_mut().body_mut(), SdkBody::taken());
+        *context.response_mut().body_mut() =
+            body.map(|b| SdkBody::from_body_1_x(http_body_util::Limited::new(b, MAX_RESPONSE_BYTES)));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Err(error)) = context.output_or_error() else {
+            return Ok(());
+        };
+        let status = context.response().map(|r| r.status().as_u16());
+        let what = if let Some(code) = error
+            .as_operation_error()
+            .and_then(|e| e.downcast_ref::<RegisterUsageError>())
+            .and_then(|e| e.code())
+        {
+            format!("{code} (HTTP {})", status.unwrap_or(0))
+        } else if error.is_timeout_error() {
+            "attempt timed out".to_string()
+        } else if let Some(connector) = error.as_connector_error() {
+            DisplayErrorContext(connector).to_string()
+        } else if let Some(status) = status {
+            format!("HTTP {status}")
+        } else {
+            DisplayErrorContext(error).to_string()
+        };
+        if let Ok(mut guard) = self.0.inner.lock() {
+            tracing::info!(attempt = guard.0, error = %what, "RegisterUsage attempt failed");
+            guard.1 = Some(what);
+        }
+        Ok(())
+    }
+}
+
+/// `30s`, `1500ms`: how durations are written in mpgate's messages and flags.
+pub fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

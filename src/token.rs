@@ -1,0 +1,231 @@
+//! Owns token verification: the RegisterUsage `Signature` JWT, PS256 only, claims compared exactly.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Real tokens are under 1 KiB; anything near this bound is not from AWS Marketplace.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// How far in the future `iat` may be: clock skew between AWS and the node.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// AWS Marketplace keys are RSA-2048 or larger; PS256 verification refuses smaller ones.
+const MIN_KEY_BITS: usize = 2048;
+
+/// Why a token was refused; always exit code 12.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the service answered without a Signature token")]
+    Missing,
+    #[error("the token is {0} bytes, more than the {MAX_TOKEN_BYTES} a real one could be")]
+    Oversize(usize),
+    #[error("the token is not a JWS compact token ({0})")]
+    Malformed(String),
+    #[error("the token's algorithm is {0:?}, but AWS Marketplace signs with PS256 and nothing else is accepted")]
+    WrongAlgorithm(String),
+    #[error("the token's header carries {0:?}, which could point at an attacker's key; mpgate only trusts the configured key")]
+    UntrustedHeader(&'static str),
+    #[error("the token's signature does not verify with the configured public key version {0}: check MPGATE_PUBLIC_KEY_FILE holds the key AWS Marketplace gave you for that version")]
+    BadSignature(i32),
+    #[error("the token's claims are not valid JSON ({0})")]
+    MalformedClaims(String),
+    #[error("the token's claim {claim} is {found}, expected {expected}")]
+    ClaimMismatch {
+        claim: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error("the token was issued {0}s ago, more than the allowed {1}s (MPGATE_MAX_TOKEN_AGE): it may be a replay; check the node's clock")]
+    Stale(u64, u64),
+    #[error("the token was issued {0}s in the future: check the node's clock (NTP)")]
+    Future(u64),
+    #[error("the token expired {0}s ago")]
+    Expired(u64),
+}
+
+/// What the token must say: exactly what this run sent.
+pub struct Expected<'a> {
+    pub product_code: &'a str,
+    pub public_key_version: i32,
+    pub nonce: &'a str,
+    pub max_age: Duration,
+}
+
+/// The claims mpgate reads. `Option<Value>` so a wrong type gets its own message; serde's
+/// derive rejects duplicated keys, so `{"nonce":"a","nonce":"b"}` cannot smuggle a value in.
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(rename = "productCode")]
+    product_code: Option<Value>,
+    #[serde(rename = "publicKeyVersion")]
+    public_key_version: Option<Value>,
+    nonce: Option<Value>,
+    iat: Option<Value>,
+    exp: Option<Value>,
+}
+
+/// The header fields mpgate inspects before jsonwebtoken does.
+#[derive(Deserialize)]
+struct Header {
+    alg: Option<Value>,
+    jku: Option<Value>,
+    jwk: Option<Value>,
+    x5u: Option<Value>,
+    x5c: Option<Value>,
+    crit: Option<Value>,
+}
+
+/// Builds the verification key from a PEM RSA public key (SPKI or PKCS#1).
+pub fn decoding_key(pem: &[u8]) -> Result<DecodingKey, String> {
+    let text = std::str::from_utf8(pem).map_err(|_| "the file is not text".to_string())?;
+    if text.contains("PRIVATE KEY-----") {
+        return Err("it is a private key; give mpgate only the public key, and keep private keys out of images".into());
+    }
+    let key = DecodingKey::from_rsa_pem(pem).map_err(|e| e.to_string())?;
+    let bits = rsa_bits(key.as_bytes()).ok_or("the key inside is not a valid RSA public key")?;
+    if bits < MIN_KEY_BITS {
+        return Err(format!("a {bits}-bit key is too small; PS256 needs at least {MIN_KEY_BITS} bits"));
+    }
+    Ok(key)
+}
+
+/// The modulus size of a PKCS#1 RSA public key, as aws-lc parses it.
+fn rsa_bits(pkcs1_der: &[u8]) -> Option<usize> {
+    use aws_lc_rs::{rsa::PublicEncryptingKey, signature};
+    let parsed = signature::ParsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, pkcs1_der).ok()?;
+    // ParsedPublicKey re-encodes as SubjectPublicKeyInfo, which PublicEncryptingKey reads.
+    Some(PublicEncryptingKey::from_der(parsed.as_ref()).ok()?.key_size_bits())
+}
+
+/// Verifies a RegisterUsage token; on success the claims matched `expected` exactly.
+pub fn verify(token: &str, key: &DecodingKey, expected: &Expected, now: SystemTime) -> Result<(), TokenError> {
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Oversize(token.len()));
+    }
+    let segments: Vec<&str> = token.split('.').collect();
+    if segments.len() != 3 {
+        return Err(TokenError::Malformed(format!("{} segments instead of 3", segments.len())));
+    }
+    if let Some(bad) = segments
+        .iter()
+        .find(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return Err(TokenError::Malformed(if bad.is_empty() {
+            "an empty segment".into()
+        } else {
+            "a segment that is not base64url".into()
+        }));
+    }
+    check_header(segments[0])?;
+
+    let mut validation = Validation::new(Algorithm::PS256);
+    // Real tokens have no exp/aud; the time claims are checked below with specific messages.
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature(expected.public_key_version),
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm("not PS256".into()),
+            jsonwebtoken::errors::ErrorKind::Json(e) => TokenError::MalformedClaims(e.to_string()),
+            jsonwebtoken::errors::ErrorKind::Utf8(e) => TokenError::MalformedClaims(e.to_string()),
+            _ => TokenError::Malformed(e.to_string()),
+        })?
+        .claims;
+
+    expect_string("productCode", claims.product_code, expected.product_code)?;
+    match claims.public_key_version {
+        Some(Value::Number(n)) if n.as_i64() == Some(i64::from(expected.public_key_version)) => {}
+        other => return Err(mismatch("publicKeyVersion", other, expected.public_key_version.to_string())),
+    }
+    expect_string("nonce", claims.nonce, expected.nonce)?;
+
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    if let Some(iat) = claims.iat {
+        let iat = numeric_date("iat", iat)?;
+        if iat > now + MAX_CLOCK_SKEW.as_secs_f64() {
+            return Err(TokenError::Future((iat - now) as u64));
+        }
+        if now - iat > expected.max_age.as_secs_f64() {
+            return Err(TokenError::Stale((now - iat) as u64, expected.max_age.as_secs()));
+        }
+    }
+    if let Some(exp) = claims.exp {
+        let exp = numeric_date("exp", exp)?;
+        if exp <= now {
+            return Err(TokenError::Expired((now - exp) as u64));
+        }
+    }
+    Ok(())
+}
+
+fn check_header(encoded: &str) -> Result<(), TokenError> {
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| TokenError::Malformed("the header is not base64url".into()))?;
+    let header: Header = serde_json::from_slice(&json)
+        .map_err(|e| TokenError::Malformed(format!("the header is not a JSON object: {e}")))?;
+    match header.alg {
+        Some(Value::String(alg)) if alg == "PS256" => {}
+        Some(Value::String(alg)) => return Err(TokenError::WrongAlgorithm(alg)),
+        _ => return Err(TokenError::WrongAlgorithm("missing".into())),
+    }
+    for (name, present) in [
+        ("jku", header.jku.is_some()),
+        ("jwk", header.jwk.is_some()),
+        ("x5u", header.x5u.is_some()),
+        ("x5c", header.x5c.is_some()),
+        ("crit", header.crit.is_some()),
+    ] {
+        if present {
+            return Err(TokenError::UntrustedHeader(name));
+        }
+    }
+    Ok(())
+}
+
+fn expect_string(claim: &'static str, found: Option<Value>, expected: &str) -> Result<(), TokenError> {
+    match found {
+        Some(Value::String(s)) if s == expected => Ok(()),
+        other => Err(mismatch(claim, other, format!("{expected:?}"))),
+    }
+}
+
+fn mismatch(claim: &'static str, found: Option<Value>, expected: String) -> TokenError {
+    let found = match found {
+        None => "missing".to_string(),
+        Some(v) => {
+            let text = v.to_string();
+            if text.chars().count() > 80 {
+                text.chars().take(77).chain("...".chars()).collect()
+            } else {
+                text
+            }
+        }
+    };
+    TokenError::ClaimMismatch { claim, found, expected }
+}
+
+fn numeric_date(claim: &'static str, value: Value) -> Result<f64, TokenError> {
+    match value.as_f64() {
+        Some(t) if t.is_finite() => Ok(t),
+        _ => Err(mismatch(claim, Some(value), "a NumericDate (seconds since 1970)".into())),
+    }
+}
+
+/// A loggable form of a token: header and claims are public, the signature is shortened.
+pub fn redacted(token: &str) -> String {
+    match token.rsplit_once('.') {
+        Some((signed, signature)) => {
+            let shown: String = signature.chars().take(8).collect();
+            format!("{signed}.{shown}...({} bytes)", token.len())
+        }
+        None => format!("({} bytes, not a JWT)", token.len()),
+    }
+}
