@@ -22,7 +22,7 @@ pub struct Args {
 
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Args),
+    Run(Box<Args>),
     Help,
     Version,
 }
@@ -97,7 +97,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
             other => return Err(usage(other.unexpected())),
         }
     }
-    Ok(Parsed::Run(out))
+    Ok(Parsed::Run(Box::new(out)))
 }
 
 fn string(parser: &mut lexopt::Parser) -> Result<String, UsageError> {
@@ -115,7 +115,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Args {
         match parse(args.iter().map(OsString::from)).unwrap() {
-            Parsed::Run(a) => a,
+            Parsed::Run(a) => *a,
             other => panic!("expected Run, got {other:?}"),
         }
     }
@@ -145,7 +145,13 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        assert!(matches!(parse(["-h"].map(OsString::from)), Ok(Parsed::Help)));
-        assert!(matches!(parse(["--version"].map(OsString::from)), Ok(Parsed::Version)));
+        assert!(matches!(
+            parse(["-h"].map(OsString::from)),
+            Ok(Parsed::Help)
+        ));
+        assert!(matches!(
+            parse(["--version"].map(OsString::from)),
+            Ok(Parsed::Version)
+        ));
     }
 }

@@ -72,15 +72,14 @@ pub enum ConfigError {
     NotUnicode(&'static str),
     #[error("no public key: set MPGATE_PUBLIC_KEY_FILE (or --public-key-file) to the PEM file of the public key AWS Marketplace gave you for version {0}, or put the PEM in MPGATE_PUBLIC_KEY")]
     MissingKey(i32),
-    #[error("both MPGATE_PUBLIC_KEY_FILE and MPGATE_PUBLIC_KEY are set: keep exactly one key source")]
+    #[error(
+        "both MPGATE_PUBLIC_KEY_FILE and MPGATE_PUBLIC_KEY are set: keep exactly one key source"
+    )]
     TwoKeys,
     #[error("cannot read public key file {path}: {reason}")]
     UnreadableKey { path: String, reason: String },
     #[error("{source_name} is not a PEM RSA public key ({reason}): use the key AWS Marketplace gave you, starting with '-----BEGIN PUBLIC KEY-----' or '-----BEGIN RSA PUBLIC KEY-----'")]
-    InvalidKey {
-        source_name: String,
-        reason: String,
-    },
+    InvalidKey { source_name: String, reason: String },
     #[error("cannot read the operating system's random number generator ({0}): check the container's seccomp profile allows getrandom")]
     Random(String),
     #[error("cannot write the result file {path}: {reason}: make its directory writable (e.g. an emptyDir volume)")]
@@ -120,12 +119,17 @@ pub fn path_setting(
 
 impl Config {
     /// Validates the command line and environment; performs no network I/O.
-    pub fn from_args(args: Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
+    pub fn from_args(
+        args: Args,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, ConfigError> {
         let product_code = setting(args.product_code, "MPGATE_PRODUCT_CODE", env)?
             .ok_or(ConfigError::MissingProductCode)?;
         if product_code.is_empty()
             || product_code.chars().count() > MAX_PRODUCT_CODE_CHARS
-            || product_code.chars().any(|c| c.is_whitespace() || c.is_control())
+            || product_code
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(ConfigError::InvalidProductCode(product_code));
         }
@@ -148,13 +152,21 @@ impl Config {
 
         let timeout = duration_setting(args.timeout, "MPGATE_TIMEOUT", "timeout", env)?
             .unwrap_or(DEFAULT_TIMEOUT);
-        let attempt_timeout =
-            duration_setting(args.attempt_timeout, "MPGATE_ATTEMPT_TIMEOUT", "attempt timeout", env)?
-                .unwrap_or_else(|| (timeout / 3).clamp(MIN_ATTEMPT_TIMEOUT, MAX_ATTEMPT_TIMEOUT))
-                .min(timeout);
-        let max_token_age =
-            duration_setting(args.max_token_age, "MPGATE_MAX_TOKEN_AGE", "max token age", env)?
-                .unwrap_or(DEFAULT_MAX_TOKEN_AGE);
+        let attempt_timeout = duration_setting(
+            args.attempt_timeout,
+            "MPGATE_ATTEMPT_TIMEOUT",
+            "attempt timeout",
+            env,
+        )?
+        .unwrap_or_else(|| (timeout / 3).clamp(MIN_ATTEMPT_TIMEOUT, MAX_ATTEMPT_TIMEOUT))
+        .min(timeout);
+        let max_token_age = duration_setting(
+            args.max_token_age,
+            "MPGATE_MAX_TOKEN_AGE",
+            "max token age",
+            env,
+        )?
+        .unwrap_or(DEFAULT_MAX_TOKEN_AGE);
 
         let on_transient_error =
             match setting(args.on_transient_error, "MPGATE_ON_TRANSIENT_ERROR", env)?.as_deref() {
@@ -196,7 +208,10 @@ impl Config {
 }
 
 /// Reads `--log-format` / `MPGATE_LOG_FORMAT`; needed before logging starts.
-pub fn log_format(flag: Option<String>, env: &dyn Fn(&str) -> Option<OsString>) -> Result<LogFormat, ConfigError> {
+pub fn log_format(
+    flag: Option<String>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<LogFormat, ConfigError> {
     match setting(flag, "MPGATE_LOG_FORMAT", env)?.as_deref() {
         None | Some("auto") => Ok(LogFormat::Auto),
         Some("text") => Ok(LogFormat::Text),
@@ -215,18 +230,27 @@ fn load_key(
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<DecodingKey, ConfigError> {
     let inline = env("MPGATE_PUBLIC_KEY").filter(|v| !v.is_empty());
-    let (pem, source_name) = match (flag, path_setting(None, "MPGATE_PUBLIC_KEY_FILE", env), inline) {
+    let (pem, source_name) = match (
+        flag,
+        path_setting(None, "MPGATE_PUBLIC_KEY_FILE", env),
+        inline,
+    ) {
         // A flag overrides the environment, including an inline key.
         (Some(path), _, _) => (read_key_file(path.as_ref())?, display(path)),
         (None, Some(_), Some(_)) => return Err(ConfigError::TwoKeys),
         (None, Some(path), None) => (read_key_file(path.as_os_str())?, display(path.as_os_str())),
         (None, None, Some(pem)) => (
-            pem.into_string().map_err(|_| ConfigError::NotUnicode("MPGATE_PUBLIC_KEY"))?.into_bytes(),
+            pem.into_string()
+                .map_err(|_| ConfigError::NotUnicode("MPGATE_PUBLIC_KEY"))?
+                .into_bytes(),
             "MPGATE_PUBLIC_KEY".to_string(),
         ),
         (None, None, None) => return Err(ConfigError::MissingKey(version)),
     };
-    crate::token::decoding_key(&pem).map_err(|reason| ConfigError::InvalidKey { source_name, reason })
+    crate::token::decoding_key(&pem).map_err(|reason| ConfigError::InvalidKey {
+        source_name,
+        reason,
+    })
 }
 
 fn display(path: &OsStr) -> String {
@@ -235,7 +259,10 @@ fn display(path: &OsStr) -> String {
 
 fn read_key_file(path: &OsStr) -> Result<Vec<u8>, ConfigError> {
     use std::io::Read;
-    let unreadable = |reason: String| ConfigError::UnreadableKey { path: display(path), reason };
+    let unreadable = |reason: String| ConfigError::UnreadableKey {
+        path: display(path),
+        reason,
+    };
     let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
     let mut pem = Vec::new();
     // Read one byte past the bound so an oversized file is detected, not truncated.
@@ -243,7 +270,10 @@ fn read_key_file(path: &OsStr) -> Result<Vec<u8>, ConfigError> {
         .read_to_end(&mut pem)
         .map_err(|e| unreadable(e.to_string()))?;
     if pem.len() as u64 > MAX_KEY_BYTES {
-        return Err(unreadable(format!("larger than {} KiB; is it really a public key?", MAX_KEY_BYTES / 1024)));
+        return Err(unreadable(format!(
+            "larger than {} KiB; is it really a public key?",
+            MAX_KEY_BYTES / 1024
+        )));
     }
     Ok(pem)
 }
@@ -268,7 +298,9 @@ fn duration_setting(
 /// Parses `30`, `30s`, `1500ms`, `2m` into a positive duration of at most an hour.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() || number.len() > 9 {
         return None;
@@ -298,7 +330,10 @@ fn retry_settings(env: &dyn Fn(&str) -> Option<OsString>) -> Result<RetrySetting
             }
         },
     };
-    let adaptive = match setting(None, "AWS_RETRY_MODE", env)?.map(|m| m.trim().to_ascii_lowercase()).as_deref() {
+    let adaptive = match setting(None, "AWS_RETRY_MODE", env)?
+        .map(|m| m.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("standard") => false,
         Some("adaptive") => true,
         Some(other) => {
@@ -309,7 +344,10 @@ fn retry_settings(env: &dyn Fn(&str) -> Option<OsString>) -> Result<RetrySetting
             })
         }
     };
-    Ok(RetrySettings { max_attempts, adaptive })
+    Ok(RetrySettings {
+        max_attempts,
+        adaptive,
+    })
 }
 
 #[cfg(test)]
@@ -322,13 +360,30 @@ mod tests {
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        for bad in ["", "0", "0s", "-1", "1.5s", "s", "10h", "61m", "99999999999", "1 s", "1sec"] {
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "-1",
+            "1.5s",
+            "s",
+            "10h",
+            "61m",
+            "99999999999",
+            "1 s",
+            "1sec",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
     }
 
     #[test]
@@ -340,14 +395,26 @@ mod tests {
         }
         assert!(retry_settings(&env_of(&[("AWS_RETRY_MODE", "sometimes")])).is_err());
         assert_eq!(
-            retry_settings(&env_of(&[("AWS_MAX_ATTEMPTS", "3"), ("AWS_RETRY_MODE", "Adaptive")])).unwrap(),
-            RetrySettings { max_attempts: Some(3), adaptive: true }
+            retry_settings(&env_of(&[
+                ("AWS_MAX_ATTEMPTS", "3"),
+                ("AWS_RETRY_MODE", "Adaptive")
+            ]))
+            .unwrap(),
+            RetrySettings {
+                max_attempts: Some(3),
+                adaptive: true
+            }
         );
     }
 
     #[test]
     fn missing_product_code_says_where_to_find_it() {
-        let e = Config::from_args(Args::default(), &env_of(&[])).err().unwrap();
-        assert!(e.to_string().contains("AWS Marketplace Management Portal"), "{e}");
+        let e = Config::from_args(Args::default(), &env_of(&[]))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("AWS Marketplace Management Portal"),
+            "{e}"
+        );
     }
 }

@@ -35,7 +35,10 @@ impl ExecError {
 /// stdio). `set` is added to the inherited environment, `remove` taken out of it. Returns
 /// only on failure.
 pub fn exec(command: &[OsString], set: &[(&str, &str)], remove: &[&str]) -> ExecError {
-    let program = command.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let program = command
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let Some((first, rest)) = command.split_first() else {
         return ExecError::NotFound { program };
     };
@@ -50,7 +53,10 @@ pub fn exec(command: &[OsString], set: &[(&str, &str)], remove: &[&str]) -> Exec
     let error = cmd.exec();
     match error.kind() {
         std::io::ErrorKind::NotFound => ExecError::NotFound { program },
-        _ => ExecError::NotExecutable { program, reason: error.to_string() },
+        _ => ExecError::NotExecutable {
+            program,
+            reason: error.to_string(),
+        },
     }
 }
 

@@ -26,9 +26,13 @@ pub struct Facts {
 #[derive(Debug)]
 pub enum Verdict {
     /// The token verified: the buyer is entitled.
-    Verified { signature: String },
+    Verified {
+        signature: String,
+    },
     /// The service was unreachable and `--on-transient-error allow` let the workload start.
-    Unverified { reason: String },
+    Unverified {
+        reason: String,
+    },
     Failed(Failure),
 }
 
@@ -91,7 +95,9 @@ async fn check(
 
     let registration = match metering::register_usage(&config, &nonce, started).await {
         Ok(r) => r,
-        Err(MeteringError::Unreachable(reason)) if config.on_transient_error == TransientPolicy::Allow => {
+        Err(MeteringError::Unreachable(reason))
+            if config.on_transient_error == TransientPolicy::Allow =>
+        {
             tracing::warn!(
                 product_code = %config.product_code,
                 "entitlement NOT verified: {reason}; starting anyway because MPGATE_ON_TRANSIENT_ERROR=allow"
@@ -132,7 +138,20 @@ async fn check(
 pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Instant) -> ExitCode {
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let (entitlement, signature) = match &verdict {
-        Verdict::Failed(failure) => return fail(failure, &report(&facts, false, failure.outcome(), failure.exit_code(), None, &failure.to_string()), reporter),
+        Verdict::Failed(failure) => {
+            return fail(
+                failure,
+                &report(
+                    &facts,
+                    false,
+                    failure.outcome(),
+                    failure.exit_code(),
+                    None,
+                    &failure.to_string(),
+                ),
+                reporter,
+            )
+        }
         Verdict::Verified { signature } => ("verified", Some(signature.as_str())),
         Verdict::Unverified { .. } => ("unverified", None),
     };
@@ -140,13 +159,36 @@ pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Inst
         Verdict::Unverified { reason } => format!("started without verification: {reason}"),
         _ => "the buyer is entitled".to_string(),
     };
-    let success = report(&facts, signature.is_some(), entitlement, code::ENTITLED, signature, &message);
+    let success = report(
+        &facts,
+        signature.is_some(),
+        entitlement,
+        code::ENTITLED,
+        signature,
+        &message,
+    );
     if let Err(e) = reporter.write_result(&success) {
         let failure = Failure::Config(ConfigError::ResultFile {
-            path: reporter.result_file.as_deref().unwrap_or(std::path::Path::new("")).display().to_string(),
+            path: reporter
+                .result_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+                .to_string(),
             reason: e.to_string(),
         });
-        return fail(&failure, &report(&facts, false, failure.outcome(), failure.exit_code(), None, &failure.to_string()), reporter);
+        return fail(
+            &failure,
+            &report(
+                &facts,
+                false,
+                failure.outcome(),
+                failure.exit_code(),
+                None,
+                &failure.to_string(),
+            ),
+            reporter,
+        );
     }
     tracing::info!(
         product_code = facts.product_code.as_deref().unwrap_or(""),
@@ -168,7 +210,18 @@ pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Inst
         None => remove.push("MPGATE_SIGNATURE"),
     }
     let failure = Failure::Exec(exec::exec(&facts.command, &set, &remove));
-    fail(&failure, &report(&facts, false, failure.outcome(), failure.exit_code(), None, &failure.to_string()), reporter)
+    fail(
+        &failure,
+        &report(
+            &facts,
+            false,
+            failure.outcome(),
+            failure.exit_code(),
+            None,
+            &failure.to_string(),
+        ),
+        reporter,
+    )
 }
 
 fn report<'a>(
@@ -194,7 +247,11 @@ fn report<'a>(
 }
 
 fn fail(failure: &Failure, report: &Report, reporter: &Reporter) -> ExitCode {
-    tracing::error!(exit_code = failure.exit_code(), outcome = failure.outcome(), "{failure}");
+    tracing::error!(
+        exit_code = failure.exit_code(),
+        outcome = failure.outcome(),
+        "{failure}"
+    );
     if let Err(e) = reporter.write_result(report) {
         tracing::warn!(error = %e, "cannot write the result file");
     }

@@ -3,7 +3,9 @@
 use std::io::IsTerminal;
 
 use tracing::level_filters::LevelFilter;
-use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+use tracing_subscriber::{
+    filter::Targets, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+};
 
 use crate::config::LogFormat;
 
@@ -23,7 +25,9 @@ const DEFAULT_FILTER: &str = "warn,mpgate=info";
 
 /// Starts logging; returns the MPGATE_LOG value if it was unusable (the default is used instead).
 pub fn init(format: LogFormat) -> Option<String> {
-    let user = std::env::var("MPGATE_LOG").ok().filter(|v| !v.trim().is_empty());
+    let user = std::env::var("MPGATE_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let (filter, rejected) = match user.as_deref().map(EnvFilter::try_new) {
         Some(Ok(filter)) => (filter, None),
         Some(Err(_)) => (EnvFilter::new(DEFAULT_FILTER), user.clone()),
@@ -36,10 +40,23 @@ pub fn init(format: LogFormat) -> Option<String> {
     };
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let layer = if json {
-        layer.json().flatten_event(true).with_current_span(false).with_span_list(false).boxed()
+        layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed()
     } else {
-        layer.without_time().with_target(false).with_ansi(std::io::stderr().is_terminal()).boxed()
+        layer
+            .without_time()
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed()
     };
-    tracing_subscriber::registry().with(filter).with(secret_safe_caps()).with(layer).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(secret_safe_caps())
+        .with(layer)
+        .init();
     rejected
 }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             println!("mpgate {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Ok(Parsed::Run(args)) => (args, None),
+        Ok(Parsed::Run(args)) => (*args, None),
         Err(e) => (cli::Args::default(), Some(ConfigError::from(e))),
     };
 
@@ -35,11 +35,18 @@ fn main() -> ExitCode {
     });
     let reporter = Reporter {
         result_file: path_setting(args.result_file.as_ref(), "MPGATE_RESULT_FILE", &env),
-        termination_log: path_setting(args.termination_log.as_ref(), "MPGATE_TERMINATION_LOG", &env),
+        termination_log: path_setting(
+            args.termination_log.as_ref(),
+            "MPGATE_TERMINATION_LOG",
+            &env,
+        ),
     };
     let preflight = usage_error.or(format_error).or(filter_error);
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mpgate: error: cannot start the async runtime: {e}");

@@ -23,7 +23,7 @@ use aws_smithy_runtime_api::{
         runtime_components::RuntimeComponents,
     },
 };
-use aws_smithy_types::{body::SdkBody, config_bag::ConfigBag, error::display::DisplayErrorContext};
+use aws_smithy_types::{body::SdkBody, config_bag::ConfigBag};
 
 use crate::config::Config;
 use crate::exit::code;
@@ -56,6 +56,8 @@ pub enum MeteringError {
     Refused(String),
     #[error("{0}")]
     Unreachable(String),
+    #[error("the service's success answer is unusable ({0}): this endpoint is not the AWS Marketplace Metering service, or something in between altered the answer")]
+    BadAnswer(String),
     #[error("no AWS region: set AWS_REGION to the region this task or pod runs in")]
     NoRegion,
     #[error("no AWS credentials ({0}): give the task an IAM task role (ECS), the pod a service account with IRSA or EKS Pod Identity, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
@@ -69,7 +71,12 @@ impl MeteringError {
             MeteringError::PlatformNotSupported { .. } => code::PLATFORM_NOT_SUPPORTED,
             MeteringError::Refused(_) => code::SERVICE_REFUSED,
             MeteringError::Unreachable(_) => code::SERVICE_UNREACHABLE,
-            MeteringError::NoRegion | MeteringError::NoCredentials(_) => code::NO_REGION_OR_CREDENTIALS,
+            // A 2xx answer without a usable token is a token failure, never "unreachable":
+            // otherwise a tampered answer could pass the `allow` policy.
+            MeteringError::BadAnswer(_) => code::TOKEN_REJECTED,
+            MeteringError::NoRegion | MeteringError::NoCredentials(_) => {
+                code::NO_REGION_OR_CREDENTIALS
+            }
         }
     }
 
@@ -79,6 +86,7 @@ impl MeteringError {
             MeteringError::PlatformNotSupported { .. } => "platform-not-supported",
             MeteringError::Refused(_) => "service-refused",
             MeteringError::Unreachable(_) => "service-unreachable",
+            MeteringError::BadAnswer(_) => "token-rejected",
             MeteringError::NoRegion => "no-region",
             MeteringError::NoCredentials(_) => "no-credentials",
         }
@@ -86,8 +94,12 @@ impl MeteringError {
 }
 
 /// Calls RegisterUsage once (with the SDK's retries) and returns the raw answer.
-pub async fn register_usage(config: &Config, nonce: &str, started: Instant) -> Result<Registration, MeteringError> {
-    let deadline_text = format!("{}", humantime(config.timeout));
+pub async fn register_usage(
+    config: &Config,
+    nonce: &str,
+    started: Instant,
+) -> Result<Registration, MeteringError> {
+    let deadline_text = humantime(config.timeout);
     let phase = async {
         let sdk = load_sdk_config(config).await;
         let region = sdk.region().cloned().ok_or(MeteringError::NoRegion)?;
@@ -99,7 +111,7 @@ pub async fn register_usage(config: &Config, nonce: &str, started: Instant) -> R
         let credentials = provider
             .provide_credentials()
             .await
-            .map_err(|e| MeteringError::NoCredentials(DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| MeteringError::NoCredentials(causes(&e)))?;
         tracing::debug!(region = %region, access_key_id = %credentials.access_key_id(), "credentials loaded");
 
         let attempts = Arc::new(AttemptLog::default());
@@ -110,7 +122,10 @@ pub async fn register_usage(config: &Config, nonce: &str, started: Instant) -> R
             builder = builder.endpoint_url(url);
         }
         // Whatever part of the deadline loading took, the call gets only the rest.
-        let remaining = config.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        let remaining = config
+            .timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
         builder = builder.timeout_config(timeouts(config, remaining));
         let client = aws_sdk_marketplacemetering::Client::from_conf(builder.build());
 
@@ -130,7 +145,13 @@ pub async fn register_usage(config: &Config, nonce: &str, started: Instant) -> R
                     .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
                 attempts: count,
             }),
-            Err(e) => Err(classify(e, config, &region.to_string(), &attempts, &deadline_text)),
+            Err(e) => Err(classify(
+                e,
+                config,
+                region.as_ref(),
+                &attempts,
+                &deadline_text,
+            )),
         }
     };
     match tokio::time::timeout(config.timeout, phase).await {
@@ -142,10 +163,19 @@ pub async fn register_usage(config: &Config, nonce: &str, started: Instant) -> R
 }
 
 async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
-    let retry = if config.retry.adaptive { RetryConfig::adaptive() } else { RetryConfig::standard() }
-        .with_max_attempts(config.retry.max_attempts.unwrap_or(MAX_ATTEMPTS_WITHIN_DEADLINE))
-        .with_initial_backoff(INITIAL_BACKOFF)
-        .with_max_backoff(MAX_BACKOFF);
+    let retry = if config.retry.adaptive {
+        RetryConfig::adaptive()
+    } else {
+        RetryConfig::standard()
+    }
+    .with_max_attempts(
+        config
+            .retry
+            .max_attempts
+            .unwrap_or(MAX_ATTEMPTS_WITHIN_DEADLINE),
+    )
+    .with_initial_backoff(INITIAL_BACKOFF)
+    .with_max_backoff(MAX_BACKOFF);
     // Setting retry and timeout configs explicitly also keeps aws-config from reading
     // AWS_MAX_ATTEMPTS itself, which panics on 0 (validated in config instead).
     aws_config::defaults(BehaviorVersion::latest())
@@ -222,12 +252,29 @@ fn classify(
         SdkError::TimeoutError(_) => MeteringError::Unreachable(format!(
             "no entitlement answer within the {deadline} deadline ({tried}): check the network path to the Metering endpoint (VPC endpoint, NAT, proxy), or raise MPGATE_TIMEOUT"
         )),
+        SdkError::ResponseError(response) if response.raw().status().is_success() => {
+            MeteringError::BadAnswer(causes(&error))
+        }
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => MeteringError::Unreachable(format!(
             "cannot reach the Metering service: {} ({tried}): check the network path to the endpoint (VPC endpoint, NAT gateway, proxy)",
-            DisplayErrorContext(&error)
+            causes(&error)
         )),
-        _ => MeteringError::Refused(format!("the request could not be made: {}", DisplayErrorContext(&error))),
+        _ => MeteringError::Refused(format!("the request could not be made: {}", causes(&error))),
     }
+}
+
+/// An error and its sources on one line, without the SDK's Debug dump of the raw response.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            let _ = write!(text, ": {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Throttling and server-side failures: worth retrying, and what `allow` may let through.
@@ -236,8 +283,12 @@ fn is_transient(code: &str, status: u16) -> bool {
         || status == 429
         || matches!(
             code,
-            "ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded"
-                | "InternalServiceErrorException" | "ServiceUnavailable"
+            "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded"
+                | "InternalServiceErrorException"
+                | "ServiceUnavailable"
         )
 }
 
@@ -254,7 +305,10 @@ impl AttemptLog {
 
     fn summary(&self) -> String {
         let guard = self.inner.lock();
-        let (count, last) = guard.as_deref().map(|(c, l)| (*c, l.clone())).unwrap_or((0, None));
+        let (count, last) = guard
+            .as_deref()
+            .map(|(c, l)| (*c, l.clone()))
+            .unwrap_or((0, None));
         let mut text = format!("{count} attempt{}", if count == 1 { "" } else { "s" });
         if let Some(last) = last {
             let _ = write!(text, ", last: {last}");
@@ -293,12 +347,15 @@ impl Intercept for AttemptObserver {
     ) -> Result<(), BoxError> {
         if let Some(length) = context.response().body().content_length() {
             if length > MAX_RESPONSE_BYTES as u64 {
-                return Err(format!("the answer is {length} bytes, more than {MAX_RESPONSE_BYTES}").into());
+                return Err(format!(
+                    "the answer is {length} bytes, more than {MAX_RESPONSE_BYTES}"
+                )
+                .into());
             }
         }
         let body = std::mem::replace(context.response_mut().body_mut(), SdkBody::taken());
-        *context.response_mut().body_mut() =
-            body.map(|b| SdkBody::from_body_1_x(http_body_util::Limited::new(b, MAX_RESPONSE_BYTES)));
+        *context.response_mut().body_mut() = body
+            .map(|b| SdkBody::from_body_1_x(http_body_util::Limited::new(b, MAX_RESPONSE_BYTES)));
         Ok(())
     }
 
@@ -321,11 +378,11 @@ impl Intercept for AttemptObserver {
         } else if error.is_timeout_error() {
             "attempt timed out".to_string()
         } else if let Some(connector) = error.as_connector_error() {
-            DisplayErrorContext(connector).to_string()
+            causes(connector)
         } else if let Some(status) = status {
             format!("HTTP {status}")
         } else {
-            DisplayErrorContext(error).to_string()
+            causes(error)
         };
         if let Ok(mut guard) = self.0.inner.lock() {
             tracing::info!(attempt = guard.0, error = %what, "RegisterUsage attempt failed");

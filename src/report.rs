@@ -37,7 +37,9 @@ pub struct Reporter {
 impl Reporter {
     /// Writes the result file atomically (a reader never sees half a file).
     pub fn write_result(&self, report: &Report) -> std::io::Result<()> {
-        let Some(path) = &self.result_file else { return Ok(()) };
+        let Some(path) = &self.result_file else {
+            return Ok(());
+        };
         let mut json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
         json.push(b'\n');
         write_atomically(path, &json)
@@ -45,7 +47,10 @@ impl Reporter {
 
     /// Writes the one-line failure reason for `kubectl describe` / ECS stopped reasons.
     pub fn write_termination_log(&self, message: &str) {
-        let line: String = format!("mpgate: {message}").chars().take(MAX_TERMINATION_MESSAGE - 1).collect();
+        let line: String = format!("mpgate: {message}")
+            .chars()
+            .take(MAX_TERMINATION_MESSAGE - 1)
+            .collect();
         let result = match &self.termination_log {
             Some(path) => std::fs::write(path, format!("{line}\n")),
             // The default exists only inside Kubernetes; never create it elsewhere.
@@ -62,8 +67,13 @@ impl Reporter {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));

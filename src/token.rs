@@ -86,21 +86,33 @@ pub fn decoding_key(pem: &[u8]) -> Result<DecodingKey, String> {
     let key = DecodingKey::from_rsa_pem(pem).map_err(|e| e.to_string())?;
     let bits = rsa_bits(key.as_bytes()).ok_or("the key inside is not a valid RSA public key")?;
     if bits < MIN_KEY_BITS {
-        return Err(format!("a {bits}-bit key is too small; PS256 needs at least {MIN_KEY_BITS} bits"));
+        return Err(format!(
+            "a {bits}-bit key is too small; PS256 needs at least {MIN_KEY_BITS} bits"
+        ));
     }
     Ok(key)
 }
 
 /// The modulus size of a PKCS#1 RSA public key, as aws-lc parses it.
 fn rsa_bits(pkcs1_der: &[u8]) -> Option<usize> {
-    use aws_lc_rs::{rsa::PublicEncryptingKey, signature};
-    let parsed = signature::ParsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, pkcs1_der).ok()?;
-    // ParsedPublicKey re-encodes as SubjectPublicKeyInfo, which PublicEncryptingKey reads.
-    Some(PublicEncryptingKey::from_der(parsed.as_ref()).ok()?.key_size_bits())
+    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+    use aws_lc_rs::rsa::{PublicEncryptingKey, PublicKey};
+    // PublicKey parses (and checks) PKCS#1; PublicEncryptingKey, which knows the size, reads SPKI.
+    let spki: PublicKeyX509Der = PublicKey::from_der(pkcs1_der).ok()?.as_der().ok()?;
+    Some(
+        PublicEncryptingKey::from_der(spki.as_ref())
+            .ok()?
+            .key_size_bits(),
+    )
 }
 
 /// Verifies a RegisterUsage token; on success the claims matched `expected` exactly.
-pub fn verify(token: &str, key: &DecodingKey, expected: &Expected, now: SystemTime) -> Result<(), TokenError> {
+pub fn verify(
+    token: &str,
+    key: &DecodingKey,
+    expected: &Expected,
+    now: SystemTime,
+) -> Result<(), TokenError> {
     if token.is_empty() {
         return Err(TokenError::Missing);
     }
@@ -109,19 +121,15 @@ pub fn verify(token: &str, key: &DecodingKey, expected: &Expected, now: SystemTi
     }
     let segments: Vec<&str> = token.split('.').collect();
     if segments.len() != 3 {
-        return Err(TokenError::Malformed(format!("{} segments instead of 3", segments.len())));
+        return Err(TokenError::Malformed(format!(
+            "{} segments instead of 3",
+            segments.len()
+        )));
     }
-    if let Some(bad) = segments
-        .iter()
-        .find(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-    {
-        return Err(TokenError::Malformed(if bad.is_empty() {
-            "an empty segment".into()
-        } else {
-            "a segment that is not base64url".into()
-        }));
-    }
+    // The header first: an unsigned `alg: none` token should be named as such.
+    check_segment(segments[0])?;
     check_header(segments[0])?;
+    segments[1..].iter().try_for_each(|s| check_segment(s))?;
 
     let mut validation = Validation::new(Algorithm::PS256);
     // Real tokens have no exp/aud; the time claims are checked below with specific messages.
@@ -131,8 +139,12 @@ pub fn verify(token: &str, key: &DecodingKey, expected: &Expected, now: SystemTi
     validation.validate_aud = false;
     let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
         .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature(expected.public_key_version),
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm("not PS256".into()),
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                TokenError::BadSignature(expected.public_key_version)
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                TokenError::WrongAlgorithm("not PS256".into())
+            }
             jsonwebtoken::errors::ErrorKind::Json(e) => TokenError::MalformedClaims(e.to_string()),
             jsonwebtoken::errors::ErrorKind::Utf8(e) => TokenError::MalformedClaims(e.to_string()),
             _ => TokenError::Malformed(e.to_string()),
@@ -142,18 +154,30 @@ pub fn verify(token: &str, key: &DecodingKey, expected: &Expected, now: SystemTi
     expect_string("productCode", claims.product_code, expected.product_code)?;
     match claims.public_key_version {
         Some(Value::Number(n)) if n.as_i64() == Some(i64::from(expected.public_key_version)) => {}
-        other => return Err(mismatch("publicKeyVersion", other, expected.public_key_version.to_string())),
+        other => {
+            return Err(mismatch(
+                "publicKeyVersion",
+                other,
+                expected.public_key_version.to_string(),
+            ))
+        }
     }
     expect_string("nonce", claims.nonce, expected.nonce)?;
 
-    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     if let Some(iat) = claims.iat {
         let iat = numeric_date("iat", iat)?;
         if iat > now + MAX_CLOCK_SKEW.as_secs_f64() {
             return Err(TokenError::Future((iat - now) as u64));
         }
         if now - iat > expected.max_age.as_secs_f64() {
-            return Err(TokenError::Stale((now - iat) as u64, expected.max_age.as_secs()));
+            return Err(TokenError::Stale(
+                (now - iat) as u64,
+                expected.max_age.as_secs(),
+            ));
         }
     }
     if let Some(exp) = claims.exp {
@@ -161,6 +185,21 @@ pub fn verify(token: &str, key: &DecodingKey, expected: &Expected, now: SystemTi
         if exp <= now {
             return Err(TokenError::Expired((now - exp) as u64));
         }
+    }
+    Ok(())
+}
+
+fn check_segment(segment: &str) -> Result<(), TokenError> {
+    if segment.is_empty() {
+        return Err(TokenError::Malformed("an empty segment".into()));
+    }
+    if !segment
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(TokenError::Malformed(
+            "a segment that is not base64url".into(),
+        ));
     }
     Ok(())
 }
@@ -190,7 +229,11 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
-fn expect_string(claim: &'static str, found: Option<Value>, expected: &str) -> Result<(), TokenError> {
+fn expect_string(
+    claim: &'static str,
+    found: Option<Value>,
+    expected: &str,
+) -> Result<(), TokenError> {
     match found {
         Some(Value::String(s)) if s == expected => Ok(()),
         other => Err(mismatch(claim, other, format!("{expected:?}"))),
@@ -209,13 +252,21 @@ fn mismatch(claim: &'static str, found: Option<Value>, expected: String) -> Toke
             }
         }
     };
-    TokenError::ClaimMismatch { claim, found, expected }
+    TokenError::ClaimMismatch {
+        claim,
+        found,
+        expected,
+    }
 }
 
 fn numeric_date(claim: &'static str, value: Value) -> Result<f64, TokenError> {
     match value.as_f64() {
         Some(t) if t.is_finite() => Ok(t),
-        _ => Err(mismatch(claim, Some(value), "a NumericDate (seconds since 1970)".into())),
+        _ => Err(mismatch(
+            claim,
+            Some(value),
+            "a NumericDate (seconds since 1970)".into(),
+        )),
     }
 }
 

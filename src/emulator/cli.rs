@@ -13,7 +13,10 @@ pub const DEFAULT_PRODUCT_CODE: &str = "prod-demo1234567890abcdef";
 #[derive(Debug)]
 pub enum Mode {
     Serve,
-    Run { command: OsString, args: Vec<OsString> },
+    Run {
+        command: OsString,
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Debug)]
@@ -51,7 +54,7 @@ impl Default for Options {
 pub enum Parsed {
     Help,
     Version,
-    Go(Mode, Options),
+    Go(Mode, Box<Options>),
 }
 
 pub fn usage() -> String {
@@ -192,8 +195,9 @@ where
                 opts.product_code = v;
             }
             Long("key-versions") => {
-                opts.key_versions = parse_versions(&string(parser.value().map_err(e)?, "--key-versions")?)
-                    .map_err(|m| format!("--key-versions: {m}"))?;
+                opts.key_versions =
+                    parse_versions(&string(parser.value().map_err(e)?, "--key-versions")?)
+                        .map_err(|m| format!("--key-versions: {m}"))?;
             }
             Long("key-dir") => {
                 let v = PathBuf::from(parser.value().map_err(e)?);
@@ -219,9 +223,10 @@ where
             }
             Long("rotation-timestamp") => {
                 let v = string(parser.value().map_err(e)?, "--rotation-timestamp")?;
-                opts.rotation_timestamp = Some(v.parse().map_err(|_| {
-                    format!("--rotation-timestamp: invalid epoch seconds {v:?}")
-                })?);
+                opts.rotation_timestamp =
+                    Some(v.parse().map_err(|_| {
+                        format!("--rotation-timestamp: invalid epoch seconds {v:?}")
+                    })?);
             }
             Long("record") => {
                 let v = PathBuf::from(parser.value().map_err(e)?);
@@ -230,7 +235,9 @@ where
                 }
                 opts.record = Some(v);
             }
-            Value(v) if !seen_positional && !run && mode.is_none() && (v == "serve" || v == "run") => {
+            Value(v)
+                if !seen_positional && !run && mode.is_none() && (v == "serve" || v == "run") =>
+            {
                 seen_positional = true;
                 if v == "run" {
                     run = true;
@@ -250,10 +257,12 @@ where
     }
     let mode = match mode {
         Some(m) => m,
-        None if run => return Err("run: missing COMMAND (usage: run [OPTIONS] -- COMMAND [ARG...])".into()),
+        None if run => {
+            return Err("run: missing COMMAND (usage: run [OPTIONS] -- COMMAND [ARG...])".into())
+        }
         None => Mode::Serve,
     };
-    Ok(Parsed::Go(mode, opts))
+    Ok(Parsed::Go(mode, Box::new(opts)))
 }
 
 #[cfg(test)]
@@ -262,7 +271,7 @@ mod tests {
 
     fn go(args: &[&str]) -> Result<(Mode, Options), String> {
         match parse(args.iter().copied())? {
-            Parsed::Go(m, o) => Ok((m, o)),
+            Parsed::Go(m, o) => Ok((m, *o)),
             other => Err(format!("{other:?}")),
         }
     }
@@ -273,7 +282,15 @@ mod tests {
         assert!(matches!(m, Mode::Serve));
         assert_eq!(o.region, "us-east-1");
         assert_eq!(o.key_versions, vec![1]);
-        let (_, o) = go(&["serve", "--key-versions", "2,1,2", "--fault=throttle", "--latency", "200ms"]).unwrap();
+        let (_, o) = go(&[
+            "serve",
+            "--key-versions",
+            "2,1,2",
+            "--fault=throttle",
+            "--latency",
+            "200ms",
+        ])
+        .unwrap();
         assert_eq!(o.key_versions, vec![2, 1]);
         assert_eq!(o.fault, Fault::Throttle);
         assert_eq!(o.latency, Duration::from_millis(200));
@@ -281,11 +298,24 @@ mod tests {
 
     #[test]
     fn run_collects_command() {
-        let (m, _) = go(&["run", "--region", "eu-west-1", "--", "sh", "-c", "exit 3", "--fault"]).unwrap();
+        let (m, _) = go(&[
+            "run",
+            "--region",
+            "eu-west-1",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+            "--fault",
+        ])
+        .unwrap();
         match m {
             Mode::Run { command, args } => {
                 assert_eq!(command, "sh");
-                assert_eq!(args, vec![OsString::from("-c"), "exit 3".into(), "--fault".into()]);
+                assert_eq!(
+                    args,
+                    vec![OsString::from("-c"), "exit 3".into(), "--fault".into()]
+                );
             }
             Mode::Serve => panic!("expected run"),
         }

@@ -27,7 +27,11 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn sign(header: &str, claims: &Value, key: &EncodingKey, alg: Algorithm) -> Result<String, String> {
-    let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(claims.to_string().as_bytes()));
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, alg)
         .map_err(|e| format!("signing failed: {e}"))?;
     Ok(format!("{signing_input}.{sig}"))
@@ -36,7 +40,12 @@ fn sign(header: &str, claims: &Value, key: &EncodingKey, alg: Algorithm) -> Resu
 const PS256_HEADER: &str = r#"{"alg":"PS256","typ":"JWT"}"#;
 
 /// The `Signature` field of the answer, or `None` to leave it out (`token-missing`).
-pub fn mint(req: &Request<'_>, signer: &Signer<'_>, fault: Fault, now: i64) -> Result<Option<String>, String> {
+pub fn mint(
+    req: &Request<'_>,
+    signer: &Signer<'_>,
+    fault: Fault,
+    now: i64,
+) -> Result<Option<String>, String> {
     let mut claims = Map::new();
     claims.insert("productCode".into(), json!(req.product_code));
     claims.insert("publicKeyVersion".into(), json!(req.public_key_version));
@@ -73,7 +82,13 @@ pub fn mint(req: &Request<'_>, signer: &Signer<'_>, fault: Fault, now: i64) -> R
         Fault::TokenHs256PublicKey => {
             let hmac = EncodingKey::from_secret(signer.public_pem.as_bytes());
             let claims = Value::Object(claims);
-            return sign(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, &hmac, Algorithm::HS256).map(Some);
+            return sign(
+                r#"{"alg":"HS256","typ":"JWT"}"#,
+                &claims,
+                &hmac,
+                Algorithm::HS256,
+            )
+            .map(Some);
         }
         Fault::TokenWrongNonce => {
             let wrong = match req.nonce {
@@ -83,7 +98,10 @@ pub fn mint(req: &Request<'_>, signer: &Signer<'_>, fault: Fault, now: i64) -> R
             claims.insert("nonce".into(), json!(wrong));
         }
         Fault::TokenWrongProduct => {
-            claims.insert("productCode".into(), json!(format!("{}x", req.product_code)));
+            claims.insert(
+                "productCode".into(),
+                json!(format!("{}x", req.product_code)),
+            );
         }
         Fault::TokenWrongVersion => {
             claims.insert(

@@ -79,7 +79,8 @@ fn pair_from(kp: &KeyPair) -> Result<PemPair, String> {
 }
 
 fn load_private(path: &Path) -> Result<PemPair, String> {
-    let text = fs::read_to_string(path).map_err(|e| err(format!("cannot read {}", path.display()), e))?;
+    let text =
+        fs::read_to_string(path).map_err(|e| err(format!("cannot read {}", path.display()), e))?;
     let der = pem_decode("PRIVATE KEY", &text)
         .ok_or_else(|| format!("{}: not a PKCS#8 PEM private key", path.display()))?;
     let kp = KeyPair::from_pkcs8(&der)
@@ -114,7 +115,11 @@ fn write_atomic(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
 
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp.{}.{}", std::process::id(), super::random_u64()));
+    name.push(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        super::random_u64()
+    ));
     path.with_file_name(name)
 }
 

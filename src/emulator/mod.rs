@@ -36,9 +36,20 @@
 //! Errors are `{"__type": NAME, "message": ...}` with `x-amzn-errortype: NAME`; every answer
 //! carries an `x-amzn-requestid`.
 //!
-//! Every request is logged as one line on stderr and, with `--record FILE`, appended to the
-//! record file as one JSON line before the answer is sent. The `Authorization` signature and
-//! the dummy secret are never logged.
+//! # Faults
+//! `--fault NAME` (names in [`fault::Fault::name`]) applies to the calls that passed checks
+//! 1-5; `--fail-first N` limits it to the first N of those (rejected calls do not count).
+//! Service-error faults, `http-502-html`, `hang` and `drop` replace the answer before the
+//! product/key checks; `token-*` faults alter the token of an otherwise successful answer.
+//!
+//! # Output
+//! Once listening, one JSON line: `{"url","region","productCode","publicKeyVersion",
+//! "publicKeyFile","publicKeyFiles":{"N":path},"keyDir"}` (stdout for `serve`, stderr for
+//! `run`). Every request is logged as one line on stderr and, with `--record FILE`, appended
+//! as one JSON line `{"call","target","productCode","publicKeyVersion","nonce",
+//! "credentialScope","fault","status","errorType"}` (fields as sent, `null` when absent;
+//! `status` `null` for `hang`/`drop`) and flushed before the answer is sent. The
+//! `Authorization` signature and the dummy secret are never logged.
 
 pub mod cli;
 pub mod fault;
@@ -94,7 +105,11 @@ pub fn main() -> i32 {
             0
         }
         Parsed::Version => {
-            let _ = writeln!(std::io::stdout(), "mpgate-emulator {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(
+                std::io::stdout(),
+                "mpgate-emulator {}",
+                env!("CARGO_PKG_VERSION")
+            );
             0
         }
         Parsed::Go(mode, opts) => {
@@ -145,7 +160,12 @@ fn fresh_temp_dir() -> Result<PathBuf, String> {
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("cannot create a key dir under {}: {e}", base.display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot create a key dir under {}: {e}",
+                    base.display()
+                ))
+            }
         }
     }
     Err("cannot create a fresh key dir".into())
@@ -175,10 +195,18 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
     };
     let public_key_files: BTreeMap<String, String> = keys
         .iter()
-        .map(|k| (k.version.to_string(), path_string(&key_dir.join(k.public_path.file_name().unwrap_or_default()))))
+        .map(|k| {
+            (
+                k.version.to_string(),
+                path_string(&key_dir.join(k.public_path.file_name().unwrap_or_default())),
+            )
+        })
         .collect();
     let first = opts.key_versions[0];
-    let public_key_file = public_key_files.get(&first.to_string()).cloned().unwrap_or_default();
+    let public_key_file = public_key_files
+        .get(&first.to_string())
+        .cloned()
+        .unwrap_or_default();
     let state = Arc::new(State::new(
         opts.region.clone(),
         opts.product_code.clone(),
@@ -199,7 +227,9 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("local_addr: {e}"))?;
         let ready = Ready {
             url: format!("http://{addr}"),
             region: state.region.clone(),
@@ -220,8 +250,10 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         tokio::spawn(server::serve(listener, state));
         match mode {
             Mode::Serve => {
-                let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signal: {e}"))?;
-                let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signal: {e}"))?;
+                let mut term =
+                    signal(SignalKind::terminate()).map_err(|e| format!("signal: {e}"))?;
+                let mut int =
+                    signal(SignalKind::interrupt()).map_err(|e| format!("signal: {e}"))?;
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}").and_then(|()| out.flush());
                 drop(out);

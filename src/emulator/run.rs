@@ -36,7 +36,10 @@ pub async fn run_child(command: OsString, args: Vec<OsString>, env: &ChildEnv) -
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("MPGATE_PRODUCT_CODE", &env.product_code)
         .env("MPGATE_PUBLIC_KEY_FILE", &env.public_key_file)
-        .env("MPGATE_PUBLIC_KEY_VERSION", env.public_key_version.to_string());
+        .env(
+            "MPGATE_PUBLIC_KEY_VERSION",
+            env.public_key_version.to_string(),
+        );
     let shown = command.to_string_lossy().into_owned();
     // Listen before spawning so no signal is lost in between.
     let (mut term, mut int, mut hup, mut quit) = match (

@@ -107,7 +107,14 @@ impl std::error::Error for DropConnection {}
 fn request_id() -> String {
     let b: [u8; 16] = super::random_bytes();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn base_response(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
@@ -149,7 +156,9 @@ fn parse_auth(value: &str) -> (Option<String>, Result<Auth, String>) {
     let Some(rest) = value.strip_prefix(SCHEME).filter(|r| r.starts_with(' ')) else {
         return (
             None,
-            Err(format!("Authorization header must use the {SCHEME} scheme.")),
+            Err(format!(
+                "Authorization header must use the {SCHEME} scheme."
+            )),
         );
     };
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
@@ -205,14 +214,26 @@ fn parse_auth(value: &str) -> (Option<String>, Result<Auth, String>) {
         );
     }
     if signed_headers.is_empty()
-        || !signed_headers
-            .split(';')
-            .all(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        || !signed_headers.split(';').all(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
     {
-        return (scope, Err("SignedHeaders must be a ';'-separated list of lowercase header names.".into()));
+        return (
+            scope,
+            Err("SignedHeaders must be a ';'-separated list of lowercase header names.".into()),
+        );
     }
-    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return (scope, Err("Signature must be 64 lowercase hex digits.".into()));
+    if signature.len() != 64
+        || !signature
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return (
+            scope,
+            Err("Signature must be 64 lowercase hex digits.".into()),
+        );
     }
     (
         scope,
@@ -241,7 +262,10 @@ fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'stati
     let mut errors = Vec::new();
     let product_code = match obj.get("ProductCode") {
         None | Some(Value::Null) => {
-            errors.push("Value null at 'ProductCode' failed to satisfy constraint: Member must not be null".to_string());
+            errors.push(
+                "Value null at 'ProductCode' failed to satisfy constraint: Member must not be null"
+                    .to_string(),
+            );
             None
         }
         Some(Value::String(s)) => {
@@ -254,7 +278,10 @@ fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'stati
             Some(s.clone())
         }
         Some(other) => {
-            errors.push(format!("Value {} at 'ProductCode' failed to satisfy constraint: Member must be a string", type_name(other)));
+            errors.push(format!(
+                "Value {} at 'ProductCode' failed to satisfy constraint: Member must be a string",
+                type_name(other)
+            ));
             None
         }
     };
@@ -289,7 +316,10 @@ fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'stati
             Some(s.clone())
         }
         Some(other) => {
-            errors.push(format!("Value {} at 'Nonce' failed to satisfy constraint: Member must be a string", type_name(other)));
+            errors.push(format!(
+                "Value {} at 'Nonce' failed to satisfy constraint: Member must be a string",
+                type_name(other)
+            ));
             None
         }
     };
@@ -329,9 +359,19 @@ fn now_secs() -> i64 {
 }
 
 /// Decide the answer to one request, filling in `rec` along the way.
-fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body: Result<Bytes, bool>, rec: &mut RecordLine) -> Outcome {
+fn decide(
+    state: &State,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, bool>,
+    rec: &mut RecordLine,
+) -> Outcome {
     // Body first, so the record has the fields even for rejected requests.
-    let parsed: Option<Result<Value, serde_json::Error>> = body.as_ref().ok().map(|b| serde_json::from_slice::<Value>(b));
+    let parsed: Option<Result<Value, serde_json::Error>> = body
+        .as_ref()
+        .ok()
+        .map(|b| serde_json::from_slice::<Value>(b));
     if let Some(Ok(Value::Object(obj))) = &parsed {
         for (field, slot) in [
             ("ProductCode", &mut rec.product_code),
@@ -346,7 +386,10 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
     let auth_header = header_str(headers, "authorization");
     let auth = auth_header.map(|h| match h {
         Ok(v) => parse_auth(v),
-        Err(()) => (None, Err("Authorization header is not valid ASCII.".to_string())),
+        Err(()) => (
+            None,
+            Err("Authorization header is not valid ASCII.".to_string()),
+        ),
     });
     if let Some((scope, _)) = &auth {
         rec.credential_scope.clone_from(scope);
@@ -364,9 +407,19 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
     match rec.target.as_deref() {
         Some(TARGET) => {}
         Some(t) if t.starts_with(TARGET_PREFIX) => {
-            return error_answer(400, "UnknownOperationException", &format!("Operation {t} is not served by this emulator"));
+            return error_answer(
+                400,
+                "UnknownOperationException",
+                &format!("Operation {t} is not served by this emulator"),
+            );
         }
-        _ => return error_answer(400, "UnknownOperationException", "Unknown operation: missing or unrecognised X-Amz-Target"),
+        _ => {
+            return error_answer(
+                400,
+                "UnknownOperationException",
+                "Unknown operation: missing or unrecognised X-Amz-Target",
+            )
+        }
     }
     // 3. Content-Type
     match header_str(headers, "content-type") {
@@ -381,7 +434,11 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
     }
     // 4. SigV4 Authorization
     let Some((_, auth)) = auth else {
-        return error_answer(400, "MissingAuthenticationTokenException", "Missing Authentication Token");
+        return error_answer(
+            400,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        );
     };
     let auth = match auth {
         Ok(a) => a,
@@ -395,7 +452,11 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
         );
     }
     if auth.region != state.region {
-        return error_answer(403, "InvalidSignatureException", "Credential should be scoped to a valid region. ");
+        return error_answer(
+            403,
+            "InvalidSignatureException",
+            "Credential should be scoped to a valid region. ",
+        );
     }
     match header_str(headers, "x-amz-date").or_else(|| header_str(headers, "date")) {
         None => {
@@ -418,7 +479,11 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
     // 5. Body shape
     let parsed = match (body, parsed) {
         (Err(true), _) => {
-            return error_answer(413, "SerializationException", &format!("Request body is larger than {MAX_BODY} bytes"));
+            return error_answer(
+                413,
+                "SerializationException",
+                &format!("Request body is larger than {MAX_BODY} bytes"),
+            );
         }
         (Err(false), _) | (_, None) => return Outcome::Drop,
         (Ok(_), Some(p)) => p,
@@ -428,8 +493,20 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
             Ok(i) => i,
             Err((t, m)) => return error_answer(400, t, &m),
         },
-        Ok(_) => return error_answer(400, "SerializationException", "Request body must be a JSON object"),
-        Err(e) => return error_answer(400, "SerializationException", &format!("Request body is not valid JSON: {e}")),
+        Ok(_) => {
+            return error_answer(
+                400,
+                "SerializationException",
+                "Request body must be a JSON object",
+            )
+        }
+        Err(e) => {
+            return error_answer(
+                400,
+                "SerializationException",
+                &format!("Request body is not valid JSON: {e}"),
+            )
+        }
     };
 
     // 6. Faults (for the first --fail-first valid calls, or every call)
@@ -447,7 +524,10 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
         Fault::Http502Html => {
             rec.fault = fault.name();
             let body = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n";
-            return Outcome::Answer(base_response(502, "text/html", Bytes::from_static(body.as_bytes())), None);
+            return Outcome::Answer(
+                base_response(502, "text/html", Bytes::from_static(body.as_bytes())),
+                None,
+            );
         }
         Fault::Hang => {
             rec.fault = fault.name();
@@ -468,12 +548,24 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
             "The product code passed does not match the product code used for publishing the product.",
         );
     }
-    let Some(key) = state.keys.iter().find(|k| i64::from(k.version) == input.public_key_version) else {
-        return error_answer(400, "InvalidPublicKeyVersionException", "Public Key version is invalid.");
+    let Some(key) = state
+        .keys
+        .iter()
+        .find(|k| i64::from(k.version) == input.public_key_version)
+    else {
+        return error_answer(
+            400,
+            "InvalidPublicKeyVersionException",
+            "Public Key version is invalid.",
+        );
     };
 
     // 8. Success (maybe with a bad token)
-    let token_fault = if fault.is_token_fault() { fault } else { Fault::None };
+    let token_fault = if fault.is_token_fault() {
+        fault
+    } else {
+        Fault::None
+    };
     rec.fault = token_fault.name();
     let req = jwt::Request {
         product_code: &input.product_code,
@@ -489,7 +581,11 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
         Ok(s) => s,
         Err(e) => {
             log(&format!("cannot mint a token: {e}"));
-            return error_answer(500, "InternalServiceErrorException", "The emulator could not sign the token.");
+            return error_answer(
+                500,
+                "InternalServiceErrorException",
+                "The emulator could not sign the token.",
+            );
         }
     };
     let mut body = serde_json::Map::new();
@@ -500,7 +596,10 @@ fn decide(state: &State, method: &Method, path: &str, headers: &HeaderMap, body:
         }
     }
     let body = Value::Object(body).to_string();
-    Outcome::Answer(base_response(200, CONTENT_TYPE_JSON, Bytes::from(body)), None)
+    Outcome::Answer(
+        base_response(200, CONTENT_TYPE_JSON, Bytes::from(body)),
+        None,
+    )
 }
 
 /// Write one line to stderr, ignoring errors (never panic on a closed stderr).
@@ -510,12 +609,16 @@ pub fn log(msg: &str) {
 }
 
 /// Serve one request.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, DropConnection> {
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, DropConnection> {
     let call = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let (parts, body) = req.into_parts();
     let mut rec = RecordLine {
         call,
-        target: header_str(&parts.headers, "x-amz-target").map(|r| r.unwrap_or("<non-ASCII>").to_string()),
+        target: header_str(&parts.headers, "x-amz-target")
+            .map(|r| r.unwrap_or("<non-ASCII>").to_string()),
         fault: Fault::None.name(),
         ..RecordLine::default()
     };
@@ -524,7 +627,14 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => Err(e.downcast_ref::<LengthLimitError>().is_some()),
     };
-    let outcome = decide(&state, &parts.method, parts.uri.path(), &parts.headers, body, &mut rec);
+    let outcome = decide(
+        &state,
+        &parts.method,
+        parts.uri.path(),
+        &parts.headers,
+        body,
+        &mut rec,
+    );
     if let Outcome::Answer(resp, error_type) = &outcome {
         rec.status = Some(resp.status().as_u16());
         rec.error_type = *error_type;
@@ -532,7 +642,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Respons
     let line = serde_json::to_string(&rec).unwrap_or_else(|_| "{}".into());
     if let Some(file) = &state.record {
         if let Ok(mut f) = file.lock() {
-            let res = f.write_all(format!("{line}\n").as_bytes()).and_then(|()| f.flush());
+            let res = f
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|()| f.flush());
             if let Err(e) = res {
                 log(&format!("cannot write the record file: {e}"));
             }
@@ -587,9 +699,15 @@ mod tests {
     fn auth_parsing() {
         let h = format!("AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/aws-marketplace/aws4_request, SignedHeaders=host;x-amz-date, Signature={SIG}");
         let (scope, auth) = parse_auth(&h);
-        assert_eq!(scope.as_deref(), Some("AKID/20240101/us-east-1/aws-marketplace/aws4_request"));
+        assert_eq!(
+            scope.as_deref(),
+            Some("AKID/20240101/us-east-1/aws-marketplace/aws4_request")
+        );
         let auth = auth.unwrap();
-        assert_eq!((auth.region.as_str(), auth.service.as_str()), ("us-east-1", "aws-marketplace"));
+        assert_eq!(
+            (auth.region.as_str(), auth.service.as_str()),
+            ("us-east-1", "aws-marketplace")
+        );
         assert!(parse_auth("Bearer x").1.is_err());
         assert!(parse_auth("AWS4-HMAC-SHA256 Credential=a/b/c").1.is_err());
         let short = format!("AWS4-HMAC-SHA256 Credential=AKID/2024/us-east-1/aws-marketplace/aws4_request, SignedHeaders=host, Signature={SIG}");
@@ -598,21 +716,40 @@ mod tests {
 
     #[test]
     fn body_validation() {
-        let v = |s: &str| validate_body(serde_json::from_str::<Value>(s).unwrap().as_object().unwrap());
+        let v = |s: &str| {
+            validate_body(
+                serde_json::from_str::<Value>(s)
+                    .unwrap()
+                    .as_object()
+                    .unwrap(),
+            )
+        };
         assert!(v(r#"{"ProductCode":"p","PublicKeyVersion":1}"#).is_ok());
         assert!(v(r#"{"ProductCode":"p","PublicKeyVersion":1,"Nonce":null}"#).is_ok());
         let (_, m) = v(r#"{"PublicKeyVersion":1}"#).err().unwrap();
         assert!(m.contains("'ProductCode'"), "{m}");
-        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":"1"}"#).err().unwrap();
+        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":"1"}"#)
+            .err()
+            .unwrap();
         assert!(m.contains("'PublicKeyVersion'"), "{m}");
-        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":0}"#).err().unwrap();
+        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":0}"#)
+            .err()
+            .unwrap();
         assert!(m.contains("'PublicKeyVersion'"), "{m}");
-        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":1.5}"#).err().unwrap();
+        let (_, m) = v(r#"{"ProductCode":"p","PublicKeyVersion":1.5}"#)
+            .err()
+            .unwrap();
         assert!(m.contains("'PublicKeyVersion'"), "{m}");
         let long = "n".repeat(256);
-        let (_, m) = v(&format!(r#"{{"ProductCode":"p","PublicKeyVersion":1,"Nonce":"{long}"}}"#)).err().unwrap();
+        let (_, m) = v(&format!(
+            r#"{{"ProductCode":"p","PublicKeyVersion":1,"Nonce":"{long}"}}"#
+        ))
+        .err()
+        .unwrap();
         assert!(m.contains("'Nonce'"), "{m}");
-        assert!(is_json_content_type("application/x-amz-json-1.1; charset=utf-8"));
+        assert!(is_json_content_type(
+            "application/x-amz-json-1.1; charset=utf-8"
+        ));
         assert!(!is_json_content_type("application/json"));
     }
 }

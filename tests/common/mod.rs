@@ -1,0 +1,296 @@
+//! Test harness: the real `mpgate` binary against the real `mpgate-emulator` on loopback.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Every child process is bounded by this; a test that hits it fails.
+pub const CHILD_LIMIT: Duration = Duration::from_secs(30);
+
+pub const MPGATE: &str = env!("CARGO_BIN_EXE_mpgate");
+pub const EMULATOR: &str = env!("CARGO_BIN_EXE_mpgate-emulator");
+
+/// A private scratch directory per test.
+pub fn scratch(name: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running emulator; killed when dropped.
+pub struct Emulator {
+    child: Child,
+    pub url: String,
+    pub region: String,
+    pub product_code: String,
+    pub public_key_file: PathBuf,
+    pub record: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Emulator {
+    pub fn start(flags: &[&str]) -> Emulator {
+        let dir = scratch("emu");
+        let record = dir.join("record.jsonl");
+        let mut child = Command::new(EMULATOR)
+            .arg("serve")
+            .arg("--key-dir")
+            .arg(dir.join("keys"))
+            .arg("--record")
+            .arg(&record)
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mpgate-emulator");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(CHILD_LIMIT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the emulator did not print its ready line within {CHILD_LIMIT:?}");
+            }
+        };
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!("emulator ready line is not JSON ({e}): {line:?} (flags {flags:?})")
+        });
+        Emulator {
+            child,
+            url: ready["url"].as_str().unwrap().to_string(),
+            region: ready["region"].as_str().unwrap().to_string(),
+            product_code: ready["productCode"].as_str().unwrap().to_string(),
+            public_key_file: PathBuf::from(ready["publicKeyFile"].as_str().unwrap()),
+            record,
+            dir,
+        }
+    }
+
+    /// The RegisterUsage calls the emulator has received so far.
+    pub fn calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (bounded) until at least `n` calls have arrived.
+    pub fn wait_for_calls(&self, n: usize) {
+        let start = Instant::now();
+        while self.calls().len() < n {
+            assert!(
+                start.elapsed() < CHILD_LIMIT,
+                "the emulator never received {n} call(s)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A gate configured to use this emulator, with a clean, hermetic environment.
+    pub fn gate(&self) -> Gate {
+        let mut gate = Gate::hermetic(&self.dir);
+        gate.env("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &self.url)
+            .env("AWS_REGION", &self.region)
+            .env("MPGATE_PRODUCT_CODE", &self.product_code)
+            .env("MPGATE_PUBLIC_KEY_FILE", &self.public_key_file);
+        gate
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const ACCESS_KEY_ID: &str = "AKIAMPGATETESTKEY123";
+pub const SECRET_ACCESS_KEY: &str = "mpgateTestSecretKeyDoNotLogMe0123456789ab";
+pub const SESSION_TOKEN: &str = "mpgateTestSessionTokenDoNotLogMe9876543210";
+
+/// An `mpgate` command line under construction.
+pub struct Gate {
+    cmd: Command,
+    pub dir: PathBuf,
+}
+
+impl Gate {
+    /// No inherited AWS or mpgate settings, IMDS off, no profile files: only loopback traffic.
+    pub fn hermetic(dir: &Path) -> Gate {
+        let mut cmd = Command::new(MPGATE);
+        cmd.env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", dir)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("MPGATE_TERMINATION_LOG", dir.join("termination-log"))
+            .env("MPGATE_TIMEOUT", "10s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Gate {
+            cmd,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn env(&mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn env_remove(&mut self, k: &str) -> &mut Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(
+        &mut self,
+        args: I,
+    ) -> &mut Self {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn spawn(&mut self) -> Running {
+        Running {
+            child: self.cmd.spawn().expect("start mpgate"),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn run(&mut self) -> Outcome {
+        self.spawn().wait()
+    }
+}
+
+pub struct Running {
+    pub child: Child,
+    pub started: Instant,
+}
+
+impl Running {
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits, bounded by CHILD_LIMIT, and collects the output.
+    pub fn wait(mut self) -> Outcome {
+        let pid = self.child.id();
+        let mut stdout = self.child.stdout.take().unwrap();
+        let mut stderr = self.child.stderr.take().unwrap();
+        let out_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if self.started.elapsed() > CHILD_LIMIT {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("mpgate did not finish within {CHILD_LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let elapsed = self.started.elapsed();
+        Outcome {
+            status,
+            stdout: out_thread.join().unwrap(),
+            stderr: err_thread.join().unwrap(),
+            elapsed,
+            pid,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+    pub pid: u32,
+}
+
+impl Outcome {
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
+    }
+
+    /// Asserts the exit code, showing stderr when it differs.
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "unexpected exit; stderr:\n{}",
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "mpgate panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// The stderr lines as JSON objects (mpgate logs JSON lines when stderr is not a terminal).
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.stderr
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {l:?}"))
+            })
+            .collect()
+    }
+
+    /// The final error message (the last ERROR line).
+    pub fn error_message(&self) -> String {
+        self.log_lines()
+            .into_iter()
+            .rev()
+            .find(|l| l["level"] == "ERROR")
+            .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no ERROR line in stderr:\n{}", self.stderr))
+    }
+}
+
+pub fn os(s: &str) -> OsString {
+    OsString::from(s)
+}
