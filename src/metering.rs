@@ -384,8 +384,17 @@ impl Intercept for AttemptObserver {
         } else {
             causes(error)
         };
+        // Only failures the SDK retries are news; a final answer is reported once, by the gate.
+        let retried = error.is_timeout_error()
+            || error.is_connector_error()
+            || status.is_some_and(|s| s >= 500 || s == 429)
+            || what.starts_with("Throttling");
         if let Ok(mut guard) = self.0.inner.lock() {
-            tracing::info!(attempt = guard.0, error = %what, "RegisterUsage attempt failed");
+            if retried {
+                tracing::info!(attempt = guard.0, error = %what, "RegisterUsage attempt failed; retrying within the deadline");
+            } else {
+                tracing::debug!(attempt = guard.0, error = %what, "RegisterUsage attempt failed");
+            }
             guard.1 = Some(what);
         }
         Ok(())

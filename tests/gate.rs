@@ -158,6 +158,7 @@ fn every_bad_token_is_rejected_with_exit_12() {
         ("token-garbage", "not a JWS"),
         ("token-missing", "without a Signature"),
         ("token-empty", "without a Signature"),
+        ("token-html-answer", "unusable"),
     ];
     for (fault, hint) in cases {
         let emu = Emulator::start(&["--fault", fault]);
@@ -318,7 +319,8 @@ fn configuration_errors_exit_2_before_any_call() {
     )
     .unwrap();
     let pem = std::fs::read_to_string(&emu.public_key_file).unwrap();
-    let cases: Vec<(Vec<(&str, String)>, Vec<&str>, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, String)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("MPGATE_PRODUCT_CODE", String::new())],
             vec![],

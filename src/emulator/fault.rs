@@ -42,6 +42,8 @@ pub enum Fault {
     TokenGarbage,
     TokenMissing,
     TokenEmpty,
+    /// A 200 whose body is an HTML page, as from a captive portal or a misrouted proxy.
+    TokenHtmlAnswer,
 }
 
 /// Every fault, in the order `--help` lists them.
@@ -78,6 +80,7 @@ pub const ALL_FAULTS: &[Fault] = &[
     Fault::TokenGarbage,
     Fault::TokenMissing,
     Fault::TokenEmpty,
+    Fault::TokenHtmlAnswer,
 ];
 
 /// How a service-error fault answers: HTTP status, `__type`, message.
@@ -123,6 +126,7 @@ impl Fault {
             Fault::TokenGarbage => "token-garbage",
             Fault::TokenMissing => "token-missing",
             Fault::TokenEmpty => "token-empty",
+            Fault::TokenHtmlAnswer => "token-html-answer",
         }
     }
 

@@ -577,6 +577,10 @@ fn decide(
         public_pem: &key.public_pem,
         wrong_key: state.wrong_key.as_ref(),
     };
+    if token_fault == Fault::TokenHtmlAnswer {
+        let page = "<html><body><h1>Welcome</h1><p>Please log in to continue.</p></body></html>";
+        return Outcome::Answer(base_response(200, "text/html", Bytes::from(page)), None);
+    }
     let signature = match jwt::mint(&req, &signer, token_fault, now_secs()) {
         Ok(s) => s,
         Err(e) => {
