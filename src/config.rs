@@ -28,6 +28,7 @@ pub struct Config {
     pub on_transient_error: TransientPolicy,
     pub endpoint_url: Option<String>,
     pub retry: RetrySettings,
+    pub extra_roots: crate::http::ExtraRoots,
     pub command: Vec<OsString>,
 }
 
@@ -80,6 +81,8 @@ pub enum ConfigError {
     UnreadableKey { path: String, reason: String },
     #[error("{source_name} is not a PEM RSA public key ({reason}): use the key AWS Marketplace gave you, starting with '-----BEGIN PUBLIC KEY-----' or '-----BEGIN RSA PUBLIC KEY-----'")]
     InvalidKey { source_name: String, reason: String },
+    #[error("{0}: point SSL_CERT_FILE at a PEM file (or SSL_CERT_DIR at a directory) of CA certificates, or unset it to trust the built-in Mozilla roots")]
+    Certificates(String),
     #[error("cannot read the operating system's random number generator ({0}): check the container's seccomp profile allows getrandom")]
     Random(String),
     #[error("cannot write the result file {path}: {reason}: make its directory writable (e.g. an emptyDir volume)")]
@@ -202,6 +205,7 @@ impl Config {
             on_transient_error,
             endpoint_url,
             retry: retry_settings(env)?,
+            extra_roots: crate::http::extra_roots(env).map_err(ConfigError::Certificates)?,
             command: args.command,
         })
     }

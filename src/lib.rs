@@ -6,6 +6,7 @@ pub mod emulator;
 pub mod exec;
 pub mod exit;
 pub mod gate;
+pub mod http;
 pub mod logging;
 pub mod metering;
 pub mod nonce;

@@ -179,6 +179,7 @@ async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
     // Setting retry and timeout configs explicitly also keeps aws-config from reading
     // AWS_MAX_ATTEMPTS itself, which panics on 0 (validated in config instead).
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::http::client(config.extra_roots.clone()))
         .retry_config(retry)
         .timeout_config(timeouts(config, config.timeout))
         .load()
