@@ -1,4 +1,8 @@
-//! Black-box tests of the `mpgate-emulator` binary over raw HTTP/1.1.
+//! Black-box tests of the `mpgate-emulator` binary over raw HTTP/1.1 (and HTTPS), and of
+//! the test proxy in `tests/common/proxy.rs`.
+
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -64,10 +68,10 @@ impl Emu {
         };
         let ready: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("emulator {name}: bad ready line {line:?}: {e}"));
-        let addr = ready["url"]
-            .as_str()
-            .unwrap()
+        let url = ready["url"].as_str().unwrap();
+        let addr = url
             .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
             .unwrap()
             .to_string();
         Emu { child, ready, addr }
@@ -948,7 +952,10 @@ fn serve_exits_zero_on_sigterm_and_bad_flags_exit_two() {
         "--latency",
         "--rotation-timestamp",
         "--record",
+        "--tls",
+        "caFile",
         "token-no-iat",
+        "tls-handshake-failure",
     ] {
         assert!(text.contains(flag), "help lacks {flag}");
     }
@@ -992,4 +999,307 @@ fn run_forwards_sigterm_to_the_child() {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
     assert_eq!(wait_timeout(&mut child, IO_TIMEOUT).code(), Some(42));
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTPS (--tls) and the test proxy
+
+use std::sync::Arc;
+
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+
+/// A rustls client (aws-lc-rs, ALPN http/1.1) trusting only the CA in `ca_file`, or nothing.
+fn client_config(ca_file: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca_file {
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Send `request` over TLS on `stream` (verifying `name`); returns the raw answer and the
+/// negotiated ALPN protocol.
+fn tls_exchange(
+    stream: TcpStream,
+    name: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    request: &[u8],
+) -> std::io::Result<(Vec<u8>, Option<Vec<u8>>)> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, server_name).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, stream);
+    tls.write_all(request)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // A peer that closes without close_notify after a complete answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let alpn = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
+    Ok((out, alpn))
+}
+
+fn send_tls(
+    addr: &str,
+    name: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    request: &[u8],
+) -> std::io::Result<(Vec<u8>, Option<Vec<u8>>)> {
+    tls_exchange(TcpStream::connect(addr)?, name, cfg, request)
+}
+
+/// A complete RegisterUsage request (`path` may be absolute-form, for proxies).
+fn register_request(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let a = auth("us-east-1", "aws-marketplace");
+    let mut headers = vec![
+        ("X-Amz-Target", "AWSMPMeteringService.RegisterUsage"),
+        ("Content-Type", "application/x-amz-json-1.1"),
+        ("X-Amz-Date", "20240101T000000Z"),
+        ("Authorization", a.as_str()),
+    ];
+    headers.extend_from_slice(extra);
+    build("POST", path, &headers, ok_body().to_string().as_bytes())
+}
+
+fn assert_signed(r: &Resp, pem: &[u8]) {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let token = r.json()["Signature"].as_str().unwrap().to_string();
+    let claims = verify(&token, pem).unwrap();
+    assert_eq!(claims["nonce"], json!("n-123"));
+}
+
+#[test]
+fn tls_serves_https_with_a_test_ca() {
+    let plain = Emu::start("plain-cafile", &[]);
+    assert_eq!(plain.ready["caFile"], Value::Null);
+
+    let emu = Emu::start("tls", &["--tls"]);
+    let url = emu.ready["url"].as_str().unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = emu.ready["caFile"].as_str().expect("caFile").to_string();
+    assert!(std::path::Path::new(&ca).is_absolute(), "{ca}");
+    assert!(ca.ends_with("/ca.pem"), "{ca}");
+    let key_dir = emu.ready["keyDir"].as_str().unwrap();
+    assert!(ca.starts_with(key_dir), "{ca} not in {key_dir}");
+    let ca_text = fs::read_to_string(&ca).unwrap();
+    assert_eq!(ca_text.matches("BEGIN CERTIFICATE").count(), 1, "{ca_text}");
+    assert!(!ca_text.contains("PRIVATE KEY"));
+
+    // A client that trusts ca.pem completes RegisterUsage, by name and by IP.
+    let pem = emu.public_pem("1");
+    for name in ["localhost", "127.0.0.1"] {
+        let (raw, alpn) = send_tls(
+            &emu.addr,
+            name,
+            client_config(Some(&ca)),
+            &register_request("/", &[]),
+        )
+        .unwrap_or_else(|e| panic!("TLS to {name}: {e}"));
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        assert_signed(&parse(&raw), &pem);
+    }
+    // One that does not trust it fails the handshake.
+    let err = send_tls(
+        &emu.addr,
+        "localhost",
+        client_config(None),
+        &register_request("/", &[]),
+    )
+    .expect_err("an untrusting client must fail");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let raw = send_raw(&emu.addr, &register_request("/", &[]), IO_TIMEOUT).unwrap_or_default();
+    assert!(!raw.starts_with(b"HTTP/1.1 200"));
+
+    // A second emulator on the same key dir reuses the CA.
+    let again = Emu::start("tls-again", &["--tls"]);
+    assert_eq!(again.ready["caFile"].as_str(), Some(ca.as_str()));
+    assert_eq!(fs::read_to_string(&ca).unwrap(), ca_text);
+    let (raw, _) = send_tls(
+        &again.addr,
+        "localhost",
+        client_config(Some(&ca)),
+        &register_request("/", &[]),
+    )
+    .unwrap();
+    assert_signed(&parse(&raw), &pem);
+}
+
+#[test]
+fn tls_handshake_failure_fault() {
+    let record = tmp("tls-fail.jsonl");
+    let _ = fs::remove_file(&record);
+    let emu = Emu::start(
+        "tls-fail",
+        &[
+            "--tls",
+            "--fault",
+            "tls-handshake-failure",
+            "--fail-first",
+            "1",
+            "--record",
+            record.to_str().unwrap(),
+        ],
+    );
+    let ca = emu.ready["caFile"].as_str().unwrap().to_string();
+    let err = send_tls(
+        &emu.addr,
+        "localhost",
+        client_config(Some(&ca)),
+        &register_request("/", &[]),
+    )
+    .expect_err("the first handshake must fail");
+    assert!(err.to_string().contains("HandshakeFailure"), "{err}");
+    // Past --fail-first, connections are served.
+    let (raw, _) = send_tls(
+        &emu.addr,
+        "localhost",
+        client_config(Some(&ca)),
+        &register_request("/", &[]),
+    )
+    .unwrap();
+    assert_signed(&parse(&raw), &emu.public_pem("1"));
+    let lines = wait_record(&record, 2);
+    assert_eq!(
+        (lines[0]["fault"].clone(), lines[0]["status"].clone()),
+        (json!("tls-handshake-failure"), Value::Null)
+    );
+    assert_eq!(lines[1]["status"], json!(200));
+
+    // Without --tls the connection is closed at once.
+    let emu = Emu::start("tcp-fail", &["--fault", "tls-handshake-failure"]);
+    match send_raw(&emu.addr, &register_request("/", &[]), IO_TIMEOUT) {
+        Ok(bytes) => assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes)),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        ),
+    }
+}
+
+#[test]
+fn run_with_tls_sets_ssl_cert_file() {
+    let script = r#"echo "$AWS_ENDPOINT_URL_MARKETPLACE_METERING|$SSL_CERT_FILE"; grep -q 'BEGIN CERTIFICATE' "$SSL_CERT_FILE""#;
+    let kd = key_dir();
+    let (st, out, err) = run_bin(
+        &[
+            "run",
+            "--tls",
+            "--key-dir",
+            kd.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        &[],
+    );
+    assert_eq!(st.code(), Some(0), "{out}{err}");
+    let (url, ca) = out.trim().split_once('|').unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{out}");
+    let ready: Value = serde_json::from_str(err.lines().next().unwrap()).unwrap();
+    assert_eq!(ready["caFile"].as_str(), Some(ca));
+    assert_eq!(ready["url"].as_str(), Some(url));
+}
+
+/// Read an HTTP answer head from a proxy (up to the blank line), byte by byte.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF in the proxy's answer");
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[test]
+fn proxy_forwards_absolute_form_and_tunnels_connect() {
+    assert_eq!(proxy::base64(b"user:pass"), "dXNlcjpwYXNz");
+    assert_eq!(proxy::base64(b"a"), "YQ==");
+    assert_eq!(proxy::base64(b"ab"), "YWI=");
+
+    // Absolute-form to a plain emulator, whatever host the URL names.
+    let emu = Emu::start("proxy-plain", &[]);
+    let pem = emu.public_pem("1");
+    let p = proxy::Proxy::start(emu.addr.parse().unwrap());
+    assert!(p.url.starts_with("http://127.0.0.1:"));
+    let proxy_addr = p.addr.to_string();
+    let target = "http://metering.emulator.test:1234/";
+    let raw = send_raw(&proxy_addr, &register_request(target, &[]), IO_TIMEOUT).unwrap();
+    assert_signed(&parse(&raw), &pem);
+    assert_eq!(p.requests(), vec![format!("POST {target} HTTP/1.1")]);
+
+    // With authentication required: 407 without credentials, forwarded with them.
+    let pa = proxy::Proxy::start_requiring_auth(emu.addr.parse().unwrap(), "user:pass");
+    let pa_addr = pa.addr.to_string();
+    let r = parse(&send_raw(&pa_addr, &register_request(target, &[]), IO_TIMEOUT).unwrap());
+    assert_eq!(r.status, 407);
+    assert!(r.header("proxy-authenticate").is_some());
+    let wrong = [("Proxy-Authorization", "Basic dXNlcjp3cm9uZw==")];
+    let r = parse(&send_raw(&pa_addr, &register_request(target, &wrong), IO_TIMEOUT).unwrap());
+    assert_eq!(r.status, 407);
+    let good = [("Proxy-Authorization", "Basic dXNlcjpwYXNz")];
+    let raw = send_raw(&pa_addr, &register_request(target, &good), IO_TIMEOUT).unwrap();
+    assert_signed(&parse(&raw), &pem);
+    assert_eq!(pa.requests().len(), 3);
+
+    // CONNECT tunnel to a TLS emulator, verified as metering.emulator.test.
+    let tls_emu = Emu::start("proxy-tls", &["--tls"]);
+    let ca = tls_emu.ready["caFile"].as_str().unwrap().to_string();
+    let pt = proxy::Proxy::start(tls_emu.addr.parse().unwrap());
+    let mut s = TcpStream::connect(pt.addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(
+        b"CONNECT metering.emulator.test:443 HTTP/1.1\r\nHost: metering.emulator.test:443\r\n\r\n",
+    )
+    .unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let (raw, _) = tls_exchange(
+        s,
+        "metering.emulator.test",
+        client_config(Some(&ca)),
+        &register_request("/", &[]),
+    )
+    .unwrap();
+    assert_signed(&parse(&raw), &pem);
+    assert_eq!(
+        pt.requests(),
+        vec!["CONNECT metering.emulator.test:443 HTTP/1.1".to_string()]
+    );
+
+    // After drop, the proxy no longer accepts.
+    let gone = pt.addr;
+    drop(pt);
+    let refused = TcpStream::connect(gone)
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(IO_TIMEOUT))?;
+            s.write_all(b"CONNECT x:1 HTTP/1.1\r\n\r\n")?;
+            let mut b = [0u8; 1];
+            s.read(&mut b)
+        })
+        .map_or(true, |n| n == 0);
+    assert!(refused, "the proxy still answers after drop");
 }

@@ -31,6 +31,7 @@ pub struct Options {
     pub latency: Duration,
     pub rotation_timestamp: Option<i64>,
     pub record: Option<PathBuf>,
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -46,6 +47,7 @@ impl Default for Options {
             latency: Duration::ZERO,
             rotation_timestamp: None,
             record: None,
+            tls: false,
         }
     }
 }
@@ -80,10 +82,11 @@ Usage:
   mpgate-emulator run [OPTIONS] -- COMMAND [ARG...]
 
 serve prints one JSON line (url, region, productCode, publicKeyVersion, publicKeyFile,
-publicKeyFiles, keyDir) to stdout and serves until SIGTERM/SIGINT. run prints that line to
-stderr, runs COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING, AWS_REGION, dummy
+publicKeyFiles, keyDir, caFile) to stdout and serves until SIGTERM/SIGINT. run prints that
+line to stderr, runs COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING, AWS_REGION, dummy
 credentials and MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE / MPGATE_PUBLIC_KEY_VERSION
-set, and exits with its exit code (127 if COMMAND is not found).
+set (and SSL_CERT_FILE=caFile with --tls), and exits with its exit code (127 if COMMAND is
+not found).
 
 Options:
   --listen ADDR              address to bind (default 127.0.0.1:0, port 0 = any free port)
@@ -99,11 +102,20 @@ Options:
   --rotation-timestamp SECS  add PublicKeyRotationTimestamp to successful answers
   --record FILE              append one JSON line per request received (flushed before
                              the answer is sent)
+  --tls                      serve HTTPS (url https://...): create, or reuse, a test CA
+                             (ca.pem, ca-key.pem) and a certificate for localhost,
+                             127.0.0.1 and metering.emulator.test (server.pem,
+                             server-key.pem) in the key dir; clients trust ca.pem, the
+                             ready line's caFile (null without --tls)
   -h, --help                 print this help
   -V, --version              print the version
 
 Faults:
 {fault_lines}
+
+tls-handshake-failure acts on connections, before any request: with --tls the server reads
+the ClientHello and answers a fatal handshake_failure alert, without --tls it closes the
+connection right after accepting it; --fail-first then counts connections.
 ",
         version = env!("CARGO_PKG_VERSION"),
     )
@@ -235,6 +247,7 @@ where
                 }
                 opts.record = Some(v);
             }
+            Long("tls") => opts.tls = true,
             Value(v)
                 if !seen_positional && !run && mode.is_none() && (v == "serve" || v == "run") =>
             {
@@ -320,6 +333,8 @@ mod tests {
             Mode::Serve => panic!("expected run"),
         }
         assert!(go(&["run"]).is_err());
+        let (_, o) = go(&["run", "--tls", "--", "true"]).unwrap();
+        assert!(o.tls);
     }
 
     #[test]

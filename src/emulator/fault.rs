@@ -23,6 +23,8 @@ pub enum Fault {
     // --- network ---
     Hang,
     Drop,
+    /// Fail the TLS handshake of the connection (or close it at once without `--tls`).
+    TlsHandshakeFailure,
     // --- bad tokens (200 answers) ---
     TokenWrongKey,
     TokenAlgNone,
@@ -62,6 +64,7 @@ pub const ALL_FAULTS: &[Fault] = &[
     Fault::Http502Html,
     Fault::Hang,
     Fault::Drop,
+    Fault::TlsHandshakeFailure,
     Fault::TokenWrongKey,
     Fault::TokenAlgNone,
     Fault::TokenHs256PublicKey,
@@ -108,6 +111,7 @@ impl Fault {
             Fault::Http502Html => "http-502-html",
             Fault::Hang => "hang",
             Fault::Drop => "drop",
+            Fault::TlsHandshakeFailure => "tls-handshake-failure",
             Fault::TokenWrongKey => "token-wrong-key",
             Fault::TokenAlgNone => "token-alg-none",
             Fault::TokenHs256PublicKey => "token-hs256-public-key",
@@ -186,6 +190,11 @@ impl Fault {
             error_type,
             message,
         })
+    }
+
+    /// Whether the fault acts on connections (before any request) rather than on calls.
+    pub fn is_connection_fault(self) -> bool {
+        self == Fault::TlsHandshakeFailure
     }
 
     /// Whether the fault changes the token of an otherwise successful answer.

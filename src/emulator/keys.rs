@@ -149,6 +149,44 @@ fn create_private_once(path: &Path, fresh: PemPair) -> Result<PemPair, String> {
     }
 }
 
+/// Return the contents of `path`, creating it first with `make()` (mode `mode`) if it does
+/// not exist yet. Creation is a hard link of a complete temp file, so concurrent emulators
+/// sharing a key dir agree on one version and never read a partial file.
+pub(crate) fn create_once(
+    path: &Path,
+    mode: u32,
+    make: impl FnOnce() -> Result<String, String>,
+) -> Result<String, String> {
+    let read = |p: &Path| {
+        fs::read_to_string(p).map_err(|e| err(format!("cannot read {}", p.display()), e))
+    };
+    if path.exists() {
+        return read(path);
+    }
+    let contents = make()?;
+    let tmp = tmp_path(path);
+    let write = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()
+    })();
+    if let Err(e) = write {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(format!("cannot write {}", tmp.display()), e));
+    }
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(contents),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read(path),
+        Err(e) => Err(err(format!("cannot create {}", path.display()), e)),
+    }
+}
+
 /// Load or create the key for each version in `dir`.
 pub fn prepare(dir: &Path, versions: &[u32]) -> Result<Vec<VersionKey>, String> {
     fs::DirBuilder::new()

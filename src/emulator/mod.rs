@@ -1,8 +1,9 @@
 //! A local AWS Marketplace Metering service (RegisterUsage) with fault injection, for tests.
 //!
 //! `mpgate-emulator` plays `AWSMPMeteringService.RegisterUsage` (awsJson1.1, `POST /`,
-//! SigV4 signing name `aws-marketplace`) over plain HTTP/1.1 on loopback, and answers with
-//! real PS256 tokens signed by RSA-2048 keys it generates (or reuses from `--key-dir`).
+//! SigV4 signing name `aws-marketplace`) over HTTP/1.1 on loopback (plain, or HTTPS with
+//! `--tls`), and answers with real PS256 tokens signed by RSA-2048 keys it generates (or
+//! reuses from `--key-dir`).
 //! Run `mpgate-emulator --help` for the command line.
 //!
 //! # Request checks, in order
@@ -36,16 +37,30 @@
 //! Errors are `{"__type": NAME, "message": ...}` with `x-amzn-errortype: NAME`; every answer
 //! carries an `x-amzn-requestid`.
 //!
+//! # HTTPS (`--tls`)
+//! At start the emulator creates, or reuses, in the key dir a test CA (`ca.pem`, self-signed,
+//! `CA:TRUE`, key `ca-key.pem`) and a server certificate signed by it (`server.pem`, key
+//! `server-key.pem`) for `localhost`, `127.0.0.1` and `metering.emulator.test` (a name tests
+//! reach through a proxy); each file is created once, atomically, so emulators sharing a key
+//! dir are safe. It then serves HTTPS (rustls, aws-lc-rs provider, TLS 1.2/1.3, ALPN
+//! `http/1.1`) instead of HTTP: the url is `https://127.0.0.1:PORT` and the ready line's
+//! `caFile` is the absolute path of `ca.pem` (the only file clients need to trust). `run`
+//! also sets `SSL_CERT_FILE=<ca.pem>` for the child. See [`tls`].
+//!
 //! # Faults
 //! `--fault NAME` (names in [`fault::Fault::name`]) applies to the calls that passed checks
 //! 1-5; `--fail-first N` limits it to the first N of those (rejected calls do not count).
 //! Service-error faults, `http-502-html`, `hang` and `drop` replace the answer before the
 //! product/key checks; `token-*` faults alter the token of an otherwise successful answer.
+//! `tls-handshake-failure` acts on connections instead, before any request: with `--tls`
+//! the emulator reads the ClientHello and answers a fatal `handshake_failure` alert, without
+//! it the connection is closed right after accept; `--fail-first N` then counts connections,
+//! and each failed connection is recorded as a line with only `call` and `fault` set.
 //!
 //! # Output
 //! Once listening, one JSON line: `{"url","region","productCode","publicKeyVersion",
-//! "publicKeyFile","publicKeyFiles":{"N":path},"keyDir"}` (stdout for `serve`, stderr for
-//! `run`). Every request is logged as one line on stderr and, with `--record FILE`, appended
+//! "publicKeyFile","publicKeyFiles":{"N":path},"keyDir","caFile"}` (`caFile` null without
+//! `--tls`; stdout for `serve`, stderr for `run`). Every request is logged as one line on stderr and, with `--record FILE`, appended
 //! as one JSON line `{"call","target","productCode","publicKeyVersion","nonce",
 //! "credentialScope","fault","status","errorType"}` (fields as sent, `null` when absent;
 //! `status` `null` for `hang`/`drop`) and flushed before the answer is sent. The
@@ -57,6 +72,7 @@ pub mod jwt;
 pub mod keys;
 pub mod run;
 pub mod server;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -83,6 +99,8 @@ pub struct Ready {
     pub public_key_file: String,
     pub public_key_files: BTreeMap<String, String>,
     pub key_dir: String,
+    /// `ca.pem` (the test CA to trust) with `--tls`, else `null`.
+    pub ca_file: Option<String>,
 }
 
 /// Exit code for a bad command line.
@@ -218,6 +236,13 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         opts.rotation_timestamp,
         record,
     ));
+    let tls = if opts.tls {
+        Some(tls::prepare(&key_dir)?)
+    } else {
+        None
+    };
+    let ca_file = tls.as_ref().map(|t| path_string(&t.ca_file));
+    let acceptor = tls.map(|t| t.acceptor);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -231,13 +256,17 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             .local_addr()
             .map_err(|e| format!("local_addr: {e}"))?;
         let ready = Ready {
-            url: format!("http://{addr}"),
+            url: format!(
+                "{}://{addr}",
+                if acceptor.is_some() { "https" } else { "http" }
+            ),
             region: state.region.clone(),
             product_code: state.product_code.clone(),
             public_key_version: first,
             public_key_file: public_key_file.clone(),
             public_key_files,
             key_dir: path_string(&key_dir),
+            ca_file: ca_file.clone(),
         };
         let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
         let child_env = run::ChildEnv {
@@ -246,8 +275,9 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             product_code: ready.product_code.clone(),
             public_key_file,
             public_key_version: first,
+            ca_file,
         };
-        tokio::spawn(server::serve(listener, state));
+        tokio::spawn(server::serve(listener, state, acceptor));
         match mode {
             Mode::Serve => {
                 let mut term =

@@ -19,6 +19,8 @@ pub struct ChildEnv {
     pub product_code: String,
     pub public_key_file: String,
     pub public_key_version: u32,
+    /// The CA to trust (`SSL_CERT_FILE`) when serving HTTPS.
+    pub ca_file: Option<String>,
 }
 
 /// Run `command` to completion; returns the exit code to use.
@@ -40,6 +42,9 @@ pub async fn run_child(command: OsString, args: Vec<OsString>, env: &ChildEnv) -
             "MPGATE_PUBLIC_KEY_VERSION",
             env.public_key_version.to_string(),
         );
+    if let Some(ca) = &env.ca_file {
+        cmd.env("SSL_CERT_FILE", ca);
+    }
     let shown = command.to_string_lossy().into_owned();
     // Listen before spawning so no signal is lost in between.
     let (mut term, mut int, mut hup, mut quit) = match (

@@ -14,6 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use jsonwebtoken::EncodingKey;
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio_rustls::TlsAcceptor;
 
 use super::fault::Fault;
 use super::jwt;
@@ -42,6 +43,13 @@ pub struct State {
 }
 
 impl State {
+    /// Count one more eligible call (or connection, for connection faults) and say whether
+    /// the fault applies to it (`--fail-first`).
+    fn take_fault(&self) -> bool {
+        let n = self.eligible.fetch_add(1, Ordering::SeqCst) + 1;
+        self.fail_first.is_none_or(|limit| n <= limit)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         region: String,
@@ -510,8 +518,10 @@ fn decide(
     };
 
     // 6. Faults (for the first --fail-first valid calls, or every call)
-    let n = state.eligible.fetch_add(1, Ordering::SeqCst) + 1;
-    let fault = if state.fail_first.is_none_or(|limit| n <= limit) {
+    let fault = if state.fault.is_connection_fault() {
+        // Applied to connections in `serve`; calls that get this far are answered.
+        Fault::None
+    } else if state.take_fault() {
         state.fault
     } else {
         Fault::None
@@ -612,6 +622,22 @@ pub fn log(msg: &str) {
     let _ = writeln!(err, "mpgate-emulator: {msg}");
 }
 
+/// Append `rec` to the `--record` file (flushed); returns the JSON line.
+fn write_record(state: &State, rec: &RecordLine) -> String {
+    let line = serde_json::to_string(rec).unwrap_or_else(|_| "{}".into());
+    if let Some(file) = &state.record {
+        if let Ok(mut f) = file.lock() {
+            let res = f
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|()| f.flush());
+            if let Err(e) = res {
+                log(&format!("cannot write the record file: {e}"));
+            }
+        }
+    }
+    line
+}
+
 /// Serve one request.
 pub async fn handle(
     state: Arc<State>,
@@ -643,17 +669,7 @@ pub async fn handle(
         rec.status = Some(resp.status().as_u16());
         rec.error_type = *error_type;
     }
-    let line = serde_json::to_string(&rec).unwrap_or_else(|_| "{}".into());
-    if let Some(file) = &state.record {
-        if let Ok(mut f) = file.lock() {
-            let res = f
-                .write_all(format!("{line}\n").as_bytes())
-                .and_then(|()| f.flush());
-            if let Err(e) = res {
-                log(&format!("cannot write the record file: {e}"));
-            }
-        }
-    }
+    let line = write_record(&state, &rec);
     log(&format!("{} {} {line}", parts.method, parts.uri.path()));
     match outcome {
         Outcome::Answer(resp, _) => {
@@ -670,8 +686,11 @@ pub async fn handle(
     }
 }
 
-/// Accept connections forever.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+/// Longest a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept connections forever; with `tls`, serve HTTPS.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, tls: Option<TlsAcceptor>) {
     loop {
         let (stream, _peer): (_, SocketAddr) = match listener.accept().await {
             Ok(x) => x,
@@ -681,14 +700,47 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
                 continue;
             }
         };
+        if state.fault.is_connection_fault() && state.take_fault() {
+            let call = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let rec = RecordLine {
+                call,
+                fault: state.fault.name(),
+                ..RecordLine::default()
+            };
+            let line = write_record(&state, &rec);
+            log(&format!("connection {line}"));
+            match tls {
+                Some(_) => {
+                    tokio::spawn(super::tls::fail_handshake(stream));
+                }
+                None => drop(stream),
+            }
+            continue;
+        }
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
             let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-            // Errors here are peers going away or the `drop` fault: nothing to report.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            // Errors from serve_connection are peers going away or the `drop` fault.
+            match tls {
+                None => {
+                    let _ = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(tls_stream), svc)
+                                .await;
+                        }
+                        Ok(Err(e)) => log(&format!("TLS handshake failed: {e}")),
+                        Err(_) => log("TLS handshake timed out"),
+                    }
+                }
+            }
         });
     }
 }
