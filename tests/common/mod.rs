@@ -1,6 +1,8 @@
 //! Test harness: the real `mpgate` binary against the real `mpgate-emulator` on loopback.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,8 @@ pub struct Emulator {
     pub region: String,
     pub product_code: String,
     pub public_key_file: PathBuf,
+    /// The test CA's certificate, with `--tls`.
+    pub ca_file: Option<PathBuf>,
     pub record: PathBuf,
     pub dir: PathBuf,
 }
@@ -80,9 +84,21 @@ impl Emulator {
             region: ready["region"].as_str().unwrap().to_string(),
             product_code: ready["productCode"].as_str().unwrap().to_string(),
             public_key_file: PathBuf::from(ready["publicKeyFile"].as_str().unwrap()),
+            ca_file: ready["caFile"].as_str().map(PathBuf::from),
             record,
             dir,
         }
+    }
+
+    /// The port the emulator listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap()
     }
 
     /// The RegisterUsage calls the emulator has received so far.

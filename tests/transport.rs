@@ -1,0 +1,108 @@
+//! HTTPS trust (built-in roots, SSL_CERT_FILE, SSL_CERT_DIR) and egress proxies, end to end.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::*;
+
+#[test]
+fn https_works_with_a_ca_from_ssl_cert_file_and_fails_without_it() {
+    let emu = Emulator::start(&["--tls"]);
+    assert!(emu.url.starts_with("https://"));
+    let ca = emu.ca_file.clone().expect("caFile with --tls");
+    emu.gate().env("SSL_CERT_FILE", &ca).run().expect(0);
+
+    // The built-in Mozilla roots do not trust a test CA: no silent fallback to anything else.
+    let out = emu.gate().env("MPGATE_TIMEOUT", "2s").run();
+    out.expect(14);
+    let message = out.error_message();
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+}
+
+#[test]
+fn ssl_cert_dir_is_honoured() {
+    let emu = Emulator::start(&["--tls"]);
+    let dir = emu.dir.join("certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(emu.ca_file.as_ref().unwrap(), dir.join("test-ca.pem")).unwrap();
+    std::fs::write(
+        dir.join("README"),
+        "not a certificate, ignored like OpenSSL does\n",
+    )
+    .unwrap();
+    emu.gate().env("SSL_CERT_DIR", &dir).run().expect(0);
+}
+
+#[test]
+fn a_bad_certificate_file_is_a_usage_error_not_a_panic() {
+    let emu = Emulator::start(&["--tls"]);
+    let bad = emu.dir.join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let out = emu.gate().env("SSL_CERT_FILE", &bad).run();
+    out.expect(2);
+    assert!(
+        out.error_message().contains("SSL_CERT_FILE"),
+        "{}",
+        out.error_message()
+    );
+    let out = emu
+        .gate()
+        .env("SSL_CERT_FILE", emu.dir.join("absent.pem"))
+        .run();
+    out.expect(2);
+    assert_eq!(emu.calls().len(), 0);
+}
+
+#[test]
+fn plain_http_goes_through_http_proxy() {
+    let emu = Emulator::start(&[]);
+    let proxy = Proxy::start(format!("127.0.0.1:{}", emu.port()).parse().unwrap());
+    // An unresolvable host: only the proxy can get the request to the emulator.
+    let endpoint = format!("http://metering.emulator.test:{}", emu.port());
+    emu.gate()
+        .env("HTTP_PROXY", &proxy.url)
+        .args(["--endpoint-url", &endpoint])
+        .run()
+        .expect(0);
+    let seen = proxy.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("POST http://metering.emulator.test")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn https_tunnels_through_a_lowercase_https_proxy() {
+    let emu = Emulator::start(&["--tls"]);
+    let proxy = Proxy::start(format!("127.0.0.1:{}", emu.port()).parse().unwrap());
+    let endpoint = format!("https://metering.emulator.test:{}", emu.port());
+    emu.gate()
+        .env("https_proxy", &proxy.url)
+        .env("SSL_CERT_FILE", emu.ca_file.as_ref().unwrap())
+        .args(["--endpoint-url", &endpoint])
+        .run()
+        .expect(0);
+    let seen = proxy.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("CONNECT metering.emulator.test:")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn no_proxy_bypasses_the_proxy() {
+    let emu = Emulator::start(&[]);
+    let proxy = Proxy::start(format!("127.0.0.1:{}", emu.port()).parse().unwrap());
+    emu.gate()
+        .env("HTTP_PROXY", &proxy.url)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .run()
+        .expect(0);
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+}
