@@ -84,7 +84,7 @@ pub fn decoding_key(pem: &[u8]) -> Result<DecodingKey, String> {
         return Err("it is a private key; give mpgate only the public key, and keep private keys out of images".into());
     }
     let key = DecodingKey::from_rsa_pem(pem).map_err(|e| e.to_string())?;
-    let bits = rsa_bits(key.as_bytes()).ok_or("the key inside is not a valid RSA public key")?;
+    let bits = rsa_bits(key.as_bytes())?;
     if bits < MIN_KEY_BITS {
         return Err(format!(
             "a {bits}-bit key is too small; PS256 needs at least {MIN_KEY_BITS} bits"
@@ -94,16 +94,22 @@ pub fn decoding_key(pem: &[u8]) -> Result<DecodingKey, String> {
 }
 
 /// The modulus size of a PKCS#1 RSA public key, as aws-lc parses it.
-fn rsa_bits(pkcs1_der: &[u8]) -> Option<usize> {
+fn rsa_bits(pkcs1_der: &[u8]) -> Result<usize, String> {
     use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
     use aws_lc_rs::rsa::{PublicEncryptingKey, PublicKey};
+    let invalid = || "the key inside is not a valid RSA public key".to_string();
     // PublicKey parses (and checks) PKCS#1; PublicEncryptingKey, which knows the size, reads SPKI.
-    let spki: PublicKeyX509Der = PublicKey::from_der(pkcs1_der).ok()?.as_der().ok()?;
-    Some(
-        PublicEncryptingKey::from_der(spki.as_ref())
-            .ok()?
-            .key_size_bits(),
-    )
+    let spki: PublicKeyX509Der = PublicKey::from_der(pkcs1_der)
+        .map_err(|_| invalid())?
+        .as_der()
+        .map_err(|_| invalid())?;
+    // PublicEncryptingKey refuses keys outside 2048..=8192 bits: say so rather than "not valid".
+    let key = PublicEncryptingKey::from_der(spki.as_ref()).map_err(|e| match e.description_() {
+        "TooSmall" => format!("the key is too small; PS256 needs at least {MIN_KEY_BITS} bits"),
+        "TooLarge" => "the key is larger than the 8192 bits PS256 verification accepts".into(),
+        _ => invalid(),
+    })?;
+    Ok(key.key_size_bits())
 }
 
 /// Verifies a RegisterUsage token; on success the claims matched `expected` exactly.
@@ -150,6 +156,16 @@ pub fn verify(
             _ => TokenError::Malformed(e.to_string()),
         })?
         .claims;
+    // serde's derive also reads a struct from a JSON array, by position: only an object is a
+    // claim set (the segment is valid base64url, or decode above would have failed).
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segments[1])
+        .unwrap_or_default();
+    if !is_json_object(&payload) {
+        return Err(TokenError::MalformedClaims(
+            "they are not a JSON object".into(),
+        ));
+    }
 
     expect_string("productCode", claims.product_code, expected.product_code)?;
     match claims.public_key_version {
@@ -208,6 +224,11 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(encoded)
         .map_err(|_| TokenError::Malformed("the header is not base64url".into()))?;
+    if !is_json_object(&json) {
+        return Err(TokenError::Malformed(
+            "the header is not a JSON object".into(),
+        ));
+    }
     let header: Header = serde_json::from_slice(&json)
         .map_err(|e| TokenError::Malformed(format!("the header is not a JSON object: {e}")))?;
     match header.alg {
@@ -227,6 +248,13 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
         }
     }
     Ok(())
+}
+
+/// Whether JSON text is an object (rather than an array, which serde reads into a struct too).
+fn is_json_object(json: &[u8]) -> bool {
+    json.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
 }
 
 fn expect_string(
@@ -270,13 +298,15 @@ fn numeric_date(claim: &'static str, value: Value) -> Result<f64, TokenError> {
     }
 }
 
-/// A loggable form of a token: header and claims are public, the signature is shortened.
+/// A loggable form of a token: header and claims are public, the signature is shortened
+/// (with everything after it: a token with extra segments may carry a whole one there).
 pub fn redacted(token: &str) -> String {
-    match token.rsplit_once('.') {
-        Some((signed, signature)) => {
-            let shown: String = signature.chars().take(8).collect();
-            format!("{signed}.{shown}...({} bytes)", token.len())
+    let mut parts = token.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(header), Some(claims), Some(rest)) => {
+            let shown: String = rest.chars().take(8).collect();
+            format!("{header}.{claims}.{shown}...({} bytes)", token.len())
         }
-        None => format!("({} bytes, not a JWT)", token.len()),
+        _ => format!("({} bytes, not a JWT)", token.len()),
     }
 }

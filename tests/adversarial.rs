@@ -1,0 +1,522 @@
+//! An adversarial corpus of RegisterUsage tokens: every one must be refused by
+//! `mpgate::token::verify` with the specific `TokenError` it deserves, never accepted and
+//! never with a panic. Keys are generated here with aws-lc-rs; tokens are signed from raw
+//! header and payload strings so duplicated keys, odd types and non-UTF-8 bytes survive.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use mpgate::token::{decoding_key, redacted, verify, Expected, TokenError, MAX_TOKEN_BYTES};
+
+const NOW: u64 = 1_750_000_000;
+const PRODUCT: &str = "prod-abc123";
+const NONCE: &str = "good";
+const VERSION: i32 = 1;
+const PS256: &str = r#"{"alg":"PS256","typ":"JWT"}"#;
+
+/// A real 1024-bit RSA public key (SPKI), too small for PS256.
+const RSA_1024_SPKI: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC6HaLQ5bEwcQARbTY3eNJnxPDa
+JvyCjdOggJAlHot8zeytA+jiD4TPiWEoQnSsdgmtTpC4VF9YKsB8nkySuVZyrT45
+NK2cGh8tJpfnBTRwQHctNcrERmaR4yKagWY7b0xqcCD/sVYLCbkXdUCz9ZUurxnT
+3PuxBbbZb0IPeJfQFQIDAQAB
+-----END PUBLIC KEY-----
+";
+/// The same key as PKCS#1.
+const RSA_1024_PKCS1: &str = "-----BEGIN RSA PUBLIC KEY-----
+MIGJAoGBALodotDlsTBxABFtNjd40mfE8Nom/IKN06CAkCUei3zN7K0D6OIPhM+J
+YShCdKx2Ca1OkLhUX1gqwHyeTJK5VnKtPjk0rZwaHy0ml+cFNHBAdy01ysRGZpHj
+IpqBZjtvTGpwIP+xVgsJuRd1QLP1lS6vGdPc+7EFttlvQg94l9AVAgMBAAE=
+-----END RSA PUBLIC KEY-----
+";
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+struct RsaKeys {
+    private_pem: String,
+    public_pem: String,
+    signing: EncodingKey,
+}
+
+fn rsa_keys() -> RsaKeys {
+    let kp = KeyPair::generate(KeySize::Rsa2048).expect("RSA-2048 key generation");
+    let private_pem = pem_encode("PRIVATE KEY", kp.as_der().expect("PKCS#8").as_ref());
+    let public_pem = pem_encode(
+        "PUBLIC KEY",
+        kp.public_key().as_der().expect("SPKI").as_ref(),
+    );
+    let signing = EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("signing key");
+    RsaKeys {
+        private_pem,
+        public_pem,
+        signing,
+    }
+}
+
+struct Fixture {
+    /// The key AWS Marketplace signs with (the one mpgate is configured with).
+    right: RsaKeys,
+    /// An unrelated RSA-2048 key an attacker holds.
+    attacker: RsaKeys,
+    /// A P-256 key.
+    ec_signing: EncodingKey,
+    ec_public_pem: String,
+    ec_private_pem: String,
+    /// `decoding_key(right.public_pem)`.
+    key: DecodingKey,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let right = rsa_keys();
+        let attacker = rsa_keys();
+        let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 key");
+        let ec_pkcs8 = ec.to_pkcs8v1().expect("P-256 PKCS#8");
+        let ec_public_pem = pem_encode(
+            "PUBLIC KEY",
+            ec.public_key().as_der().expect("P-256 SPKI").as_ref(),
+        );
+        let ec_private_pem = pem_encode("PRIVATE KEY", ec_pkcs8.as_ref());
+        let key = decoding_key(right.public_pem.as_bytes()).expect("the right key is accepted");
+        Fixture {
+            right,
+            attacker,
+            ec_signing: EncodingKey::from_ec_der(ec_pkcs8.as_ref()),
+            ec_public_pem,
+            ec_private_pem,
+            key,
+        }
+    })
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Sign raw header and payload bytes exactly as given (no re-serialisation).
+fn sign_raw(header: &str, payload: &[u8], key: &EncodingKey, alg: Algorithm) -> String {
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).expect("signing");
+    format!("{input}.{sig}")
+}
+
+/// PS256 with the right key: only the content is wrong.
+fn ps256(header: &str, payload: &str) -> String {
+    sign_raw(
+        header,
+        payload.as_bytes(),
+        &fixture().right.signing,
+        Algorithm::PS256,
+    )
+}
+
+fn unsigned(header: &str, payload: &str) -> String {
+    format!("{}.{}.", b64(header.as_bytes()), b64(payload.as_bytes()))
+}
+
+fn claims_with(nonce: &str, iat: u64) -> String {
+    format!(
+        r#"{{"productCode":"{PRODUCT}","publicKeyVersion":{VERSION},"nonce":"{nonce}","iat":{iat}}}"#
+    )
+}
+
+fn good_claims() -> String {
+    claims_with(NONCE, NOW)
+}
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW)
+}
+
+fn expected() -> Expected<'static> {
+    Expected {
+        product_code: PRODUCT,
+        public_key_version: VERSION,
+        nonce: NONCE,
+        max_age: Duration::from_secs(300),
+    }
+}
+
+fn check(token: &str) -> std::thread::Result<Result<(), TokenError>> {
+    let fx = fixture();
+    catch_unwind(AssertUnwindSafe(|| {
+        verify(token, &fx.key, &expected(), now())
+    }))
+}
+
+/// Split a token into its three segments.
+fn parts(token: &str) -> (&str, &str, &str) {
+    let (input, sig) = token.rsplit_once('.').expect("a signature segment");
+    let (header, payload) = input.split_once('.').expect("a payload segment");
+    (header, payload, sig)
+}
+
+/// What a case must be refused with.
+enum Want {
+    /// Exactly this error.
+    Is(TokenError),
+    /// `WrongAlgorithm` naming this algorithm (`None`: any value).
+    WrongAlg(Option<&'static str>),
+    /// `Malformed` whose message contains this.
+    Malformed(&'static str),
+    /// `MalformedClaims` whose message contains this.
+    MalformedClaims(&'static str),
+    /// `ClaimMismatch` on this claim, with `found` containing the second string.
+    Claim(&'static str, &'static str),
+    /// `Oversize` of the token's own length.
+    Oversize,
+}
+
+impl Want {
+    fn accepts(&self, token: &str, err: &TokenError) -> bool {
+        match (self, err) {
+            (Want::Is(want), got) => want == got,
+            (Want::WrongAlg(None), TokenError::WrongAlgorithm(_)) => true,
+            (Want::WrongAlg(Some(alg)), TokenError::WrongAlgorithm(got)) => alg == got,
+            (Want::Malformed(text), TokenError::Malformed(msg)) => msg.contains(text),
+            (Want::MalformedClaims(text), TokenError::MalformedClaims(msg)) => msg.contains(text),
+            (
+                Want::Claim(claim, found),
+                TokenError::ClaimMismatch {
+                    claim: c, found: f, ..
+                },
+            ) => claim == c && f.contains(found),
+            (Want::Oversize, TokenError::Oversize(n)) => *n == token.len(),
+            _ => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Want::Is(e) => format!("{e:?}"),
+            Want::WrongAlg(a) => format!("WrongAlgorithm({a:?})"),
+            Want::Malformed(t) => format!("Malformed(..{t:?}..)"),
+            Want::MalformedClaims(t) => format!("MalformedClaims(..{t:?}..)"),
+            Want::Claim(c, f) => format!("ClaimMismatch {{ claim: {c:?}, found: ..{f:?}.. }}"),
+            Want::Oversize => "Oversize(token length)".into(),
+        }
+    }
+}
+
+/// `sig` (an RSA-2048 signature, 342 characters) with the unused low bits of its last
+/// character set, which decodes to the same bytes only if trailing bits are ignored.
+fn non_canonical(sig: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    assert_eq!(sig.len(), 342, "an RSA-2048 signature");
+    let last = sig.as_bytes()[sig.len() - 1];
+    let value = ALPHABET.iter().position(|&c| c == last).expect("base64url");
+    assert_eq!(value & 0x0f, 0, "canonical to start with");
+    let twisted = char::from(ALPHABET[value | 0x0f]);
+    format!("{}{twisted}", &sig[..sig.len() - 1])
+}
+
+fn mismatch_sig() -> TokenError {
+    TokenError::BadSignature(VERSION)
+}
+
+fn corpus() -> Vec<(&'static str, String, Want)> {
+    use Want::*;
+    let fx = fixture();
+    let good = good_claims();
+    let g = good.as_str();
+    let right = &fx.right.signing;
+    let attacker = &fx.attacker.signing;
+    let sign = |h: &str, p: &str, k: &EncodingKey, a: Algorithm| sign_raw(h, p.as_bytes(), k, a);
+    let with_alg = |alg: &str| format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+    let real = ps256(PS256, g);
+    let (rh, rp, rs) = parts(&real);
+    let (rh, rp, rs) = (rh.to_string(), rp.to_string(), rs.to_string());
+    let hmac_pem = EncodingKey::from_secret(fx.right.public_pem.as_bytes());
+    let hmac_der = EncodingKey::from_secret(fx.key.as_bytes());
+    let huge = "A".repeat(MAX_TOKEN_BYTES);
+
+    let mut c: Vec<(&'static str, String, Want)> = vec![
+        // --- alg: none, in three spellings, unsigned and with a real signature over it.
+        ("alg_none_unsigned", unsigned(&with_alg("none"), g), WrongAlg(Some("none"))),
+        ("alg_none_signed", sign(&with_alg("none"), g, right, Algorithm::PS256), WrongAlg(Some("none"))),
+        ("alg_None_unsigned", unsigned(&with_alg("None"), g), WrongAlg(Some("None"))),
+        ("alg_None_signed", sign(&with_alg("None"), g, right, Algorithm::PS256), WrongAlg(Some("None"))),
+        ("alg_nOnE_unsigned", unsigned(&with_alg("nOnE"), g), WrongAlg(Some("nOnE"))),
+        ("alg_nOnE_signed", sign(&with_alg("nOnE"), g, right, Algorithm::PS256), WrongAlg(Some("nOnE"))),
+        ("alg_none_no_third_segment", format!("{}.{}", b64(with_alg("none").as_bytes()), rp), Malformed("2 segments")),
+        // --- Key confusion: HMAC keyed with the RSA public key (PEM text, and the DER jsonwebtoken holds).
+        ("hs256_public_pem_secret", sign(&with_alg("HS256"), g, &hmac_pem, Algorithm::HS256), WrongAlg(Some("HS256"))),
+        ("hs384_public_pem_secret", sign(&with_alg("HS384"), g, &hmac_pem, Algorithm::HS384), WrongAlg(Some("HS384"))),
+        ("hs512_public_pem_secret", sign(&with_alg("HS512"), g, &hmac_pem, Algorithm::HS512), WrongAlg(Some("HS512"))),
+        ("hs256_public_der_secret", sign(&with_alg("HS256"), g, &hmac_der, Algorithm::HS256), WrongAlg(Some("HS256"))),
+        ("hs256_header_says_ps256", sign(PS256, g, &hmac_pem, Algorithm::HS256), Is(mismatch_sig())),
+        // --- Other algorithms and keys.
+        ("rs256_right_key", sign(&with_alg("RS256"), g, right, Algorithm::RS256), WrongAlg(Some("RS256"))),
+        ("rs256_other_key", sign(&with_alg("RS256"), g, attacker, Algorithm::RS256), WrongAlg(Some("RS256"))),
+        ("rs256_signature_under_ps256_header", sign(PS256, g, right, Algorithm::RS256), Is(mismatch_sig())),
+        ("es256_p256_key", sign(&with_alg("ES256"), g, &fx.ec_signing, Algorithm::ES256), WrongAlg(Some("ES256"))),
+        ("es256_signature_under_ps256_header", sign(PS256, g, &fx.ec_signing, Algorithm::ES256), Is(mismatch_sig())),
+        ("ps256_attacker_key", sign(PS256, g, attacker, Algorithm::PS256), Is(mismatch_sig())),
+        ("ps384_right_key", sign(&with_alg("PS384"), g, right, Algorithm::PS384), WrongAlg(Some("PS384"))),
+        ("ps512_right_key", sign(&with_alg("PS512"), g, right, Algorithm::PS512), WrongAlg(Some("PS512"))),
+        ("ps384_signature_under_ps256_header", sign(PS256, g, right, Algorithm::PS384), Is(mismatch_sig())),
+        ("alg_lowercase_ps256", ps256(r#"{"alg":"ps256"}"#, g), WrongAlg(Some("ps256"))),
+        ("alg_ps256_trailing_space", ps256(r#"{"alg":"PS256 "}"#, g), WrongAlg(Some("PS256 "))),
+        ("alg_ps256_trailing_nul", ps256(r#"{"alg":"PS256\u0000"}"#, g), WrongAlg(Some("PS256\0"))),
+        // --- Header fields naming other keys; all signed by the attacker, who controls them.
+        ("header_jwk", sign(r#"{"alg":"PS256","jwk":{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB"}}"#, g, attacker, Algorithm::PS256), Is(TokenError::UntrustedHeader("jwk"))),
+        ("header_jku", sign(r#"{"alg":"PS256","jku":"https://attacker.example/jwks.json"}"#, g, attacker, Algorithm::PS256), Is(TokenError::UntrustedHeader("jku"))),
+        ("header_x5u", sign(r#"{"alg":"PS256","x5u":"https://attacker.example/cert.pem"}"#, g, attacker, Algorithm::PS256), Is(TokenError::UntrustedHeader("x5u"))),
+        ("header_x5c", sign(r#"{"alg":"PS256","x5c":["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"]}"#, g, attacker, Algorithm::PS256), Is(TokenError::UntrustedHeader("x5c"))),
+        ("header_crit", ps256(r#"{"alg":"PS256","crit":["b64"],"b64":false}"#, g), Is(TokenError::UntrustedHeader("crit"))),
+        ("header_kid_attacker_key", sign(r#"{"alg":"PS256","kid":"attacker-key-v1"}"#, g, attacker, Algorithm::PS256), Is(mismatch_sig())),
+        // --- Malformed headers.
+        ("header_missing_alg", ps256(r#"{"typ":"JWT"}"#, g), WrongAlg(Some("missing"))),
+        ("header_alg_number", ps256(r#"{"alg":256}"#, g), WrongAlg(None)),
+        ("header_alg_array", ps256(r#"{"alg":["PS256"]}"#, g), WrongAlg(None)),
+        ("header_alg_null", ps256(r#"{"alg":null}"#, g), WrongAlg(None)),
+        ("header_duplicate_alg_ps256_then_none", ps256(r#"{"alg":"PS256","alg":"none"}"#, g), Malformed("duplicate field `alg`")),
+        ("header_duplicate_alg_none_then_ps256", ps256(r#"{"alg":"none","alg":"PS256"}"#, g), Malformed("duplicate field `alg`")),
+        ("header_not_json", ps256("PS256", g), Malformed("not a JSON object")),
+        ("header_json_array", ps256(r#"["PS256",null,null,null,null,null]"#, g), Malformed("not a JSON object")),
+        ("header_trailing_garbage", ps256(r#"{"alg":"PS256"}x"#, g), Malformed("not a JSON object")),
+        ("header_not_utf8", format!("{}.{rp}.{rs}", b64(b"{\"alg\":\"PS256\xff\"}")), Malformed("not a JSON object")),
+        // --- Claims that are not what this run sent.
+        ("nonce_wrong", ps256(PS256, &claims_with("bad", NOW)), Is(TokenError::ClaimMismatch { claim: "nonce", found: "\"bad\"".into(), expected: "\"good\"".into() })),
+        ("nonce_missing", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"iat":{NOW}}}"#)), Claim("nonce", "missing")),
+        ("nonce_number", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":0,"iat":{NOW}}}"#)), Claim("nonce", "0")),
+        ("nonce_prefix", ps256(PS256, &claims_with("goo", NOW)), Claim("nonce", "\"goo\"")),
+        ("nonce_escaped_nul_suffix", ps256(PS256, &claims_with("good\\u0000", NOW)), Claim("nonce", "good\\u0000")),
+        ("nonce_raw_nul_byte", sign_raw(PS256, format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good{}","iat":{NOW}}}"#, '\0').as_bytes(), right, Algorithm::PS256), MalformedClaims("control character")),
+        ("product_wrong", ps256(PS256, &format!(r#"{{"productCode":"other","publicKeyVersion":1,"nonce":"good","iat":{NOW}}}"#)), Claim("productCode", "\"other\"")),
+        ("product_missing", ps256(PS256, &format!(r#"{{"publicKeyVersion":1,"nonce":"good","iat":{NOW}}}"#)), Claim("productCode", "missing")),
+        ("version_missing", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","nonce":"good","iat":{NOW}}}"#)), Claim("publicKeyVersion", "missing")),
+        ("version_2", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":2,"nonce":"good","iat":{NOW}}}"#)), Is(TokenError::ClaimMismatch { claim: "publicKeyVersion", found: "2".into(), expected: "1".into() })),
+        ("version_string_1", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":"1","nonce":"good","iat":{NOW}}}"#)), Claim("publicKeyVersion", "\"1\"")),
+        ("version_1_5", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1.5,"nonce":"good","iat":{NOW}}}"#)), Claim("publicKeyVersion", "1.5")),
+        ("version_1_0", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1.0,"nonce":"good","iat":{NOW}}}"#)), Claim("publicKeyVersion", "1.0")),
+        ("version_2_pow_32_plus_1", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":4294967297,"nonce":"good","iat":{NOW}}}"#)), Claim("publicKeyVersion", "4294967297")),
+        // --- Duplicated claims: neither the first nor the last value may win.
+        ("duplicate_nonce_good_then_bad", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","nonce":"bad","iat":{NOW}}}"#)), MalformedClaims("duplicate field `nonce`")),
+        ("duplicate_nonce_bad_then_good", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"bad","nonce":"good","iat":{NOW}}}"#)), MalformedClaims("duplicate field `nonce`")),
+        ("duplicate_product_code", ps256(PS256, &format!(r#"{{"productCode":"other","productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{NOW}}}"#)), MalformedClaims("duplicate field `productCode`")),
+        ("duplicate_version", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":2,"publicKeyVersion":1,"nonce":"good","iat":{NOW}}}"#)), MalformedClaims("duplicate field `publicKeyVersion`")),
+        ("duplicate_iat", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":1,"iat":{NOW}}}"#)), MalformedClaims("duplicate field `iat`")),
+        // --- Time.
+        ("iat_stale", ps256(PS256, &claims_with(NONCE, NOW - 3600)), Is(TokenError::Stale(3600, 300))),
+        ("iat_far_future", ps256(PS256, &claims_with(NONCE, NOW + 3600)), Is(TokenError::Future(3600))),
+        ("iat_string", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":"{NOW}"}}"#)), Claim("iat", "\"1750000000\"")),
+        ("iat_array", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":[]}}"#)), Claim("iat", "[]")),
+        ("iat_zero", ps256(PS256, &claims_with(NONCE, 0)), Is(TokenError::Stale(NOW, 300))),
+        ("exp_expired", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{NOW},"exp":{}}}"#, NOW - 60)), Is(TokenError::Expired(60))),
+        ("exp_string", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{NOW},"exp":"never"}}"#)), Claim("exp", "\"never\"")),
+        // --- Structure.
+        ("signature_truncated_by_1", format!("{rh}.{rp}.{}", &rs[..rs.len() - 1]), Malformed("")),
+        ("signature_truncated_by_2", format!("{rh}.{rp}.{}", &rs[..rs.len() - 2]), Is(mismatch_sig())),
+        ("signature_truncated_to_half", format!("{rh}.{rp}.{}", &rs[..168]), Is(mismatch_sig())),
+        ("signature_segment_dropped", format!("{rh}.{rp}"), Malformed("2 segments instead of 3")),
+        ("signature_empty", format!("{rh}.{rp}."), Malformed("an empty segment")),
+        ("signature_one_char", format!("{rh}.{rp}.A"), Malformed("")),
+        ("signature_doubled", format!("{rh}.{rp}.{rs}{rs}"), Is(mismatch_sig())),
+        ("four_segments", format!("{real}.{rs}"), Malformed("4 segments instead of 3")),
+        ("five_segments", format!("{real}.{rs}.{rs}"), Malformed("5 segments instead of 3")),
+        ("five_segments_jwe_like", format!("{}.{}.{}.{}.{}", b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#), b64(&[7; 256]), b64(&[1; 12]), rp, b64(&[2; 16])), Malformed("5 segments instead of 3")),
+        ("payload_segment_empty", format!("{rh}..{rs}"), Malformed("an empty segment")),
+        ("header_segment_empty", format!(".{rp}.{rs}"), Malformed("an empty segment")),
+        ("signature_with_plus", format!("{rh}.{rp}.{}+", &rs[..rs.len() - 1]), Malformed("not base64url")),
+        ("signature_with_slash", format!("{rh}.{rp}.{}/", &rs[..rs.len() - 1]), Malformed("not base64url")),
+        ("signature_with_padding", format!("{real}=="), Malformed("not base64url")),
+        ("signature_with_space", format!("{rh}.{rp}.{} {}", &rs[..10], &rs[10..]), Malformed("not base64url")),
+        ("header_with_padding", format!("{rh}=.{rp}.{rs}"), Malformed("not base64url")),
+        ("payload_with_plus", format!("{rh}.+{rp}.{rs}"), Malformed("not base64url")),
+        ("leading_space", format!(" {real}"), Malformed("not base64url")),
+        ("trailing_newline", format!("{real}\n"), Malformed("not base64url")),
+        ("header_non_canonical_base64", format!("{}B.{rp}.{rs}", &rh[..rh.len() - 1]), Malformed("")),
+        // Same 256 bytes, but the last character's 4 unused bits set: one signature, two spellings.
+        ("signature_non_canonical_last_char", format!("{rh}.{rp}.{}", non_canonical(&rs)), Malformed("")),
+        ("huge_header", ps256(&format!(r#"{{"alg":"PS256","pad":"{huge}"}}"#), g), Oversize),
+        ("huge_payload", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{NOW},"pad":"{huge}"}}"#)), Oversize),
+        ("one_byte_over_the_limit", "A".repeat(MAX_TOKEN_BYTES + 1), Oversize),
+        // --- Payloads that are not a JSON object.
+        ("payload_not_json", ps256(PS256, "productCode=prod-abc123&nonce=good"), MalformedClaims("")),
+        ("payload_json_array", ps256(PS256, &format!(r#"["{PRODUCT}",1,"good",{NOW},null]"#)), MalformedClaims("not a JSON object")),
+        ("payload_json_array_padded", ps256(PS256, &format!(" \n[\"{PRODUCT}\",1,\"good\",{NOW},null]")), MalformedClaims("not a JSON object")),
+        ("payload_json_string", ps256(PS256, r#""good""#), MalformedClaims("")),
+        ("payload_json_null", ps256(PS256, "null"), MalformedClaims("")),
+        ("payload_trailing_garbage", ps256(PS256, &format!("{g}x")), MalformedClaims("trailing")),
+        ("payload_two_objects", ps256(PS256, &format!("{g}{}", claims_with("bad", NOW))), MalformedClaims("trailing")),
+                ("payload_not_utf8", sign_raw(PS256, &[g.as_bytes(), b"\xff"].concat(), right, Algorithm::PS256), MalformedClaims("")),
+        ("payload_not_utf8_in_nonce", sign_raw(PS256, &[br#"{"productCode":"prod-abc123","publicKeyVersion":1,"nonce":"good"#.as_slice(), b"\xff\xfe", br#"","iat":1750000000}"#].concat(), right, Algorithm::PS256), MalformedClaims("")),
+        // --- Genuine signatures in the wrong place.
+        ("spliced_signature_of_another_token", {
+            let other = ps256(PS256, &claims_with("other-run", NOW));
+            let (_, _, other_sig) = parts(&other);
+            format!("{rh}.{rp}.{other_sig}")
+        }, Is(mismatch_sig())),
+        ("replayed_from_earlier_run", ps256(PS256, &claims_with("nonce-of-an-earlier-run", NOW - 10)), Claim("nonce", "nonce-of-an-earlier-run")),
+        ("payload_swapped_under_real_signature", format!("{rh}.{}.{rs}", b64(claims_with("bad", NOW).as_bytes())), Is(mismatch_sig())),
+        ("header_swapped_under_real_signature", format!("{}.{rp}.{rs}", b64(br#"{"alg":"PS256"}"#)), Is(mismatch_sig())),
+        // --- Degenerate strings.
+        ("empty_string", String::new(), Is(TokenError::Missing)),
+        ("only_dots", "..".into(), Malformed("an empty segment")),
+        ("one_dot", ".".into(), Malformed("2 segments instead of 3")),
+        ("three_dots", "...".into(), Malformed("4 segments instead of 3")),
+        ("not_a_jwt", "not-a-jwt".into(), Malformed("1 segments instead of 3")),
+        ("unicode_token", "ä.ö.ü".into(), Malformed("not base64url")),
+    ];
+    // A few that need the fixture directly.
+    c.push((
+        "ps256_signed_with_ec_public_pem_hmac",
+        sign(
+            PS256,
+            g,
+            &EncodingKey::from_secret(fx.ec_public_pem.as_bytes()),
+            Algorithm::HS256,
+        ),
+        Is(mismatch_sig()),
+    ));
+    c
+}
+
+#[test]
+fn control_a_correct_ps256_token_passes() {
+    let fx = fixture();
+    let token = ps256(PS256, &good_claims());
+    assert_eq!(check(&token).expect("no panic"), Ok(()));
+    // Also without a typ, with a future exp, and with iat inside the allowed window/skew.
+    for payload in [
+        good_claims(),
+        format!(
+            r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{},"exp":{}}}"#,
+            NOW - 299,
+            NOW + 60
+        ),
+        claims_with(NONCE, NOW + 59),
+    ] {
+        let token = ps256(r#"{"alg":"PS256"}"#, &payload);
+        assert_eq!(check(&token).expect("no panic"), Ok(()), "{payload}");
+    }
+    // And the same key parsed again from PEM verifies it.
+    let key = decoding_key(fx.right.public_pem.as_bytes()).expect("key");
+    assert_eq!(verify(&token, &key, &expected(), now()), Ok(()));
+}
+
+#[test]
+fn adversarial_corpus_is_refused_with_the_specific_error() {
+    let corpus = corpus();
+    let mut names = std::collections::HashSet::new();
+    let mut tokens = std::collections::HashSet::new();
+    for (name, token, _) in &corpus {
+        assert!(names.insert(*name), "duplicate case name {name}");
+        assert!(tokens.insert(token.clone()), "case {name} repeats a token");
+    }
+    assert!(corpus.len() >= 40, "only {} cases", corpus.len());
+
+    let mut failures = Vec::new();
+    for (name, token, want) in &corpus {
+        match check(token) {
+            Err(_) => failures.push(format!("{name}: PANICKED")),
+            Ok(Ok(())) => failures.push(format!("{name}: ACCEPTED (want {})", want.describe())),
+            Ok(Err(e)) if want.accepts(token, &e) => {
+                // The message renders, and never echoes a whole huge token.
+                let msg = e.to_string();
+                assert!(!msg.is_empty());
+                assert!(msg.len() < 1024, "{name}: message is {} bytes", msg.len());
+            }
+            Ok(Err(e)) => failures.push(format!("{name}: got {e:?}, want {}", want.describe())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        corpus.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn decoding_key_refuses_weak_and_wrong_keys() {
+    let fx = fixture();
+    let refused: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("rsa_1024_spki", RSA_1024_SPKI.into(), "too small"),
+        ("rsa_1024_pkcs1", RSA_1024_PKCS1.into(), "too small"),
+        ("ec_p256_public", fx.ec_public_pem.clone().into(), ""),
+        (
+            "rsa_private_pkcs8",
+            fx.right.private_pem.clone().into(),
+            "private key",
+        ),
+        (
+            "ec_private_pkcs8",
+            fx.ec_private_pem.clone().into(),
+            "private key",
+        ),
+        (
+            "rsa_private_pkcs1_label",
+            fx.right
+                .private_pem
+                .replace("PRIVATE KEY", "RSA PRIVATE KEY")
+                .into(),
+            "private key",
+        ),
+        (
+            "public_and_private_in_one_file",
+            format!("{}{}", fx.right.public_pem, fx.right.private_pem).into(),
+            "private key",
+        ),
+        ("garbage_text", b"this is not a key".to_vec(), ""),
+        ("empty", Vec::new(), ""),
+        ("not_utf8", vec![0xff, 0xfe, 0x00, 0x80], "not text"),
+        (
+            "pem_with_garbage_body",
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".to_vec(),
+            "",
+        ),
+        (
+            "truncated_pem",
+            fx.right.public_pem[..fx.right.public_pem.len() / 2].into(),
+            "",
+        ),
+    ];
+    for (name, pem, text) in refused {
+        let got =
+            catch_unwind(|| decoding_key(&pem)).unwrap_or_else(|_| panic!("{name}: panicked"));
+        match got {
+            Ok(_) => panic!("{name}: decoding_key accepted it"),
+            Err(msg) => assert!(msg.contains(text), "{name}: {msg:?} lacks {text:?}"),
+        }
+    }
+    // The attacker's (valid) key is a fine key, it just is not the one that signed.
+    assert!(decoding_key(fx.attacker.public_pem.as_bytes()).is_ok());
+}
+
+#[test]
+fn redacted_never_contains_the_full_signature() {
+    let token = ps256(PS256, &good_claims());
+    let (_, _, sig) = parts(&token);
+    let shown = redacted(&token);
+    assert!(!shown.contains(sig), "{shown}");
+    assert!(shown.contains(&sig[..8]));
+    assert!(shown.contains(&format!("({} bytes)", token.len())));
+    for (name, token, _) in corpus() {
+        let shown =
+            catch_unwind(|| redacted(&token)).unwrap_or_else(|_| panic!("{name}: panicked"));
+        // Nothing after the second dot is shown beyond 8 characters.
+        for segment in token.split('.').skip(2).filter(|s| s.chars().count() > 8) {
+            assert!(!shown.contains(segment), "{name}: {shown}");
+        }
+    }
+}
