@@ -195,6 +195,12 @@ impl Config {
             other => other,
         };
 
+        let extra_roots = if endpoint_is_plain_http(endpoint_url.as_deref(), env) {
+            crate::http::ExtraRoots::Deferred
+        } else {
+            crate::http::extra_roots(env).map_err(ConfigError::Certificates)?
+        };
+
         Ok(Config {
             product_code,
             public_key_version,
@@ -205,9 +211,27 @@ impl Config {
             on_transient_error,
             endpoint_url,
             retry: retry_settings(env)?,
-            extra_roots: crate::http::extra_roots(env).map_err(ConfigError::Certificates)?,
+            extra_roots,
             command: args.command,
         })
+    }
+}
+
+/// Whether RegisterUsage goes to an explicit `http://` endpoint (flag or the SDK's variables).
+fn endpoint_is_plain_http(flag: Option<&str>, env: &dyn Fn(&str) -> Option<OsString>) -> bool {
+    let from_env = || {
+        let ignored = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        (!ignored)
+            .then(|| {
+                env("AWS_ENDPOINT_URL_MARKETPLACE_METERING").or_else(|| env("AWS_ENDPOINT_URL"))
+            })
+            .flatten()
+            .and_then(|v| v.into_string().ok())
+    };
+    match flag {
+        Some(url) => url.starts_with("http://"),
+        None => from_env().is_some_and(|url| url.starts_with("http://")),
     }
 }
 

@@ -37,19 +37,31 @@ const PROXY_VARS: [&str; 6] = [
     "all_proxy",
 ];
 
-/// Extra CA certificates from `SSL_CERT_FILE` / `SSL_CERT_DIR`, each PEM blob already validated
+/// Extra CA certificates from `SSL_CERT_FILE` / `SSL_CERT_DIR`, each PEM blob validated
 /// (the SDK's TLS set-up panics on a certificate it cannot parse).
-#[derive(Debug, Clone, Default)]
-pub struct ExtraRoots(Vec<Vec<u8>>);
+#[derive(Debug, Clone)]
+pub enum ExtraRoots {
+    /// Read and validated up front: the endpoint is HTTPS, so a bad file is a usage error.
+    Loaded(Vec<Vec<u8>>),
+    /// The endpoint is plain HTTP: read them only if something (an STS call, an HTTPS proxy)
+    /// needs TLS after all, so the common emulator/VPC-proxy path does no certificate I/O.
+    Deferred,
+}
+
+impl Default for ExtraRoots {
+    fn default() -> Self {
+        ExtraRoots::Loaded(Vec::new())
+    }
+}
 
 /// Reads and validates `SSL_CERT_FILE` and `SSL_CERT_DIR`; an error names the bad file.
 pub fn extra_roots(env: &dyn Fn(&str) -> Option<OsString>) -> Result<ExtraRoots, String> {
-    let mut roots = ExtraRoots::default();
+    let mut roots = Vec::new();
     if let Some(file) = env("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
         let pem = read_bounded(Path::new(&file))
             .map_err(|e| format!("SSL_CERT_FILE {}: {e}", Path::new(&file).display()))?;
         validate(&pem).map_err(|e| format!("SSL_CERT_FILE {}: {e}", Path::new(&file).display()))?;
-        roots.0.push(pem);
+        roots.push(pem);
     }
     if let Some(dir) = env("SSL_CERT_DIR").filter(|v| !v.is_empty()) {
         // OpenSSL allows a colon-separated list of directories.
@@ -69,14 +81,14 @@ pub fn extra_roots(env: &dyn Fn(&str) -> Option<OsString>) -> Result<ExtraRoots,
                     .map_err(|e| format!("SSL_CERT_DIR {}: {e}", path.display()))?;
                 // Like OpenSSL, ignore files that hold no certificate (READMEs, CRLs).
                 match validate(&pem) {
-                    Ok(()) => roots.0.push(pem),
+                    Ok(()) => roots.push(pem),
                     Err(e) if e.starts_with("no certificate") => {}
                     Err(e) => return Err(format!("SSL_CERT_DIR {}: {e}", path.display())),
                 }
             }
         }
     }
-    Ok(roots)
+    Ok(ExtraRoots::Loaded(roots))
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
@@ -203,7 +215,22 @@ impl SchemeConnector {
             let mut trust = TrustStore::empty()
                 .with_native_roots(false)
                 .with_pem_certificate(MOZILLA_ROOTS);
-            for pem in &self.extra_roots.0 {
+            let deferred;
+            let extra = match &*self.extra_roots {
+                ExtraRoots::Loaded(roots) => roots,
+                ExtraRoots::Deferred => {
+                    deferred = match extra_roots(&|name| std::env::var_os(name)) {
+                        Ok(ExtraRoots::Loaded(roots)) => roots,
+                        Ok(ExtraRoots::Deferred) => Vec::new(),
+                        Err(e) => {
+                            tracing::warn!("ignoring the extra CA certificates: {e}");
+                            Vec::new()
+                        }
+                    };
+                    &deferred
+                }
+            };
+            for pem in extra {
                 trust.add_pem_certificate(pem.clone());
             }
             let context = TlsContext::builder()

@@ -106,3 +106,14 @@ fn no_proxy_bypasses_the_proxy() {
         .expect(0);
     assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
 }
+
+#[test]
+fn a_plain_http_endpoint_reads_no_certificate_files() {
+    let emu = Emulator::start(&[]);
+    // Unreadable on purpose: with an http:// endpoint mpgate must not even open it.
+    emu.gate()
+        .env("SSL_CERT_FILE", emu.dir.join("absent.pem"))
+        .env("SSL_CERT_DIR", emu.dir.join("absent"))
+        .run()
+        .expect(0);
+}
