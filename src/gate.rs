@@ -138,20 +138,7 @@ async fn check(
 pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Instant) -> ExitCode {
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let (entitlement, signature) = match &verdict {
-        Verdict::Failed(failure) => {
-            return fail(
-                failure,
-                &report(
-                    &facts,
-                    false,
-                    failure.outcome(),
-                    failure.exit_code(),
-                    None,
-                    &failure.to_string(),
-                ),
-                reporter,
-            )
-        }
+        Verdict::Failed(failure) => return fail(failure, &facts, reporter),
         Verdict::Verified { signature } => ("verified", Some(signature.as_str())),
         Verdict::Unverified { .. } => ("unverified", None),
     };
@@ -177,18 +164,7 @@ pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Inst
                 .to_string(),
             reason: e.to_string(),
         });
-        return fail(
-            &failure,
-            &report(
-                &facts,
-                false,
-                failure.outcome(),
-                failure.exit_code(),
-                None,
-                &failure.to_string(),
-            ),
-            reporter,
-        );
+        return fail(&failure, &facts, reporter);
     }
     tracing::info!(
         product_code = facts.product_code.as_deref().unwrap_or(""),
@@ -210,18 +186,7 @@ pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Inst
         None => remove.push("MPGATE_SIGNATURE"),
     }
     let failure = Failure::Exec(exec::exec(&facts.command, &set, &remove));
-    fail(
-        &failure,
-        &report(
-            &facts,
-            false,
-            failure.outcome(),
-            failure.exit_code(),
-            None,
-            &failure.to_string(),
-        ),
-        reporter,
-    )
+    fail(&failure, &facts, reporter)
 }
 
 fn report<'a>(
@@ -246,15 +211,24 @@ fn report<'a>(
     }
 }
 
-fn fail(failure: &Failure, report: &Report, reporter: &Reporter) -> ExitCode {
+fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {
+    let message = failure.to_string();
     tracing::error!(
         exit_code = failure.exit_code(),
         outcome = failure.outcome(),
-        "{failure}"
+        "{message}"
     );
-    if let Err(e) = reporter.write_result(report) {
+    let report = report(
+        facts,
+        false,
+        failure.outcome(),
+        failure.exit_code(),
+        None,
+        &message,
+    );
+    if let Err(e) = reporter.write_result(&report) {
         tracing::warn!(error = %e, "cannot write the result file");
     }
-    reporter.write_termination_log(&failure.to_string());
+    reporter.write_termination_log(&message);
     ExitCode::from(failure.exit_code())
 }
