@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Benchmark harness: mpgate vs a boto3+PyJWT gate vs a bare curl call vs /bin/true, against
+# the local Metering emulator, over plain HTTP and TLS. See bench/README.md.
+#
+#   bench/run.sh [--smoke]
+set -euo pipefail
+
+SMOKE=0
+for a in "$@"; do
+  case "$a" in
+    --smoke) SMOKE=1 ;;
+    -h | --help) sed -n 2,5p "$0"; exit 0 ;;
+    *) echo "usage: bench/run.sh [--smoke]" >&2; exit 2 ;;
+  esac
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+T0=$(date +%s)
+if [ "$SMOKE" = 1 ]; then RUNS=5; else RUNS=30; fi
+CONCURRENT=200
+
+log() { printf '[bench %3ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+# ---------------------------------------------------------------- 1. prerequisites
+need_pkgs=()
+command -v valgrind >/dev/null 2>&1 || need_pkgs+=(valgrind)
+[ -x /usr/bin/time ] || need_pkgs+=(time)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v hyperfine >/dev/null 2>&1 || need_pkgs+=(hyperfine)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  timeout 300 $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 600 $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+log "cargo build --release"
+timeout 3600 cargo build --release --locked --bin mpgate --bin mpgate-emulator
+T1=$(date +%s)
+MPGATE="$ROOT/target/release/mpgate"
+EMULATOR="$ROOT/target/release/mpgate-emulator"
+
+VENV="$ROOT/target/bench-venv"
+PY="$VENV/bin/python"
+if [ ! -x "$PY" ] || ! cmp -s bench/requirements.txt "$VENV/.bench-requirements"; then
+  log "python venv: $VENV"
+  [ -x "$PY" ] || timeout 300 python3 -m venv "$VENV"
+  timeout 600 "$PY" -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+  cp bench/requirements.txt "$VENV/.bench-requirements"
+fi
+
+# ---------------------------------------------------------------- 2. emulators
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mpgate-bench.XXXXXX")"
+EMU_PIDS=()
+cleanup() {
+  local p
+  for p in "${EMU_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${EMU_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+mkdir -p "$WORK/home"
+
+# start_emulator NAME [EXTRA ARGS...]: sets EMU_URL, EMU_KEY, EMU_CA, EMU_PC, EMU_REGION, EMU_RECORD
+start_emulator() {
+  local name=$1; shift
+  EMU_RECORD="$WORK/record-$name.jsonl"
+  : >"$EMU_RECORD"
+  timeout 900 "$EMULATOR" serve --key-dir "$WORK/keys-$name" --record "$EMU_RECORD" "$@" \
+    >"$WORK/emu-$name.out" 2>"$WORK/emu-$name.err" &
+  EMU_PIDS+=("$!")
+  local i line=""
+  for i in $(seq 1 300); do # 30 s
+    line="$(head -n1 "$WORK/emu-$name.out" 2>/dev/null || true)"
+    case "$line" in *'}') break ;; esac
+    kill -0 "$!" 2>/dev/null || { cat "$WORK/emu-$name.err" >&2; die "emulator $name exited"; }
+    sleep 0.1
+  done
+  case "$line" in *'}') ;; *) die "emulator $name printed no ready line within 30 s" ;; esac
+  eval "$("$PY" -c '
+import json, shlex, sys
+d = json.loads(sys.argv[1])
+for k, v in (("EMU_URL", "url"), ("EMU_KEY", "publicKeyFile"), ("EMU_CA", "caFile"),
+             ("EMU_PC", "productCode"), ("EMU_REGION", "region")):
+    print(k + "=" + shlex.quote(str(d.get(v) or str())))
+' "$line")"
+  log "emulator $name: $EMU_URL"
+}
+
+start_emulator http
+HTTP_URL=$EMU_URL HTTP_KEY=$EMU_KEY PC=$EMU_PC REGION=$EMU_REGION HTTP_RECORD=$EMU_RECORD
+start_emulator tls --tls
+TLS_URL=$EMU_URL TLS_KEY=$EMU_KEY TLS_CA=$EMU_CA
+[ -n "$TLS_CA" ] || die "the TLS emulator reported no caFile"
+
+# ---------------------------------------------------------------- 3. contenders
+CLEAN_PATH=/usr/local/bin:/usr/bin:/bin
+# base_env PROTO: the env -i prefix (words) shared by every contender
+base_env() {
+  local url key
+  if [ "$1" = tls ]; then url=$TLS_URL key=$TLS_KEY; else url=$HTTP_URL key=$HTTP_KEY; fi
+  printf '%s\n' env -i "PATH=$CLEAN_PATH" "HOME=$WORK/home" "AWS_REGION=$REGION" "AWS_DEFAULT_REGION=$REGION" \
+    AWS_ACCESS_KEY_ID=AKIABENCHEXAMPLE0000 AWS_SECRET_ACCESS_KEY=bench-dummy-secret-not-a-real-key \
+    AWS_EC2_METADATA_DISABLED=true "AWS_ENDPOINT_URL_MARKETPLACE_METERING=$url" \
+    "MPGATE_PRODUCT_CODE=$PC" "MPGATE_PUBLIC_KEY_FILE=$key" MPGATE_PUBLIC_KEY_VERSION=1
+}
+NONCE="bench-$(date +%s)-0123456789abcdef"
+# contender_words NAME PROTO WORKLOAD: one word per line; the whole command
+contender_words() {
+  local name=$1 proto=$2 workload=$3
+  base_env "$proto"
+  case "$name" in
+    mpgate)
+      [ "$proto" = tls ] && echo "SSL_CERT_FILE=$TLS_CA"
+      echo "$MPGATE"
+      [ -z "$workload" ] || printf '%s\n' -- "$workload" ;;
+    boto3)
+      [ "$proto" = tls ] && echo "AWS_CA_BUNDLE=$TLS_CA"
+      printf '%s\n' "$PY" "$ROOT/bench/boto3_gate.py"
+      [ -z "$workload" ] || printf '%s\n' -- "$workload" ;;
+    curl)
+      local url d t
+      if [ "$proto" = tls ]; then url=$TLS_URL; else url=$HTTP_URL; fi
+      d=$(date -u +%Y%m%d) t=$(date -u +%Y%m%dT%H%M%SZ)
+      printf '%s\n' curl -s -f -o /dev/null
+      [ "$proto" = tls ] && printf '%s\n' --cacert "$TLS_CA"
+      printf '%s\n' -X POST "$url" \
+        -H 'X-Amz-Target: AWSMPMeteringService.RegisterUsage' \
+        -H 'Content-Type: application/x-amz-json-1.1' \
+        -H "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/$d/$REGION/aws-marketplace/aws4_request, SignedHeaders=host;x-amz-date, Signature=$(printf '0%.0s' $(seq 64))" \
+        -H "X-Amz-Date: $t" \
+        -d "{\"ProductCode\":\"$PC\",\"PublicKeyVersion\":1,\"Nonce\":\"$NONCE\"}" ;;
+    true) echo /bin/true ;;
+  esac
+}
+# run_contender NAME PROTO WORKLOAD [PREFIX...]: run it (after PREFIX) with a bound
+run_contender() {
+  local name=$1 proto=$2 workload=$3; shift 3
+  local -a cmd
+  mapfile -t cmd < <(contender_words "$name" "$proto" "$workload")
+  # PREFIX goes after env -i ... VAR=... so the measured tool sees the clean environment
+  local -a envpart=() rest=() w seen=0
+  for w in "${cmd[@]}"; do
+    if [ "$seen" = 0 ] && { [ "$w" = env ] || [ "$w" = -i ] || [[ "$w" == *=* && "$w" != /* ]]; }; then
+      envpart+=("$w")
+    else
+      seen=1; rest+=("$w")
+    fi
+  done
+  timeout 120 "${envpart[@]}" "$@" "${rest[@]}"
+}
+# hyperfine_cmd NAME PROTO: the command as one shell-quoted string (hyperfine -N splits it)
+hyperfine_cmd() {
+  local -a cmd
+  mapfile -t cmd < <(contender_words "$1" "$2" true)
+  printf '%q ' "${cmd[@]}"
+}
+
+CONTENDERS=(mpgate boto3 curl true)
+PROTOS=(http tls)
+
+# Verified hand-over: `-- true` exits 0 and `-- false` exits 1 (the workload's own code, so
+# the gate really exec'd it); curl must get a 2xx answer that carries a Signature.
+log "checking every contender's hand-over"
+for proto in "${PROTOS[@]}"; do
+  for c in mpgate boto3; do
+    rc=0; run_contender "$c" "$proto" true >"$WORK/check.out" 2>"$WORK/check.err" || rc=$?
+    [ "$rc" = 0 ] || { cat "$WORK/check.err" >&2; die "$c ($proto) -- true exited $rc"; }
+    rc=0; run_contender "$c" "$proto" false >/dev/null 2>"$WORK/check.err" || rc=$?
+    [ "$rc" = 1 ] || { cat "$WORK/check.err" >&2; die "$c ($proto) -- false exited $rc, not the workload's 1"; }
+  done
+  mapfile -t cmd < <(contender_words curl "$proto" true)
+  body="$(timeout 30 "${cmd[@]/#\/dev\/null/-}")" || die "curl ($proto) failed"
+  case "$body" in *'"Signature"'*) ;; *) die "curl ($proto) answer has no Signature: $body" ;; esac
+done
+log "hand-overs verified"
+
+# Wall time: hyperfine, one call per protocol.
+for proto in "${PROTOS[@]}"; do
+  log "hyperfine $proto: $RUNS runs each"
+  hf=(timeout 300 hyperfine -N --warmup 3 --runs "$RUNS" --style none
+    --export-json "$WORK/hyperfine-$proto.json")
+  for c in "${CONTENDERS[@]}"; do hf+=(-n "$c" "$(hyperfine_cmd "$c" "$proto")"); done
+  "${hf[@]}" >"$WORK/hyperfine-$proto.log" 2>&1 || { cat "$WORK/hyperfine-$proto.log" >&2; die "hyperfine $proto failed"; }
+done
+
+# Instructions: callgrind. Valgrind loses the counts of an image that execs (without
+# --trace-children it prints nothing; with it, only the exec'd `true` is reported), so the
+# gates run in init mode (no COMMAND: verify, then exit 0 — the same work up to the exec)
+# and the report adds /bin/true's own count to give the instructions of one whole run.
+# Peak RSS: /usr/bin/time -f %M (ru_maxrss survives exec, so it is the gate's peak).
+log "callgrind + peak RSS (in parallel)"
+cg_pids=()
+for proto in "${PROTOS[@]}"; do
+  for c in "${CONTENDERS[@]}"; do
+    (
+      run_contender "$c" "$proto" "" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        >/dev/null 2>"$WORK/cg-$c-$proto.err" || echo "exit $?" >>"$WORK/cg-$c-$proto.err"
+    ) &
+    cg_pids+=("$!")
+  done
+done
+for proto in "${PROTOS[@]}"; do
+  for c in "${CONTENDERS[@]}"; do
+    run_contender "$c" "$proto" true /usr/bin/time -f %M -o "$WORK/rss-$c-$proto" >/dev/null 2>&1 \
+      || die "$c ($proto) failed under /usr/bin/time"
+  done
+done
+for p in "${cg_pids[@]}"; do wait "$p" || true; done
+for proto in "${PROTOS[@]}"; do
+  for c in "${CONTENDERS[@]}"; do
+    grep -q 'Collected' "$WORK/cg-$c-$proto.err" || { cat "$WORK/cg-$c-$proto.err" >&2; die "callgrind $c ($proto) reported nothing"; }
+    ! grep -q '^exit ' "$WORK/cg-$c-$proto.err" || { cat "$WORK/cg-$c-$proto.err" >&2; die "$c ($proto) failed under callgrind"; }
+  done
+done
+
+# ---------------------------------------------------------------- concurrency scenario
+CONC_LINE=""
+if [ "$SMOKE" = 0 ]; then
+  log "concurrency: $CONCURRENT mpgate gates at once against one emulator (http)"
+  before=$(wc -l <"$HTTP_RECORD")
+  mapfile -t cmd < <(contender_words mpgate http true)
+  start_ns=$(date +%s%N)
+  pids=()
+  for i in $(seq 1 "$CONCURRENT"); do
+    timeout 120 "${cmd[@]}" >/dev/null 2>"$WORK/conc-$i.err" &
+    pids+=("$!")
+  done
+  fails=0
+  for p in "${pids[@]}"; do wait "$p" || fails=$((fails + 1)); done
+  end_ns=$(date +%s%N)
+  after=$(wc -l <"$HTTP_RECORD")
+  calls=$((after - before))
+  wall_ms=$(((end_ns - start_ns) / 1000000))
+  CONC_LINE="$CONCURRENT concurrent \`mpgate -- true\` (http): total wall $wall_ms ms, $fails failed; emulator recorded $calls calls → $("$PY" -c "print(f'{$calls/($wall_ms/1000):.0f}')") calls/s"
+  [ "$fails" = 0 ] || { cat "$WORK"/conc-*.err | sort | uniq -c | head >&2; die "$fails of $CONCURRENT concurrent gates failed"; }
+fi
+
+# ---------------------------------------------------------------- 4. report
+size() { [ -f "$1" ] && "$PY" -c "import os,sys; print(f'{os.path.getsize(sys.argv[1])/1048576:.2f} MiB')" "$1"; }
+{
+  echo "# mpgate benchmark"
+  echo
+  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -m), $(nproc) CPUs; $RUNS runs each (hyperfine -N, 3 warm-up)$([ "$SMOKE" = 1 ] && echo ', smoke')."
+  echo
+  "$PY" - "$WORK" "$RUNS" <<'EOF'
+import json, math, re, sys
+work, runs = sys.argv[1], int(sys.argv[2])
+contenders = ["mpgate", "boto3", "curl", "true"]
+labels = {"mpgate": "`mpgate -- true`", "boto3": "`boto3_gate.py -- true`", "curl": "curl (floor)", "true": "`/bin/true`"}
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[max(0, math.ceil(p / 100 * len(xs)) - 1)]
+print("| contender | proto | median ms | p95 ms | ratio to boto3 | ratio to curl | instructions (M) | peak RSS (MiB) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for proto in ("http", "tls"):
+    hf = {r["command"]: r["times"] for r in json.load(open(f"{work}/hyperfine-{proto}.json"))["results"]}
+    med = {c: pct(hf[c], 50) * 1000 for c in contenders}
+    def collected(c):
+        m = re.search(r"Collected\s*:\s*([0-9]+)", open(f"{work}/cg-{c}-{proto}.err").read())
+        return int(m.group(1))
+    for c in contenders:
+        p95 = pct(hf[c], 95) * 1000
+        # gates were counted in init mode; add the exec'd /bin/true's own count
+        n = collected(c) + (collected("true") if c in ("mpgate", "boto3") else 0)
+        ins = f"{n / 1e6:.1f}" if n >= 1e5 else f"{n / 1e6:.2f}"
+        rss = int(open(f"{work}/rss-{c}-{proto}").read().split()[-1]) / 1024
+        print(f"| {labels[c]} | {proto} | {med[c]:.1f} | {p95:.1f} | {med[c] / med['boto3']:.2f} | "
+              f"{med[c] / med['curl']:.2f} | {ins} | {rss:.1f} |")
+EOF
+  echo
+  echo "Binary sizes: \`target/release/mpgate\` $(size "$MPGATE"), \`mpgate-emulator\` $(size "$EMULATOR")."
+  MUSL="$ROOT/target/x86_64-unknown-linux-musl/release/mpgate"
+  if [ -f "$MUSL" ]; then echo "Static x86_64 binary size (\`$(basename "$(dirname "$(dirname "$MUSL")")")/release/mpgate\`): $(size "$MUSL")."; fi
+  if [ -n "$CONC_LINE" ]; then echo; echo "Concurrency: $CONC_LINE."; fi
+  echo
+  echo "Harness runtime: $(($(date +%s) - T1)) s after the build ($((T1 - T0)) s build step)."
+} >"$WORK/result.md"
+cp "$WORK/result.md" bench/last-result.md
+cat bench/last-result.md
+log "done in $(($(date +%s) - T0)) s"
