@@ -402,7 +402,11 @@ fn configuration_errors_exit_2_before_any_call() {
             vec![],
             "AWS_RETRY_MODE",
         ),
-        (vec![("MPGATE_LOG", "mpgate=loud".into())], vec![], "MPGATE_LOG"),
+        (
+            vec![("MPGATE_LOG", "mpgate=loud".into())],
+            vec![],
+            "MPGATE_LOG",
+        ),
         (vec![], vec!["--bogus"], "--bogus"),
         (vec![], vec!["--endpoint-url", "ftp://x"], "https://"),
     ];
