@@ -2,11 +2,13 @@
 //! runs tests/conformance/boto3_conformance.py (boto3 `register_usage`) against emulators.
 //! Needs python3 with boto3 (`pip install boto3`); fails, never skips, without them.
 
+#[path = "common/ready.rs"]
+mod ready;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -39,20 +41,7 @@ impl Emu {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn mpgate-emulator");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let Ok(line) = rx.recv_timeout(STARTUP) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("emulator {name} printed no ready line within {STARTUP:?}");
-        };
-        let ready =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
+        let ready = ready::ready_line(&mut child, name, STARTUP);
         Emu { child, ready }
     }
 

@@ -3,13 +3,14 @@
 
 #[path = "common/proxy.rs"]
 mod proxy;
+#[path = "common/ready.rs"]
+mod ready;
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -51,23 +52,7 @@ impl Emu {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn mpgate-emulator");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(STARTUP) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("emulator {name} printed no ready line within {STARTUP:?}");
-            }
-        };
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("emulator {name}: bad ready line {line:?}: {e}"));
+        let ready: Value = ready::ready_line(&mut child, name, STARTUP);
         let url = ready["url"].as_str().unwrap();
         let addr = url
             .strip_prefix("http://")

@@ -2,13 +2,13 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod ready;
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -61,23 +61,7 @@ impl Emulator {
             .stderr(Stdio::null())
             .spawn()
             .expect("start mpgate-emulator");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(CHILD_LIMIT) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the emulator did not print its ready line within {CHILD_LIMIT:?}");
-            }
-        };
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!("emulator ready line is not JSON ({e}): {line:?} (flags {flags:?})")
-        });
+        let ready = ready::ready_line(&mut child, &format!("{flags:?}"), CHILD_LIMIT);
         Emulator {
             child,
             url: ready["url"].as_str().unwrap().to_string(),
