@@ -16,10 +16,11 @@ use aws_smithy_runtime_api::{
         interceptors::{
             context::{
                 BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
-                FinalizerInterceptorContextRef,
+                FinalizerInterceptorContextRef, InterceptorContext,
             },
             Intercept,
         },
+        retries::classifiers::{ClassifyRetry, RetryAction},
         runtime_components::RuntimeComponents,
     },
 };
@@ -35,6 +36,8 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// When AWS_MAX_ATTEMPTS is unset the deadline bounds retries; this only caps the count.
 const MAX_ATTEMPTS_WITHIN_DEADLINE: u32 = 1000;
+/// How long past the deadline the backstop waits for the SDK's own operation timeout.
+const DEADLINE_BACKSTOP: Duration = Duration::from_millis(500);
 /// The IAM action RegisterUsage needs, named in access-denied messages.
 pub const IAM_ACTION: &str = "aws-marketplace:RegisterUsage";
 
@@ -100,7 +103,7 @@ pub async fn register_usage(
     started: Instant,
 ) -> Result<Registration, MeteringError> {
     let deadline_text = humantime(config.timeout);
-    let phase = async {
+    let load = async {
         let sdk = load_sdk_config(config).await;
         let region = sdk.region().cloned().ok_or(MeteringError::NoRegion)?;
         let provider = sdk
@@ -112,54 +115,67 @@ pub async fn register_usage(
             .provide_credentials()
             .await
             .map_err(|e| MeteringError::NoCredentials(causes(&e)))?;
-        tracing::debug!(region = %region, access_key_id = %credentials.access_key_id(), "credentials loaded");
-
-        let attempts = Arc::new(AttemptLog::default());
-        let mut builder = aws_sdk_marketplacemetering::config::Builder::from(&sdk)
-            .credentials_provider(credentials)
-            .interceptor(AttemptObserver(attempts.clone()));
-        if let Some(url) = &config.endpoint_url {
-            builder = builder.endpoint_url(url);
-        }
-        // Whatever part of the deadline loading took, the call gets only the rest.
-        let remaining = config
-            .timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(1));
-        builder = builder.timeout_config(timeouts(config, remaining));
-        let client = aws_sdk_marketplacemetering::Client::from_conf(builder.build());
-
-        let result = client
-            .register_usage()
-            .product_code(&config.product_code)
-            .public_key_version(config.public_key_version)
-            .nonce(nonce)
-            .send()
-            .await;
-        let count = attempts.count();
-        match result {
-            Ok(out) => Ok(Registration {
-                signature: out.signature,
-                key_rotation: out
-                    .public_key_rotation_timestamp
-                    .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
-                attempts: count,
-            }),
-            Err(e) => Err(classify(
-                e,
-                config,
-                region.as_ref(),
-                &attempts,
-                &deadline_text,
-            )),
-        }
+        Ok((sdk, region, credentials))
     };
-    match tokio::time::timeout(config.timeout, phase).await {
-        Ok(result) => result,
-        Err(_) => Err(MeteringError::Unreachable(format!(
-            "no answer from AWS within the {deadline_text} deadline while loading the AWS configuration and credentials: raise MPGATE_TIMEOUT or check the credential source is reachable"
+    let (sdk, region, credentials) = match tokio::time::timeout(config.timeout, load).await {
+        Ok(loaded) => loaded?,
+        Err(_) => return Err(MeteringError::Unreachable(format!(
+            "no answer within the {deadline_text} deadline while loading the AWS configuration and credentials: check the credential source is reachable (IMDS, ECS or EKS credential endpoint, STS), or raise MPGATE_TIMEOUT"
         ))),
+    };
+    tracing::debug!(region = %region, access_key_id = %credentials.access_key_id(), "credentials loaded");
+
+    let attempts = Arc::new(AttemptLog::default());
+    let mut builder = aws_sdk_marketplacemetering::config::Builder::from(&sdk)
+        .credentials_provider(credentials)
+        .interceptor(AttemptObserver(attempts.clone()))
+        .retry_classifier(UntrustedCertificateIsFinal);
+    if let Some(url) = &config.endpoint_url {
+        builder = builder.endpoint_url(url);
     }
+    // Whatever part of the deadline loading took, the call gets only the rest.
+    let remaining = config
+        .timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(1));
+    builder = builder.timeout_config(timeouts(config, remaining));
+    let client = aws_sdk_marketplacemetering::Client::from_conf(builder.build());
+
+    let call = client
+        .register_usage()
+        .product_code(&config.product_code)
+        .public_key_version(config.public_key_version)
+        .nonce(nonce)
+        .send();
+    // The SDK's operation timeout ends the call at the deadline; this backstop only keeps
+    // the gate from hanging should the SDK ever overrun it.
+    let result = match tokio::time::timeout(remaining + DEADLINE_BACKSTOP, call).await {
+        Ok(result) => result,
+        Err(_) => return Err(deadline_passed(&deadline_text, &attempts.summary())),
+    };
+    let count = attempts.count();
+    match result {
+        Ok(out) => Ok(Registration {
+            signature: out.signature,
+            key_rotation: out
+                .public_key_rotation_timestamp
+                .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+            attempts: count,
+        }),
+        Err(e) => Err(classify(
+            e,
+            config,
+            region.as_ref(),
+            &attempts,
+            &deadline_text,
+        )),
+    }
+}
+
+fn deadline_passed(deadline: &str, tried: &str) -> MeteringError {
+    MeteringError::Unreachable(format!(
+        "no entitlement answer within the {deadline} deadline ({tried}): check the network path to the Metering endpoint (VPC endpoint, NAT, proxy), or raise MPGATE_TIMEOUT"
+    ))
 }
 
 async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
@@ -250,11 +266,19 @@ fn classify(
                 )),
             }
         }
-        SdkError::TimeoutError(_) => MeteringError::Unreachable(format!(
-            "no entitlement answer within the {deadline} deadline ({tried}): check the network path to the Metering endpoint (VPC endpoint, NAT, proxy), or raise MPGATE_TIMEOUT"
-        )),
+        SdkError::TimeoutError(_) => deadline_passed(deadline, &tried),
         SdkError::ResponseError(response) if response.raw().status().is_success() => {
             MeteringError::BadAnswer(causes(&error))
+        }
+        SdkError::DispatchFailure(failure)
+            if failure
+                .as_connector_error()
+                .is_some_and(|c| is_untrusted_certificate(c)) =>
+        {
+            MeteringError::Unreachable(format!(
+                "the Metering endpoint's TLS certificate is not trusted ({}): if a proxy inspects TLS, add its CA with SSL_CERT_FILE or SSL_CERT_DIR; otherwise check the endpoint URL",
+                attempts.last().unwrap_or_default()
+            ))
         }
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => MeteringError::Unreachable(format!(
             "cannot reach the Metering service: {} ({tried}): check the network path to the endpoint (VPC endpoint, NAT gateway, proxy)",
@@ -302,6 +326,10 @@ struct AttemptLog {
 impl AttemptLog {
     fn count(&self) -> u32 {
         self.inner.lock().map(|g| g.0).unwrap_or(0)
+    }
+
+    fn last(&self) -> Option<String> {
+        self.inner.lock().ok().and_then(|g| g.1.clone())
     }
 
     fn summary(&self) -> String {
@@ -387,7 +415,9 @@ impl Intercept for AttemptObserver {
         };
         // Only failures the SDK retries are news; a final answer is reported once, by the gate.
         let retried = error.is_timeout_error()
-            || error.is_connector_error()
+            || error
+                .as_connector_error()
+                .is_some_and(|c| !is_untrusted_certificate(c))
             || status.is_some_and(|s| s >= 500 || s == 429)
             || what.starts_with("Throttling");
         if let Ok(mut guard) = self.0.inner.lock() {
@@ -409,4 +439,48 @@ pub fn humantime(d: Duration) -> String {
     } else {
         format!("{}ms", d.as_millis())
     }
+}
+
+/// A certificate the trust store rejects will be rejected again: fail now, not at the deadline.
+#[derive(Debug)]
+struct UntrustedCertificateIsFinal;
+
+impl ClassifyRetry for UntrustedCertificateIsFinal {
+    fn classify_retry(&self, context: &InterceptorContext) -> RetryAction {
+        match context.output_or_error() {
+            Some(Err(error))
+                if error
+                    .as_connector_error()
+                    .is_some_and(|c| is_untrusted_certificate(c)) =>
+            {
+                RetryAction::RetryForbidden
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "mpgate::UntrustedCertificateIsFinal"
+    }
+}
+
+fn is_untrusted_certificate(connector: &(dyn std::error::Error + 'static)) -> bool {
+    // io::Error hides its payload from source(), and hyper-rustls nests the rustls error
+    // two io::Errors deep: step into each payload explicitly.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(connector);
+    while let Some(current) = source {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+            );
+        }
+        source = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => current.source(),
+        };
+    }
+    false
 }
