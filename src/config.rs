@@ -79,8 +79,11 @@ pub enum ConfigError {
     TwoKeys,
     #[error("cannot read public key file {path}: {reason}")]
     UnreadableKey { path: String, reason: String },
-    #[error("{source_name} is not a PEM RSA public key ({reason}): use the key AWS Marketplace gave you, starting with '-----BEGIN PUBLIC KEY-----' or '-----BEGIN RSA PUBLIC KEY-----'")]
-    InvalidKey { source_name: String, reason: String },
+    #[error("{source_name} cannot be the public key: {reason}")]
+    InvalidKey {
+        source_name: String,
+        reason: crate::token::KeyError,
+    },
     #[error("{0}: point SSL_CERT_FILE at a PEM file (or SSL_CERT_DIR at a directory) of CA certificates, or unset it to trust the built-in Mozilla roots")]
     Certificates(String),
     #[error("cannot read the operating system's random number generator ({0}): check the container's seccomp profile allows getrandom")]

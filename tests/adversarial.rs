@@ -37,6 +37,19 @@ IpqBZjtvTGpwIP+xVgsJuRd1QLP1lS6vGdPc+7EFttlvQg94l9AVAgMBAAE=
 -----END RSA PUBLIC KEY-----
 ";
 
+/// The sample public key in the AWS Marketplace seller guide's RegisterUsage example. Its
+/// private half is published too (jwt.io's demo RS256 key): anyone can sign with it.
+const SELLER_GUIDE_DEMO_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDdlatRjRjogo3WojgGHFHYLugd
+UWAY9iR3fy4arWNA1KoS8kVw33cJibXr8bvwUAUparCwlvdbH6dvEOfou0/gCFQs
+HUfQrSDv+MuSUMAe8jzKE4qW+jK+xQU9a03GUnKHkkle+Q0pX/g6jXZ7r1/xAK5D
+o2kQ+X5xK9cipRgEKwIDAQAB
+-----END PUBLIC KEY-----
+";
+/// The corpus's good claims, PS256-signed offline (openssl, PSS salt 32) with that published
+/// private key; aws-lc refuses to sign with a 1024-bit key, so the token is kept as text.
+const SELLER_GUIDE_DEMO_TOKEN: &str = "eyJhbGciOiJQUzI1NiIsInR5cCI6IkpXVCJ9.eyJwcm9kdWN0Q29kZSI6InByb2QtYWJjMTIzIiwicHVibGljS2V5VmVyc2lvbiI6MSwibm9uY2UiOiJnb29kIiwiaWF0IjoxNzUwMDAwMDAwfQ.UnH9v9ZqTBbG6PJNY_qiIuVlVXFaMRsPJ2LZR5e523IyB967p7xklIfvlnFK-3PXNU8F_EPRwQjd2vwqtHFp5wzHfVRqldiRlzVcNWXNGTji-5yWyoBhzbnE1L1meL4AaeDM2Z0BWECv0Yt8jbwBVXD2vok0ooSoOOAvNy_VlKM";
+
 fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -269,6 +282,7 @@ fn corpus() -> Vec<(&'static str, String, Want)> {
         ("es256_p256_key", sign(&with_alg("ES256"), g, &fx.ec_signing, Algorithm::ES256), WrongAlg(Some("ES256"))),
         ("es256_signature_under_ps256_header", sign(PS256, g, &fx.ec_signing, Algorithm::ES256), Is(mismatch_sig())),
         ("ps256_attacker_key", sign(PS256, g, attacker, Algorithm::PS256), Is(mismatch_sig())),
+        ("ps256_seller_guide_demo_key", SELLER_GUIDE_DEMO_TOKEN.into(), Is(mismatch_sig())),
         ("ps384_right_key", sign(&with_alg("PS384"), g, right, Algorithm::PS384), WrongAlg(Some("PS384"))),
         ("ps512_right_key", sign(&with_alg("PS512"), g, right, Algorithm::PS512), WrongAlg(Some("PS512"))),
         ("ps384_signature_under_ps256_header", sign(PS256, g, right, Algorithm::PS384), Is(mismatch_sig())),
@@ -453,6 +467,11 @@ fn decoding_key_refuses_weak_and_wrong_keys() {
     let refused: Vec<(&str, Vec<u8>, &str)> = vec![
         ("rsa_1024_spki", RSA_1024_SPKI.into(), "too small"),
         ("rsa_1024_pkcs1", RSA_1024_PKCS1.into(), "too small"),
+        (
+            "seller_guide_demo_key",
+            SELLER_GUIDE_DEMO_PUBLIC.into(),
+            "AWS Marketplace seller guide",
+        ),
         ("ec_p256_public", fx.ec_public_pem.clone().into(), ""),
         (
             "rsa_private_pkcs8",
@@ -496,7 +515,10 @@ fn decoding_key_refuses_weak_and_wrong_keys() {
             catch_unwind(|| decoding_key(&pem)).unwrap_or_else(|_| panic!("{name}: panicked"));
         match got {
             Ok(_) => panic!("{name}: decoding_key accepted it"),
-            Err(msg) => assert!(msg.contains(text), "{name}: {msg:?} lacks {text:?}"),
+            Err(err) => {
+                let msg = err.to_string();
+                assert!(msg.contains(text), "{name}: {msg:?} lacks {text:?}")
+            }
         }
     }
     // The attacker's (valid) key is a fine key, it just is not the one that signed.

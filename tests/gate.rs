@@ -7,6 +7,14 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
+const SELLER_GUIDE_DEMO_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDdlatRjRjogo3WojgGHFHYLugd
+UWAY9iR3fy4arWNA1KoS8kVw33cJibXr8bvwUAUparCwlvdbH6dvEOfou0/gCFQs
+HUfQrSDv+MuSUMAe8jzKE4qW+jK+xQU9a03GUnKHkkle+Q0pX/g6jXZ7r1/xAK5D
+o2kQ+X5xK9cipRgEKwIDAQAB
+-----END PUBLIC KEY-----
+";
+
 fn nonce_of(call: &Value) -> String {
     call["nonce"].as_str().unwrap_or_default().to_string()
 }
@@ -406,6 +414,15 @@ fn configuration_errors_exit_2_before_any_call() {
             vec![("MPGATE_LOG", "mpgate=loud".into())],
             vec![],
             "MPGATE_LOG",
+        ),
+        (
+            // The AWS seller guide's sample key: its private half is public.
+            vec![
+                ("MPGATE_PUBLIC_KEY_FILE", String::new()),
+                ("MPGATE_PUBLIC_KEY", SELLER_GUIDE_DEMO_KEY.into()),
+            ],
+            vec![],
+            "whose private key is public",
         ),
         (vec![], vec!["--bogus"], "--bogus"),
         (vec![], vec!["--endpoint-url", "ftp://x"], "https://"),
