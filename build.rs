@@ -1,8 +1,10 @@
 //! Build script: writes the Mozilla CA roots (from the locked `webpki-root-certs` crate) as one
-//! PEM bundle that `src/http.rs` compiles in, so HTTPS works in images without a CA store.
+//! PEM bundle that `src/http.rs` compiles in, so HTTPS works in images without a CA store;
+//! and, for a pinned build, compiles in the seller's product code and key ring.
 
 use base64::Engine;
 use std::fmt::Write;
+use std::path::Path;
 
 fn main() {
     let mut pem = String::new();
@@ -22,4 +24,83 @@ fn main() {
     let _ = write!(count, "{}", webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
     println!("cargo:rustc-env=MPGATE_MOZILLA_ROOTS={count}");
     println!("cargo:rerun-if-changed=build.rs");
+    write_pinned(Path::new(&out));
+}
+
+/// `MPGATE_PIN_PRODUCT_CODE` + `MPGATE_PIN_KEY_DIR` (a directory of `public-key-v<N>.pem`)
+/// make a pinned build: src/keyring.rs then refuses runtime overrides of either.
+fn write_pinned(out: &Path) {
+    println!("cargo:rerun-if-env-changed=MPGATE_PIN_PRODUCT_CODE");
+    println!("cargo:rerun-if-env-changed=MPGATE_PIN_KEY_DIR");
+    let code = std::env::var("MPGATE_PIN_PRODUCT_CODE")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let dir = std::env::var("MPGATE_PIN_KEY_DIR")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let mut rust = String::new();
+    match (code, dir) {
+        (None, None) => {
+            rust.push_str("pub const PRODUCT_CODE: Option<&str> = None;\npub const KEYS: &[(i32, &str)] = &[];\n");
+        }
+        (Some(code), Some(dir)) => {
+            if code.is_empty() || code.len() > 255 || code.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                fail(&format!("MPGATE_PIN_PRODUCT_CODE {code:?} is not a product code: 1 to 255 printable characters without spaces"));
+            }
+            println!("cargo:rerun-if-changed={dir}");
+            let keys = read_key_dir(Path::new(&dir));
+            let _ = writeln!(rust, "pub const PRODUCT_CODE: Option<&str> = Some({code:?});");
+            rust.push_str("pub const KEYS: &[(i32, &str)] = &[\n");
+            for (version, pem) in keys {
+                let _ = writeln!(rust, "    ({version}, {pem:?}),");
+            }
+            rust.push_str("];\n");
+        }
+        _ => fail("a pinned build needs both MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR: pinning one alone would let the other be swapped at run time"),
+    }
+    std::fs::write(out.join("pinned.rs"), rust).expect("write pinned.rs");
+}
+
+/// Reads `public-key-v<N>.pem` files; the full key checks run in the binary (exit 2), so a
+/// build only refuses what is clearly not a public key.
+fn read_key_dir(dir: &Path) -> Vec<(i32, String)> {
+    let entries = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| fail(&format!("MPGATE_PIN_KEY_DIR {}: {e}", dir.display())));
+    let mut keys = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(version) = name
+            .strip_prefix("public-key-v")
+            .and_then(|rest| rest.strip_suffix(".pem"))
+        else {
+            continue;
+        };
+        let version: i32 = match version.parse() {
+            Ok(v) if v >= 1 => v,
+            _ => fail(&format!(
+                "{name}: the version in public-key-v<N>.pem must be an integer >= 1"
+            )),
+        };
+        let pem = std::fs::read_to_string(entry.path())
+            .unwrap_or_else(|e| fail(&format!("{}: {e}", entry.path().display())));
+        if pem.contains("PRIVATE KEY") || !pem.contains("PUBLIC KEY-----") {
+            fail(&format!(
+                "{name} is not a PEM public key (and never put a private key in a build)"
+            ));
+        }
+        keys.push((version, pem));
+    }
+    if keys.is_empty() {
+        fail(&format!(
+            "MPGATE_PIN_KEY_DIR {} holds no public-key-v<N>.pem file",
+            dir.display()
+        ));
+    }
+    keys.sort();
+    keys
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    panic!("mpgate pinned build: {message}");
 }

@@ -8,6 +8,7 @@ pub struct Args {
     pub product_code: Option<String>,
     pub public_key_version: Option<String>,
     pub public_key_file: Option<OsString>,
+    pub public_key_dir: Option<OsString>,
     pub timeout: Option<String>,
     pub attempt_timeout: Option<String>,
     pub max_token_age: Option<String>,
@@ -23,6 +24,8 @@ pub struct Args {
 #[derive(Debug)]
 pub enum Parsed {
     Run(Box<Args>),
+    /// `mpgate verify`: check a hand-over instead of making one.
+    Verify(Box<Args>),
     Help,
     Version,
 }
@@ -36,6 +39,7 @@ pub const USAGE: &str = "\
 mpgate: gate a container on the buyer's AWS Marketplace entitlement, then run the workload
 
 Usage: mpgate [OPTIONS] [--] [COMMAND [ARG...]]
+       mpgate verify [--result-file PATH] [KEY OPTIONS]
 
 Calls AWS Marketplace Metering RegisterUsage with a fresh nonce, verifies the signed
 answer, then execs COMMAND in place (same PID and stdio). Without COMMAND (init mode) it
@@ -44,9 +48,10 @@ variable in brackets; a flag wins over its variable.
 
 Options:
       --product-code CODE        product code from the AWS Marketplace Management Portal [MPGATE_PRODUCT_CODE]
-      --public-key-version N     public key version, an integer >= 1 (default 1) [MPGATE_PUBLIC_KEY_VERSION]
+      --public-key-version N     public key version (default: the highest in the key directory, else 1) [MPGATE_PUBLIC_KEY_VERSION]
       --public-key-file PATH     PEM RSA public key for that version [MPGATE_PUBLIC_KEY_FILE]
                                  (or the PEM itself in MPGATE_PUBLIC_KEY)
+      --public-key-dir DIR       key ring: one public-key-v<N>.pem per key version [MPGATE_PUBLIC_KEY_DIR]
       --timeout DURATION         deadline of the whole entitlement check (default 30s) [MPGATE_TIMEOUT]
       --attempt-timeout DURATION deadline of one attempt (default: a third of --timeout, at most 10s) [MPGATE_ATTEMPT_TIMEOUT]
       --max-token-age DURATION   oldest accepted token 'iat' (default 300s) [MPGATE_MAX_TOKEN_AGE]
@@ -58,6 +63,11 @@ Options:
   -h, --help                     print this help
   -V, --version                  print the version
 
+mpgate verify checks, from inside the workload, the token mpgate handed over (MPGATE_SIGNATURE
+and MPGATE_NONCE, or --result-file) against the product code and key: exit 0 or 12. A
+workload named 'verify' is run as 'mpgate -- verify'. A pinned build (see 'mpgate --version')
+refuses product code and key options.
+
 DURATION is a number with an optional unit: 30, 30s, 1500ms, 2m.
 Log filter: MPGATE_LOG (default info). AWS region and credentials come from the standard
 AWS_* variables, profile files, ECS/EKS container credentials, IRSA or IMDS.
@@ -68,6 +78,38 @@ rejected, 13 request refused, 14 service unreachable, 15 no region or credential
 
 /// Parses mpgate's arguments (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageError> {
+    let mut args = args.into_iter().peekable();
+    // `verify` as the first word is the subcommand; a workload of that name is `mpgate -- verify`.
+    if args.peek().is_some_and(|a| a == "verify") {
+        args.next();
+        return match parse_options(args)? {
+            Parsed::Run(options) => verify_options(options),
+            Parsed::Help => Ok(Parsed::Help),
+            other => Ok(other),
+        };
+    }
+    parse_options(args)
+}
+
+/// Only the options that say what to trust apply to `verify`; `--result-file` is read, not written.
+fn verify_options(options: Box<Args>) -> Result<Parsed, UsageError> {
+    let ignored = [
+        (options.timeout.is_some(), "--timeout"),
+        (options.attempt_timeout.is_some(), "--attempt-timeout"),
+        (options.on_transient_error.is_some(), "--on-transient-error"),
+        (options.termination_log.is_some(), "--termination-log"),
+        (options.endpoint_url.is_some(), "--endpoint-url"),
+        (!options.command.is_empty(), "COMMAND"),
+    ];
+    match ignored.iter().find(|(given, _)| *given) {
+        Some((_, name)) => Err(UsageError(format!(
+            "mpgate verify takes no {name}: it only checks the hand-over"
+        ))),
+        None => Ok(Parsed::Verify(options)),
+    }
+}
+
+fn parse_options(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageError> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let mut out = Args::default();
@@ -78,6 +120,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
             Long("product-code") => out.product_code = Some(string(&mut parser)?),
             Long("public-key-version") => out.public_key_version = Some(string(&mut parser)?),
             Long("public-key-file") => out.public_key_file = Some(parser.value().map_err(usage)?),
+            Long("public-key-dir") => out.public_key_dir = Some(parser.value().map_err(usage)?),
             Long("timeout") => out.timeout = Some(string(&mut parser)?),
             Long("attempt-timeout") => out.attempt_timeout = Some(string(&mut parser)?),
             Long("max-token-age") => out.max_token_age = Some(string(&mut parser)?),
@@ -141,6 +184,20 @@ mod tests {
         let e = parse(["--bogus"].map(OsString::from)).unwrap_err();
         assert!(e.to_string().contains("--bogus"), "{e}");
         assert!(parse(["--timeout"].map(OsString::from)).is_err());
+    }
+
+    #[test]
+    fn verify_is_a_subcommand_only_as_the_first_word() {
+        let parsed = |args: &[&str]| parse(args.iter().map(OsString::from));
+        assert!(matches!(parsed(&["verify"]), Ok(Parsed::Verify(_))));
+        match parsed(&["verify", "--result-file", "r.json"]) {
+            Ok(Parsed::Verify(a)) => assert_eq!(a.result_file.as_deref(), Some("r.json".as_ref())),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(run(&["--", "verify"]).command, ["verify"]);
+        assert_eq!(run(&["app", "verify"]).command, ["app", "verify"]);
+        let e = parsed(&["verify", "app"]).unwrap_err();
+        assert!(e.to_string().contains("takes no COMMAND"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Owns the configuration: flags merged over environment, validated before any network call.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,12 +8,11 @@ use jsonwebtoken::DecodingKey;
 
 use crate::cli::{Args, UsageError};
 
-/// The largest PEM file mpgate reads: real RSA public keys are well under 4 KiB.
-const MAX_KEY_BYTES: u64 = 64 * 1024;
 /// The API's bound on ProductCode (botocore model: 1..=255).
 const MAX_PRODUCT_CODE_CHARS: usize = 255;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(300);
+/// The oldest `iat` accepted unless `MPGATE_MAX_TOKEN_AGE` says otherwise.
+pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(300);
 const MAX_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -22,6 +21,9 @@ pub struct Config {
     pub product_code: String,
     pub public_key_version: i32,
     pub key: DecodingKey,
+    /// Every key version configured (or pinned), for the rotation advice.
+    pub key_versions: Vec<i32>,
+    pub pinned: bool,
     pub timeout: Duration,
     pub attempt_timeout: Duration,
     pub max_token_age: Duration,
@@ -73,11 +75,19 @@ pub enum ConfigError {
     NotUnicode(&'static str),
     #[error("no public key: set MPGATE_PUBLIC_KEY_FILE (or --public-key-file) to the PEM file of the public key AWS Marketplace gave you for version {0}, or put the PEM in MPGATE_PUBLIC_KEY")]
     MissingKey(i32),
-    #[error(
-        "both MPGATE_PUBLIC_KEY_FILE and MPGATE_PUBLIC_KEY are set: keep exactly one key source"
-    )]
+    #[error("more than one of MPGATE_PUBLIC_KEY_FILE, MPGATE_PUBLIC_KEY_DIR and MPGATE_PUBLIC_KEY is set: keep exactly one key source")]
     TwoKeys,
-    #[error("cannot read public key file {path}: {reason}")]
+    #[error("this mpgate build is pinned (see 'mpgate --version'): unset {0}; a pinned build takes its product code and keys only from the build, and never starts a workload unverified")]
+    PinnedOverride(&'static str),
+    #[error("this mpgate build pins product code {pinned}, not {given:?}: unset MPGATE_PRODUCT_CODE and --product-code, or use an mpgate built for {given:?}")]
+    PinnedProductCode { pinned: &'static str, given: String },
+    #[error("no key for public key version {version}: {} holds version(s) {available}; set MPGATE_PUBLIC_KEY_VERSION to one of them{}", if *pinned { "this build" } else { "the key directory" }, if *pinned { ", or rebuild with the new key" } else { ", or add public-key-v<version>.pem" })]
+    KeyVersionNotInRing {
+        version: i32,
+        available: String,
+        pinned: bool,
+    },
+    #[error("cannot read public key {path}: {reason}")]
     UnreadableKey { path: String, reason: String },
     #[error("{source_name} cannot be the public key: {reason}")]
     InvalidKey {
@@ -123,14 +133,26 @@ pub fn path_setting(
         .map(PathBuf::from)
 }
 
-impl Config {
-    /// Validates the command line and environment; performs no network I/O.
+/// What a token must be checked against: the product code and the key, pinned or configured.
+pub struct Trust {
+    pub product_code: String,
+    pub key: crate::keyring::Selected,
+}
+
+impl Trust {
+    /// Reads the product code, key version and key(s); shared by the gate and `mpgate verify`.
     pub fn from_args(
-        args: Args,
+        args: &Args,
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
-        let product_code = setting(args.product_code, "MPGATE_PRODUCT_CODE", env)?
-            .ok_or(ConfigError::MissingProductCode)?;
+        let given = setting(args.product_code.clone(), "MPGATE_PRODUCT_CODE", env)?;
+        let product_code = match (crate::keyring::pinned_product_code(), given) {
+            (Some(pinned), Some(given)) if given != pinned => {
+                return Err(ConfigError::PinnedProductCode { pinned, given })
+            }
+            (Some(pinned), _) => pinned.to_string(),
+            (None, given) => given.ok_or(ConfigError::MissingProductCode)?,
+        };
         if product_code.is_empty()
             || product_code.chars().count() > MAX_PRODUCT_CODE_CHARS
             || product_code
@@ -140,10 +162,10 @@ impl Config {
             return Err(ConfigError::InvalidProductCode(product_code));
         }
 
-        let public_key_version = match setting(args.public_key_version, "MPGATE_PUBLIC_KEY_VERSION", env)? {
-            None => 1,
+        let version = match setting(args.public_key_version.clone(), "MPGATE_PUBLIC_KEY_VERSION", env)? {
+            None => None,
             Some(v) => match v.trim().parse::<i32>() {
-                Ok(n) if n >= 1 => n,
+                Ok(n) if n >= 1 => Some(n),
                 _ => {
                     return Err(ConfigError::InvalidValue {
                         name: "public key version",
@@ -153,8 +175,25 @@ impl Config {
                 }
             },
         };
+        let key = crate::keyring::select(
+            crate::keyring::KeyOptions {
+                version,
+                file: args.public_key_file.as_ref(),
+                dir: args.public_key_dir.as_ref(),
+            },
+            env,
+        )?;
+        Ok(Trust { product_code, key })
+    }
+}
 
-        let key = load_key(args.public_key_file.as_ref(), public_key_version, env)?;
+impl Config {
+    /// Validates the command line and environment; performs no network I/O.
+    pub fn from_args(
+        args: Args,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, ConfigError> {
+        let trust = Trust::from_args(&args, env)?;
 
         let timeout = duration_setting(args.timeout, "MPGATE_TIMEOUT", "timeout", env)?
             .unwrap_or(DEFAULT_TIMEOUT);
@@ -166,14 +205,9 @@ impl Config {
         )?
         .unwrap_or_else(|| (timeout / 3).clamp(MIN_ATTEMPT_TIMEOUT, MAX_ATTEMPT_TIMEOUT))
         .min(timeout);
-        let max_token_age = duration_setting(
-            args.max_token_age,
-            "MPGATE_MAX_TOKEN_AGE",
-            "max token age",
-            env,
-        )?
-        .unwrap_or(DEFAULT_MAX_TOKEN_AGE);
+        let max_token_age = max_token_age(args.max_token_age, env)?;
 
+        let policy_flag = args.on_transient_error.is_some();
         let on_transient_error =
             match setting(args.on_transient_error, "MPGATE_ON_TRANSIENT_ERROR", env)?.as_deref() {
                 None | Some("deny") => TransientPolicy::Deny,
@@ -186,6 +220,15 @@ impl Config {
                     })
                 }
             };
+
+        // Anyone who can break the network path could otherwise start a pinned workload.
+        if on_transient_error == TransientPolicy::Allow && trust.key.pinned {
+            return Err(ConfigError::PinnedOverride(if policy_flag {
+                "--on-transient-error allow"
+            } else {
+                "MPGATE_ON_TRANSIENT_ERROR=allow"
+            }));
+        }
 
         let endpoint_url = match args.endpoint_url {
             Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
@@ -205,9 +248,11 @@ impl Config {
         };
 
         Ok(Config {
-            product_code,
-            public_key_version,
-            key,
+            product_code: trust.product_code,
+            public_key_version: trust.key.version,
+            key: trust.key.key,
+            key_versions: trust.key.versions,
+            pinned: trust.key.pinned,
             timeout,
             attempt_timeout,
             max_token_age,
@@ -218,6 +263,17 @@ impl Config {
             command: args.command,
         })
     }
+}
+
+/// `--max-token-age` / `MPGATE_MAX_TOKEN_AGE`: the oldest `iat` accepted.
+pub fn max_token_age(
+    flag: Option<String>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Duration, ConfigError> {
+    Ok(
+        duration_setting(flag, "MPGATE_MAX_TOKEN_AGE", "max token age", env)?
+            .unwrap_or(DEFAULT_MAX_TOKEN_AGE),
+    )
 }
 
 /// Whether RegisterUsage goes to an explicit `http://` endpoint (flag or the SDK's variables).
@@ -253,60 +309,6 @@ pub fn log_format(
             expected: "use auto, text or json",
         }),
     }
-}
-
-fn load_key(
-    flag: Option<&OsString>,
-    version: i32,
-    env: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<DecodingKey, ConfigError> {
-    let inline = env("MPGATE_PUBLIC_KEY").filter(|v| !v.is_empty());
-    let (pem, source_name) = match (
-        flag,
-        path_setting(None, "MPGATE_PUBLIC_KEY_FILE", env),
-        inline,
-    ) {
-        // A flag overrides the environment, including an inline key.
-        (Some(path), _, _) => (read_key_file(path.as_ref())?, display(path)),
-        (None, Some(_), Some(_)) => return Err(ConfigError::TwoKeys),
-        (None, Some(path), None) => (read_key_file(path.as_os_str())?, display(path.as_os_str())),
-        (None, None, Some(pem)) => (
-            pem.into_string()
-                .map_err(|_| ConfigError::NotUnicode("MPGATE_PUBLIC_KEY"))?
-                .into_bytes(),
-            "MPGATE_PUBLIC_KEY".to_string(),
-        ),
-        (None, None, None) => return Err(ConfigError::MissingKey(version)),
-    };
-    crate::token::decoding_key(&pem).map_err(|reason| ConfigError::InvalidKey {
-        source_name,
-        reason,
-    })
-}
-
-fn display(path: &OsStr) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-fn read_key_file(path: &OsStr) -> Result<Vec<u8>, ConfigError> {
-    use std::io::Read;
-    let unreadable = |reason: String| ConfigError::UnreadableKey {
-        path: display(path),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
-    let mut pem = Vec::new();
-    // Read one byte past the bound so an oversized file is detected, not truncated.
-    file.take(MAX_KEY_BYTES + 1)
-        .read_to_end(&mut pem)
-        .map_err(|e| unreadable(e.to_string()))?;
-    if pem.len() as u64 > MAX_KEY_BYTES {
-        return Err(unreadable(format!(
-            "larger than {} KiB; is it really a public key?",
-            MAX_KEY_BYTES / 1024
-        )));
-    }
-    Ok(pem)
 }
 
 fn duration_setting(

@@ -1,6 +1,9 @@
 //! Owns the exit-code contract: every way mpgate can end, and the number the container sees.
 
-use crate::{config::ConfigError, exec::ExecError, metering::MeteringError, token::TokenError};
+use crate::{
+    config::ConfigError, exec::ExecError, metering::MeteringError, proof::ProofError,
+    token::TokenError,
+};
 
 /// Exit codes, as documented in README.md. They never change meaning between releases.
 pub mod code {
@@ -29,6 +32,8 @@ pub enum Failure {
     Token(#[from] TokenError),
     #[error(transparent)]
     Exec(#[from] ExecError),
+    #[error(transparent)]
+    Proof(#[from] ProofError),
     #[error("interrupted by {name} before the hand-over; the workload was not started")]
     Interrupted { signal: i32, name: &'static str },
 }
@@ -40,6 +45,7 @@ impl Failure {
             Failure::Metering(e) => e.exit_code(),
             Failure::Token(_) => code::TOKEN_REJECTED,
             Failure::Exec(e) => e.exit_code(),
+            Failure::Proof(e) => e.exit_code(),
             Failure::Interrupted { signal, .. } => code::SIGNAL_BASE + *signal as u8,
         }
     }
@@ -51,6 +57,8 @@ impl Failure {
             Failure::Metering(e) => e.outcome(),
             Failure::Token(_) => "token-rejected",
             Failure::Exec(e) => e.outcome(),
+            Failure::Proof(ProofError::Key(_)) => "config-error",
+            Failure::Proof(_) => "token-rejected",
             Failure::Interrupted { .. } => "interrupted",
         }
     }

@@ -110,9 +110,11 @@ async fn check(
     if let Some(expiry) = &registration.key_rotation {
         tracing::warn!(
             public_key_version = config.public_key_version,
-            "public key version {} of product {} expires at {expiry}: get the new key and version from the AWS Marketplace Management Portal, then update MPGATE_PUBLIC_KEY_FILE and MPGATE_PUBLIC_KEY_VERSION",
+            key_expires_at = %expiry,
+            "public key version {} of product {} expires at {expiry}: {}",
             config.public_key_version,
-            config.product_code
+            config.product_code,
+            rotation_advice(&config)
         );
     }
     let signature = registration.signature.unwrap_or_default();
@@ -131,6 +133,20 @@ async fn check(
             tracing::debug!(token = %token::redacted(&signature), "token rejected");
             Verdict::Failed(e.into())
         }
+    }
+}
+
+/// What to do before a rotating key expires, given what this build and configuration hold.
+fn rotation_advice(config: &Config) -> String {
+    let newer = config
+        .key_versions
+        .iter()
+        .filter(|v| **v > config.public_key_version)
+        .max();
+    match (newer, config.pinned) {
+        (Some(v), _) => format!("key version {v} is already here; set MPGATE_PUBLIC_KEY_VERSION={v} before then"),
+        (None, true) => "get the new key and version from the AWS Marketplace Management Portal and rebuild this pinned mpgate with it".into(),
+        (None, false) => "get the new key and version from the AWS Marketplace Management Portal, add the key (MPGATE_PUBLIC_KEY_DIR, or MPGATE_PUBLIC_KEY_FILE) and set MPGATE_PUBLIC_KEY_VERSION".into(),
     }
 }
 

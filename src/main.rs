@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mpgate::cli::{self, Parsed};
 use mpgate::config::{self, path_setting, ConfigError, LogFormat};
-use mpgate::{gate, logging, report::Reporter};
+use mpgate::{gate, keyring, logging, proof, report::Reporter};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -17,22 +17,16 @@ fn main() -> ExitCode {
         }
         Ok(Parsed::Version) => {
             println!("mpgate {}", env!("CARGO_PKG_VERSION"));
+            print!("{}", keyring::describe_pinned().unwrap_or_default());
             return ExitCode::SUCCESS;
         }
+        Ok(Parsed::Verify(args)) => return verify(*args, &env),
         Ok(Parsed::Run(args)) => (*args, None),
         Err(e) => (cli::Args::default(), Some(ConfigError::from(e))),
     };
 
     // Logging starts first so that even configuration errors come out in the chosen format.
-    let (format, format_error) = match config::log_format(args.log_format.clone(), &env) {
-        Ok(f) => (f, None),
-        Err(e) => (LogFormat::Auto, Some(e)),
-    };
-    let filter_error = logging::init(format).map(|value| ConfigError::InvalidValue {
-        name: "MPGATE_LOG",
-        value,
-        expected: "use a log filter such as info, debug or warn,mpgate=debug",
-    });
+    let logging_error = start_logging(args.log_format.clone(), &env);
     let reporter = Reporter {
         result_file: path_setting(args.result_file.as_ref(), "MPGATE_RESULT_FILE", &env),
         termination_log: path_setting(
@@ -41,7 +35,7 @@ fn main() -> ExitCode {
             &env,
         ),
     };
-    let preflight = usage_error.or(format_error).or(filter_error);
+    let preflight = usage_error.or(logging_error);
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -57,4 +51,44 @@ fn main() -> ExitCode {
     // Stop the runtime (and its blocking DNS threads) before exec replaces the process.
     runtime.shutdown_timeout(Duration::from_millis(50));
     gate::finish(facts, verdict, &reporter, started)
+}
+
+/// Starts logging in the chosen format; a bad format or filter is returned as a usage error.
+fn start_logging(
+    flag: Option<String>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<ConfigError> {
+    let (format, format_error) = match config::log_format(flag, env) {
+        Ok(f) => (f, None),
+        Err(e) => (LogFormat::Auto, Some(e)),
+    };
+    let filter_error = logging::init(format).map(|value| ConfigError::InvalidValue {
+        name: "MPGATE_LOG",
+        value,
+        expected: "use a log filter such as info, debug or warn,mpgate=debug",
+    });
+    format_error.or(filter_error)
+}
+
+/// `mpgate verify`: logs the verdict like the gate does and exits 0, 12 or 2.
+fn verify(args: cli::Args, env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> ExitCode {
+    let checked = match start_logging(args.log_format.clone(), env) {
+        Some(error) => Err(error.into()),
+        None => proof::check_command(&args, env),
+    };
+    match checked {
+        Ok(message) => {
+            tracing::info!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            let failure: mpgate::exit::Failure = failure;
+            tracing::error!(
+                exit_code = failure.exit_code(),
+                outcome = failure.outcome(),
+                "{failure}"
+            );
+            ExitCode::from(failure.exit_code())
+        }
+    }
 }

@@ -129,16 +129,34 @@ pub fn decoding_key(pem: &[u8]) -> Result<DecodingKey, KeyError> {
     Ok(key)
 }
 
+/// A PKCS#1 RSA public key (what jsonwebtoken holds) as SPKI DER (what PEM files and
+/// fingerprints use), parsed and checked by aws-lc.
+fn spki_der(pkcs1_der: &[u8]) -> Option<aws_lc_rs::encoding::PublicKeyX509Der<'static>> {
+    use aws_lc_rs::encoding::AsDer;
+    aws_lc_rs::rsa::PublicKey::from_der(pkcs1_der)
+        .ok()?
+        .as_der()
+        .ok()
+}
+
+/// `SHA256:<hex>` of the key's SPKI DER, as `openssl pkey -pubin -outform DER | sha256sum` prints.
+pub fn fingerprint(key: &DecodingKey) -> String {
+    let Some(spki) = spki_der(key.as_bytes()) else {
+        return "unparsable key".into();
+    };
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki.as_ref());
+    let mut text = String::from("SHA256:");
+    for byte in digest.as_ref() {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
 /// The modulus size of a PKCS#1 RSA public key, as aws-lc parses it.
 fn rsa_bits(pkcs1_der: &[u8]) -> Result<usize, KeyError> {
-    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
-    use aws_lc_rs::rsa::{PublicEncryptingKey, PublicKey};
+    use aws_lc_rs::rsa::PublicEncryptingKey;
     let invalid = || KeyError::Format("the key inside is not a valid RSA public key".into());
-    // PublicKey parses (and checks) PKCS#1; PublicEncryptingKey, which knows the size, reads SPKI.
-    let spki: PublicKeyX509Der = PublicKey::from_der(pkcs1_der)
-        .map_err(|_| invalid())?
-        .as_der()
-        .map_err(|_| invalid())?;
+    let spki = spki_der(pkcs1_der).ok_or_else(invalid)?;
     // PublicEncryptingKey refuses keys outside 2048..=8192 bits: say so rather than "not valid".
     let key = PublicEncryptingKey::from_der(spki.as_ref()).map_err(|e| match e.description_() {
         "TooSmall" => KeyError::Unsafe(format!(

@@ -360,7 +360,7 @@ fn configuration_errors_exit_2_before_any_call() {
                 dir.join("nope.pem").display().to_string(),
             )],
             vec![],
-            "cannot read public key file",
+            "cannot read public key",
         ),
         (
             vec![(

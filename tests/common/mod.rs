@@ -108,7 +108,12 @@ impl Emulator {
 
     /// A gate configured to use this emulator, with a clean, hermetic environment.
     pub fn gate(&self) -> Gate {
-        let mut gate = Gate::hermetic(&self.dir);
+        self.gate_with(Path::new(MPGATE))
+    }
+
+    /// [`Emulator::gate`] running another mpgate binary (a pinned build).
+    pub fn gate_with(&self, binary: &Path) -> Gate {
+        let mut gate = Gate::hermetic_with(binary, &self.dir);
         gate.env("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &self.url)
             .env("AWS_REGION", &self.region)
             .env("MPGATE_PRODUCT_CODE", &self.product_code)
@@ -137,7 +142,11 @@ pub struct Gate {
 impl Gate {
     /// No inherited AWS or mpgate settings, IMDS off, no profile files: only loopback traffic.
     pub fn hermetic(dir: &Path) -> Gate {
-        let mut cmd = Command::new(MPGATE);
+        Gate::hermetic_with(Path::new(MPGATE), dir)
+    }
+
+    pub fn hermetic_with(binary: &Path, dir: &Path) -> Gate {
+        let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env(
                 "PATH",

@@ -1,0 +1,190 @@
+//! Owns the proof for the workload: re-checking, after the hand-over, the token mpgate verified.
+//!
+//! A workload started some other way (ENTRYPOINT overridden, initContainer removed) has no
+//! fresh token signed for its product, so it can refuse to run:
+//!
+//! ```no_run
+//! // In the workload's main(), with the same public key the image gives mpgate:
+//! const KEY: &[u8] = b"-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n";
+//! if let Err(e) = mpgate::proof::verify_handover(KEY, "prod-abc123", 1) {
+//!     eprintln!("not started through mpgate: {e}");
+//!     std::process::exit(12);
+//! }
+//! ```
+//!
+//! The nonce in the hand-over is whatever the environment says, so the guarantee is the
+//! token's: AWS Marketplace signed it for this product and key version at most
+//! `max_age` ago. The same check is `mpgate verify` for workloads not written in Rust.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::token::{self, Expected, KeyError, TokenError};
+
+pub use crate::config::DEFAULT_MAX_TOKEN_AGE;
+/// A result file is a few hundred bytes; anything far larger is not one.
+const MAX_RESULT_FILE_BYTES: u64 = 64 * 1024;
+
+/// What mpgate handed over: the verified token and the nonce it was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub signature: String,
+    pub nonce: String,
+}
+
+/// Why the workload must not trust its start; exit 12 (the token class), or 2 for a bad key.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error("MPGATE_SIGNATURE is not set: this process was not started by mpgate after a verified entitlement check (was the ENTRYPOINT overridden?)")]
+    NotHandedOver,
+    #[error("mpgate started this process without verifying the entitlement (MPGATE_ENTITLEMENT=unverified, allowed by MPGATE_ON_TRANSIENT_ERROR=allow)")]
+    Unverified,
+    #[error("{0} is not valid UTF-8")]
+    NotUnicode(&'static str),
+    #[error("cannot use result file {path}: {reason}")]
+    ResultFile { path: String, reason: String },
+    #[error("the public key cannot be used: {0}")]
+    Key(#[from] KeyError),
+    #[error("the handed-over token is not valid: {0}")]
+    Token(#[from] TokenError),
+}
+
+impl ProofError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ProofError::Key(_) => crate::exit::code::USAGE,
+            _ => crate::exit::code::TOKEN_REJECTED,
+        }
+    }
+}
+
+impl Handover {
+    /// Reads `MPGATE_SIGNATURE` and `MPGATE_NONCE`, which mpgate sets before it execs.
+    pub fn from_env() -> Result<Handover, ProofError> {
+        Self::from_vars(&|name| std::env::var_os(name))
+    }
+
+    /// Like [`Handover::from_env`] with the environment given as a lookup function.
+    pub fn from_vars(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Handover, ProofError> {
+        let var = |name: &'static str| {
+            env(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.into_string().map_err(|_| ProofError::NotUnicode(name)))
+                .transpose()
+        };
+        let Some(signature) = var("MPGATE_SIGNATURE")? else {
+            return Err(match var("MPGATE_ENTITLEMENT")?.as_deref() {
+                Some("unverified") => ProofError::Unverified,
+                _ => ProofError::NotHandedOver,
+            });
+        };
+        Ok(Handover {
+            signature,
+            nonce: var("MPGATE_NONCE")?.unwrap_or_default(),
+        })
+    }
+
+    /// Reads the `signature` and `nonce` of a result file mpgate wrote (`--result-file`).
+    pub fn from_result_file(path: &Path) -> Result<Handover, ProofError> {
+        use std::io::Read;
+        let failed = |reason: String| ProofError::ResultFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut text = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_RESULT_FILE_BYTES + 1).read_to_end(&mut text))
+            .map_err(|e| failed(e.to_string()))?;
+        if text.len() as u64 > MAX_RESULT_FILE_BYTES {
+            return Err(failed("too large to be an mpgate result file".into()));
+        }
+        #[derive(Deserialize)]
+        struct ResultFile {
+            entitled: bool,
+            signature: Option<String>,
+            nonce: Option<String>,
+        }
+        let result: ResultFile = serde_json::from_slice(&text)
+            .map_err(|e| failed(format!("not an mpgate result file ({e})")))?;
+        match (result.entitled, result.signature, result.nonce) {
+            (true, Some(signature), Some(nonce)) => Ok(Handover { signature, nonce }),
+            (true, None, _) => Err(ProofError::Unverified),
+            _ => Err(failed("it records no verified entitlement".into())),
+        }
+    }
+
+    /// Verifies the token under `public_key_pem` (PEM, as given to mpgate) for this product and
+    /// key version, issued at most `max_age` ago, for this hand-over's nonce.
+    pub fn verify(
+        &self,
+        public_key_pem: &[u8],
+        product_code: &str,
+        public_key_version: i32,
+        max_age: Duration,
+    ) -> Result<(), ProofError> {
+        let key = token::decoding_key(public_key_pem)?;
+        self.verify_with(&key, product_code, public_key_version, max_age)
+    }
+
+    /// [`Handover::verify`] with a key already loaded.
+    pub fn verify_with(
+        &self,
+        key: &jsonwebtoken::DecodingKey,
+        product_code: &str,
+        public_key_version: i32,
+        max_age: Duration,
+    ) -> Result<(), ProofError> {
+        let expected = Expected {
+            product_code,
+            public_key_version,
+            nonce: &self.nonce,
+            max_age,
+        };
+        token::verify(&self.signature, key, &expected, SystemTime::now())?;
+        Ok(())
+    }
+}
+
+/// Checks this process's own hand-over (`MPGATE_SIGNATURE`, `MPGATE_NONCE`), issued at most
+/// [`DEFAULT_MAX_TOKEN_AGE`] ago.
+pub fn verify_handover(
+    public_key_pem: &[u8],
+    product_code: &str,
+    public_key_version: i32,
+) -> Result<(), ProofError> {
+    Handover::from_env()?.verify(
+        public_key_pem,
+        product_code,
+        public_key_version,
+        DEFAULT_MAX_TOKEN_AGE,
+    )
+}
+
+/// `mpgate verify`: checks the hand-over (or `--result-file`) against the configured or pinned
+/// product code and key, as the gate would; returns what was verified.
+pub fn check_command(
+    args: &crate::cli::Args,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<String, crate::exit::Failure> {
+    let trust = crate::config::Trust::from_args(args, env)?;
+    let max_age = crate::config::max_token_age(args.max_token_age.clone(), env)?;
+    let handover = match &args.result_file {
+        Some(path) => Handover::from_result_file(Path::new(path))?,
+        None => Handover::from_vars(env)?,
+    };
+    handover.verify_with(
+        &trust.key.key,
+        &trust.product_code,
+        trust.key.version,
+        max_age,
+    )?;
+    Ok(format!(
+        "the hand-over is verified: AWS Marketplace signed it for product {} with key version {} within the last {}s",
+        trust.product_code,
+        trust.key.version,
+        max_age.as_secs()
+    ))
+}
