@@ -37,11 +37,19 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive timeout 600 $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-log "cargo build --release"
-timeout 3600 cargo build --release --locked --bin mpgate --bin mpgate-emulator
+# MPGATE_BENCH_BIN / MPGATE_BENCH_EMULATOR measure given binaries (CI: the static build
+# scripts/check-static.sh made) instead of building target/release.
+if [ -n "${MPGATE_BENCH_BIN:-}" ]; then
+  MPGATE="$(realpath "$MPGATE_BENCH_BIN")"
+  EMULATOR="$(realpath "${MPGATE_BENCH_EMULATOR:?set MPGATE_BENCH_EMULATOR with MPGATE_BENCH_BIN}")"
+  [ -x "$MPGATE" ] && [ -x "$EMULATOR" ] || die "not executable: $MPGATE or $EMULATOR"
+else
+  log "cargo build --release"
+  timeout 3600 cargo build --release --locked --bin mpgate --bin mpgate-emulator
+  MPGATE="$ROOT/target/release/mpgate"
+  EMULATOR="$ROOT/target/release/mpgate-emulator"
+fi
 T1=$(date +%s)
-MPGATE="$ROOT/target/release/mpgate"
-EMULATOR="$ROOT/target/release/mpgate-emulator"
 
 VENV="$ROOT/target/bench-venv"
 PY="$VENV/bin/python"
@@ -274,7 +282,7 @@ for proto in ("http", "tls"):
               f"{med[c] / med['curl']:.2f} | {ins} | {rss:.1f} |")
 EOF
   echo
-  echo "Binary sizes: \`target/release/mpgate\` $(size "$MPGATE"), \`mpgate-emulator\` $(size "$EMULATOR")."
+  echo "Binary sizes: \`${MPGATE#"$ROOT"/}\` $(size "$MPGATE"), \`${EMULATOR#"$ROOT"/}\` $(size "$EMULATOR")."
   MUSL="$ROOT/target/x86_64-unknown-linux-musl/release/mpgate"
   if [ -f "$MUSL" ]; then echo "Static x86_64 binary size (\`$(basename "$(dirname "$(dirname "$MUSL")")")/release/mpgate\`): $(size "$MUSL")."; fi
   if [ -n "$CONC_LINE" ]; then echo; echo "Concurrency: $CONC_LINE."; fi

@@ -20,6 +20,7 @@ use aws_smithy_runtime_api::{
             },
             Intercept,
         },
+        orchestrator::OrchestratorError,
         retries::classifiers::{ClassifyRetry, RetryAction},
         runtime_components::RuntimeComponents,
     },
@@ -129,7 +130,7 @@ pub async fn register_usage(
     let mut builder = aws_sdk_marketplacemetering::config::Builder::from(&sdk)
         .credentials_provider(credentials)
         .interceptor(AttemptObserver(attempts.clone()))
-        .retry_classifier(UntrustedCertificateIsFinal);
+        .retry_classifier(RetryingWontHelp);
     if let Some(url) = &config.endpoint_url {
         builder = builder.endpoint_url(url);
     }
@@ -266,10 +267,23 @@ fn classify(
                 )),
             }
         }
+        SdkError::TimeoutError(_) if attempts.last().is_some_and(|l| l.starts_with("Throttling")) => {
+            MeteringError::Unreachable(format!(
+                "AWS Marketplace throttled every attempt until the {deadline} deadline ({tried}): many tasks may be starting at once; raise MPGATE_TIMEOUT so the jittered retries can spread out"
+            ))
+        }
         SdkError::TimeoutError(_) => deadline_passed(deadline, &tried),
         SdkError::ResponseError(response) if response.raw().status().is_success() => {
             MeteringError::BadAnswer(causes(&error))
         }
+        // An answer that is not AWS JSON: a proxy's or firewall's own page.
+        SdkError::ResponseError(response) if response.raw().status().as_u16() == 407 => MeteringError::Refused(
+            "the proxy asks for credentials (HTTP 407 Proxy Authentication Required): put them in the proxy URL, e.g. HTTPS_PROXY=http://user:password@proxy:3128".into(),
+        ),
+        SdkError::ResponseError(response) if response.raw().status().is_client_error() => MeteringError::Refused(format!(
+            "HTTP {} from something that is not the Metering service (the answer is not AWS JSON): a proxy or firewall refuses the request; allow the Metering endpoint through it",
+            response.raw().status().as_u16()
+        )),
         SdkError::DispatchFailure(failure)
             if failure
                 .as_connector_error()
@@ -414,12 +428,13 @@ impl Intercept for AttemptObserver {
             causes(error)
         };
         // Only failures the SDK retries are news; a final answer is reported once, by the gate.
-        let retried = error.is_timeout_error()
-            || error
-                .as_connector_error()
-                .is_some_and(|c| !is_untrusted_certificate(c))
-            || status.is_some_and(|s| s >= 500 || s == 429)
-            || what.starts_with("Throttling");
+        let body_cut_off = error.is_response_error() && status.is_some_and(|s| s < 300);
+        let retried = !is_final(error)
+            && (error.is_timeout_error()
+                || error.is_connector_error()
+                || body_cut_off
+                || status.is_some_and(|s| s >= 500 || s == 429)
+                || what.starts_with("Throttling"));
         if let Ok(mut guard) = self.0.inner.lock() {
             if retried {
                 tracing::info!(attempt = guard.0, error = %what, "RegisterUsage attempt failed; retrying within the deadline");
@@ -441,27 +456,44 @@ pub fn humantime(d: Duration) -> String {
     }
 }
 
-/// A certificate the trust store rejects will be rejected again: fail now, not at the deadline.
+/// Failures that would fail the same way again: retrying only burns the deadline.
+/// A certificate the trust store rejects comes back; an answer over the size bound is not
+/// from the Metering service (its length may only show while the body is read).
 #[derive(Debug)]
-struct UntrustedCertificateIsFinal;
+struct RetryingWontHelp;
 
-impl ClassifyRetry for UntrustedCertificateIsFinal {
+impl ClassifyRetry for RetryingWontHelp {
     fn classify_retry(&self, context: &InterceptorContext) -> RetryAction {
         match context.output_or_error() {
-            Some(Err(error))
-                if error
-                    .as_connector_error()
-                    .is_some_and(|c| is_untrusted_certificate(c)) =>
-            {
-                RetryAction::RetryForbidden
-            }
+            Some(Err(error)) if is_final(error) => RetryAction::RetryForbidden,
             _ => RetryAction::NoActionIndicated,
         }
     }
 
     fn name(&self) -> &'static str {
-        "mpgate::UntrustedCertificateIsFinal"
+        "mpgate::RetryingWontHelp"
     }
+}
+
+fn is_final(
+    error: &OrchestratorError<aws_smithy_runtime_api::client::interceptors::context::Error>,
+) -> bool {
+    error
+        .as_connector_error()
+        .is_some_and(|c| is_untrusted_certificate(c))
+        || (error.is_response_error() && is_over_size_limit(error))
+}
+
+/// Whether the body outgrew `MAX_RESPONSE_BYTES` while it was read (no Content-Length).
+fn is_over_size_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 fn is_untrusted_certificate(connector: &(dyn std::error::Error + 'static)) -> bool {

@@ -129,7 +129,8 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     let attacker_key = attacker.public_key_file.to_str().unwrap().to_string();
     let attacker_pem = std::fs::read_to_string(&attacker.public_key_file).unwrap();
     let attacker_dir = attacker.dir.join("keys").to_str().unwrap().to_string();
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("MPGATE_PRODUCT_CODE", "prod-other")],
             vec![],

@@ -8,6 +8,12 @@ use std::time::Duration;
 use super::fault::{Fault, ALL_FAULTS};
 
 pub const DEFAULT_PRODUCT_CODE: &str = "prod-demo1234567890abcdef";
+/// `--trickle-interval` default: one byte every 200 ms.
+pub const DEFAULT_TRICKLE_INTERVAL: Duration = Duration::from_millis(200);
+/// `--oversize-bytes` default: 10 MiB.
+pub const DEFAULT_OVERSIZE_BYTES: u64 = 10 * 1024 * 1024;
+/// Largest `--oversize-bytes` (the emulator streams it; this only bounds a typo).
+const MAX_OVERSIZE_BYTES: u64 = 1 << 40;
 
 /// What to do after the server is up.
 #[derive(Debug)]
@@ -32,6 +38,12 @@ pub struct Options {
     pub rotation_timestamp: Option<i64>,
     pub record: Option<PathBuf>,
     pub tls: bool,
+    /// `--rate-limit`: valid calls per second (token bucket), the rest are throttled.
+    pub rate_limit: Option<u32>,
+    /// `--rate-burst`: the bucket's size (default: the rate).
+    pub rate_burst: Option<u32>,
+    pub trickle_interval: Duration,
+    pub oversize_bytes: u64,
 }
 
 impl Default for Options {
@@ -48,6 +60,10 @@ impl Default for Options {
             rotation_timestamp: None,
             record: None,
             tls: false,
+            rate_limit: None,
+            rate_burst: None,
+            trickle_interval: DEFAULT_TRICKLE_INTERVAL,
+            oversize_bytes: DEFAULT_OVERSIZE_BYTES,
         }
     }
 }
@@ -107,6 +123,16 @@ Options:
                              127.0.0.1 and metering.emulator.test (server.pem,
                              server-key.pem) in the key dir; clients trust ca.pem, the
                              ready line's caFile (null without --tls)
+  --rate-limit N             throttle like a real service under a fleet scale-out: a
+                             token bucket admits N valid calls per second (bursts up to
+                             --rate-burst), every other valid call gets the throttle
+                             fault's answer (HTTP 400 ThrottlingException); applied
+                             before --fault and recorded with fault rate-limit
+  --rate-burst N             the bucket's size (default: the --rate-limit value; the
+                             bucket starts full)
+  --trickle-interval DURATION  delay between the bytes the trickle fault sends
+                             (default 200ms)
+  --oversize-bytes N         body size of the oversize-* faults (default 10485760)
   -h, --help                 print this help
   -V, --version              print the version
 
@@ -116,6 +142,25 @@ Faults:
 tls-handshake-failure acts on connections, before any request: with --tls the server reads
 the ClientHello and answers a fatal handshake_failure alert, without --tls it closes the
 connection right after accepting it; --fail-first then counts connections.
+
+Network and answer faults (after the request checks, with a valid token):
+  http-403-html, http-407-html, http-502-html, http-503-html
+                        a proxy's or load balancer's text/html error page with that
+                        status (407 with Proxy-Authenticate, 503 with Retry-After)
+  trickle               the success answer, status line, headers and body, one byte
+                        per --trickle-interval (never done within a short deadline)
+  truncated-body        a 200 whose Content-Length is the whole body, but only half
+                        of the body is sent, then the connection is closed (FIN)
+  reset-headers         the status line and part of the headers, then a TCP reset
+  reset-body            the headers and half of the body, then a TCP reset
+  oversize-body         a 200 of --oversize-bytes with Content-Length
+  oversize-chunked      the same, Transfer-Encoding: chunked
+  oversize-eof          the same without a length, ended by closing the connection
+  content-type-html     the valid success answer labelled Content-Type: text/html
+  content-type-json     the valid success answer labelled Content-Type: application/json
+trickle, truncated-body, reset-*, oversize-* need the raw connection: with one of them
+the emulator serves every connection with its own minimal HTTP/1.1 code (requests with a
+Content-Length body, keep-alive), and answers past --fail-first normally.
 ",
         version = env!("CARGO_PKG_VERSION"),
     )
@@ -163,6 +208,14 @@ fn parse_versions(s: &str) -> Result<Vec<u32>, String> {
         return Err("--key-versions needs at least one version".into());
     }
     Ok(out)
+}
+
+/// A count from 1 to 1 000 000.
+fn positive(s: &str) -> Result<u32, String> {
+    s.parse()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or_else(|| format!("invalid count {s:?} (expected 1 to 1000000)"))
 }
 
 fn string(v: OsString, flag: &str) -> Result<String, String> {
@@ -248,6 +301,29 @@ where
                 opts.record = Some(v);
             }
             Long("tls") => opts.tls = true,
+            Long("rate-limit") => {
+                let v = string(parser.value().map_err(e)?, "--rate-limit")?;
+                opts.rate_limit = Some(positive(&v).map_err(|m| format!("--rate-limit: {m}"))?);
+            }
+            Long("rate-burst") => {
+                let v = string(parser.value().map_err(e)?, "--rate-burst")?;
+                opts.rate_burst = Some(positive(&v).map_err(|m| format!("--rate-burst: {m}"))?);
+            }
+            Long("trickle-interval") => {
+                let v = string(parser.value().map_err(e)?, "--trickle-interval")?;
+                opts.trickle_interval =
+                    parse_duration(&v).map_err(|m| format!("--trickle-interval: {m}"))?;
+            }
+            Long("oversize-bytes") => {
+                let v = string(parser.value().map_err(e)?, "--oversize-bytes")?;
+                opts.oversize_bytes = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_OVERSIZE_BYTES).contains(n))
+                    .ok_or_else(|| {
+                        format!("--oversize-bytes: invalid size {v:?} (expected 1 to 2^40 bytes)")
+                    })?;
+            }
             Value(v)
                 if !seen_positional && !run && mode.is_none() && (v == "serve" || v == "run") =>
             {
@@ -345,6 +421,36 @@ mod tests {
         assert!(go(&["--listen", "nowhere"]).is_err());
         assert!(go(&["serve", "extra"]).is_err());
         assert!(go(&["--bogus"]).is_err());
+        assert!(go(&["--rate-limit", "0"]).is_err());
+        assert!(go(&["--rate-limit", "ten"]).is_err());
+        assert!(go(&["--rate-burst", "-1"]).is_err());
+        assert!(go(&["--oversize-bytes", "0"]).is_err());
+        assert!(go(&["--trickle-interval", "fast"]).is_err());
+    }
+
+    #[test]
+    fn rate_limit_and_raw_fault_options() {
+        let (_, o) = go(&[]).unwrap();
+        assert_eq!((o.rate_limit, o.rate_burst), (None, None));
+        assert_eq!(o.trickle_interval, DEFAULT_TRICKLE_INTERVAL);
+        assert_eq!(o.oversize_bytes, DEFAULT_OVERSIZE_BYTES);
+        let (_, o) = go(&[
+            "--rate-limit",
+            "200",
+            "--rate-burst",
+            "50",
+            "--trickle-interval",
+            "50ms",
+            "--oversize-bytes",
+            "1048576",
+            "--fault",
+            "trickle",
+        ])
+        .unwrap();
+        assert_eq!((o.rate_limit, o.rate_burst), (Some(200), Some(50)));
+        assert_eq!(o.trickle_interval, Duration::from_millis(50));
+        assert_eq!(o.oversize_bytes, 1 << 20);
+        assert_eq!(o.fault, Fault::Trickle);
     }
 
     #[test]

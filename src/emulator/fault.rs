@@ -20,11 +20,37 @@ pub enum Fault {
     AccessDenied,
     UnrecognizedClient,
     Http502Html,
+    /// A proxy's 403 Forbidden HTML page.
+    Http403Html,
+    /// A proxy's 407 Proxy Authentication Required HTML page (with `Proxy-Authenticate`).
+    Http407Html,
+    /// A load balancer's 503 Service Unavailable HTML page.
+    Http503Html,
     // --- network ---
     Hang,
     Drop,
     /// Fail the TLS handshake of the connection (or close it at once without `--tls`).
     TlsHandshakeFailure,
+    /// Send the success answer (status line, headers, body) one byte per `--trickle-interval`.
+    Trickle,
+    /// A 200 whose `Content-Length` is the full body, but only half of the body is sent
+    /// before the connection is closed (FIN).
+    TruncatedBody,
+    /// Send the status line and part of the headers, then reset the connection (RST).
+    ResetHeaders,
+    /// Send the headers and half of the body, then reset the connection (RST).
+    ResetBody,
+    // --- oversized and mislabelled 200 answers ---
+    /// A 200 of `--oversize-bytes` with that `Content-Length`.
+    OversizeBody,
+    /// A 200 of `--oversize-bytes`, `Transfer-Encoding: chunked`.
+    OversizeChunked,
+    /// A 200 of `--oversize-bytes` without length, ended by closing the connection.
+    OversizeEof,
+    /// The valid success answer labelled `Content-Type: text/html`.
+    ContentTypeHtml,
+    /// The valid success answer labelled `Content-Type: application/json`.
+    ContentTypeJson,
     // --- bad tokens (200 answers) ---
     TokenWrongKey,
     TokenAlgNone,
@@ -62,9 +88,21 @@ pub const ALL_FAULTS: &[Fault] = &[
     Fault::AccessDenied,
     Fault::UnrecognizedClient,
     Fault::Http502Html,
+    Fault::Http403Html,
+    Fault::Http407Html,
+    Fault::Http503Html,
     Fault::Hang,
     Fault::Drop,
     Fault::TlsHandshakeFailure,
+    Fault::Trickle,
+    Fault::TruncatedBody,
+    Fault::ResetHeaders,
+    Fault::ResetBody,
+    Fault::OversizeBody,
+    Fault::OversizeChunked,
+    Fault::OversizeEof,
+    Fault::ContentTypeHtml,
+    Fault::ContentTypeJson,
     Fault::TokenWrongKey,
     Fault::TokenAlgNone,
     Fault::TokenHs256PublicKey,
@@ -85,6 +123,9 @@ pub const ALL_FAULTS: &[Fault] = &[
     Fault::TokenEmpty,
     Fault::TokenHtmlAnswer,
 ];
+
+/// A proxy's HTML error page: HTTP status, extra headers, body.
+pub type HtmlPage = (u16, &'static [(&'static str, &'static str)], &'static str);
 
 /// How a service-error fault answers: HTTP status, `__type`, message.
 pub struct ServiceError {
@@ -109,9 +150,21 @@ impl Fault {
             Fault::AccessDenied => "access-denied",
             Fault::UnrecognizedClient => "unrecognized-client",
             Fault::Http502Html => "http-502-html",
+            Fault::Http403Html => "http-403-html",
+            Fault::Http407Html => "http-407-html",
+            Fault::Http503Html => "http-503-html",
             Fault::Hang => "hang",
             Fault::Drop => "drop",
             Fault::TlsHandshakeFailure => "tls-handshake-failure",
+            Fault::Trickle => "trickle",
+            Fault::TruncatedBody => "truncated-body",
+            Fault::ResetHeaders => "reset-headers",
+            Fault::ResetBody => "reset-body",
+            Fault::OversizeBody => "oversize-body",
+            Fault::OversizeChunked => "oversize-chunked",
+            Fault::OversizeEof => "oversize-eof",
+            Fault::ContentTypeHtml => "content-type-html",
+            Fault::ContentTypeJson => "content-type-json",
             Fault::TokenWrongKey => "token-wrong-key",
             Fault::TokenAlgNone => "token-alg-none",
             Fault::TokenHs256PublicKey => "token-hs256-public-key",
@@ -195,6 +248,32 @@ impl Fault {
     /// Whether the fault acts on connections (before any request) rather than on calls.
     pub fn is_connection_fault(self) -> bool {
         self == Fault::TlsHandshakeFailure
+    }
+
+    /// Whether the fault needs the raw connection: the emulator then serves every connection
+    /// with its own minimal HTTP/1.1 code instead of hyper, to write malformed answers.
+    pub fn is_raw(self) -> bool {
+        matches!(
+            self,
+            Fault::Trickle
+                | Fault::TruncatedBody
+                | Fault::ResetHeaders
+                | Fault::ResetBody
+                | Fault::OversizeBody
+                | Fault::OversizeChunked
+                | Fault::OversizeEof
+        )
+    }
+
+    /// A proxy's HTML error page: (status, extra headers, body).
+    pub fn html_page(self) -> Option<HtmlPage> {
+        Some(match self {
+            Fault::Http502Html => (502, &[], "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"),
+            Fault::Http403Html => (403, &[], "<!DOCTYPE html>\n<html><head><title>ERROR: The requested URL could not be retrieved</title></head>\n<body><h1>Access Denied</h1><p>Access control configuration prevents your request from being allowed at this time. Please contact your service provider if you feel this is incorrect.</p><hr><p>Generated by proxy.corp.example (squid)</p></body></html>\n"),
+            Fault::Http407Html => (407, &[("proxy-authenticate", "Basic realm=\"corporate proxy\"")], "<!DOCTYPE html>\n<html><head><title>ERROR: Cache Access Denied</title></head>\n<body><h1>Proxy Authentication Required</h1><p>Sorry, you are not currently allowed to request this page until you have authenticated yourself.</p><hr><p>Generated by proxy.corp.example (squid)</p></body></html>\n"),
+            Fault::Http503Html => (503, &[("retry-after", "1")], "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n"),
+            _ => return None,
+        })
     }
 
     /// Whether the fault changes the token of an otherwise successful answer.

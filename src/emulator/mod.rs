@@ -26,8 +26,10 @@
 //!    a non-string `Nonce` or one longer than 255 characters are 400 `ValidationException`
 //!    in AWS's "N validation error(s) detected: Value ... at 'Field' ..." form (the field
 //!    named as on the wire). Unknown members are ignored, like AWS does.
-//! 6. The `--fault` is applied here, to the first `--fail-first` calls that passed 1-5 (or
-//!    to all of them).
+//! 6. `--rate-limit N` (a token bucket of `--rate-burst` tokens, default N, refilled at N a
+//!    second, full at start) admits the call or answers it like the `throttle` fault (400
+//!    `ThrottlingException`, recorded with fault `rate-limit`). Then the `--fault` is applied,
+//!    to the first `--fail-first` calls that passed 1-5 and the rate limit (or to all of them).
 //! 7. A product code other than `--product-code` is 400 `InvalidProductCodeException`; a
 //!    key version not in `--key-versions` is 400 `InvalidPublicKeyVersionException`.
 //! 8. Success: `{"Signature": JWT}` (+ `PublicKeyRotationTimestamp`), where the JWT header is
@@ -52,6 +54,13 @@
 //! 1-5; `--fail-first N` limits it to the first N of those (rejected calls do not count).
 //! Service-error faults, `http-502-html`, `hang` and `drop` replace the answer before the
 //! product/key checks; `token-*` faults alter the token of an otherwise successful answer.
+//! The proxy pages `http-403-html`, `http-407-html`, `http-502-html`, `http-503-html` replace
+//! the answer too. `content-type-html` / `content-type-json` relabel the valid success
+//! answer. `trickle`, `truncated-body`, `reset-headers`, `reset-body` and `oversize-*` mangle
+//! the valid success answer on the wire (one byte per `--trickle-interval`; half the body
+//! under a full `Content-Length`, then FIN; part of it, then RST; `--oversize-bytes` with a
+//! `Content-Length`, chunked, or until close); they need the raw connection, so with one of
+//! them every connection is served by [`raw`] instead of hyper.
 //! `tls-handshake-failure` acts on connections instead, before any request: with `--tls`
 //! the emulator reads the ClientHello and answers a fatal `handshake_failure` alert, without
 //! it the connection is closed right after accept; `--fail-first N` then counts connections,
@@ -61,15 +70,17 @@
 //! Once listening, one JSON line: `{"url","region","productCode","publicKeyVersion",
 //! "publicKeyFile","publicKeyFiles":{"N":path},"keyDir","caFile"}` (`caFile` null without
 //! `--tls`; stdout for `serve`, stderr for `run`). Every request is logged as one line on stderr and, with `--record FILE`, appended
-//! as one JSON line `{"call","target","productCode","publicKeyVersion","nonce",
+//! as one JSON line `{"call","receivedAtMs","target","productCode","publicKeyVersion","nonce",
 //! "credentialScope","fault","status","errorType"}` (fields as sent, `null` when absent;
-//! `status` `null` for `hang`/`drop`) and flushed before the answer is sent. The
+//! `receivedAtMs` the arrival in milliseconds since the Unix epoch; `status` `null` for
+//! `hang`/`drop`/`reset-headers`) and flushed before the answer is sent. The
 //! `Authorization` signature and the dummy secret are never logged.
 
 pub mod cli;
 pub mod fault;
 pub mod jwt;
 pub mod keys;
+pub mod raw;
 pub mod run;
 pub mod server;
 pub mod tls;
@@ -225,17 +236,25 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         .get(&first.to_string())
         .cloned()
         .unwrap_or_default();
-    let state = Arc::new(State::new(
-        opts.region.clone(),
-        opts.product_code.clone(),
-        keys,
-        wrong_key,
-        opts.fault,
-        opts.fail_first,
-        opts.latency,
-        opts.rotation_timestamp,
-        record,
-    ));
+    let state = Arc::new(
+        State::new(
+            opts.region.clone(),
+            opts.product_code.clone(),
+            keys,
+            wrong_key,
+            opts.fault,
+            opts.fail_first,
+            opts.latency,
+            opts.rotation_timestamp,
+            record,
+        )
+        .with_network(
+            opts.rate_limit,
+            opts.rate_burst,
+            opts.trickle_interval,
+            opts.oversize_bytes,
+        ),
+    );
     let tls = if opts.tls {
         Some(tls::prepare(&key_dir)?)
     } else {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_rustls::TlsAcceptor;
 
-use super::fault::Fault;
+use super::fault::{Fault, ServiceError};
 use super::jwt;
 use super::keys::VersionKey;
 
@@ -38,8 +38,46 @@ pub struct State {
     pub latency: Duration,
     pub rotation_timestamp: Option<i64>,
     pub record: Option<Mutex<File>>,
+    /// `--rate-limit`: the token bucket valid calls draw from.
+    rate: Option<Mutex<Bucket>>,
+    /// `--trickle-interval`.
+    pub trickle_interval: Duration,
+    /// `--oversize-bytes`.
+    pub oversize_bytes: u64,
     calls: AtomicU64,
     eligible: AtomicU64,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst`, starting full.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Bucket {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    fn admit(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl State {
@@ -48,6 +86,32 @@ impl State {
     fn take_fault(&self) -> bool {
         let n = self.eligible.fetch_add(1, Ordering::SeqCst) + 1;
         self.fail_first.is_none_or(|limit| n <= limit)
+    }
+
+    /// Whether `--rate-limit` admits one more valid call now.
+    fn admit(&self) -> bool {
+        match &self.rate {
+            None => true,
+            Some(bucket) => bucket
+                .lock()
+                .map(|mut b| b.admit(Instant::now()))
+                .unwrap_or(true),
+        }
+    }
+
+    /// Sets `--rate-limit` / `--rate-burst` (burst defaults to the rate), `--trickle-interval`
+    /// and `--oversize-bytes`.
+    pub fn with_network(
+        mut self,
+        rate_limit: Option<u32>,
+        rate_burst: Option<u32>,
+        trickle_interval: Duration,
+        oversize_bytes: u64,
+    ) -> Self {
+        self.rate = rate_limit.map(|r| Mutex::new(Bucket::new(r, rate_burst.unwrap_or(r))));
+        self.trickle_interval = trickle_interval;
+        self.oversize_bytes = oversize_bytes;
+        self
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -72,6 +136,9 @@ impl State {
             latency,
             rotation_timestamp,
             record: record.map(Mutex::new),
+            rate: None,
+            trickle_interval: super::cli::DEFAULT_TRICKLE_INTERVAL,
+            oversize_bytes: super::cli::DEFAULT_OVERSIZE_BYTES,
             calls: AtomicU64::new(0),
             eligible: AtomicU64::new(0),
         }
@@ -83,6 +150,8 @@ impl State {
 #[serde(rename_all = "camelCase")]
 struct RecordLine {
     call: u64,
+    /// When the request (or connection) arrived, in milliseconds since the Unix epoch.
+    received_at_ms: u64,
     target: Option<String>,
     product_code: Value,
     public_key_version: Value,
@@ -94,10 +163,12 @@ struct RecordLine {
 }
 
 /// What to do with the connection.
-enum Outcome {
+pub(crate) enum Outcome {
     Answer(Response<Full<Bytes>>, Option<&'static str>),
     Hang,
     Drop,
+    /// A raw-connection fault ([`Fault::is_raw`]) and the success answer it mangles.
+    Raw(Fault, Response<Full<Bytes>>),
 }
 
 /// Returned to hyper to make it close the connection without answering (`drop` fault).
@@ -125,7 +196,7 @@ fn request_id() -> String {
     )
 }
 
-fn base_response(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
+pub(crate) fn base_response(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
@@ -359,6 +430,13 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -517,7 +595,16 @@ fn decide(
         }
     };
 
-    // 6. Faults (for the first --fail-first valid calls, or every call)
+    // 6. --rate-limit, then faults (for the first --fail-first valid calls, or every call)
+    if !state.admit() {
+        rec.fault = RATE_LIMITED;
+        let e = Fault::Throttle.service_error().unwrap_or(ServiceError {
+            status: 400,
+            error_type: "ThrottlingException",
+            message: "Rate exceeded",
+        });
+        return error_answer(e.status, e.error_type, e.message);
+    }
     let fault = if state.fault.is_connection_fault() {
         // Applied to connections in `serve`; calls that get this far are answered.
         Fault::None
@@ -530,15 +617,16 @@ fn decide(
         rec.fault = fault.name();
         return error_answer(e.status, e.error_type, e.message);
     }
-    match fault {
-        Fault::Http502Html => {
-            rec.fault = fault.name();
-            let body = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n";
-            return Outcome::Answer(
-                base_response(502, "text/html", Bytes::from_static(body.as_bytes())),
-                None,
-            );
+    if let Some((status, extra, page)) = fault.html_page() {
+        rec.fault = fault.name();
+        let mut resp = base_response(status, "text/html", Bytes::from_static(page.as_bytes()));
+        for (name, value) in extra {
+            resp.headers_mut()
+                .insert(*name, HeaderValue::from_static(value));
         }
+        return Outcome::Answer(resp, None);
+    }
+    match fault {
         Fault::Hang => {
             rec.fault = fault.name();
             return Outcome::Hang;
@@ -610,10 +698,22 @@ fn decide(
         }
     }
     let body = Value::Object(body).to_string();
-    Outcome::Answer(
-        base_response(200, CONTENT_TYPE_JSON, Bytes::from(body)),
-        None,
-    )
+    let mut resp = base_response(200, CONTENT_TYPE_JSON, Bytes::from(body));
+    let relabel = match fault {
+        Fault::ContentTypeHtml => Some("text/html"),
+        Fault::ContentTypeJson => Some("application/json"),
+        _ => None,
+    };
+    if let Some(content_type) = relabel {
+        rec.fault = fault.name();
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    if fault.is_raw() {
+        rec.fault = fault.name();
+        return Outcome::Raw(fault, resp);
+    }
+    Outcome::Answer(resp, None)
 }
 
 /// Write one line to stderr, ignoring errors (never panic on a closed stderr).
@@ -638,39 +738,61 @@ fn write_record(state: &State, rec: &RecordLine) -> String {
     line
 }
 
+/// The `fault` a call throttled by `--rate-limit` is recorded with.
+pub const RATE_LIMITED: &str = "rate-limit";
+
+/// Decide, record and log the answer to one request whose body has been read
+/// (`Err(true)`: larger than [`MAX_BODY`]; `Err(false)`: the peer went away).
+pub(crate) fn process(
+    state: &State,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, bool>,
+) -> Outcome {
+    let received_at_ms = now_ms();
+    let call = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut rec = RecordLine {
+        call,
+        received_at_ms,
+        target: header_str(headers, "x-amz-target").map(|r| r.unwrap_or("<non-ASCII>").to_string()),
+        fault: Fault::None.name(),
+        ..RecordLine::default()
+    };
+    let outcome = decide(state, method, path, headers, body, &mut rec);
+    match &outcome {
+        Outcome::Answer(resp, error_type) => {
+            rec.status = Some(resp.status().as_u16());
+            rec.error_type = *error_type;
+        }
+        // The status line of a reset-headers answer is sent, but the answer never is.
+        Outcome::Raw(Fault::ResetHeaders, _) => {}
+        Outcome::Raw(_, resp) => rec.status = Some(resp.status().as_u16()),
+        Outcome::Hang | Outcome::Drop => {}
+    }
+    let line = write_record(state, &rec);
+    log(&format!("{method} {path} {line}"));
+    outcome
+}
+
 /// Serve one request.
 pub async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
-    let call = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let (parts, body) = req.into_parts();
-    let mut rec = RecordLine {
-        call,
-        target: header_str(&parts.headers, "x-amz-target")
-            .map(|r| r.unwrap_or("<non-ASCII>").to_string()),
-        fault: Fault::None.name(),
-        ..RecordLine::default()
-    };
     // Err(true): too large; Err(false): read error (peer went away).
     let body: Result<Bytes, bool> = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => Err(e.downcast_ref::<LengthLimitError>().is_some()),
     };
-    let outcome = decide(
+    let outcome = process(
         &state,
         &parts.method,
         parts.uri.path(),
         &parts.headers,
         body,
-        &mut rec,
     );
-    if let Outcome::Answer(resp, error_type) = &outcome {
-        rec.status = Some(resp.status().as_u16());
-        rec.error_type = *error_type;
-    }
-    let line = write_record(&state, &rec);
-    log(&format!("{} {} {line}", parts.method, parts.uri.path()));
     match outcome {
         Outcome::Answer(resp, _) => {
             if !state.latency.is_zero() {
@@ -682,7 +804,8 @@ pub async fn handle(
             std::future::pending::<()>().await;
             Err(DropConnection)
         }
-        Outcome::Drop => Err(DropConnection),
+        // Raw faults are served by `raw`; hyper never sees them (closing is the safe answer).
+        Outcome::Drop | Outcome::Raw(..) => Err(DropConnection),
     }
 }
 
@@ -704,6 +827,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, tls: Op
             let call = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
             let rec = RecordLine {
                 call,
+                received_at_ms: now_ms(),
                 fault: state.fault.name(),
                 ..RecordLine::default()
             };
@@ -719,6 +843,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, tls: Op
         }
         let state = state.clone();
         let tls = tls.clone();
+        if state.fault.is_raw() {
+            tokio::spawn(super::raw::serve(stream, state, tls));
+            continue;
+        }
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
             let http = hyper::server::conn::http1::Builder::new();
