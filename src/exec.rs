@@ -49,7 +49,9 @@ pub fn exec(command: &[OsString], set: &[(&str, &str)], remove: &[&str]) -> Exec
     }
     cmd.envs(set.iter().copied());
     reset_signal_dispositions();
-    // std empties the signal mask and restores SIGPIPE right before execvp.
+    // std no longer empties the signal mask before execvp (the new image inherits it), so
+    // clear it here: the mask mpgate was started with must not reach the workload.
+    clear_signal_mask();
     let error = cmd.exec();
     match error.kind() {
         std::io::ErrorKind::NotFound => ExecError::NotFound { program },
@@ -60,17 +62,41 @@ pub fn exec(command: &[OsString], set: &[(&str, &str)], remove: &[&str]) -> Exec
     }
 }
 
-/// Restores every catchable signal to its default action, so the workload starts as it
-/// would without mpgate (tokio installed handlers; a parent may have left some ignored).
+/// Restores every catchable signal, real-time ones included, to its default action, so the
+/// workload starts as it would without mpgate (tokio installed handlers; a parent may have
+/// left some ignored). The kernel is called directly because the C library refuses to touch
+/// its internal signals (32 and 33), which glibc's posix_spawn leaves ignored in a child of
+/// a threaded parent, and an ignored signal stays ignored across exec.
 fn reset_signal_dispositions() {
-    for signal in 1..32 {
+    // The kernel's struct sigaction (handler, flags, restorer, mask), all zero: SIG_DFL.
+    let default = [0u64; 4];
+    // _NSIG on Linux x86_64 and aarch64; the kernel's sigset is 8 bytes.
+    for signal in 1..=64 {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL is async-signal-safe and has no memory effects;
-        // the process is about to exec, and no other code relies on these handlers.
+        // SAFETY: rt_sigaction reads a valid, zeroed kernel sigaction and writes nothing;
+        // installing SIG_DFL has no memory effects, the process is about to exec, and no
+        // other code relies on these handlers.
         unsafe {
-            libc::signal(signal, libc::SIG_DFL);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
+    }
+}
+
+/// Empties this thread's signal mask; execve keeps the mask of the thread that calls it.
+fn clear_signal_mask() {
+    // SAFETY: sigemptyset initialises the set; pthread_sigmask only changes this thread's
+    // mask, and the process is about to exec.
+    unsafe {
+        let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(empty.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
     }
 }

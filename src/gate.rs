@@ -60,13 +60,58 @@ pub async fn run(
             return (facts, Verdict::Failed(error.into()));
         }
     };
+    // A parent may have started mpgate with them blocked (the mask survives exec): they would
+    // then never reach the handlers. Unblocked after the handlers exist, so one already
+    // pending is handled too.
+    unblock(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     let verdict = tokio::select! {
         verdict = check(args, preflight, env, started, &mut facts) => verdict,
         _ = term.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGTERM, name: "SIGTERM" }),
         _ = int.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGINT, name: "SIGINT" }),
         _ = hup.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGHUP, name: "SIGHUP" }),
     };
+    if matches!(verdict, Verdict::Failed(_)) {
+        return (facts, verdict);
+    }
+    // Decided: from here to the exec nothing reads these handlers, so a signal they caught
+    // would be lost and the workload start anyway. Give the signals their default action (one
+    // that comes now ends mpgate, as it would end the workload), then honour one caught just
+    // before (the yield lets the runtime's signal driver deliver it).
+    default_action(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    tokio::task::yield_now().await;
+    let verdict = tokio::select! {
+        biased;
+        _ = term.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGTERM, name: "SIGTERM" }),
+        _ = int.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGINT, name: "SIGINT" }),
+        _ = hup.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGHUP, name: "SIGHUP" }),
+        () = std::future::ready(()) => verdict,
+    };
     (facts, verdict)
+}
+
+/// Restores the default action of `signals`, for the whole process.
+fn default_action(signals: &[i32]) {
+    for &signal in signals {
+        // SAFETY: installing SIG_DFL has no memory effects; tokio's handler is not needed
+        // any more (its streams are only polled once more, for what it already caught).
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Unblocks `signals` on this thread, the one the current-thread runtime polls the phase on.
+fn unblock(signals: &[i32]) {
+    // SAFETY: sigemptyset initialises the set before use; pthread_sigmask only changes this
+    // thread's mask.
+    unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        for &signal in signals {
+            libc::sigaddset(set.as_mut_ptr(), signal);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut());
+    }
 }
 
 async fn check(
