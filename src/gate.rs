@@ -138,7 +138,9 @@ async fn check(
     facts.nonce = Some(nonce.clone());
     tracing::debug!(product_code = %config.product_code, public_key_version = config.public_key_version, nonce = %nonce, "calling RegisterUsage");
 
-    let registration = match metering::register_usage(&config, &nonce, started).await {
+    let registration = match metering::register_usage(&config, &nonce, started, &mut facts.attempts)
+        .await
+    {
         Ok(r) => r,
         Err(MeteringError::Unreachable(reason))
             if config.on_transient_error == TransientPolicy::Allow =>
@@ -151,7 +153,6 @@ async fn check(
         }
         Err(e) => return Verdict::Failed(e.into()),
     };
-    facts.attempts = registration.attempts;
     if let Some(expiry) = &registration.key_rotation {
         tracing::warn!(
             public_key_version = config.public_key_version,

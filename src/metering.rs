@@ -46,7 +46,6 @@ pub const IAM_ACTION: &str = "aws-marketplace:RegisterUsage";
 pub struct Registration {
     pub signature: Option<String>,
     pub key_rotation: Option<String>,
-    pub attempts: u32,
 }
 
 /// Why the service did not give a token; each variant is one exit code.
@@ -97,11 +96,13 @@ impl MeteringError {
     }
 }
 
-/// Calls RegisterUsage once (with the SDK's retries) and returns the raw answer.
+/// Calls RegisterUsage once (with the SDK's retries) and returns the raw answer; the attempts
+/// made are counted into `attempts_made` whatever the outcome, for the result file.
 pub async fn register_usage(
     config: &Config,
     nonce: &str,
     started: Instant,
+    attempts_made: &mut u32,
 ) -> Result<Registration, MeteringError> {
     let deadline_text = humantime(config.timeout);
     let load = async {
@@ -152,16 +153,19 @@ pub async fn register_usage(
     // the gate from hanging should the SDK ever overrun it.
     let result = match tokio::time::timeout(remaining + DEADLINE_BACKSTOP, call).await {
         Ok(result) => result,
-        Err(_) => return Err(deadline_passed(&deadline_text, &attempts.summary())),
+        Err(_) => {
+            *attempts_made = attempts.count();
+            return Err(deadline_passed(&deadline_text, &attempts.summary()));
+        }
     };
     let count = attempts.count();
+    *attempts_made = count;
     match result {
         Ok(out) => Ok(Registration {
             signature: out.signature,
             key_rotation: out
                 .public_key_rotation_timestamp
                 .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
-            attempts: count,
         }),
         Err(e) => Err(classify(
             e,

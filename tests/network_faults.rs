@@ -124,6 +124,9 @@ fn retried_with_one_nonce(emu: &Emulator, fault: &str, min: usize) -> Vec<Value>
         );
         assert_eq!(call["fault"], fault, "{calls:?}");
     }
+    // The result file counts the attempts of a failed run too.
+    let recorded = result_file(emu)["attempts"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(recorded, calls.len(), "{fault}: attempts in the result file");
     calls
 }
 
