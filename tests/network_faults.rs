@@ -126,7 +126,11 @@ fn retried_with_one_nonce(emu: &Emulator, fault: &str, min: usize) -> Vec<Value>
     }
     // The result file counts the attempts of a failed run too.
     let recorded = result_file(emu)["attempts"].as_u64().unwrap_or(0) as usize;
-    assert_eq!(recorded, calls.len(), "{fault}: attempts in the result file");
+    assert_eq!(
+        recorded,
+        calls.len(),
+        "{fault}: attempts in the result file"
+    );
     calls
 }
 
