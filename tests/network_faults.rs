@@ -7,8 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
 use std::time::Duration;
 
 use common::*;
@@ -28,50 +26,10 @@ struct Measured {
     max_rss_kib: i64,
 }
 
-/// Runs the gate like `Gate::run` (bounded by CHILD_LIMIT) but reaps it with wait4 to get
-/// its own resource usage, not the sum over every child of the test process.
+/// Runs the gate and checks its own peak RSS stays bounded.
 fn run_measured(gate: &mut Gate) -> Measured {
-    let mut running = gate.spawn();
-    let pid = running.child.id() as libc::pid_t;
-    let mut stdout = running.child.stdout.take().unwrap();
-    let mut stderr = running.child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let (status, usage) = loop {
-        let mut status = 0;
-        // SAFETY: rusage is plain data; wait4 fills it in for our own child.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: wait4 on our own child's pid with valid out-pointers.
-        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if rc == pid {
-            break (status, usage);
-        }
-        assert_eq!(rc, 0, "wait4: {}", std::io::Error::last_os_error());
-        if running.started.elapsed() > CHILD_LIMIT {
-            let _ = running.child.kill();
-            let _ = running.child.wait();
-            panic!("mpgate did not finish within {CHILD_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let elapsed = running.started.elapsed();
-    let out = Outcome {
-        status: ExitStatus::from_raw(status),
-        stdout: out_thread.join().unwrap(),
-        stderr: err_thread.join().unwrap(),
-        elapsed,
-        pid: pid as u32,
-    };
-    // Linux reports ru_maxrss in KiB.
-    let max_rss_kib = usage.ru_maxrss;
+    let out = gate.run();
+    let max_rss_kib = out.max_rss_kib;
     assert!(
         max_rss_kib > 0 && max_rss_kib < MAX_RSS_KIB,
         "peak RSS {max_rss_kib} KiB (limit {MAX_RSS_KIB} KiB)"

@@ -6,6 +6,7 @@ pub mod ready;
 
 use std::ffi::OsString;
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -224,10 +225,17 @@ impl Running {
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
+        // Reaped with wait4 rather than try_wait for the child's own resource usage.
+        let (status, usage) = loop {
+            let mut status = 0;
+            // SAFETY: rusage is plain data; wait4 fills it in for our own child.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 on our own child's pid with valid out-pointers.
+            let rc = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
+            if rc == pid as i32 {
+                break (ExitStatus::from_raw(status), usage);
             }
+            assert_eq!(rc, 0, "wait4: {}", std::io::Error::last_os_error());
             if self.started.elapsed() > CHILD_LIMIT {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
@@ -242,6 +250,8 @@ impl Running {
             stderr: err_thread.join().unwrap(),
             elapsed,
             pid,
+            // Linux reports ru_maxrss in KiB.
+            max_rss_kib: usage.ru_maxrss,
         }
     }
 }
@@ -253,6 +263,8 @@ pub struct Outcome {
     pub stderr: String,
     pub elapsed: Duration,
     pub pid: u32,
+    /// The gate's own peak RSS (it survives exec, so with a workload it is the larger of both).
+    pub max_rss_kib: i64,
 }
 
 impl Outcome {
