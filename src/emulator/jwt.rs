@@ -1,8 +1,10 @@
 //! Minting RegisterUsage tokens: real PS256 JWTs, and the deliberately bad variants.
 
+use aws_lc_rs::rsa::KeyPair;
+use aws_lc_rs::signature::{RsaEncoding, RSA_PKCS1_SHA256, RSA_PSS_SHA256};
+use aws_lc_rs::{hmac, rand::SystemRandom};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Map, Value};
 
 use super::fault::Fault;
@@ -16,25 +18,46 @@ pub struct Request<'a> {
 
 /// What signs the token.
 pub struct Signer<'a> {
-    pub key: &'a EncodingKey,
+    pub key: &'a KeyPair,
     pub public_pem: &'a str,
     /// A key unrelated to any served version (`token-wrong-key`).
-    pub wrong_key: Option<&'a EncodingKey>,
+    pub wrong_key: Option<&'a KeyPair>,
 }
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn sign(header: &str, claims: &Value, key: &EncodingKey, alg: Algorithm) -> Result<String, String> {
+/// What signs a token: an RSA key with its padding (PS256, RS256), or an HMAC secret.
+enum Signing<'a> {
+    Rsa(&'a KeyPair, &'static dyn RsaEncoding),
+    Hs256(&'a [u8]),
+}
+
+fn sign(header: &str, claims: &Value, signing: Signing<'_>) -> Result<String, String> {
     let signing_input = format!(
         "{}.{}",
         b64(header.as_bytes()),
         b64(claims.to_string().as_bytes())
     );
-    let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), key, alg)
-        .map_err(|e| format!("signing failed: {e}"))?;
-    Ok(format!("{signing_input}.{sig}"))
+    let sig = match signing {
+        Signing::Rsa(key, padding) => {
+            let mut sig = vec![0; key.public_modulus_len()];
+            key.sign(
+                padding,
+                &SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut sig,
+            )
+            .map_err(|e| format!("signing failed: {e}"))?;
+            sig
+        }
+        Signing::Hs256(secret) => {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+            hmac::sign(&key, signing_input.as_bytes()).as_ref().to_vec()
+        }
+    };
+    Ok(format!("{signing_input}.{}", b64(&sig)))
 }
 
 const PS256_HEADER: &str = r#"{"alg":"PS256","typ":"JWT"}"#;
@@ -56,7 +79,7 @@ pub fn mint(
 
     let mut header = PS256_HEADER;
     let mut key = signer.key;
-    let mut alg = Algorithm::PS256;
+    let mut padding: &'static dyn RsaEncoding = &RSA_PSS_SHA256;
     match fault {
         Fault::TokenGarbage => return Ok(Some("not-a-jwt".into())),
         Fault::TokenMissing => return Ok(None),
@@ -77,16 +100,14 @@ pub fn mint(
         }
         Fault::TokenRs256 => {
             header = r#"{"alg":"RS256","typ":"JWT"}"#;
-            alg = Algorithm::RS256;
+            padding = &RSA_PKCS1_SHA256;
         }
         Fault::TokenHs256PublicKey => {
-            let hmac = EncodingKey::from_secret(signer.public_pem.as_bytes());
             let claims = Value::Object(claims);
             return sign(
                 r#"{"alg":"HS256","typ":"JWT"}"#,
                 &claims,
-                &hmac,
-                Algorithm::HS256,
+                Signing::Hs256(signer.public_pem.as_bytes()),
             )
             .map(Some);
         }
@@ -135,7 +156,7 @@ pub fn mint(
         }
         _ => {}
     }
-    let token = sign(header, &Value::Object(claims), key, alg)?;
+    let token = sign(header, &Value::Object(claims), Signing::Rsa(key, padding))?;
     if fault == Fault::TokenBadSignature {
         return Ok(Some(flip_signature_byte(&token)));
     }

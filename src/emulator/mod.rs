@@ -208,7 +208,7 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
     let keys = keys::prepare(key_dir, &opts.key_versions)?;
     let key_dir = fs::canonicalize(key_dir).map_err(|e| format!("{}: {e}", key_dir.display()))?;
     let wrong_key = if opts.fault == Fault::TokenWrongKey {
-        Some(keys::encoding_key(&keys::generate()?.private_pem)?)
+        Some(keys::signing_key(&keys::generate()?.private_pem)?)
     } else {
         None
     };

@@ -11,7 +11,6 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use jsonwebtoken::EncodingKey;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_rustls::TlsAcceptor;
@@ -32,7 +31,7 @@ pub struct State {
     pub region: String,
     pub product_code: String,
     pub keys: Vec<VersionKey>,
-    pub wrong_key: Option<EncodingKey>,
+    pub wrong_key: Option<aws_lc_rs::rsa::KeyPair>,
     pub fault: Fault,
     pub fail_first: Option<u64>,
     pub latency: Duration,
@@ -119,7 +118,7 @@ impl State {
         region: String,
         product_code: String,
         keys: Vec<VersionKey>,
-        wrong_key: Option<EncodingKey>,
+        wrong_key: Option<aws_lc_rs::rsa::KeyPair>,
         fault: Fault,
         fail_first: Option<u64>,
         latency: Duration,
@@ -671,7 +670,7 @@ fn decide(
         nonce: input.nonce.as_deref(),
     };
     let signer = jwt::Signer {
-        key: &key.encoding_key,
+        key: &key.signing_key,
         public_pem: &key.public_pem,
         wrong_key: state.wrong_key.as_ref(),
     };
@@ -823,6 +822,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, tls: Op
                 continue;
             }
         };
+        // Answers go out as several small writes (TLS session tickets, then the response):
+        // with Nagle's algorithm the second waits for the client's delayed ACK, 40 ms a call.
+        let _ = stream.set_nodelay(true);
         if state.fault.is_connection_fault() && state.take_fault() {
             let call = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
             let rec = RecordLine {
