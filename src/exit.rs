@@ -15,6 +15,8 @@ pub mod code {
     pub const SERVICE_REFUSED: u8 = 13;
     pub const SERVICE_UNREACHABLE: u8 = 14;
     pub const NO_REGION_OR_CREDENTIALS: u8 = 15;
+    /// A panic: a bug in mpgate (release builds abort on panic; the hook exits with this).
+    pub const BUG: u8 = 101;
     pub const COMMAND_NOT_EXECUTABLE: u8 = 126;
     pub const COMMAND_NOT_FOUND: u8 = 127;
     /// 128 + the signal number, as a shell reports it.

@@ -9,6 +9,7 @@ use mpgate::{gate, keyring, logging, proof, report::Reporter};
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    exit_101_on_panic();
     let env = |name: &str| std::env::var_os(name);
     let (args, usage_error) = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Parsed::Help) => {
@@ -51,6 +52,17 @@ fn main() -> ExitCode {
     // Stop the runtime (and its blocking DNS threads) before exec replaces the process.
     runtime.shutdown_timeout(Duration::from_millis(50));
     gate::finish(facts, verdict, &reporter, started)
+}
+
+/// Release builds abort on panic (no unwinding code or tables: a smaller binary). A panic is
+/// a bug; after its message, exit 101 as an unwinding panic would, never SIGABRT, so no
+/// container sees a signal (or dumps core) for it.
+fn exit_101_on_panic() {
+    let print_message = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print_message(info);
+        std::process::exit(i32::from(mpgate::exit::code::BUG));
+    }));
 }
 
 /// Starts logging in the chosen format; a bad format or filter is returned as a usage error.
