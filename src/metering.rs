@@ -199,12 +199,38 @@ async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
     .with_max_backoff(MAX_BACKOFF);
     // Setting retry and timeout configs explicitly also keeps aws-config from reading
     // AWS_MAX_ATTEMPTS itself, which panics on 0 (validated in config instead).
-    aws_config::defaults(BehaviorVersion::latest())
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(crate::http::client(config.extra_roots.clone()))
         .retry_config(retry)
-        .timeout_config(timeouts(config, config.timeout))
-        .load()
-        .await
+        .timeout_config(timeouts(config, config.timeout));
+    // The default region and credential chains consult the environment first, so when it
+    // settles a value the chain's answer is known: take it without building the chain. The
+    // credential chain builds an STS and an IMDS client up front, a quarter of a gate's work.
+    let var = |name| std::env::var(name).ok();
+    if let Some(region) = region_from_env(var) {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    if has_static_credentials(var) {
+        loader = loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        );
+    }
+    loader.load().await
+}
+
+/// The region the default chain would take from the environment, if it settles it: `AWS_REGION`,
+/// else `AWS_DEFAULT_REGION`. `None` (the chain decides) also when the chosen one is empty.
+fn region_from_env(var: impl Fn(&'static str) -> Option<String>) -> Option<String> {
+    var("AWS_REGION")
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .filter(|region| !region.is_empty())
+}
+
+/// Whether the default chain's first provider, the environment, would answer with credentials:
+/// an access key id and a secret key (either name), neither blank.
+fn has_static_credentials(var: impl Fn(&'static str) -> Option<String>) -> bool {
+    let set = |name| var(name).is_some_and(|v| !v.trim().is_empty());
+    set("AWS_ACCESS_KEY_ID") && (set("AWS_SECRET_ACCESS_KEY") || set("SECRET_ACCESS_KEY"))
 }
 
 fn timeouts(config: &Config, total: Duration) -> TimeoutConfig {
@@ -519,4 +545,69 @@ fn is_untrusted_certificate(connector: &(dyn std::error::Error + 'static)) -> bo
         };
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&'static str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_region_comes_from_the_environment_as_the_default_chain_takes_it() {
+        assert_eq!(
+            region_from_env(vars(&[
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_DEFAULT_REGION", "us-east-2")
+            ]))
+            .as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            region_from_env(vars(&[("AWS_DEFAULT_REGION", "us-east-2")])).as_deref(),
+            Some("us-east-2")
+        );
+        // An empty AWS_REGION is the chain's to judge, not a reason to read AWS_DEFAULT_REGION.
+        assert_eq!(
+            region_from_env(vars(&[
+                ("AWS_REGION", ""),
+                ("AWS_DEFAULT_REGION", "us-east-2")
+            ])),
+            None
+        );
+        assert_eq!(region_from_env(vars(&[])), None);
+    }
+
+    #[test]
+    fn static_credentials_need_a_key_id_and_a_secret() {
+        assert!(has_static_credentials(vars(&[
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "s")
+        ])));
+        assert!(has_static_credentials(vars(&[
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("SECRET_ACCESS_KEY", "s")
+        ])));
+        assert!(!has_static_credentials(vars(&[(
+            "AWS_ACCESS_KEY_ID",
+            "AKID"
+        )])));
+        assert!(!has_static_credentials(vars(&[
+            ("AWS_ACCESS_KEY_ID", " "),
+            ("AWS_SECRET_ACCESS_KEY", "s")
+        ])));
+        assert!(!has_static_credentials(vars(&[
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "")
+        ])));
+    }
 }
