@@ -4,7 +4,9 @@
 //! so concurrent emulators sharing a key dir agree on one set):
 //! `ca-key.pem` (PKCS#8, 0600), `ca.pem` (the self-signed CA certificate, `CA:TRUE`),
 //! `server-key.pem` (PKCS#8, 0600) and `server.pem` (the leaf, signed by the CA, for
-//! [`SERVER_NAMES`]). Keys are ECDSA P-256. Clients trust `ca.pem` only.
+//! [`SERVER_NAMES`]). Keys are RSA-2048, as in the chain the Metering endpoints present
+//! (Amazon RSA 2048 intermediates under Amazon Root CA 1), so a client spends on verifying
+//! the emulator's chain what it spends on the real one. Clients trust `ca.pem` only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use super::keys::{create_once, pem_decode};
+use super::keys::{self, create_once, pem_decode};
 
 /// The names the server certificate is valid for.
 pub const SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1", "metering.emulator.test"];
@@ -40,9 +42,7 @@ fn rc(context: &str) -> impl Fn(rcgen::Error) -> String + '_ {
 }
 
 fn new_key() -> Result<String, String> {
-    Ok(KeyPair::generate()
-        .map_err(rc("cannot generate an ECDSA key"))?
-        .serialize_pem())
+    Ok(keys::generate()?.private_pem)
 }
 
 fn load_key(path: &Path, pem: &str) -> Result<KeyPair, String> {
