@@ -11,6 +11,7 @@ pub mod keyring;
 pub mod logging;
 pub mod metering;
 pub mod nonce;
+pub mod pem;
 pub mod proof;
 pub mod report;
 pub mod token;

@@ -516,35 +516,20 @@ fn is_final(
 
 /// Whether the body outgrew `MAX_RESPONSE_BYTES` while it was read (no Content-Length).
 fn is_over_size_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(current) = source {
-        if current.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = current.source();
-    }
-    false
+    crate::http::error_chain(error).any(|e| e.is::<http_body_util::LengthLimitError>())
 }
 
 fn is_untrusted_certificate(connector: &(dyn std::error::Error + 'static)) -> bool {
-    // io::Error hides its payload from source(), and hyper-rustls nests the rustls error
-    // two io::Errors deep: step into each payload explicitly.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(connector);
-    while let Some(current) = source {
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return matches!(
+    crate::http::error_chain(connector)
+        .find_map(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| {
+            matches!(
                 tls,
                 rustls::Error::InvalidCertificate(_)
                     | rustls::Error::NoCertificatesPresented
                     | rustls::Error::UnsupportedNameType
-            );
-        }
-        source = match current.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as _),
-            None => current.source(),
-        };
-    }
-    false
+            )
+        })
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
-use base64::Engine as _;
+
+pub use crate::pem::{pem_decode, pem_encode};
 
 /// One key version ready to sign with.
 pub struct VersionKey {
@@ -20,32 +21,6 @@ pub struct VersionKey {
     /// Parsed once: aws-lc validates an RSA private key as it parses it (about 0.5 ms), which
     /// per call would double the emulator's answer time.
     pub signing_key: KeyPair,
-}
-
-/// Encode DER as PEM with 64-character lines.
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Decode the first PEM block with `label`.
-pub fn pem_decode(label: &str, text: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    let b64: String = text[start..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
 fn err(context: String, e: impl std::fmt::Display) -> String {
