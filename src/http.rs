@@ -1,22 +1,21 @@
 //! Owns the HTTP client: plain HTTP with no TLS set-up at all, HTTPS trusting the built-in
 //! Mozilla roots (plus `SSL_CERT_FILE` / `SSL_CERT_DIR`), and the `*_PROXY` environment.
 //!
-//! Every request goes out through hyper; HTTPS through rustls with aws-lc. Through a proxy
-//! the SDK's own connector does it (CONNECT tunnels, proxy credentials). Without one, which
-//! is the common case, mpgate's `DirectTls` does, only to hand rustls the roots as DER: the
-//! SDK takes trust anchors only as PEM, and base64-decoding the 150 Mozilla roots costs 7 M
-//! instructions, more than all the rest of a TLS hand-over.
+//!
+//! Requests go out through hyper's HTTP/1.1 client, HTTPS through rustls with aws-lc, proxies
+//! through hyper-util's matcher and `CONNECT` tunnel: the pieces the SDK's own connector is
+//! made of, put together so that the roots reach rustls as DER and nothing else (HTTP/2, the
+//! SDK's connector layers) is built or linked. See `bench/README.md` for what each saves.
 
 use std::ffi::OsString;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use aws_smithy_http_client::{
-    proxy::ProxyConfig,
-    tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore},
-    Connector,
-};
+use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::{
     http::{
         HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
@@ -28,9 +27,14 @@ use aws_smithy_runtime_api::client::{
     runtime_components::RuntimeComponents,
 };
 use aws_smithy_types::body::SdkBody;
-use hyper_util::client::legacy::{connect::HttpConnector as TcpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_pki_types::{pem::PemObject, CertificateDer};
+use hyper::http::uri::{Scheme, Uri};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector as TcpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
+use tower_service::Service;
 
 /// The Mozilla CA roots (DER), from the locked `webpki-root-certs`.
 const MOZILLA_ROOTS: &[CertificateDer<'static>] = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
@@ -143,19 +147,17 @@ pub fn client(extra_roots: ExtraRoots) -> SharedHttpClient {
 #[derive(Debug)]
 struct LazyClient {
     extra_roots: Arc<ExtraRoots>,
-    /// One connector per distinct timeout settings, so retries reuse pooled connections.
-    cache: Mutex<Vec<(Timeouts, SharedHttpConnector)>>,
+    /// One transport per connect timeout, so retries reuse pooled connections.
+    cache: Mutex<Vec<(Option<Duration>, SharedHttpConnector)>>,
 }
-
-type Timeouts = (Option<Duration>, Option<Duration>);
 
 impl HttpClient for LazyClient {
     fn http_connector(
         &self,
         settings: &HttpConnectorSettings,
-        components: &RuntimeComponents,
+        _components: &RuntimeComponents,
     ) -> SharedHttpConnector {
-        let key = (settings.connect_timeout(), settings.read_timeout());
+        let key = settings.connect_timeout();
         let mut cache = self
             .cache
             .lock()
@@ -163,97 +165,109 @@ impl HttpClient for LazyClient {
         if let Some((_, connector)) = cache.iter().find(|(k, _)| *k == key) {
             return connector.clone();
         }
-        let connector = SharedHttpConnector::new(SchemeConnector {
-            settings: settings.clone(),
-            sleep: components.sleep_impl(),
-            extra_roots: self.extra_roots.clone(),
-            proxy: proxy_from_env(),
-            http: OnceLock::new(),
-            proxied_https: OnceLock::new(),
-            direct_https: OnceLock::new(),
-        });
+        let connector = SharedHttpConnector::new(Transport::new(key, self.extra_roots.clone()));
         cache.push((key, connector.clone()));
         connector
     }
 }
 
-/// Picks the plain or the TLS connector by the request's scheme, building each on first use.
+/// hyper's HTTP/1.1 client over [`Connect`]. Read timeouts are the SDK's attempt timeout.
 #[derive(Debug)]
-struct SchemeConnector {
-    settings: HttpConnectorSettings,
-    sleep: Option<aws_smithy_async::rt::sleep::SharedAsyncSleep>,
-    extra_roots: Arc<ExtraRoots>,
-    proxy: Proxy,
-    http: OnceLock<Connector>,
-    proxied_https: OnceLock<Connector>,
-    direct_https: OnceLock<DirectTls>,
+struct Transport {
+    client: Client<Connect, SdkBody>,
+    proxies: Option<Arc<Matcher>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Proxy {
-    None,
-    Plain,
-    /// An `https://` proxy URL: even plain requests need TLS to reach it.
-    Tls,
-}
-
-/// Reads the proxy variables once: with none set, no proxy layer is built at all.
-fn proxy_from_env() -> Proxy {
-    let values: Vec<String> = PROXY_VARS
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .filter(|v| !v.is_empty())
-        .collect();
-    if values.is_empty() {
-        Proxy::None
-    } else if values.iter().any(|v| v.starts_with("https://")) {
-        Proxy::Tls
-    } else {
-        Proxy::Plain
+impl Transport {
+    fn new(connect_timeout: Option<Duration>, extra_roots: Arc<ExtraRoots>) -> Self {
+        let mut tcp = TcpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(connect_timeout);
+        let proxies = proxies_from_env().map(Arc::new);
+        let connect = Connect {
+            tcp,
+            tls: Arc::new(LazyTls {
+                extra_roots,
+                config: OnceLock::new(),
+            }),
+            proxies: proxies.clone(),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(connect);
+        Transport { client, proxies }
     }
 }
 
-impl SchemeConnector {
-    fn builder(&self) -> aws_smithy_http_client::ConnectorBuilder {
-        let mut builder = Connector::builder().connector_settings(self.settings.clone());
-        builder.set_sleep_impl(self.sleep.clone());
-        if self.proxy != Proxy::None {
-            builder = builder.proxy_config(ProxyConfig::from_env());
+impl HttpConnector for Transport {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let mut request = match request.try_into_http1x() {
+            Ok(request) => request,
+            Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
+        };
+        // A plain-HTTP request through a proxy goes to the proxy itself: it carries the
+        // proxy's credentials (from the proxy URL). HTTPS sends them in the CONNECT instead.
+        let via = self
+            .proxies
+            .as_ref()
+            .and_then(|p| p.intercept(request.uri()));
+        if let Some(auth) = via.as_ref().and_then(|v| v.basic_auth()) {
+            if request.uri().scheme() == Some(&Scheme::HTTP) {
+                request
+                    .headers_mut()
+                    .insert(hyper::header::PROXY_AUTHORIZATION, auth.clone());
+            }
         }
-        builder
-    }
-
-    /// The SDK's TLS connector, for HTTPS through a proxy; it takes the roots as PEM.
-    fn proxied_https(&self) -> &Connector {
-        self.proxied_https.get_or_init(|| {
-            let mut trust = TrustStore::empty().with_native_roots(false);
-            for root in MOZILLA_ROOTS {
-                trust.add_pem_certificate(crate::pem::pem_encode("CERTIFICATE", root));
+        let answer = self.client.request(request);
+        HttpConnectorFuture::new(async move {
+            match answer.await {
+                Ok(response) => HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
+                    .map_err(|e| ConnectorError::other(e.into(), None)),
+                Err(e) => Err(connector_error(e)),
             }
-            for pem in self.extra_roots() {
-                trust.add_pem_certificate(pem);
-            }
-            let context = TlsContext::builder()
-                .with_trust_store(trust)
-                .build()
-                .expect("a TLS context from validated roots cannot fail");
-            self.builder()
-                .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-                .tls_context(context)
-                .build()
         })
     }
+}
 
-    fn direct_https(&self) -> &DirectTls {
-        self.direct_https.get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(MOZILLA_ROOTS.iter().cloned());
-            for pem in self.extra_roots() {
-                // Validated when read: every certificate in it parses.
-                roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
-            }
-            DirectTls::new(roots, &self.settings)
-        })
+/// The proxy variables curl and boto3 honour (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
+/// `NO_PROXY`, either case): `None`, and no proxy code on the path, when none is set.
+fn proxies_from_env() -> Option<Matcher> {
+    PROXY_VARS
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
+        .then(Matcher::from_env)
+}
+
+/// The rustls configuration, built on first use: roots as DER (the SDK's own connector takes
+/// them only as PEM, and base64-decoding 150 roots costs 7 M instructions, more than all the
+/// rest of a TLS hand-over), aws-lc, TLS 1.2 and 1.3, HTTP/1.1.
+#[derive(Debug)]
+struct LazyTls {
+    extra_roots: Arc<ExtraRoots>,
+    config: OnceLock<Arc<rustls::ClientConfig>>,
+}
+
+impl LazyTls {
+    fn config(&self) -> Arc<rustls::ClientConfig> {
+        self.config
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add_parsable_certificates(MOZILLA_ROOTS.iter().cloned());
+                for pem in self.extra_roots() {
+                    // Validated when read: every certificate in it parses.
+                    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
+                }
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("aws-lc supports TLS 1.2 and 1.3")
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(config)
+            })
+            .clone()
     }
 
     /// `SSL_CERT_FILE` / `SSL_CERT_DIR`: as read up front, or now if they were deferred.
@@ -270,62 +284,152 @@ impl SchemeConnector {
             },
         }
     }
-}
 
-impl HttpConnector for SchemeConnector {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let https = request.uri().starts_with("https:");
-        if https && self.proxy == Proxy::None {
-            return self.direct_https().call(request);
-        }
-        let connector = if https || self.proxy == Proxy::Tls {
-            self.proxied_https()
-        } else {
-            self.http.get_or_init(|| self.builder().build_http())
-        };
-        connector.call(request)
+    /// The TLS handshake with `host` over `io`.
+    async fn handshake(&self, host: &str, io: BoxIo) -> Result<BoxIo, BoxError> {
+        // An IPv6 literal comes bracketed in a URI; the certificate names the bare address.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(self.config())
+            .connect(name, TokioIo::new(io))
+            .await?;
+        Ok(Box::new(TokioIo::new(stream)))
     }
 }
 
-/// HTTPS straight to the endpoint: hyper over rustls (aws-lc), HTTP/1.1, TLS 1.2 and 1.3,
-/// the connect timeout from the SDK's settings (the attempt timeout bounds the rest).
-#[derive(Debug)]
-struct DirectTls {
-    client: Client<hyper_rustls::HttpsConnector<TcpConnector>, SdkBody>,
+/// Opens connections: TCP, then TLS for `https://`; through a proxy when the environment
+/// names one for the destination (an HTTPS destination through a `CONNECT` tunnel).
+#[derive(Clone, Debug)]
+struct Connect {
+    tcp: TcpConnector,
+    tls: Arc<LazyTls>,
+    proxies: Option<Arc<Matcher>>,
 }
 
-impl DirectTls {
-    fn new(roots: rustls::RootCertStore, settings: &HttpConnectorSettings) -> Self {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("aws-lc supports TLS 1.2 and 1.3")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let mut tcp = TcpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(settings.connect_timeout());
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(hyper_rustls::HttpsConnector::from((tcp, tls)));
-        DirectTls { client }
-    }
-
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let request = match request.try_into_http1x() {
-            Ok(request) => request,
-            Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
-        };
-        let answer = self.client.request(request);
-        HttpConnectorFuture::new(async move {
-            match answer.await {
-                Ok(response) => HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
-                    .map_err(|e| ConnectorError::other(e.into(), None)),
-                Err(e) => Err(connector_error(e)),
+impl Connect {
+    /// TCP to `uri`'s host and port, then TLS if its scheme is `https`.
+    async fn open(&self, uri: Uri) -> Result<BoxIo, BoxError> {
+        let tcp: BoxIo = Box::new(self.tcp.clone().call(uri.clone()).await?);
+        match uri.scheme() == Some(&Scheme::HTTPS) {
+            true => {
+                self.tls
+                    .handshake(uri.host().unwrap_or_default(), tcp)
+                    .await
             }
-        })
+            false => Ok(tcp),
+        }
+    }
+
+    async fn connect(self, dst: Uri) -> Result<Conn, BoxError> {
+        let Some(proxy) = self.proxies.as_ref().and_then(|p| p.intercept(&dst)) else {
+            let io = self.open(dst).await?;
+            return Ok(Conn { io, proxied: false });
+        };
+        if dst.scheme() != Some(&Scheme::HTTPS) {
+            // Plain HTTP: requests go to the proxy in absolute form.
+            let io = self.open(proxy.uri().clone()).await?;
+            return Ok(Conn { io, proxied: true });
+        }
+        let mut tunnel = Tunnel::new(proxy.uri().clone(), ToProxy(self.clone()));
+        if let Some(auth) = proxy.basic_auth() {
+            tunnel = tunnel.with_auth(auth.clone());
+        }
+        let tunneled = tunnel.call(dst.clone()).await?;
+        let io = self
+            .tls
+            .handshake(dst.host().unwrap_or_default(), tunneled)
+            .await?;
+        Ok(Conn { io, proxied: false })
+    }
+}
+
+impl Service<Uri> for Connect {
+    type Response = Conn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        Box::pin(self.clone().connect(dst))
+    }
+}
+
+/// Connects to the proxy itself, for the `CONNECT` tunnel (TLS first for an `https://` proxy).
+#[derive(Clone)]
+struct ToProxy(Connect);
+
+impl Service<Uri> for ToProxy {
+    type Response = BoxIo;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<BoxIo, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, proxy: Uri) -> Self::Future {
+        let connect = self.0.clone();
+        Box::pin(async move { connect.open(proxy).await })
+    }
+}
+
+trait Io: hyper::rt::Read + hyper::rt::Write + Send + Unpin {}
+impl<T: hyper::rt::Read + hyper::rt::Write + Send + Unpin> Io for T {}
+type BoxIo = Box<dyn Io>;
+
+/// One open connection: TCP, TLS over TCP, or either through a proxy.
+struct Conn {
+    io: BoxIo,
+    /// Sent to an HTTP proxy: hyper then writes requests in absolute form.
+    proxied: bool,
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new().proxy(self.proxied)
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }
 
