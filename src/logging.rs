@@ -14,7 +14,6 @@ fn secret_safe_caps() -> Targets {
         .with_default(LevelFilter::TRACE)
         .with_target("aws_sigv4", LevelFilter::INFO)
         .with_target("aws_smithy_runtime", LevelFilter::DEBUG)
-        .with_target("aws_smithy_http_client", LevelFilter::DEBUG)
         .with_target("hyper", LevelFilter::DEBUG)
         .with_target("hyper_util", LevelFilter::DEBUG)
 }
