@@ -230,8 +230,8 @@ impl HttpConnector for Transport {
     }
 }
 
-/// The proxy variables curl and boto3 honour (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
-/// `NO_PROXY`, either case): `None`, and no proxy code on the path, when none is set.
+/// The proxy settings curl and boto3 honour (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, then
+/// `NO_PROXY`, either case); `None`, and no proxy code on the path, when no proxy is set.
 fn proxies_from_env() -> Option<Matcher> {
     PROXY_VARS
         .iter()
