@@ -128,3 +128,57 @@ fn a_plain_http_endpoint_reads_no_certificate_files() {
         .run()
         .expect(0);
 }
+
+#[test]
+fn proxy_credentials_come_from_the_proxy_url() {
+    // Plain HTTP: the credentials go to the proxy in Proxy-Authorization on each request.
+    let emu = Emulator::start(&[]);
+    let proxy = Proxy::start_requiring_auth(
+        format!("127.0.0.1:{}", emu.port()).parse().unwrap(),
+        "user:pass",
+    );
+    let endpoint = format!("http://metering.emulator.test:{}", emu.port());
+    emu.gate()
+        .env("HTTP_PROXY", format!("http://user:pass@{}", proxy.addr))
+        .args(["--endpoint-url", &endpoint])
+        .run()
+        .expect(0);
+    let out = emu
+        .gate()
+        .env("HTTP_PROXY", &proxy.url)
+        .args(["--endpoint-url", &endpoint])
+        .run();
+    out.expect(13);
+    assert!(
+        out.error_message().contains("407"),
+        "{}",
+        out.error_message()
+    );
+    assert_eq!(
+        emu.calls().len(),
+        1,
+        "only the authenticated request got through"
+    );
+
+    // HTTPS: the credentials go in the CONNECT, none inside the tunnel.
+    let emu = Emulator::start(&["--tls"]);
+    let proxy = Proxy::start_requiring_auth(
+        format!("127.0.0.1:{}", emu.port()).parse().unwrap(),
+        "user:pass",
+    );
+    let endpoint = format!("https://metering.emulator.test:{}", emu.port());
+    emu.gate()
+        .env("HTTPS_PROXY", format!("http://user:pass@{}", proxy.addr))
+        .env("SSL_CERT_FILE", emu.ca_file.as_ref().unwrap())
+        .args(["--endpoint-url", &endpoint])
+        .run()
+        .expect(0);
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("CONNECT metering.emulator.test:")),
+        "{:?}",
+        proxy.requests()
+    );
+}
