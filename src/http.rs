@@ -336,7 +336,14 @@ impl Connect {
         if let Some(auth) = proxy.basic_auth() {
             tunnel = tunnel.with_auth(auth.clone());
         }
-        let tunneled = tunnel.call(dst.clone()).await?;
+        let tunneled = tunnel.call(dst.clone()).await.map_err(|e| -> BoxError {
+            // hyper-util's TunnelError cannot be named outside it; this is how its 407 reads.
+            if e.to_string().ends_with("proxy authorization required") {
+                Box::new(ProxyAuthRequired)
+            } else {
+                e.into()
+            }
+        })?;
         let io = self
             .tls
             .handshake(dst.host().unwrap_or_default(), tunneled)
@@ -457,6 +464,11 @@ fn connector_error(error: hyper_util::client::legacy::Error) -> ConnectorError {
     };
     make(error.into())
 }
+
+/// The proxy answered the `CONNECT` with 407: it wants credentials (from the proxy URL).
+#[derive(Debug, thiserror::Error)]
+#[error("the proxy refused the tunnel with 407 Proxy Authentication Required")]
+pub struct ProxyAuthRequired;
 
 /// A connection whose TLS handshake failed (an alert, an untrusted certificate), named as
 /// the SDK's connector names it.

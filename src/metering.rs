@@ -177,6 +177,13 @@ pub async fn register_usage(
     }
 }
 
+/// A proxy's 407, to a request (plain HTTP) or to the `CONNECT` of an HTTPS tunnel.
+fn proxy_wants_credentials() -> MeteringError {
+    MeteringError::Refused(
+        "the proxy asks for credentials (HTTP 407 Proxy Authentication Required): put them in the proxy URL, e.g. HTTPS_PROXY=http://user:password@proxy:3128".into(),
+    )
+}
+
 fn deadline_passed(deadline: &str, tried: &str) -> MeteringError {
     MeteringError::Unreachable(format!(
         "no entitlement answer within the {deadline} deadline ({tried}): check the network path to the Metering endpoint (VPC endpoint, NAT, proxy), or raise MPGATE_TIMEOUT"
@@ -307,9 +314,14 @@ fn classify(
             MeteringError::BadAnswer(causes(&error))
         }
         // An answer that is not AWS JSON: a proxy's or firewall's own page.
-        SdkError::ResponseError(response) if response.raw().status().as_u16() == 407 => MeteringError::Refused(
-            "the proxy asks for credentials (HTTP 407 Proxy Authentication Required): put them in the proxy URL, e.g. HTTPS_PROXY=http://user:password@proxy:3128".into(),
-        ),
+        SdkError::ResponseError(response) if response.raw().status().as_u16() == 407 => proxy_wants_credentials(),
+        SdkError::DispatchFailure(failure)
+            if failure
+                .as_connector_error()
+                .is_some_and(|c| is_proxy_auth_required(c)) =>
+        {
+            proxy_wants_credentials()
+        }
         SdkError::ResponseError(response) if response.raw().status().is_client_error() => MeteringError::Refused(format!(
             "HTTP {} from something that is not the Metering service (the answer is not AWS JSON): a proxy or firewall refuses the request; allow the Metering endpoint through it",
             response.raw().status().as_u16()
@@ -487,8 +499,9 @@ pub fn humantime(d: Duration) -> String {
 }
 
 /// Failures that would fail the same way again: retrying only burns the deadline.
-/// A certificate the trust store rejects comes back; an answer over the size bound is not
-/// from the Metering service (its length may only show while the body is read).
+/// A certificate the trust store rejects comes back, so does a proxy's demand for
+/// credentials; an answer over the size bound is not from the Metering service (its length
+/// may only show while the body is read).
 #[derive(Debug)]
 struct RetryingWontHelp;
 
@@ -510,8 +523,12 @@ fn is_final(
 ) -> bool {
     error
         .as_connector_error()
-        .is_some_and(|c| is_untrusted_certificate(c))
+        .is_some_and(|c| is_untrusted_certificate(c) || is_proxy_auth_required(c))
         || (error.is_response_error() && is_over_size_limit(error))
+}
+
+fn is_proxy_auth_required(connector: &(dyn std::error::Error + 'static)) -> bool {
+    crate::http::error_chain(connector).any(|e| e.is::<crate::http::ProxyAuthRequired>())
 }
 
 /// Whether the body outgrew `MAX_RESPONSE_BYTES` while it was read (no Content-Length).

@@ -181,4 +181,25 @@ fn proxy_credentials_come_from_the_proxy_url() {
         "{:?}",
         proxy.requests()
     );
+    // Without them the tunnel is refused: at once, with the same advice, never retried.
+    let started = std::time::Instant::now();
+    let out = emu
+        .gate()
+        .env("HTTPS_PROXY", &proxy.url)
+        .env("SSL_CERT_FILE", emu.ca_file.as_ref().unwrap())
+        .env("MPGATE_TIMEOUT", "60s")
+        .args(["--endpoint-url", &endpoint])
+        .run();
+    out.expect(13);
+    let message = out.error_message();
+    assert!(
+        message.contains("407") && message.contains("HTTPS_PROXY=http://user:password@"),
+        "{message}"
+    );
+    assert!(!out.stderr.contains("retrying"), "{}", out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "a refused tunnel must fail at once, took {:?}",
+        started.elapsed()
+    );
 }
