@@ -10,7 +10,7 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
 
-pub use crate::pem::{pem_decode, pem_encode};
+use crate::pem::{pem_decode, pem_encode};
 
 /// One key version ready to sign with.
 pub struct VersionKey {
