@@ -312,13 +312,11 @@ impl Connect {
     /// TCP to `uri`'s host and port, then TLS if its scheme is `https`.
     async fn open(&self, uri: Uri) -> Result<BoxIo, BoxError> {
         let tcp: BoxIo = Box::new(self.tcp.clone().call(uri.clone()).await?);
-        match uri.scheme() == Some(&Scheme::HTTPS) {
-            true => {
-                self.tls
-                    .handshake(uri.host().unwrap_or_default(), tcp)
-                    .await
-            }
-            false => Ok(tcp),
+        if uri.scheme() == Some(&Scheme::HTTPS) {
+            let host = uri.host().unwrap_or_default();
+            self.tls.handshake(host, tcp).await
+        } else {
+            Ok(tcp)
         }
     }
 
