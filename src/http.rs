@@ -139,14 +139,18 @@ fn validate(pem: &[u8]) -> Result<(), String> {
 /// so a plain-HTTP endpoint (a VPC-internal proxy, the emulator) pays nothing for it.
 pub fn client(extra_roots: ExtraRoots) -> SharedHttpClient {
     SharedHttpClient::new(LazyClient {
-        extra_roots: Arc::new(extra_roots),
+        tls: Arc::new(LazyTls {
+            extra_roots,
+            config: OnceLock::new(),
+        }),
         cache: Mutex::new(Vec::new()),
     })
 }
 
 #[derive(Debug)]
 struct LazyClient {
-    extra_roots: Arc<ExtraRoots>,
+    /// One TLS configuration for every transport (the credential fetch and the call).
+    tls: Arc<LazyTls>,
     /// One transport per connect timeout, so retries reuse pooled connections.
     cache: Mutex<Vec<(Option<Duration>, SharedHttpConnector)>>,
 }
@@ -165,7 +169,7 @@ impl HttpClient for LazyClient {
         if let Some((_, connector)) = cache.iter().find(|(k, _)| *k == key) {
             return connector.clone();
         }
-        let connector = SharedHttpConnector::new(Transport::new(key, self.extra_roots.clone()));
+        let connector = SharedHttpConnector::new(Transport::new(key, self.tls.clone()));
         cache.push((key, connector.clone()));
         connector
     }
@@ -179,7 +183,7 @@ struct Transport {
 }
 
 impl Transport {
-    fn new(connect_timeout: Option<Duration>, extra_roots: Arc<ExtraRoots>) -> Self {
+    fn new(connect_timeout: Option<Duration>, tls: Arc<LazyTls>) -> Self {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -187,10 +191,7 @@ impl Transport {
         let proxies = proxies_from_env().map(Arc::new);
         let connect = Connect {
             tcp,
-            tls: Arc::new(LazyTls {
-                extra_roots,
-                config: OnceLock::new(),
-            }),
+            tls,
             proxies: proxies.clone(),
         };
         let client = Client::builder(TokioExecutor::new())
@@ -245,7 +246,7 @@ fn proxies_from_env() -> Option<Matcher> {
 /// and 1.3, HTTP/1.1.
 #[derive(Debug)]
 struct LazyTls {
-    extra_roots: Arc<ExtraRoots>,
+    extra_roots: ExtraRoots,
     config: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
@@ -274,7 +275,7 @@ impl LazyTls {
 
     /// `SSL_CERT_FILE` / `SSL_CERT_DIR`: as read up front, or now if they were deferred.
     fn extra_roots(&self) -> Vec<Vec<u8>> {
-        match &*self.extra_roots {
+        match &self.extra_roots {
             ExtraRoots::Loaded(roots) => roots.clone(),
             ExtraRoots::Deferred => match extra_roots(&|name| std::env::var_os(name)) {
                 Ok(ExtraRoots::Loaded(roots)) => roots,
