@@ -104,3 +104,10 @@ fn verify(args: cli::Args, env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> 
         }
     }
 }
+
+/// musl's allocator maps and unmaps memory a few pages at a time: a hand-over made some 60
+/// mmap/munmap calls and page faults for them, 0.3 ms of its 1.6 ms (bench/README.md).
+/// dlmalloc takes memory in 64 KiB steps and keeps what is freed. (aws-lc's C code still
+/// allocates with musl's hardened malloc; only Rust's allocations come here.)
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
