@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_marketplacemetering::{
+    config::{IdentityCache, StalledStreamProtectionConfig},
     error::{ProvideErrorMetadata, SdkError},
     operation::register_usage::RegisterUsageError,
 };
@@ -129,7 +130,12 @@ pub async fn register_usage(
 
     let attempts = Arc::new(AttemptLog::default());
     let mut builder = aws_sdk_marketplacemetering::config::Builder::from(&sdk)
+        // Resolved above, once: there is nothing for an identity cache to refresh.
         .credentials_provider(credentials)
+        .identity_cache(IdentityCache::no_cache())
+        // The answer is at most MAX_RESPONSE_BYTES and every attempt has a timeout; a
+        // throughput monitor on the body would only add a timer per attempt.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .interceptor(AttemptObserver(attempts.clone()))
         .retry_classifier(RetryingWontHelp);
     if let Some(url) = &config.endpoint_url {
