@@ -493,6 +493,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tls_offers_the_post_quantum_hybrid_first() {
+        let tls = LazyTls {
+            extra_roots: ExtraRoots::Loaded(Vec::new()),
+            config: OnceLock::new(),
+        };
+        let config = tls.config();
+        let groups: Vec<_> = config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        assert_eq!(
+            groups.first(),
+            Some(&rustls::NamedGroup::X25519MLKEM768),
+            "{groups:?}"
+        );
+        assert!(groups.contains(&rustls::NamedGroup::X25519), "{groups:?}");
+    }
+
+    #[test]
     fn the_mozilla_roots_are_built_in() {
         assert!(MOZILLA_ROOTS.len() > 100, "{} roots", MOZILLA_ROOTS.len());
         assert!(MOZILLA_ROOTS.iter().all(|root| !root.subject.is_empty()));
