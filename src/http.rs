@@ -137,20 +137,96 @@ fn validate(pem: &[u8]) -> Result<(), String> {
 /// The SDK's HTTP client for mpgate. Nothing is built until the first request, and the
 /// TLS set-up (trust store, rustls config) only for an `https://` request or an HTTPS proxy,
 /// so a plain-HTTP endpoint (a VPC-internal proxy, the emulator) pays nothing for it.
-pub fn client(extra_roots: ExtraRoots) -> SharedHttpClient {
-    SharedHttpClient::new(LazyClient {
-        tls: Arc::new(LazyTls {
-            extra_roots,
-            config: OnceLock::new(),
+pub fn client(extra_roots: ExtraRoots) -> Http {
+    let tls = Arc::new(LazyTls {
+        extra_roots,
+        config: OnceLock::new(),
+    });
+    let early = Arc::new(Early::default());
+    Http {
+        sdk: SharedHttpClient::new(LazyClient {
+            tls: tls.clone(),
+            early: early.clone(),
+            cache: Mutex::new(Vec::new()),
         }),
-        cache: Mutex::new(Vec::new()),
-    })
+        tls,
+        early,
+    }
+}
+
+/// The HTTP client handed to the SDK, and the means to open its first connection early.
+pub struct Http {
+    pub sdk: SharedHttpClient,
+    tls: Arc<LazyTls>,
+    early: Arc<Early>,
+}
+
+impl Http {
+    /// Starts opening a connection to `endpoint` (TCP, TLS, through a proxy as a request
+    /// would) on the runtime, for the first request to that origin to take over: the
+    /// connection is set up while the credentials load and the SDK prepares the request.
+    /// Its outcome, failure included, is that first attempt's; later attempts connect anew.
+    pub fn preconnect(&self, endpoint: &str, connect_timeout: Duration) {
+        let Ok(uri) = endpoint.parse::<Uri>() else {
+            return;
+        };
+        let connect = Connect::new(Some(connect_timeout), self.tls.clone(), Arc::default());
+        let key = origin(&uri);
+        let opening = tokio::spawn(connect.connect(uri));
+        *self
+            .early
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((key, opening));
+    }
+}
+
+/// The connection [`Http::preconnect`] is opening, and the origin it is for.
+#[derive(Default)]
+struct Early(Mutex<Option<(String, Opening)>>);
+
+/// A connection being opened by a task of its own.
+type Opening = tokio::task::JoinHandle<Result<Conn, BoxError>>;
+
+impl std::fmt::Debug for Early {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let origin = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|(o, _)| o.clone()));
+        f.debug_tuple("Early").field(&origin).finish()
+    }
+}
+
+impl Early {
+    /// The early connection, if it is for `dst`'s origin and not taken yet.
+    fn take(&self, dst: &Uri) -> Option<Opening> {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match slot.as_ref() {
+            Some((key, _)) if *key == origin(dst) => slot.take().map(|(_, opening)| opening),
+            _ => None,
+        }
+    }
+}
+
+/// `scheme://authority`, what hyper opens one connection per.
+fn origin(uri: &Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or_default(),
+        uri.authority().map(|a| a.as_str()).unwrap_or_default()
+    )
 }
 
 #[derive(Debug)]
 struct LazyClient {
     /// One TLS configuration for every transport (the credential fetch and the call).
     tls: Arc<LazyTls>,
+    early: Arc<Early>,
     /// One transport per connect timeout, so retries reuse pooled connections.
     cache: Mutex<Vec<(Option<Duration>, SharedHttpConnector)>>,
 }
@@ -169,7 +245,8 @@ impl HttpClient for LazyClient {
         if let Some((_, connector)) = cache.iter().find(|(k, _)| *k == key) {
             return connector.clone();
         }
-        let connector = SharedHttpConnector::new(Transport::new(key, self.tls.clone()));
+        let connector =
+            SharedHttpConnector::new(Transport::new(key, self.tls.clone(), self.early.clone()));
         cache.push((key, connector.clone()));
         connector
     }
@@ -183,17 +260,9 @@ struct Transport {
 }
 
 impl Transport {
-    fn new(connect_timeout: Option<Duration>, tls: Arc<LazyTls>) -> Self {
-        let mut tcp = TcpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(connect_timeout);
-        let proxies = proxies_from_env().map(Arc::new);
-        let connect = Connect {
-            tcp,
-            tls,
-            proxies: proxies.clone(),
-        };
+    fn new(connect_timeout: Option<Duration>, tls: Arc<LazyTls>, early: Arc<Early>) -> Self {
+        let connect = Connect::new(connect_timeout, tls, early);
+        let proxies = connect.proxies.clone();
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .build(connect);
@@ -307,9 +376,23 @@ struct Connect {
     tcp: TcpConnector,
     tls: Arc<LazyTls>,
     proxies: Option<Arc<Matcher>>,
+    early: Arc<Early>,
 }
 
 impl Connect {
+    fn new(connect_timeout: Option<Duration>, tls: Arc<LazyTls>, early: Arc<Early>) -> Self {
+        let mut tcp = TcpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(connect_timeout);
+        Connect {
+            tcp,
+            tls,
+            proxies: proxies_from_env().map(Arc::new),
+            early,
+        }
+    }
+
     /// TCP to `uri`'s host and port, then TLS if its scheme is `https`.
     async fn open(&self, uri: Uri) -> Result<BoxIo, BoxError> {
         let tcp: BoxIo = Box::new(self.tcp.clone().call(uri.clone()).await?);
@@ -361,6 +444,10 @@ impl Service<Uri> for Connect {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
+        if let Some(opening) = self.early.take(&dst) {
+            tracing::debug!(origin = %origin(&dst), "using the connection opened early");
+            return Box::pin(async move { opening.await? });
+        }
         Box::pin(self.clone().connect(dst))
     }
 }

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_marketplacemetering::{
-    config::{IdentityCache, StalledStreamProtectionConfig},
+    config::{
+        endpoint::{DefaultResolver, Params, ResolveEndpoint},
+        IdentityCache, SharedHttpClient, StalledStreamProtectionConfig,
+    },
     error::{ProvideErrorMetadata, SdkError},
     operation::register_usage::RegisterUsageError,
 };
@@ -27,6 +30,7 @@ use aws_smithy_runtime_api::{
     },
 };
 use aws_smithy_types::{body::SdkBody, config_bag::ConfigBag};
+use aws_types::service_config::ServiceConfigKey;
 
 use crate::config::Config;
 use crate::exit::code;
@@ -106,9 +110,17 @@ pub async fn register_usage(
     attempts_made: &mut u32,
 ) -> Result<Registration, MeteringError> {
     let deadline_text = humantime(config.timeout);
+    let http = crate::http::client(config.extra_roots.clone());
     let load = async {
-        let sdk = load_sdk_config(config).await;
+        let sdk = load_sdk_config(config, http.sdk.clone()).await;
         let region = sdk.region().cloned().ok_or(MeteringError::NoRegion)?;
+        // The Metering connection opens while the credentials load and the SDK prepares the
+        // call (a credential fetch and the TCP and TLS handshakes are all round trips).
+        if let Some(endpoint) = endpoint_of(&sdk, config.endpoint_url.as_deref()).await {
+            http.preconnect(&endpoint, config.attempt_timeout.min(config.timeout));
+            // Lets the connection start before the work below, which would not yield.
+            tokio::task::yield_now().await;
+        }
         let provider = sdk
             .credentials_provider()
             .ok_or_else(|| MeteringError::NoCredentials("no credential provider".into()))?;
@@ -127,6 +139,8 @@ pub async fn register_usage(
         ))),
     };
     tracing::debug!(region = %region, access_key_id = %credentials.access_key_id(), "credentials loaded");
+    // Once more, for an early TLS connection to send its ClientHello if TCP is up by now.
+    tokio::task::yield_now().await;
 
     let attempts = Arc::new(AttemptLog::default());
     let mut builder = aws_sdk_marketplacemetering::config::Builder::from(&sdk)
@@ -201,7 +215,39 @@ fn deadline_passed(deadline: &str, tried: &str) -> MeteringError {
     ))
 }
 
-async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
+/// The endpoint the call will go to, resolved as the SDK's client does from the same
+/// configuration (the endpoint rules, a given URL, the service's own `AWS_ENDPOINT_URL_*`);
+/// `None` if that fails, which the call itself will then report.
+async fn endpoint_of(sdk: &aws_config::SdkConfig, given: Option<&str>) -> Option<String> {
+    let url = given.map(str::to_owned).or_else(|| {
+        if sdk.get_origin("endpoint_url").is_client_config() {
+            return sdk.endpoint_url().map(str::to_owned);
+        }
+        let key = ServiceConfigKey::builder()
+            .service_id("Marketplace Metering")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok()?;
+        sdk.service_config()
+            .and_then(|service| service.load_config(key))
+            .or_else(|| sdk.endpoint_url().map(str::to_owned))
+    });
+    let params = Params::builder()
+        .set_region(sdk.region().map(|r| r.as_ref().to_owned()))
+        .set_use_fips(sdk.use_fips())
+        .set_use_dual_stack(sdk.use_dual_stack())
+        .set_endpoint(url)
+        .build()
+        .ok()?;
+    let resolver = DefaultResolver::new();
+    let endpoint = ResolveEndpoint::resolve_endpoint(&resolver, &params)
+        .await
+        .ok()?;
+    Some(endpoint.url().to_owned())
+}
+
+async fn load_sdk_config(config: &Config, http: SharedHttpClient) -> aws_config::SdkConfig {
     let retry = if config.retry.adaptive {
         RetryConfig::adaptive()
     } else {
@@ -218,7 +264,7 @@ async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
     // Setting retry and timeout configs explicitly also keeps aws-config from reading
     // AWS_MAX_ATTEMPTS itself, which panics on 0 (validated in config instead).
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(crate::http::client(config.extra_roots.clone()))
+        .http_client(http)
         .retry_config(retry)
         .timeout_config(timeouts(config, config.timeout));
     // The default region and credential chains consult the environment first, so when it
@@ -573,6 +619,36 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[tokio::test]
+    async fn the_early_connection_goes_where_the_sdk_sends_the_call() {
+        let sdk = |fips| {
+            aws_config::SdkConfig::builder()
+                .region(aws_config::Region::new("eu-west-1"))
+                .use_fips(fips)
+                .behavior_version(BehaviorVersion::latest())
+                .build()
+        };
+        assert_eq!(
+            endpoint_of(&sdk(false), None).await.as_deref(),
+            Some("https://metering.marketplace.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            endpoint_of(&sdk(true), None).await.as_deref(),
+            Some("https://metering.marketplace-fips.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            endpoint_of(&sdk(false), Some("http://127.0.0.1:9"))
+                .await
+                .as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        // The SDK refuses FIPS with a custom endpoint; the call will say so, nothing opens.
+        assert_eq!(
+            endpoint_of(&sdk(true), Some("http://127.0.0.1:9")).await,
+            None
+        );
     }
 
     #[test]

@@ -203,3 +203,41 @@ fn proxy_credentials_come_from_the_proxy_url() {
         started.elapsed()
     );
 }
+
+#[test]
+fn the_first_attempt_takes_the_connection_opened_early() {
+    // The connection opens while the credentials load, to where the SDK will send the call:
+    // the service's own AWS_ENDPOINT_URL_* (the emulator's), plain or TLS, or through a proxy.
+    const EARLY: &str = "using the connection opened early";
+    for flags in [&[][..], &["--tls"][..]] {
+        let emu = Emulator::start(flags);
+        let mut gate = emu.gate();
+        gate.env("MPGATE_LOG", "warn,mpgate=debug");
+        if let Some(ca) = &emu.ca_file {
+            gate.env("SSL_CERT_FILE", ca);
+        }
+        let out = gate.run();
+        out.expect(0);
+        assert!(out.stderr.contains(EARLY), "{flags:?}: {}", out.stderr);
+        assert_eq!(emu.calls().len(), 1);
+    }
+
+    let emu = Emulator::start(&["--tls"]);
+    let proxy = Proxy::start(format!("127.0.0.1:{}", emu.port()).parse().unwrap());
+    let endpoint = format!("https://metering.emulator.test:{}", emu.port());
+    let out = emu
+        .gate()
+        .env("HTTPS_PROXY", &proxy.url)
+        .env("SSL_CERT_FILE", emu.ca_file.as_ref().unwrap())
+        .env("MPGATE_LOG", "warn,mpgate=debug")
+        .args(["--endpoint-url", &endpoint])
+        .run();
+    out.expect(0);
+    assert!(out.stderr.contains(EARLY), "{}", out.stderr);
+    let tunnels = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("CONNECT "))
+        .count();
+    assert_eq!(tunnels, 1, "{:?}", proxy.requests());
+}
