@@ -285,7 +285,7 @@ for proto in ("http", "tls"):
         n = collected(c) + (collected("true") if c in ("mpgate", "boto3") else 0)
         ins = f"{n / 1e6:.1f}" if n >= 1e5 else f"{n / 1e6:.2f}"
         rss = int(open(f"{work}/rss-{c}-{proto}").read().split()[-1]) / 1024
-        print(f"| {labels[c]} | {proto} | {med[c]:.1f} | {p95:.1f} | {med[c] / med['boto3']:.3f} | "
+        print(f"| {labels[c]} | {proto} | {med[c]:.2f} | {p95:.2f} | {med[c] / med['boto3']:.4f} | "
               f"{med[c] / med['curl']:.2f} | {ins} | {rss:.1f} |")
         if c == "mpgate":
             targets[proto] = (med["mpgate"] / med["boto3"], med["mpgate"] / med["curl"], n / 1e6, rss)
@@ -297,7 +297,7 @@ print("Targets (issue 6), mpgate against the others in this run:")
 print()
 print("| target | http | tls |")
 print("|---|---:|---:|")
-rows = [("wall time ≤ 0.015 × boto3 + PyJWT", 0, 0.015, "{:.3f}"), ("wall time ≤ 0.5 × curl", 1, 0.5, "{:.2f}"),
+rows = [("wall time ≤ 0.015 × boto3 + PyJWT", 0, 0.015, "{:.4f}"), ("wall time ≤ 0.5 × curl", 1, 0.5, "{:.2f}"),
         ("≤ 4 M instructions per hand-over", 2, 4.0, "{:.1f} M"), ("peak RSS ≤ 8 MiB (stretch 6)", 3, 8.0, "{:.1f} MiB")]
 for name, i, limit, fmt in rows:
     cells = [f"{fmt.format(targets[p][i])} {mark(targets[p][i] <= limit)}" for p in ("http", "tls")]
