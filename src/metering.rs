@@ -433,27 +433,39 @@ fn is_transient(code: &str, status: u16) -> bool {
 /// Counts attempts and remembers the last failure, for the final message and the logs.
 #[derive(Debug, Default)]
 struct AttemptLog {
-    inner: Mutex<(u32, Option<String>)>,
+    inner: Mutex<Attempts>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Attempts {
+    count: u32,
+    last: Option<String>,
+    /// The last failure the endpoint answered (an HTTP status), which a timeout or network
+    /// error on the attempt after it would otherwise hide from the final message.
+    last_answer: Option<String>,
 }
 
 impl AttemptLog {
     fn count(&self) -> u32 {
-        self.inner.lock().map(|g| g.0).unwrap_or(0)
+        self.inner.lock().map(|g| g.count).unwrap_or(0)
     }
 
     fn last(&self) -> Option<String> {
-        self.inner.lock().ok().and_then(|g| g.1.clone())
+        self.inner.lock().ok().and_then(|g| g.last.clone())
     }
 
     fn summary(&self) -> String {
-        let guard = self.inner.lock();
-        let (count, last) = guard
-            .as_deref()
-            .map(|(c, l)| (*c, l.clone()))
-            .unwrap_or((0, None));
+        let attempts = self.inner.lock().map(|g| g.clone()).unwrap_or_default();
+        let count = attempts.count;
         let mut text = format!("{count} attempt{}", if count == 1 { "" } else { "s" });
-        if let Some(last) = last {
+        if let Some(last) = &attempts.last {
             let _ = write!(text, ", last: {last}");
+        }
+        if let Some(answer) = attempts
+            .last_answer
+            .filter(|a| Some(a) != attempts.last.as_ref())
+        {
+            let _ = write!(text, "; the last answer was {answer}");
         }
         text
     }
@@ -474,8 +486,8 @@ impl Intercept for AttemptObserver {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Ok(mut guard) = self.0.inner.lock() {
-            guard.0 += 1;
-            tracing::debug!(attempt = guard.0, "calling RegisterUsage");
+            guard.count += 1;
+            tracing::debug!(attempt = guard.count, "calling RegisterUsage");
         }
         Ok(())
     }
@@ -536,11 +548,14 @@ impl Intercept for AttemptObserver {
                 || what.starts_with("Throttling"));
         if let Ok(mut guard) = self.0.inner.lock() {
             if retried {
-                tracing::info!(attempt = guard.0, error = %what, "RegisterUsage attempt failed; retrying within the deadline");
+                tracing::info!(attempt = guard.count, error = %what, "RegisterUsage attempt failed; retrying within the deadline");
             } else {
-                tracing::debug!(attempt = guard.0, error = %what, "RegisterUsage attempt failed");
+                tracing::debug!(attempt = guard.count, error = %what, "RegisterUsage attempt failed");
             }
-            guard.1 = Some(what);
+            if status.is_some() {
+                guard.last_answer = Some(what.clone());
+            }
+            guard.last = Some(what);
         }
         Ok(())
     }
@@ -619,6 +634,27 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn the_summary_keeps_the_last_answer_a_timeout_came_after() {
+        let log = AttemptLog::default();
+        let record = |what: &str, answered: bool| {
+            let mut g = log.inner.lock().unwrap();
+            g.count += 1;
+            if answered {
+                g.last_answer = Some(what.into());
+            }
+            g.last = Some(what.into());
+        };
+        record("HTTP 503", true);
+        assert_eq!(log.summary(), "1 attempt, last: HTTP 503");
+        record("attempt timed out", false);
+        assert_eq!(
+            log.summary(),
+            "2 attempts, last: attempt timed out; the last answer was HTTP 503"
+        );
+        assert_eq!(AttemptLog::default().summary(), "0 attempts");
     }
 
     #[tokio::test]
