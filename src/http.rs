@@ -173,11 +173,7 @@ impl Http {
         let connect = Connect::new(Some(connect_timeout), self.tls.clone(), Arc::default());
         let key = origin(&uri);
         let opening = tokio::spawn(connect.connect(uri));
-        *self
-            .early
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((key, opening));
+        *lock(&self.early.0) = Some((key, opening));
     }
 }
 
@@ -190,27 +186,26 @@ type Opening = tokio::task::JoinHandle<Result<Conn, BoxError>>;
 
 impl std::fmt::Debug for Early {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let origin = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|slot| slot.as_ref().map(|(o, _)| o.clone()));
-        f.debug_tuple("Early").field(&origin).finish()
+        f.debug_struct("Early").finish_non_exhaustive()
     }
 }
 
 impl Early {
     /// The early connection, if it is for `dst`'s origin and not taken yet.
     fn take(&self, dst: &Uri) -> Option<Opening> {
-        let mut slot = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = lock(&self.0);
         match slot.as_ref() {
             Some((key, _)) if *key == origin(dst) => slot.take().map(|(_, opening)| opening),
             _ => None,
         }
     }
+}
+
+/// A lock's contents, also after a panic elsewhere poisoned it (they are replaced whole).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `scheme://authority`, what hyper opens one connection per.
@@ -238,10 +233,7 @@ impl HttpClient for LazyClient {
         _components: &RuntimeComponents,
     ) -> SharedHttpConnector {
         let key = settings.connect_timeout();
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = lock(&self.cache);
         if let Some((_, connector)) = cache.iter().find(|(k, _)| *k == key) {
             return connector.clone();
         }

@@ -446,16 +446,36 @@ struct Attempts {
 }
 
 impl AttemptLog {
+    /// Counts an attempt starting; returns its number.
+    fn started(&self) -> u32 {
+        let mut attempts = self.lock();
+        attempts.count += 1;
+        attempts.count
+    }
+
+    /// Records how the current attempt failed; `answered`: with an HTTP status.
+    fn failed(&self, what: String, answered: bool) {
+        let mut attempts = self.lock();
+        if answered {
+            attempts.last_answer = Some(what.clone());
+        }
+        attempts.last = Some(what);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Attempts> {
+        crate::http::lock(&self.inner)
+    }
+
     fn count(&self) -> u32 {
-        self.inner.lock().map(|g| g.count).unwrap_or(0)
+        self.lock().count
     }
 
     fn last(&self) -> Option<String> {
-        self.inner.lock().ok().and_then(|g| g.last.clone())
+        self.lock().last.clone()
     }
 
     fn summary(&self) -> String {
-        let attempts = self.inner.lock().map(|g| g.clone()).unwrap_or_default();
+        let attempts = self.lock().clone();
         let count = attempts.count;
         let mut text = format!("{count} attempt{}", if count == 1 { "" } else { "s" });
         if let Some(last) = &attempts.last {
@@ -485,10 +505,8 @@ impl Intercept for AttemptObserver {
         _components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Ok(mut guard) = self.0.inner.lock() {
-            guard.count += 1;
-            tracing::debug!(attempt = guard.count, "calling RegisterUsage");
-        }
+        let attempt = self.0.started();
+        tracing::debug!(attempt, "calling RegisterUsage");
         Ok(())
     }
 
@@ -546,17 +564,13 @@ impl Intercept for AttemptObserver {
                 || body_cut_off
                 || status.is_some_and(|s| s >= 500 || s == 429)
                 || what.starts_with("Throttling"));
-        if let Ok(mut guard) = self.0.inner.lock() {
-            if retried {
-                tracing::info!(attempt = guard.count, error = %what, "RegisterUsage attempt failed; retrying within the deadline");
-            } else {
-                tracing::debug!(attempt = guard.count, error = %what, "RegisterUsage attempt failed");
-            }
-            if status.is_some() {
-                guard.last_answer = Some(what.clone());
-            }
-            guard.last = Some(what);
+        let attempt = self.0.count();
+        if retried {
+            tracing::info!(attempt, error = %what, "RegisterUsage attempt failed; retrying within the deadline");
+        } else {
+            tracing::debug!(attempt, error = %what, "RegisterUsage attempt failed");
         }
+        self.0.failed(what, status.is_some());
         Ok(())
     }
 }
@@ -640,12 +654,8 @@ mod tests {
     fn the_summary_keeps_the_last_answer_a_timeout_came_after() {
         let log = AttemptLog::default();
         let record = |what: &str, answered: bool| {
-            let mut g = log.inner.lock().unwrap();
-            g.count += 1;
-            if answered {
-                g.last_answer = Some(what.into());
-            }
-            g.last = Some(what.into());
+            log.started();
+            log.failed(what.into(), answered);
         };
         record("HTTP 503", true);
         assert_eq!(log.summary(), "1 attempt, last: HTTP 503");
