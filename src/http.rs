@@ -138,27 +138,36 @@ fn validate(pem: &[u8]) -> Result<(), String> {
 /// TLS set-up (trust store, rustls config) only for an `https://` request or an HTTPS proxy,
 /// so a plain-HTTP endpoint (a VPC-internal proxy, the emulator) pays nothing for it.
 pub fn client(extra_roots: ExtraRoots) -> Http {
-    let tls = Arc::new(LazyTls {
-        extra_roots,
-        config: OnceLock::new(),
+    let shared = Arc::new(Shared {
+        tls: LazyTls {
+            extra_roots,
+            config: OnceLock::new(),
+        },
+        proxies: proxies_from_env(),
+        early: Early::default(),
     });
-    let early = Arc::new(Early::default());
     Http {
         sdk: SharedHttpClient::new(LazyClient {
-            tls: tls.clone(),
-            early: early.clone(),
+            shared: shared.clone(),
             cache: Mutex::new(Vec::new()),
         }),
-        tls,
-        early,
+        shared,
     }
 }
 
 /// The HTTP client handed to the SDK, and the means to open its first connection early.
 pub struct Http {
     pub sdk: SharedHttpClient,
-    tls: Arc<LazyTls>,
-    early: Arc<Early>,
+    shared: Arc<Shared>,
+}
+
+/// What every connection of one client shares: one TLS configuration (for the credential
+/// fetch and the call alike), the proxy settings, read once, and the early connection.
+#[derive(Debug)]
+struct Shared {
+    tls: LazyTls,
+    proxies: Option<Matcher>,
+    early: Early,
 }
 
 impl Http {
@@ -170,10 +179,10 @@ impl Http {
         let Ok(uri) = endpoint.parse::<Uri>() else {
             return;
         };
-        let connect = Connect::new(Some(connect_timeout), self.tls.clone(), Arc::default());
+        let connect = Connect::new(Some(connect_timeout), self.shared.clone());
         let key = origin(&uri);
         let opening = tokio::spawn(connect.connect(uri));
-        *lock(&self.early.0) = Some((key, opening));
+        *lock(&self.shared.early.0) = Some((key, opening));
     }
 }
 
@@ -219,9 +228,7 @@ fn origin(uri: &Uri) -> String {
 
 #[derive(Debug)]
 struct LazyClient {
-    /// One TLS configuration for every transport (the credential fetch and the call).
-    tls: Arc<LazyTls>,
-    early: Arc<Early>,
+    shared: Arc<Shared>,
     /// One transport per connect timeout, so retries reuse pooled connections.
     cache: Mutex<Vec<(Option<Duration>, SharedHttpConnector)>>,
 }
@@ -237,8 +244,7 @@ impl HttpClient for LazyClient {
         if let Some((_, connector)) = cache.iter().find(|(k, _)| *k == key) {
             return connector.clone();
         }
-        let connector =
-            SharedHttpConnector::new(Transport::new(key, self.tls.clone(), self.early.clone()));
+        let connector = SharedHttpConnector::new(Transport::new(key, self.shared.clone()));
         cache.push((key, connector.clone()));
         connector
     }
@@ -248,17 +254,15 @@ impl HttpClient for LazyClient {
 #[derive(Debug)]
 struct Transport {
     client: Client<Connect, SdkBody>,
-    proxies: Option<Arc<Matcher>>,
+    shared: Arc<Shared>,
 }
 
 impl Transport {
-    fn new(connect_timeout: Option<Duration>, tls: Arc<LazyTls>, early: Arc<Early>) -> Self {
-        let connect = Connect::new(connect_timeout, tls, early);
-        let proxies = connect.proxies.clone();
+    fn new(connect_timeout: Option<Duration>, shared: Arc<Shared>) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .build(connect);
-        Transport { client, proxies }
+            .build(Connect::new(connect_timeout, shared.clone()));
+        Transport { client, shared }
     }
 }
 
@@ -271,6 +275,7 @@ impl HttpConnector for Transport {
         // A plain-HTTP request through a proxy goes to the proxy itself: it carries the
         // proxy's credentials (from the proxy URL). HTTPS sends them in the CONNECT instead.
         let via = self
+            .shared
             .proxies
             .as_ref()
             .and_then(|p| p.intercept(request.uri()));
@@ -366,23 +371,16 @@ impl LazyTls {
 #[derive(Clone, Debug)]
 struct Connect {
     tcp: TcpConnector,
-    tls: Arc<LazyTls>,
-    proxies: Option<Arc<Matcher>>,
-    early: Arc<Early>,
+    shared: Arc<Shared>,
 }
 
 impl Connect {
-    fn new(connect_timeout: Option<Duration>, tls: Arc<LazyTls>, early: Arc<Early>) -> Self {
+    fn new(connect_timeout: Option<Duration>, shared: Arc<Shared>) -> Self {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(connect_timeout);
-        Connect {
-            tcp,
-            tls,
-            proxies: proxies_from_env().map(Arc::new),
-            early,
-        }
+        Connect { tcp, shared }
     }
 
     /// TCP to `uri`'s host and port, then TLS if its scheme is `https`.
@@ -390,14 +388,14 @@ impl Connect {
         let tcp: BoxIo = Box::new(self.tcp.clone().call(uri.clone()).await?);
         if uri.scheme() == Some(&Scheme::HTTPS) {
             let host = uri.host().unwrap_or_default();
-            self.tls.handshake(host, tcp).await
+            self.shared.tls.handshake(host, tcp).await
         } else {
             Ok(tcp)
         }
     }
 
     async fn connect(self, dst: Uri) -> Result<Conn, BoxError> {
-        let Some(proxy) = self.proxies.as_ref().and_then(|p| p.intercept(&dst)) else {
+        let Some(proxy) = self.shared.proxies.as_ref().and_then(|p| p.intercept(&dst)) else {
             let io = self.open(dst).await?;
             return Ok(Conn { io, proxied: false });
         };
@@ -419,6 +417,7 @@ impl Connect {
             }
         })?;
         let io = self
+            .shared
             .tls
             .handshake(dst.host().unwrap_or_default(), tunneled)
             .await?;
@@ -436,7 +435,7 @@ impl Service<Uri> for Connect {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        if let Some(opening) = self.early.take(&dst) {
+        if let Some(opening) = self.shared.early.take(&dst) {
             tracing::debug!(origin = %origin(&dst), "using the connection opened early");
             return Box::pin(async move { opening.await? });
         }
