@@ -223,16 +223,12 @@ pub fn verify(
             _ => TokenError::Malformed(e.to_string()),
         })?
         .claims;
-    // serde's derive also reads a struct from a JSON array, by position: only an object is a
-    // claim set (the segment is valid base64url, or decode above would have failed).
+    // The segment is valid base64url, or decode above would have failed.
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(segments[1])
         .unwrap_or_default();
-    if !is_json_object(&payload) {
-        return Err(TokenError::MalformedClaims(
-            "they are not a JSON object".into(),
-        ));
-    }
+    check_json_object(&payload)
+        .map_err(|e| TokenError::MalformedClaims(format!("they are {e}")))?;
 
     expect_string("productCode", claims.product_code, expected.product_code)?;
     match claims.public_key_version {
@@ -291,11 +287,7 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(encoded)
         .map_err(|_| TokenError::Malformed("the header is not base64url".into()))?;
-    if !is_json_object(&json) {
-        return Err(TokenError::Malformed(
-            "the header is not a JSON object".into(),
-        ));
-    }
+    check_json_object(&json).map_err(|e| TokenError::Malformed(format!("the header is {e}")))?;
     let header: Header = serde_json::from_slice(&json)
         .map_err(|e| TokenError::Malformed(format!("the header is not a JSON object: {e}")))?;
     match header.alg {
@@ -317,11 +309,20 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// Whether JSON text is an object (rather than an array, which serde reads into a struct too).
-fn is_json_object(json: &[u8]) -> bool {
-    json.iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        .is_some_and(|&b| b == b'{')
+/// Checks JSON text is one object that every JSON reader reads alike. serde's derive, used for
+/// the fields mpgate inspects, reads a struct from an array too (by position), and skips the
+/// fields it does not know without reading their numbers: `{"x":1e999}` would pass it, while
+/// other readers refuse that number or read it as infinity.
+fn check_json_object(json: &[u8]) -> Result<(), String> {
+    let first = json
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err("not a JSON object".into());
+    }
+    serde_json::from_slice::<serde_json::Map<String, Value>>(json)
+        .map(drop)
+        .map_err(|e| format!("not a JSON object: {e}"))
 }
 
 fn expect_string(
