@@ -311,15 +311,9 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
 
 /// Checks JSON text is one object that every JSON reader reads alike. serde's derive, used for
 /// the fields mpgate inspects, reads a struct from an array too (by position), and skips the
-/// fields it does not know without reading their numbers: `{"x":1e999}` would pass it, while
-/// other readers refuse that number or read it as infinity.
+/// fields it does not know without fully reading them: `{"x":1e999}` or a lone surrogate
+/// would pass it, while other readers refuse them or read something else.
 fn check_json_object(json: &[u8]) -> Result<(), String> {
-    let first = json
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    if first != Some(&b'{') {
-        return Err("not a JSON object".into());
-    }
     serde_json::from_slice::<serde_json::Map<String, Value>>(json)
         .map(drop)
         .map_err(|e| format!("not a JSON object: {e}"))
