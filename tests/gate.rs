@@ -307,12 +307,7 @@ fn missing_region_or_credentials_exit_15_before_any_call() {
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .run();
-    out.expect(15);
-    assert!(
-        out.error_message().contains("task role"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(15, "task role");
     assert_eq!(emu.calls().len(), 0);
 }
 

@@ -195,12 +195,7 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
         .env_remove("MPGATE_PUBLIC_KEY_FILE")
         .env("MPGATE_PUBLIC_KEY_VERSION", "1")
         .run();
-    out.expect(12);
-    assert!(
-        out.error_message().contains("signature does not verify"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(12, "signature does not verify");
 
     // Half a pin is a build error, not a binary that trusts the environment for the rest.
     let (built, stderr) = build_pinned(&[("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x"))], &log);

@@ -59,12 +59,7 @@ fn a_bad_certificate_file_is_a_usage_error_not_a_panic() {
     )
     .unwrap();
     let out = emu.gate().env("SSL_CERT_FILE", &bad).run();
-    out.expect(2);
-    assert!(
-        out.error_message().contains("SSL_CERT_FILE"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(2, "SSL_CERT_FILE");
     let out = emu
         .gate()
         .env("SSL_CERT_FILE", emu.dir.join("absent.pem"))
@@ -153,12 +148,7 @@ fn proxy_credentials_come_from_the_proxy_url() {
         .env("HTTP_PROXY", &proxy.url)
         .args(["--endpoint-url", &endpoint])
         .run();
-    out.expect(13);
-    assert!(
-        out.error_message().contains("407"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(13, "407");
     assert_eq!(
         emu.calls().len(),
         1,

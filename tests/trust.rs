@@ -37,12 +37,7 @@ fn a_key_directory_uses_the_highest_version_unless_told_otherwise() {
     assert_eq!(versions, [2, 1]);
 
     let out = ring_gate(&emu).env("MPGATE_PUBLIC_KEY_VERSION", "3").run();
-    out.expect(2);
-    assert!(
-        out.error_message().contains("holds version(s) 1, 2"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(2, "holds version(s) 1, 2");
     assert_eq!(emu.calls().len(), 2, "a missing version never calls AWS");
 }
 
@@ -75,33 +70,18 @@ fn every_key_in_the_directory_is_checked_at_start() {
         .args(["--public-key-dir"])
         .args([&dir])
         .run();
-    out.expect(2);
-    assert!(
-        out.error_message().contains("public-key-v<N>.pem"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(2, "public-key-v<N>.pem");
 
     let empty = emu.dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let out = ring_gate(&emu).env("MPGATE_PUBLIC_KEY_DIR", &empty).run();
-    out.expect(2);
-    assert!(
-        out.error_message().contains("holds no public-key-v<N>.pem"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(2, "holds no public-key-v<N>.pem");
 
     // A file and a directory at once: which one is meant is not guessed.
     let out = ring_gate(&emu)
         .env("MPGATE_PUBLIC_KEY_FILE", &emu.public_key_file)
         .run();
-    out.expect(2);
-    assert!(
-        out.error_message().contains("exactly one key source"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(2, "exactly one key source");
     assert_eq!(emu.calls().len(), 0);
 }
 
@@ -157,12 +137,7 @@ fn mpgate_verify_refuses_a_start_that_bypassed_the_gate() {
     let emu = Emulator::start(&[]);
     // Started directly (ENTRYPOINT overridden): nothing was handed over.
     let out = emu.gate().args(["verify"]).run();
-    out.expect(12);
-    assert!(
-        out.error_message().contains("not started by mpgate"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(12, "not started by mpgate");
 
     // A forged token, and a real token replayed for another nonce.
     let result = emu.dir.join("result.json");
@@ -184,12 +159,7 @@ fn mpgate_verify_refuses_a_start_that_bypassed_the_gate() {
             .env("MPGATE_NONCE", nonce)
             .args(["verify"])
             .run();
-        out.expect(12);
-        assert!(
-            out.error_message().contains(hint),
-            "{hint}: {}",
-            out.error_message()
-        );
+        out.expect_error(12, hint);
     }
 
     // An unverified start (the allow policy) is not a proof either.
@@ -200,12 +170,7 @@ fn mpgate_verify_refuses_a_start_that_bypassed_the_gate() {
         .env("MPGATE_ON_TRANSIENT_ERROR", "allow")
         .args(["--", MPGATE, "verify"])
         .run();
-    out.expect(12);
-    assert!(
-        out.error_message().contains("without verifying"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(12, "without verifying");
 }
 
 #[test]
@@ -233,12 +198,7 @@ fn mpgate_verify_reads_a_result_file_and_checks_it_against_the_product() {
         ])
         .args([&result])
         .run();
-    out.expect(12);
-    assert!(
-        out.error_message().contains("productCode"),
-        "{}",
-        out.error_message()
-    );
+    out.expect_error(12, "productCode");
 
     let out = emu.gate().args(["verify", "--timeout", "5s"]).run();
     out.expect(2);

@@ -290,6 +290,14 @@ impl Outcome {
         self
     }
 
+    /// Asserts the exit code and that the final error message contains `text`.
+    pub fn expect_error(&self, code: i32, text: &str) -> &Self {
+        self.expect(code);
+        let message = self.error_message();
+        assert!(message.contains(text), "no {text:?} in: {message}");
+        self
+    }
+
     /// The stderr lines as JSON objects (mpgate logs JSON lines when stderr is not a terminal).
     pub fn log_lines(&self) -> Vec<Value> {
         self.stderr
