@@ -51,7 +51,7 @@ else
   rustup target list --installed | grep -qx "$MUSL_TARGET" || timeout 600 rustup target add "$MUSL_TARGET"
   log "cargo build --release (mpgate for $MUSL_TARGET, the emulator for the host)"
   timeout 3600 cargo build --release --locked --target "$MUSL_TARGET" --bin mpgate
-  timeout 3600 cargo build --release --locked --bin mpgate-emulator
+  timeout 3600 cargo build --release --locked -p mpgate-emulator
   MPGATE="$ROOT/target/$MUSL_TARGET/release/mpgate"
   EMULATOR="$ROOT/target/release/mpgate-emulator"
 fi

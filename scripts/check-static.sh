@@ -87,8 +87,8 @@ PATH="$(cd "$venv/bin" && pwd):$PATH" "$venv/bin/cargo-zigbuild" zigbuild --rele
   --target "$arm_target" --bin mpgate || fail "zigbuild $arm_target"
 ok "build $arm_target (cargo-zigbuild)"
 
-log "cargo build --locked --bin mpgate-emulator"
-cargo build --locked --bin mpgate-emulator || fail "build mpgate-emulator"
+log "cargo build --locked -p mpgate-emulator"
+cargo build --locked -p mpgate-emulator || fail "build mpgate-emulator"
 ok "build mpgate-emulator (host, debug)"
 
 # --- 3. file + sizes ------------------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Supply-chain check of the crates compiled into mpgate: Cargo.lock is committed, cargo-deny's
-# licences, bans and sources pass under deny.toml (locked, shipped targets only), and no `rsa`
-# crate is anywhere in the tree. Needs only crates.io (no advisory database is fetched).
+# licences, bans and sources pass under deny.toml (locked, shipped targets only), no `rsa`
+# crate is anywhere in the tree, and each crate of the workspace keeps its dependency boundary
+# (README "Layout"). Needs only crates.io (no advisory database is fetched).
 #
 # Usage: scripts/supply-chain.sh
 set -euo pipefail
@@ -47,4 +48,18 @@ rsa=$(cargo tree --locked --target all -e all --prefix none --format '{p}' 2>/de
 grep -q '^name = "rsa"$' Cargo.lock &&
     fail "Cargo.lock lists the rsa crate: it is open to the Marvin attack; use aws-lc-rs"
 
-echo "supply-chain: ok: Cargo.lock tracked, ${verdict} (${warnings} warning(s), see 'cargo deny check bans'), no rsa crate, $((SECONDS - started))s"
+# The crates' boundaries: what each package's normal dependency tree must not hold.
+boundary() {
+    local package=$1 pattern=$2 why=$3 found
+    found=$(cargo tree --locked -e normal -p "$package" --prefix none --format '{p}' |
+        sed 's/ (.*//' | grep -E "$pattern" | sort -u | tr '\n' ' ' || true)
+    [[ -z $found ]] || fail "$package depends on ${found% }: $why"
+}
+# aws-lc-rs and aws-lc-sys are the crypto of jsonwebtoken's aws_lc_rs backend, not the AWS SDK.
+boundary mpgate-proof '^(tokio|tokio-[a-z-]+|hyper|hyper-[a-z-]+|rustls|rustls-[a-z-]+|tracing|tracing-[a-z-]+|aws-(config|types|runtime|sigv4|credential-types|sdk-[a-z-]+|smithy-[a-z-]+)) v' \
+    "a workload that checks its hand-over must not compile the gate's network stack"
+boundary mpgate '^(rcgen|mpgate-emulator) v' "the gate must not carry the emulator's certificate generation"
+boundary mpgate-emulator '^mpgate(-proof)? v' \
+    "the emulator signs tokens its own way, so a bug in the verifier cannot cancel one in the emulator"
+
+echo "supply-chain: ok: Cargo.lock tracked, ${verdict} (${warnings} warning(s), see 'cargo deny check bans'), no rsa crate, crate boundaries kept, $((SECONDS - started))s"

@@ -11,5 +11,7 @@ if ! command -v tini >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tini >/dev/null
 fi
 cargo fmt --all -- --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+cargo clippy --locked --workspace --all-targets -- -D warnings
+# --workspace: the gate, mpgate-proof (with its doc examples), the emulator (whose binary the
+# gate's tests run) and the test kit.
+cargo test --workspace --locked

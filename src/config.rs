@@ -1,18 +1,17 @@
 //! Owns the configuration: flags merged over environment, validated before any network call.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use jsonwebtoken::DecodingKey;
+use mpgate_proof::DecodingKey;
 
 use crate::cli::{Args, UsageError};
+use crate::keyring::{self, KeyOptions, KeyringError, Selected};
 
 /// The API's bound on ProductCode (botocore model: 1..=255).
 const MAX_PRODUCT_CODE_CHARS: usize = 255;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The oldest `iat` accepted unless `MPGATE_MAX_TOKEN_AGE` says otherwise.
-pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(300);
+pub use mpgate_proof::DEFAULT_MAX_TOKEN_AGE;
 const MAX_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -73,27 +72,10 @@ pub enum ConfigError {
     },
     #[error("{0} is not valid UTF-8")]
     NotUnicode(&'static str),
-    #[error("no public key: set MPGATE_PUBLIC_KEY_FILE (or --public-key-file) to the PEM file of the public key AWS Marketplace gave you for version {0}, or put the PEM in MPGATE_PUBLIC_KEY")]
-    MissingKey(i32),
-    #[error("more than one of MPGATE_PUBLIC_KEY_FILE, MPGATE_PUBLIC_KEY_DIR and MPGATE_PUBLIC_KEY is set: keep exactly one key source")]
-    TwoKeys,
-    #[error("this mpgate build is pinned (see 'mpgate --version'): unset {0}; a pinned build takes its product code and keys only from the build, and never starts a workload unverified")]
-    PinnedOverride(&'static str),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
     #[error("this mpgate build pins product code {pinned}, not {given:?}: unset MPGATE_PRODUCT_CODE and --product-code, or use an mpgate built for {given:?}")]
     PinnedProductCode { pinned: &'static str, given: String },
-    #[error("no key for public key version {version}: {} holds version(s) {available}; set MPGATE_PUBLIC_KEY_VERSION to one of them{}", if *pinned { "this build" } else { "the key directory" }, if *pinned { ", or rebuild with the new key" } else { ", or add public-key-v<version>.pem" })]
-    KeyVersionNotInRing {
-        version: i32,
-        available: String,
-        pinned: bool,
-    },
-    #[error("cannot read public key {path}: {reason}")]
-    UnreadableKey { path: String, reason: String },
-    #[error("{source_name} cannot be the public key: {reason}")]
-    InvalidKey {
-        source_name: String,
-        reason: crate::token::KeyError,
-    },
     #[error("{0}: point SSL_CERT_FILE at a PEM file (or SSL_CERT_DIR at a directory) of CA certificates, or unset it to trust the built-in Mozilla roots")]
     Certificates(String),
     #[error("cannot read the operating system's random number generator ({0}): check the container's seccomp profile allows getrandom")]
@@ -121,22 +103,10 @@ fn setting(
     }
 }
 
-/// Like [`setting`] for paths, which need not be UTF-8.
-pub fn path_setting(
-    flag: Option<&OsString>,
-    var: &str,
-    env: &dyn Fn(&str) -> Option<OsString>,
-) -> Option<PathBuf> {
-    flag.cloned()
-        .or_else(|| env(var))
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
 /// What a token must be checked against: the product code and the key, pinned or configured.
 pub struct Trust {
     pub product_code: String,
-    pub key: crate::keyring::Selected,
+    pub key: Selected,
 }
 
 impl Trust {
@@ -146,7 +116,7 @@ impl Trust {
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
         let given = setting(args.product_code.clone(), "MPGATE_PRODUCT_CODE", env)?;
-        let product_code = match (crate::keyring::pinned_product_code(), given) {
+        let product_code = match (keyring::pinned_product_code(), given) {
             (Some(pinned), Some(given)) if given != pinned => {
                 return Err(ConfigError::PinnedProductCode { pinned, given })
             }
@@ -175,8 +145,8 @@ impl Trust {
                 }
             },
         };
-        let key = crate::keyring::select(
-            crate::keyring::KeyOptions {
+        let key = keyring::select(
+            KeyOptions {
                 version,
                 file: args.public_key_file.as_ref(),
                 dir: args.public_key_dir.as_ref(),
@@ -223,11 +193,12 @@ impl Config {
 
         // Anyone who can break the network path could otherwise start a pinned workload.
         if on_transient_error == TransientPolicy::Allow && trust.key.pinned {
-            return Err(ConfigError::PinnedOverride(if policy_flag {
+            return Err(KeyringError::PinnedOverride(if policy_flag {
                 "--on-transient-error allow"
             } else {
                 "MPGATE_ON_TRANSIENT_ERROR=allow"
-            }));
+            })
+            .into());
         }
 
         let endpoint_url = match args.endpoint_url {

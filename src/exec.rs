@@ -4,8 +4,6 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use crate::exit::code;
-
 /// Why the workload could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -13,22 +11,6 @@ pub enum ExecError {
     NotFound { program: String },
     #[error("cannot run {program:?}: {reason}: check it is an executable file for this platform")]
     NotExecutable { program: String, reason: String },
-}
-
-impl ExecError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ExecError::NotFound { .. } => code::COMMAND_NOT_FOUND,
-            ExecError::NotExecutable { .. } => code::COMMAND_NOT_EXECUTABLE,
-        }
-    }
-
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            ExecError::NotFound { .. } => "command-not-found",
-            ExecError::NotExecutable { .. } => "command-not-executable",
-        }
-    }
 }
 
 /// Replaces this process with `command` (execvp: PATH lookup, argv untouched, same PID and

@@ -1,9 +1,8 @@
 //! Owns the exit-code contract: every way mpgate can end, and the number the container sees.
 
-use crate::{
-    config::ConfigError, exec::ExecError, metering::MeteringError, proof::ProofError,
-    token::TokenError,
-};
+use mpgate_proof::{ProofError, TokenError};
+
+use crate::{config::ConfigError, exec::ExecError, metering::MeteringError};
 
 /// Exit codes, as documented in README.md. They never change meaning between releases.
 pub mod code {
@@ -41,27 +40,49 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn exit_code(&self) -> u8 {
+    /// The exit code and a stable, machine-readable name for the result file: the README's
+    /// table, in one place.
+    fn contract(&self) -> (u8, &'static str) {
+        use MeteringError as M;
         match self {
-            Failure::Config(_) => code::USAGE,
-            Failure::Metering(e) => e.exit_code(),
-            Failure::Token(_) => code::TOKEN_REJECTED,
-            Failure::Exec(e) => e.exit_code(),
-            Failure::Proof(e) => e.exit_code(),
-            Failure::Interrupted { signal, .. } => code::SIGNAL_BASE + *signal as u8,
+            Failure::Config(_) | Failure::Proof(ProofError::Key(_)) => {
+                (code::USAGE, "config-error")
+            }
+            Failure::Metering(M::NotEntitled { .. }) => (code::NOT_ENTITLED, "not-entitled"),
+            Failure::Metering(M::PlatformNotSupported { .. }) => {
+                (code::PLATFORM_NOT_SUPPORTED, "platform-not-supported")
+            }
+            Failure::Metering(M::Refused(_)) => (code::SERVICE_REFUSED, "service-refused"),
+            Failure::Metering(M::Unreachable(_)) => {
+                (code::SERVICE_UNREACHABLE, "service-unreachable")
+            }
+            // A 2xx answer without a usable token is a token failure, never "unreachable":
+            // otherwise a tampered answer could pass the `allow` policy.
+            Failure::Metering(M::BadAnswer(_)) | Failure::Token(_) | Failure::Proof(_) => {
+                (code::TOKEN_REJECTED, "token-rejected")
+            }
+            Failure::Metering(M::NoRegion) => (code::NO_REGION_OR_CREDENTIALS, "no-region"),
+            Failure::Metering(M::NoCredentials(_)) => {
+                (code::NO_REGION_OR_CREDENTIALS, "no-credentials")
+            }
+            Failure::Exec(ExecError::NotFound { .. }) => {
+                (code::COMMAND_NOT_FOUND, "command-not-found")
+            }
+            Failure::Exec(ExecError::NotExecutable { .. }) => {
+                (code::COMMAND_NOT_EXECUTABLE, "command-not-executable")
+            }
+            Failure::Interrupted { signal, .. } => {
+                (code::SIGNAL_BASE + *signal as u8, "interrupted")
+            }
         }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.contract().0
     }
 
     /// A stable, machine-readable name for the result file.
     pub fn outcome(&self) -> &'static str {
-        match self {
-            Failure::Config(_) => "config-error",
-            Failure::Metering(e) => e.outcome(),
-            Failure::Token(_) => "token-rejected",
-            Failure::Exec(e) => e.outcome(),
-            Failure::Proof(ProofError::Key(_)) => "config-error",
-            Failure::Proof(_) => "token-rejected",
-            Failure::Interrupted { .. } => "interrupted",
-        }
+        self.contract().1
     }
 }

@@ -10,7 +10,8 @@ use crate::config::{Config, ConfigError, TransientPolicy};
 use crate::exit::{code, Failure};
 use crate::metering::{self, MeteringError};
 use crate::report::{now_rfc3339, Report, Reporter};
-use crate::{exec, nonce, token};
+use crate::{exec, nonce};
+use mpgate_proof::token;
 
 /// What the phase learned, for the result file and the hand-over.
 #[derive(Debug, Default)]

@@ -5,10 +5,9 @@ use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use jsonwebtoken::DecodingKey;
+use mpgate_proof::{decoding_key, fingerprint, DecodingKey, KeyError};
 
-use crate::config::{path_setting, ConfigError};
-use crate::token;
+use crate::settings::path_setting;
 
 /// Written by build.rs from `MPGATE_PIN_PRODUCT_CODE` and `MPGATE_PIN_KEY_DIR`.
 mod pinned {
@@ -30,12 +29,38 @@ pub fn describe_pinned() -> Option<String> {
     let code = pinned_product_code()?;
     let mut text = format!("pinned product code: {code}\n");
     for (version, pem) in pinned::KEYS {
-        let print = token::decoding_key(pem.as_bytes())
-            .map(|key| token::fingerprint(&key))
+        let print = decoding_key(pem.as_bytes())
+            .map(|key| fingerprint(&key))
             .unwrap_or_else(|e| format!("UNUSABLE ({e})"));
         let _ = writeln!(text, "pinned key version {version}: {print}");
     }
     Some(text)
+}
+
+/// Why the keys cannot be used; always exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("no public key: set MPGATE_PUBLIC_KEY_FILE (or --public-key-file) to the PEM file of the public key AWS Marketplace gave you for version {0}, or put the PEM in MPGATE_PUBLIC_KEY")]
+    MissingKey(i32),
+    #[error("more than one of MPGATE_PUBLIC_KEY_FILE, MPGATE_PUBLIC_KEY_DIR and MPGATE_PUBLIC_KEY is set: keep exactly one key source")]
+    TwoKeys,
+    #[error("this mpgate build is pinned (see 'mpgate --version'): unset {0}; a pinned build takes its product code and keys only from the build, and never starts a workload unverified")]
+    PinnedOverride(&'static str),
+    #[error("no key for public key version {version}: {} holds version(s) {available}; set MPGATE_PUBLIC_KEY_VERSION to one of them{}", if *pinned { "this build" } else { "the key directory" }, if *pinned { ", or rebuild with the new key" } else { ", or add public-key-v<version>.pem" })]
+    KeyVersionNotInRing {
+        version: i32,
+        available: String,
+        pinned: bool,
+    },
+    #[error("cannot read public key {path}: {reason}")]
+    UnreadableKey { path: String, reason: String },
+    #[error("{source_name} cannot be the public key: {reason}")]
+    InvalidKey {
+        source_name: String,
+        reason: KeyError,
+    },
+    #[error("MPGATE_PUBLIC_KEY is not valid UTF-8")]
+    NotUnicode,
 }
 
 /// The key the token must verify under, and what else the ring holds.
@@ -59,7 +84,7 @@ pub struct KeyOptions<'a> {
 pub fn select(
     options: KeyOptions,
     env: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<Selected, ConfigError> {
+) -> Result<Selected, KeyringError> {
     let file = path_setting(options.file, "MPGATE_PUBLIC_KEY_FILE", env);
     let dir = path_setting(options.dir, "MPGATE_PUBLIC_KEY_DIR", env);
     let inline = env("MPGATE_PUBLIC_KEY").filter(|v| !v.is_empty());
@@ -74,7 +99,7 @@ pub fn select(
             (inline.is_some(), "MPGATE_PUBLIC_KEY"),
         ];
         if let Some((_, name)) = given.iter().find(|(set, _)| *set) {
-            return Err(ConfigError::PinnedOverride(name));
+            return Err(KeyringError::PinnedOverride(name));
         }
         pinned::KEYS
             .iter()
@@ -103,13 +128,13 @@ pub fn select(
             (None, None, Some(pem)) => vec![(
                 single_version,
                 pem.into_string()
-                    .map_err(|_| ConfigError::NotUnicode("MPGATE_PUBLIC_KEY"))?
+                    .map_err(|_| KeyringError::NotUnicode)?
                     .into_bytes(),
                 "MPGATE_PUBLIC_KEY".to_string(),
             )],
             (None, Some(dir), None) => read_key_dir(&dir)?,
-            (None, None, None) => return Err(ConfigError::MissingKey(single_version)),
-            _ => return Err(ConfigError::TwoKeys),
+            (None, None, None) => return Err(KeyringError::MissingKey(single_version)),
+            _ => return Err(KeyringError::TwoKeys),
         }
     };
 
@@ -119,7 +144,7 @@ pub fn select(
         .unwrap_or_else(|| versions.iter().copied().max().unwrap_or(1));
     let mut selected = None;
     for (v, pem, source_name) in ring {
-        let key = token::decoding_key(&pem).map_err(|reason| ConfigError::InvalidKey {
+        let key = decoding_key(&pem).map_err(|reason| KeyringError::InvalidKey {
             source_name,
             reason,
         })?;
@@ -127,7 +152,7 @@ pub fn select(
             selected = Some(key);
         }
     }
-    let key = selected.ok_or_else(|| ConfigError::KeyVersionNotInRing {
+    let key = selected.ok_or_else(|| KeyringError::KeyVersionNotInRing {
         version,
         available: versions
             .iter()
@@ -145,8 +170,8 @@ pub fn select(
 }
 
 /// Reads `public-key-v<N>.pem` files from a directory; other names are ignored.
-fn read_key_dir(dir: &Path) -> Result<Vec<(i32, Vec<u8>, String)>, ConfigError> {
-    let unreadable = |reason: String| ConfigError::UnreadableKey {
+fn read_key_dir(dir: &Path) -> Result<Vec<(i32, Vec<u8>, String)>, KeyringError> {
+    let unreadable = |reason: String| KeyringError::UnreadableKey {
         path: display(dir),
         reason,
     };
@@ -195,8 +220,8 @@ fn display(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let unreadable = |reason: String| ConfigError::UnreadableKey {
+fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyringError> {
+    let unreadable = |reason: String| KeyringError::UnreadableKey {
         path: display(path),
         reason,
     };

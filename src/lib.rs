@@ -2,7 +2,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod emulator;
 pub mod exec;
 pub mod exit;
 pub mod gate;
@@ -11,7 +10,6 @@ pub mod keyring;
 pub mod logging;
 pub mod metering;
 pub mod nonce;
-pub mod pem;
-pub mod proof;
 pub mod report;
-pub mod token;
+pub mod settings;
+pub mod verify;

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mpgate::cli::{self, Parsed};
-use mpgate::config::{self, path_setting, ConfigError, LogFormat};
-use mpgate::{gate, keyring, logging, proof, report::Reporter};
+use mpgate::config::{self, ConfigError, LogFormat};
+use mpgate::settings::path_setting;
+use mpgate::{gate, keyring, logging, report::Reporter, verify};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -86,7 +87,7 @@ fn start_logging(
 fn verify(args: cli::Args, env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> ExitCode {
     let checked = match start_logging(args.log_format.clone(), env) {
         Some(error) => Err(error.into()),
-        None => proof::check_command(&args, env),
+        None => verify::check_command(&args, env),
     };
     match checked {
         Ok(message) => {

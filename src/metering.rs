@@ -33,7 +33,6 @@ use aws_smithy_types::{body::SdkBody, config_bag::ConfigBag};
 use aws_types::service_config::ServiceConfigKey;
 
 use crate::config::Config;
-use crate::exit::code;
 
 /// A RegisterUsage answer is under 2 KiB; a larger body is not from the Metering service.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -53,7 +52,7 @@ pub struct Registration {
     pub key_rotation: Option<String>,
 }
 
-/// Why the service did not give a token; each variant is one exit code.
+/// Why the service did not give a token; each variant is one exit code (`exit`).
 #[derive(Debug, thiserror::Error)]
 pub enum MeteringError {
     #[error("the buyer is not entitled to product {product_code} (CustomerNotEntitledException): subscribe to it in AWS Marketplace with the AWS account that runs this container")]
@@ -70,35 +69,6 @@ pub enum MeteringError {
     NoRegion,
     #[error("no AWS credentials ({0}): give the task an IAM task role (ECS), the pod a service account with IRSA or EKS Pod Identity, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
     NoCredentials(String),
-}
-
-impl MeteringError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            MeteringError::NotEntitled { .. } => code::NOT_ENTITLED,
-            MeteringError::PlatformNotSupported { .. } => code::PLATFORM_NOT_SUPPORTED,
-            MeteringError::Refused(_) => code::SERVICE_REFUSED,
-            MeteringError::Unreachable(_) => code::SERVICE_UNREACHABLE,
-            // A 2xx answer without a usable token is a token failure, never "unreachable":
-            // otherwise a tampered answer could pass the `allow` policy.
-            MeteringError::BadAnswer(_) => code::TOKEN_REJECTED,
-            MeteringError::NoRegion | MeteringError::NoCredentials(_) => {
-                code::NO_REGION_OR_CREDENTIALS
-            }
-        }
-    }
-
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            MeteringError::NotEntitled { .. } => "not-entitled",
-            MeteringError::PlatformNotSupported { .. } => "platform-not-supported",
-            MeteringError::Refused(_) => "service-refused",
-            MeteringError::Unreachable(_) => "service-unreachable",
-            MeteringError::BadAnswer(_) => "token-rejected",
-            MeteringError::NoRegion => "no-region",
-            MeteringError::NoCredentials(_) => "no-credentials",
-        }
-    }
 }
 
 /// Calls RegisterUsage once (with the SDK's retries) and returns the raw answer; the attempts

@@ -82,12 +82,13 @@ fn retried_with_one_nonce(emu: &Emulator, fault: &str, min: usize) -> Vec<Value>
         );
         assert_eq!(call["fault"], fault, "{calls:?}");
     }
-    // The result file counts the attempts of a failed run too.
+    // The result file counts the attempts of a failed run too: every call the emulator saw,
+    // plus at most one the deadline cut before its request arrived (still connecting).
     let recorded = result_file(emu)["attempts"].as_u64().unwrap_or(0) as usize;
-    assert_eq!(
-        recorded,
-        calls.len(),
-        "{fault}: attempts in the result file"
+    assert!(
+        (calls.len()..=calls.len() + 1).contains(&recorded),
+        "{fault}: {recorded} attempts in the result file, {} calls seen",
+        calls.len()
     );
     calls
 }

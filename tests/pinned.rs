@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::*;
+use rustls_pki_types::{pem::PemObject, SubjectPublicKeyInfoDer};
 
 /// A cold debug build of the whole dependency tree on 2 cores takes a few minutes.
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
@@ -58,11 +58,7 @@ fn build_pinned(pins: &[(&str, &Path)], log: &Path) -> (bool, String) {
 
 /// `SHA256:<hex>` of a PEM SPKI file, computed independently of mpgate.
 fn spki_fingerprint(pem_file: &Path) -> String {
-    let pem = std::fs::read_to_string(pem_file).unwrap();
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap();
+    let der = SubjectPublicKeyInfoDer::from_pem_file(pem_file).unwrap();
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("SHA256:{hex}")

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::proxy::Proxy;
 use common::*;
+use mpgate_testkit::proxy::Proxy;
 
 #[test]
 fn https_works_with_a_ca_from_ssl_cert_file_and_fails_without_it() {

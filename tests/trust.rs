@@ -1,13 +1,13 @@
 //! What the gate trusts: key rings and rotation, and the proof a workload can check after the
-//! hand-over (`mpgate verify` and the `mpgate::proof` library API).
+//! hand-over (`mpgate verify` and the `mpgate-proof` library).
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use mpgate::proof::{Handover, ProofError};
-use mpgate::token::TokenError;
+use mpgate_proof::TokenError;
+use mpgate_proof::{Handover, ProofError};
 
 fn key_dir(emu: &Emulator) -> std::path::PathBuf {
     emu.dir.join("keys")
@@ -252,5 +252,10 @@ fn the_library_api_verifies_a_hand_over() {
         Err(ProofError::NotHandedOver)
     ));
     let e = handover.verify(b"not a key", &emu.product_code, 1, Duration::from_secs(300));
-    assert_eq!(e.unwrap_err().exit_code(), 2);
+    assert!(matches!(
+        e,
+        Err(ProofError::Key(mpgate_proof::KeyError::Format(_)))
+    ));
+    // mpgate maps a bad key to the usage class.
+    assert_eq!(mpgate::exit::Failure::from(e.unwrap_err()).exit_code(), 2);
 }

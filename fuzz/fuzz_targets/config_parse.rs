@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Parsed::Verify(args)) => {
             let args = sandbox(*args);
-            match mpgate::proof::check_command(&args, &lookup) {
+            match mpgate::verify::check_command(&args, &lookup) {
                 Ok(message) => assert!(!message.is_empty()),
                 Err(failure) => {
                     let _ = (failure.to_string(), failure.exit_code(), failure.outcome());

@@ -1,9 +1,9 @@
-//! `mpgate::token::decoding_key` (and `fingerprint`) on arbitrary PEM input: never a panic,
+//! `mpgate_proof::decoding_key` (and `fingerprint`) on arbitrary PEM input: never a panic,
 //! and never an accepted private key or a key under 2048 bits.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpgate::token::{decoding_key, fingerprint, redacted};
+use mpgate_proof::{decoding_key, fingerprint, redacted};
 
 fuzz_target!(|data: &[u8]| {
     match decoding_key(data) {

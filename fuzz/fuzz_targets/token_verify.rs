@@ -1,4 +1,4 @@
-//! `mpgate::token::verify` and `redacted` on arbitrary tokens: never a panic, and never an
+//! `mpgate_proof::verify` and `redacted` on arbitrary tokens: never a panic, and never an
 //! accepted token that this process did not sign for exactly the expected claims.
 //!
 //! Input without a NUL byte is the token itself (lossy UTF-8): it can never verify, since
@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpgate::token::{redacted, verify};
+use mpgate_proof::{redacted, verify};
 use mpgate_fuzz::{expected, keys, now, KEY_VERSION, MAX_AGE, NONCE, NOW_SECS, PRODUCT_CODE};
 use serde_json::Value;
 

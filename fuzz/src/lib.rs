@@ -31,8 +31,8 @@ pub fn now() -> SystemTime {
 }
 
 /// What every fuzzed token is checked against.
-pub fn expected() -> mpgate::token::Expected<'static> {
-    mpgate::token::Expected {
+pub fn expected() -> mpgate_proof::Expected<'static> {
+    mpgate_proof::Expected {
         product_code: PRODUCT_CODE,
         public_key_version: KEY_VERSION,
         nonce: NONCE,
@@ -40,7 +40,7 @@ pub fn expected() -> mpgate::token::Expected<'static> {
     }
 }
 
-/// A real 1024-bit RSA public key (SPKI), too small for PS256 (from tests/adversarial.rs).
+/// A real 1024-bit RSA public key (SPKI), too small for PS256 (from crates/proof/tests/adversarial.rs).
 pub const RSA_1024_SPKI: &str = "-----BEGIN PUBLIC KEY-----
 MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC6HaLQ5bEwcQARbTY3eNJnxPDa
 JvyCjdOggJAlHot8zeytA+jiD4TPiWEoQnSsdgmtTpC4VF9YKsB8nkySuVZyrT45
@@ -95,7 +95,7 @@ pub fn keys() -> &'static Keys {
             pair.public_key().as_der().expect("SPKI").as_ref(),
         );
         let decoding =
-            mpgate::token::decoding_key(public_pem.as_bytes()).expect("mpgate takes the key");
+            mpgate_proof::decoding_key(public_pem.as_bytes()).expect("mpgate takes the key");
         let public_pkcs1_pem = pem_encode("RSA PUBLIC KEY", decoding.as_bytes());
         Keys {
             pair,

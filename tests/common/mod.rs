@@ -1,8 +1,7 @@
 //! Test harness: the real `mpgate` binary against the real `mpgate-emulator` on loopback.
 #![allow(dead_code)]
 
-pub mod proxy;
-pub mod ready;
+pub use mpgate_testkit::ready;
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -18,7 +17,6 @@ use serde_json::Value;
 pub const CHILD_LIMIT: Duration = Duration::from_secs(30);
 
 pub const MPGATE: &str = env!("CARGO_BIN_EXE_mpgate");
-pub const EMULATOR: &str = env!("CARGO_BIN_EXE_mpgate-emulator");
 
 /// A private scratch directory per test.
 pub fn scratch(name: &str) -> PathBuf {
@@ -50,7 +48,7 @@ impl Emulator {
     pub fn start(flags: &[&str]) -> Emulator {
         let dir = scratch("emu");
         let record = dir.join("record.jsonl");
-        let mut child = Command::new(EMULATOR)
+        let mut child = Command::new(mpgate_testkit::emulator_exe())
             .arg("serve")
             .arg("--key-dir")
             .arg(dir.join("keys"))

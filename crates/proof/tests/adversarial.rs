@@ -1,5 +1,5 @@
 //! An adversarial corpus of RegisterUsage tokens: every one must be refused by
-//! `mpgate::token::verify` with the specific `TokenError` it deserves, never accepted and
+//! `mpgate_proof::verify` with the specific `TokenError` it deserves, never accepted and
 //! never with a panic. Keys are generated here with aws-lc-rs; tokens are signed from raw
 //! header and payload strings so duplicated keys, odd types and non-UTF-8 bytes survive.
 
@@ -13,7 +13,7 @@ use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_S
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use mpgate::token::{decoding_key, redacted, verify, Expected, TokenError, MAX_TOKEN_BYTES};
+use mpgate_proof::{decoding_key, redacted, verify, Expected, TokenError, MAX_TOKEN_BYTES};
 
 const NOW: u64 = 1_750_000_000;
 const PRODUCT: &str = "prod-abc123";

@@ -1,20 +1,5 @@
-//! Owns the proof for the workload: re-checking, after the hand-over, the token mpgate verified.
-//!
-//! A workload started some other way (ENTRYPOINT overridden, initContainer removed) has no
-//! fresh token signed for its product, so it can refuse to run:
-//!
-//! ```no_run
-//! // In the workload's main(), with the same public key the image gives mpgate:
-//! const KEY: &[u8] = b"-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n";
-//! if let Err(e) = mpgate::proof::verify_handover(KEY, "prod-abc123", 1) {
-//!     eprintln!("not started through mpgate: {e}");
-//!     std::process::exit(12);
-//! }
-//! ```
-//!
-//! The nonce in the hand-over is whatever the environment says, so the guarantee is the
-//! token's: AWS Marketplace signed it for this product and key version at most
-//! `max_age` ago. The same check is `mpgate verify` for workloads not written in Rust.
+//! Owns the hand-over: what mpgate gives the workload (`MPGATE_SIGNATURE`, `MPGATE_NONCE`, or
+//! the result file) and its re-check after the exec.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -22,9 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::token::{self, Expected, KeyError, TokenError};
+use crate::key::{decoding_key, DecodingKey, KeyError};
+use crate::token::{self, Expected, TokenError};
 
-pub use crate::config::DEFAULT_MAX_TOKEN_AGE;
+/// The oldest `iat` accepted unless told otherwise (mpgate's `MPGATE_MAX_TOKEN_AGE`).
+pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(300);
 /// A result file is a few hundred bytes; anything far larger is not one.
 const MAX_RESULT_FILE_BYTES: u64 = 64 * 1024;
 
@@ -35,7 +22,7 @@ pub struct Handover {
     pub nonce: String,
 }
 
-/// Why the workload must not trust its start; exit 12 (the token class), or 2 for a bad key.
+/// Why the workload must not trust its start (mpgate exits 12 for these, or 2 for a bad key).
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
     #[error("MPGATE_SIGNATURE is not set: this process was not started by mpgate after a verified entitlement check (was the ENTRYPOINT overridden?)")]
@@ -50,15 +37,6 @@ pub enum ProofError {
     Key(#[from] KeyError),
     #[error("the handed-over token is not valid: {0}")]
     Token(#[from] TokenError),
-}
-
-impl ProofError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ProofError::Key(_) => crate::exit::code::USAGE,
-            _ => crate::exit::code::TOKEN_REJECTED,
-        }
-    }
 }
 
 impl Handover {
@@ -125,14 +103,14 @@ impl Handover {
         public_key_version: i32,
         max_age: Duration,
     ) -> Result<(), ProofError> {
-        let key = token::decoding_key(public_key_pem)?;
+        let key = decoding_key(public_key_pem)?;
         self.verify_with(&key, product_code, public_key_version, max_age)
     }
 
     /// [`Handover::verify`] with a key already loaded.
     pub fn verify_with(
         &self,
-        key: &jsonwebtoken::DecodingKey,
+        key: &DecodingKey,
         product_code: &str,
         public_key_version: i32,
         max_age: Duration,
@@ -161,30 +139,4 @@ pub fn verify_handover(
         public_key_version,
         DEFAULT_MAX_TOKEN_AGE,
     )
-}
-
-/// `mpgate verify`: checks the hand-over (or `--result-file`) against the configured or pinned
-/// product code and key, as the gate would; returns what was verified.
-pub fn check_command(
-    args: &crate::cli::Args,
-    env: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<String, crate::exit::Failure> {
-    let trust = crate::config::Trust::from_args(args, env)?;
-    let max_age = crate::config::max_token_age(args.max_token_age.clone(), env)?;
-    let handover = match &args.result_file {
-        Some(path) => Handover::from_result_file(Path::new(path))?,
-        None => Handover::from_vars(env)?,
-    };
-    handover.verify_with(
-        &trust.key.key,
-        &trust.product_code,
-        trust.key.version,
-        max_age,
-    )?;
-    Ok(format!(
-        "the hand-over is verified: AWS Marketplace signed it for product {} with key version {} within the last {}s",
-        trust.product_code,
-        trust.key.version,
-        max_age.as_secs()
-    ))
 }

@@ -2,8 +2,7 @@
 //! runs tests/conformance/boto3_conformance.py (boto3 `register_usage`) against emulators.
 //! Needs python3 with boto3 (`pip install boto3`); fails, never skips, without them.
 
-#[path = "common/ready.rs"]
-mod ready;
+use mpgate_testkit::ready;
 
 use std::fs::File;
 use std::io::Read;

@@ -76,14 +76,14 @@
 //! `hang`/`drop`/`reset-headers`) and flushed before the answer is sent. The
 //! `Authorization` signature and the dummy secret are never logged.
 
-pub mod cli;
-pub mod fault;
-pub mod jwt;
-pub mod keys;
-pub mod raw;
-pub mod run;
-pub mod server;
-pub mod tls;
+mod cli;
+mod fault;
+mod jwt;
+mod keys;
+mod raw;
+mod run;
+mod server;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -119,8 +119,12 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code when the emulator itself cannot start.
 pub const EXIT_FAILURE: i32 = 1;
 
-/// Entry point of the `mpgate-emulator` binary: returns the process exit code.
-pub fn main() -> i32 {
+fn main() {
+    std::process::exit(run_emulator());
+}
+
+/// The whole command: returns the process exit code.
+fn run_emulator() -> i32 {
     let parsed = match cli::parse(std::env::args_os().skip(1)) {
         Ok(p) => p,
         Err(msg) => {

@@ -10,8 +10,6 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
 
-use crate::pem::{pem_decode, pem_encode};
-
 /// One key version ready to sign with.
 pub struct VersionKey {
     pub version: u32,
@@ -21,6 +19,21 @@ pub struct VersionKey {
     /// Parsed once: aws-lc validates an RSA private key as it parses it (about 0.5 ms), which
     /// per call would double the emulator's answer time.
     pub signing_key: KeyPair,
+}
+
+/// DER as PEM text with LF line endings (the `pem` crate's default is CRLF).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), config)
+}
+
+/// The DER of the first PEM block labelled `label` in `text`.
+pub fn pem_decode(label: &str, text: &str) -> Option<Vec<u8>> {
+    pem::parse_many(text)
+        .ok()?
+        .into_iter()
+        .find(|block| block.tag() == label)
+        .map(pem::Pem::into_contents)
 }
 
 fn err(context: String, e: impl std::fmt::Display) -> String {

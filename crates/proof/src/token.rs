@@ -11,34 +11,6 @@ use serde_json::Value;
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// How far in the future `iat` may be: clock skew between AWS and the node.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
-/// AWS Marketplace keys are RSA-2048 or larger; PS256 verification refuses smaller ones.
-const MIN_KEY_BITS: usize = 2048;
-
-/// Public keys whose private halves are published, by SHA-256 of their PKCS#1 DER: a gate
-/// configured with one accepts tokens anyone can sign.
-const PUBLISHED_PRIVATE_KEYS: &[([u8; 32], &str)] = &[(
-    hex32("411c4f74ea279a981238973c708a245cdb0c8951ede91521d1a034918253619c"),
-    "the sample key printed in the AWS Marketplace seller guide's RegisterUsage example (jwt.io's demo RS256 key)",
-)];
-
-const fn hex32(hex: &str) -> [u8; 32] {
-    const fn nibble(c: u8) -> u8 {
-        match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => panic!("not lowercase hex"),
-        }
-    }
-    let bytes = hex.as_bytes();
-    assert!(bytes.len() == 64);
-    let mut out = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        out[i] = nibble(bytes[2 * i]) << 4 | nibble(bytes[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
 
 /// Why a token was refused; always exit code 12.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -101,82 +73,6 @@ struct Header {
     x5u: Option<Value>,
     x5c: Option<Value>,
     crit: Option<Value>,
-}
-
-/// Builds the verification key from a PEM RSA public key (SPKI or PKCS#1).
-pub fn decoding_key(pem: &[u8]) -> Result<DecodingKey, KeyError> {
-    let text =
-        std::str::from_utf8(pem).map_err(|_| KeyError::Format("the file is not text".into()))?;
-    if text.contains("PRIVATE KEY-----") {
-        return Err(KeyError::Unsafe("it is a private key; give mpgate only the public key, and keep private keys out of images".into()));
-    }
-    let key = DecodingKey::from_rsa_pem(pem).map_err(|e| KeyError::Format(e.to_string()))?;
-    let fingerprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-    if let Some((_, what)) = PUBLISHED_PRIVATE_KEYS
-        .iter()
-        .find(|(known, _)| known[..] == *fingerprint.as_ref())
-    {
-        return Err(KeyError::Unsafe(format!(
-            "it is {what}, whose private key is public, so anyone could sign a token it accepts: use the public key AWS Marketplace gave you for your product"
-        )));
-    }
-    let bits = rsa_bits(key.as_bytes())?;
-    if bits < MIN_KEY_BITS {
-        return Err(KeyError::Unsafe(format!(
-            "it is a {bits}-bit key, too small; PS256 needs at least {MIN_KEY_BITS} bits"
-        )));
-    }
-    Ok(key)
-}
-
-/// A PKCS#1 RSA public key (what jsonwebtoken holds) as SPKI DER (what PEM files and
-/// fingerprints use), parsed and checked by aws-lc.
-fn spki_der(pkcs1_der: &[u8]) -> Option<aws_lc_rs::encoding::PublicKeyX509Der<'static>> {
-    use aws_lc_rs::encoding::AsDer;
-    aws_lc_rs::rsa::PublicKey::from_der(pkcs1_der)
-        .ok()?
-        .as_der()
-        .ok()
-}
-
-/// `SHA256:<hex>` of the key's SPKI DER, as `openssl pkey -pubin -outform DER | sha256sum` prints.
-pub fn fingerprint(key: &DecodingKey) -> String {
-    let Some(spki) = spki_der(key.as_bytes()) else {
-        return "unparsable key".into();
-    };
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki.as_ref());
-    let mut text = String::from("SHA256:");
-    for byte in digest.as_ref() {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
-}
-
-/// The modulus size of a PKCS#1 RSA public key, as aws-lc parses it.
-fn rsa_bits(pkcs1_der: &[u8]) -> Result<usize, KeyError> {
-    use aws_lc_rs::rsa::PublicEncryptingKey;
-    let invalid = || KeyError::Format("the key inside is not a valid RSA public key".into());
-    let spki = spki_der(pkcs1_der).ok_or_else(invalid)?;
-    // PublicEncryptingKey refuses keys outside 2048..=8192 bits: say so rather than "not valid".
-    let key = PublicEncryptingKey::from_der(spki.as_ref()).map_err(|e| match e.description_() {
-        "TooSmall" => KeyError::Unsafe(format!(
-            "the key is too small; PS256 needs at least {MIN_KEY_BITS} bits"
-        )),
-        "TooLarge" => KeyError::Unsafe(
-            "the key is larger than the 8192 bits PS256 verification accepts".into(),
-        ),
-        _ => invalid(),
-    })?;
-    Ok(key.key_size_bits())
-}
-
-/// Why a configured public key cannot be used; always exit code 2.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
-    #[error("not a PEM RSA public key ({0}): use the key AWS Marketplace gave you, starting with '-----BEGIN PUBLIC KEY-----' or '-----BEGIN RSA PUBLIC KEY-----'")]
-    Format(String),
-    #[error("{0}")]
-    Unsafe(String),
 }
 
 /// Verifies a RegisterUsage token; on success the claims matched `expected` exactly.

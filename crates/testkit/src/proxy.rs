@@ -9,7 +9,6 @@
 //! (later requests on a kept-alive connection are tunnelled as bytes). Every socket has
 //! read/write timeouts, and a connection idle in both directions for [`IDLE`] is closed, so
 //! nothing can hang a test forever.
-#![allow(dead_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 
 /// Largest request head read from a client.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -54,7 +56,7 @@ impl Proxy {
     pub fn start_requiring_auth(upstream: SocketAddr, user_pass: &str) -> Proxy {
         Self::spawn(
             upstream,
-            Some(format!("Basic {}", base64(user_pass.as_bytes()))),
+            Some(format!("Basic {}", STANDARD.encode(user_pass))),
         )
     }
 
@@ -237,26 +239,4 @@ fn copy(mut from: TcpStream, mut to: TcpStream, start: Instant, last: &AtomicU64
     // A failure or idleness ends both directions.
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
-}
-
-/// Standard base64 with padding (for `Proxy-Authorization: Basic`).
-pub fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

@@ -1,5 +1,4 @@
 //! Reads a spawned emulator's first stdout line (its JSON ready line), bounded in time.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;

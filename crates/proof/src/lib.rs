@@ -1,0 +1,42 @@
+//! Verifies what AWS Marketplace's `RegisterUsage` signs, and the hand-over
+//! [mpgate](https://github.com/mpgate/mpgate) gives the workload it starts.
+//!
+//! This is the one verifier of the mpgate project: the gate checks the service's answer with
+//! it, and a workload checks its own start with it. It accepts PS256 only, under one RSA
+//! public key pinned by version, with `productCode`, `publicKeyVersion` and `nonce` compared
+//! exactly, strict JSON in header and claims, and bounded token size and age.
+//!
+//! A workload started some other way than through the gate (ENTRYPOINT overridden,
+//! initContainer removed) has no fresh token signed for its product, so it can refuse to run:
+//!
+//! ```no_run
+//! // In the workload's main(), with the same public key the image gives mpgate:
+//! const KEY: &[u8] = b"-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n";
+//! if let Err(e) = mpgate_proof::verify_handover(KEY, "prod-abc123", 1) {
+//!     eprintln!("not started through mpgate: {e}");
+//!     std::process::exit(12);
+//! }
+//! ```
+//!
+//! A process that mpgate did not start has nothing to show:
+//!
+//! ```
+//! use mpgate_proof::{Handover, ProofError};
+//!
+//! let environment = |_: &str| None; // no MPGATE_* variable set
+//! let refused = Handover::from_vars(&environment).unwrap_err();
+//! assert!(matches!(refused, ProofError::NotHandedOver));
+//! println!("{refused}"); // "MPGATE_SIGNATURE is not set: this process was not started by mpgate ..."
+//! ```
+//!
+//! The nonce in the hand-over is whatever the environment says, so the guarantee is the
+//! token's: AWS Marketplace signed it for this product and key version at most `max_age` ago.
+//! For workloads not written in Rust the same check is `mpgate verify`.
+
+pub mod handover;
+pub mod key;
+pub mod token;
+
+pub use handover::{verify_handover, Handover, ProofError, DEFAULT_MAX_TOKEN_AGE};
+pub use key::{decoding_key, fingerprint, DecodingKey, KeyError};
+pub use token::{redacted, verify, Expected, TokenError, MAX_CLOCK_SKEW, MAX_TOKEN_BYTES};
