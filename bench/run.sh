@@ -293,16 +293,24 @@ size = os.path.getsize(binary) / 1048576
 def mark(ok):
     return "met" if ok else "**missed**"
 print()
-print("Targets (issue 6), mpgate against the others in this run:")
+print("Targets (DEVELOPERS' guide), mpgate against the others in this run; a dash is no target")
+print("(the TLS targets against boto3 and on instructions are retired: the handshake's serial path")
+print("alone is about 0.015 of boto3's time, bench/README.md):")
 print()
 print("| target | http | tls |")
 print("|---|---:|---:|")
-rows = [("wall time ≤ 0.015 × boto3 + PyJWT", 0, 0.015, "{:.4f}"), ("wall time ≤ 0.5 × curl", 1, 0.5, "{:.2f}"),
-        ("≤ 4 M instructions per hand-over", 2, 4.0, "{:.1f} M"), ("peak RSS ≤ 8 MiB (stretch 6)", 3, 8.0, "{:.1f} MiB")]
-for name, i, limit, fmt in rows:
-    cells = [f"{fmt.format(targets[p][i])} {mark(targets[p][i] <= limit)}" for p in ("http", "tls")]
+# (name, index into targets[proto], limit over http, limit over tls or None, format)
+rows = [("wall time ≤ 0.015 × boto3 + PyJWT", 0, 0.015, None, "{:.4f}"),
+        ("wall time ≤ 0.5 × curl", 1, 0.5, 0.5, "{:.2f}"),
+        ("≤ 3 M instructions per hand-over", 2, 3.0, None, "{:.2f} M"),
+        ("peak RSS ≤ 8 MiB (stretch 6)", 3, 8.0, 8.0, "{:.1f} MiB")]
+for name, i, http_limit, tls_limit, fmt in rows:
+    cells = []
+    for proto, limit in (("http", http_limit), ("tls", tls_limit)):
+        value = fmt.format(targets[proto][i])
+        cells.append(f"{value} {mark(targets[proto][i] <= limit)}" if limit is not None else f"{value} –")
     print(f"| {name} | {cells[0]} | {cells[1]} |")
-print(f"| static binary ≤ 4 MiB (stretch 3) | {size:.2f} MiB {mark(size <= 4)} | |")
+print(f"| static binary ≤ 4 MiB (4.5 MiB with License Manager) | {size:.2f} MiB {mark(size <= 4)} | |")
 EOF
   echo
   echo "Measured: \`${MPGATE#"$ROOT"/}\` ($(file -b "$MPGATE" | grep -o 'static-pie linked\|statically linked\|dynamically linked'), $(size "$MPGATE")); emulator \`${EMULATOR#"$ROOT"/}\`."
