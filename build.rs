@@ -76,10 +76,11 @@ fn read_key_dir(dir: &Path) -> Vec<(i32, String)> {
         else {
             continue;
         };
+        // As src/keyring.rs reads versions at run time: ^[1-9][0-9]*$, one spelling per number.
         let version: i32 = match version.parse() {
-            Ok(v) if v >= 1 => v,
+            Ok(v) if v >= 1 && version.bytes().all(|b| b.is_ascii_digit()) && !version.starts_with('0') => v,
             _ => fail(&format!(
-                "{name}: the version in public-key-v<N>.pem must be an integer >= 1"
+                "{name}: the version in public-key-v<N>.pem must be an integer >= 1, digits only, no leading zero"
             )),
         };
         let pem = std::fs::read_to_string(entry.path())
@@ -98,6 +99,9 @@ fn read_key_dir(dir: &Path) -> Vec<(i32, String)> {
         ));
     }
     keys.sort();
+    if let Some(pair) = keys.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        fail(&format!("two key files for key version {}", pair[0].0));
+    }
     keys
 }
 

@@ -134,13 +134,13 @@ impl Trust {
 
         let version = match setting(args.public_key_version.clone(), "MPGATE_PUBLIC_KEY_VERSION", env)? {
             None => None,
-            Some(v) => match v.trim().parse::<i32>() {
-                Ok(n) if n >= 1 => Some(n),
-                _ => {
+            Some(v) => match keyring::parse_version(&v) {
+                Some(n) => Some(n),
+                None => {
                     return Err(ConfigError::InvalidValue {
                         name: "public key version",
                         value: v,
-                        expected: "set MPGATE_PUBLIC_KEY_VERSION to the integer (1 or more) AWS Marketplace gave you with the key",
+                        expected: "set MPGATE_PUBLIC_KEY_VERSION to the integer (1 or more, digits only) AWS Marketplace gave you with the key",
                     })
                 }
             },

@@ -38,6 +38,10 @@ use tower_service::Service;
 /// The Mozilla CA roots, from the locked `webpki-roots`: trust anchors (subject, key, name
 /// constraints) as static data, so trusting them parses nothing at run time.
 const MOZILLA_ROOTS: &[rustls_pki_types::TrustAnchor<'static>] = webpki_roots::TLS_SERVER_ROOTS;
+/// The largest answer mpgate reads from any server: the Metering call, and the credential
+/// endpoints (ECS and EKS container credentials, STS, IMDS) the SDK asks through this client.
+/// Real answers are under 4 KiB; past this bound, it is not the AWS service answering.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Bounds on what `SSL_CERT_FILE` / `SSL_CERT_DIR` may make mpgate read.
 const MAX_CERT_BYTES: u64 = 8 * 1024 * 1024;
 const MAX_CERT_DIR_FILES: usize = 1000;
@@ -286,10 +290,11 @@ impl HttpConnector for Transport {
                     .insert(hyper::header::PROXY_AUTHORIZATION, auth.clone());
             }
         }
+        let from = origin(request.uri());
         let answer = self.client.request(request);
         HttpConnectorFuture::new(async move {
             match answer.await {
-                Ok(response) => HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
+                Ok(response) => HttpResponse::try_from(response.map(|body| bounded(body, from)))
                     .map_err(|e| ConnectorError::other(e.into(), None)),
                 Err(e) => Err(connector_error(e)),
             }
@@ -540,6 +545,27 @@ fn connector_error(error: hyper_util::client::legacy::Error) -> ConnectorError {
         None => |e| ConnectorError::other(e, None),
     };
     make(error.into())
+}
+
+/// An answer's body as the SDK reads it, failing with [`AnswerTooLarge`] past
+/// [`MAX_ANSWER_BYTES`] (declared or not), so no server can make mpgate buffer more.
+fn bounded(body: hyper::body::Incoming, from: String) -> SdkBody {
+    use http_body_util::BodyExt as _;
+    let limited = http_body_util::Limited::new(body, MAX_ANSWER_BYTES).map_err(move |e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            Box::new(AnswerTooLarge { from: from.clone() }) as BoxError
+        } else {
+            e
+        }
+    });
+    SdkBody::from_body_1_x(limited)
+}
+
+/// An answer larger than [`MAX_ANSWER_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("the answer from {from} is larger than {} KiB, more than any AWS answer mpgate reads: something on the path is not the AWS service", MAX_ANSWER_BYTES / 1024)]
+pub struct AnswerTooLarge {
+    from: String,
 }
 
 /// The proxy answered the `CONNECT` with 407: it wants credentials (from the proxy URL).

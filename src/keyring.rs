@@ -19,6 +19,16 @@ const MAX_KEY_BYTES: u64 = 64 * 1024;
 /// A key directory holds a handful of versions; more is a wrong directory.
 const MAX_RING_KEYS: usize = 64;
 
+/// A key version as AWS Marketplace numbers them, `^[1-9][0-9]*$` within `i32`: one spelling
+/// per number (`+1`, `01` and ` 1` are refused, not read as 1).
+pub fn parse_version(text: &str) -> Option<i32> {
+    let digits_only = text.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only || text.starts_with('0') {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// The product code compiled into a pinned build.
 pub fn pinned_product_code() -> Option<&'static str> {
     pinned::PRODUCT_CODE
@@ -186,14 +196,11 @@ fn read_key_dir(dir: &Path) -> Result<Vec<(i32, Vec<u8>, String)>, KeyringError>
         else {
             continue;
         };
-        let version = match version.parse::<i32>() {
-            Ok(v) if v >= 1 && !version.starts_with('0') => v,
-            _ => {
-                return Err(unreadable(format!(
-                    "{}: name key files public-key-v<N>.pem with N the key version (1 or more)",
-                    name.to_string_lossy()
-                )))
-            }
+        let Some(version) = parse_version(version) else {
+            return Err(unreadable(format!(
+                "{}: name key files public-key-v<N>.pem with N the key version (1 or more, no sign or leading zero)",
+                name.to_string_lossy()
+            )));
         };
         if ring.len() == MAX_RING_KEYS {
             return Err(unreadable(format!(
@@ -213,6 +220,14 @@ fn read_key_dir(dir: &Path) -> Result<Vec<(i32, Vec<u8>, String)>, KeyringError>
         ));
     }
     ring.sort_by_key(|(v, ..)| *v);
+    // One spelling per number makes this impossible today; keep it so that no change to the
+    // parsing can let a second key for a version silently replace the first.
+    if let Some(pair) = ring.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(unreadable(format!(
+            "two files for key version {}: {} and {}",
+            pair[0].0, pair[0].2, pair[1].2
+        )));
+    }
     Ok(ring)
 }
 
@@ -238,4 +253,31 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyringError> {
         )));
     }
     Ok(pem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn a_key_version_has_one_spelling() {
+        assert_eq!(parse_version("1"), Some(1));
+        assert_eq!(parse_version("12"), Some(12));
+        assert_eq!(parse_version("2147483647"), Some(i32::MAX));
+        for refused in [
+            "",
+            "0",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1e3",
+            "1.0",
+            "2147483648",
+            "１",
+        ] {
+            assert_eq!(parse_version(refused), None, "{refused:?}");
+        }
+    }
 }

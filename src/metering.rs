@@ -29,13 +29,12 @@ use aws_smithy_runtime_api::{
         runtime_components::RuntimeComponents,
     },
 };
-use aws_smithy_types::{body::SdkBody, config_bag::ConfigBag};
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_types::service_config::ServiceConfigKey;
 
 use crate::config::Config;
+use crate::http::MAX_ANSWER_BYTES;
 
-/// A RegisterUsage answer is under 2 KiB; a larger body is not from the Metering service.
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Backoff between attempts: full jitter between 0 and min(max, initial × 2^n).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -117,7 +116,7 @@ pub async fn register_usage(
         // Resolved above, once: there is nothing for an identity cache to refresh.
         .credentials_provider(credentials)
         .identity_cache(IdentityCache::no_cache())
-        // The answer is at most MAX_RESPONSE_BYTES and every attempt has a timeout; a
+        // The answer is at most MAX_ANSWER_BYTES and every attempt has a timeout; a
         // throughput monitor on the body would only add a timer per attempt.
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .interceptor(AttemptObserver(attempts.clone()))
@@ -480,25 +479,20 @@ impl Intercept for AttemptObserver {
         Ok(())
     }
 
-    /// Bounds the body before the SDK reads it into memory.
+    /// Refuses a declared length over the bound before any of the body is read (the
+    /// transport bounds every body as it is read, declared or not).
     fn modify_before_deserialization(
         &self,
         context: &mut BeforeDeserializationInterceptorContextMut<'_>,
         _components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(length) = context.response().body().content_length() {
-            if length > MAX_RESPONSE_BYTES as u64 {
-                return Err(format!(
-                    "the answer is {length} bytes, more than {MAX_RESPONSE_BYTES}"
-                )
-                .into());
+        match context.response().body().content_length() {
+            Some(length) if length > MAX_ANSWER_BYTES as u64 => {
+                Err(format!("the answer is {length} bytes, more than {MAX_ANSWER_BYTES}").into())
             }
+            _ => Ok(()),
         }
-        let body = std::mem::replace(context.response_mut().body_mut(), SdkBody::taken());
-        *context.response_mut().body_mut() = body
-            .map(|b| SdkBody::from_body_1_x(http_body_util::Limited::new(b, MAX_RESPONSE_BYTES)));
-        Ok(())
     }
 
     fn read_after_attempt(
@@ -587,9 +581,9 @@ fn is_proxy_auth_required(connector: &(dyn std::error::Error + 'static)) -> bool
     crate::http::error_chain(connector).any(|e| e.is::<crate::http::ProxyAuthRequired>())
 }
 
-/// Whether the body outgrew `MAX_RESPONSE_BYTES` while it was read (no Content-Length).
+/// Whether the body outgrew `MAX_ANSWER_BYTES` while it was read (no Content-Length).
 fn is_over_size_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    crate::http::error_chain(error).any(|e| e.is::<http_body_util::LengthLimitError>())
+    crate::http::error_chain(error).any(|e| e.is::<crate::http::AnswerTooLarge>())
 }
 
 fn is_untrusted_certificate(connector: &(dyn std::error::Error + 'static)) -> bool {

@@ -37,6 +37,7 @@ pub fn expected() -> mpgate_proof::Expected<'static> {
         public_key_version: KEY_VERSION,
         nonce: NONCE,
         max_age: MAX_AGE,
+        require_iat: false,
     }
 }
 

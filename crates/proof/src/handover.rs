@@ -95,7 +95,9 @@ impl Handover {
     }
 
     /// Verifies the token under `public_key_pem` (PEM, as given to mpgate) for this product and
-    /// key version, issued at most `max_age` ago, for this hand-over's nonce.
+    /// key version, issued (`iat`, required) at most `max_age` ago, for this hand-over's nonce.
+    /// `max_age` is the caller's: this library never reads it from the environment, which a
+    /// buyer who bypassed the gate controls.
     pub fn verify(
         &self,
         public_key_pem: &[u8],
@@ -120,6 +122,7 @@ impl Handover {
             public_key_version,
             nonce: &self.nonce,
             max_age,
+            require_iat: true,
         };
         token::verify(&self.signature, key, &expected, SystemTime::now())?;
         Ok(())

@@ -6,12 +6,31 @@ pub use jsonwebtoken::DecodingKey;
 /// AWS Marketplace keys are RSA-2048 or larger; PS256 verification refuses smaller ones.
 const MIN_KEY_BITS: usize = 2048;
 
-/// Public keys whose private halves are published, by SHA-256 of their PKCS#1 DER: a gate
-/// configured with one accepts tokens anyone can sign.
-const PUBLISHED_PRIVATE_KEYS: &[([u8; 32], &str)] = &[(
-    hex32("411c4f74ea279a981238973c708a245cdb0c8951ede91521d1a034918253619c"),
-    "the sample key printed in the AWS Marketplace seller guide's RegisterUsage example (jwt.io's demo RS256 key)",
-)];
+/// Public keys whose private halves are published, by SHA-256 of their PKCS#1 DER (the same
+/// key in any PEM form or wrapping): a gate configured with one accepts tokens anyone can
+/// sign. Each is copied into examples and tutorials; the PEMs are in crates/proof/tests/.
+const PUBLISHED_PRIVATE_KEYS: &[([u8; 32], &str)] = &[
+    (
+        hex32("411c4f74ea279a981238973c708a245cdb0c8951ede91521d1a034918253619c"),
+        "the sample key printed in the AWS Marketplace seller guide's RegisterUsage example (jwt.io's old 1024-bit demo key)",
+    ),
+    (
+        hex32("0ec51f371d09130493655c82327d80b0fbe45bea72fc61e54fe6c0499193bcab"),
+        "jwt.io's demo RSA key (its RS256 and PS256 examples)",
+    ),
+    (
+        hex32("99a3ab80644b42f89ed4d26ba9f53bad0d47cde3e02a93d0f1d8160f77c674d4"),
+        "jwt.io's 2019-2021 demo RSA key",
+    ),
+    (
+        hex32("4d45852a70eef278cafe4a2cdfcc544827b7b35f4475c4feca270e3e4d069e01"),
+        "the example RSA key of RFC 7515 (JSON Web Signature), appendix A.2",
+    ),
+    (
+        hex32("9182083bd083cc1d33eb76e0abd2847e30dfd45ec0d39cfe887ea889513bee25"),
+        "the example RSA key of RFC 7520, section 3.4 (bilbo.baggins@hobbiton.example)",
+    ),
+];
 
 const fn hex32(hex: &str) -> [u8; 32] {
     const fn nibble(c: u8) -> u8 {

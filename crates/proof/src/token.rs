@@ -49,30 +49,50 @@ pub struct Expected<'a> {
     pub public_key_version: i32,
     pub nonce: &'a str,
     pub max_age: Duration,
+    /// Refuse a token without `iat`. The gate's fresh nonce already rules out replay; a
+    /// re-check of a hand-over has only `iat` to bound it, so it requires one.
+    pub require_iat: bool,
 }
 
 /// The claims mpgate reads. `Option<Value>` so a wrong type gets its own message; serde's
 /// derive rejects duplicated keys, so `{"nonce":"a","nonce":"b"}` cannot smuggle a value in.
+/// `present` keeps a JSON `null` as `Some(Null)`: a claim that is there must be right, and
+/// `"iat": null` must not read as "no iat" and skip the time checks.
 #[derive(Deserialize)]
 struct Claims {
-    #[serde(rename = "productCode")]
+    #[serde(rename = "productCode", default, deserialize_with = "present")]
     product_code: Option<Value>,
-    #[serde(rename = "publicKeyVersion")]
+    #[serde(rename = "publicKeyVersion", default, deserialize_with = "present")]
     public_key_version: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     nonce: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     iat: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     exp: Option<Value>,
 }
 
-/// The header fields mpgate inspects before jsonwebtoken does.
+/// The header fields mpgate inspects before jsonwebtoken does (a `null` counts as present).
 #[derive(Deserialize)]
 struct Header {
+    #[serde(default, deserialize_with = "present")]
     alg: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     jku: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     jwk: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     x5u: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     x5c: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     crit: Option<Value>,
+}
+
+/// A field that is in the JSON, whatever its value (`null` included); absent fields take
+/// `default` (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(field).map(Some)
 }
 
 /// Verifies a RegisterUsage token; on success the claims matched `expected` exactly.
@@ -154,6 +174,12 @@ pub fn verify(
                 expected.max_age.as_secs(),
             ));
         }
+    } else if expected.require_iat {
+        return Err(mismatch(
+            "iat",
+            None,
+            "a NumericDate (seconds since 1970): without it the token's age is unknown".into(),
+        ));
     }
     if let Some(exp) = claims.exp {
         let exp = numeric_date("exp", exp)?;

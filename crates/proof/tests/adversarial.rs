@@ -164,6 +164,7 @@ fn expected() -> Expected<'static> {
         public_key_version: VERSION,
         nonce: NONCE,
         max_age: Duration::from_secs(300),
+        require_iat: false,
     }
 }
 
@@ -294,6 +295,7 @@ fn corpus() -> Vec<(&'static str, String, Want)> {
         ("header_jku", sign(r#"{"alg":"PS256","jku":"https://attacker.example/jwks.json"}"#, g, attacker, Algorithm::PS256), Is(TokenError::UntrustedHeader("jku"))),
         ("header_x5u", sign(r#"{"alg":"PS256","x5u":"https://attacker.example/cert.pem"}"#, g, attacker, Algorithm::PS256), Is(TokenError::UntrustedHeader("x5u"))),
         ("header_x5c", sign(r#"{"alg":"PS256","x5c":["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"]}"#, g, attacker, Algorithm::PS256), Is(TokenError::UntrustedHeader("x5c"))),
+        ("header_jku_null", ps256(r#"{"alg":"PS256","jku":null}"#, g), Is(TokenError::UntrustedHeader("jku"))),
         ("header_crit", ps256(r#"{"alg":"PS256","crit":["b64"],"b64":false}"#, g), Is(TokenError::UntrustedHeader("crit"))),
         ("header_kid_attacker_key", sign(r#"{"alg":"PS256","kid":"attacker-key-v1"}"#, g, attacker, Algorithm::PS256), Is(mismatch_sig())),
         // --- Malformed headers.
@@ -336,6 +338,13 @@ fn corpus() -> Vec<(&'static str, String, Want)> {
         ("iat_array", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":[]}}"#)), Claim("iat", "[]")),
         ("iat_zero", ps256(PS256, &claims_with(NONCE, 0)), Is(TokenError::Stale(NOW, 300))),
         ("exp_expired", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{NOW},"exp":{}}}"#, NOW - 60)), Is(TokenError::Expired(60))),
+        // A claim that is there with JSON null is a mismatch, never read as absent (which
+        // would skip the iat/exp checks).
+        ("iat_null", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":null}}"#)), Claim("iat", "null")),
+        ("exp_null", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{NOW},"exp":null}}"#)), Claim("exp", "null")),
+        ("nonce_null", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":null,"iat":{NOW}}}"#)), Claim("nonce", "null")),
+        ("product_null", ps256(PS256, &format!(r#"{{"productCode":null,"publicKeyVersion":1,"nonce":"good","iat":{NOW}}}"#)), Claim("productCode", "null")),
+        ("version_null", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":null,"nonce":"good","iat":{NOW}}}"#)), Claim("publicKeyVersion", "null")),
         ("exp_string", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{NOW},"exp":"never"}}"#)), Claim("exp", "\"never\"")),
         // --- Structure.
         ("signature_truncated_by_1", format!("{rh}.{rp}.{}", &rs[..rs.len() - 1]), Malformed("")),
@@ -429,6 +438,30 @@ fn control_a_correct_ps256_token_passes() {
     // And the same key parsed again from PEM verifies it.
     let key = decoding_key(fx.right.public_pem.as_bytes()).expect("key");
     assert_eq!(verify(&token, &key, &expected(), now()), Ok(()));
+}
+
+#[test]
+fn a_re_check_requires_iat_and_the_gate_does_not() {
+    let without_iat = ps256(
+        PS256,
+        &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good"}}"#),
+    );
+    let key = decoding_key(fixture().right.public_pem.as_bytes()).expect("key");
+    // The gate's own check: its fresh nonce rules out a replay.
+    assert_eq!(verify(&without_iat, &key, &expected(), now()), Ok(()));
+    // A hand-over's re-check has only iat to bound a replay.
+    let recheck = Expected {
+        require_iat: true,
+        ..expected()
+    };
+    assert!(matches!(
+        verify(&without_iat, &key, &recheck, now()),
+        Err(TokenError::ClaimMismatch { claim: "iat", ref found, .. }) if found == "missing"
+    ));
+    assert_eq!(
+        verify(&ps256(PS256, &good_claims()), &key, &recheck, now()),
+        Ok(())
+    );
 }
 
 #[test]
