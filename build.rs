@@ -1,5 +1,6 @@
-//! Build script: for a pinned build, compiles in the seller's product code and key ring; for
-//! the static x86_64 release, links without unwind tables.
+//! Build script: for a pinned build, compiles in the seller's product code, key ring and what
+//! else they pin (endpoint, CA certificates, token age); for the static x86_64 release, links
+//! without unwind tables.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -29,19 +30,26 @@ fn drop_unwind_tables() {
 }
 
 /// `MPGATE_PIN_PRODUCT_CODE` + `MPGATE_PIN_KEY_DIR` (a directory of `public-key-v<N>.pem`)
-/// make a pinned build: src/keyring.rs then refuses runtime overrides of either.
+/// make a pinned build (src/pinned.rs): it then refuses runtime overrides of either, of the
+/// Metering endpoint and of the token age. `MPGATE_PIN_ENDPOINT_URL` (one https:// URL),
+/// `MPGATE_PIN_CA_FILE` (extra CA certificates) and `MPGATE_PIN_MAX_TOKEN_AGE` (seconds,
+/// default 300) are what the seller allows instead, fixed at build time.
 fn write_pinned(out: &Path) {
-    println!("cargo:rerun-if-env-changed=MPGATE_PIN_PRODUCT_CODE");
-    println!("cargo:rerun-if-env-changed=MPGATE_PIN_KEY_DIR");
-    let code = std::env::var("MPGATE_PIN_PRODUCT_CODE")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let dir = std::env::var("MPGATE_PIN_KEY_DIR")
-        .ok()
-        .filter(|v| !v.is_empty());
+    let var = |name: &str| {
+        println!("cargo:rerun-if-env-changed={name}");
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    };
+    let code = var("MPGATE_PIN_PRODUCT_CODE");
+    let dir = var("MPGATE_PIN_KEY_DIR");
+    let endpoint = var("MPGATE_PIN_ENDPOINT_URL");
+    let ca_file = var("MPGATE_PIN_CA_FILE");
+    let max_age = var("MPGATE_PIN_MAX_TOKEN_AGE");
     let mut rust = String::new();
     match (code, dir) {
         (None, None) => {
+            if endpoint.is_some() || ca_file.is_some() || max_age.is_some() {
+                fail("MPGATE_PIN_ENDPOINT_URL, MPGATE_PIN_CA_FILE and MPGATE_PIN_MAX_TOKEN_AGE refine a pinned build: set MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR too");
+            }
             rust.push_str("pub const PRODUCT_CODE: Option<&str> = None;\npub const KEYS: &[(i32, &str)] = &[];\n");
         }
         (Some(code), Some(dir)) => {
@@ -59,6 +67,38 @@ fn write_pinned(out: &Path) {
         }
         _ => fail("a pinned build needs both MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR: pinning one alone would let the other be swapped at run time"),
     }
+    if let Some(url) = &endpoint {
+        // TLS to a host the seller names, never plain HTTP: an answer over http:// could come
+        // from anything on the path.
+        let host = url.strip_prefix("https://").unwrap_or_else(|| {
+            fail(&format!("MPGATE_PIN_ENDPOINT_URL {url:?} must start with https://: a pinned build never calls Metering over plain HTTP"))
+        });
+        if host.is_empty()
+            || host.starts_with('/')
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            fail(&format!("MPGATE_PIN_ENDPOINT_URL {url:?} is not a URL such as https://metering.example.internal"));
+        }
+    }
+    let _ = writeln!(rust, "pub const ENDPOINT_URL: Option<&str> = {endpoint:?};");
+    let ca_pem = ca_file.map(|path| {
+        println!("cargo:rerun-if-changed={path}");
+        let pem = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| fail(&format!("MPGATE_PIN_CA_FILE {path}: {e}")));
+        if pem.contains("PRIVATE KEY") || !pem.contains("-----BEGIN CERTIFICATE-----") {
+            fail(&format!("MPGATE_PIN_CA_FILE {path} is not a PEM file of CA certificates (and never put a private key in a build)"));
+        }
+        pem
+    });
+    let _ = writeln!(rust, "pub const CA_PEM: Option<&str> = {ca_pem:?};");
+    let max_age: u64 = match max_age.as_deref() {
+        None => 300,
+        Some(text) => match text.strip_suffix('s').unwrap_or(text).parse() {
+            Ok(seconds @ 1..=3600) if !text.starts_with('0') && !text.starts_with('+') => seconds,
+            _ => fail(&format!("MPGATE_PIN_MAX_TOKEN_AGE {text:?} must be a number of seconds from 1 to 3600, e.g. 300")),
+        },
+    };
+    let _ = writeln!(rust, "pub const MAX_TOKEN_AGE_SECS: u64 = {max_age};");
     std::fs::write(out.join("pinned.rs"), rust).expect("write pinned.rs");
 }
 

@@ -7,6 +7,7 @@ use mpgate_proof::DecodingKey;
 
 use crate::cli::{Args, UsageError};
 use crate::keyring::{self, KeyOptions, KeyringError, Selected};
+use crate::pinned::{self, Refused};
 
 /// The API's bound on ProductCode (botocore model: 1..=255).
 const MAX_PRODUCT_CODE_CHARS: usize = 255;
@@ -74,6 +75,8 @@ pub enum ConfigError {
     NotUnicode(&'static str),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Pinned(#[from] Refused),
     #[error("this mpgate build pins product code {pinned}, not {given:?}: unset MPGATE_PRODUCT_CODE and --product-code, or use an mpgate built for {given:?}")]
     PinnedProductCode { pinned: &'static str, given: String },
     #[error("{0}: point SSL_CERT_FILE at a PEM file (or SSL_CERT_DIR at a directory) of CA certificates, or unset it to trust the built-in Mozilla roots")]
@@ -116,7 +119,7 @@ impl Trust {
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
         let given = setting(args.product_code.clone(), "MPGATE_PRODUCT_CODE", env)?;
-        let product_code = match (keyring::pinned_product_code(), given) {
+        let product_code = match (pinned::product_code(), given) {
             (Some(pinned), Some(given)) if given != pinned => {
                 return Err(ConfigError::PinnedProductCode { pinned, given })
             }
@@ -193,29 +196,21 @@ impl Config {
 
         // Anyone who can break the network path could otherwise start a pinned workload.
         if on_transient_error == TransientPolicy::Allow && trust.key.pinned {
-            return Err(KeyringError::PinnedOverride(if policy_flag {
-                "--on-transient-error allow"
-            } else {
-                "MPGATE_ON_TRANSIENT_ERROR=allow"
-            })
+            return Err(Refused(
+                if policy_flag {
+                    "--on-transient-error allow"
+                } else {
+                    "MPGATE_ON_TRANSIENT_ERROR=allow"
+                }
+                .into(),
+            )
             .into());
         }
 
-        let endpoint_url = match args.endpoint_url {
-            Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
-                return Err(ConfigError::InvalidValue {
-                    name: "endpoint URL",
-                    value: url,
-                    expected: "give a URL starting with https:// (or http:// for a local emulator)",
-                })
-            }
-            other => other,
-        };
-
-        let extra_roots = if endpoint_is_plain_http(endpoint_url.as_deref(), env) {
-            crate::http::ExtraRoots::Deferred
+        let (endpoint_url, extra_roots) = if trust.key.pinned {
+            pinned_endpoint(args.endpoint_url.is_some(), env)?
         } else {
-            crate::http::extra_roots(env).map_err(ConfigError::Certificates)?
+            configured_endpoint(args.endpoint_url, env)?
         };
 
         Ok(Config {
@@ -236,11 +231,115 @@ impl Config {
     }
 }
 
-/// `--max-token-age` / `MPGATE_MAX_TOKEN_AGE`: the oldest `iat` accepted.
+/// An ordinary build's endpoint (`--endpoint-url`, else the SDK's variables and profile) and
+/// trust store (the built-in roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+fn configured_endpoint(
+    flag: Option<String>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(Option<String>, crate::http::ExtraRoots), ConfigError> {
+    let endpoint_url = match flag {
+        Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+            return Err(ConfigError::InvalidValue {
+                name: "endpoint URL",
+                value: url,
+                expected: "give a URL starting with https:// (or http:// for a local emulator)",
+            })
+        }
+        other => other,
+    };
+    let extra_roots = if endpoint_is_plain_http(endpoint_url.as_deref(), env) {
+        crate::http::ExtraRoots::Deferred
+    } else {
+        crate::http::extra_roots(env).map_err(ConfigError::Certificates)?
+    };
+    Ok((endpoint_url, extra_roots))
+}
+
+/// The variables that would send RegisterUsage elsewhere (a profile's `endpoint_url` and
+/// `services` are checked by [`refuse_profile_endpoints`]).
+const ENDPOINT_VARIABLES: [&str; 2] = ["AWS_ENDPOINT_URL_MARKETPLACE_METERING", "AWS_ENDPOINT_URL"];
+
+/// A pinned build's endpoint: the compiled-in URL, else the SDK's rules for the region (the
+/// metering module resolves it). Every runtime override is refused: a relay with a publicly
+/// trusted certificate could otherwise forward the nonce to a subscribed account's call. TLS
+/// trusts the built-in roots and the compiled-in CA certificates only.
+fn pinned_endpoint(
+    flag_given: bool,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(Option<String>, crate::http::ExtraRoots), ConfigError> {
+    if flag_given {
+        return Err(Refused("--endpoint-url".into()).into());
+    }
+    if let Some(name) = ENDPOINT_VARIABLES
+        .into_iter()
+        .find(|name| env(name).is_some_and(|v| !v.is_empty()))
+    {
+        return Err(Refused(name.into()).into());
+    }
+    let ignored: Vec<&str> = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .into_iter()
+        .filter(|name| env(name).is_some_and(|v| !v.is_empty()))
+        .collect();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "this mpgate build is pinned: {} ignored; it trusts the built-in CA roots{} only",
+            ignored.join(" and "),
+            if pinned::ca_pem().is_some() {
+                " and the CA certificates compiled in"
+            } else {
+                ""
+            }
+        );
+    }
+    let roots = pinned::ca_pem()
+        .map(|pem| vec![pem.as_bytes().to_vec()])
+        .unwrap_or_default();
+    Ok((
+        pinned::endpoint_url().map(str::to_owned),
+        crate::http::ExtraRoots::Loaded(roots),
+    ))
+}
+
+/// In a pinned build, refuses an `endpoint_url` or `services` section in the selected AWS
+/// profile (`~/.aws/config`, `AWS_CONFIG_FILE`, `AWS_PROFILE`), read with the SDK's own parser
+/// before any network call. (The call is pinned to its endpoint programmatically as well.)
+pub async fn refuse_profile_endpoints() -> Result<(), ConfigError> {
+    use aws_config::profile::load;
+    use aws_runtime::env_config::file::EnvConfigFiles;
+    use aws_types::os_shim_internal::{Env, Fs};
+    // A profile file the SDK cannot parse fails the SDK's own load later, as in any build.
+    let Ok(profiles) = load(&Fs::real(), &Env::real(), &EnvConfigFiles::default(), None).await
+    else {
+        return Ok(());
+    };
+    let name = profiles.selected_profile();
+    let Some(profile) = profiles.get_profile(name) else {
+        return Ok(());
+    };
+    for key in ["endpoint_url", "services"] {
+        if profile.get(key).is_some() {
+            return Err(Refused(format!("{key} in the AWS config profile {name:?}")).into());
+        }
+    }
+    Ok(())
+}
+
+/// `--max-token-age` / `MPGATE_MAX_TOKEN_AGE`: the oldest `iat` accepted. A pinned build
+/// uses its compiled-in age and refuses both: for `mpgate verify`, the buyer controls the
+/// environment, and a long age would turn a stream of shared tokens into a bypass.
 pub fn max_token_age(
     flag: Option<String>,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<Duration, ConfigError> {
+    if pinned::is_pinned() {
+        if flag.is_some() {
+            return Err(Refused("--max-token-age".into()).into());
+        }
+        if env("MPGATE_MAX_TOKEN_AGE").is_some_and(|v| !v.is_empty()) {
+            return Err(Refused("MPGATE_MAX_TOKEN_AGE".into()).into());
+        }
+        return Ok(pinned::max_token_age());
+    }
     Ok(
         duration_setting(flag, "MPGATE_MAX_TOKEN_AGE", "max token age", env)?
             .unwrap_or(DEFAULT_MAX_TOKEN_AGE),

@@ -45,9 +45,9 @@ impl Failure {
     fn contract(&self) -> (u8, &'static str) {
         use MeteringError as M;
         match self {
-            Failure::Config(_) | Failure::Proof(ProofError::Key(_)) => {
-                (code::USAGE, "config-error")
-            }
+            Failure::Config(_)
+            | Failure::Proof(ProofError::Key(_))
+            | Failure::Metering(M::PinnedEndpoint(_)) => (code::USAGE, "config-error"),
             Failure::Metering(M::NotEntitled { .. }) => (code::NOT_ENTITLED, "not-entitled"),
             Failure::Metering(M::PlatformNotSupported { .. }) => {
                 (code::PLATFORM_NOT_SUPPORTED, "platform-not-supported")

@@ -130,6 +130,11 @@ async fn check(
         Ok(c) => c,
         Err(e) => return Verdict::Failed(e.into()),
     };
+    if config.pinned {
+        if let Err(e) = crate::config::refuse_profile_endpoints().await {
+            return Verdict::Failed(e.into());
+        }
+    }
     facts.product_code = Some(config.product_code.clone());
     facts.public_key_version = Some(config.public_key_version);
     let nonce = match nonce::generate() {

@@ -1,18 +1,13 @@
 //! Owns the trusted public keys: the ring pinned into the build, or the configured key(s), by version.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use mpgate_proof::{decoding_key, fingerprint, DecodingKey, KeyError};
+use mpgate_proof::{decoding_key, DecodingKey, KeyError};
 
+use crate::pinned::{self, Refused};
 use crate::settings::path_setting;
-
-/// Written by build.rs from `MPGATE_PIN_PRODUCT_CODE` and `MPGATE_PIN_KEY_DIR`.
-mod pinned {
-    include!(concat!(env!("OUT_DIR"), "/pinned.rs"));
-}
 
 /// The largest PEM file mpgate reads: real RSA public keys are well under 4 KiB.
 const MAX_KEY_BYTES: u64 = 64 * 1024;
@@ -29,24 +24,6 @@ pub fn parse_version(text: &str) -> Option<i32> {
     text.parse().ok()
 }
 
-/// The product code compiled into a pinned build.
-pub fn pinned_product_code() -> Option<&'static str> {
-    pinned::PRODUCT_CODE
-}
-
-/// What `mpgate --version` adds for a pinned build: product code, key versions, fingerprints.
-pub fn describe_pinned() -> Option<String> {
-    let code = pinned_product_code()?;
-    let mut text = format!("pinned product code: {code}\n");
-    for (version, pem) in pinned::KEYS {
-        let print = decoding_key(pem.as_bytes())
-            .map(|key| fingerprint(&key))
-            .unwrap_or_else(|e| format!("UNUSABLE ({e})"));
-        let _ = writeln!(text, "pinned key version {version}: {print}");
-    }
-    Some(text)
-}
-
 /// Why the keys cannot be used; always exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
@@ -54,8 +31,8 @@ pub enum KeyringError {
     MissingKey(i32),
     #[error("more than one of MPGATE_PUBLIC_KEY_FILE, MPGATE_PUBLIC_KEY_DIR and MPGATE_PUBLIC_KEY is set: keep exactly one key source")]
     TwoKeys,
-    #[error("this mpgate build is pinned (see 'mpgate --version'): unset {0}; a pinned build takes its product code and keys only from the build, and never starts a workload unverified")]
-    PinnedOverride(&'static str),
+    #[error(transparent)]
+    Pinned(#[from] Refused),
     #[error("no key for public key version {version}: {} holds version(s) {available}; set MPGATE_PUBLIC_KEY_VERSION to one of them{}", if *pinned { "this build" } else { "the key directory" }, if *pinned { ", or rebuild with the new key" } else { ", or add public-key-v<version>.pem" })]
     KeyVersionNotInRing {
         version: i32,
@@ -98,7 +75,7 @@ pub fn select(
     let file = path_setting(options.file, "MPGATE_PUBLIC_KEY_FILE", env);
     let dir = path_setting(options.dir, "MPGATE_PUBLIC_KEY_DIR", env);
     let inline = env("MPGATE_PUBLIC_KEY").filter(|v| !v.is_empty());
-    let pinned = pinned_product_code().is_some();
+    let pinned = pinned::is_pinned();
 
     let ring: Vec<(i32, Vec<u8>, String)> = if pinned {
         let given = [
@@ -109,9 +86,9 @@ pub fn select(
             (inline.is_some(), "MPGATE_PUBLIC_KEY"),
         ];
         if let Some((_, name)) = given.iter().find(|(set, _)| *set) {
-            return Err(KeyringError::PinnedOverride(name));
+            return Err(Refused(name.to_string()).into());
         }
-        pinned::KEYS
+        pinned::keys()
             .iter()
             .map(|(v, pem)| {
                 (

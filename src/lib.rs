@@ -10,6 +10,7 @@ pub mod keyring;
 pub mod logging;
 pub mod metering;
 pub mod nonce;
+pub mod pinned;
 pub mod report;
 pub mod settings;
 pub mod verify;

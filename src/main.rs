@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use mpgate::cli::{self, Parsed};
 use mpgate::config::{self, ConfigError, LogFormat};
 use mpgate::settings::path_setting;
-use mpgate::{gate, keyring, logging, report::Reporter, verify};
+use mpgate::{gate, logging, pinned, report::Reporter, verify};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         }
         Ok(Parsed::Version) => {
             println!("mpgate {}", env!("CARGO_PKG_VERSION"));
-            print!("{}", keyring::describe_pinned().unwrap_or_default());
+            print!("{}", pinned::describe().unwrap_or_default());
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Verify(args)) => return verify(*args, &env),

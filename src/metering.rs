@@ -66,6 +66,8 @@ pub enum MeteringError {
     BadAnswer(String),
     #[error("no AWS region: set AWS_REGION to the region this task or pod runs in")]
     NoRegion,
+    #[error("this mpgate build is pinned to the AWS Metering endpoint, but {0}")]
+    PinnedEndpoint(String),
     #[error("no AWS credentials ({0}): give the task an IAM task role (ECS), the pod a service account with IRSA or EKS Pod Identity, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
     NoCredentials(String),
 }
@@ -83,10 +85,15 @@ pub async fn register_usage(
     let load = async {
         let sdk = load_sdk_config(config, http.sdk.clone()).await;
         let region = sdk.region().cloned().ok_or(MeteringError::NoRegion)?;
+        let endpoint = if config.pinned {
+            Some(pinned_endpoint(&sdk, &region, config.endpoint_url.as_deref()).await?)
+        } else {
+            endpoint_of(&sdk, config.endpoint_url.as_deref(), true).await
+        };
         // The Metering connection opens while the credentials load and the SDK prepares the
         // call (a credential fetch and the TCP and TLS handshakes are all round trips).
-        if let Some(endpoint) = endpoint_of(&sdk, config.endpoint_url.as_deref()).await {
-            http.preconnect(&endpoint, config.attempt_timeout.min(config.timeout));
+        if let Some(endpoint) = &endpoint {
+            http.preconnect(endpoint, config.attempt_timeout.min(config.timeout));
             // Lets the connection start before the work below, which would not yield.
             tokio::task::yield_now().await;
         }
@@ -99,9 +106,9 @@ pub async fn register_usage(
             .provide_credentials()
             .await
             .map_err(|e| MeteringError::NoCredentials(causes(&e)))?;
-        Ok((sdk, region, credentials))
+        Ok((sdk, region, credentials, endpoint))
     };
-    let (sdk, region, credentials) = match tokio::time::timeout(config.timeout, load).await {
+    let (sdk, region, credentials, endpoint) = match tokio::time::timeout(config.timeout, load).await {
         Ok(loaded) => loaded?,
         Err(_) => return Err(MeteringError::Unreachable(format!(
             "no answer within the {deadline_text} deadline while loading the AWS configuration and credentials: check the credential source is reachable (IMDS, ECS or EKS credential endpoint, STS), or raise MPGATE_TIMEOUT"
@@ -121,7 +128,14 @@ pub async fn register_usage(
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .interceptor(AttemptObserver(attempts.clone()))
         .retry_classifier(RetryingWontHelp);
-    if let Some(url) = &config.endpoint_url {
+    // A pinned build names its endpoint programmatically, which the SDK puts above every
+    // configured one; an ordinary build only when --endpoint-url was given.
+    let programmatic = if config.pinned {
+        endpoint
+    } else {
+        config.endpoint_url.clone()
+    };
+    if let Some(url) = programmatic {
         builder = builder.endpoint_url(url);
     }
     // Whatever part of the deadline loading took, the call gets only the rest.
@@ -184,11 +198,49 @@ fn deadline_passed(deadline: &str, tried: &str) -> MeteringError {
     ))
 }
 
+/// A pinned build's endpoint: the compiled-in URL, else the SDK's rules for the region (its
+/// standard, FIPS or dual-stack host), never a configured one. The region must be a plain
+/// region name: it becomes a label of the host name.
+async fn pinned_endpoint(
+    sdk: &aws_config::SdkConfig,
+    region: &aws_config::Region,
+    compiled_in: Option<&str>,
+) -> Result<String, MeteringError> {
+    if let Some(url) = compiled_in {
+        return Ok(url.to_owned());
+    }
+    let name = region.as_ref();
+    let plain = name.split('-').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
+    if !plain || !name.contains('-') {
+        return Err(MeteringError::PinnedEndpoint(format!(
+            "the region {name:?} is not an AWS region name such as us-east-1: let the platform set AWS_REGION"
+        )));
+    }
+    endpoint_of(sdk, None, false).await.ok_or_else(|| {
+        MeteringError::PinnedEndpoint(format!(
+            "the SDK has no Metering endpoint for region {name} with these FIPS and dual-stack settings (AWS_USE_FIPS_ENDPOINT, AWS_USE_DUALSTACK_ENDPOINT)"
+        ))
+    })
+}
+
 /// The endpoint the call will go to, resolved as the SDK's client does from the same
-/// configuration (the endpoint rules, a given URL, the service's own `AWS_ENDPOINT_URL_*`);
-/// `None` if that fails, which the call itself will then report.
-async fn endpoint_of(sdk: &aws_config::SdkConfig, given: Option<&str>) -> Option<String> {
+/// configuration (the endpoint rules, a given URL, and with `configured` the service's own
+/// `AWS_ENDPOINT_URL_*` and profile settings); `None` if that fails, which the call itself
+/// will then report.
+async fn endpoint_of(
+    sdk: &aws_config::SdkConfig,
+    given: Option<&str>,
+    configured: bool,
+) -> Option<String> {
     let url = given.map(str::to_owned).or_else(|| {
+        if !configured {
+            return None;
+        }
         if sdk.get_origin("endpoint_url").is_client_config() {
             return sdk.endpoint_url().map(str::to_owned);
         }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 /// Bottom to top, as README.md lists them; `main.rs` sits above all of them.
 const LAYERS: &[&str] = &[
-    "cli", "settings", "nonce", "http", "exec", "report", "keyring", "config", "logging",
+    "cli", "settings", "nonce", "http", "exec", "report", "pinned", "keyring", "config", "logging",
     "metering", "exit", "gate", "verify",
 ];
 
