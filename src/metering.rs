@@ -693,23 +693,72 @@ mod tests {
                 .build()
         };
         assert_eq!(
-            endpoint_of(&sdk(false), None).await.as_deref(),
+            endpoint_of(&sdk(false), None, true).await.as_deref(),
             Some("https://metering.marketplace.eu-west-1.amazonaws.com")
         );
         assert_eq!(
-            endpoint_of(&sdk(true), None).await.as_deref(),
+            endpoint_of(&sdk(true), None, true).await.as_deref(),
             Some("https://metering.marketplace-fips.eu-west-1.amazonaws.com")
         );
         assert_eq!(
-            endpoint_of(&sdk(false), Some("http://127.0.0.1:9"))
+            endpoint_of(&sdk(false), Some("http://127.0.0.1:9"), true)
                 .await
                 .as_deref(),
             Some("http://127.0.0.1:9")
         );
         // The SDK refuses FIPS with a custom endpoint; the call will say so, nothing opens.
         assert_eq!(
-            endpoint_of(&sdk(true), Some("http://127.0.0.1:9")).await,
+            endpoint_of(&sdk(true), Some("http://127.0.0.1:9"), true).await,
             None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pinned_endpoint_comes_from_the_rules_for_a_plain_region_only() {
+        let sdk = |region: &str| {
+            aws_config::SdkConfig::builder()
+                .region(aws_config::Region::new(region.to_owned()))
+                // What AWS_ENDPOINT_URL or a profile would configure: never used when pinned.
+                .endpoint_url("https://relay.example")
+                .behavior_version(BehaviorVersion::latest())
+                .build()
+        };
+        let pinned = |region: &'static str| async move {
+            let sdk = sdk(region);
+            pinned_endpoint(&sdk, sdk.region().unwrap(), None).await
+        };
+        assert_eq!(
+            pinned("eu-west-1").await.unwrap(),
+            "https://metering.marketplace.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            pinned("us-gov-west-1").await.unwrap(),
+            "https://metering.marketplace.us-gov-west-1.amazonaws.com"
+        );
+        // A dotted "region" would put the buyer's labels into the host name.
+        for region in [
+            "x.execute-api.us-east-1",
+            "eu-west-1.",
+            "evil",
+            "EU-WEST-1",
+            "eu--1",
+        ] {
+            assert!(
+                matches!(pinned(region).await, Err(MeteringError::PinnedEndpoint(_))),
+                "{region}"
+            );
+        }
+        // The compiled-in URL wins over everything.
+        let sdk = sdk("eu-west-1");
+        assert_eq!(
+            pinned_endpoint(
+                &sdk,
+                sdk.region().unwrap(),
+                Some("https://metering.internal")
+            )
+            .await
+            .unwrap(),
+            "https://metering.internal"
         );
     }
 
