@@ -81,7 +81,7 @@ pub enum ConfigError {
     PinnedProductCode { pinned: &'static str, given: String },
     #[error("{0}: point SSL_CERT_FILE at a PEM file (or SSL_CERT_DIR at a directory) of CA certificates, or unset it to trust the built-in Mozilla roots")]
     Certificates(String),
-    #[error("cannot read the operating system's random number generator ({0}): check the container's seccomp profile allows getrandom")]
+    #[error("cannot read the operating system's random number generator ({0}): allow the getrandom system call in the container's seccomp profile (mpgate never falls back to reading /dev/urandom, which a mounted file could replace)")]
     Random(String),
     #[error("cannot write the result file {path}: {reason}: make its directory writable (e.g. an emptyDir volume)")]
     ResultFile { path: String, reason: String },
