@@ -1,52 +1,109 @@
 # syntax=docker/dockerfile:1
 #
-# mpgate as a fully static binary in an otherwise empty image.
+# mpgate as a fully static binary in an otherwise empty image, for linux/amd64 and
+# linux/arm64 (deploy/README.md, "Build and publish the mpgate image"):
 #
-#   docker build -t mpgate:0.1.0 .
-#   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/mpgate:0.1.0 --push .
+#   docker buildx build --platform linux/amd64,linux/arm64 \
+#     --provenance=false --sbom=false -t REGISTRY/mpgate:0.1.0 --push .
 #
-# Sellers copy the binary into their own image (deploy/examples/seller-image/Dockerfile):
-#   COPY --from=REGISTRY/mpgate:0.1.0 /mpgate /mpgate
+# --provenance=false --sbom=false: otherwise BuildKit adds attestation manifests (platform
+# unknown/unknown) to the index, and AWS Marketplace refuses an image with them.
 #
-# The builder stage runs on the target platform (under QEMU emulation when it is not the
-# build host's), so Debian's native musl-tools of that platform compile aws-lc's C code.
-# The Mozilla CA roots are compiled into the binary, so FROM scratch needs no CA bundle.
+# A pinned build (README.md, "Pinned builds"): the product code and a directory of
+# public-key-v<N>.pem files are compiled in, and the binary refuses every runtime override:
+#
+#   docker buildx build --platform linux/amd64,linux/arm64 --provenance=false --sbom=false \
+#     --build-arg MPGATE_PIN_PRODUCT_CODE=prod-abc123 \
+#     --build-context marketplace-keys=./marketplace-keys \
+#     -t REGISTRY/mpgate-pinned:0.1.0 --push .
+#
+# The builder runs on the build machine's own platform ($BUILDPLATFORM) and cross-compiles,
+# as scripts/check-static.sh does: x86_64 with Debian's musl-tools (so an amd64 builder),
+# aarch64 with cargo-zigbuild (zig as the C compiler and linker) from either. No stage runs
+# under QEMU. The Mozilla CA roots are compiled into the binary, so FROM scratch needs no CA
+# bundle.
 
-ARG RUST_VERSION=1.95
+# The pinned build's keys. Empty by default (an unpinned build); replace it with
+# --build-context marketplace-keys=DIR (a directory of public-key-v<N>.pem files).
+FROM scratch AS marketplace-keys
 
-FROM rust:${RUST_VERSION}-bookworm AS builder
-# Set by BuildKit from --platform (amd64 or arm64); amd64 when built without BuildKit.
-ARG TARGETARCH
+# Pinned by digest (the multi-platform index; see the current one with
+# `docker buildx imagetools inspect rust:1.95-bookworm`).
+FROM --platform=$BUILDPLATFORM rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 
+# musl-tools: the C compiler for aws-lc on x86_64. python3-venv: for zig and cargo-zigbuild
+# (PyPI), the cross toolchain for aarch64.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 python3-venv=3.11.2-1+b1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/zig \
+ && /opt/zig/bin/pip install --no-cache-dir --disable-pip-version-check ziglang==0.17.1 cargo-zigbuild==0.24.1 \
+ && rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+# cargo-zigbuild finds zig through the venv's python (`python -m ziglang`).
+ENV PATH=/opt/zig/bin:$PATH
 
-RUN case "${TARGETARCH:-amd64}" in \
-      amd64) echo x86_64-unknown-linux-musl ;; \
-      arm64) echo aarch64-unknown-linux-musl ;; \
+# Only what cargo compiles (the .dockerignore lets in nothing else).
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo/ .cargo/
+COPY build/ build/
+COPY crates/ crates/
+COPY src/ src/
+
+# Set by BuildKit from --platform: the image's architecture and the builder's own.
+ARG TARGETARCH
+ARG BUILDARCH
+# Empty: an unpinned build. Set (with the marketplace-keys context): a pinned build.
+ARG MPGATE_PIN_PRODUCT_CODE=""
+
+# One target-directory cache per target architecture, so the amd64 and arm64 builds of a
+# multi-platform build run side by side without waiting on each other's cargo lock. A
+# product code or keys switch on the pin (MPGATE_PIN_KEY_DIR); half a pin (a code without
+# keys, or keys without a code) fails in build.rs. The binary is copied out of the cache so
+# the next stage can take it, and checked: the right machine, static, and (when native) it
+# runs.
+RUN --mount=type=cache,id=mpgate-cargo-registry,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=mpgate-target-${TARGETARCH},target=/src/target \
+    --mount=type=bind,from=marketplace-keys,target=/pin-keys \
+    case "${TARGETARCH:-amd64}" in \
+      amd64) triple=x86_64-unknown-linux-musl machine=X86-64 ;; \
+      arm64) triple=aarch64-unknown-linux-musl machine=AArch64 ;; \
       *) echo "unsupported TARGETARCH '${TARGETARCH}' (amd64 or arm64)" >&2; exit 1 ;; \
-    esac > /rust-target \
- && rustup target add "$(cat /rust-target)"
-
-COPY . .
-
-# The caches keep downloaded crates and incremental output between builds; the binary is
-# copied out of the cached target directory so the next stage can take it.
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target "$(cat /rust-target)" --bin mpgate \
- && cp "target/$(cat /rust-target)/release/mpgate" /mpgate \
- && if readelf -d /mpgate | grep NEEDED; then echo "/mpgate is not static" >&2; exit 1; fi \
- && /mpgate --version
+    esac \
+ && if [ -n "$MPGATE_PIN_PRODUCT_CODE" ] || [ -n "$(ls -A /pin-keys)" ]; then \
+      export MPGATE_PIN_KEY_DIR=/pin-keys; \
+    fi \
+ && if [ "$triple" = aarch64-unknown-linux-musl ]; then \
+      cargo zigbuild --release --locked --target "$triple" --bin mpgate; \
+    elif [ "${BUILDARCH:-amd64}" = amd64 ]; then \
+      cargo build --release --locked --target "$triple" --bin mpgate; \
+    else \
+      echo "linux/amd64 is built on an amd64 builder (musl-tools; zig's linker refuses -z pack-relative-relocs): add an amd64 node to the builder, see deploy/README.md" >&2; exit 1; \
+    fi \
+ && install -D -m 0755 "target/$triple/release/mpgate" /out/mpgate \
+ && readelf -h /out/mpgate | grep -q "Machine:.*$machine" \
+ && if readelf -l /out/mpgate | grep -q INTERP; then echo "/out/mpgate is not static" >&2; exit 1; fi \
+ && if [ "$TARGETARCH" = "$BUILDARCH" ]; then /out/mpgate --version; fi
 
 FROM scratch
-COPY --from=builder /mpgate /mpgate
+ARG VERSION=0.1.0
+ARG REVISION=""
+LABEL org.opencontainers.image.title="mpgate" \
+      org.opencontainers.image.description="AWS Marketplace entitlement gate: RegisterUsage, a verified token, then exec" \
+      org.opencontainers.image.source="https://github.com/mpgate/mpgate" \
+      org.opencontainers.image.url="https://github.com/mpgate/mpgate" \
+      org.opencontainers.image.documentation="https://github.com/mpgate/mpgate/blob/main/deploy/README.md" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+COPY --from=builder /out/mpgate /mpgate
 COPY deploy/LICENSE /LICENSE
 COPY deploy/NOTICE /NOTICE
 # A numeric non-root user (distroless "nonroot"): scratch has no /etc/passwd, and
 # Kubernetes' runAsNonRoot can only verify a numeric user.
 USER 65532:65532
+# A one-shot gate has nothing to probe (it exits 0 or with a code); ECS and Kubernetes
+# ignore an image HEALTHCHECK anyway.
+HEALTHCHECK NONE
 ENTRYPOINT ["/mpgate"]

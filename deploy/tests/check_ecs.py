@@ -2,22 +2,47 @@
 
 Usage: python check_ecs.py FILE...   (exit 1 on any problem)
 
-botocore's model is the one the AWS CLI and SDKs use, so a file that passes here has the
-shape `aws ecs register-task-definition --cli-input-json file://FILE` accepts. Beyond the
-shape, it checks what the mpgate patterns need (see deploy/README.md).
+botocore's model is the one the AWS CLI and SDKs use, so a file that passes here (after
+the documented `envsubst '$REGISTRY $AWS_REGION'`) has the shape
+`aws ecs register-task-definition --cli-input-json file://FILE` accepts. Beyond the shape,
+it checks what the mpgate patterns and key sources need (deploy/README.md): checkov has
+no policy for raw task definitions, so the container hardening is checked here too.
+
+Key sources: a container that runs /mpgate -- COMMAND in the seller's image takes the key
+from the image (or a pinned build) and must set no key variable (a second one makes mpgate
+exit 2); a gate container runs the mpgate image, which holds no key, so it gets
+MPGATE_PUBLIC_KEY inline, unless the file is a pinned one (name contains "pinned").
 """
 
 import json
+import os
+import re
 import sys
 
 import botocore.session
 from botocore.validate import ParamValidator
 
+KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
+PLACEHOLDERS = {"REGISTRY", "AWS_REGION"}
+
+
+def env_names(container):
+    return [e.get("name") for e in container.get("environment", [])]
+
+
+def substituted(text):
+    """The file as `envsubst '$REGISTRY $AWS_REGION'` would leave it, with example values."""
+    return text.replace("${REGISTRY}", "registry.example.com/seller").replace("${AWS_REGION}", "REGION")
+
 
 def problems(path, shape):
     with open(path, encoding="utf-8") as f:
-        params = json.load(f)
+        text = f.read()
     found = []
+    unknown = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)) - PLACEHOLDERS
+    if unknown:
+        found.append(f"placeholders {sorted(unknown)}: only ${{REGISTRY}} and ${{AWS_REGION}} are documented (envsubst)")
+    params = json.loads(substituted(text))
     report = ParamValidator().validate(params, shape)
     if report.has_errors():
         found.append(report.generate_report())
@@ -27,6 +52,21 @@ def problems(path, shape):
     for name, c in containers.items():
         if c.get("logConfiguration", {}).get("logDriver") != "awslogs":
             found.append(f"container {name}: logDriver is not awslogs")
+        if not c.get("readonlyRootFilesystem"):
+            found.append(f"container {name}: readonlyRootFilesystem must be true")
+        if (c.get("user") or "0").split(":")[0] in ("0", "root"):
+            found.append(f"container {name}: must run as a non-root user")
+        if "ALL" not in c.get("linuxParameters", {}).get("capabilities", {}).get("drop", []):
+            found.append(f"container {name}: must drop ALL capabilities")
+        if c.get("privileged"):
+            found.append(f"container {name}: must not be privileged")
+        for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            if var in env_names(c):
+                found.append(f"container {name}: sets {var}; ECS sets the task's region")
+        keys = [k for k in env_names(c) if k in KEY_VARS]
+        if len(keys) > 1:
+            found.append(f"container {name}: sets {keys}; mpgate accepts exactly one (exit 2)")
+    pinned = "pinned" in os.path.basename(path)
     gated = [c for c in containers.values() if c.get("entryPoint") == ["/mpgate", "--"]]
     gate = containers.get("mpgate")
     if gate is not None:
@@ -40,19 +80,30 @@ def problems(path, shape):
         ]
         if not waiting:
             found.append("no container dependsOn mpgate with condition SUCCESS")
-        env = gate.get("environment", [])
+        for c in waiting:
+            if not c.get("linuxParameters", {}).get("initProcessEnabled"):
+                found.append(f"container {c['name']}: initProcessEnabled (mpgate is not an init)")
+        names = env_names(gate)
+        keys = [k for k in names if k in KEY_VARS]
+        if pinned:
+            if keys or "MPGATE_PRODUCT_CODE" in names:
+                found.append(f"pinned: the gate container must set no key variable and no product code, sets {keys + [n for n in names if n == 'MPGATE_PRODUCT_CODE']}")
+        else:
+            if keys != ["MPGATE_PUBLIC_KEY"]:
+                found.append(f"the mpgate image holds no key: the gate container needs MPGATE_PUBLIC_KEY inline (or use a pinned image), sets {keys}")
+            if "MPGATE_PRODUCT_CODE" not in names:
+                found.append("MPGATE_PRODUCT_CODE is not set")
     elif gated:
-        if not gated[0].get("command"):
+        c = gated[0]
+        if not c.get("command"):
             found.append("the gated container has no command after /mpgate --")
-        env = gated[0].get("environment", [])
+        if not c.get("linuxParameters", {}).get("initProcessEnabled"):
+            found.append("the gated container needs initProcessEnabled (mpgate is not an init)")
+        keys = [k for k in env_names(c) if k in KEY_VARS]
+        if keys:
+            found.append(f"the gated image holds its key (keySource image) or is pinned: a key variable on top ({keys}) makes mpgate exit 2")
     else:
         found.append("neither a container with entryPoint [/mpgate, --] nor a container named mpgate")
-        env = []
-    names = {e.get("name") for e in env}
-    if "MPGATE_PRODUCT_CODE" not in names:
-        found.append("MPGATE_PRODUCT_CODE is not set")
-    if not names & {"MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE"}:
-        found.append("neither MPGATE_PUBLIC_KEY nor MPGATE_PUBLIC_KEY_FILE is set")
     return found
 
 

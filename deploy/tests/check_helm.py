@@ -1,26 +1,31 @@
-"""Lint and render the Helm charts offline (helm-python-sdk embeds Helm's engine).
+"""Lint, render and test the Helm charts offline (helm-python-sdk embeds Helm's engine).
 
-Usage: python check_helm.py HELM_DIR
+Usage: python check_helm.py HELM_DIR OUT_DIR
 
-Works in a temporary copy, so the tree gets no charts/ or Chart.lock. Prints one line per
-check ("ok ..." or "FAIL ...") and exits 1 if any failed. Lint findings of severity
-warning or error fail; info findings are printed.
+Works in a temporary copy, so the tree gets no charts/ or Chart.lock. Writes the manifests
+rendered with each ci/*-values.yaml (and the umbrella release) to OUT_DIR/<case>/, for
+checkov. Prints one line per check ("ok ..." or "FAIL ...") and exits 1 if any failed.
+Lint findings of severity warning or error fail; info findings are printed.
 """
 
+import copy
 import os
+import re
 import shutil
 import sys
+import tarfile
 import tempfile
 
 import yaml
-from helm_python.chart import Chart, lint
+from helm_python.chart import Chart, lint, package
 from helm_python.registry import dependency_update
 
 import kube
 
 RELEASE, NAMESPACE = "rel", "my-product"
-APP_COMMAND = None  # read from example-app/values.yaml
 results = []
+CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled")
+KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
 
 
 def check(name, problems, notes=()):
@@ -32,6 +37,15 @@ def check(name, problems, notes=()):
             print(f"       {line}")
     for n in notes:
         print(f"       {n}")
+
+
+def guarded(name, fn, *args):
+    """check(name, fn(*args)), where an exception is a failure too."""
+    try:
+        problems = fn(*args)
+    except Exception as e:  # noqa: BLE001 - any error is the check's failure
+        problems = [f"{type(e).__name__}: {e}"]
+    check(name, problems)
 
 
 def lint_check(name, path, values=None):
@@ -46,10 +60,10 @@ def lint_check(name, path, values=None):
     check(name, sorted(set(found)), sorted(set(notes)))
 
 
-def render(chart_dir, values):
+def render(chart_dir, values, name=RELEASE):
     chart = Chart.load(chart_dir)
     try:
-        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+        return chart.render(values, name=name, namespace=NAMESPACE)
     finally:
         chart.close()
 
@@ -57,13 +71,26 @@ def render(chart_dir, values):
 def resources_of(rendered):
     out = []
     for path, text in sorted(rendered.items()):
-        if path.endswith(".yaml") or path.endswith(".yml"):
+        if path.endswith((".yaml", ".yml")):
             out += kube.load_all(text)
     return out
 
 
+def write_manifests(rendered, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for path, text in rendered.items():
+        if path.endswith((".yaml", ".yml")) and kube.load_all(text):
+            name = path.replace("/templates/", "-").replace("/charts/", "-").replace("/", "-")
+            with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+                f.write(text)
+
+
+def deployments(resources):
+    return [r for r in resources if r["kind"] == "Deployment"]
+
+
 def deployment(resources):
-    deps = [r for r in resources if r["kind"] == "Deployment"]
+    deps = deployments(resources)
     assert len(deps) == 1, f"expected one Deployment, got {len(deps)}"
     return deps[0]
 
@@ -76,86 +103,401 @@ def mounts_of(container):
     return {m["name"]: m for m in container.get("volumeMounts") or []}
 
 
-def mode_problems(mode, resources):
+def merged(base, patch):
+    """base with patch merged in, as Helm merges values (maps key by key)."""
+    out = copy.deepcopy(base)
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merged(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# --- what each case needs ---------------------------------------------------------------
+
+def key_problems(where, container, spec, configmaps, key_source, version=None):
+    """The key wiring of the container that runs mpgate, for one key source."""
+    env = env_of(container)
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    found = []
+    set_vars = [k for k in KEY_VARS if k in env]
+    if key_source in ("image", "pinned"):
+        if set_vars:
+            found.append(f"{where}: keySource {key_source} must set no key variable, sets {set_vars}")
+        if "mpgate-keys" in volumes or "mpgate-keys" in mounts_of(container):
+            found.append(f"{where}: keySource {key_source} must mount no key volume")
+        if configmaps:
+            found.append(f"{where}: keySource {key_source} must render no ConfigMap, got {sorted(configmaps)}")
+    else:
+        if set_vars != ["MPGATE_PUBLIC_KEY_DIR"] or env["MPGATE_PUBLIC_KEY_DIR"] != "/etc/mpgate/keys":
+            found.append(f"{where}: keySource {key_source} must set MPGATE_PUBLIC_KEY_DIR=/etc/mpgate/keys alone, sets {set_vars}")
+        mount = mounts_of(container).get("mpgate-keys", {})
+        if mount.get("mountPath") != "/etc/mpgate/keys" or not mount.get("readOnly"):
+            found.append(f"{where}: the key ring must be mounted read-only at /etc/mpgate/keys, is {mount}")
+        cm = volumes.get("mpgate-keys", {}).get("configMap", {}).get("name")
+        if key_source == "configMap":
+            data = configmaps.get(cm, {}).get("data") or {}
+            if not data or not all(re.fullmatch(r"public-key-v[1-9][0-9]*\.pem", k) for k in data):
+                found.append(f"{where}: ConfigMap {cm} must hold public-key-v<N>.pem files, holds {sorted(data)}")
+            if version is not None and f"public-key-v{version}.pem" not in data:
+                found.append(f"{where}: version {version} is not in ConfigMap {cm}")
+        elif cm != "my-product-marketplace-keys":
+            found.append(f"{where}: existingConfigMap not used for the key volume (got {cm})")
+    if version is None and "MPGATE_PUBLIC_KEY_VERSION" in env:
+        found.append(f"{where}: no publicKeyVersion set, so no MPGATE_PUBLIC_KEY_VERSION (the highest version is the default)")
+    if version is not None and env.get("MPGATE_PUBLIC_KEY_VERSION") != str(version):
+        found.append(f"{where}: MPGATE_PUBLIC_KEY_VERSION should be {version}, is {env.get('MPGATE_PUBLIC_KEY_VERSION')}")
+    return found
+
+
+def case_problems(case, values, resources):
     spec = deployment(resources)["spec"]["template"]["spec"]
     inits = spec.get("initContainers") or []
     app = next(c for c in spec["containers"] if c["name"] == "app")
-    volumes = {v["name"]: v for v in spec.get("volumes") or []}
     configmaps = {r["metadata"]["name"]: r for r in resources if r["kind"] == "ConfigMap"}
+    e = (values.get("marketplace") or {}).get("entitlement") or {}
+    key_source = e.get("keySource", "configMap")
+    version = e.get("publicKeyVersion")
     found = []
-    if mode == "initContainer":
+    command = values.get("command") or DEFAULTS["command"]
+    if case in ("initContainer", "pinned"):
         if not inits or inits[0]["name"] != "mpgate":
             return ["the first initContainer is not mpgate"]
         gate = inits[0]
         if gate.get("command") != ["/mpgate"] or gate.get("args"):
             found.append(f"mpgate initContainer must run /mpgate with no args, has {gate.get('command')} {gate.get('args')}")
         env = env_of(gate)
-        for k in ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_RESULT_FILE"):
-            if not env.get(k):
-                found.append(f"mpgate initContainer lacks {k}")
+        if env.get("MPGATE_RESULT_FILE") != "/run/mpgate/result.json":
+            found.append("mpgate initContainer lacks MPGATE_RESULT_FILE")
         if gate.get("terminationMessagePolicy") != "FallbackToLogsOnError":
             found.append("mpgate initContainer: terminationMessagePolicy is not FallbackToLogsOnError")
         if mounts_of(gate).get("mpgate-run", {}).get("readOnly"):
             found.append("mpgate initContainer must mount mpgate-run writable")
         if not mounts_of(app).get("mpgate-run", {}).get("readOnly"):
             found.append("app must mount mpgate-run read-only")
-        if "emptyDir" not in volumes.get("mpgate-run", {}):
-            found.append("no emptyDir volume mpgate-run")
         if (app.get("command") or [""])[0] == "/mpgate":
             found.append("app command must not be wrapped in initContainer mode")
-        key = os.path.basename(env.get("MPGATE_PUBLIC_KEY_FILE") or "")
-        cm = volumes.get("mpgate-public-key", {}).get("configMap", {}).get("name")
-        if cm not in configmaps or key not in configmaps[cm].get("data", {}):
-            found.append(f"no rendered ConfigMap {cm} with key {key}")
-        if [c["name"] for c in inits[1:]] != ["migrate"]:
-            found.append(f"the chart's own initContainers should follow mpgate, got {[c['name'] for c in inits]}")
-    elif mode == "entrypoint":
+        found += key_problems("mpgate initContainer", gate, spec, configmaps, key_source, version)
+        if case == "pinned":
+            if "MPGATE_PRODUCT_CODE" in env:
+                found.append("pinned without productCode must not set MPGATE_PRODUCT_CODE")
+            if set(env_of(app)) != {"MPGATE_RESULT_FILE"}:
+                found.append(f"the app needs only MPGATE_RESULT_FILE, has {sorted(env_of(app))}")
+        else:
+            if env.get("MPGATE_PRODUCT_CODE") != "prod-abc123":
+                found.append("mpgate initContainer lacks MPGATE_PRODUCT_CODE")
+            if [c["name"] for c in inits[1:]] != ["migrate"]:
+                found.append(f"the chart's own initContainers should follow mpgate, got {[c['name'] for c in inits]}")
+            anno = deployment(resources)["spec"]["template"]["metadata"].get("annotations") or {}
+            if "checksum/mpgate-keys" not in anno:
+                found.append("keySource configMap: the pod template lacks checksum/mpgate-keys")
+        image = e.get("image") or {}
+        want = f"{DEFAULTS_GATE_IMAGE['registry']}/{image.get('repository', DEFAULTS_GATE_IMAGE['repository'])}:{DEFAULTS_GATE_IMAGE['tag']}@{image['digest']}"
+        if gate.get("image") != want:
+            found.append(f"gate image should be {want} (from values only), is {gate.get('image')}")
+        if spec.get("imagePullSecrets") != ([{"name": "marketplace-pull"}] if case == "initContainer" else None):
+            found.append(f"imagePullSecrets not rendered as given: {spec.get('imagePullSecrets')}")
+    elif case in ("entrypoint", "image"):
         if any(c["name"] == "mpgate" for c in inits):
             found.append("entrypoint mode must not render an mpgate initContainer")
-        if app.get("command") != ["/mpgate", "--"] + APP_COMMAND:
-            found.append(f"app command must be /mpgate -- {APP_COMMAND}, is {app.get('command')}")
+        if app.get("command") != ["/mpgate", "--"] + command:
+            found.append(f"app command must be /mpgate -- {command}, is {app.get('command')}")
         env = env_of(app)
         if env.get("MPGATE_PRODUCT_CODE") != "prod-abc123":
             found.append("app lacks MPGATE_PRODUCT_CODE")
-        if env.get("MPGATE_PUBLIC_KEY_VERSION") != "2" or env.get("MPGATE_PUBLIC_KEY_FILE") != "/etc/mpgate/key-2.pem":
-            found.append(f"key version 2 not wired: {env}")
-        if env.get("HTTPS_PROXY") is None:
-            found.append("extraEnv (HTTPS_PROXY) not passed")
         if "MPGATE_RESULT_FILE" in env:
             found.append("entrypoint mode has no shared result file")
-        if volumes.get("mpgate-public-key", {}).get("configMap", {}).get("name") != "my-product-marketplace-keys":
-            found.append("existingConfigMap not used for the key volume")
-        if configmaps:
-            found.append(f"no ConfigMap should be rendered with existingConfigMap, got {list(configmaps)}")
-        if not mounts_of(app).get("mpgate-public-key", {}).get("readOnly"):
-            found.append("app must mount the key read-only")
-    elif mode == "disabled":
+        found += key_problems("app", app, spec, configmaps, key_source, version)
+        if case == "entrypoint":
+            if env.get("HTTPS_PROXY") is None:
+                found.append("marketplace.entitlement.extraEnv (HTTPS_PROXY) not passed to the container that runs mpgate")
+            if configmaps:
+                found.append(f"no ConfigMap should be rendered with existingConfigMap, got {list(configmaps)}")
+    elif case == "disabled":
         text = yaml.safe_dump_all(resources)
         if "/mpgate" in text or "MPGATE_" in text or "mpgate-" in text:
             found.append("entitlement disabled but mpgate still rendered")
-        if app.get("command") != APP_COMMAND:
+        if app.get("command") != command:
             found.append(f"app command must be unchanged, is {app.get('command')}")
-    sa = [r for r in resources if r["kind"] == "ServiceAccount"]
-    if not sa or spec.get("serviceAccountName") != sa[0]["metadata"]["name"]:
-        found.append("the pod does not use the chart's ServiceAccount")
-    elif mode != "disabled" and "eks.amazonaws.com/role-arn" not in (sa[0]["metadata"].get("annotations") or {}):
-        found.append("serviceAccount.annotations (IRSA role) not rendered")
+    for c in inits + spec["containers"]:
+        if "AWS_REGION" in env_of(c) or "AWS_DEFAULT_REGION" in env_of(c):
+            found.append(f"container {c['name']} sets a region: the platform must (IRSA webhook, ECS)")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if not app.get(probe):
+            found.append(f"app has no {probe}")
+    policies = [r for r in resources if r["kind"] == "NetworkPolicy"]
+    if not policies:
+        found.append("no NetworkPolicy rendered")
+    else:
+        found += netpol_problems(policies[0], spec, deployment(resources))
+    sa = values.get("serviceAccount") or {}
+    sas = [r for r in resources if r["kind"] == "ServiceAccount"]
+    if sa.get("create", True):
+        if not sas or spec.get("serviceAccountName") != sas[0]["metadata"]["name"]:
+            found.append("the pod does not use the chart's ServiceAccount")
+        elif case != "disabled" and "eks.amazonaws.com/role-arn" not in (sas[0]["metadata"].get("annotations") or {}):
+            found.append("serviceAccount.annotations (IRSA role) not rendered")
+    else:
+        if sas:
+            found.append("serviceAccount.create=false must render no ServiceAccount")
+        if spec.get("serviceAccountName") != sa.get("name"):
+            found.append(f"the pod must use serviceAccount.name {sa.get('name')}, uses {spec.get('serviceAccountName')}")
+    for r in resources:
+        if r["metadata"].get("namespace") != NAMESPACE:
+            found.append(f"{r['kind']}/{r['metadata']['name']} has no metadata.namespace {NAMESPACE}")
     return found
 
 
-def must_fail(app_dir, base, overrides, expect):
-    values = yaml.safe_load(yaml.safe_dump(base))
-    values["marketplace"]["entitlement"].update(overrides)
+def netpol_problems(policy, spec, dep):
+    """Selects the pods; egress to DNS (53) and HTTPS (443) only, plus the values' extras."""
+    found = []
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"].get("matchLabels") or {}
+    if not selector or any(labels.get(k) != v for k, v in selector.items()):
+        found.append("the NetworkPolicy does not select the pods")
+    if sorted(policy["spec"].get("policyTypes") or []) != ["Egress", "Ingress"]:
+        found.append("the NetworkPolicy must restrict both Ingress and Egress")
+    ports = set()
+    for rule in policy["spec"].get("egress") or []:
+        if rule.get("to"):
+            continue  # a rule with peers is one of the values' extras
+        for p in rule.get("ports") or []:
+            ports.add((p.get("port"), p.get("protocol", "TCP")))
+    extra = {3128} if any(e.get("name") == "HTTPS_PROXY" for c in spec["containers"] for e in c.get("env") or []) else set()
+    allowed = {(53, "UDP"), (53, "TCP"), (443, "TCP")} | {(p, "TCP") for p in extra}
+    if ports != allowed:
+        found.append(f"NetworkPolicy egress ports should be {sorted(allowed)}, are {sorted(ports)}")
+    return found
+
+
+# --- negative cases ---------------------------------------------------------------------
+
+def must_fail(app_dir, base, patch, expect, schema=False):
+    values = patch(copy.deepcopy(base)) if callable(patch) else merged(base, patch)
     try:
         render(app_dir, values)
-    except Exception as e:  # HelmRenderError
-        return [] if expect in str(e) else [f"failed, but without {expect!r}: {e}"]
-    return [f"rendered although {overrides} is invalid"]
+    except Exception as e:  # HelmValuesError, HelmRenderError
+        text = str(e)
+        found = []
+        if expect not in text:
+            found.append(f"failed, but without {expect!r}: {text}")
+        if schema and "schema" not in text:
+            found.append(f"failed, but not through values.schema.json: {text}")
+        if not schema and "schema" in text:
+            found.append(f"refused by the schema, so the template's own message is untested: {text}")
+        return found
+    return [f"rendered although {patch} is invalid"]
 
 
-def main(helm_dir):
-    global APP_COMMAND
+# --- static checks of the templates -----------------------------------------------------
+
+IMAGE_LITERAL = re.compile(r"[a-z0-9.-]+(?::[0-9]+)?/[a-z0-9._/-]+(?::[\w.-]+|@sha256:[0-9a-f]{64})")
+
+
+def template_problems(chart_dirs):
+    found = []
+    for d in chart_dirs:
+        for root, _, files in os.walk(os.path.join(d, "templates")):
+            for f in files:
+                path = os.path.join(root, f)
+                rel = os.path.relpath(path, os.path.dirname(d))
+                with open(path, encoding="utf-8") as fh:
+                    # Template comments ({{/* */}}, also multi-line) and YAML comments say
+                    # what is not allowed; only the code counts.
+                    text = re.sub(r"\{\{-?\s*/\*.*?\*/\s*-?\}\}", "", fh.read(), flags=re.S)
+                text = "\n".join(re.sub(r"^\s*#.*$", "", line) for line in text.splitlines())
+                for banned in (".Release.Service", "lookup ", ".Capabilities"):
+                    if banned in text:
+                        found.append(f"{rel} uses {banned.strip()} (the EKS add-on route does not allow it)")
+                for n, line in enumerate(text.splitlines(), 1):
+                    m = re.search(r"^\s*-?\s*image:\s*(\S.*)$", line)
+                    if m and "{{" not in m.group(1):
+                        found.append(f"{rel}:{n}: an image that does not come from values: {line.strip()}")
+                    for m in re.finditer(r'"(registry|repository|tag|digest)"\s+"([^"]*)"', line):
+                        if m.group(2):
+                            found.append(f"{rel}:{n}: an image default ({m.group(1)} {m.group(2)!r}) inside a template")
+                    if IMAGE_LITERAL.search(line) and "http" not in line:
+                        found.append(f"{rel}:{n}: an image reference inside a template: {line.strip()}")
+    return found
+
+
+# --- the cases --------------------------------------------------------------------------
+
+def defaults_problems(app_dir):
+    """The chart renders with its own defaults (helm template / the EKS add-on route)."""
+    rendered = render(app_dir, None)
+    resources = resources_of(rendered)
+    found = []
+    for r in resources:
+        found += kube.validate(r)
+    kinds = sorted(r["kind"] for r in resources)
+    if kinds != ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]:
+        found.append(f"unexpected kinds {kinds}")
+    return found
+
+
+def notes_problems(app_dir, ci):
+    found = []
+    for case in ("initContainer", "entrypoint", "disabled"):
+        notes = next((t for p, t in render(app_dir, ci[case]).items() if p.endswith("NOTES.txt")), "")
+        if case == "disabled":
+            if "disabled" not in notes:
+                found.append("NOTES.txt does not say the gate is disabled")
+            continue
+        for want in ("kubectl -n my-product describe pod", "Exit Code", "10 ", "13 ", "14 ", "15 ", "IRSA", "--previous"):
+            if want not in notes:
+                found.append(f"NOTES.txt ({case}) does not mention {want!r}")
+    return found
+
+
+def rotation_problems(app_dir, base):
+    """Adding a key version keeps the old one; unset publicKeyVersion means the highest."""
+    v1 = copy.deepcopy(base)
+    del v1["marketplace"]["entitlement"]["publicKeys"]["2"]
+    found = []
+    before = resources_of(render(app_dir, v1))
+    after = resources_of(render(app_dir, base))
+    cm_after = next(r for r in after if r["kind"] == "ConfigMap")
+    if sorted(cm_after["data"]) != ["public-key-v1.pem", "public-key-v2.pem"]:
+        found.append(f"both key versions must be in the ConfigMap during a rotation, got {sorted(cm_after['data'])}")
+    if next(r for r in before if r["kind"] == "ConfigMap")["metadata"]["name"] != cm_after["metadata"]["name"]:
+        found.append("the ConfigMap name must not change with the keys (running pods mount it)")
+    anno = [deployment(x)["spec"]["template"]["metadata"]["annotations"]["checksum/mpgate-keys"] for x in (before, after)]
+    if anno[0] == anno[1]:
+        found.append("checksum/mpgate-keys must change with the keys (so the pods roll)")
+    pinned_v1 = merged(base, {"marketplace": {"entitlement": {"publicKeyVersion": 1}}})
+    gate = deployment(resources_of(render(app_dir, pinned_v1)))["spec"]["template"]["spec"]["initContainers"][0]
+    if env_of(gate).get("MPGATE_PUBLIC_KEY_VERSION") != "1":
+        found.append("publicKeyVersion 1 must be passed while version 2 is present")
+    return found
+
+
+def image_problems(app_dir, base):
+    """global.imageRegistry replaces every registry; pull secrets from global and local."""
+    values = merged(base, {"global": {"imageRegistry": "mirror.example.internal", "imagePullSecrets": ["mirror-pull", {"name": "marketplace-pull"}]}})
+    spec = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"]
+    found = []
+    for c in [spec["initContainers"][0]] + spec["containers"]:
+        if not c["image"].startswith("mirror.example.internal/my-product/"):
+            found.append(f"{c['name']}: global.imageRegistry not applied: {c['image']}")
+    if spec.get("imagePullSecrets") != [{"name": "mirror-pull"}, {"name": "marketplace-pull"}]:
+        found.append(f"imagePullSecrets should merge global and local without repeats: {spec.get('imagePullSecrets')}")
+    no_tag = merged(base, {"image": {"tag": "", "digest": "sha256:" + "a" * 64}})
+    app = deployment(resources_of(render(app_dir, no_tag)))["spec"]["template"]["spec"]["containers"][0]
+    if app["image"] != "registry.example.com/my-product/server@sha256:" + "a" * 64:
+        found.append(f"a digest without a tag should give repository@digest: {app['image']}")
+    return found
+
+
+def zero_values_problems(app_dir, base):
+    """A chart's own false / [] wins over a global true / list (mergeOverwrite would not)."""
+    values = merged(base, {"global": {"marketplace": {"entitlement": {"enabled": True, "extraEnv": [{"name": "MPGATE_LOG", "value": "debug"}]}}}})
+    found = []
+    values["marketplace"]["entitlement"]["extraEnv"] = []
+    gate = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"]["initContainers"][0]
+    if "MPGATE_LOG" in env_of(gate):
+        found.append("the chart's extraEnv: [] must win over the global extraEnv")
+    values["marketplace"]["entitlement"]["enabled"] = False
+    text = yaml.safe_dump_all(resources_of(render(app_dir, values)))
+    if "MPGATE_" in text:
+        found.append("the chart's enabled: false must win over the global enabled: true")
+    return found
+
+
+def umbrella_problems(tmp, app_dir, out_dir):
+    """Two subcharts that both use mpgate-lib in one release, sharing global values."""
+    shared = ("productCode", "keySource", "publicKeys", "image", "timeout")
+    deps = []
+    for sub in ("app-a", "app-b"):
+        d = os.path.join(tmp, sub)
+        shutil.copytree(app_dir, d)
+        with open(os.path.join(d, "Chart.yaml"), encoding="utf-8") as f:
+            meta = yaml.safe_load(f)
+        meta["name"] = sub
+        with open(os.path.join(d, "Chart.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump(meta, f)
+        # A subchart written for an umbrella leaves the shared settings to global.
+        with open(os.path.join(d, "values.yaml"), encoding="utf-8") as f:
+            values = yaml.safe_load(f)
+        for k in shared:
+            values["marketplace"]["entitlement"].pop(k)
+        with open(os.path.join(d, "values.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump(values, f)
+        deps.append({"name": sub, "version": meta["version"], "repository": f"file://../{sub}"})
+    umbrella = os.path.join(tmp, "umbrella")
+    os.makedirs(umbrella)
+    with open(os.path.join(umbrella, "Chart.yaml"), "w", encoding="utf-8") as f:
+        yaml.safe_dump({"apiVersion": "v2", "name": "umbrella", "version": "0.1.0", "dependencies": deps}, f)
+    values = {
+        "global": {"marketplace": {"entitlement": {
+            "productCode": "prod-abc123",
+            "keySource": "configMap",
+            "timeout": "20s",
+            "publicKeys": {"1": "-----BEGIN PUBLIC KEY-----\nPLACEHOLDER\n-----END PUBLIC KEY-----\n"},
+            "image": {"registry": "registry.example.com", "repository": "my-product/mpgate", "tag": "0.1.0",
+                      "digest": "sha256:56a03bfba238f88530aa8f143779f3a2321bee806e0660e4778028a1712147b2"},
+        }}},
+        "app-a": {"image": {"digest": "sha256:758dd2b094ef9160ba1186a0bd14171f6b8da5b7a62411fb50ebe50a9638104f"},
+                  "serviceAccount": {"create": False, "name": "my-product-metering"}},
+        "app-b": {"image": {"digest": "sha256:758dd2b094ef9160ba1186a0bd14171f6b8da5b7a62411fb50ebe50a9638104f"},
+                  "serviceAccount": {"create": False, "name": "my-product-metering"},
+                  "marketplace": {"entitlement": {"timeout": "45s"}}},
+    }
+    with open(os.path.join(umbrella, "values.yaml"), "w", encoding="utf-8") as f:
+        yaml.safe_dump(values, f)
+    dependency_update(umbrella, skip_refresh=True)
+    rendered = render(umbrella, None)
+    write_manifests(rendered, out_dir)
+    resources = resources_of(rendered)
+    found = []
+    for r in resources:
+        found += kube.validate(r)
+    seen = {}
+    for r in resources:
+        key = (r["kind"], r["metadata"]["name"])
+        if key in seen:
+            found.append(f"{key[0]}/{key[1]} is rendered twice: the subcharts clash")
+        seen[key] = True
+    deps_by_chart = {d["metadata"]["labels"]["app.kubernetes.io/name"]: d for d in deployments(resources)}
+    if sorted(deps_by_chart) != ["app-a", "app-b"]:
+        return found + [f"expected the Deployments of app-a and app-b, got {sorted(deps_by_chart)}"]
+    configmaps = {r["metadata"]["name"] for r in resources if r["kind"] == "ConfigMap"}
+    for sub, timeout in (("app-a", "20s"), ("app-b", "45s")):
+        spec = deps_by_chart[sub]["spec"]["template"]["spec"]
+        gate = spec["initContainers"][0]
+        env = env_of(gate)
+        if env.get("MPGATE_PRODUCT_CODE") != "prod-abc123":
+            found.append(f"{sub}: the product code does not come from global")
+        if env.get("MPGATE_TIMEOUT") != timeout:
+            found.append(f"{sub}: MPGATE_TIMEOUT should be {timeout} (a chart's own value wins over global), is {env.get('MPGATE_TIMEOUT')}")
+        if not gate["image"].startswith("registry.example.com/my-product/mpgate:0.1.0@sha256:"):
+            found.append(f"{sub}: the gate image does not come from global: {gate['image']}")
+        cm = next(v for v in spec["volumes"] if v["name"] == "mpgate-keys")["configMap"]["name"]
+        if cm != f"{RELEASE}-{sub}-mpgate-keys" or cm not in configmaps:
+            found.append(f"{sub}: key ConfigMap should be its own {RELEASE}-{sub}-mpgate-keys, is {cm}")
+    return found
+
+
+def package_problems(app_dir, tmp):
+    tgz = package(app_dir, destination=tmp)
+    with tarfile.open(tgz) as t:
+        names = set(t.getnames())
+    want = {"example-app/Chart.yaml", "example-app/values.yaml", "example-app/values.schema.json",
+            "example-app/README.md", "example-app/templates/NOTES.txt", "example-app/charts/mpgate-lib/templates/_mpgate.tpl"}
+    missing = sorted(want - names)
+    stray = sorted(n for n in names if "/ci/" in n)
+    return [f"the package lacks {m}" for m in missing] + ([f"ci/ values should stay out of the package (.helmignore): {stray}"] if stray else [])
+
+
+DEFAULTS = {}
+DEFAULTS_GATE_IMAGE = {}
+
+
+def main(helm_dir, out_dir):
     helm_dir = os.path.abspath(helm_dir)
+    out_dir = os.path.abspath(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="mpgate-helm-") as tmp:
         ignore = shutil.ignore_patterns("charts", "Chart.lock", "*.tgz")
         for name in ("mpgate-lib", "example-app"):
@@ -166,6 +508,15 @@ def main(helm_dir):
             lib_type = yaml.safe_load(f).get("type")
         check("mpgate-lib is a library chart", [] if lib_type == "library" else [f"type is {lib_type}"])
         lint_check("lint mpgate-lib (strict)", lib_dir)
+        check("templates: no image default or image reference, no .Release.Service / lookup / .Capabilities",
+              template_problems([lib_dir, app_dir]))
+
+        with open(os.path.join(app_dir, "Chart.yaml"), encoding="utf-8") as f:
+            meta = yaml.safe_load(f)
+        missing = [k for k in ("kubeVersion", "home", "sources", "maintainers", "annotations") if not meta.get(k)]
+        missing += [a for a in ("artifacthub.io/license",) if a not in (meta.get("annotations") or {})]
+        check("example-app Chart.yaml metadata (kubeVersion, home, sources, maintainers, artifacthub annotations)",
+              [f"Chart.yaml lacks {m}" for m in missing])
 
         try:
             dependency_update(app_dir, skip_refresh=True)
@@ -177,37 +528,67 @@ def main(helm_dir):
             return 1
 
         with open(os.path.join(app_dir, "values.yaml"), encoding="utf-8") as f:
-            APP_COMMAND = yaml.safe_load(f)["command"]
-        ci = {}
-        for mode in ("initContainer", "entrypoint", "disabled"):
-            with open(os.path.join(app_dir, "ci", f"{mode.lower()}-values.yaml"), encoding="utf-8") as f:
-                ci[mode] = yaml.safe_load(f)
-            lint_check(f"lint example-app (strict) with ci/{mode.lower()}-values.yaml", app_dir, ci[mode])
+            DEFAULTS.update(yaml.safe_load(f))
+        DEFAULTS_GATE_IMAGE.update(DEFAULTS["marketplace"]["entitlement"]["image"])
 
-        for mode, values in ci.items():
+        lint_check("lint example-app (strict) with its own defaults", app_dir)
+        guarded("render example-app with its own defaults: valid against Kubernetes (strict)", defaults_problems, app_dir)
+
+        ci = {}
+        for case in CASES:
+            with open(os.path.join(app_dir, "ci", f"{case.lower()}-values.yaml"), encoding="utf-8") as f:
+                ci[case] = yaml.safe_load(f)
+            lint_check(f"lint example-app (strict) with ci/{case.lower()}-values.yaml", app_dir, ci[case])
+
+        for case, values in ci.items():
             try:
-                resources = resources_of(render(app_dir, values))
+                rendered = render(app_dir, values)
             except Exception as e:
-                check(f"render example-app, {mode}", [e])
+                check(f"render example-app, {case}", [e])
                 continue
+            write_manifests(rendered, os.path.join(out_dir, case.lower()))
+            resources = resources_of(rendered)
             problems = []
             for r in resources:
-                problems += kube.validate(r) + kube.security_problems(r)
-            kinds = ", ".join(sorted(f"{r['kind']}" for r in resources))
-            check(f"render example-app, {mode}: {len(resources)} manifests ({kinds}) valid against Kubernetes {kube.KUBE_VERSION} (strict) and secure", problems)
-            try:
-                problems = mode_problems(mode, resources)
-            except Exception as e:
-                problems = [f"{type(e).__name__}: {e}"]
-            check(f"render example-app, {mode}: the gate is wired as this mode needs", problems)
+                problems += kube.validate(r)
+            kinds = ", ".join(sorted(r["kind"] for r in resources))
+            check(f"render example-app, {case}: {len(resources)} manifests ({kinds}) valid against Kubernetes {kube.KUBE_VERSION} (strict)", problems)
+            guarded(f"render example-app, {case}: the gate, keys, probes, NetworkPolicy and ServiceAccount are wired as this case needs",
+                    case_problems, case, merged(DEFAULTS, values), resources)
 
-        base = ci["initContainer"]
-        check("render fails clearly without productCode", must_fail(app_dir, base, {"productCode": ""}, "productCode is required"))
-        check("render fails clearly on an invalid mode", must_fail(app_dir, base, {"mode": "sidecar"}, 'mode must be "initContainer" or "entrypoint"'))
-        check("render fails clearly without a public key", must_fail(app_dir, base, {"publicKey": ""}, "set publicKey"))
-        check("render fails clearly on a bad onTransientError", must_fail(app_dir, base, {"onTransientError": "maybe"}, "onTransientError must be"))
+        base = merged(DEFAULTS, ci["initContainer"])
+        guarded("NOTES.txt tells how to read a failed gate (kubectl describe, logs, exit codes, IRSA)", notes_problems, app_dir, ci)
+        guarded("key rotation: both versions in one ConfigMap, same name, pods roll, an older version can be chosen", rotation_problems, app_dir, base)
+        guarded("images: global.imageRegistry, merged imagePullSecrets, digest without tag", image_problems, app_dir, base)
+        guarded("a chart's own false and [] win over global (no mergeOverwrite)", zero_values_problems, app_dir, base)
+        guarded("umbrella release: two subcharts with mpgate-lib coexist and share global.marketplace.entitlement",
+                umbrella_problems, tmp, app_dir, os.path.join(out_dir, "umbrella"))
+        guarded("helm package example-app (with values.schema.json, README.md, NOTES.txt)", package_problems, app_dir, tmp)
+
+        def no_keys(values):
+            # null deletes the chart's default key 1 (as --set ...publicKeys.1=null does)
+            values["marketplace"]["entitlement"]["publicKeys"] = {"1": None}
+            return values
+
+        def ent(**kw):
+            return {"marketplace": {"entitlement": kw}}
+        check("schema refuses a wrong mode", must_fail(app_dir, base, ent(mode="sidecar"), "/marketplace/entitlement/mode", schema=True))
+        check("schema refuses a wrong keySource", must_fail(app_dir, base, ent(keySource="secret"), "/marketplace/entitlement/keySource", schema=True))
+        check("schema refuses publicKeyVersion 0", must_fail(app_dir, base, ent(publicKeyVersion=0), "/marketplace/entitlement/publicKeyVersion", schema=True))
+        check("schema refuses publicKeyVersion \"two\"", must_fail(app_dir, base, ent(publicKeyVersion="two"), "/marketplace/entitlement/publicKeyVersion", schema=True))
+        check("schema refuses a private key in publicKeys", must_fail(app_dir, base, ent(publicKeys={"3": "-----BEGIN PRIVATE KEY-----\n"}), "/marketplace/entitlement/publicKeys/3", schema=True))
+        check("schema refuses a misspelt setting", must_fail(app_dir, base, ent(keysource="image"), "keysource", schema=True))
+        check("schema refuses a bad image digest", must_fail(app_dir, base, {"image": {"digest": "latest"}}, "/image/digest", schema=True))
+        check("render fails clearly without productCode (keySource configMap)", must_fail(app_dir, base, ent(productCode=""), "productCode is required"))
+        check("render fails clearly with empty publicKeys", must_fail(app_dir, base, no_keys, "publicKeys is empty"))
+        check("render fails clearly when publicKeyVersion is not in publicKeys", must_fail(app_dir, base, ent(publicKeyVersion=3), "publicKeyVersion 3 is not in publicKeys"))
+        check("render fails clearly without existingConfigMap's name", must_fail(app_dir, base, ent(keySource="existingConfigMap", existingConfigMap=""), "existingConfigMap is required"))
+        check("render fails clearly without a gate image (no default)", must_fail(app_dir, base, ent(image={"repository": ""}), "marketplace.entitlement.image.repository is required"))
+        check("render fails clearly without a gate tag or digest (no default)", must_fail(app_dir, base, ent(image={"tag": "", "digest": ""}), "image.tag or marketplace.entitlement.image.digest is required"))
+        check("render fails clearly without a workload tag or digest (no default)", must_fail(app_dir, base, {"image": {"tag": "", "digest": ""}}, "image.tag or image.digest is required"))
     return 0 if all(results) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "deploy/helm"))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "deploy/helm",
+                  sys.argv[2] if len(sys.argv) > 2 else "target/deploy-rendered"))

@@ -1,25 +1,99 @@
-"""Validate Kubernetes manifest files: official schemas (strict) + the security baseline.
+"""Validate the plain Kubernetes manifests: official schemas (strict) and the mpgate wiring.
 
 Usage: python check_k8s.py FILE...   (exit 1 on any problem, warnings included)
+
+Pod security is checkov's (deploy/tests/check_checkov.py). Here: every file is valid
+against the schema, and together they wire the gate as deploy/README.md says: no region
+(IRSA sets the cluster's), the key ring ConfigMap mounted as a key directory with
+public-key-v<N>.pem files, an IRSA-annotated ServiceAccount, a NetworkPolicy that selects
+the pods, probes, and each pattern's command.
 """
 
+import re
 import sys
 
 import kube
 
+KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
+
+
+def env_of(c):
+    return {e["name"]: e.get("value") for e in c.get("env") or []}
+
+
+def wiring_problems(by_file):
+    found = []
+    every = [r for rs in by_file.values() for r in rs]
+    configmaps = {r["metadata"]["name"]: r for r in every if r["kind"] == "ConfigMap"}
+    sas = {r["metadata"]["name"]: r for r in every if r["kind"] == "ServiceAccount"}
+    policies = [r for r in every if r["kind"] == "NetworkPolicy"]
+    for sa in sas.values():
+        if "eks.amazonaws.com/role-arn" not in (sa["metadata"].get("annotations") or {}):
+            found.append(f"ServiceAccount {sa['metadata']['name']}: no IRSA role annotation")
+    for path, resources in by_file.items():
+        for dep in (r for r in resources if r["kind"] == "Deployment"):
+            where = f"{path}: Deployment {dep['metadata']['name']}"
+            spec = dep["spec"]["template"]["spec"]
+            labels = dep["spec"]["template"]["metadata"]["labels"]
+            if spec.get("serviceAccountName") not in sas:
+                found.append(f"{where}: its ServiceAccount is not among the manifests")
+            if not any(all(labels.get(k) == v for k, v in (p["spec"]["podSelector"].get("matchLabels") or {}).items())
+                       and p["spec"]["podSelector"].get("matchLabels") for p in policies):
+                found.append(f"{where}: no NetworkPolicy selects its pods")
+            containers = spec.get("initContainers", []) + spec["containers"]
+            for c in containers:
+                if {"AWS_REGION", "AWS_DEFAULT_REGION"} & set(env_of(c)):
+                    found.append(f"{where}: container {c['name']} sets a region (the IRSA webhook sets the cluster's; a set one wins and is wrong elsewhere)")
+            runs_gate = [c for c in containers if (c.get("command") or [None])[0] == "/mpgate"]
+            if len(runs_gate) != 1:
+                found.append(f"{where}: expected one container running /mpgate, got {len(runs_gate)}")
+                continue
+            gate = runs_gate[0]
+            env = env_of(gate)
+            if gate["command"] == ["/mpgate"] and (gate.get("args") or gate not in spec.get("initContainers", [])):
+                found.append(f"{where}: /mpgate without -- must be an init container without args")
+            if gate["command"] == ["/mpgate", "--"] and not gate.get("args"):
+                found.append(f"{where}: /mpgate -- needs the workload command in args")
+            keys = [k for k in KEY_VARS if k in env]
+            if keys != ["MPGATE_PUBLIC_KEY_DIR"]:
+                found.append(f"{where}: the key ring must be MPGATE_PUBLIC_KEY_DIR alone, is {keys}")
+                continue
+            mount = next((m for m in gate.get("volumeMounts") or [] if m["mountPath"] == env["MPGATE_PUBLIC_KEY_DIR"]), None)
+            volume = next((v for v in spec.get("volumes") or [] if mount and v["name"] == mount["name"]), {})
+            cm = configmaps.get((volume.get("configMap") or {}).get("name"))
+            if not mount or not mount.get("readOnly") or cm is None:
+                found.append(f"{where}: {env['MPGATE_PUBLIC_KEY_DIR']} must be a read-only mount of a ConfigMap among the manifests")
+            elif not cm.get("data") or not all(re.fullmatch(r"public-key-v[1-9][0-9]*\.pem", k) for k in cm["data"]):
+                found.append(f"{where}: ConfigMap {cm['metadata']['name']} must hold public-key-v<N>.pem files, holds {sorted(cm.get('data') or {})}")
+            version = env.get("MPGATE_PUBLIC_KEY_VERSION")
+            if version and cm is not None and f"public-key-v{version}.pem" not in (cm.get("data") or {}):
+                found.append(f"{where}: MPGATE_PUBLIC_KEY_VERSION {version} is not in the key ring")
+            app = next(c for c in spec["containers"] if c["name"] == "app")
+            for probe in ("livenessProbe", "readinessProbe"):
+                if not app.get(probe):
+                    found.append(f"{where}: app has no {probe}")
+            if gate is app and not app.get("startupProbe"):
+                found.append(f"{where}: entrypoint mode needs a startupProbe that covers mpgate's check")
+    return found
+
 
 def main(paths):
     failed = False
+    by_file = {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
             resources = kube.load_all(f.read())
+        by_file[path] = resources
         if not resources:
             print(f"ERROR {path}: no resource")
             failed = True
         for r in resources:
-            for p in kube.validate(r) + kube.security_problems(r):
+            for p in kube.validate(r):
                 print(f"ERROR {path}: {p}")
                 failed = True
+    for p in wiring_problems(by_file):
+        print(f"ERROR {p}")
+        failed = True
     return 1 if failed else 0
 
 

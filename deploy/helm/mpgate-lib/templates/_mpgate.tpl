@@ -1,75 +1,136 @@
 {{/*
-mpgate-lib: named templates for the AWS Marketplace entitlement gate.
+mpgate-lib: named templates for the AWS Marketplace entitlement gate (README.md beside
+Chart.yaml lists every setting).
 
 Every template takes the parent chart's root context (.) and reads
-.Values.marketplace.entitlement, except "mpgate.entrypoint.command", which takes
-(dict "context" $ "command" LIST).
+.Values.marketplace.entitlement, with .Values.global.marketplace.entitlement as the
+fallback for any key the chart does not set; the exceptions take a dict, shown below.
 
   mpgate.enabled              "true" or "" : the gate is on
   mpgate.initContainer        the init container, as a list item (initContainer mode only)
-  mpgate.entrypoint.command   the container command as a JSON list: /mpgate -- COMMAND...
-                              in entrypoint mode, COMMAND unchanged otherwise
+  mpgate.entrypoint.command   (dict "context" $ "command" LIST): the container command as
+                              a JSON list, /mpgate -- COMMAND... in entrypoint mode, COMMAND
+                              unchanged otherwise
   mpgate.env                  the mpgate process's environment (list items)
-  mpgate.volumes              the key ConfigMap volume (+ the result emptyDir in
-                              initContainer mode), as list items
+  mpgate.volumes              the key volume (configMap / existingConfigMap key sources) and
+                              the result emptyDir (initContainer mode), as list items
   mpgate.volumeMounts         the mounts of the container that runs mpgate (list items)
   mpgate.app.env              what the workload container adds to its env in the current
                               mode (entrypoint: mpgate.env; initContainer: MPGATE_RESULT_FILE)
   mpgate.app.volumeMounts     what the workload container mounts in the current mode
-                              (entrypoint: mpgate.volumeMounts; initContainer: the result
-                              directory read-only)
-  mpgate.configMap            the ConfigMap with the public key (when publicKey is set)
-  mpgate.configMapName        its name
+  mpgate.podAnnotations       checksum/mpgate-keys (configMap key source), so a key change
+                              rolls the pods
+  mpgate.configMap            the key ring ConfigMap (keySource configMap)
+  mpgate.configMapName        the name of the key ring ConfigMap (configMap or existingConfigMap)
+  mpgate.imageReference       (dict "context" $ "image" MAP "path" "image"): registry/
+                              repository:tag@digest from values only; global.imageRegistry,
+                              when set, replaces the registry
+  mpgate.imagePullSecrets     imagePullSecrets + global.imagePullSecrets, as list items
+
+No template holds an image default: every image comes from values.yaml. No template uses
+.Release.Service, lookup or .Capabilities (the EKS add-on route does not allow them).
 */}}
 
-{{/* The effective configuration: defaults, then the chart's values; fails on bad input. */}}
+{{/* The effective configuration as JSON: defaults, then global, then the chart's own
+values, key by key. A key counts as set when it is present and not null, so false, 0, ""
+and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- define "mpgate.config" -}}
 {{- $defaults := dict
       "enabled" false
       "mode" "initContainer"
+      "keySource" "configMap"
       "productCode" ""
-      "publicKeyVersion" 1
-      "publicKey" ""
+      "publicKeyVersion" ""
+      "publicKeys" (dict)
       "existingConfigMap" ""
-      "existingConfigMapKey" ""
       "onTransientError" "deny"
       "timeout" "30s"
       "logFormat" "json"
-      "region" ""
       "extraEnv" (list)
       "resultDir" "/run/mpgate"
-      "image" (dict "repository" "" "tag" "0.1.0" "pullPolicy" "IfNotPresent")
+      "image" (dict)
       "resources" (dict
         "requests" (dict "cpu" "10m" "memory" "16Mi")
         "limits" (dict "cpu" "200m" "memory" "64Mi")) -}}
-{{- $values := dict -}}
-{{- with .Values.marketplace -}}
-{{- with .entitlement -}}
-{{- $values = deepCopy . -}}
+{{- $imageKeys := splitList " " "registry repository tag digest pullPolicy" -}}
+{{- $local := dict -}}
+{{- with .Values.marketplace }}{{ with .entitlement }}{{ $local = . }}{{ end }}{{ end -}}
+{{- $global := dict -}}
+{{- with .Values.global }}{{ with .marketplace }}{{ with .entitlement }}{{ $global = . }}{{ end }}{{ end }}{{ end -}}
+{{- range $where, $layer := dict "marketplace.entitlement" $local "global.marketplace.entitlement" $global -}}
+{{- range $k, $_ := $layer -}}
+{{- if not (hasKey $defaults $k) -}}
+{{- fail (printf "%s.%s is not a setting of mpgate-lib (settings: %s)" $where $k (keys $defaults | sortAlpha | join ", ")) -}}
 {{- end -}}
 {{- end -}}
-{{- $e := mergeOverwrite $defaults $values -}}
+{{- with (get $layer "image") -}}
+{{- range $k, $_ := . -}}
+{{- if not (has $k $imageKeys) -}}
+{{- fail (printf "%s.image.%s is not an image setting (settings: %s)" $where $k (join ", " $imageKeys)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $e := dict -}}
+{{- range $k, $d := $defaults -}}
+{{- $v := $d -}}
+{{- if and (hasKey $global $k) (not (kindIs "invalid" (get $global $k))) -}}{{- $v = get $global $k -}}{{- end -}}
+{{- if and (hasKey $local $k) (not (kindIs "invalid" (get $local $k))) -}}{{- $v = get $local $k -}}{{- end -}}
+{{- $_ := set $e $k $v -}}
+{{- end -}}
+{{- /* The gate image, field by field: a chart may set only its tag over a global image. */ -}}
+{{- $image := dict "registry" "" "repository" "" "tag" "" "digest" "" "pullPolicy" "IfNotPresent" -}}
+{{- range $layer := list (get $global "image") (get $local "image") -}}
+{{- if kindIs "map" $layer -}}
+{{- range $k := $imageKeys -}}
+{{- if and (hasKey $layer $k) (not (kindIs "invalid" (get $layer $k))) -}}{{- $_ := set $image $k (get $layer $k) -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $e "image" $image -}}
 {{- if $e.enabled -}}
-{{- if not (has $e.mode (list "initContainer" "entrypoint")) -}}
+{{- if not (has (toString $e.mode) (list "initContainer" "entrypoint")) -}}
 {{- fail (printf "marketplace.entitlement.mode must be \"initContainer\" or \"entrypoint\", not %q" (toString $e.mode)) -}}
 {{- end -}}
-{{- if not (toString $e.productCode | trim) -}}
-{{- fail "marketplace.entitlement.productCode is required when marketplace.entitlement.enabled is true: set the product code from the AWS Marketplace Management Portal (e.g. prod-abc123)" -}}
-{{- end -}}
-{{- if not (regexMatch "^[1-9][0-9]*$" (toString $e.publicKeyVersion)) -}}
-{{- fail (printf "marketplace.entitlement.publicKeyVersion must be an integer >= 1, not %q" (toString $e.publicKeyVersion)) -}}
+{{- if not (has (toString $e.keySource) (list "configMap" "existingConfigMap" "image" "pinned")) -}}
+{{- fail (printf "marketplace.entitlement.keySource must be \"configMap\", \"existingConfigMap\", \"image\" or \"pinned\", not %q" (toString $e.keySource)) -}}
 {{- end -}}
 {{- if not (has (toString $e.onTransientError) (list "deny" "allow")) -}}
 {{- fail (printf "marketplace.entitlement.onTransientError must be \"deny\" or \"allow\", not %q" (toString $e.onTransientError)) -}}
 {{- end -}}
-{{- if and $e.publicKey $e.existingConfigMap -}}
-{{- fail "marketplace.entitlement: set publicKey or existingConfigMap, not both" -}}
+{{- $version := toString $e.publicKeyVersion -}}
+{{- if and $version (not (regexMatch "^[1-9][0-9]*$" $version)) -}}
+{{- fail (printf "marketplace.entitlement.publicKeyVersion must be an integer >= 1 (or unset: the highest version the keys cover), not %q" $version) -}}
 {{- end -}}
-{{- if not (or $e.publicKey $e.existingConfigMap) -}}
-{{- fail "marketplace.entitlement: set publicKey (the PEM from the AWS Marketplace Management Portal) or existingConfigMap (a ConfigMap holding it)" -}}
+{{- if and (has $e.keySource (list "configMap" "existingConfigMap")) (not (toString $e.productCode | trim)) -}}
+{{- fail (printf "marketplace.entitlement.productCode is required with keySource %s: set the product code from the AWS Marketplace Management Portal (e.g. prod-abc123)" $e.keySource) -}}
 {{- end -}}
-{{- if and (eq $e.mode "initContainer") (not $e.image.repository) -}}
-{{- fail "marketplace.entitlement.image.repository is required in initContainer mode: the mpgate image (pushed to your product's Marketplace ECR repository)" -}}
+{{- if eq $e.keySource "configMap" -}}
+{{- if not $e.publicKeys -}}
+{{- fail "marketplace.entitlement.publicKeys is empty: with keySource configMap, map each public key version to its PEM from the AWS Marketplace Management Portal (publicKeys: {\"1\": \"-----BEGIN PUBLIC KEY-----...\"}, or --set-file marketplace.entitlement.publicKeys.1=public-key-v1.pem)" -}}
+{{- end -}}
+{{- range $v, $pem := $e.publicKeys -}}
+{{- if not (regexMatch "^[1-9][0-9]*$" (toString $v)) -}}
+{{- fail (printf "marketplace.entitlement.publicKeys: %q is not a key version (an integer >= 1)" (toString $v)) -}}
+{{- end -}}
+{{- if or (not (contains "PUBLIC KEY-----" (toString $pem))) (contains "PRIVATE KEY" (toString $pem)) -}}
+{{- fail (printf "marketplace.entitlement.publicKeys.%s is not a PEM public key (never put a private key in values)" (toString $v)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $version (not (hasKey $e.publicKeys $version)) -}}
+{{- fail (printf "marketplace.entitlement.publicKeyVersion %s is not in publicKeys (%s)" $version (keys $e.publicKeys | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $e.keySource "existingConfigMap") (not $e.existingConfigMap) -}}
+{{- fail "marketplace.entitlement.existingConfigMap is required with keySource existingConfigMap: the name of a ConfigMap in the release namespace holding public-key-v<N>.pem files" -}}
+{{- end -}}
+{{- if eq $e.mode "initContainer" -}}
+{{- if not $image.repository -}}
+{{- fail "marketplace.entitlement.image.repository is required in initContainer mode: the mpgate image, pushed to your product's AWS Marketplace ECR repositories (no template holds an image default)" -}}
+{{- end -}}
+{{- if not (or $image.tag $image.digest) -}}
+{{- fail "marketplace.entitlement.image.tag or marketplace.entitlement.image.digest is required in initContainer mode (no template holds an image default)" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- toJson $e -}}
@@ -80,50 +141,80 @@ Every template takes the parent chart's root context (.) and reads
 {{- if $e.enabled -}}true{{- end -}}
 {{- end -}}
 
-{{- define "mpgate.configMapName" -}}
-{{- $e := include "mpgate.config" . | fromJson -}}
-{{- if $e.existingConfigMap -}}
-{{- $e.existingConfigMap -}}
+{{/* <release>-<chart>, at most 50 characters (a hash keeps long names apart): names
+the library creates are scoped by chart, so two subcharts of one release never clash. */}}
+{{- define "mpgate.scope" -}}
+{{- $base := printf "%s-%s" .Release.Name .Chart.Name -}}
+{{- if gt (len $base) 50 -}}
+{{- printf "%s-%s" ($base | trunc 41 | trimSuffix "-") (sha256sum $base | trunc 8) -}}
 {{- else -}}
-{{- printf "%s-mpgate-public-key" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- $base -}}
 {{- end -}}
 {{- end -}}
 
-{{- define "mpgate.keyFileName" -}}
+{{- define "mpgate.configMapName" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
-{{- if and $e.existingConfigMap $e.existingConfigMapKey -}}
-{{- $e.existingConfigMapKey -}}
+{{- if eq $e.keySource "existingConfigMap" -}}
+{{- $e.existingConfigMap -}}
 {{- else -}}
-{{- printf "key-%s.pem" (toString $e.publicKeyVersion) -}}
+{{- printf "%s-mpgate-keys" (include "mpgate.scope" .) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Key ring settings: the directory and whether this key source mounts one. */}}
+{{- define "mpgate.keyDir" -}}/etc/mpgate/keys{{- end -}}
+{{- define "mpgate.mountsKeys" -}}
+{{- $e := include "mpgate.config" . | fromJson -}}
+{{- if and $e.enabled (has $e.keySource (list "configMap" "existingConfigMap")) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "mpgate.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: mpgate
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end -}}
 
 {{- define "mpgate.configMap" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
-{{- if and $e.enabled $e.publicKey (not $e.existingConfigMap) }}
+{{- if and $e.enabled (eq $e.keySource "configMap") }}
 apiVersion: v1
 kind: ConfigMap
 metadata:
   name: {{ include "mpgate.configMapName" . }}
+  namespace: {{ .Release.Namespace }}
   labels:
-    app.kubernetes.io/name: mpgate
-    app.kubernetes.io/instance: {{ .Release.Name }}
-    app.kubernetes.io/managed-by: {{ .Release.Service }}
+    {{- include "mpgate.labels" . | nindent 4 }}
 data:
-  {{ include "mpgate.keyFileName" . }}: |
-    {{- $e.publicKey | trim | nindent 4 }}
+  {{- range $v, $pem := $e.publicKeys }}
+  public-key-v{{ $v }}.pem: |
+    {{- $pem | toString | trim | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "mpgate.podAnnotations" -}}
+{{- $e := include "mpgate.config" . | fromJson -}}
+{{- if and $e.enabled (eq $e.keySource "configMap") }}
+checksum/mpgate-keys: {{ $e.publicKeys | toJson | sha256sum }}
 {{- end }}
 {{- end -}}
 
 {{- define "mpgate.env" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if $e.enabled }}
+{{- with toString $e.productCode | trim }}
 - name: MPGATE_PRODUCT_CODE
-  value: {{ $e.productCode | toString | quote }}
+  value: {{ . | quote }}
+{{- end }}
+{{- with toString $e.publicKeyVersion }}
 - name: MPGATE_PUBLIC_KEY_VERSION
-  value: {{ $e.publicKeyVersion | toString | quote }}
-- name: MPGATE_PUBLIC_KEY_FILE
-  value: {{ printf "/etc/mpgate/%s" (include "mpgate.keyFileName" .) | quote }}
+  value: {{ . | quote }}
+{{- end }}
+{{- if include "mpgate.mountsKeys" . }}
+- name: MPGATE_PUBLIC_KEY_DIR
+  value: {{ include "mpgate.keyDir" . | quote }}
+{{- end }}
 - name: MPGATE_TIMEOUT
   value: {{ $e.timeout | toString | quote }}
 - name: MPGATE_ON_TRANSIENT_ERROR
@@ -134,10 +225,6 @@ data:
 - name: MPGATE_RESULT_FILE
   value: {{ printf "%s/result.json" $e.resultDir | quote }}
 {{- end }}
-{{- with $e.region }}
-- name: AWS_REGION
-  value: {{ . | quote }}
-{{- end }}
 {{- with $e.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -147,9 +234,11 @@ data:
 {{- define "mpgate.volumes" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if $e.enabled }}
-- name: mpgate-public-key
+{{- if include "mpgate.mountsKeys" . }}
+- name: mpgate-keys
   configMap:
     name: {{ include "mpgate.configMapName" . }}
+{{- end }}
 {{- if eq $e.mode "initContainer" }}
 - name: mpgate-run
   emptyDir:
@@ -162,9 +251,11 @@ data:
 {{- define "mpgate.volumeMounts" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if $e.enabled }}
-- name: mpgate-public-key
-  mountPath: /etc/mpgate
+{{- if include "mpgate.mountsKeys" . }}
+- name: mpgate-keys
+  mountPath: {{ include "mpgate.keyDir" . }}
   readOnly: true
+{{- end }}
 {{- if eq $e.mode "initContainer" }}
 - name: mpgate-run
   mountPath: {{ $e.resultDir }}
@@ -197,11 +288,46 @@ data:
 {{- end }}
 {{- end -}}
 
+{{/* (dict "context" $ "image" .Values.image "path" "image") -> "registry/repository:tag@digest" */}}
+{{- define "mpgate.imageReference" -}}
+{{- $img := .image | default dict -}}
+{{- $path := .path | default "image" -}}
+{{- $registry := toString ($img.registry | default "") -}}
+{{- with .context.Values.global }}{{ with .imageRegistry }}{{ $registry = toString . }}{{ end }}{{ end -}}
+{{- $repository := toString ($img.repository | default "") -}}
+{{- $tag := toString ($img.tag | default "") -}}
+{{- $digest := toString ($img.digest | default "") -}}
+{{- if not $repository -}}
+{{- fail (printf "%s.repository is required (no template holds an image default)" $path) -}}
+{{- end -}}
+{{- if not (or $tag $digest) -}}
+{{- fail (printf "%s.tag or %s.digest is required (no template holds an image default)" $path $path) -}}
+{{- end -}}
+{{- $ref := $repository -}}
+{{- if $registry }}{{ $ref = printf "%s/%s" (trimSuffix "/" $registry) $repository }}{{ end -}}
+{{- if $tag }}{{ $ref = printf "%s:%s" $ref $tag }}{{ end -}}
+{{- if $digest }}{{ $ref = printf "%s@%s" $ref $digest }}{{ end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{- define "mpgate.imagePullSecrets" -}}
+{{- $secrets := list -}}
+{{- with .Values.global }}{{ with .imagePullSecrets }}{{ $secrets = concat $secrets . }}{{ end }}{{ end -}}
+{{- with .Values.imagePullSecrets }}{{ $secrets = concat $secrets . }}{{ end -}}
+{{- $names := list -}}
+{{- range $secrets -}}
+{{- if kindIs "map" . }}{{ $names = append $names (toString .name) }}{{ else }}{{ $names = append $names (toString .) }}{{ end -}}
+{{- end -}}
+{{- range $names | uniq }}
+- name: {{ . }}
+{{- end }}
+{{- end -}}
+
 {{- define "mpgate.initContainer" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if and $e.enabled (eq $e.mode "initContainer") }}
 - name: mpgate
-  image: {{ printf "%s:%s" $e.image.repository (toString $e.image.tag) | quote }}
+  image: {{ include "mpgate.imageReference" (dict "context" . "image" $e.image "path" "marketplace.entitlement.image") | quote }}
   imagePullPolicy: {{ $e.image.pullPolicy }}
   # No arguments: init mode, exits 0 when the buyer is entitled.
   command: ["/mpgate"]

@@ -1,0 +1,94 @@
+"""Checks over the deploy files as text.
+
+Usage: python check_files.py   (from the repository root; exit 1 on any problem)
+
+- No AWS region literal anywhere in deploy/, the root Dockerfile or .checkov.yaml: the
+  platform sets the region (the IRSA webhook on EKS, ECS itself), CloudFormation uses
+  AWS::Region, and the ECS task definitions a ${AWS_REGION} placeholder. A region written
+  into a manifest is wrong for every buyer elsewhere (RegisterUsage fails with exit 13).
+- The root Dockerfile copies from the build context only what .dockerignore lets in, and
+  ships /LICENSE and /NOTICE.
+"""
+
+import os
+import re
+import sys
+
+REGION = re.compile(
+    r"\b(?:us|eu|ap|sa|ca|me|af|il|mx|cn)(?:-gov|-iso|-isob)?"
+    r"-(?:north|south|east|west|central|northeast|northwest|southeast|southwest)-[0-9]+\b"
+)
+
+
+def region_problems(paths):
+    # The pattern must find what it is for, else this check could never fail (the samples
+    # are assembled so that this file holds no literal itself).
+    east, central, gov = "-".join(("us", "east", "1")), "-".join(("eu", "central", "2")), "-".join(("us", "gov", "west", "1"))
+    assert REGION.search(f"709825985650.dkr.ecr.{east}.amazonaws.com") and REGION.search(central)
+    assert REGION.search(gov) and not REGION.search("us-east") and not REGION.search("AWS::Region")
+    found = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except UnicodeDecodeError:
+            continue
+        for n, line in enumerate(lines, 1):
+            for m in REGION.finditer(line):
+                found.append(f"{path}:{n}: region literal {m.group(0)!r} (let the platform set the region)")
+    return found
+
+
+def files_under(root):
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x not in ("charts", "__pycache__")]
+        for f in files:
+            yield os.path.join(d, f)
+
+
+def dockerignore_problems():
+    with open(".dockerignore", encoding="utf-8") as f:
+        rules = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    with open("Dockerfile", encoding="utf-8") as f:
+        text = f.read().replace("\\\n", " ")
+    found = []
+    if rules[:1] != ["*"]:
+        found.append(".dockerignore should start with * (only what is re-included goes into the context)")
+    included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].upper() not in ("COPY", "ADD"):
+            continue
+        if any(w.startswith("--from=") for w in words):
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        for src in args[:-1]:
+            src = src.rstrip("/")
+            src = src[2:] if src.startswith("./") else src
+            if not any(src == inc or src.startswith(inc + "/") for inc in included):
+                found.append(f"Dockerfile copies {src}, which .dockerignore keeps out of the build context")
+    for shipped in ("LICENSE", "NOTICE"):
+        if not re.search(rf"^COPY deploy/{shipped} /{shipped}$", text, re.M):
+            found.append(f"Dockerfile does not ship /{shipped} (COPY deploy/{shipped} /{shipped})")
+        if not os.path.getsize(f"deploy/{shipped}"):
+            found.append(f"deploy/{shipped} is empty")
+    return found
+
+
+def main():
+    failed = False
+    paths = sorted(files_under("deploy")) + ["Dockerfile", ".checkov.yaml"]
+    checks = [
+        (f"no region literal in deploy/, Dockerfile, .checkov.yaml ({len(paths)} files)", region_problems(paths)),
+        (".dockerignore lets in what the Dockerfile copies; the image ships LICENSE and NOTICE", dockerignore_problems()),
+    ]
+    for name, problems in checks:
+        print(f"{'ok  ' if not problems else 'FAIL'} {name}")
+        for p in problems:
+            print(f"       {p}")
+        failed |= bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
