@@ -20,6 +20,8 @@ pub struct Facts {
     pub public_key_version: Option<i32>,
     pub nonce: Option<String>,
     pub attempts: u32,
+    /// Things that work today but that AWS Marketplace does not support (logged as well).
+    pub warnings: Vec<String>,
     pub command: Vec<OsString>,
 }
 
@@ -144,8 +146,14 @@ async fn check(
     facts.nonce = Some(nonce.clone());
     tracing::debug!(product_code = %config.product_code, public_key_version = config.public_key_version, nonce = %nonce, "calling RegisterUsage");
 
-    let registration = match metering::register_usage(&config, &nonce, started, &mut facts.attempts)
-        .await
+    let registration = match metering::register_usage(
+        &config,
+        &nonce,
+        started,
+        &mut facts.attempts,
+        &mut facts.warnings,
+    )
+    .await
     {
         Ok(r) => r,
         Err(MeteringError::Unreachable(reason))
@@ -277,6 +285,7 @@ fn report<'a>(
         signature,
         verified_at: signature.and_then(|_| now_rfc3339()),
         attempts: facts.attempts,
+        warnings: &facts.warnings,
         message,
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion};
+use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_marketplacemetering::{
     config::{
@@ -79,6 +80,7 @@ pub async fn register_usage(
     nonce: &str,
     started: Instant,
     attempts_made: &mut u32,
+    warnings: &mut Vec<String>,
 ) -> Result<Registration, MeteringError> {
     let deadline_text = humantime(config.timeout);
     let http = crate::http::client(config.extra_roots.clone());
@@ -115,6 +117,14 @@ pub async fn register_usage(
         ))),
     };
     tracing::debug!(region = %region, access_key_id = %credentials.access_key_id(), "credentials loaded");
+    let features = credentials
+        .get_property::<Vec<AwsCredentialFeature>>()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if let Some(warning) = identity_warning(features, |name| std::env::var(name).ok()) {
+        tracing::warn!("{warning}");
+        warnings.push(warning);
+    }
     // Once more, for an early TLS connection to send its ClientHello if TCP is up by now.
     tokio::task::yield_now().await;
 
@@ -183,6 +193,40 @@ pub async fn register_usage(
             &deadline_text,
         )),
     }
+}
+
+/// Where EKS Pod Identity serves credentials: its agent's link-local address, and the token
+/// file the pod identity webhook mounts.
+const POD_IDENTITY_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
+const POD_IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/pods.eks.amazonaws.com/";
+
+/// AWS Marketplace accepts RegisterUsage on EKS only when it is signed with IRSA credentials:
+/// EKS Pod Identity and the node's instance profile get PlatformNotSupportedException (or
+/// work today and stop). Says so, naming the fix, for the credentials the SDK resolved
+/// (`features`, which its providers record) and the environment they came from.
+fn identity_warning(
+    features: &[AwsCredentialFeature],
+    var: impl Fn(&'static str) -> Option<String>,
+) -> Option<String> {
+    const FIX: &str = "AWS Marketplace accepts RegisterUsage on Amazon EKS only with IRSA credentials: give the pod's service account an IAM role through IRSA (eks.amazonaws.com/role-arn, policy AWSMarketplaceMeteringRegisterUsage)";
+    if features.contains(&AwsCredentialFeature::CredentialsHttp) {
+        let host = var("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            .and_then(|uri| uri.parse::<hyper::Uri>().ok())
+            .and_then(|uri| uri.authority().map(|a| a.host().to_owned()));
+        let pod_identity = host.is_some_and(|h| POD_IDENTITY_HOSTS.contains(&h.as_str()))
+            || var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+                .is_some_and(|file| file.starts_with(POD_IDENTITY_TOKEN_DIR));
+        if pod_identity {
+            return Some(format!("the credentials come from EKS Pod Identity; {FIX}"));
+        }
+    }
+    let on_kubernetes = var("KUBERNETES_SERVICE_HOST").is_some_and(|h| !h.is_empty());
+    if on_kubernetes && features.contains(&AwsCredentialFeature::CredentialsImds) {
+        return Some(format!(
+            "the credentials come from the node's instance profile (IMDS); {FIX}"
+        ));
+    }
+    None
 }
 
 /// A proxy's 407, to a request (plain HTTP) or to the `CONNECT` of an HTTPS tunnel.
@@ -760,6 +804,48 @@ mod tests {
             .unwrap(),
             "https://metering.internal"
         );
+    }
+
+    #[test]
+    fn eks_pod_identity_and_the_node_role_get_a_warning_naming_irsa() {
+        use AwsCredentialFeature::{
+            CredentialsHttp, CredentialsImds, CredentialsStsAssumeRoleWebId,
+        };
+        type Vars = &'static [(&'static str, &'static str)];
+        let warn =
+            |features: &[AwsCredentialFeature], set: Vars| identity_warning(features, vars(set));
+        const K8S: Vars = &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")];
+        let pod_identity: [Vars; 3] = [
+            &[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://169.254.170.23/v1/credentials",
+            )],
+            &[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://[fd00:ec2::23]/v1/credentials",
+            )],
+            &[(
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token",
+            )],
+        ];
+        for set in pod_identity {
+            let w = warn(&[CredentialsHttp], set).unwrap_or_else(|| panic!("{set:?}"));
+            assert!(w.contains("EKS Pod Identity") && w.contains("IRSA"), "{w}");
+        }
+        let w = warn(&[CredentialsImds], K8S).unwrap();
+        assert!(
+            w.contains("node's instance profile") && w.contains("IRSA"),
+            "{w}"
+        );
+        // What AWS accepts: IRSA on EKS, the task role on ECS (169.254.170.2), IMDS off EKS.
+        assert_eq!(warn(&[CredentialsStsAssumeRoleWebId], K8S), None);
+        let ecs: Vars = &[(
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "/v2/credentials/x",
+        )];
+        assert_eq!(warn(&[CredentialsHttp], ecs), None);
+        assert_eq!(warn(&[CredentialsImds], &[]), None);
     }
 
     #[test]

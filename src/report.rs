@@ -23,6 +23,8 @@ pub struct Report<'a> {
     pub signature: Option<&'a str>,
     pub verified_at: Option<String>,
     pub attempts: u32,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub warnings: &'a [String],
     pub message: &'a str,
 }
 
