@@ -69,7 +69,7 @@ pub enum MeteringError {
     NoRegion,
     #[error("this mpgate build is pinned to the AWS Metering endpoint, but {0}")]
     PinnedEndpoint(String),
-    #[error("no AWS credentials ({0}): give the task an IAM task role (ECS), the pod a service account with IRSA or EKS Pod Identity, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
+    #[error("no AWS credentials ({0}): give the ECS task an IAM task role, or the EKS pod's service account an IAM role through IRSA (AWS Marketplace accepts no other identity on EKS)")]
     NoCredentials(String),
 }
 
