@@ -20,8 +20,8 @@ use aws_smithy_runtime_api::{
     client::{
         interceptors::{
             context::{
-                BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
-                FinalizerInterceptorContextRef, InterceptorContext,
+                BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+                InterceptorContext,
             },
             Intercept,
         },
@@ -34,7 +34,6 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_types::service_config::ServiceConfigKey;
 
 use crate::config::Config;
-use crate::http::MAX_ANSWER_BYTES;
 
 /// Backoff between attempts: full jitter between 0 and min(max, initial × 2^n).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -575,22 +574,6 @@ impl Intercept for AttemptObserver {
         Ok(())
     }
 
-    /// Refuses a declared length over the bound before any of the body is read (the
-    /// transport bounds every body as it is read, declared or not).
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        match context.response().body().content_length() {
-            Some(length) if length > MAX_ANSWER_BYTES as u64 => {
-                Err(format!("the answer is {length} bytes, more than {MAX_ANSWER_BYTES}").into())
-            }
-            _ => Ok(()),
-        }
-    }
-
     fn read_after_attempt(
         &self,
         context: &FinalizerInterceptorContextRef<'_>,
@@ -677,7 +660,7 @@ fn is_proxy_auth_required(connector: &(dyn std::error::Error + 'static)) -> bool
     crate::http::error_chain(connector).any(|e| e.is::<crate::http::ProxyAuthRequired>())
 }
 
-/// Whether the body outgrew `MAX_ANSWER_BYTES` while it was read (no Content-Length).
+/// Whether the body outgrew the transport's bound (`http::MAX_ANSWER_BYTES`), declared or not.
 fn is_over_size_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     crate::http::error_chain(error).any(|e| e.is::<crate::http::AnswerTooLarge>())
 }

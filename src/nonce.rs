@@ -4,11 +4,13 @@ use rand::{rngs::OsRng, TryRngCore};
 
 // OsRng is getrandom's: only its syscall-only backend keeps a file of zeros mounted over
 // /dev/urandom from fixing the nonce (.cargo/config.toml sets it; cargo-fuzz's own RUSTFLAGS
-// replace it, and fuzz builds make no nonce).
+// replace it, and fuzz builds make no nonce; rustdoc, which only reads the code, gets no
+// rustflags).
 #[cfg(all(
     target_os = "linux",
     not(getrandom_backend = "linux_getrandom"),
-    not(fuzzing)
+    not(fuzzing),
+    not(doc)
 ))]
 compile_error!("build with --cfg getrandom_backend=\"linux_getrandom\" (.cargo/config.toml sets it; RUSTFLAGS replaces it): the nonce must never come from a file");
 

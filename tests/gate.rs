@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use mpgate_testkit::{result_file, scratch, Emulator};
 use serde_json::Value;
 
 const SELLER_GUIDE_DEMO_KEY: &str = "-----BEGIN PUBLIC KEY-----
@@ -483,7 +484,7 @@ fn the_result_file_records_success_and_failure_atomically() {
         .env("MPGATE_RESULT_FILE", &result)
         .run()
         .expect(0);
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let r = result_file(&result);
     assert_eq!(r["entitled"], true);
     assert_eq!(r["outcome"], "verified");
     assert_eq!(r["exitCode"], 0);
@@ -504,7 +505,7 @@ fn the_result_file_records_success_and_failure_atomically() {
         .args([&result])
         .run()
         .expect(10);
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let r = result_file(&result);
     assert_eq!(r["entitled"], false);
     assert_eq!(r["outcome"], "not-entitled");
     assert_eq!(r["exitCode"], 10);
@@ -565,7 +566,7 @@ fn no_secret_reaches_stderr_even_at_trace_level() {
     for secret in [SECRET_ACCESS_KEY, SESSION_TOKEN] {
         assert!(!out.stderr.contains(secret), "secret leaked to stderr");
     }
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let r = result_file(&result);
     let signature = r["signature"].as_str().unwrap();
     let sig_part = signature.rsplit('.').next().unwrap();
     assert!(
@@ -599,7 +600,7 @@ fn signals_before_the_hand_over_exit_128_plus_n() {
             "took {:?}",
             out.elapsed
         );
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+        let r = result_file(&result);
         assert_eq!(r["outcome"], "interrupted");
         assert_eq!(r["exitCode"], code);
     }

@@ -7,9 +7,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
+use mpgate_testkit::{result_file, Emulator};
 use serde_json::Value;
 
 /// MPGATE_TIMEOUT for these tests (the attempt timeout is then a third of it, 1 s).
@@ -37,16 +39,17 @@ fn run_measured(gate: &mut Gate) -> Measured {
     Measured { out, max_rss_kib }
 }
 
+/// Where [`gate`] has the result file written.
+fn result_path(emu: &Emulator) -> PathBuf {
+    emu.dir.join("result.json")
+}
+
 /// A gate with the short deadline and a result file.
 fn gate(emu: &Emulator) -> Gate {
     let mut gate = emu.gate();
     gate.env("MPGATE_TIMEOUT", "3s")
-        .env("MPGATE_RESULT_FILE", emu.dir.join("result.json"));
+        .env("MPGATE_RESULT_FILE", result_path(emu));
     gate
-}
-
-fn result_file(emu: &Emulator) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(emu.dir.join("result.json")).unwrap()).unwrap()
 }
 
 /// Asserts the exit code, the time bound and that the message has every fragment.
@@ -84,7 +87,9 @@ fn retried_with_one_nonce(emu: &Emulator, fault: &str, min: usize) -> Vec<Value>
     }
     // The result file counts the attempts of a failed run too: every call the emulator saw,
     // plus at most one the deadline cut before its request arrived (still connecting).
-    let recorded = result_file(emu)["attempts"].as_u64().unwrap_or(0) as usize;
+    let recorded = result_file(&result_path(emu))["attempts"]
+        .as_u64()
+        .unwrap_or(0) as usize;
     assert!(
         (calls.len()..=calls.len() + 1).contains(&recorded),
         "{fault}: {recorded} attempts in the result file, {} calls seen",
@@ -132,7 +137,10 @@ fn a_trickling_answer_hits_the_attempt_timeout_and_ends_in_14_at_the_deadline() 
         "{:?}: {message}",
         m.out.elapsed
     );
-    assert_eq!(result_file(&emu)["outcome"], "service-unreachable");
+    assert_eq!(
+        result_file(&result_path(&emu))["outcome"],
+        "service-unreachable"
+    );
 }
 
 // ------------------------------------------------------------------ 2. truncated answers
@@ -158,7 +166,7 @@ fn a_truncated_answer_is_retried_like_a_network_failure_and_ends_in_14() {
         (calls[0]["fault"].as_str(), calls[1]["fault"].as_str()),
         (Some("truncated-body"), Some("none"))
     );
-    assert_eq!(result_file(&emu)["attempts"], 2);
+    assert_eq!(result_file(&result_path(&emu))["attempts"], 2);
 }
 
 // ------------------------------------------------------------------ 3. oversized answers
@@ -167,13 +175,13 @@ fn a_truncated_answer_is_retried_like_a_network_failure_and_ends_in_14() {
 fn an_oversize_answer_with_content_length_is_rejected_at_once_with_12() {
     let emu = Emulator::start(&["--fault", "oversize-body"]);
     let m = run_measured(&mut gate(&emu));
-    check(&m, 12, &["unusable", "10485760 bytes, more than 65536"]);
+    check(&m, 12, &["unusable", "larger than 64 KiB"]);
     assert_eq!(
         emu.calls().len(),
         1,
         "an oversize answer must not be retried"
     );
-    assert_eq!(result_file(&emu)["outcome"], "token-rejected");
+    assert_eq!(result_file(&result_path(&emu))["outcome"], "token-rejected");
     eprintln!("oversize-body: peak RSS {} KiB", m.max_rss_kib);
 }
 
@@ -184,9 +192,9 @@ fn an_oversize_streamed_answer_is_rejected_at_once_with_12_and_bounded_memory() 
     for fault in ["oversize-chunked", "oversize-eof"] {
         let emu = Emulator::start(&["--fault", fault]);
         let m = run_measured(&mut gate(&emu));
-        check(&m, 12, &["unusable", "length limit exceeded"]);
+        check(&m, 12, &["unusable", "larger than 64 KiB"]);
         assert_eq!(emu.calls().len(), 1, "{fault} must not be retried");
-        assert_eq!(result_file(&emu)["outcome"], "token-rejected");
+        assert_eq!(result_file(&result_path(&emu))["outcome"], "token-rejected");
         eprintln!("{fault}: peak RSS {} KiB", m.max_rss_kib);
     }
 }
@@ -204,7 +212,7 @@ fn the_content_type_of_a_valid_answer_does_not_matter() {
         let calls = emu.calls();
         assert_eq!(calls.len(), 1, "{fault}: {calls:?}");
         assert_eq!(calls[0]["fault"], fault);
-        let result = result_file(&emu);
+        let result = result_file(&result_path(&emu));
         assert_eq!(result["outcome"], "verified", "{fault}");
         assert_eq!(result["nonce"], calls[0]["nonce"]);
     }
@@ -243,7 +251,10 @@ fn a_proxy_403_or_407_page_is_refused_at_once_without_dumping_the_html() {
         let calls = emu.calls();
         assert_eq!(calls.len(), 1, "{fault} must not be retried: {calls:?}");
         assert_eq!(calls[0]["fault"], fault);
-        assert_eq!(result_file(&emu)["outcome"], "service-refused");
+        assert_eq!(
+            result_file(&result_path(&emu))["outcome"],
+            "service-refused"
+        );
     }
 }
 

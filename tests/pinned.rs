@@ -6,17 +6,18 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
+use mpgate_testkit::{run_bounded, Emulator, CHILD_LIMIT};
 use rustls_pki_types::{pem::PemObject, SubjectPublicKeyInfoDer};
 
 /// A cold debug build of the whole dependency tree on 2 cores takes a few minutes.
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 
 /// Runs `cargo build --bin mpgate` into target/pinned with `pins`; returns (success, stderr).
-fn build_pinned(pins: &[(&str, &Path)], log: &Path) -> (bool, String) {
+fn build_pinned(pins: &[(&str, &Path)]) -> (bool, String) {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -31,29 +32,12 @@ fn build_pinned(pins: &[(&str, &Path)], log: &Path) -> (bool, String) {
         ])
         .arg(manifest_dir.join("target/pinned"))
         .env_remove("MPGATE_PIN_PRODUCT_CODE")
-        .env_remove("MPGATE_PIN_KEY_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
+        .env_remove("MPGATE_PIN_KEY_DIR");
     for (name, value) in pins {
         cmd.env(name, value);
     }
-    let mut child = cmd.spawn().expect("start cargo build");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > BUILD_LIMIT {
-            let _ = child.kill();
-            panic!("the pinned build took more than {BUILD_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    (
-        status.success(),
-        std::fs::read_to_string(log).unwrap_or_default(),
-    )
+    let out = run_bounded(&mut cmd, BUILD_LIMIT);
+    (out.status.success(), out.stderr)
 }
 
 /// `SHA256:<hex>` of a PEM SPKI file, computed independently of mpgate.
@@ -68,14 +52,10 @@ fn spki_fingerprint(pem_file: &Path) -> String {
 fn a_pinned_build_trusts_only_what_was_compiled_in() {
     let emu = Emulator::start(&["--key-versions", "1,2"]);
     let keys: PathBuf = emu.dir.join("keys");
-    let log = emu.dir.join("cargo-build.log");
-    let (built, stderr) = build_pinned(
-        &[
-            ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
-            ("MPGATE_PIN_KEY_DIR", &keys),
-        ],
-        &log,
-    );
+    let (built, stderr) = build_pinned(&[
+        ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
+        ("MPGATE_PIN_KEY_DIR", &keys),
+    ]);
     assert!(built, "pinned build failed:\n{stderr}");
     let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pinned/debug/mpgate");
     // Keep a copy: the failing builds below must not leave the tested binary half-written.
@@ -83,9 +63,9 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     std::fs::copy(&pinned, &binary).unwrap();
 
     // --version shows what is pinned, with fingerprints a seller can recompute.
-    let version = Command::new(&binary).arg("--version").output().unwrap();
+    let version = run_bounded(Command::new(&binary).arg("--version"), CHILD_LIMIT);
     assert!(version.status.success());
-    let text = String::from_utf8(version.stdout).unwrap();
+    let text = version.stdout;
     assert!(
         text.contains(&format!("pinned product code: {}", emu.product_code)),
         "{text}"
@@ -194,7 +174,7 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     out.expect_error(12, "signature does not verify");
 
     // Half a pin is a build error, not a binary that trusts the environment for the rest.
-    let (built, stderr) = build_pinned(&[("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x"))], &log);
+    let (built, stderr) = build_pinned(&[("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x"))]);
     assert!(!built);
     assert!(
         stderr.contains("needs both MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR"),
@@ -207,13 +187,10 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
         bad.join("public-key-v1.pem"),
     )
     .unwrap();
-    let (built, stderr) = build_pinned(
-        &[
-            ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
-            ("MPGATE_PIN_KEY_DIR", &bad),
-        ],
-        &log,
-    );
+    let (built, stderr) = build_pinned(&[
+        ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
+        ("MPGATE_PIN_KEY_DIR", &bad),
+    ]);
     assert!(!built);
     assert!(
         stderr.contains("never put a private key in a build"),

@@ -12,22 +12,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
-use std::thread::JoinHandle;
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use mpgate_testkit::{result_file, run_bounded, scratch, wait_until, Drain, Emulator, CHILD_LIMIT};
 
 /// How long a gate may take between a signal and its exit.
 const PROMPT: Duration = Duration::from_secs(5);
-/// Bound on every child process of these tests (and on every wait for a line).
-const LIMIT: Duration = Duration::from_secs(20);
-/// The gate's deadline while the emulator hangs: far longer than PROMPT, shorter than LIMIT.
+/// The gate's deadline while the emulator hangs: far longer than PROMPT, shorter than
+/// CHILD_LIMIT (the bound on every child of these tests, and on every wait for a line).
 const HANG_TIMEOUT: &str = "15s";
 
 const SIGNALS: [(i32, &str, i32); 3] = [
@@ -49,19 +46,6 @@ fn tool(name: &str, install: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("`{name}` is not installed; these tests need it: {install}"))
 }
 
-/// Runs a short command to completion, bounded by LIMIT: (status, stdout, stderr).
-fn run_bounded(cmd: &mut Command) -> (ExitStatus, String, String) {
-    let mut live = Live::from_child(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
-    );
-    let done = live.finish();
-    (done.status, done.stdout, done.stderr)
-}
-
 /// `unshare` options that make the next program PID 1 of a new PID namespace (with its own
 /// /proc), killed with it. As root plain `--pid` works; otherwise the PID namespace needs a
 /// user namespace too (unprivileged user namespaces). When neither works the tests fail.
@@ -80,18 +64,20 @@ fn pid_namespace() -> &'static [&'static str] {
         ];
         let mut errors = String::new();
         for candidate in [&plain[..], &user[..]] {
-            let (status, stdout, stderr) = run_bounded(
+            let out = run_bounded(
                 Command::new(&unshare)
                     .args(candidate)
                     .args(["sh", "-c", "echo $$"]),
+                CHILD_LIMIT,
             );
-            if status.success() && stdout.trim() == "1" {
+            if out.status.success() && out.stdout.trim() == "1" {
                 return candidate.to_vec();
             }
             errors.push_str(&format!(
-                "\n  unshare {}: {status}, {}",
+                "\n  unshare {}: {}, {}",
                 candidate.join(" "),
-                stderr.trim()
+                out.status,
+                out.stderr.trim()
             ));
         }
         panic!(
@@ -173,172 +159,6 @@ fn assert_catches_the_stop_signals(pid: u32) {
     }
 }
 
-fn send(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on a process this test started (directly or inside its namespace).
-    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
-}
-
-/// A running child whose stdout is read line by line as it comes; killed (and reaped) when
-/// dropped, so a failed assertion never leaves a workload running.
-struct Live {
-    child: Child,
-    started: Instant,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    stderr: Option<JoinHandle<String>>,
-    reaped: bool,
-}
-
-/// How a [`Live`] child ended.
-#[derive(Debug)]
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    /// When the exit was seen.
-    at: Instant,
-}
-
-impl Live {
-    fn spawn(gate: &mut Gate) -> Live {
-        let Running { child, .. } = gate.spawn();
-        Live::from_child(child)
-    }
-
-    fn from_child(mut child: Child) -> Live {
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        Live {
-            child,
-            started: Instant::now(),
-            lines,
-            seen: vec![],
-            stderr: Some(stderr),
-            reaped: false,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits (bounded) for the next stdout line and returns it.
-    fn next_line(&mut self, what: &str) -> String {
-        let left = LIMIT.saturating_sub(self.started.elapsed());
-        match self.lines.recv_timeout(left) {
-            Ok(line) => {
-                self.seen.push(line.clone());
-                line
-            }
-            Err(_) => {
-                self.kill();
-                let stderr = self.stderr.take().unwrap().join().unwrap();
-                panic!(
-                    "no {what} line on stdout within {LIMIT:?}; stdout so far {:?}; stderr:\n{stderr}",
-                    self.seen
-                );
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.reaped = true;
-        }
-    }
-
-    /// Waits for the exit, bounded by LIMIT (killed and failed past it), and collects output.
-    fn finish(&mut self) -> Done {
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if self.started.elapsed() > LIMIT {
-                self.kill();
-                let stderr = self.stderr.take().unwrap().join().unwrap();
-                panic!("child did not exit within {LIMIT:?}; stderr:\n{stderr}");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let at = Instant::now();
-        self.reaped = true;
-        // The stdout pipe closes when the last process holding it ends (bounded too).
-        loop {
-            let left = LIMIT.saturating_sub(self.started.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("stdout still open {LIMIT:?} after the start: a process leaked")
-                }
-            }
-        }
-        Done {
-            status,
-            stdout: self.seen.iter().map(|l| format!("{l}\n")).collect(),
-            stderr: self.stderr.take().unwrap().join().unwrap(),
-            at,
-        }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Done {
-    fn expect(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.status.code(),
-            Some(code),
-            "unexpected exit ({}); stdout {:?}; stderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        self
-    }
-
-    /// mpgate's JSON log lines (other lines, e.g. from an init, are left out).
-    fn log_lines(&self) -> Vec<Value> {
-        self.stderr
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn error_message(&self) -> String {
-        let errors: Vec<String> = self
-            .log_lines()
-            .into_iter()
-            .filter(|l| l["level"] == "ERROR")
-            .map(|l| l["message"].as_str().unwrap_or_default().to_string())
-            .collect();
-        assert_eq!(errors.len(), 1, "one ERROR line expected:\n{}", self.stderr);
-        errors[0].clone()
-    }
-}
-
 /// `unshare <pid namespace> [inner...] mpgate`, as a Gate (mpgate's arguments follow).
 fn in_pid_namespace(emu: &Emulator, inner: &[&str]) -> Gate {
     // Gate runs the wrapper with the emulator's hermetic environment; mpgate follows.
@@ -350,19 +170,17 @@ fn in_pid_namespace(emu: &Emulator, inner: &[&str]) -> Gate {
 /// Asserts what an interrupted gate leaves behind: exit 128+n within PROMPT of the signal,
 /// nothing on stdout, the one-line reason in the log, the result file and the termination
 /// log.
-fn assert_interrupted(done: &Done, signalled: Instant, name: &str, code: i32, emu: &Emulator) {
+fn assert_interrupted(done: &Outcome, signalled: Instant, name: &str, code: i32, emu: &Emulator) {
     done.expect(code);
-    let took = done.at.duration_since(signalled);
+    let took = done.exited_at.duration_since(signalled);
     assert!(took < PROMPT, "{name}: exit took {took:?} after the signal");
     assert_eq!(done.stdout, "", "{name}: the workload must not have run");
-    let message = done.error_message();
+    let message = done.only_error_message();
     assert_eq!(
         message,
         format!("interrupted by {name} before the hand-over; the workload was not started")
     );
-    let result: Value =
-        serde_json::from_str(&std::fs::read_to_string(emu.dir.join("result.json")).unwrap())
-            .unwrap();
+    let result = result_file(&emu.dir.join("result.json"));
     assert_eq!(result["outcome"], "interrupted", "{result}");
     assert_eq!(result["exitCode"], code, "{result}");
     assert_eq!(result["entitled"], false, "{result}");
@@ -395,14 +213,14 @@ fn as_pid_1_sigterm_sigint_sighup_end_the_network_wait_with_128_plus_n() {
         reset_reports(&emu);
         let mut gate = in_pid_namespace(&emu, &[]);
         hanging_gate(&mut gate, &emu);
-        let mut live = Live::spawn(gate.args(["--", "sh", "-c", "echo ran"]));
+        let live = gate.args(["--", "sh", "-c", "echo ran"]).spawn();
         emu.wait_for_calls(n + 1);
         let gate_pid = only_child(live.pid());
         assert_is_gate_with_ns_pid(gate_pid, 1);
         assert_catches_the_stop_signals(gate_pid);
         let signalled = Instant::now();
         send(gate_pid, signal);
-        let done = live.finish();
+        let done = live.wait();
         assert_interrupted(&done, signalled, name, code, &emu);
         assert_eq!(
             emu.calls().len(),
@@ -422,11 +240,11 @@ fn signals_blocked_by_the_parent_still_end_the_network_wait() {
         reset_reports(&emu);
         let mut gate = emu.gate_with(&env);
         hanging_gate(&mut gate, &emu);
-        let mut live = Live::spawn(
-            gate.args(["--block-signal=TERM,INT,HUP"])
-                .args([MPGATE])
-                .args(["--", "sh", "-c", "echo ran"]),
-        );
+        let live = gate
+            .args(["--block-signal=TERM,INT,HUP"])
+            .args([MPGATE])
+            .args(["--", "sh", "-c", "echo ran"])
+            .spawn();
         emu.wait_for_calls(n + 1);
         // env execs mpgate in place: the child is the gate, started with the signals blocked.
         assert_eq!(
@@ -436,7 +254,7 @@ fn signals_blocked_by_the_parent_still_end_the_network_wait() {
         assert_catches_the_stop_signals(live.pid());
         let signalled = Instant::now();
         send(live.pid(), signal);
-        let done = live.finish();
+        let done = live.wait();
         assert_interrupted(&done, signalled, name, code, &emu);
     }
 }
@@ -474,17 +292,12 @@ impl FullPipe {
         FullPipe { path, reader }
     }
 
-    /// Reads everything until every writer is gone (bounded by the child's own bound).
-    fn drain(self) -> JoinHandle<Vec<u8>> {
+    /// Unblocks the gate: reads everything until every writer is gone.
+    fn drain(self) -> Drain {
         use std::os::fd::AsRawFd;
-        let mut reader = self.reader;
         // SAFETY: fcntl on a descriptor this test owns: back to blocking reads.
-        unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, 0) };
-        std::thread::spawn(move || {
-            let mut bytes = vec![];
-            let _ = reader.read_to_end(&mut bytes);
-            bytes
-        })
+        unsafe { libc::fcntl(self.reader.as_raw_fd(), libc::F_SETFL, 0) };
+        Drain::spawn(self.reader)
     }
 }
 
@@ -507,13 +320,9 @@ fn a_signal_between_the_verdict_and_the_exec_is_not_lost() {
             .env("STDERR_FIFO", &pipe.path)
             .args(["-c", r#"exec "$0" "$@" 2>"$STDERR_FIFO""#, MPGATE])
             .args(["--", "sh", "-c", "echo workload ran"]);
-        let mut live = Live::spawn(&mut gate);
+        let live = gate.spawn();
         // The result file is written after the verdict and before the blocked log line.
-        let start = Instant::now();
-        while !result.exists() {
-            assert!(start.elapsed() < LIMIT, "no result file within {LIMIT:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(CHILD_LIMIT, "result file", || result.exists().then_some(()));
         assert_eq!(
             std::fs::read_link(format!("/proc/{}/exe", live.pid())).unwrap(),
             std::fs::canonicalize(MPGATE).unwrap(),
@@ -522,15 +331,18 @@ fn a_signal_between_the_verdict_and_the_exec_is_not_lost() {
         let signalled = Instant::now();
         send(live.pid(), signal);
         let drained = pipe.drain();
-        let done = live.finish();
-        drained.join().unwrap();
+        let done = live.wait();
+        // The gate has ended and the workload never ran: no writer is left.
+        drained
+            .until_end(Instant::now() + CHILD_LIMIT)
+            .expect("the FIFO is still open after the gate ended");
         assert_eq!(done.stdout, "", "{name} was lost: the workload ran");
         assert!(
             done.status.code() == Some(code) || done.status.signal() == Some(signal),
             "{name}: {}",
             done.status
         );
-        assert!(done.at.duration_since(signalled) < PROMPT);
+        assert!(done.exited_at.duration_since(signalled) < PROMPT);
         assert_eq!(emu.calls().len(), n + 1, "{name}");
     }
 }
@@ -561,23 +373,23 @@ fn after_the_hand_over_the_workload_gets_signals_at_the_same_pid() {
             _ => 9,
         };
         // As an ordinary process: the workload is the very process the test started.
-        let mut live = Live::spawn(traps_signals(&mut emu.gate()));
+        let mut live = traps_signals(&mut emu.gate()).spawn();
         let ready = live.next_line("ready");
         assert_eq!(ready, format!("ready {} verified", live.pid()));
         send(live.pid(), signal);
-        let done = live.finish();
+        let done = live.wait();
         done.expect(code);
         assert_eq!(done.stdout, format!("{ready}\ngot {short}\n"));
 
         // As PID 1 of a PID namespace: the trap is a handler, so the signal is delivered.
-        let mut live = Live::spawn(traps_signals(&mut in_pid_namespace(&emu, &[])));
+        let mut live = traps_signals(&mut in_pid_namespace(&emu, &[])).spawn();
         let ready = live.next_line("ready");
         assert_eq!(ready, "ready 1 verified");
         let workload = only_child(live.pid());
         let nspid = proc_status(workload)["NSpid"].clone();
         assert_eq!(nspid, format!("{workload}\t1"));
         send(workload, signal);
-        let done = live.finish();
+        let done = live.wait();
         done.expect(code);
         assert_eq!(done.stdout, format!("{ready}\ngot {short}\n"));
     }
@@ -591,16 +403,16 @@ fn a_workload_without_traps_dies_of_term_int_and_hup() {
     let env = tool("env", "apt-get install -y coreutils");
     for (signal, name, _) in SIGNALS {
         let mut gate = emu.gate_with(&env);
-        let mut live = Live::spawn(
-            gate.args(["--ignore-signal=TERM,INT,HUP,QUIT,USR1"])
-                .args([MPGATE])
-                .args(["--", "sh", "-c", "echo \"ready $$\"; exec sleep 30"]),
-        );
+        let mut live = gate
+            .args(["--ignore-signal=TERM,INT,HUP,QUIT,USR1"])
+            .args([MPGATE])
+            .args(["--", "sh", "-c", "echo \"ready $$\"; exec sleep 30"])
+            .spawn();
         let ready = live.next_line("ready");
         assert_eq!(ready, format!("ready {}", live.pid()));
         let signalled = Instant::now();
         send(live.pid(), signal);
-        let done = live.finish();
+        let done = live.wait();
         assert_eq!(
             done.status.signal(),
             Some(signal),
@@ -608,7 +420,7 @@ fn a_workload_without_traps_dies_of_term_int_and_hup() {
             done.status,
             done.stderr
         );
-        assert!(done.at.duration_since(signalled) < PROMPT);
+        assert!(done.exited_at.duration_since(signalled) < PROMPT);
         assert_eq!(done.stdout, format!("{ready}\n"));
     }
 }
@@ -623,10 +435,12 @@ fn the_workload_starts_with_an_empty_mask_and_default_dispositions() {
     let ignore = "--ignore-signal=TERM,INT,HUP,QUIT,USR1,USR2,ALRM,PIPE,RTMIN+3,RTMAX";
 
     // The set-up is real: without mpgate, `cat` inherits the mask and the ignored signals.
-    let (status, stdout, stderr) =
-        run_bounded(Command::new(&env).args([block, ignore, "cat", "/proc/self/status"]));
-    assert!(status.success(), "{stderr}");
-    let control = status_fields(&stdout);
+    let out = run_bounded(
+        Command::new(&env).args([block, ignore, "cat", "/proc/self/status"]),
+        CHILD_LIMIT,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let control = status_fields(&out.stdout);
     assert_ne!(control["SigBlk"], "0000000000000000");
     assert_ne!(control["SigIgn"], "0000000000000000");
 
@@ -638,14 +452,14 @@ fn the_workload_starts_with_an_empty_mask_and_default_dispositions() {
             g.args([block, ignore]).args([MPGATE]);
             g
         };
-        let mut live = Live::spawn(gate.args(["--", "cat", "/proc/self/status"]));
-        let done = live.finish();
+        let live = gate.args(["--", "cat", "/proc/self/status"]).spawn();
+        let done = live.wait();
         done.expect(0);
         let status = status_fields(&done.stdout);
         let expected_pid = if as_pid_1 {
             "1".to_string()
         } else {
-            live.pid().to_string()
+            done.pid.to_string()
         };
         assert_eq!(status["Pid"], expected_pid, "same PID as the gate");
         assert_eq!(status["Name"], "cat");
@@ -673,24 +487,26 @@ fn under_tini_the_gate_is_pid_2_hands_over_and_the_exit_code_propagates() {
     let emu = Emulator::start(&[]);
     let tini = tini();
     let mut gate = in_pid_namespace(&emu, &[tini.to_str().unwrap(), "--"]);
-    let mut live = Live::spawn(gate.args([
-        "--",
-        "sh",
-        "-c",
-        "echo \"workload $$ $PPID $MPGATE_ENTITLEMENT\"; exit 42",
-    ]));
-    let done = live.finish();
+    let live = gate
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo \"workload $$ $PPID $MPGATE_ENTITLEMENT\"; exit 42",
+        ])
+        .spawn();
+    let done = live.wait();
     done.expect(42);
     assert_eq!(done.stdout, "workload 2 1 verified\n");
     assert_eq!(emu.calls().len(), 1);
 
     // docker stop / ECS StopTask signal PID 1 (tini), which forwards to the workload.
     let mut gate = in_pid_namespace(&emu, &[tini.to_str().unwrap(), "--"]);
-    let mut live = Live::spawn(traps_signals(&mut gate));
+    let mut live = traps_signals(&mut gate).spawn();
     assert_eq!(live.next_line("ready"), "ready 2 verified");
     let init = only_child(live.pid());
     send(init, libc::SIGTERM);
-    let done = live.finish();
+    let done = live.wait();
     done.expect(7);
     assert_eq!(done.stdout, "ready 2 verified\ngot TERM\n");
 }
@@ -703,7 +519,7 @@ fn under_tini_a_signal_to_pid_1_ends_the_gate_waiting_on_the_network() {
         reset_reports(&emu);
         let mut gate = in_pid_namespace(&emu, &[tini.to_str().unwrap(), "--"]);
         hanging_gate(&mut gate, &emu);
-        let mut live = Live::spawn(gate.args(["--", "sh", "-c", "echo ran"]));
+        let live = gate.args(["--", "sh", "-c", "echo ran"]).spawn();
         emu.wait_for_calls(n + 1);
         let init = only_child(live.pid());
         let tini_exe = std::fs::read_link(format!("/proc/{init}/exe")).unwrap();
@@ -713,7 +529,7 @@ fn under_tini_a_signal_to_pid_1_ends_the_gate_waiting_on_the_network() {
         assert_catches_the_stop_signals(gate_pid);
         let signalled = Instant::now();
         send(init, signal);
-        let done = live.finish();
+        let done = live.wait();
         assert_interrupted(&done, signalled, name, code, &emu);
     }
 }
@@ -799,8 +615,8 @@ fn no_descriptor_thread_or_child_of_the_gate_reaches_the_workload() {
     // The same script without mpgate, from the same harness: what any child inherits here.
     let dir = scratch("signals-control");
     let mut control = Gate::hermetic_with(Path::new("/bin/sh"), &dir);
-    let mut live = Live::spawn(control.args(["-c", INSPECT]));
-    let done = live.finish();
+    let live = control.args(["-c", INSPECT]).spawn();
+    let done = live.wait();
     done.expect(0);
     let control = inspect(&done.stdout);
     assert_eq!(control.children, "[]");
@@ -833,16 +649,16 @@ fn no_descriptor_thread_or_child_of_the_gate_reaches_the_workload() {
             gate.env("SSL_CERT_FILE", ca)
                 .env("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &tls_url);
         }
-        let mut live = Live::spawn(gate.args(["--", "sh", "-c", INSPECT]));
-        let done = live.finish();
+        let live = gate.args(["--", "sh", "-c", INSPECT]).spawn();
+        let done = live.wait();
         done.expect(0);
         let pid = if as_pid_1 {
             "1".to_string()
         } else {
-            live.pid().to_string()
+            done.pid.to_string()
         };
         assert_nothing_leaked(&done.stdout, &control, &pid, what);
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+        let r = result_file(&result);
         assert_eq!(r["outcome"], "verified", "{what}: {r}");
         assert!(
             !emu.dir.join("termination-log").exists(),

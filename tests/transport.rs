@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use mpgate_testkit::proxy::Proxy;
+use mpgate_testkit::Emulator;
 
 #[test]
 fn https_works_with_a_ca_from_ssl_cert_file_and_fails_without_it() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use mpgate_proof::TokenError;
 use mpgate_proof::{Handover, ProofError};
+use mpgate_testkit::{result_file, Emulator};
 
 fn key_dir(emu: &Emulator) -> std::path::PathBuf {
     emu.dir.join("keys")
@@ -145,8 +146,7 @@ fn mpgate_verify_refuses_a_start_that_bypassed_the_gate() {
         .env("MPGATE_RESULT_FILE", &result)
         .run()
         .expect(0);
-    let recorded: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let recorded = result_file(&result);
     let signature = recorded["signature"].as_str().unwrap();
     let nonce = recorded["nonce"].as_str().unwrap();
     for (sig, nonce, hint) in [

@@ -1,117 +1,40 @@
-//! Test harness: the real `mpgate` binary against the real `mpgate-emulator` on loopback.
+//! The gate's own test helpers: the `mpgate` command line and how a run of it ended.
+//!
+//! `Gate` builds the command line (hermetic, or configured for an emulator), `Running` and
+//! `Outcome` wait for it and parse its log. The generic helpers come from `mpgate_testkit`.
+// Each test binary compiles this module and uses only a part of it.
 #![allow(dead_code)]
 
-pub use mpgate_testkit::ready;
-
-use std::ffi::OsString;
-use std::io::Read;
+use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use mpgate_testkit::{Emulator, Live, CHILD_LIMIT};
 use serde_json::Value;
-
-/// Every child process is bounded by this; a test that hits it fails.
-pub const CHILD_LIMIT: Duration = Duration::from_secs(30);
 
 pub const MPGATE: &str = env!("CARGO_BIN_EXE_mpgate");
 
-/// A private scratch directory per test.
-pub fn scratch(name: &str) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+pub const ACCESS_KEY_ID: &str = "AKIAMPGATETESTKEY123";
+pub const SECRET_ACCESS_KEY: &str = "mpgateTestSecretKeyDoNotLogMe0123456789ab";
+pub const SESSION_TOKEN: &str = "mpgateTestSessionTokenDoNotLogMe9876543210";
 
-/// A running emulator; killed when dropped.
-pub struct Emulator {
-    child: Child,
-    pub url: String,
-    pub region: String,
-    pub product_code: String,
-    pub public_key_file: PathBuf,
-    /// The test CA's certificate, with `--tls`.
-    pub ca_file: Option<PathBuf>,
-    pub record: PathBuf,
-    pub dir: PathBuf,
-}
-
-impl Emulator {
-    pub fn start(flags: &[&str]) -> Emulator {
-        let dir = scratch("emu");
-        let record = dir.join("record.jsonl");
-        let mut child = Command::new(mpgate_testkit::emulator_exe())
-            .arg("serve")
-            .arg("--key-dir")
-            .arg(dir.join("keys"))
-            .arg("--record")
-            .arg(&record)
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mpgate-emulator");
-        let ready = ready::ready_line(&mut child, &format!("{flags:?}"), CHILD_LIMIT);
-        Emulator {
-            child,
-            url: ready["url"].as_str().unwrap().to_string(),
-            region: ready["region"].as_str().unwrap().to_string(),
-            product_code: ready["productCode"].as_str().unwrap().to_string(),
-            public_key_file: PathBuf::from(ready["publicKeyFile"].as_str().unwrap()),
-            ca_file: ready["caFile"].as_str().map(PathBuf::from),
-            record,
-            dir,
-        }
-    }
-
-    /// The port the emulator listens on.
-    pub fn port(&self) -> u16 {
-        self.url
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .trim_end_matches('/')
-            .parse()
-            .unwrap()
-    }
-
-    /// The RegisterUsage calls the emulator has received so far.
-    pub fn calls(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// Waits (bounded) until at least `n` calls have arrived.
-    pub fn wait_for_calls(&self, n: usize) {
-        let start = Instant::now();
-        while self.calls().len() < n {
-            assert!(
-                start.elapsed() < CHILD_LIMIT,
-                "the emulator never received {n} call(s)"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
+/// Gates configured for an emulator (the emulator itself knows nothing of mpgate).
+pub trait EmulatorGate {
     /// A gate configured to use this emulator, with a clean, hermetic environment.
-    pub fn gate(&self) -> Gate {
+    fn gate(&self) -> Gate;
+    /// [`EmulatorGate::gate`] running another binary (a pinned build, or a wrapper such as
+    /// `unshare` or `env` that runs mpgate in turn).
+    fn gate_with(&self, binary: &Path) -> Gate;
+}
+
+impl EmulatorGate for Emulator {
+    fn gate(&self) -> Gate {
         self.gate_with(Path::new(MPGATE))
     }
 
-    /// [`Emulator::gate`] running another mpgate binary (a pinned build).
-    pub fn gate_with(&self, binary: &Path) -> Gate {
+    fn gate_with(&self, binary: &Path) -> Gate {
         let mut gate = Gate::hermetic_with(binary, &self.dir);
         gate.env("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &self.url)
             .env("AWS_REGION", &self.region)
@@ -121,16 +44,12 @@ impl Emulator {
     }
 }
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Sends `signal` to `pid`, a process this test started (directly or inside its namespace).
+pub fn send(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a process of this test.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
 }
-
-pub const ACCESS_KEY_ID: &str = "AKIAMPGATETESTKEY123";
-pub const SECRET_ACCESS_KEY: &str = "mpgateTestSecretKeyDoNotLogMe0123456789ab";
-pub const SESSION_TOKEN: &str = "mpgateTestSessionTokenDoNotLogMe9876543210";
 
 /// An `mpgate` command line under construction.
 pub struct Gate {
@@ -166,7 +85,7 @@ impl Gate {
         }
     }
 
-    pub fn env(&mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+    pub fn env(&mut self, k: &str, v: impl AsRef<OsStr>) -> &mut Self {
         self.cmd.env(k, v);
         self
     }
@@ -176,18 +95,28 @@ impl Gate {
         self
     }
 
-    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(
+    /// Runs `f` in the forked child just before the exec (e.g. to install a seccomp filter).
+    pub fn pre_exec(
         &mut self,
-        args: I,
+        f: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
     ) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: callers pass only async-signal-safe work (prctl), as pre_exec requires.
+        unsafe {
+            self.cmd.pre_exec(f);
+        }
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(&mut self, args: I) -> &mut Self {
         self.cmd.args(args);
         self
     }
 
+    /// Starts the gate, bounded by [`CHILD_LIMIT`], its output drained from the start.
     pub fn spawn(&mut self) -> Running {
         Running {
-            child: self.cmd.spawn().expect("start mpgate"),
-            started: Instant::now(),
+            live: Live::spawn(&mut self.cmd, CHILD_LIMIT),
         }
     }
 
@@ -196,62 +125,55 @@ impl Gate {
     }
 }
 
+/// A running gate (or the wrapper that runs it); killed when dropped.
 pub struct Running {
-    pub child: Child,
-    pub started: Instant,
+    live: Live,
 }
 
 impl Running {
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: sending a signal to our own child process.
-        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
-        assert_eq!(rc, 0, "kill failed");
+    pub fn pid(&self) -> u32 {
+        self.live.pid()
     }
 
-    /// Waits, bounded by CHILD_LIMIT, and collects the output.
+    pub fn signal(&self, signal: i32) {
+        send(self.pid(), signal);
+    }
+
+    /// Waits (bounded) for the next stdout line, e.g. a workload's "ready".
+    pub fn next_line(&mut self, what: &str) -> String {
+        self.live.next_line(what)
+    }
+
+    /// Waits, bounded by [`CHILD_LIMIT`], and collects the output.
     pub fn wait(mut self) -> Outcome {
-        let pid = self.child.id();
-        let mut stdout = self.child.stdout.take().unwrap();
-        let mut stderr = self.child.stderr.take().unwrap();
-        let out_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stdout.read_to_string(&mut s);
-            s
-        });
-        let err_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        let pid = self.live.pid();
         // Reaped with wait4 rather than try_wait for the child's own resource usage.
-        let (status, usage) = loop {
-            let mut status = 0;
-            // SAFETY: rusage is plain data; wait4 fills it in for our own child.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: wait4 on our own child's pid with valid out-pointers.
-            let rc = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
-            if rc == pid as i32 {
-                break (ExitStatus::from_raw(status), usage);
-            }
-            assert_eq!(rc, 0, "wait4: {}", std::io::Error::last_os_error());
-            if self.started.elapsed() > CHILD_LIMIT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("mpgate did not finish within {CHILD_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let elapsed = self.started.elapsed();
+        let (exit, usage) = self.live.finish_with(|_| wait4(pid));
         Outcome {
-            status,
-            stdout: out_thread.join().unwrap(),
-            stderr: err_thread.join().unwrap(),
-            elapsed,
+            status: exit.status,
+            stdout: exit.stdout,
+            stderr: exit.stderr,
+            elapsed: exit.at.duration_since(self.live.started()),
+            exited_at: exit.at,
             pid,
             // Linux reports ru_maxrss in KiB.
             max_rss_kib: usage.ru_maxrss,
         }
     }
+}
+
+/// Reaps child `pid` if it has exited, with its resource usage.
+fn wait4(pid: u32) -> Option<(ExitStatus, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it in for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child's pid with valid out-pointers.
+    let rc = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
+    if rc == pid as i32 {
+        return Some((ExitStatus::from_raw(status), usage));
+    }
+    assert_eq!(rc, 0, "wait4: {}", std::io::Error::last_os_error());
+    None
 }
 
 #[derive(Debug)]
@@ -260,6 +182,8 @@ pub struct Outcome {
     pub stdout: String,
     pub stderr: String,
     pub elapsed: Duration,
+    /// When the exit was seen (tests measure how long after a signal the gate ended).
+    pub exited_at: Instant,
     pub pid: u32,
     /// The gate's own peak RSS (it survives exec, so with a workload it is the larger of both).
     pub max_rss_kib: i64,
@@ -272,12 +196,14 @@ impl Outcome {
             .unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
     }
 
-    /// Asserts the exit code, showing stderr when it differs.
+    /// Asserts the exit code, showing the output when it differs.
     pub fn expect(&self, code: i32) -> &Self {
         assert_eq!(
             self.status.code(),
             Some(code),
-            "unexpected exit; stderr:\n{}",
+            "unexpected exit ({}); stdout {:?}; stderr:\n{}",
+            self.status,
+            self.stdout,
             self.stderr
         );
         assert!(
@@ -309,15 +235,34 @@ impl Outcome {
 
     /// The final error message (the last ERROR line).
     pub fn error_message(&self) -> String {
-        self.log_lines()
+        let line = self
+            .log_lines()
             .into_iter()
             .rev()
             .find(|l| l["level"] == "ERROR")
-            .map(|l| l["message"].as_str().unwrap_or_default().to_string())
-            .unwrap_or_else(|| panic!("no ERROR line in stderr:\n{}", self.stderr))
+            .unwrap_or_else(|| panic!("no ERROR line in stderr:\n{}", self.stderr));
+        message_of(&line)
+    }
+
+    /// The one error message among mpgate's JSON log lines, when stderr may also hold other
+    /// lines (an init's or a wrapper's).
+    pub fn only_error_message(&self) -> String {
+        let errors: Vec<String> = self
+            .stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["level"] == "ERROR")
+            .map(|l| message_of(&l))
+            .collect();
+        assert_eq!(errors.len(), 1, "one ERROR line expected:\n{}", self.stderr);
+        errors[0].clone()
     }
 }
 
-pub fn os(s: &str) -> OsString {
-    OsString::from(s)
+/// A log line's message; a line without one fails the test rather than read as empty.
+fn message_of(line: &Value) -> String {
+    line["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("log line without a message: {line}"))
+        .to_string()
 }

@@ -1,13 +1,13 @@
 //! Black-box tests of the `mpgate-emulator` binary over raw HTTP/1.1 (and HTTPS), and of
 //! the test proxy in `mpgate_testkit::proxy`.
 
-use mpgate_testkit::{proxy, ready};
+use mpgate_testkit::emulator::shared_key_dir;
+use mpgate_testkit::{proxy, run_bounded, scratch, wait_until, Emulator, Live};
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -15,61 +15,10 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mpgate-emulator");
 const PRODUCT: &str = "prod-demo1234567890abcdef";
+/// Bound on every run of the binary (its keys may be generated first).
 const STARTUP: Duration = Duration::from_secs(60);
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
 const SIG: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("emulator-tests");
-    fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn key_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("emulator-keys")
-}
-
-/// A running emulator, killed on drop.
-struct Emu {
-    child: Child,
-    ready: Value,
-    addr: String,
-}
-
-impl Emu {
-    fn start(name: &str, args: &[&str]) -> Emu {
-        let log = File::create(tmp(&format!("{name}.stderr"))).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--key-dir")
-            .arg(key_dir())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn mpgate-emulator");
-        let ready: Value = ready::ready_line(&mut child, name, STARTUP);
-        let url = ready["url"].as_str().unwrap();
-        let addr = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"))
-            .unwrap()
-            .to_string();
-        Emu { child, ready, addr }
-    }
-
-    fn public_pem(&self, version: &str) -> Vec<u8> {
-        fs::read(self.ready["publicKeyFiles"][version].as_str().unwrap()).unwrap()
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Debug)]
 struct Resp {
@@ -231,49 +180,9 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn read_record(path: &PathBuf) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Poll the record file until it has `n` lines (the emulator writes a line before answering).
-fn wait_record(path: &PathBuf, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
-        let lines = read_record(path);
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "record file has {} of {n} lines",
-            lines.len()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn rejections_have_aws_types_and_statuses() {
-    let emu = Emu::start("rejections", &[]);
+    let emu = Emulator::start_with_shared_keys(&[]);
     let a = &emu.addr;
     let good_auth = auth("us-east-1", "aws-marketplace");
     let ct = Some("application/x-amz-json-1.1");
@@ -454,20 +363,17 @@ fn rejections_have_aws_types_and_statuses() {
 
 #[test]
 fn success_is_a_ps256_token_with_the_claims_as_sent() {
-    let emu = Emu::start(
-        "success",
-        &[
-            "--key-versions",
-            "1,2",
-            "--rotation-timestamp",
-            "1700000000",
-        ],
-    );
+    let emu = Emulator::start_with_shared_keys(&[
+        "--key-versions",
+        "1,2",
+        "--rotation-timestamp",
+        "1700000000",
+    ]);
     assert_eq!(emu.ready["region"], "us-east-1");
     assert_eq!(emu.ready["productCode"], PRODUCT);
     assert_eq!(emu.ready["publicKeyVersion"], 1);
     assert_eq!(emu.ready["publicKeyFile"], emu.ready["publicKeyFiles"]["1"]);
-    let pem2 = emu.public_pem("2");
+    let pem2 = emu.public_pem(2);
     let pem_text = String::from_utf8(pem2.clone()).unwrap();
     assert!(pem_text.starts_with("-----BEGIN PUBLIC KEY-----\n"));
     assert!(pem_text.lines().all(|l| l.len() <= 64));
@@ -503,7 +409,7 @@ fn success_is_a_ps256_token_with_the_claims_as_sent() {
     assert!(iat >= before && iat <= now(), "iat {iat}");
     assert!(claims.get("exp").is_none());
     assert!(
-        verify(token, &emu.public_pem("1")).is_err(),
+        verify(token, &emu.public_pem(1)).is_err(),
         "v1 key must not verify a v2 token"
     );
 
@@ -514,7 +420,7 @@ fn success_is_a_ps256_token_with_the_claims_as_sent() {
     );
     let claims = verify(
         resp.json()["Signature"].as_str().unwrap(),
-        &emu.public_pem("1"),
+        &emu.public_pem(1),
     )
     .unwrap();
     assert!(claims.get("nonce").is_none());
@@ -522,19 +428,7 @@ fn success_is_a_ps256_token_with_the_claims_as_sent() {
 
 #[test]
 fn fail_first_throttles_then_succeeds_and_records_every_call() {
-    let record = tmp("fail-first.jsonl");
-    let _ = fs::remove_file(&record);
-    let emu = Emu::start(
-        "fail-first",
-        &[
-            "--fault",
-            "throttle",
-            "--fail-first",
-            "2",
-            "--record",
-            record.to_str().unwrap(),
-        ],
-    );
+    let emu = Emulator::start_with_shared_keys(&["--fault", "throttle", "--fail-first", "2"]);
     // A rejected call is recorded but does not use up a fault slot.
     let rejected = call_with(
         &emu.addr,
@@ -557,7 +451,7 @@ fn fail_first_throttles_then_succeeds_and_records_every_call() {
             (200, None)
         ]
     );
-    let lines = read_record(&record);
+    let lines = emu.calls();
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(lines[0]["call"], 1);
     assert_eq!(lines[0]["status"], 400);
@@ -610,12 +504,12 @@ fn service_error_faults() {
         ("unrecognized-client", 400, "UnrecognizedClientException"),
     ];
     for (fault, status, ty) in cases {
-        let emu = Emu::start(fault, &["--fault", fault]);
+        let emu = Emulator::start_with_shared_keys(&["--fault", fault]);
         let r = register(&emu.addr, &ok_body());
         assert_eq!((r.status, r.error_type().as_str()), (status, ty), "{fault}");
         assert!(!r.json()["message"].as_str().unwrap().is_empty());
     }
-    let emu = Emu::start("http-502-html", &["--fault", "http-502-html"]);
+    let emu = Emulator::start_with_shared_keys(&["--fault", "http-502-html"]);
     let r = register(&emu.addr, &ok_body());
     assert_eq!(r.status, 502);
     assert_eq!(r.header("content-type"), Some("text/html"));
@@ -624,12 +518,7 @@ fn service_error_faults() {
 
 #[test]
 fn hang_and_drop_faults() {
-    let record = tmp("drop.jsonl");
-    let _ = fs::remove_file(&record);
-    let emu = Emu::start(
-        "drop",
-        &["--fault", "drop", "--record", record.to_str().unwrap()],
-    );
+    let emu = Emulator::start_with_shared_keys(&["--fault", "drop"]);
     let a = auth("us-east-1", "aws-marketplace");
     let req = build(
         "POST",
@@ -650,28 +539,16 @@ fn hang_and_drop_faults() {
         ),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
     }
-    let lines = wait_record(&record, 1);
+    let lines = emu.wait_for_calls(1);
     assert_eq!(
         (lines[0]["fault"].clone(), lines[0]["status"].clone()),
         (json!("drop"), Value::Null)
     );
 
-    let record = tmp("hang.jsonl");
-    let _ = fs::remove_file(&record);
-    let emu = Emu::start(
-        "hang",
-        &[
-            "--fault",
-            "hang",
-            "--fail-first",
-            "1",
-            "--record",
-            record.to_str().unwrap(),
-        ],
-    );
+    let emu = Emulator::start_with_shared_keys(&["--fault", "hang", "--fail-first", "1"]);
     let mut s = TcpStream::connect(&emu.addr).unwrap();
     s.write_all(&req).unwrap();
-    let lines = wait_record(&record, 1);
+    let lines = emu.wait_for_calls(1);
     assert_eq!(
         (lines[0]["fault"].clone(), lines[0]["status"].clone()),
         (json!("hang"), Value::Null)
@@ -695,7 +572,7 @@ fn hang_and_drop_faults() {
 
 #[test]
 fn latency_delays_the_answer() {
-    let emu = Emu::start("latency", &["--latency", "300ms"]);
+    let emu = Emulator::start_with_shared_keys(&["--latency", "300ms"]);
     let t = Instant::now();
     assert_eq!(register(&emu.addr, &ok_body()).status, 200);
     assert!(
@@ -729,8 +606,8 @@ fn token_faults() {
         "token-empty",
     ];
     for fault in cases {
-        let emu = Emu::start(fault, &["--fault", fault]);
-        let pem = emu.public_pem("1");
+        let emu = Emulator::start_with_shared_keys(&["--fault", fault]);
+        let pem = emu.public_pem(1);
         let r = register(&emu.addr, &sent);
         assert_eq!(r.status, 200, "{fault}");
         let body = r.json();
@@ -806,32 +683,17 @@ fn token_faults() {
     }
 }
 
-/// Run the binary with `args`, bounded by a timeout; returns (status, stdout, stderr).
+/// Run the binary with `args` and `env`, bounded by STARTUP; returns (status, stdout, stderr).
 fn run_bin(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let status = wait_timeout(&mut child, STARTUP);
-    (status, out.join().unwrap(), err.join().unwrap())
+    let out = run_bounded(
+        Command::new(BIN).args(args).envs(env.iter().copied()),
+        STARTUP,
+    );
+    (out.status, out.stdout, out.stderr)
 }
 
 fn run_cmd(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let kd = key_dir();
+    let kd = shared_key_dir();
     let mut full = vec!["run", "--key-dir", kd.to_str().unwrap()];
     full.extend_from_slice(args);
     let (st, out, _) = run_bin(&full, env);
@@ -901,12 +763,12 @@ fn run_passes_env_and_exit_code() {
 
 #[test]
 fn serve_exits_zero_on_sigterm_and_bad_flags_exit_two() {
-    let mut emu = Emu::start("sigterm", &[]);
+    let mut emu = Emulator::start_with_shared_keys(&[]);
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
-        libc::kill(emu.child.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(emu.pid() as libc::pid_t, libc::SIGTERM);
     }
-    let st = wait_timeout(&mut emu.child, IO_TIMEOUT);
+    let st = emu.wait(IO_TIMEOUT);
     assert_eq!(st.code(), Some(0));
 
     for args in [
@@ -945,15 +807,14 @@ fn serve_exits_zero_on_sigterm_and_bad_flags_exit_two() {
 
 #[test]
 fn run_forwards_sigterm_to_the_child() {
-    let marker = tmp("run-started.marker");
-    let _ = fs::remove_file(&marker);
+    let marker = scratch("run-signal").join("started.marker");
     let script = format!(
         r#"trap 'exit 42' TERM; touch '{}'; while :; do sleep 0.05; done"#,
         marker.display()
     );
-    let kd = key_dir();
-    let mut child = Command::new(BIN)
-        .args([
+    let kd = shared_key_dir();
+    let mut run = Live::spawn(
+        Command::new(BIN).args([
             "run",
             "--key-dir",
             kd.to_str().unwrap(),
@@ -961,26 +822,18 @@ fn run_forwards_sigterm_to_the_child() {
             "sh",
             "-c",
             &script,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(File::create(tmp("run-signal.stderr")).unwrap()))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + STARTUP;
-    while !marker.exists() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the child of run never started");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        ]),
+        STARTUP,
+    );
+    // Killed when dropped, should the child of run never start.
+    wait_until(STARTUP, "start of the child of run", || {
+        marker.exists().then_some(())
+    });
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(run.pid() as libc::pid_t, libc::SIGTERM);
     }
-    assert_eq!(wait_timeout(&mut child, IO_TIMEOUT).code(), Some(42));
+    assert_eq!(run.finish().status.code(), Some(42));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1070,10 +923,10 @@ fn assert_signed(r: &Resp, pem: &[u8]) {
 
 #[test]
 fn tls_serves_https_with_a_test_ca() {
-    let plain = Emu::start("plain-cafile", &[]);
+    let plain = Emulator::start_with_shared_keys(&[]);
     assert_eq!(plain.ready["caFile"], Value::Null);
 
-    let emu = Emu::start("tls", &["--tls"]);
+    let emu = Emulator::start_with_shared_keys(&["--tls"]);
     let url = emu.ready["url"].as_str().unwrap();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let ca = emu.ready["caFile"].as_str().expect("caFile").to_string();
@@ -1086,7 +939,7 @@ fn tls_serves_https_with_a_test_ca() {
     assert!(!ca_text.contains("PRIVATE KEY"));
 
     // A client that trusts ca.pem completes RegisterUsage, by name and by IP.
-    let pem = emu.public_pem("1");
+    let pem = emu.public_pem(1);
     for name in ["localhost", "127.0.0.1"] {
         let (raw, alpn) = send_tls(
             &emu.addr,
@@ -1112,7 +965,7 @@ fn tls_serves_https_with_a_test_ca() {
     assert!(!raw.starts_with(b"HTTP/1.1 200"));
 
     // A second emulator on the same key dir reuses the CA.
-    let again = Emu::start("tls-again", &["--tls"]);
+    let again = Emulator::start_with_shared_keys(&["--tls"]);
     assert_eq!(again.ready["caFile"].as_str(), Some(ca.as_str()));
     assert_eq!(fs::read_to_string(&ca).unwrap(), ca_text);
     let (raw, _) = send_tls(
@@ -1127,20 +980,13 @@ fn tls_serves_https_with_a_test_ca() {
 
 #[test]
 fn tls_handshake_failure_fault() {
-    let record = tmp("tls-fail.jsonl");
-    let _ = fs::remove_file(&record);
-    let emu = Emu::start(
-        "tls-fail",
-        &[
-            "--tls",
-            "--fault",
-            "tls-handshake-failure",
-            "--fail-first",
-            "1",
-            "--record",
-            record.to_str().unwrap(),
-        ],
-    );
+    let emu = Emulator::start_with_shared_keys(&[
+        "--tls",
+        "--fault",
+        "tls-handshake-failure",
+        "--fail-first",
+        "1",
+    ]);
     let ca = emu.ready["caFile"].as_str().unwrap().to_string();
     let err = send_tls(
         &emu.addr,
@@ -1158,8 +1004,8 @@ fn tls_handshake_failure_fault() {
         &register_request("/", &[]),
     )
     .unwrap();
-    assert_signed(&parse(&raw), &emu.public_pem("1"));
-    let lines = wait_record(&record, 2);
+    assert_signed(&parse(&raw), &emu.public_pem(1));
+    let lines = emu.wait_for_calls(2);
     assert_eq!(
         (lines[0]["fault"].clone(), lines[0]["status"].clone()),
         (json!("tls-handshake-failure"), Value::Null)
@@ -1167,7 +1013,7 @@ fn tls_handshake_failure_fault() {
     assert_eq!(lines[1]["status"], json!(200));
 
     // Without --tls the connection is closed at once.
-    let emu = Emu::start("tcp-fail", &["--fault", "tls-handshake-failure"]);
+    let emu = Emulator::start_with_shared_keys(&["--fault", "tls-handshake-failure"]);
     match send_raw(&emu.addr, &register_request("/", &[]), IO_TIMEOUT) {
         Ok(bytes) => assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes)),
         Err(e) => assert!(
@@ -1183,7 +1029,7 @@ fn tls_handshake_failure_fault() {
 #[test]
 fn run_with_tls_sets_ssl_cert_file() {
     let script = r#"echo "$AWS_ENDPOINT_URL_MARKETPLACE_METERING|$SSL_CERT_FILE"; grep -q 'BEGIN CERTIFICATE' "$SSL_CERT_FILE""#;
-    let kd = key_dir();
+    let kd = shared_key_dir();
     let (st, out, err) = run_bin(
         &[
             "run",
@@ -1219,8 +1065,8 @@ fn read_head(s: &mut TcpStream) -> String {
 #[test]
 fn proxy_forwards_absolute_form_and_tunnels_connect() {
     // Absolute-form to a plain emulator, whatever host the URL names.
-    let emu = Emu::start("proxy-plain", &[]);
-    let pem = emu.public_pem("1");
+    let emu = Emulator::start_with_shared_keys(&[]);
+    let pem = emu.public_pem(1);
     let p = proxy::Proxy::start(emu.addr.parse().unwrap());
     assert!(p.url.starts_with("http://127.0.0.1:"));
     let proxy_addr = p.addr.to_string();
@@ -1244,7 +1090,7 @@ fn proxy_forwards_absolute_form_and_tunnels_connect() {
     assert_eq!(pa.requests().len(), 3);
 
     // CONNECT tunnel to a TLS emulator, verified as metering.emulator.test.
-    let tls_emu = Emu::start("proxy-tls", &["--tls"]);
+    let tls_emu = Emulator::start_with_shared_keys(&["--tls"]);
     let ca = tls_emu.ready["caFile"].as_str().unwrap().to_string();
     let pt = proxy::Proxy::start(tls_emu.addr.parse().unwrap());
     let mut s = TcpStream::connect(pt.addr).unwrap();

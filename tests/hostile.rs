@@ -1,0 +1,205 @@
+//! What a buyer who controls the container's environment cannot make the gate do: take its
+//! nonce from a file, buffer a huge credentials answer, read an oddly spelled key version, or
+//! trust a key whose private half is published.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use mpgate_testkit::Emulator;
+
+/// The bound on any answer the gate reads, and the RSS the gate must stay under while refusing
+/// a 64 MiB one (it measures 4 MiB; buffering the answer would take more than 64 MiB).
+const ANSWER_BOUND: &str = "larger than 64 KiB";
+const MAX_RSS_KIB: i64 = 64 * 1024;
+
+/// Makes the getrandom(2) system call fail with `errno` for the process about to exec, as a
+/// seccomp profile that does not allow it would.
+fn refuse_getrandom(errno: i32) -> impl FnMut() -> std::io::Result<()> {
+    move || {
+        let deny = libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA);
+        let program = [
+            // The system call number.
+            libc::sock_filter {
+                code: 0x20,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            }, // BPF_LD | BPF_W | BPF_ABS
+            libc::sock_filter {
+                code: 0x15,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_getrandom as u32,
+            }, // BPF_JMP | BPF_JEQ | BPF_K
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: deny,
+            }, // BPF_RET | BPF_K
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            },
+        ];
+        let filter = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: prctl with these arguments only changes this (forked, about to exec) process;
+        // `filter` points at `program`, which outlives the call.
+        unsafe {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &filter as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_nonce_never_comes_from_a_file_when_getrandom_is_refused() {
+    let emu = Emulator::start(&[]);
+    // A buyer's seccomp profile answers ENOSYS (unknown call) or EPERM (blocked); either way
+    // a fallback to /dev/urandom would read whatever the buyer mounted there.
+    for (errno, name) in [(libc::EPERM, "EPERM"), (libc::ENOSYS, "ENOSYS")] {
+        let out = emu
+            .gate()
+            .pre_exec(refuse_getrandom(errno))
+            .args(["--", "sh", "-c", "echo WORKLOAD STARTED"])
+            .run();
+        out.expect_error(2, "random number generator");
+        assert!(
+            out.error_message().contains("getrandom"),
+            "{name}: {}",
+            out.error_message()
+        );
+        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{name}: {out:?}");
+    }
+    assert_eq!(emu.calls().len(), 0, "no call without a nonce");
+    // Control: the same gate with the call allowed is entitled.
+    emu.gate().run().expect(0);
+}
+
+/// A container credentials endpoint that answers 200 with 64 MiB, declared or not.
+fn huge_credentials_server(declare_length: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || serve_huge(&mut stream, declare_length));
+        }
+    });
+    format!("http://{addr}/v2/credentials/mpgate-test")
+}
+
+fn serve_huge(stream: &mut TcpStream, declare_length: bool) {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    let mut head = [0u8; 4096];
+    let _ = stream.read(&mut head);
+    let length = if declare_length {
+        format!("Content-Length: {SIZE}\r\n")
+    } else {
+        "Connection: close\r\n".to_string()
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}\r\n{{\"AccessKeyId\":\""
+    );
+    let chunk = vec![b'A'; 64 * 1024];
+    // Stops when the gate hangs up, as it must long before the end.
+    for _ in 0..SIZE / chunk.len() {
+        if stream.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_64_mib_credentials_answer_ends_with_a_clear_error_and_bounded_memory() {
+    let emu = Emulator::start(&[]);
+    for declare_length in [true, false] {
+        let out = emu
+            .gate()
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                huge_credentials_server(declare_length),
+            )
+            .run();
+        out.expect_error(15, ANSWER_BOUND);
+        assert!(
+            out.max_rss_kib > 0 && out.max_rss_kib < MAX_RSS_KIB,
+            "peak RSS {} KiB",
+            out.max_rss_kib
+        );
+    }
+    assert_eq!(emu.calls().len(), 0, "no call without credentials");
+}
+
+#[test]
+fn a_key_version_has_one_spelling() {
+    let emu = Emulator::start(&[]);
+    for spelling in ["+1", "01", " 1", "1 ", "1.0", "0x1"] {
+        emu.gate()
+            .env("MPGATE_PUBLIC_KEY_VERSION", spelling)
+            .run()
+            .expect_error(2, "digits only");
+    }
+    // A key directory: public-key-v01.pem would be a second spelling of version 1.
+    let dir = emu.dir.join("oddly-spelled-ring");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&emu.public_key_file, dir.join("public-key-v01.pem")).unwrap();
+    emu.gate()
+        .env_remove("MPGATE_PUBLIC_KEY_FILE")
+        .env("MPGATE_PUBLIC_KEY_DIR", &dir)
+        .run()
+        .expect_error(2, "no sign or leading zero");
+    assert_eq!(emu.calls().len(), 0);
+    // Control: the one spelling works.
+    emu.gate()
+        .env("MPGATE_PUBLIC_KEY_VERSION", "1")
+        .run()
+        .expect(0);
+}
+
+#[test]
+fn a_published_key_is_refused_as_the_configured_key_before_any_call() {
+    let emu = Emulator::start(&[]);
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/proof/tests/published-keys");
+    for (key, named) in [
+        ("aws-seller-guide", "AWS Marketplace seller guide"),
+        ("jwtio-rs256", "jwt.io's demo RSA key"),
+        ("jwtio-2019-2021", "jwt.io's 2019-2021 demo RSA key"),
+        ("rfc7515-a2", "RFC 7515"),
+        ("rfc7520-3.4", "RFC 7520"),
+    ] {
+        let out = emu
+            .gate()
+            .env("MPGATE_PUBLIC_KEY_FILE", keys.join(key).join("public.pem"))
+            .run();
+        out.expect_error(2, named);
+        assert!(
+            out.error_message().contains("private key is public"),
+            "{key}"
+        );
+    }
+    assert_eq!(emu.calls().len(), 0);
+}
