@@ -1,7 +1,9 @@
-//! A pinned build: product code and key ring compiled in, every runtime override refused.
+//! A pinned build: product code, key ring, endpoint, CA certificates and token age compiled
+//! in, every runtime override refused before any call.
 //!
 //! The test builds its own pinned mpgate (in target/pinned, so the binary the other suites run
-//! is untouched) with the emulator's public keys, then tries every way to swap them.
+//! is untouched) with the emulator's public keys, URL and test CA, then tries every way to
+//! swap them, as a buyer who controls the container's environment would.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use mpgate_testkit::{run_bounded, Emulator, CHILD_LIMIT};
+use mpgate_testkit::{run_bounded, scratch, Emulator, CHILD_LIMIT};
 use rustls_pki_types::{pem::PemObject, SubjectPublicKeyInfoDer};
 
 /// A cold debug build of the whole dependency tree on 2 cores takes a few minutes.
@@ -32,7 +34,10 @@ fn build_pinned(pins: &[(&str, &Path)]) -> (bool, String) {
         ])
         .arg(manifest_dir.join("target/pinned"))
         .env_remove("MPGATE_PIN_PRODUCT_CODE")
-        .env_remove("MPGATE_PIN_KEY_DIR");
+        .env_remove("MPGATE_PIN_KEY_DIR")
+        .env_remove("MPGATE_PIN_ENDPOINT_URL")
+        .env_remove("MPGATE_PIN_CA_FILE")
+        .env_remove("MPGATE_PIN_MAX_TOKEN_AGE");
     for (name, value) in pins {
         cmd.env(name, value);
     }
@@ -40,25 +45,64 @@ fn build_pinned(pins: &[(&str, &Path)]) -> (bool, String) {
     (out.status.success(), out.stderr)
 }
 
-/// `SHA256:<hex>` of a PEM SPKI file, computed independently of mpgate.
-fn spki_fingerprint(pem_file: &Path) -> String {
-    let der = SubjectPublicKeyInfoDer::from_pem_file(pem_file).unwrap();
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+/// `SHA256:<hex>` of bytes, as `sha256sum` prints it, computed independently of mpgate.
+fn sha256(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("SHA256:{hex}")
 }
 
+/// A hand-over token for `mpgate verify`, signed with the emulator's private key of `version`.
+fn handover_token(
+    keys: &Path,
+    product: &str,
+    version: u32,
+    nonce: &str,
+    iat: Option<u64>,
+) -> String {
+    let pem = std::fs::read(keys.join(format!("private-key-v{version}.pem"))).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+    let mut claims = serde_json::json!({
+        "productCode": product, "publicKeyVersion": version, "nonce": nonce
+    });
+    if let Some(iat) = iat {
+        claims["iat"] = iat.into();
+    }
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[test]
 fn a_pinned_build_trusts_only_what_was_compiled_in() {
-    let emu = Emulator::start(&["--key-versions", "1,2"]);
+    // The pinned endpoint: the emulator over TLS, its test CA compiled in. Its first answer
+    // is what a relay signing with a key of its own would give.
+    let emu = Emulator::start(&[
+        "--key-versions",
+        "1,2",
+        "--tls",
+        "--fault",
+        "token-wrong-key",
+        "--fail-first",
+        "1",
+    ]);
     let keys: PathBuf = emu.dir.join("keys");
+    let ca_file = emu.ca_file.clone().expect("--tls gives a CA file");
     let (built, stderr) = build_pinned(&[
         ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
         ("MPGATE_PIN_KEY_DIR", &keys),
+        ("MPGATE_PIN_ENDPOINT_URL", Path::new(&emu.url)),
+        ("MPGATE_PIN_CA_FILE", &ca_file),
     ]);
     assert!(built, "pinned build failed:\n{stderr}");
     let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pinned/debug/mpgate");
-    // Keep a copy: the failing builds below must not leave the tested binary half-written.
+    // Keep a copy: the builds below must not change the tested binary.
     let binary = emu.dir.join("mpgate-pinned");
     std::fs::copy(&pinned, &binary).unwrap();
 
@@ -66,25 +110,32 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     let version = run_bounded(Command::new(&binary).arg("--version"), CHILD_LIMIT);
     assert!(version.status.success());
     let text = version.stdout;
-    assert!(
-        text.contains(&format!("pinned product code: {}", emu.product_code)),
-        "{text}"
-    );
+    let ca_print = sha256(&std::fs::read(&ca_file).unwrap());
+    let mut expected = vec![
+        format!("pinned product code: {}", emu.product_code),
+        format!("pinned endpoint: {}", emu.url),
+        format!("pinned extra CA certificates: {ca_print}"),
+        "pinned maximum token age: 300s".to_string(),
+    ];
     for v in [1, 2] {
-        let print = spki_fingerprint(&keys.join(format!("public-key-v{v}.pem")));
-        assert!(
-            text.contains(&format!("pinned key version {v}: {print}")),
-            "{text}"
-        );
+        let der = SubjectPublicKeyInfoDer::from_pem_file(keys.join(format!("public-key-v{v}.pem")));
+        expected.push(format!("pinned key version {v}: {}", sha256(&der.unwrap())));
+    }
+    for line in &expected {
+        assert!(text.contains(line.as_str()), "no {line:?} in:\n{text}");
     }
 
-    // No product code or key in the environment: the pinned ones, newest version first.
+    // Nothing in the environment: the pinned product code, keys (newest version first) and
+    // endpoint, over TLS trusted through the compiled-in CA.
     let bare = || {
         let mut gate = emu.gate_with(&binary);
         gate.env_remove("MPGATE_PRODUCT_CODE")
-            .env_remove("MPGATE_PUBLIC_KEY_FILE");
+            .env_remove("MPGATE_PUBLIC_KEY_FILE")
+            .env_remove("AWS_ENDPOINT_URL_MARKETPLACE_METERING");
         gate
     };
+    // The relay's answer: a genuine-looking token under a key that is not pinned.
+    bare().run().expect_error(12, "signature does not verify");
     bare().run().expect(0);
     bare().env("MPGATE_PUBLIC_KEY_VERSION", "1").run().expect(0);
     // Naming the pinned product code is not an override.
@@ -93,18 +144,47 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
         .args([Path::new("--"), &binary, Path::new("verify")])
         .run()
         .expect(0);
+    // SSL_CERT_FILE is ignored, with a warning: the compiled-in CA still works (and below, a
+    // build without it fails although SSL_CERT_FILE names the right CA).
+    let out = bare().env("SSL_CERT_FILE", &ca_file).run();
+    out.expect(0);
+    assert!(
+        out.stderr.contains("SSL_CERT_FILE ignored"),
+        "{}",
+        out.stderr
+    );
     let versions: Vec<_> = emu
         .calls()
         .iter()
         .map(|c| c["publicKeyVersion"].clone())
         .collect();
-    assert_eq!(versions, [2, 1, 2]);
+    assert_eq!(versions, [2, 2, 1, 2, 2]);
 
-    // Every override is refused before any call.
-    let attacker = Emulator::start(&[]);
-    let attacker_key = attacker.public_key_file.to_str().unwrap().to_string();
-    let attacker_pem = std::fs::read_to_string(&attacker.public_key_file).unwrap();
-    let attacker_dir = attacker.dir.join("keys").to_str().unwrap().to_string();
+    // Every override is refused before any call, and the relay never hears of it.
+    let relay = Emulator::start(&[]);
+    let relay_key = relay.public_key_file.to_str().unwrap().to_string();
+    let relay_pem = std::fs::read_to_string(&relay.public_key_file).unwrap();
+    let relay_dir = relay.dir.join("keys").to_str().unwrap().to_string();
+    let profile_endpoint = emu.dir.join("aws-config-endpoint");
+    std::fs::write(
+        &profile_endpoint,
+        format!(
+            "[default]\nregion = {}\nendpoint_url = {}\n",
+            emu.region, relay.url
+        ),
+    )
+    .unwrap();
+    let profile_services = emu.dir.join("aws-config-services");
+    std::fs::write(
+        &profile_services,
+        format!(
+            "[default]\nservices = relay\n\n[services relay]\nmarketplace_metering =\n  endpoint_url = {}\n",
+            relay.url
+        ),
+    )
+    .unwrap();
+    let profile_endpoint = profile_endpoint.to_str().unwrap().to_string();
+    let profile_services = profile_services.to_str().unwrap().to_string();
     type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
     let cases: Vec<Case> = vec![
         (
@@ -118,28 +198,28 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
             "pins product code",
         ),
         (
-            vec![("MPGATE_PUBLIC_KEY_FILE", &attacker_key)],
+            vec![("MPGATE_PUBLIC_KEY_FILE", &relay_key)],
             vec![],
             "unset MPGATE_PUBLIC_KEY_FILE",
         ),
         (
-            vec![("MPGATE_PUBLIC_KEY", &attacker_pem)],
+            vec![("MPGATE_PUBLIC_KEY", &relay_pem)],
             vec![],
             "unset MPGATE_PUBLIC_KEY;",
         ),
         (
-            vec![("MPGATE_PUBLIC_KEY_DIR", &attacker_dir)],
+            vec![("MPGATE_PUBLIC_KEY_DIR", &relay_dir)],
             vec![],
             "unset MPGATE_PUBLIC_KEY_DIR",
         ),
         (
             vec![],
-            vec!["--public-key-file", &attacker_key],
+            vec!["--public-key-file", &relay_key],
             "unset --public-key-file",
         ),
         (
             vec![],
-            vec!["--public-key-dir", &attacker_dir],
+            vec!["--public-key-dir", &relay_dir],
             "unset --public-key-dir",
         ),
         (
@@ -147,53 +227,169 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
             vec![],
             "this build holds version(s) 1, 2",
         ),
+        // The relay: every way the SDK would take an endpoint from the environment.
+        (
+            vec![],
+            vec!["--endpoint-url", &relay.url],
+            "unset --endpoint-url",
+        ),
+        (
+            vec![("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &relay.url)],
+            vec![],
+            "unset AWS_ENDPOINT_URL_MARKETPLACE_METERING",
+        ),
+        (
+            vec![("AWS_ENDPOINT_URL", &relay.url)],
+            vec![],
+            "unset AWS_ENDPOINT_URL;",
+        ),
+        (
+            vec![("AWS_CONFIG_FILE", &profile_endpoint)],
+            vec![],
+            "unset endpoint_url in the AWS config profile \"default\"",
+        ),
+        (
+            vec![("AWS_CONFIG_FILE", &profile_services)],
+            vec![],
+            "unset services in the AWS config profile \"default\"",
+        ),
+        // The token age and the unverified start.
+        (
+            vec![("MPGATE_MAX_TOKEN_AGE", "1h")],
+            vec![],
+            "unset MPGATE_MAX_TOKEN_AGE",
+        ),
+        (
+            vec![],
+            vec!["--max-token-age", "1h"],
+            "unset --max-token-age",
+        ),
+        (
+            vec![("MPGATE_ON_TRANSIENT_ERROR", "allow")],
+            vec![],
+            "unset MPGATE_ON_TRANSIENT_ERROR=allow",
+        ),
     ];
     for (env, args, hint) in &cases {
         let mut gate = bare();
         for (k, v) in env {
             gate.env(k, v);
         }
-        let out = gate.args(args).args(["sh", "-c", "echo ran"]).run();
+        let out = gate
+            .args(args)
+            .args(["sh", "-c", "echo WORKLOAD STARTED"])
+            .run();
         out.expect(2);
-        assert_eq!(out.stdout, "", "{env:?} {args:?}");
+        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{env:?} {args:?}");
         assert!(
             out.error_message().contains(hint),
             "{hint}: {}",
             out.error_message()
         );
     }
-    assert_eq!(emu.calls().len(), 3, "no override reached the network");
-
-    // A fake endpoint signs with its own key: refused even though nothing was overridden.
-    let out = attacker
-        .gate_with(&binary)
-        .env_remove("MPGATE_PRODUCT_CODE")
-        .env_remove("MPGATE_PUBLIC_KEY_FILE")
-        .env("MPGATE_PUBLIC_KEY_VERSION", "1")
-        .run();
-    out.expect_error(12, "signature does not verify");
-
-    // Half a pin is a build error, not a binary that trusts the environment for the rest.
-    let (built, stderr) = build_pinned(&[("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x"))]);
-    assert!(!built);
-    assert!(
-        stderr.contains("needs both MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR"),
-        "{stderr}"
+    assert_eq!(
+        emu.calls().len(),
+        5,
+        "no override reached the pinned endpoint"
     );
-    let bad = emu.dir.join("bad-ring");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::copy(
-        keys.join("private-key-v1.pem"),
-        bad.join("public-key-v1.pem"),
-    )
-    .unwrap();
+    assert_eq!(relay.calls().len(), 0, "no override reached the relay");
+
+    // `mpgate verify` bounds a replay by the compiled-in age, and needs an iat.
+    let verify = |token: &str, extra: &[(&str, &str)]| {
+        let mut gate = bare();
+        gate.env("MPGATE_SIGNATURE", token)
+            .env("MPGATE_NONCE", "n")
+            .args(["verify"]);
+        for (k, v) in extra {
+            gate.env(k, v);
+        }
+        gate.run()
+    };
+    let product = emu.product_code.as_str();
+    let fresh = handover_token(&keys, product, 2, "n", Some(unix_now()));
+    verify(&fresh, &[]).expect(0);
+    let stale = handover_token(&keys, product, 2, "n", Some(unix_now() - 301));
+    verify(&stale, &[]).expect_error(12, "more than the allowed 300s");
+    verify(&stale, &[("MPGATE_MAX_TOKEN_AGE", "3600")])
+        .expect_error(2, "unset MPGATE_MAX_TOKEN_AGE");
+    let ageless = handover_token(&keys, product, 2, "n", None);
+    verify(&ageless, &[]).expect_error(12, "iat");
+
+    // Without the compiled-in CA the emulator's certificate is not trusted, even though
+    // SSL_CERT_FILE names its CA: a pinned build takes its trust from the build only.
     let (built, stderr) = build_pinned(&[
-        ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
-        ("MPGATE_PIN_KEY_DIR", &bad),
+        ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
+        ("MPGATE_PIN_KEY_DIR", &keys),
+        ("MPGATE_PIN_ENDPOINT_URL", Path::new(&emu.url)),
     ]);
-    assert!(!built);
-    assert!(
-        stderr.contains("never put a private key in a build"),
-        "{stderr}"
+    assert!(built, "pinned build failed:\n{stderr}");
+    let without_ca = emu.dir.join("mpgate-pinned-without-ca");
+    std::fs::copy(&pinned, &without_ca).unwrap();
+    let calls = emu.calls().len();
+    let mut gate = emu.gate_with(&without_ca);
+    gate.env_remove("MPGATE_PRODUCT_CODE")
+        .env_remove("MPGATE_PUBLIC_KEY_FILE")
+        .env_remove("AWS_ENDPOINT_URL_MARKETPLACE_METERING")
+        .env("SSL_CERT_FILE", &ca_file);
+    gate.run().expect_error(14, "certificate");
+    assert_eq!(
+        emu.calls().len(),
+        calls,
+        "no request over an untrusted connection"
     );
+
+    // Half a pin, or a pin that would weaken the build, is a build error.
+    let failing: Vec<(Vec<(&str, &Path)>, &str)> = vec![
+        (
+            vec![("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x"))],
+            "needs both MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR",
+        ),
+        (
+            vec![(
+                "MPGATE_PIN_ENDPOINT_URL",
+                Path::new("https://metering.example"),
+            )],
+            "refine a pinned build",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
+                ("MPGATE_PIN_KEY_DIR", &keys),
+                ("MPGATE_PIN_ENDPOINT_URL", Path::new("http://127.0.0.1:9")),
+            ],
+            "must start with https://",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
+                ("MPGATE_PIN_KEY_DIR", &keys),
+                ("MPGATE_PIN_MAX_TOKEN_AGE", Path::new("86400")),
+            ],
+            "from 1 to 3600",
+        ),
+    ];
+    for (pins, hint) in &failing {
+        let (built, stderr) = build_pinned(pins);
+        assert!(!built, "{pins:?} built");
+        assert!(stderr.contains(hint), "{hint}: {stderr}");
+    }
+    // Rings with a private key, or a second spelling of a version.
+    for (file, source, hint) in [
+        (
+            "public-key-v1.pem",
+            "private-key-v1.pem",
+            "never put a private key in a build",
+        ),
+        ("public-key-v+1.pem", "public-key-v1.pem", "digits only"),
+        ("public-key-v01.pem", "public-key-v1.pem", "no leading zero"),
+    ] {
+        let bad = scratch("bad-ring");
+        std::fs::copy(keys.join(source), bad.join(file)).unwrap();
+        let (built, stderr) = build_pinned(&[
+            ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
+            ("MPGATE_PIN_KEY_DIR", &bad),
+        ]);
+        assert!(!built, "{file} built");
+        assert!(stderr.contains(hint), "{hint}: {stderr}");
+    }
 }
