@@ -203,3 +203,44 @@ fn a_published_key_is_refused_as_the_configured_key_before_any_call() {
     }
     assert_eq!(emu.calls().len(), 0);
 }
+
+/// A container credentials endpoint on loopback that hands out an accomplice's credentials.
+fn accomplice_credentials_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let body = format!(
+                r#"{{"AccessKeyId":"{ACCESS_KEY_ID}","SecretAccessKey":"{SECRET_ACCESS_KEY}","Token":"{SESSION_TOKEN}","Expiration":"2099-01-01T00:00:00Z"}}"#
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/v2/credentials/accomplice")
+}
+
+#[test]
+fn residual_risk_an_accomplice_s_credentials_make_a_genuine_call() {
+    // docs/threat-model.md, residual risks: credentials of a subscribed account, served to
+    // the gate like a task role's, make a real RegisterUsage call whose token is genuine.
+    // Nothing in the container can tell; the subscribed account is metered for it.
+    let emu = Emulator::start(&[]);
+    emu.gate()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            accomplice_credentials_server(),
+        )
+        .run()
+        .expect(0);
+    assert_eq!(emu.calls().len(), 1);
+}
