@@ -19,9 +19,8 @@ pub struct Facts {
     pub product_code: Option<String>,
     pub public_key_version: Option<i32>,
     pub nonce: Option<String>,
-    pub attempts: u32,
-    /// Things that work today but that AWS Marketplace does not support (logged as well).
-    pub warnings: Vec<String>,
+    /// Attempts, the last request ID and warnings of the Metering call.
+    pub call: metering::CallRecord,
     pub command: Vec<OsString>,
 }
 
@@ -146,14 +145,8 @@ async fn check(
     facts.nonce = Some(nonce.clone());
     tracing::debug!(product_code = %config.product_code, public_key_version = config.public_key_version, nonce = %nonce, "calling RegisterUsage");
 
-    let registration = match metering::register_usage(
-        &config,
-        &nonce,
-        started,
-        &mut facts.attempts,
-        &mut facts.warnings,
-    )
-    .await
+    let registration = match metering::register_usage(&config, &nonce, started, &mut facts.call)
+        .await
     {
         Ok(r) => r,
         Err(MeteringError::Unreachable(reason))
@@ -247,7 +240,8 @@ pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Inst
     tracing::info!(
         product_code = facts.product_code.as_deref().unwrap_or(""),
         public_key_version = facts.public_key_version.unwrap_or(0),
-        attempts = facts.attempts,
+        attempts = facts.call.attempts,
+        requestId = facts.call.request_id.as_deref(),
         elapsed_ms,
         entitlement,
         "{message}"
@@ -284,17 +278,20 @@ fn report<'a>(
         nonce: facts.nonce.as_deref(),
         signature,
         verified_at: signature.and_then(|_| now_rfc3339()),
-        attempts: facts.attempts,
-        warnings: &facts.warnings,
+        attempts: facts.call.attempts,
+        request_id: facts.call.request_id.as_deref(),
+        warnings: &facts.call.warnings,
         message,
     }
 }
 
 fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {
     let message = failure.to_string();
+    let request_id = facts.call.request_id.as_deref();
     tracing::error!(
         exit_code = failure.exit_code(),
         outcome = failure.outcome(),
+        requestId = request_id,
         "{message}"
     );
     let report = report(
@@ -308,6 +305,10 @@ fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {
     if let Err(e) = reporter.write_result(&report) {
         tracing::warn!(error = %e, "cannot write the result file");
     }
-    reporter.write_termination_log(&message);
+    match request_id {
+        // AWS Support asks for it; the pod's events then carry it.
+        Some(id) => reporter.write_termination_log(&format!("{message} (request ID {id})")),
+        None => reporter.write_termination_log(&message),
+    }
     ExitCode::from(failure.exit_code())
 }

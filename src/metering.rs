@@ -72,14 +72,23 @@ pub enum MeteringError {
     NoCredentials(String),
 }
 
-/// Calls RegisterUsage once (with the SDK's retries) and returns the raw answer; the attempts
-/// made are counted into `attempts_made` whatever the outcome, for the result file.
+/// What a call left behind, whatever its outcome, for the logs and the result file.
+#[derive(Debug, Default)]
+pub struct CallRecord {
+    pub attempts: u32,
+    /// `x-amzn-RequestId` of the last answer, for an AWS Support case.
+    pub request_id: Option<String>,
+    /// What works today but AWS Marketplace does not support (logged as well).
+    pub warnings: Vec<String>,
+}
+
+/// Calls RegisterUsage once (with the SDK's retries) and returns the raw answer; `record`
+/// gets the attempts, the last request ID and any warning whatever the outcome.
 pub async fn register_usage(
     config: &Config,
     nonce: &str,
     started: Instant,
-    attempts_made: &mut u32,
-    warnings: &mut Vec<String>,
+    record: &mut CallRecord,
 ) -> Result<Registration, MeteringError> {
     let deadline_text = humantime(config.timeout);
     let http = crate::http::client(config.extra_roots.clone());
@@ -122,7 +131,7 @@ pub async fn register_usage(
         .unwrap_or_default();
     if let Some(warning) = identity_warning(features, |name| std::env::var(name).ok()) {
         tracing::warn!("{warning}");
-        warnings.push(warning);
+        record.warnings.push(warning);
     }
     // Once more, for an early TLS connection to send its ClientHello if TCP is up by now.
     tokio::task::yield_now().await;
@@ -163,15 +172,15 @@ pub async fn register_usage(
         .send();
     // The SDK's operation timeout ends the call at the deadline; this backstop only keeps
     // the gate from hanging should the SDK ever overrun it.
-    let result = match tokio::time::timeout(remaining + DEADLINE_BACKSTOP, call).await {
-        Ok(result) => result,
-        Err(_) => {
-            *attempts_made = attempts.count();
-            return Err(deadline_passed(&deadline_text, &attempts.summary()));
-        }
+    let result = tokio::time::timeout(remaining + DEADLINE_BACKSTOP, call).await;
+    {
+        let log = attempts.lock();
+        record.attempts = log.count;
+        record.request_id = log.request_id.clone();
+    }
+    let Ok(result) = result else {
+        return Err(deadline_passed(&deadline_text, &attempts.summary()));
     };
-    let count = attempts.count();
-    *attempts_made = count;
     // The client is used once and the process ends or execs next: tearing down its config
     // layers, plugins and connection pool would be 60 k instructions of work the kernel
     // does anyway (the open connection closes when the runtime stops).
@@ -507,6 +516,8 @@ struct Attempts {
     /// The last failure the endpoint answered (an HTTP status), which a timeout or network
     /// error on the attempt after it would otherwise hide from the final message.
     last_answer: Option<String>,
+    /// `x-amzn-RequestId` of the last answer: what AWS Support asks for.
+    request_id: Option<String>,
 }
 
 impl AttemptLog {
@@ -580,6 +591,14 @@ impl Intercept for AttemptObserver {
         _components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        if let Some(id) = context
+            .response()
+            .and_then(|r| r.headers().get("x-amzn-requestid"))
+            // A request ID is short and printable; anything else is not AWS's.
+            .filter(|id| id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            self.0.lock().request_id = Some(id.to_owned());
+        }
         let Some(Err(error)) = context.output_or_error() else {
             return Ok(());
         };

@@ -23,6 +23,9 @@ pub struct Report<'a> {
     pub signature: Option<&'a str>,
     pub verified_at: Option<String>,
     pub attempts: u32,
+    /// `x-amzn-RequestId` of the last answer, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub warnings: &'a [String],
     pub message: &'a str,
