@@ -137,16 +137,11 @@ impl Trust {
 
         let version = match setting(args.public_key_version.clone(), "MPGATE_PUBLIC_KEY_VERSION", env)? {
             None => None,
-            Some(v) => match keyring::parse_version(&v) {
-                Some(n) => Some(n),
-                None => {
-                    return Err(ConfigError::InvalidValue {
-                        name: "public key version",
-                        value: v,
-                        expected: "set MPGATE_PUBLIC_KEY_VERSION to the integer (1 or more, digits only) AWS Marketplace gave you with the key",
-                    })
-                }
-            },
+            Some(v) => Some(keyring::parse_version(&v).ok_or(ConfigError::InvalidValue {
+                name: "public key version",
+                value: v,
+                expected: "set MPGATE_PUBLIC_KEY_VERSION to the integer (1 or more, digits only) AWS Marketplace gave you with the key",
+            })?),
         };
         let key = keyring::select(
             KeyOptions {
