@@ -56,7 +56,7 @@ pub struct Registration {
 pub enum MeteringError {
     #[error("the buyer is not entitled to product {product_code} (CustomerNotEntitledException): subscribe to it in AWS Marketplace with the AWS account that runs this container")]
     NotEntitled { product_code: String },
-    #[error("AWS Marketplace does not support this platform (PlatformNotSupportedException): run product {product_code} on Amazon ECS, Amazon EKS or AWS Fargate, where RegisterUsage works")]
+    #[error("AWS Marketplace does not support this platform (PlatformNotSupportedException): run product {product_code} on Amazon ECS, Amazon EKS or AWS Fargate, with the ECS task's IAM role or, on EKS, an IAM role through IRSA; long-term IAM user keys, EKS Pod Identity and the node's role are refused")]
     PlatformNotSupported { product_code: String },
     #[error("{0}")]
     Refused(String),
@@ -237,6 +237,29 @@ fn identity_warning(
     None
 }
 
+/// What to do about a credentials error AWS answers before it looks at the request (always
+/// final: the same signature fails the same way on a retry); `None` for other errors.
+fn credential_advice(code: &str, message: &str) -> Option<&'static str> {
+    Some(match code {
+        "InvalidSignatureException" if message.contains("Signature expired") => {
+            "the node's clock is more than 15 minutes off AWS's: fix the node's time synchronisation (NTP, chrony)"
+        }
+        "InvalidSignatureException" | "SignatureDoesNotMatch" | "IncompleteSignatureException" => {
+            "the signature does not match the secret key AWS has: check AWS_SECRET_ACCESS_KEY, or that no proxy alters the request"
+        }
+        "ExpiredTokenException" => {
+            "the session token has expired: the task role or IRSA renews it; if AWS_SESSION_TOKEN is set by hand, remove it and use the role"
+        }
+        "UnrecognizedClientException" | "InvalidClientTokenId" => {
+            "AWS does not know the access key or session token: use the ECS task's IAM role, or an IAM role through IRSA on EKS, not copied keys"
+        }
+        "MissingAuthenticationTokenException" => {
+            "the request carried no credentials: give the ECS task an IAM role, or the EKS pod's service account one through IRSA"
+        }
+        _ => return None,
+    })
+}
+
 /// A proxy's 407, to a request (plain HTTP) or to the `CONNECT` of an HTTPS tunnel.
 fn proxy_wants_credentials() -> MeteringError {
     MeteringError::Refused(
@@ -411,7 +434,7 @@ fn classify(
                     "public key version {version} is not valid for product {product} (InvalidPublicKeyVersionException): set MPGATE_PUBLIC_KEY_VERSION to the version AWS Marketplace gave you with the key"
                 )),
                 RegisterUsageError::InvalidRegionException(_) => MeteringError::Refused(format!(
-                    "RegisterUsage refused region {region} for product {product} (InvalidRegionException): set AWS_REGION to the region the ECS task or EKS pod runs in"
+                    "RegisterUsage refused region {region} for product {product} (InvalidRegionException): the call must go to the region the ECS task or EKS pod runs in; let the platform set AWS_REGION (ECS and the EKS IRSA webhook do) instead of setting it yourself"
                 )),
                 RegisterUsageError::DisabledApiException(_) => MeteringError::Refused(format!(
                     "the RegisterUsage API is disabled for product {product} (DisabledApiException): contact AWS Marketplace Seller Operations"
@@ -422,16 +445,12 @@ fn classify(
                 _ if code.contains("AccessDenied") => MeteringError::Refused(format!(
                     "the credentials may not call {IAM_ACTION} ({code}): allow that action in the task role or pod's IAM role (see deploy/iam-policy.json); product {product}, key version {version}"
                 )),
-                _ if matches!(
-                    code,
-                    "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException"
-                        | "InvalidClientTokenId" | "MissingAuthenticationTokenException" | "SignatureDoesNotMatch"
-                ) => MeteringError::Refused(format!(
-                    "AWS rejected the credentials ({code}: {message}): check the task role, IRSA or Pod Identity set-up, or the AWS_* credential variables"
-                )),
-                _ => MeteringError::Refused(format!(
-                    "the Metering service refused the request ({code}, HTTP {status}: {message}) for product {product}, key version {version}"
-                )),
+                _ => MeteringError::Refused(match credential_advice(code, message) {
+                    Some(advice) => format!("AWS rejected the credentials ({code}: {message}): {advice}"),
+                    None => format!(
+                        "the Metering service refused the request ({code}, HTTP {status}: {message}) for product {product}, key version {version}"
+                    ),
+                }),
             }
         }
         SdkError::TimeoutError(_) if attempts.last().is_some_and(|l| l.starts_with("Throttling")) => {
