@@ -80,12 +80,18 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 mkdir -p "$WORK/home"
 
+# Temporary credentials, as a task role's: the emulator verifies every SigV4 signature with
+# them, and answers long-term (AKIA) keys as AWS does outside ECS/EKS.
+BENCH_KEY_ID=ASIABENCHEXAMPLE0000
+BENCH_SECRET=benchSecretKeyNotARealOne0123456789abcd
+BENCH_TOKEN=benchSessionTokenNotARealOne0123456789
 # start_emulator NAME [EXTRA ARGS...]: sets EMU_URL, EMU_KEY, EMU_CA, EMU_PC, EMU_REGION, EMU_RECORD
 start_emulator() {
   local name=$1; shift
   EMU_RECORD="$WORK/record-$name.jsonl"
   : >"$EMU_RECORD"
-  timeout 900 "$EMULATOR" serve --key-dir "$WORK/keys-$name" --record "$EMU_RECORD" "$@" \
+  timeout 900 "$EMULATOR" serve --key-dir "$WORK/keys-$name" --record "$EMU_RECORD" \
+    --credentials "$BENCH_KEY_ID:$BENCH_SECRET:$BENCH_TOKEN" "$@" \
     >"$WORK/emu-$name.out" 2>"$WORK/emu-$name.err" &
   EMU_PIDS+=("$!")
   local i line=""
@@ -119,7 +125,7 @@ base_env() {
   local url key
   if [ "$1" = tls ]; then url=$TLS_URL key=$TLS_KEY; else url=$HTTP_URL key=$HTTP_KEY; fi
   printf '%s\n' env -i "PATH=$CLEAN_PATH" "HOME=$WORK/home" "AWS_REGION=$REGION" "AWS_DEFAULT_REGION=$REGION" \
-    AWS_ACCESS_KEY_ID=AKIABENCHEXAMPLE0000 AWS_SECRET_ACCESS_KEY=bench-dummy-secret-not-a-real-key \
+    "AWS_ACCESS_KEY_ID=$BENCH_KEY_ID" "AWS_SECRET_ACCESS_KEY=$BENCH_SECRET" "AWS_SESSION_TOKEN=$BENCH_TOKEN" \
     AWS_EC2_METADATA_DISABLED=true "AWS_ENDPOINT_URL_MARKETPLACE_METERING=$url" \
     "MPGATE_PRODUCT_CODE=$PC" "MPGATE_PUBLIC_KEY_FILE=$key" MPGATE_PUBLIC_KEY_VERSION=1
 }
@@ -138,16 +144,16 @@ contender_words() {
       printf '%s\n' "$PY" "$ROOT/bench/boto3_gate.py"
       [ -z "$workload" ] || printf '%s\n' -- "$workload" ;;
     curl)
-      local url d t
+      local url
       if [ "$proto" = tls ]; then url=$TLS_URL; else url=$HTTP_URL; fi
-      d=$(date -u +%Y%m%d) t=$(date -u +%Y%m%dT%H%M%SZ)
       printf '%s\n' curl -s -f -o /dev/null
       [ "$proto" = tls ] && printf '%s\n' --cacert "$TLS_CA"
+      # curl signs with SigV4 itself (the emulator verifies it), the session token signed too.
       printf '%s\n' -X POST "$url" \
+        --aws-sigv4 "aws:amz:$REGION:aws-marketplace" --user "$BENCH_KEY_ID:$BENCH_SECRET" \
+        -H "X-Amz-Security-Token: $BENCH_TOKEN" \
         -H 'X-Amz-Target: AWSMPMeteringService.RegisterUsage' \
         -H 'Content-Type: application/x-amz-json-1.1' \
-        -H "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/$d/$REGION/aws-marketplace/aws4_request, SignedHeaders=host;x-amz-date, Signature=$(printf '0%.0s' $(seq 64))" \
-        -H "X-Amz-Date: $t" \
         -d "{\"ProductCode\":\"$PC\",\"PublicKeyVersion\":1,\"Nonce\":\"$NONCE\"}" ;;
     true) echo /bin/true ;;
   esac

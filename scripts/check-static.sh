@@ -140,7 +140,12 @@ keys="$work/keys"
 mkdir -p "$root" "$keys"
 chmod 755 "$work" "$root"
 
-"$emulator" serve --tls --key-dir "$keys" >"$work/ready.json" 2>"$work/emulator.log" &
+# Temporary credentials, as a task role's: the emulator verifies the gate's SigV4 signature.
+key_id=ASIASTATICCHECK00000
+secret=staticCheckSecretNotARealOne0123456789ab
+token=staticCheckSessionTokenNotARealOne012345
+"$emulator" serve --tls --key-dir "$keys" --credentials "$key_id:$secret:$token" \
+  >"$work/ready.json" 2>"$work/emulator.log" &
 emu_pid=$!
 ready=""
 for _ in $(seq 1 600); do # up to 60 s
@@ -182,8 +187,8 @@ if ! "$chroot_bin" "$root" /mpgate --version >/dev/null 2>&1; then
 fi
 ok "empty root ($contents) entered with '${chroot_cmd[*]}'"
 
-gate_env=(AWS_REGION="$region" AWS_ACCESS_KEY_ID=AKIAEXAMPLE AWS_SECRET_ACCESS_KEY=secretexample
-  AWS_EC2_METADATA_DISABLED=true MPGATE_PRODUCT_CODE="$product_code" MPGATE_PUBLIC_KEY_FILE=/key.pem
+gate_env=(AWS_REGION="$region" AWS_ACCESS_KEY_ID="$key_id" AWS_SECRET_ACCESS_KEY="$secret"
+  AWS_SESSION_TOKEN="$token" AWS_EC2_METADATA_DISABLED=true MPGATE_PRODUCT_CODE="$product_code" MPGATE_PUBLIC_KEY_FILE=/key.pem
   MPGATE_LOG_FORMAT=text)
 
 got=0

@@ -36,6 +36,9 @@ BUILD_TIMEOUT = 3600
 READY_TIMEOUT = 120
 # A gate whose deadline passed is given this long to exit on its own, then killed.
 KILL_GRACE = 30
+# Temporary credentials (id, secret, session token), as a task role's: the emulator knows them
+# (--credentials) and verifies every gate's SigV4 signature with them.
+CREDENTIALS = ("ASIAHERDEXAMPLE00000", "herdSecretKeyNotARealOne0123456789abcdef", "herdSessionTokenNotARealOne0123456789")
 
 
 def log(msg):
@@ -136,7 +139,7 @@ def main():
         # ------------------------------------------------------------ the emulator
         record = os.path.join(work, "record.jsonl")
         cmd = [emulator, "serve", "--key-dir", os.path.join(work, "keys"), "--record", record,
-               "--rate-limit", str(a.rate_limit)]
+               "--credentials", ":".join(CREDENTIALS), "--rate-limit", str(a.rate_limit)]
         if a.rate_burst:
             cmd += ["--rate-burst", str(a.rate_burst)]
         emu_err = open(os.path.join(work, "emulator.stderr"), "wb")
@@ -162,8 +165,9 @@ def main():
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": os.path.join(work, "home"),
             "AWS_REGION": ready["region"],
-            "AWS_ACCESS_KEY_ID": "AKIAHERDEXAMPLE00000",
-            "AWS_SECRET_ACCESS_KEY": "herd-dummy-secret-not-a-real-key",
+            "AWS_ACCESS_KEY_ID": CREDENTIALS[0],
+            "AWS_SECRET_ACCESS_KEY": CREDENTIALS[1],
+            "AWS_SESSION_TOKEN": CREDENTIALS[2],
             "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_ENDPOINT_URL_MARKETPLACE_METERING": ready["url"],
             "MPGATE_PRODUCT_CODE": ready["productCode"],

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -c 'import boto3' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check boto3
+python3 -c 'import boto3, awscli, jwt, cryptography' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check boto3 awscli PyJWT cryptography
 # tests/signals.rs runs the gate as PID 2 under tini, what `docker --init` and ECS use.
 if ! command -v tini >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

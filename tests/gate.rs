@@ -608,7 +608,14 @@ fn signals_before_the_hand_over_exit_128_plus_n() {
 
 #[test]
 fn a_key_rotation_notice_is_logged() {
-    let emu = Emulator::start(&["--rotation-timestamp", "1893456000"]);
+    // The only key version served is the one expiring (the emulator's default is every
+    // version but the highest).
+    let emu = Emulator::start(&[
+        "--rotation-timestamp",
+        "1893456000",
+        "--expiring-key-versions",
+        "1",
+    ]);
     let out = emu.gate().run();
     out.expect(0);
     assert!(

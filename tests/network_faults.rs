@@ -363,17 +363,11 @@ fn an_untrusted_certificate_fails_at_once_with_14() {
 /// One RegisterUsage call over a fresh connection (`Connection: close`); the raw answer.
 fn register_raw(addr: &str) -> String {
     let body = r#"{"ProductCode":"prod-demo1234567890abcdef","PublicKeyVersion":1,"Nonce":"n-1"}"#;
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: AWSMPMeteringService.RegisterUsage\r\n\
-         Content-Type: application/x-amz-json-1.1\r\nX-Amz-Date: 20240101T000000Z\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=AKIDTEST/20240101/us-east-1/aws-marketplace/aws4_request, \
-         SignedHeaders=host;x-amz-date, Signature={}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        "0".repeat(64),
-        body.len()
-    );
+    // Signed for real with the test pair: the emulator verifies SigV4.
+    let request = mpgate_testkit::sigv4::register_request(body);
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
+    s.write_all(&request).unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     String::from_utf8_lossy(&out).into_owned()

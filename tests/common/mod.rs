@@ -16,9 +16,9 @@ use serde_json::Value;
 
 pub const MPGATE: &str = env!("CARGO_BIN_EXE_mpgate");
 
-pub const ACCESS_KEY_ID: &str = "AKIAMPGATETESTKEY123";
-pub const SECRET_ACCESS_KEY: &str = "mpgateTestSecretKeyDoNotLogMe0123456789ab";
-pub const SESSION_TOKEN: &str = "mpgateTestSessionTokenDoNotLogMe9876543210";
+/// The temporary test credentials every test emulator knows (a task role's, as on ECS/EKS):
+/// the emulator verifies SigV4 and answers long-term keys with PlatformNotSupportedException.
+pub use mpgate_testkit::emulator::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
 
 /// Gates configured for an emulator (the emulator itself knows nothing of mpgate).
 pub trait EmulatorGate {
@@ -59,6 +59,7 @@ pub struct Gate {
 
 impl Gate {
     /// No inherited AWS or mpgate settings, IMDS off, no profile files: only loopback traffic.
+    /// The credentials are the test emulators' temporary pair.
     pub fn hermetic(dir: &Path) -> Gate {
         Gate::hermetic_with(Path::new(MPGATE), dir)
     }
@@ -74,6 +75,7 @@ impl Gate {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("AWS_SESSION_TOKEN", SESSION_TOKEN)
             .env("MPGATE_TERMINATION_LOG", dir.join("termination-log"))
             .env("MPGATE_TIMEOUT", "10s")
             .stdin(Stdio::null())

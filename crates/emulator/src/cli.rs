@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::credentials::Credential;
 use super::fault::{Fault, ALL_FAULTS};
 
 pub const DEFAULT_PRODUCT_CODE: &str = "prod-demo1234567890abcdef";
@@ -44,6 +45,19 @@ pub struct Options {
     pub rate_burst: Option<u32>,
     pub trickle_interval: Duration,
     pub oversize_bytes: u64,
+    /// `--credentials`, in order (empty: the documented example pair, unless
+    /// `--expired-credentials` names some).
+    pub credentials: Vec<Credential>,
+    /// `--expired-credentials`.
+    pub expired_credentials: Vec<Credential>,
+    /// `--long-term-keys-are-tasks`: long-term keys stand for a task, not an IAM user.
+    pub long_term_keys_are_tasks: bool,
+    /// `--task-region`: the region the caller's task runs in (default: the emulator's).
+    pub task_region: Option<String>,
+    /// `--clock-offset` in milliseconds: AWS's clock minus the machine's.
+    pub clock_offset_ms: i64,
+    /// `--expiring-key-versions`, resolved: the versions `--rotation-timestamp` applies to.
+    pub expiring_key_versions: Vec<u32>,
 }
 
 impl Default for Options {
@@ -64,6 +78,12 @@ impl Default for Options {
             rate_burst: None,
             trickle_interval: DEFAULT_TRICKLE_INTERVAL,
             oversize_bytes: DEFAULT_OVERSIZE_BYTES,
+            credentials: Vec::new(),
+            expired_credentials: Vec::new(),
+            long_term_keys_are_tasks: false,
+            task_region: None,
+            clock_offset_ms: 0,
+            expiring_key_versions: Vec::new(),
         }
     }
 }
@@ -72,6 +92,8 @@ impl Default for Options {
 pub enum Parsed {
     Help,
     Version,
+    /// `--list-faults`: one JSON line per fault.
+    ListFaults,
     Go(Mode, Box<Options>),
 }
 
@@ -98,11 +120,16 @@ Usage:
   mpgate-emulator run [OPTIONS] -- COMMAND [ARG...]
 
 serve prints one JSON line (url, region, productCode, publicKeyVersion, publicKeyFile,
-publicKeyFiles, keyDir, caFile) to stdout and serves until SIGTERM/SIGINT. run prints that
-line to stderr, runs COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING, AWS_REGION, dummy
-credentials and MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE / MPGATE_PUBLIC_KEY_VERSION
-set (and SSL_CERT_FILE=caFile with --tls), and exits with its exit code (127 if COMMAND is
-not found).
+publicKeyFiles, keyDir, caFile, credentials) to stdout and serves until SIGTERM/SIGINT. run
+prints that line to stderr, runs COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING,
+AWS_REGION, fresh temporary credentials (AWS_ACCESS_KEY_ID ASIA..., AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN, as a task role hands out; the emulator knows them) and
+MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE / MPGATE_PUBLIC_KEY_VERSION set (and
+SSL_CERT_FILE=caFile with --tls), and exits with its exit code (127 if COMMAND is not found).
+
+Requests must be signed with SigV4 by a key the emulator knows, for its --region and the
+signing name aws-marketplace, within 15 minutes of its clock. The ready line's credentials
+lists the pairs it knows, secrets included: this is a test tool.
 
 Options:
   --listen ADDR              address to bind (default 127.0.0.1:0, port 0 = any free port)
@@ -115,7 +142,31 @@ Options:
   --fault FAULT              fault to inject (default none)
   --fail-first N             apply FAULT only to the first N valid RegisterUsage calls
   --latency DURATION         delay before every answer (e.g. 200ms, 2s, 1m)
-  --rotation-timestamp SECS  add PublicKeyRotationTimestamp to successful answers
+  --rotation-timestamp SECS  add PublicKeyRotationTimestamp to successful answers for
+                             the expiring key versions
+  --expiring-key-versions LIST  the key versions --rotation-timestamp applies to,
+                             comma-separated (default: every served version but the
+                             highest; there must be one)
+  --credentials ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]
+                             a pair the emulator knows (repeatable); with a session
+                             token it is temporary (a task role's), without it long-term
+                             (an IAM user's). Default, when neither this nor
+                             --expired-credentials is given: the documented AWS example
+                             pair AKIAIOSFODNN7EXAMPLE /
+                             wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY (long-term). run
+                             also knows the temporary pair it hands out
+  --expired-credentials ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN
+                             a temporary pair whose token has expired (repeatable):
+                             calls with it get ExpiredTokenException
+  --long-term-keys-are-tasks  long-term keys stand for an ECS task or EKS pod; without
+                             this flag they get what AWS answers an IAM user outside
+                             ECS/EKS: PlatformNotSupportedException
+  --task-region REGION       the region the caller's task runs in (default: --region);
+                             another region than --region answers a correctly signed
+                             call with InvalidRegionException
+  --clock-offset DURATION    AWS's clock minus this machine's (e.g. 20m, -20m; default
+                             0): shifts the 15-minute signature window, the Date header
+                             and the token's iat, as if this machine's clock were off
   --record FILE              append one JSON line per request received (flushed before
                              the answer is sent)
   --tls                      serve HTTPS (url https://...): create, or reuse, a test CA
@@ -133,6 +184,8 @@ Options:
   --trickle-interval DURATION  delay between the bytes the trickle fault sends
                              (default 200ms)
   --oversize-bytes N         body size of the oversize-* faults (default 10485760)
+  --list-faults              print one JSON line per fault (name, kind, and status and
+                             errorType for the service errors), then exit
   -h, --help                 print this help
   -V, --version              print the version
 
@@ -191,6 +244,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_micros((ms * 1000.0).round() as u64))
 }
 
+/// Parses a duration with an optional sign (`20m`, `-20m`, `+1.5s`) into milliseconds.
+pub fn parse_signed_duration(s: &str) -> Result<i64, String> {
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let ms = parse_duration(rest)?.as_millis() as i64;
+    Ok(if negative { -ms } else { ms })
+}
+
 fn parse_versions(s: &str) -> Result<Vec<u32>, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
@@ -234,11 +297,13 @@ where
     let mut mode: Option<Mode> = None;
     let mut seen_positional = false;
     let mut run = false;
+    let mut expiring: Option<Vec<u32>> = None;
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(e)? {
         match arg {
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
+            Long("list-faults") => return Ok(Parsed::ListFaults),
             Long("listen") => {
                 let v = string(parser.value().map_err(e)?, "--listen")?;
                 opts.listen = v
@@ -247,7 +312,7 @@ where
             }
             Long("region") => {
                 let v = string(parser.value().map_err(e)?, "--region")?;
-                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                if !is_region(&v) {
                     return Err(format!("--region: invalid region {v:?}"));
                 }
                 opts.region = v;
@@ -301,6 +366,40 @@ where
                 opts.record = Some(v);
             }
             Long("tls") => opts.tls = true,
+            Long("credentials") => {
+                let v = string(parser.value().map_err(e)?, "--credentials")?;
+                opts.credentials
+                    .push(Credential::parse(&v, false).map_err(|m| format!("--credentials: {m}"))?);
+            }
+            Long("expired-credentials") => {
+                let v = string(parser.value().map_err(e)?, "--expired-credentials")?;
+                opts.expired_credentials.push(
+                    Credential::parse(&v, true)
+                        .map_err(|m| format!("--expired-credentials: {m}"))?,
+                );
+            }
+            Long("long-term-keys-are-tasks") => opts.long_term_keys_are_tasks = true,
+            Long("task-region") => {
+                let v = string(parser.value().map_err(e)?, "--task-region")?;
+                if !is_region(&v) {
+                    return Err(format!("--task-region: invalid region {v:?}"));
+                }
+                opts.task_region = Some(v);
+            }
+            Long("clock-offset") => {
+                let v = string(parser.value().map_err(e)?, "--clock-offset")?;
+                opts.clock_offset_ms =
+                    parse_signed_duration(&v).map_err(|m| format!("--clock-offset: {m}"))?;
+            }
+            Long("expiring-key-versions") => {
+                expiring = Some(
+                    parse_versions(&string(
+                        parser.value().map_err(e)?,
+                        "--expiring-key-versions",
+                    )?)
+                    .map_err(|m| format!("--expiring-key-versions: {m}"))?,
+                );
+            }
             Long("rate-limit") => {
                 let v = string(parser.value().map_err(e)?, "--rate-limit")?;
                 opts.rate_limit = Some(positive(&v).map_err(|m| format!("--rate-limit: {m}"))?);
@@ -351,7 +450,51 @@ where
         }
         None => Mode::Serve,
     };
+    opts.expiring_key_versions = resolve_expiring(&opts, expiring)?;
+    let mut ids: Vec<&str> = Vec::new();
+    for c in opts.credentials.iter().chain(&opts.expired_credentials) {
+        if ids.contains(&c.access_key_id.as_str()) {
+            return Err(format!(
+                "--credentials: access key id {} is given twice",
+                c.access_key_id
+            ));
+        }
+        ids.push(&c.access_key_id);
+    }
     Ok(Parsed::Go(mode, Box::new(opts)))
+}
+
+fn is_region(v: &str) -> bool {
+    !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// The versions `--rotation-timestamp` applies to: as named, or every served version but the
+/// highest. A timestamp that would apply to none is refused rather than silently unused.
+fn resolve_expiring(opts: &Options, named: Option<Vec<u32>>) -> Result<Vec<u32>, String> {
+    let highest = opts.key_versions.iter().copied().max().unwrap_or(1);
+    let expiring = match named {
+        Some(list) => {
+            if let Some(v) = list.iter().find(|v| !opts.key_versions.contains(v)) {
+                return Err(format!(
+                    "--expiring-key-versions: version {v} is not served (--key-versions)"
+                ));
+            }
+            if opts.rotation_timestamp.is_none() {
+                return Err("--expiring-key-versions needs --rotation-timestamp".into());
+            }
+            list
+        }
+        None => opts
+            .key_versions
+            .iter()
+            .copied()
+            .filter(|v| *v != highest)
+            .collect(),
+    };
+    if opts.rotation_timestamp.is_some() && expiring.is_empty() {
+        return Err("--rotation-timestamp: no key version is expiring; serve a newer one (--key-versions 1,2: all but the highest expire) or name them with --expiring-key-versions".into());
+    }
+    Ok(expiring)
 }
 
 #[cfg(test)]
@@ -451,6 +594,69 @@ mod tests {
         assert_eq!(o.trickle_interval, Duration::from_millis(50));
         assert_eq!(o.oversize_bytes, 1 << 20);
         assert_eq!(o.fault, Fault::Trickle);
+    }
+
+    #[test]
+    fn callers_clock_and_rotation() {
+        let (_, o) = go(&[]).unwrap();
+        assert!(o.credentials.is_empty() && o.expired_credentials.is_empty());
+        assert_eq!(
+            (o.long_term_keys_are_tasks, o.task_region.as_deref()),
+            (false, None)
+        );
+        assert_eq!(o.clock_offset_ms, 0);
+        assert!(o.expiring_key_versions.is_empty());
+        let (_, o) = go(&[
+            "--credentials",
+            "ASIAONE:s1:t1",
+            "--credentials",
+            "AKIATWO:s2",
+            "--expired-credentials",
+            "ASIAOLD:s3:t3",
+            "--long-term-keys-are-tasks",
+            "--task-region",
+            "eu-west-1",
+            "--clock-offset",
+            "-20m",
+            "--key-versions",
+            "1,2,3",
+            "--rotation-timestamp",
+            "1700000000",
+        ])
+        .unwrap();
+        let ids: Vec<&str> = o
+            .credentials
+            .iter()
+            .map(|c| c.access_key_id.as_str())
+            .collect();
+        assert_eq!(ids, ["ASIAONE", "AKIATWO"]);
+        assert!(o.expired_credentials[0].expired);
+        assert!(o.long_term_keys_are_tasks);
+        assert_eq!(o.task_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(o.clock_offset_ms, -1_200_000);
+        assert_eq!(o.expiring_key_versions, [1, 2]);
+        let (_, o) = go(&[
+            "--key-versions",
+            "1,2",
+            "--rotation-timestamp",
+            "1",
+            "--expiring-key-versions",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(o.expiring_key_versions, [2]);
+        assert!(go(&["--rotation-timestamp", "1"]).is_err());
+        assert!(go(&["--key-versions", "1,2", "--expiring-key-versions", "1"]).is_err());
+        assert!(go(&[
+            "--credentials",
+            "ASIADUP:s",
+            "--expired-credentials",
+            "ASIADUP:s:t"
+        ])
+        .is_err());
+        assert!(matches!(parse(["--list-faults"]), Ok(Parsed::ListFaults)));
+        assert_eq!(parse_signed_duration("+1.5s"), Ok(1500));
+        assert!(parse_signed_duration("--1s").is_err());
     }
 
     #[test]

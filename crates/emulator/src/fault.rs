@@ -231,8 +231,9 @@ impl Fault {
                 "AccessDeniedException",
                 "User: arn:aws:sts::123456789012:assumed-role/task/abc is not authorized to perform: aws-marketplace:RegisterUsage because no identity-based policy allows the aws-marketplace:RegisterUsage action",
             ),
+            // 403, as the emulator's own credential check answers it (sigv4.rs).
             Fault::UnrecognizedClient => (
-                400,
+                403,
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",
             ),
@@ -280,6 +281,34 @@ impl Fault {
     pub fn is_token_fault(self) -> bool {
         self.name().starts_with("token-")
     }
+
+    /// What the fault does, for `--list-faults`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Fault::None => "none",
+            _ if self.service_error().is_some() => "service-error",
+            _ if self.html_page().is_some() => "html-page",
+            _ if self.is_connection_fault() => "connection",
+            _ if self.is_raw() => "raw",
+            _ if self.is_token_fault() => "token",
+            Fault::ContentTypeHtml | Fault::ContentTypeJson => "content-type",
+            Fault::Hang | Fault::Drop => "network",
+            _ => "other",
+        }
+    }
+
+    /// One line of `--list-faults`: `{"name","kind"}`, with `status` and `errorType` for
+    /// service errors and `status` for HTML pages.
+    pub fn listing(self) -> serde_json::Value {
+        let mut line = serde_json::json!({"name": self.name(), "kind": self.kind()});
+        if let Some(e) = self.service_error() {
+            line["status"] = e.status.into();
+            line["errorType"] = e.error_type.into();
+        } else if let Some((status, _, _)) = self.html_page() {
+            line["status"] = status.into();
+        }
+        line
+    }
 }
 
 impl fmt::Display for Fault {
@@ -310,5 +339,17 @@ mod tests {
             assert_eq!(f.name().parse::<Fault>(), Ok(*f));
         }
         assert!("nope".parse::<Fault>().is_err());
+    }
+
+    #[test]
+    fn every_fault_has_a_known_kind() {
+        for f in ALL_FAULTS {
+            assert_ne!(f.kind(), "other", "{f}");
+            let line = f.listing();
+            assert_eq!(line["name"], f.name());
+            if f.kind() == "service-error" {
+                assert!(line["errorType"].as_str().unwrap().ends_with("Exception"));
+            }
+        }
     }
 }

@@ -14,30 +14,60 @@
 //!    allowed), else 400 `SerializationException`. Real Coral endpoints pick the protocol
 //!    from the content type and fail to deserialize the body under a wrong one; the
 //!    emulator answers `SerializationException` uniformly for that case.
-//! 4. `Authorization` must be SigV4: missing is 400 `MissingAuthenticationTokenException`;
-//!    malformed, a scope whose service is not `aws-marketplace`, a region other than
-//!    `--region`, a missing `X-Amz-Date`/`Date` header or an `X-Amz-Date` that disagrees
-//!    with the scope date are 403 `InvalidSignatureException` with AWS's messages. The HMAC
-//!    itself is not verified (the emulator cannot know real secrets).
-//! 5. The body (at most 64 KiB, else 413 `SerializationException`) must be a JSON object
-//!    (else 400 `SerializationException`, as AWS does for unparseable bodies) matching
-//!    `RegisterUsageRequest`: missing, null or wrong-typed `ProductCode`/`PublicKeyVersion`,
-//!    `PublicKeyVersion` < 1 or not a 32-bit integer, `ProductCode` length outside 1..=255,
-//!    a non-string `Nonce` or one longer than 255 characters are 400 `ValidationException`
-//!    in AWS's "N validation error(s) detected: Value ... at 'Field' ..." form (the field
-//!    named as on the wire). Unknown members are ignored, like AWS does.
-//! 6. `--rate-limit N` (a token bucket of `--rate-burst` tokens, default N, refilled at N a
+//! 4. SigV4, verified in full ([`sigv4`]) with the credentials the emulator knows
+//!    ([`credentials`]: `--credentials`, `--expired-credentials`, the documented example pair
+//!    by default, and the temporary pair `run` hands out). In order:
+//!    - no `Authorization` header: 400 `MissingAuthenticationTokenException`;
+//!    - a header that is not `AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`
+//!      with a 5-part credential: 403 `IncompleteSignatureException`; a signature that is not
+//!      64 hex digits: 403 `InvalidSignatureException`;
+//!    - a body over 64 KiB: 413 `SerializationException` (the signature covers the body);
+//!    - no `X-Amz-Date` (the emulator does not take `Date`), or one not in ISO 8601 basic
+//!      format: 403 `IncompleteSignatureException`;
+//!    - the credential scope `<date>/<region>/aws-marketplace/aws4_request`: a date other than
+//!      `X-Amz-Date`'s day, a region other than `--region` ("Credential should be scoped to a
+//!      valid region."), another service or terminator: 403 `InvalidSignatureException`;
+//!    - `host` and `x-amz-date` not both in `SignedHeaders`: 403 `IncompleteSignatureException`;
+//!    - an unknown access key id, a temporary key without its `X-Amz-Security-Token` or with
+//!      another token, a long-term key with a token: 403 `UnrecognizedClientException` ("The
+//!      security token included in the request is invalid."); a temporary key whose token is
+//!      not in `SignedHeaders`: 403 `IncompleteSignatureException`;
+//!    - an `--expired-credentials` pair: 403 `ExpiredTokenException`;
+//!    - an `X-Amz-Date` more than 15 minutes from the emulator's clock (`--clock-offset`): 403
+//!      `InvalidSignatureException`, "Signature expired: … is now earlier than … (… - 15
+//!      min.)" or "Signature not yet current: … is still later than … (… + 15 min.)";
+//!    - the signature AWS's signer (`aws-sigv4`) computes over the method, path, query, the
+//!      headers listed in `SignedHeaders` and the body, with the pair's secret (and token) at
+//!      the request's `X-Amz-Date`, compared in constant time: 403
+//!      `InvalidSignatureException` ("The request signature we calculated does not match …").
+//! 5. The body must be a JSON object (else 400 `SerializationException`, as AWS does for
+//!    unparseable bodies) matching `RegisterUsageRequest`: missing, null or wrong-typed
+//!    `ProductCode`/`PublicKeyVersion`, `PublicKeyVersion` < 1 or not a 32-bit integer,
+//!    `ProductCode` length outside 1..=255, a non-string `Nonce` or one longer than 255
+//!    characters are 400 `ValidationException` in AWS's "N validation error(s) detected:
+//!    Value ... at 'Field' ..." form (the field named as on the wire). Unknown members are
+//!    ignored, like AWS does.
+//! 6. The caller model: a long-term key (no session token) is an IAM user outside ECS/EKS, 400
+//!    `PlatformNotSupportedException`, unless `--long-term-keys-are-tasks`; a task whose
+//!    region (`--task-region`) is not `--region` gets 400 `InvalidRegionException`.
+//! 7. `--rate-limit N` (a token bucket of `--rate-burst` tokens, default N, refilled at N a
 //!    second, full at start) admits the call or answers it like the `throttle` fault (400
 //!    `ThrottlingException`, recorded with fault `rate-limit`). Then the `--fault` is applied,
-//!    to the first `--fail-first` calls that passed 1-5 and the rate limit (or to all of them).
-//! 7. A product code other than `--product-code` is 400 `InvalidProductCodeException`; a
+//!    to the first `--fail-first` calls that passed 1-6 and the rate limit (or to all of them).
+//! 8. A product code other than `--product-code` is 400 `InvalidProductCodeException`; a
 //!    key version not in `--key-versions` is 400 `InvalidPublicKeyVersionException`.
-//! 8. Success: `{"Signature": JWT}` (+ `PublicKeyRotationTimestamp`), where the JWT header is
-//!    exactly `{"alg":"PS256","typ":"JWT"}` and the claims are `productCode`,
-//!    `publicKeyVersion`, `nonce` (when sent) and `iat`. Token faults alter this answer.
+//! 9. Success: `{"Signature": JWT}`, plus `PublicKeyRotationTimestamp` (`--rotation-timestamp`)
+//!    when the key version asked for is one of `--expiring-key-versions` (default: every
+//!    served version but the highest), where the JWT header is exactly
+//!    `{"alg":"PS256","typ":"JWT"}` and the claims are `productCode`, `publicKeyVersion`,
+//!    `nonce` (when sent) and `iat` (the emulator's clock, `--clock-offset` included: AWS
+//!    dates the token by its own clock). Token faults alter this answer.
 //!
-//! Errors are `{"__type": NAME, "message": ...}` with `x-amzn-errortype: NAME`; every answer
-//! carries an `x-amzn-requestid`.
+//! Errors are `{"__type": NAME, "message": ...}` with `x-amzn-errortype: NAME`. Every answer
+//! of the service, errors included, carries a fresh `x-amzn-RequestId` (a random UUID) and a
+//! `Date` from the emulator's clock (the AWS SDKs correct their clock skew from it); the HTML
+//! pages of the proxy faults and `token-html-answer` carry no request ID, as they stand for
+//! something that is not the service.
 //!
 //! # HTTPS (`--tls`)
 //! At start the emulator creates, or reuses, in the key dir a test CA (`ca.pem`, self-signed,
@@ -51,7 +81,7 @@
 //!
 //! # Faults
 //! `--fault NAME` (names in [`fault::Fault::name`]) applies to the calls that passed checks
-//! 1-5; `--fail-first N` limits it to the first N of those (rejected calls do not count).
+//! 1-6; `--fail-first N` limits it to the first N of those (rejected calls do not count).
 //! Service-error faults, `http-502-html`, `hang` and `drop` replace the answer before the
 //! product/key checks; `token-*` faults alter the token of an otherwise successful answer.
 //! The proxy pages `http-403-html`, `http-407-html`, `http-502-html`, `http-503-html` replace
@@ -68,21 +98,32 @@
 //!
 //! # Output
 //! Once listening, one JSON line: `{"url","region","productCode","publicKeyVersion",
-//! "publicKeyFile","publicKeyFiles":{"N":path},"keyDir","caFile"}` (`caFile` null without
-//! `--tls`; stdout for `serve`, stderr for `run`). Every request is logged as one line on stderr and, with `--record FILE`, appended
-//! as one JSON line `{"call","receivedAtMs","target","productCode","publicKeyVersion","nonce",
-//! "credentialScope","fault","status","errorType"}` (fields as sent, `null` when absent;
-//! `receivedAtMs` the arrival in milliseconds since the Unix epoch; `status` `null` for
-//! `hang`/`drop`/`reset-headers`) and flushed before the answer is sent. The
-//! `Authorization` signature and the dummy secret are never logged.
+//! "publicKeyFile","publicKeyFiles":{"N":path},"keyDir","caFile","credentials":[{"accessKeyId",
+//! "secretAccessKey","sessionToken","expired"}]}` (`caFile` null without `--tls`;
+//! `sessionToken` null for long-term pairs; usable pairs first; stdout for `serve`, stderr for
+//! `run`). The ready line holds the secrets of the test credentials the emulator knows: it is
+//! a test tool, and a client needs them to sign. Every request is logged as one line on stderr
+//! and, with `--record FILE`, appended as one JSON line `{"call","receivedAtMs","target",
+//! "productCode","publicKeyVersion","nonce","credentialScope","fault","status","errorType",
+//! "requestId"}` (fields as sent, `null` when absent; `receivedAtMs` the arrival in
+//! milliseconds since the Unix epoch; `status` `null` for `hang`/`drop`/`reset-headers`;
+//! `requestId` the answer's `x-amzn-RequestId`, `null` when none was sent) and flushed before
+//! the answer is sent. The `Authorization` signature, secrets and session tokens are never
+//! logged or recorded.
+//!
+//! `--list-faults` prints one JSON line per fault: `{"name","kind"}`, plus `status` and
+//! `errorType` for service errors and `status` for HTML pages.
 
 mod cli;
+mod clock;
+mod credentials;
 mod fault;
 mod jwt;
 mod keys;
 mod raw;
 mod run;
 mod server;
+mod sigv4;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -96,8 +137,10 @@ use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
 use cli::{Mode, Options, Parsed};
-use fault::Fault;
-use server::{log, State};
+use clock::Clock;
+use credentials::{Credential, Keyring};
+use fault::{Fault, ALL_FAULTS};
+use server::{log, Callers, State};
 
 /// The JSON line printed once the server listens.
 #[derive(Serialize)]
@@ -112,6 +155,8 @@ pub struct Ready {
     pub key_dir: String,
     /// `ca.pem` (the test CA to trust) with `--tls`, else `null`.
     pub ca_file: Option<String>,
+    /// The pairs the emulator knows, secrets included (a test tool), usable ones first.
+    pub credentials: Vec<Credential>,
 }
 
 /// Exit code for a bad command line.
@@ -135,6 +180,13 @@ fn run_emulator() -> i32 {
     match parsed {
         Parsed::Help => {
             let _ = std::io::stdout().write_all(cli::usage().as_bytes());
+            0
+        }
+        Parsed::ListFaults => {
+            let mut out = std::io::stdout().lock();
+            for f in ALL_FAULTS {
+                let _ = writeln!(out, "{}", f.listing());
+            }
             0
         }
         Parsed::Version => {
@@ -208,7 +260,37 @@ fn path_string(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// The pairs the emulator knows: `--credentials` (default: the example pair, when no pair is
+/// named at all), `--expired-credentials`, and the pair `run` hands its command.
+fn keyring(opts: &Options, handed_out: Option<&Credential>) -> Result<Keyring, String> {
+    let mut keyring = Keyring::default();
+    let named = !opts.credentials.is_empty() || !opts.expired_credentials.is_empty();
+    let defaults = if named {
+        Vec::new()
+    } else {
+        vec![Credential::example()]
+    };
+    for c in opts
+        .credentials
+        .iter()
+        .chain(&opts.expired_credentials)
+        .chain(&defaults)
+        .chain(handed_out)
+    {
+        keyring
+            .add(c.clone())
+            .map_err(|m| format!("credentials: {m}"))?;
+    }
+    Ok(keyring)
+}
+
 fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
+    // `run` hands its command a task role's temporary credentials of its own.
+    let handed_out = match mode {
+        Mode::Run { .. } => Some(Credential::fresh_temporary()),
+        Mode::Serve => None,
+    };
+    let keyring = keyring(opts, handed_out.as_ref())?;
     let keys = keys::prepare(key_dir, &opts.key_versions)?;
     let key_dir = fs::canonicalize(key_dir).map_err(|e| format!("{}: {e}", key_dir.display()))?;
     let wrong_key = if opts.fault == Fault::TokenWrongKey {
@@ -257,6 +339,17 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             opts.rate_burst,
             opts.trickle_interval,
             opts.oversize_bytes,
+        )
+        .with_callers(
+            Callers {
+                keyring,
+                long_term_keys_are_tasks: opts.long_term_keys_are_tasks,
+                task_region: opts.task_region.clone(),
+            },
+            Clock {
+                offset_ms: opts.clock_offset_ms,
+            },
+            opts.expiring_key_versions.clone(),
         ),
     );
     let tls = if opts.tls {
@@ -290,6 +383,7 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             public_key_files,
             key_dir: path_string(&key_dir),
             ca_file: ca_file.clone(),
+            credentials: state.callers.keyring.all().into_iter().cloned().collect(),
         };
         let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
         let child_env = run::ChildEnv {
@@ -299,6 +393,7 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             public_key_file,
             public_key_version: first,
             ca_file,
+            credentials: handed_out,
         };
         tokio::spawn(server::serve(listener, state, acceptor));
         match mode {

@@ -66,6 +66,7 @@ fn set_reset(stream: &TcpStream) {
 struct RawRequest {
     method: Method,
     path: String,
+    query: Option<String>,
     headers: HeaderMap,
     body: Result<Bytes, bool>,
     /// The connection ends after this request's answer.
@@ -92,6 +93,7 @@ where
             state,
             &request.method,
             &request.path,
+            request.query.as_deref(),
             &request.headers,
             request.body,
         );
@@ -173,11 +175,9 @@ where
         return Err(bad("request line"));
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("method"))?;
-    let path = target
-        .parse::<Uri>()
-        .map_err(|_| bad("request target"))?
-        .path()
-        .to_string();
+    let target = target.parse::<Uri>().map_err(|_| bad("request target"))?;
+    let path = target.path().to_string();
+    let query = target.query().map(str::to_string);
     let mut headers = HeaderMap::new();
     for line in lines {
         let colon = line
@@ -221,6 +221,7 @@ where
     Ok(Some(RawRequest {
         method,
         path,
+        query,
         headers,
         body,
         close,

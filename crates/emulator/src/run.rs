@@ -6,11 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::credentials::Credential;
 use super::server::log;
-
-/// Dummy credentials handed to the child (the emulator does not check signatures).
-pub const ACCESS_KEY_ID: &str = "AKIAEMULATOREXAMPLE";
-pub const SECRET_ACCESS_KEY: &str = "emulator-dummy-secret-not-a-real-key";
 
 /// What the child's environment points at.
 pub struct ChildEnv {
@@ -21,6 +18,9 @@ pub struct ChildEnv {
     pub public_key_version: u32,
     /// The CA to trust (`SSL_CERT_FILE`) when serving HTTPS.
     pub ca_file: Option<String>,
+    /// The temporary credentials handed to the child, as a task role would (the emulator
+    /// knows them).
+    pub credentials: Option<Credential>,
 }
 
 /// Run `command` to completion; returns the exit code to use.
@@ -28,13 +28,13 @@ pub async fn run_child(command: OsString, args: Vec<OsString>, env: &ChildEnv) -
     let mut cmd = tokio::process::Command::new(&command);
     cmd.args(&args)
         .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_ENDPOINT_URL")
         .env("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &env.url)
         .env("AWS_REGION", &env.region)
         .env("AWS_DEFAULT_REGION", &env.region)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("MPGATE_PRODUCT_CODE", &env.product_code)
         .env("MPGATE_PUBLIC_KEY_FILE", &env.public_key_file)
@@ -42,6 +42,13 @@ pub async fn run_child(command: OsString, args: Vec<OsString>, env: &ChildEnv) -
             "MPGATE_PUBLIC_KEY_VERSION",
             env.public_key_version.to_string(),
         );
+    if let Some(c) = &env.credentials {
+        cmd.env("AWS_ACCESS_KEY_ID", &c.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &c.secret_access_key);
+        if let Some(token) = &c.session_token {
+            cmd.env("AWS_SESSION_TOKEN", token);
+        }
+    }
     if let Some(ca) = &env.ca_file {
         cmd.env("SSL_CERT_FILE", ca);
     }

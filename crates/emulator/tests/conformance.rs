@@ -1,54 +1,100 @@
 //! Conformance of `mpgate-emulator` with botocore's own model of the Metering service:
-//! runs tests/conformance/boto3_conformance.py (boto3 `register_usage`) against emulators.
-//! Needs python3 with boto3 (`pip install boto3`); fails, never skips, without them.
+//! runs tests/conformance/boto3_conformance.py (boto3 `register_usage`, the AWS CLI, PyJWT)
+//! against emulators. The errors RegisterUsage raises and their statuses come from botocore's
+//! model file; the faults from the emulator's `--list-faults`. Needs python3 with boto3, awscli,
+//! PyJWT and cryptography (`pip install boto3 awscli PyJWT cryptography`); fails, never skips,
+//! without them.
 
-use mpgate_testkit::{Emulator, Live};
+use mpgate_testkit::emulator::{test_credentials, ACCESS_KEY_ID};
+use mpgate_testkit::faults::SERVICE_FAULTS;
+use mpgate_testkit::{emulator_exe, run_bounded, scratch, Emulator, Live};
 
 use std::process::Command;
 use std::time::Duration;
+
+use serde_json::Value;
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/conformance/boto3_conformance.py"
 );
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 const ROTATION: &str = "1700000000";
+const LONG_TERM: &str = "AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+const EXPIRED: &str = "ASIAEXPIREDCONFORM00:expiredSecretConformance0123:expiredTokenConformance";
 
 #[test]
-fn boto3_sees_the_emulator_as_the_metering_service() {
-    let faults = [
-        ("not-entitled", "CustomerNotEntitledException"),
-        ("platform-not-supported", "PlatformNotSupportedException"),
-        ("invalid-product-code", "InvalidProductCodeException"),
-        ("invalid-region", "InvalidRegionException"),
-        (
-            "invalid-public-key-version",
-            "InvalidPublicKeyVersionException",
-        ),
-        ("disabled-api", "DisabledApiException"),
-        ("throttle", "ThrottlingException"),
-        ("internal-error", "InternalServiceErrorException"),
-    ];
-    let normal = Emulator::start_with_shared_keys(&["--rotation-timestamp", ROTATION]);
-    let faulty: Vec<(Emulator, &str)> = faults
-        .iter()
-        .map(|(fault, name)| (Emulator::start_with_shared_keys(&["--fault", fault]), *name))
+fn boto3_the_aws_cli_and_pyjwt_see_the_emulator_as_the_metering_service() {
+    // The emulator's own list of faults: the script checks botocore's model against it.
+    let listing = run_bounded(
+        Command::new(emulator_exe()).arg("--list-faults"),
+        Duration::from_secs(30),
+    );
+    assert!(listing.status.success(), "{}", listing.stderr);
+    let faults_file = scratch("conformance").join("faults.jsonl");
+    std::fs::write(&faults_file, &listing.stdout).unwrap();
+    let service_faults: Vec<(String, String)> = listing
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|f| f["kind"] == "service-error")
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["errorType"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
+    assert!(!service_faults.is_empty());
+
+    let normal = Emulator::start_with_shared_keys(&[
+        "--rotation-timestamp",
+        ROTATION,
+        "--expiring-key-versions",
+        "1",
+    ]);
+    let faulty: Vec<(Emulator, String)> = service_faults
+        .iter()
+        .map(|(fault, name)| {
+            (
+                Emulator::start_with_shared_keys(&["--fault", fault]),
+                name.clone(),
+            )
+        })
+        .collect();
+    // The caller model, with no fault: a long-term key, a task in another region, an expired
+    // session token; and a token no verifier may accept.
+    let long_term = Emulator::start_with_shared_keys(&["--credentials", LONG_TERM]);
+    let task_region = Emulator::start_with_shared_keys(&["--task-region", "eu-west-1"]);
+    let expired = Emulator::start_with_shared_keys(&["--expired-credentials", EXPIRED]);
+    let bad_token = Emulator::start_with_shared_keys(&["--fault", "token-wrong-key"]);
+    // boto3 signs with the temporary pair the emulators know, as listed in their ready line.
+    assert_eq!(normal.ready["credentials"][0]["accessKeyId"], ACCESS_KEY_ID);
 
     let mut cmd = Command::new("python3");
     cmd.arg(SCRIPT)
-        .args(["--region", normal.ready["region"].as_str().unwrap()])
-        .args([
-            "--product-code",
-            normal.ready["productCode"].as_str().unwrap(),
-        ])
+        .args(["--region", &normal.region])
+        .args(["--product-code", &normal.product_code])
         .args([
             "--key-version",
             &normal.ready["publicKeyVersion"].to_string(),
         ])
+        .arg("--public-key-file")
+        .arg(&normal.public_key_file)
+        .args(["--credentials", &test_credentials()])
+        .arg("--faults")
+        .arg(&faults_file)
         .args(["--rotation-timestamp", ROTATION])
         .arg("--case")
-        .arg(format!("success={}", normal.url));
+        .arg(format!("success={}", normal.url))
+        .arg("--case")
+        .arg(format!("long-term={LONG_TERM}={}", long_term.url))
+        .arg("--case")
+        .arg(format!("task-region={}", task_region.url))
+        .arg("--case")
+        .arg(format!("expired={EXPIRED}={}", expired.url))
+        .arg("--case")
+        .arg(format!("bad-token={}", bad_token.url));
     for (emu, name) in &faulty {
         cmd.arg("--case").arg(format!("{name}={}", emu.url));
     }
@@ -65,16 +111,22 @@ fn boto3_sees_the_emulator_as_the_metering_service() {
         "AWS_SHARED_CREDENTIALS_FILE",
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_MARKETPLACE_METERING",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
     ] {
         cmd.env_remove(var);
     }
     cmd.env("NO_PROXY", "127.0.0.1,localhost")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let mut script = match Live::try_spawn(&mut cmd, SCRIPT_TIMEOUT) {
         Ok(live) => live,
-        Err(e) => panic!("cannot run python3 ({e}): install Python 3, then `pip install boto3`"),
+        Err(e) => panic!(
+            "cannot run python3 ({e}): install Python 3, then `pip install boto3 awscli PyJWT cryptography`"
+        ),
     };
     let done = script.finish();
     let (status, out, err) = (done.status, done.stdout, done.stderr);
@@ -82,15 +134,99 @@ fn boto3_sees_the_emulator_as_the_metering_service() {
     eprintln!("{err}");
     match status.code() {
         Some(0) => {}
-        Some(3) => panic!("boto3 is missing for python3: run `pip install boto3`\n{err}"),
+        Some(3) => panic!(
+            "boto3 or PyJWT is missing for python3: run `pip install boto3 awscli PyJWT cryptography`\n{err}"
+        ),
         _ => panic!("boto3 conformance failed ({status}):\n{out}\n{err}"),
     }
     assert!(out.contains("all checks passed"), "{out}");
-    // Every modelled error was exercised.
-    for (_, name) in faults {
+    // Every service-error fault was exercised through boto3, modelled or not.
+    for (_, name) in &service_faults {
         assert!(
-            out.contains(&format!("ok   fault -> client.exceptions.{name}")),
+            out.contains(&format!("ok   fault -> client.exceptions.{name}"))
+                || out.contains(&format!("ok   fault -> {name} (not modelled)")),
             "{name} not checked:\n{out}"
         );
     }
+    // The shared table says which of them botocore models: the script names those.
+    for f in SERVICE_FAULTS {
+        assert_eq!(
+            out.contains(&format!(
+                "ok   the emulator has a fault for {}",
+                f.error_type
+            )),
+            f.modelled,
+            "{}: the testkit table and botocore's model disagree:\n{out}",
+            f.error_type
+        );
+    }
+    for control in [
+        "ok   boto3's signature (temporary credentials) is accepted",
+        "ok   the AWS CLI's signature is accepted and its token verifies",
+        "ok   PyJWT verifies the token",
+        "ok   PyJWT refuses a token signed with another key",
+        "ok   long-term key (an IAM user outside ECS/EKS) -> PlatformNotSupportedException",
+        "ok   a task in another region -> InvalidRegionException",
+        "ok   expired session token -> ExpiredTokenException",
+    ] {
+        assert!(out.contains(control), "no {control:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn the_conformance_check_fails_when_the_emulator_lacks_a_modelled_error() {
+    let listing = run_bounded(
+        Command::new(emulator_exe()).arg("--list-faults"),
+        Duration::from_secs(30),
+    );
+    assert!(listing.status.success(), "{}", listing.stderr);
+    let dir = scratch("conformance-negative");
+    let run = |faults: &str| {
+        let file = dir.join("faults.jsonl");
+        std::fs::write(&file, faults).unwrap();
+        let pem = dir.join("unused.pem");
+        std::fs::write(&pem, "").unwrap();
+        let mut cmd = Command::new("python3");
+        cmd.arg(SCRIPT)
+            .args(["--region", "us-east-1", "--product-code", "prod-x"])
+            .args(["--key-version", "1", "--credentials", "A:B:C"])
+            .arg("--public-key-file")
+            .arg(&pem)
+            .arg("--faults")
+            .arg(&file)
+            .arg("--model-only")
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        run_bounded(&mut cmd, SCRIPT_TIMEOUT)
+    };
+    // Control: the emulator's own list passes.
+    let all = run(&listing.stdout);
+    assert_eq!(all.status.code(), Some(0), "{}{}", all.stdout, all.stderr);
+    // Without throttle, ThrottlingException has no fault; with another status, it differs.
+    let without: String = listing
+        .stdout
+        .lines()
+        .filter(|l| !l.contains("\"throttle\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = run(&without);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("FAIL the emulator has a fault for ThrottlingException"),
+        "{}",
+        out.stdout
+    );
+    let wrong_status = listing.stdout.replace(
+        r#""errorType":"ThrottlingException","kind":"service-error","name":"throttle","status":400"#,
+        r#""errorType":"ThrottlingException","kind":"service-error","name":"throttle","status":429"#,
+    );
+    assert_ne!(wrong_status, listing.stdout, "the listing's shape changed");
+    let out = run(&wrong_status);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("FAIL ThrottlingException: the emulator's status is the model's (400)"),
+        "{}",
+        out.stdout
+    );
 }

@@ -1,14 +1,18 @@
 //! Black-box tests of the `mpgate-emulator` binary over raw HTTP/1.1 (and HTTPS), and of
-//! the test proxy in `mpgate_testkit::proxy`.
+//! the test proxy in `mpgate_testkit::proxy`. Every request is signed for real with SigV4
+//! (AWS's signer, `aws-sigv4`); the ones that must fail change what was signed.
 
-use mpgate_testkit::emulator::shared_key_dir;
+use mpgate_testkit::emulator::{shared_key_dir, ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
+use mpgate_testkit::faults::{service_fault, SERVICE_FAULTS};
+use mpgate_testkit::sigv4::{sign, Signing};
 use mpgate_testkit::{proxy, run_bounded, scratch, wait_until, Emulator, Live};
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
@@ -18,7 +22,13 @@ const PRODUCT: &str = "prod-demo1234567890abcdef";
 /// Bound on every run of the binary (its keys may be generated first).
 const STARTUP: Duration = Duration::from_secs(60);
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
-const SIG: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const TARGET: &str = "AWSMPMeteringService.RegisterUsage";
+const JSON_1_1: &str = "application/x-amz-json-1.1";
+/// AWS's documented example pair, the emulator's default (long-term) credentials.
+const EXAMPLE_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+const EXAMPLE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+const SIGNATURE_MISMATCH: &str =
+    "The request signature we calculated does not match the signature you provided.";
 
 #[derive(Debug)]
 struct Resp {
@@ -45,8 +55,28 @@ impl Resp {
     fn error_type(&self) -> String {
         self.json()["__type"]
             .as_str()
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("no __type in {self:?}"))
             .to_string()
+    }
+    fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message in {self:?}"))
+            .to_string()
+    }
+    /// Asserts an AWS error answer: status, `__type` and `x-amzn-errortype`.
+    fn expect_error(&self, status: u16, error_type: &str, what: &str) -> &Self {
+        assert_eq!(
+            (self.status, self.error_type().as_str()),
+            (status, error_type),
+            "{what}: {self:?}"
+        );
+        assert_eq!(self.header("x-amzn-errortype"), Some(error_type), "{what}");
+        self
+    }
+    fn request_id(&self) -> &str {
+        self.header("x-amzn-requestid")
+            .unwrap_or_else(|| panic!("no x-amzn-RequestId in {self:?}"))
     }
 }
 
@@ -58,20 +88,6 @@ fn send_raw(addr: &str, request: &[u8], read_timeout: Duration) -> std::io::Resu
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     Ok(out)
-}
-
-fn build(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
 }
 
 fn parse(raw: &[u8]) -> Resp {
@@ -100,50 +116,91 @@ fn parse(raw: &[u8]) -> Resp {
     }
 }
 
-fn auth(region: &str, service: &str) -> String {
-    format!("AWS4-HMAC-SHA256 Credential=AKIDTEST/20240101/{region}/{service}/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={SIG}")
+/// An HTTP/1.1 request, built header by header; [`Req::signed`] signs what it holds so far.
+#[derive(Clone)]
+struct Req {
+    method: String,
+    /// Origin-form (`/`) or absolute-form (`http://host/`, through a proxy).
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
-/// POST / with the given headers (None = leave out) and body.
-fn call_with(
-    addr: &str,
-    target: Option<&str>,
-    content_type: Option<&str>,
-    authorization: Option<&str>,
-    body: &str,
-) -> Resp {
-    let mut headers = vec![("X-Amz-Date", "20240101T000000Z")];
-    if let Some(t) = target {
-        headers.push(("X-Amz-Target", t));
+impl Req {
+    fn new(method: &str, path: &str, body: &[u8]) -> Req {
+        Req {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![("Host".into(), "localhost".into())],
+            body: body.to_vec(),
+        }
     }
-    if let Some(c) = content_type {
-        headers.push(("Content-Type", c));
+
+    /// An unsigned RegisterUsage call with `body`.
+    fn register(body: &str) -> Req {
+        Req::new("POST", "/", body.as_bytes())
+            .header("X-Amz-Target", TARGET)
+            .header("Content-Type", JSON_1_1)
     }
-    if let Some(a) = authorization {
-        headers.push(("Authorization", a));
+
+    /// Sets `name` (replacing any value it had).
+    fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.headers.push((name.into(), value.into()));
+        self
     }
-    let raw = send_raw(
-        addr,
-        &build("POST", "/", &headers, body.as_bytes()),
-        IO_TIMEOUT,
-    )
-    .unwrap();
-    parse(&raw)
+
+    fn without(mut self, name: &str) -> Req {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self
+    }
+
+    /// Signs every header it holds and the body with AWS's signer, and adds `X-Amz-Date`,
+    /// `X-Amz-Security-Token` (temporary keys) and `Authorization`.
+    fn signed(self, s: &Signing) -> Req {
+        let path = match self.path.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+            None => self.path.clone(),
+        };
+        let added = sign(&self.method, &path, &self.headers, &self.body, s);
+        added
+            .into_iter()
+            .fold(self, |req, (k, v)| req.header(&k, &v))
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!(
+            "Connection: close\r\nContent-Length: {}\r\n\r\n",
+            self.body.len()
+        ));
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+
+    fn send(&self, addr: &str) -> Resp {
+        parse(&send_raw(addr, &self.bytes(), IO_TIMEOUT).unwrap())
+    }
 }
 
+/// RegisterUsage with `body`, signed with the test pair.
 fn register(addr: &str, body: &Value) -> Resp {
-    let a = auth("us-east-1", "aws-marketplace");
-    call_with(
-        addr,
-        Some("AWSMPMeteringService.RegisterUsage"),
-        Some("application/x-amz-json-1.1"),
-        Some(&a),
-        &body.to_string(),
-    )
+    Req::register(&body.to_string())
+        .signed(&Signing::new())
+        .send(addr)
 }
 
 fn ok_body() -> Value {
     json!({"ProductCode": PRODUCT, "PublicKeyVersion": 1, "Nonce": "n-123"})
+}
+
+/// A signed, valid RegisterUsage call.
+fn ok_call() -> Req {
+    Req::register(&ok_body().to_string()).signed(&Signing::new())
 }
 
 fn jwt_parts(token: &str) -> (Value, Value, String) {
@@ -180,135 +237,114 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
+/// `X-Amz-Date`'s day of `t`, as the credential scope names it.
+fn scope_day(t: SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let out = run_bounded(
+        Command::new("date").args(["-u", "-d", &format!("@{secs}"), "+%Y%m%d"]),
+        IO_TIMEOUT,
+    );
+    out.stdout.trim().to_string()
+}
+
 #[test]
 fn rejections_have_aws_types_and_statuses() {
     let emu = Emulator::start_with_shared_keys(&[]);
     let a = &emu.addr;
-    let good_auth = auth("us-east-1", "aws-marketplace");
-    let ct = Some("application/x-amz-json-1.1");
-    let target = Some("AWSMPMeteringService.RegisterUsage");
     let body = ok_body().to_string();
+    let s = Signing::new();
 
-    let cases: Vec<(&str, Resp, u16, &str)> = vec![
+    let cases: Vec<(&str, Req, u16, &str)> = vec![
         (
             "other operation",
-            call_with(
-                a,
-                Some("AWSMPMeteringService.MeterUsage"),
-                ct,
-                Some(&good_auth),
-                &body,
-            ),
+            Req::register(&body)
+                .header("X-Amz-Target", "AWSMPMeteringService.MeterUsage")
+                .signed(&s),
             400,
             "UnknownOperationException",
         ),
         (
             "missing target",
-            call_with(a, None, ct, Some(&good_auth), &body),
+            Req::register(&body).without("X-Amz-Target").signed(&s),
             400,
             "UnknownOperationException",
         ),
         (
             "foreign target",
-            call_with(
-                a,
-                Some("DynamoDB_20120810.GetItem"),
-                ct,
-                Some(&good_auth),
-                &body,
-            ),
+            Req::register(&body)
+                .header("X-Amz-Target", "DynamoDB_20120810.GetItem")
+                .signed(&s),
             400,
             "UnknownOperationException",
         ),
         (
             "content type",
-            call_with(a, target, Some("application/json"), Some(&good_auth), &body),
+            Req::register(&body)
+                .header("Content-Type", "application/json")
+                .signed(&s),
             400,
             "SerializationException",
         ),
         (
             "missing auth",
-            call_with(a, target, ct, None, &body),
+            Req::register(&body),
             400,
             "MissingAuthenticationTokenException",
         ),
         (
             "malformed auth",
-            call_with(a, target, ct, Some("AWS4-HMAC-SHA256 Credential=x"), &body),
+            Req::register(&body)
+                .signed(&s)
+                .header("Authorization", "AWS4-HMAC-SHA256 Credential=x"),
             403,
-            "InvalidSignatureException",
+            "IncompleteSignatureException",
+        ),
+        (
+            "another scheme",
+            Req::register(&body).header("Authorization", "Bearer abc"),
+            403,
+            "IncompleteSignatureException",
         ),
         (
             "wrong service",
-            call_with(
-                a,
-                target,
-                ct,
-                Some(&auth("us-east-1", "execute-api")),
-                &body,
-            ),
-            403,
-            "InvalidSignatureException",
-        ),
-        (
-            "wrong region",
-            call_with(
-                a,
-                target,
-                ct,
-                Some(&auth("eu-west-1", "aws-marketplace")),
-                &body,
-            ),
+            Req::register(&body).signed(&s.clone().service("execute-api")),
             403,
             "InvalidSignatureException",
         ),
         (
             "bad json",
-            call_with(a, target, ct, Some(&good_auth), "{nope"),
+            Req::register("{nope").signed(&s),
             400,
             "SerializationException",
         ),
         (
             "unknown product",
-            register(
-                a,
-                &json!({"ProductCode": "prod-other", "PublicKeyVersion": 1}),
-            ),
+            Req::register(&json!({"ProductCode": "prod-other", "PublicKeyVersion": 1}).to_string())
+                .signed(&s),
             400,
             "InvalidProductCodeException",
         ),
         (
             "unknown key version",
-            register(a, &json!({"ProductCode": PRODUCT, "PublicKeyVersion": 9})),
+            Req::register(&json!({"ProductCode": PRODUCT, "PublicKeyVersion": 9}).to_string())
+                .signed(&s),
             400,
             "InvalidPublicKeyVersionException",
         ),
     ];
-    for (what, resp, status, ty) in cases {
-        assert_eq!(
-            (resp.status, resp.error_type().as_str()),
-            (status, ty),
-            "{what}: {resp:?}"
-        );
-        assert_eq!(resp.header("x-amzn-errortype"), Some(ty), "{what}");
+    for (what, req, status, ty) in cases {
+        req.send(a).expect_error(status, ty, what);
     }
-    let wrong_region = call_with(
-        a,
-        target,
-        ct,
-        Some(&auth("eu-west-1", "aws-marketplace")),
-        &body,
-    );
-    assert!(wrong_region.json()["message"]
-        .as_str()
-        .unwrap()
+    let wrong_region = Req::register(&body)
+        .signed(&s.clone().region("eu-west-1"))
+        .send(a);
+    wrong_region.expect_error(403, "InvalidSignatureException", "wrong region");
+    assert!(wrong_region
+        .message()
         .contains("Credential should be scoped to a valid region"));
 
-    let get = parse(&send_raw(a, &build("GET", "/", &[], b""), IO_TIMEOUT).unwrap());
-    assert_eq!(
-        (get.status, get.error_type().as_str()),
-        (400, "UnknownOperationException")
-    );
+    let get = Req::new("GET", "/", b"").signed(&s).send(a);
+    get.expect_error(400, "UnknownOperationException", "GET");
 
     let shape_cases = [
         (json!({"PublicKeyVersion": 1}), "ProductCode"),
@@ -344,31 +380,366 @@ fn rejections_have_aws_types_and_statuses() {
     ];
     for (body, field) in shape_cases {
         let resp = register(a, &body);
-        assert_eq!(
-            (resp.status, resp.error_type().as_str()),
-            (400, "ValidationException"),
-            "{body}"
-        );
-        let msg = resp.json()["message"].as_str().unwrap().to_string();
+        resp.expect_error(400, "ValidationException", &body.to_string());
+        let msg = resp.message();
         assert!(msg.contains(&format!("'{field}'")), "{body}: {msg}");
     }
     let not_object = register(a, &json!([1, 2]));
     assert_eq!(not_object.error_type(), "SerializationException");
 
-    // Oversized bodies are refused without reading them whole.
+    // Oversized bodies are refused without reading them whole, signed or not.
     let huge = "x".repeat(70 * 1024);
-    let resp = call_with(a, target, ct, Some(&good_auth), &huge);
+    let resp = Req::register(&huge).signed(&s).send(a);
     assert_eq!(resp.status, 413);
 }
 
 #[test]
-fn success_is_a_ps256_token_with_the_claims_as_sent() {
+fn a_changed_signed_byte_is_an_invalid_signature() {
+    let emu = Emulator::start_with_shared_keys(&[]);
+    let a = &emu.addr;
+    // Control: the request as signed is answered.
+    assert_eq!(ok_call().send(a).status, 200);
+
+    // One byte of the body.
+    let mut req = ok_call();
+    let at = req.body.iter().position(|b| *b == b'1').unwrap();
+    req.body[at] = b'2';
+    let changed_body = req.send(a);
+    changed_body.expect_error(403, "InvalidSignatureException", "changed body");
+    assert!(changed_body.message().starts_with(SIGNATURE_MISMATCH));
+
+    // One byte of signed headers: Host, and a header the client chose to sign.
+    let changed_host = ok_call().header("Host", "localhosu").send(a);
+    changed_host.expect_error(403, "InvalidSignatureException", "changed Host");
+    let signed_extra = Req::register(&ok_body().to_string())
+        .header("X-Amz-User-Agent", "aws-sdk-rust/1")
+        .signed(&Signing::new());
+    assert_eq!(signed_extra.send(a).status, 200, "control");
+    signed_extra
+        .header("X-Amz-User-Agent", "aws-sdk-rust/2")
+        .send(a)
+        .expect_error(403, "InvalidSignatureException", "changed X-Amz-User-Agent");
+
+    // The signature itself, and a secret the emulator does not know for this key.
+    let mut req = ok_call();
+    let auth = req
+        .headers
+        .iter_mut()
+        .find(|(k, _)| k == "authorization")
+        .unwrap();
+    let last = auth.1.pop().unwrap();
+    auth.1.push(if last == '0' { '1' } else { '0' });
+    req.send(a)
+        .expect_error(403, "InvalidSignatureException", "changed signature");
+    Req::register(&ok_body().to_string())
+        .signed(&Signing::new().key(
+            ACCESS_KEY_ID,
+            "not-the-secret-key-of-this-pair-0000000",
+            Some(SESSION_TOKEN),
+        ))
+        .send(a)
+        .expect_error(403, "InvalidSignatureException", "wrong secret");
+
+    // Unsigned headers may change, as proxies change them.
+    let unsigned = ok_call().header("User-Agent", "changed-by-a-proxy");
+    assert_eq!(unsigned.send(a).status, 200);
+
+    // Host and X-Amz-Date must be signed; so must the session token of a temporary key.
+    let mut no_host = ok_call();
+    for (k, v) in &mut no_host.headers {
+        if k == "authorization" {
+            *v = v.replace(
+                "SignedHeaders=content-type;host;",
+                "SignedHeaders=content-type;",
+            );
+        }
+    }
+    let r = no_host.send(a);
+    r.expect_error(403, "IncompleteSignatureException", "host unsigned");
+    assert!(r.message().contains("'Host'"), "{}", r.message());
+}
+
+#[test]
+fn the_clock_window_is_fifteen_minutes_either_way() {
+    let emu = Emulator::start_with_shared_keys(&[]);
+    let twenty = Duration::from_secs(20 * 60);
+    let old = Req::register(&ok_body().to_string())
+        .signed(&Signing::new().at(SystemTime::now() - twenty))
+        .send(&emu.addr);
+    old.expect_error(403, "InvalidSignatureException", "20 minutes old");
+    let msg = old.message();
+    assert!(
+        msg.starts_with("Signature expired: ") && msg.contains(" is now earlier than "),
+        "{msg}"
+    );
+    assert!(msg.ends_with(" - 15 min.)"), "{msg}");
+    let future = Req::register(&ok_body().to_string())
+        .signed(&Signing::new().at(SystemTime::now() + twenty))
+        .send(&emu.addr);
+    future.expect_error(403, "InvalidSignatureException", "20 minutes ahead");
+    assert!(
+        future.message().starts_with("Signature not yet current: "),
+        "{}",
+        future.message()
+    );
+    // Inside the window, either way.
+    for offset in [-600i64, 600] {
+        let t = if offset < 0 {
+            SystemTime::now() - Duration::from_secs(600)
+        } else {
+            SystemTime::now() + Duration::from_secs(600)
+        };
+        let r = Req::register(&ok_body().to_string())
+            .signed(&Signing::new().at(t))
+            .send(&emu.addr);
+        assert_eq!(r.status, 200, "{offset}s: {r:?}");
+    }
+    // A malformed X-Amz-Date.
+    let r = ok_call()
+        .header("X-Amz-Date", "2026-12-01T12:00:00Z")
+        .send(&emu.addr);
+    r.expect_error(403, "IncompleteSignatureException", "extended format");
+}
+
+#[test]
+fn clock_offset_stands_for_a_node_clock_that_is_off() {
+    // AWS's clock 20 minutes ahead of this machine: a fresh signature is already expired.
+    let ahead = Emulator::start_with_shared_keys(&["--clock-offset", "20m"]);
+    let r = ok_call().send(&ahead.addr);
+    r.expect_error(403, "InvalidSignatureException", "clock 20m ahead");
+    let msg = r.message();
+    assert!(msg.starts_with("Signature expired: "), "{msg}");
+    // Its answers are dated by its clock (what the SDKs correct their skew from).
+    let date = r.header("date").expect("a Date header");
+    let secs = run_bounded(
+        Command::new("date").args(["-u", "-d", date, "+%s"]),
+        IO_TIMEOUT,
+    )
+    .stdout
+    .trim()
+    .parse::<i64>()
+    .unwrap_or_else(|e| panic!("Date {date:?}: {e}"));
+    assert!(
+        (secs - now() - 1200).abs() <= 5,
+        "Date {date} is not 20 min ahead"
+    );
+    // Signed by its clock, the call works, and the token's iat is AWS's time.
+    let r = Req::register(&ok_body().to_string())
+        .signed(&Signing::new().at(SystemTime::now() + Duration::from_secs(1200)))
+        .send(&ahead.addr);
+    assert_eq!(r.status, 200, "{r:?}");
+    let (_, claims, _) = jwt_parts(r.json()["Signature"].as_str().unwrap());
+    let iat = claims["iat"].as_i64().unwrap();
+    assert!((iat - now() - 1200).abs() <= 5, "iat {iat}");
+
+    let behind = Emulator::start_with_shared_keys(&["--clock-offset", "-20m"]);
+    let r = ok_call().send(&behind.addr);
+    r.expect_error(403, "InvalidSignatureException", "clock 20m behind");
+    assert!(
+        r.message().starts_with("Signature not yet current: "),
+        "{}",
+        r.message()
+    );
+    // A few minutes off is inside the window.
+    let close = Emulator::start_with_shared_keys(&["--clock-offset", "-5m"]);
+    assert_eq!(ok_call().send(&close.addr).status, 200);
+}
+
+#[test]
+fn temporary_keys_need_their_signed_session_token() {
+    let emu = Emulator::start_with_shared_keys(&[]);
+    let a = &emu.addr;
+    let no_token = ok_call().without("X-Amz-Security-Token").send(a);
+    no_token.expect_error(403, "UnrecognizedClientException", "no token");
+    assert_eq!(
+        no_token.message(),
+        "The security token included in the request is invalid."
+    );
+    // Signed without the token (as if the key were long-term), the token sent unsigned.
+    let unsigned = Req::register(&ok_body().to_string())
+        .signed(&Signing::new().key(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None))
+        .header("X-Amz-Security-Token", SESSION_TOKEN)
+        .send(a);
+    unsigned.expect_error(403, "IncompleteSignatureException", "token unsigned");
+    assert!(
+        unsigned.message().contains("X-Amz-Security-Token"),
+        "{}",
+        unsigned.message()
+    );
+    // Another token, signed.
+    Req::register(&ok_body().to_string())
+        .signed(&Signing::new().key(
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            Some("someone-else-s-token"),
+        ))
+        .send(a)
+        .expect_error(403, "UnrecognizedClientException", "wrong token");
+    // A key the emulator does not know.
+    let unknown = Req::register(&ok_body().to_string())
+        .signed(&Signing::new().key("ASIAUNKNOWNKEY000000", SECRET_ACCESS_KEY, Some("t")))
+        .send(a);
+    unknown.expect_error(403, "UnrecognizedClientException", "unknown key");
+    assert_eq!(
+        unknown.message(),
+        "The security token included in the request is invalid."
+    );
+}
+
+#[test]
+fn expired_credentials_get_expired_token_exception() {
     let emu = Emulator::start_with_shared_keys(&[
-        "--key-versions",
-        "1,2",
-        "--rotation-timestamp",
-        "1700000000",
+        "--expired-credentials",
+        "ASIAEXPIREDKEY000000:expiredSecret/0123456789:expiredToken0123",
     ]);
+    let r = Req::register(&ok_body().to_string())
+        .signed(&Signing::new().key(
+            "ASIAEXPIREDKEY000000",
+            "expiredSecret/0123456789",
+            Some("expiredToken0123"),
+        ))
+        .send(&emu.addr);
+    r.expect_error(403, "ExpiredTokenException", "expired token");
+    assert_eq!(
+        r.message(),
+        "The security token included in the request is expired"
+    );
+    // The ready line lists it after the usable pair.
+    let creds = emu.ready["credentials"].as_array().unwrap();
+    assert_eq!(creds.len(), 2, "{creds:?}");
+    assert_eq!(creds[0]["accessKeyId"], ACCESS_KEY_ID);
+    assert_eq!(creds[1]["expired"], true);
+    // The test pair still works beside it.
+    assert_eq!(ok_call().send(&emu.addr).status, 200);
+}
+
+#[test]
+fn long_term_keys_are_not_a_task_unless_said_so() {
+    let pair = format!("{EXAMPLE_ID}:{EXAMPLE_SECRET}");
+    let signing = Signing::new().key(EXAMPLE_ID, EXAMPLE_SECRET, None);
+    let emu = Emulator::start_with_shared_keys(&["--credentials", &pair]);
+    let r = Req::register(&ok_body().to_string())
+        .signed(&signing)
+        .send(&emu.addr);
+    r.expect_error(400, "PlatformNotSupportedException", "long-term key");
+    assert!(r.message().contains("Amazon ECS"), "{}", r.message());
+    // A long-term key with a session token is not recognised.
+    Req::register(&ok_body().to_string())
+        .signed(&Signing::new().key(EXAMPLE_ID, EXAMPLE_SECRET, Some("t")))
+        .send(&emu.addr)
+        .expect_error(
+            403,
+            "UnrecognizedClientException",
+            "long-term key with a token",
+        );
+
+    let tasks =
+        Emulator::start_with_shared_keys(&["--credentials", &pair, "--long-term-keys-are-tasks"]);
+    let r = Req::register(&ok_body().to_string())
+        .signed(&signing)
+        .send(&tasks.addr);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn without_credentials_the_emulator_knows_the_documented_example_pair() {
+    let kd = shared_key_dir();
+    let (st, _, err) = run_bin(
+        &["run", "--key-dir", kd.to_str().unwrap(), "--", "true"],
+        &[],
+    );
+    assert!(st.success(), "{err}");
+    let ready: Value = serde_json::from_str(err.lines().next().unwrap()).unwrap();
+    let creds = ready["credentials"].as_array().unwrap();
+    assert_eq!(
+        creds[0],
+        json!({"accessKeyId": EXAMPLE_ID, "secretAccessKey": EXAMPLE_SECRET, "sessionToken": null, "expired": false})
+    );
+    // Plus the temporary pair run hands out; --credentials replaces the default.
+    assert_eq!(creds.len(), 2, "{creds:?}");
+    let (st, _, err) = run_bin(
+        &[
+            "run",
+            "--key-dir",
+            kd.to_str().unwrap(),
+            "--credentials",
+            "ASIAMINE000000000000:s:t",
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    assert!(st.success(), "{err}");
+    let ready: Value = serde_json::from_str(err.lines().next().unwrap()).unwrap();
+    let ids: Vec<&str> = ready["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["accessKeyId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], "ASIAMINE000000000000");
+    assert!(!ids.contains(&EXAMPLE_ID), "{ids:?}");
+}
+
+#[test]
+fn a_task_in_another_region_gets_invalid_region_exception() {
+    let emu = Emulator::start_with_shared_keys(&["--task-region", "eu-west-1"]);
+    let r = ok_call().send(&emu.addr);
+    r.expect_error(400, "InvalidRegionException", "task in eu-west-1");
+    assert!(r.message().contains("same AWS Region"), "{}", r.message());
+    // Signed for the task's region instead, the scope is wrong for this endpoint.
+    Req::register(&ok_body().to_string())
+        .signed(&Signing::new().region("eu-west-1"))
+        .send(&emu.addr)
+        .expect_error(403, "InvalidSignatureException", "signed for eu-west-1");
+    // A task in the emulator's own region is served.
+    let home = Emulator::start_with_shared_keys(&["--task-region", "us-east-1"]);
+    assert_eq!(ok_call().send(&home.addr).status, 200);
+}
+
+#[test]
+fn every_answer_has_a_fresh_request_id_that_is_recorded() {
+    let emu = Emulator::start_with_shared_keys(&[]);
+    let answers = [
+        ok_call().send(&emu.addr),
+        ok_call().send(&emu.addr),
+        Req::register(&ok_body().to_string()).send(&emu.addr),
+        ok_call().header("Host", "elsewhere").send(&emu.addr),
+        register(&emu.addr, &json!({"ProductCode": PRODUCT})),
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 400, 403, 400]);
+    let ids: Vec<&str> = answers.iter().map(Resp::request_id).collect();
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        ids.len(),
+        "{ids:?}"
+    );
+    for id in &ids {
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(
+            id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+    let recorded: Vec<Value> = emu.calls().iter().map(|c| c["requestId"].clone()).collect();
+    assert_eq!(recorded, ids.iter().map(|i| json!(i)).collect::<Vec<_>>());
+
+    // Faults: service errors carry one; a proxy's page does not.
+    let emu = Emulator::start_with_shared_keys(&["--fault", "throttle"]);
+    assert!(!ok_call().send(&emu.addr).request_id().is_empty());
+    let emu = Emulator::start_with_shared_keys(&["--fault", "http-503-html"]);
+    let r = ok_call().send(&emu.addr);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-amzn-requestid"), None, "{r:?}");
+    assert_eq!(emu.calls()[0]["requestId"], Value::Null);
+}
+
+#[test]
+fn success_is_a_ps256_token_with_the_claims_as_sent() {
+    let emu = Emulator::start_with_shared_keys(&["--key-versions", "1,2"]);
     assert_eq!(emu.ready["region"], "us-east-1");
     assert_eq!(emu.ready["productCode"], PRODUCT);
     assert_eq!(emu.ready["publicKeyVersion"], 1);
@@ -384,12 +755,9 @@ fn success_is_a_ps256_token_with_the_claims_as_sent() {
         &json!({"ProductCode": PRODUCT, "PublicKeyVersion": 2, "Nonce": "abc-123"}),
     );
     assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(
-        resp.header("content-type"),
-        Some("application/x-amz-json-1.1")
-    );
+    assert_eq!(resp.header("content-type"), Some(JSON_1_1));
     let body = resp.json();
-    assert_eq!(body["PublicKeyRotationTimestamp"], 1700000000);
+    assert!(body.get("PublicKeyRotationTimestamp").is_none(), "{body}");
     let token = body["Signature"].as_str().unwrap();
     let (header, _, _) = jwt_parts(token);
     assert_eq!(header, json!({"alg": "PS256", "typ": "JWT"}));
@@ -427,20 +795,73 @@ fn success_is_a_ps256_token_with_the_claims_as_sent() {
 }
 
 #[test]
+fn the_rotation_timestamp_is_sent_for_expiring_key_versions_only() {
+    let rotation = |emu: &Emulator, version: u32| {
+        register(
+            &emu.addr,
+            &json!({"ProductCode": PRODUCT, "PublicKeyVersion": version}),
+        )
+        .json()
+        .get("PublicKeyRotationTimestamp")
+        .cloned()
+    };
+    // Default: every served version but the highest expires.
+    let emu = Emulator::start_with_shared_keys(&[
+        "--key-versions",
+        "1,2,3",
+        "--rotation-timestamp",
+        "1700000000",
+    ]);
+    let got: Vec<Option<Value>> = (1..=3).map(|v| rotation(&emu, v)).collect();
+    assert_eq!(
+        got,
+        [Some(json!(1700000000)), Some(json!(1700000000)), None]
+    );
+    // Named.
+    let emu = Emulator::start_with_shared_keys(&[
+        "--key-versions",
+        "1,2,3",
+        "--rotation-timestamp",
+        "1700000000",
+        "--expiring-key-versions",
+        "2",
+    ]);
+    let got: Vec<Option<Value>> = (1..=3).map(|v| rotation(&emu, v)).collect();
+    assert_eq!(got, [None, Some(json!(1700000000)), None]);
+    // No timestamp without --rotation-timestamp.
+    let emu = Emulator::start_with_shared_keys(&["--key-versions", "1,2"]);
+    assert_eq!(rotation(&emu, 1), None);
+
+    // A timestamp that applies to no version, or a version not served, is a usage error.
+    for args in [
+        &["--rotation-timestamp", "1700000000"][..],
+        &[
+            "--key-versions",
+            "1,2",
+            "--rotation-timestamp",
+            "1700000000",
+            "--expiring-key-versions",
+            "3",
+        ],
+        &["--key-versions", "1,2", "--expiring-key-versions", "1"],
+    ] {
+        let (st, _, err) = run_bin(args, &[]);
+        assert_eq!(st.code(), Some(2), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn fail_first_throttles_then_succeeds_and_records_every_call() {
     let emu = Emulator::start_with_shared_keys(&["--fault", "throttle", "--fail-first", "2"]);
     // A rejected call is recorded but does not use up a fault slot.
-    let rejected = call_with(
-        &emu.addr,
-        Some("AWSMPMeteringService.RegisterUsage"),
-        Some("application/x-amz-json-1.1"),
-        None,
-        "{}",
-    );
+    let rejected = Req::register("{}").send(&emu.addr);
     assert_eq!(rejected.status, 400);
     let mut seen = Vec::new();
+    let signed_at = SystemTime::now();
     for _ in 0..3 {
-        let r = register(&emu.addr, &ok_body());
+        let r = Req::register(&ok_body().to_string())
+            .signed(&Signing::new().at(signed_at))
+            .send(&emu.addr);
         seen.push((r.status, r.json().get("__type").cloned()));
     }
     assert_eq!(
@@ -456,16 +877,17 @@ fn fail_first_throttles_then_succeeds_and_records_every_call() {
     assert_eq!(lines[0]["call"], 1);
     assert_eq!(lines[0]["status"], 400);
     assert_eq!(lines[0]["credentialScope"], Value::Null);
+    let scope = format!(
+        "{ACCESS_KEY_ID}/{}/us-east-1/aws-marketplace/aws4_request",
+        scope_day(signed_at)
+    );
     for (i, line) in lines[1..].iter().enumerate() {
         assert_eq!(line["call"], i as u64 + 2);
-        assert_eq!(line["target"], "AWSMPMeteringService.RegisterUsage");
+        assert_eq!(line["target"], TARGET);
         assert_eq!(line["productCode"], PRODUCT);
         assert_eq!(line["publicKeyVersion"], 1);
         assert_eq!(line["nonce"], "n-123");
-        assert_eq!(
-            line["credentialScope"],
-            "AKIDTEST/20240101/us-east-1/aws-marketplace/aws4_request"
-        );
+        assert_eq!(line["credentialScope"], scope.as_str());
     }
     let faults: Vec<_> = lines[1..]
         .iter()
@@ -479,35 +901,23 @@ fn fail_first_throttles_then_succeeds_and_records_every_call() {
             (json!("none"), json!(200))
         ]
     );
+    // No secret in the record or the log.
+    let record = fs::read_to_string(&emu.record).unwrap();
+    let log = fs::read_to_string(emu.dir.join("emulator.stderr")).unwrap();
+    for text in [&record, &log] {
+        assert!(!text.contains(SECRET_ACCESS_KEY) && !text.contains(SESSION_TOKEN));
+        assert!(!text.contains("Signature="), "{text}");
+    }
 }
 
 #[test]
-fn service_error_faults() {
-    let cases = [
-        ("not-entitled", 400, "CustomerNotEntitledException"),
-        (
-            "platform-not-supported",
-            400,
-            "PlatformNotSupportedException",
-        ),
-        ("invalid-product-code", 400, "InvalidProductCodeException"),
-        ("invalid-region", 400, "InvalidRegionException"),
-        (
-            "invalid-public-key-version",
-            400,
-            "InvalidPublicKeyVersionException",
-        ),
-        ("disabled-api", 400, "DisabledApiException"),
-        ("internal-error", 500, "InternalServiceErrorException"),
-        ("throttle", 400, "ThrottlingException"),
-        ("access-denied", 400, "AccessDeniedException"),
-        ("unrecognized-client", 400, "UnrecognizedClientException"),
-    ];
-    for (fault, status, ty) in cases {
-        let emu = Emulator::start_with_shared_keys(&["--fault", fault]);
+fn service_error_faults_answer_as_the_shared_table_says() {
+    for f in SERVICE_FAULTS {
+        let emu = Emulator::start_with_shared_keys(&["--fault", f.fault]);
         let r = register(&emu.addr, &ok_body());
-        assert_eq!((r.status, r.error_type().as_str()), (status, ty), "{fault}");
-        assert!(!r.json()["message"].as_str().unwrap().is_empty());
+        r.expect_error(f.status, f.error_type, f.fault);
+        assert!(!r.message().is_empty());
+        assert!(!r.request_id().is_empty());
     }
     let emu = Emulator::start_with_shared_keys(&["--fault", "http-502-html"]);
     let r = register(&emu.addr, &ok_body());
@@ -516,21 +926,136 @@ fn service_error_faults() {
     assert!(String::from_utf8_lossy(&r.body).contains("502 Bad Gateway"));
 }
 
+/// `--list-faults`, parsed.
+fn listed_faults() -> Vec<Value> {
+    let (st, out, err) = run_bin(&["--list-faults"], &[]);
+    assert!(st.success(), "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// Reads from `s` until EOF, a reset or `limit`; returns what arrived and how it ended.
+fn read_all(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Result<(), std::io::ErrorKind>) {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, Ok(())),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => return (out, Err(e.kind())),
+        }
+    }
+}
+
+#[test]
+fn every_listed_fault_does_what_its_kind_says() {
+    let listed = listed_faults();
+    let names: Vec<&str> = listed.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    // The help lists the same faults.
+    let (_, help, _) = run_bin(&["--help"], &[]);
+    for name in &names {
+        assert!(help.contains(name), "--help lacks {name}");
+    }
+    // The shared table holds exactly the service errors the emulator lists.
+    let listed_service: Vec<&str> = listed
+        .iter()
+        .filter(|f| f["kind"] == "service-error")
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let table: Vec<&str> = SERVICE_FAULTS.iter().map(|f| f.fault).collect();
+    assert_eq!(listed_service, table);
+
+    for fault in &listed {
+        let name = fault["name"].as_str().unwrap();
+        let kind = fault["kind"].as_str().unwrap();
+        let mut flags = vec!["--fault", name];
+        if kind == "raw" {
+            flags.extend(["--trickle-interval", "1ms", "--oversize-bytes", "100000"]);
+        }
+        let emu = Emulator::start_with_shared_keys(&flags);
+        let pem = emu.public_pem(1);
+        let mut s = TcpStream::connect(&emu.addr).unwrap();
+        // A connection fault may close the connection before the request is written.
+        let _ = s.write_all(&ok_call().bytes());
+        let limit = if name == "hang" {
+            Duration::from_millis(500)
+        } else {
+            IO_TIMEOUT
+        };
+        let (raw, end) = read_all(&mut s, limit);
+        let what = format!("{name} ({kind}): {:?}", String::from_utf8_lossy(&raw));
+        match kind {
+            "none" => assert_signed(&parse(&raw), &pem),
+            "service-error" => {
+                let want = service_fault(name).unwrap();
+                assert_eq!(fault["status"], want.status, "{name}");
+                assert_eq!(fault["errorType"], want.error_type, "{name}");
+                parse(&raw).expect_error(want.status, want.error_type, name);
+            }
+            "html-page" => {
+                let r = parse(&raw);
+                assert_eq!(json!(r.status), fault["status"], "{what}");
+                assert_eq!(r.header("content-type"), Some("text/html"), "{what}");
+            }
+            "token" => {
+                let r = parse(&raw);
+                assert_eq!(r.status, 200, "{what}");
+                if name != "token-html-answer" {
+                    // The answer parses; what is wrong is the token (token_faults below).
+                    r.json();
+                }
+            }
+            "content-type" => {
+                let r = parse(&raw);
+                assert_eq!(r.status, 200, "{what}");
+                assert_ne!(r.header("content-type"), Some(JSON_1_1), "{what}");
+                assert_signed(&r, &pem);
+            }
+            "network" | "connection" => {
+                assert!(raw.is_empty(), "{what}");
+                if name == "hang" {
+                    assert!(
+                        matches!(
+                            end,
+                            Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                        ),
+                        "{what}: {end:?}"
+                    );
+                }
+            }
+            "raw" if name == "reset-headers" => {
+                assert!(raw.starts_with(b"HTTP/1.1 200 "), "{what}");
+                assert!(!raw.windows(4).any(|w| w == b"\r\n\r\n"), "{what}");
+                assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "{what}");
+            }
+            "raw" => {
+                let r = parse(&raw);
+                assert_eq!(r.status, 200, "{what}");
+                let length: Option<usize> = r.header("content-length").map(|l| l.parse().unwrap());
+                match name {
+                    "trickle" => assert_signed(&r, &pem),
+                    "truncated-body" | "reset-body" => {
+                        assert!(length.unwrap() > r.body.len(), "{what}")
+                    }
+                    "oversize-body" => assert_eq!(length, Some(100_000)),
+                    "oversize-chunked" => {
+                        assert_eq!(r.header("transfer-encoding"), Some("chunked"))
+                    }
+                    "oversize-eof" => assert_eq!(r.body.len(), 100_000),
+                    other => panic!("no check for raw fault {other}"),
+                }
+            }
+            other => panic!("{name}: unknown kind {other}"),
+        }
+    }
+}
+
 #[test]
 fn hang_and_drop_faults() {
     let emu = Emulator::start_with_shared_keys(&["--fault", "drop"]);
-    let a = auth("us-east-1", "aws-marketplace");
-    let req = build(
-        "POST",
-        "/",
-        &[
-            ("X-Amz-Target", "AWSMPMeteringService.RegisterUsage"),
-            ("Content-Type", "application/x-amz-json-1.1"),
-            ("X-Amz-Date", "20240101T000000Z"),
-            ("Authorization", &a),
-        ],
-        ok_body().to_string().as_bytes(),
-    );
+    let req = ok_call().bytes();
     match send_raw(&emu.addr, &req, IO_TIMEOUT) {
         Ok(bytes) => assert!(
             bytes.is_empty(),
@@ -541,8 +1066,12 @@ fn hang_and_drop_faults() {
     }
     let lines = emu.wait_for_calls(1);
     assert_eq!(
-        (lines[0]["fault"].clone(), lines[0]["status"].clone()),
-        (json!("drop"), Value::Null)
+        (
+            lines[0]["fault"].clone(),
+            lines[0]["status"].clone(),
+            lines[0]["requestId"].clone()
+        ),
+        (json!("drop"), Value::Null, Value::Null)
     );
 
     let emu = Emulator::start_with_shared_keys(&["--fault", "hang", "--fail-first", "1"]);
@@ -693,11 +1222,16 @@ fn run_bin(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) 
 }
 
 fn run_cmd(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let (st, out, _) = run_cmd_with_ready(args, env);
+    (st, out)
+}
+
+/// `run` with the shared keys; returns (status, stdout, stderr: the ready line first).
+fn run_cmd_with_ready(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let kd = shared_key_dir();
     let mut full = vec!["run", "--key-dir", kd.to_str().unwrap()];
     full.extend_from_slice(args);
-    let (st, out, _) = run_bin(&full, env);
-    (st, out)
+    run_bin(&full, env)
 }
 
 #[test]
@@ -713,8 +1247,8 @@ fn run_passes_env_and_exit_code() {
     );
     assert_eq!(st.code(), Some(7));
 
-    let script = r#"echo "$AWS_ENDPOINT_URL_MARKETPLACE_METERING|$AWS_REGION|$AWS_ACCESS_KEY_ID|$AWS_EC2_METADATA_DISABLED|$MPGATE_PRODUCT_CODE|$MPGATE_PUBLIC_KEY_VERSION|${AWS_PROFILE-unset}|${AWS_SESSION_TOKEN-unset}|${AWS_ENDPOINT_URL-unset}"; test -s "$MPGATE_PUBLIC_KEY_FILE" && test -n "$AWS_SECRET_ACCESS_KEY""#;
-    let (st, out) = run_cmd(
+    let script = r#"echo "$AWS_ENDPOINT_URL_MARKETPLACE_METERING|$AWS_REGION|$AWS_EC2_METADATA_DISABLED|$MPGATE_PRODUCT_CODE|$MPGATE_PUBLIC_KEY_VERSION|${AWS_PROFILE-unset}|${AWS_ENDPOINT_URL-unset}|$AWS_ACCESS_KEY_ID|$AWS_SECRET_ACCESS_KEY|$AWS_SESSION_TOKEN"; test -s "$MPGATE_PUBLIC_KEY_FILE""#;
+    let (st, out, err) = run_cmd_with_ready(
         &[
             "--region",
             "eu-central-1",
@@ -729,6 +1263,8 @@ fn run_passes_env_and_exit_code() {
         ],
         &[
             ("AWS_PROFILE", "p"),
+            ("AWS_ACCESS_KEY_ID", "AKIAINHERITED0000000"),
+            ("AWS_SECRET_ACCESS_KEY", "inherited"),
             ("AWS_SESSION_TOKEN", "t"),
             ("AWS_ENDPOINT_URL", "http://elsewhere"),
         ],
@@ -737,18 +1273,28 @@ fn run_passes_env_and_exit_code() {
     let f: Vec<&str> = out.trim().split('|').collect();
     assert!(f[0].starts_with("http://127.0.0.1:"), "{out}");
     assert_eq!(
-        &f[1..],
-        [
-            "eu-central-1",
-            "AKIAEMULATOREXAMPLE",
-            "true",
-            "prod-x",
-            "2",
-            "unset",
-            "unset",
-            "unset"
-        ]
+        &f[1..7],
+        ["eu-central-1", "true", "prod-x", "2", "unset", "unset"]
     );
+    // Fresh temporary credentials, as a task role's, replacing the inherited ones; the
+    // emulator knows them (its ready line lists them).
+    let (id, secret, token) = (f[7], f[8], f[9]);
+    assert!(id.starts_with("ASIA") && id.len() == 20, "{out}");
+    assert!(
+        secret.len() >= 40 && !token.is_empty() && token != "t",
+        "{out}"
+    );
+    let ready: Value = serde_json::from_str(err.lines().next().unwrap()).unwrap();
+    assert!(
+        ready["credentials"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"accessKeyId": id, "secretAccessKey": secret, "sessionToken": token, "expired": false})),
+        "{ready}"
+    );
+    // Each run hands out another pair.
+    let (_, again, _) = run_cmd_with_ready(&["--", "sh", "-c", "echo $AWS_ACCESS_KEY_ID"], &[]);
+    assert_ne!(again.trim(), id);
 
     // The child can reach the emulator through the URL it was given.
     let (st, _) = run_cmd(&["--", "sh", "-c", "exit 0"], &[]);
@@ -777,6 +1323,11 @@ fn serve_exits_zero_on_sigterm_and_bad_flags_exit_two() {
         &["--latency", "soon"],
         &["run"],
         &["serve", "extra"],
+        &["--credentials", "AKIDONLY"],
+        &["--expired-credentials", "ASIAX:secret"],
+        &["--credentials", "ASIAX:s:t", "--credentials", "ASIAX:s2"],
+        &["--clock-offset", "soon"],
+        &["--task-region", "eu west"],
     ] {
         let (st, _, err) = run_bin(args, &[]);
         assert_eq!(st.code(), Some(2), "{args:?}");
@@ -795,6 +1346,13 @@ fn serve_exits_zero_on_sigterm_and_bad_flags_exit_two() {
         "--fail-first",
         "--latency",
         "--rotation-timestamp",
+        "--expiring-key-versions",
+        "--credentials",
+        "--expired-credentials",
+        "--long-term-keys-are-tasks",
+        "--task-region",
+        "--clock-offset",
+        "--list-faults",
         "--record",
         "--tls",
         "caFile",
@@ -901,17 +1459,16 @@ fn send_tls(
     tls_exchange(TcpStream::connect(addr)?, name, cfg, request)
 }
 
-/// A complete RegisterUsage request (`path` may be absolute-form, for proxies).
+/// A complete, signed RegisterUsage request (`path` may be absolute-form, for proxies), with
+/// `extra` headers added after signing (as a proxy's credentials are).
 fn register_request(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
-    let a = auth("us-east-1", "aws-marketplace");
-    let mut headers = vec![
-        ("X-Amz-Target", "AWSMPMeteringService.RegisterUsage"),
-        ("Content-Type", "application/x-amz-json-1.1"),
-        ("X-Amz-Date", "20240101T000000Z"),
-        ("Authorization", a.as_str()),
-    ];
-    headers.extend_from_slice(extra);
-    build("POST", path, &headers, ok_body().to_string().as_bytes())
+    let mut req = Req::register(&ok_body().to_string());
+    req.path = path.into();
+    let req = req.signed(&Signing::new());
+    extra
+        .iter()
+        .fold(req, |req, (k, v)| req.header(k, v))
+        .bytes()
 }
 
 fn assert_signed(r: &Resp, pem: &[u8]) {

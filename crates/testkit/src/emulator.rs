@@ -1,6 +1,8 @@
 //! The emulator wrapper: `mpgate-emulator serve` with flags, its ready line and `--record` file.
 //!
-//! Each emulator runs in a scratch directory of its own and is killed when dropped.
+//! Each emulator runs in a scratch directory of its own and is killed when dropped. It knows
+//! the temporary test credentials below (`--credentials`), as a task role's: the emulator
+//! verifies SigV4, so a client must sign with a pair it knows.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -14,6 +16,18 @@ use crate::{emulator_exe, ready, scratch, target_tmpdir, CHILD_LIMIT};
 
 /// Bound on an emulator's start: generating its RSA keys on a loaded 2-core machine.
 pub const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// The temporary test credentials every [`Emulator`] knows, shaped like a task role's (an
+/// `ASIA` key id with a session token). The secret and token are distinctive so that tests can
+/// search logs for them.
+pub const ACCESS_KEY_ID: &str = "ASIAMPGATETESTKEY123";
+pub const SECRET_ACCESS_KEY: &str = "mpgateTestSecretKeyDoNotLogMe0123456789ab";
+pub const SESSION_TOKEN: &str = "mpgateTestSessionTokenDoNotLogMe9876543210";
+
+/// The `--credentials` value of the test pair.
+pub fn test_credentials() -> String {
+    format!("{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}:{SESSION_TOKEN}")
+}
 
 /// A running emulator; killed when dropped.
 pub struct Emulator {
@@ -43,7 +57,8 @@ pub fn shared_key_dir() -> PathBuf {
 }
 
 impl Emulator {
-    /// `serve` with `flags` and fresh keys of its own.
+    /// `serve` with `flags` (after `--credentials` with the test pair, so `flags` may name
+    /// more pairs) and fresh keys of its own.
     pub fn start(flags: &[&str]) -> Emulator {
         let dir = scratch("emu");
         Emulator::serve(&dir.join("keys"), dir, flags)
@@ -65,6 +80,8 @@ impl Emulator {
             .arg(key_dir)
             .arg("--record")
             .arg(&record)
+            .arg("--credentials")
+            .arg(test_credentials())
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,8 +1,9 @@
 //! The one home of the integration tests' helpers, shared by the gate's and the emulator's.
 //!
 //! Binaries and scratch directories and result files (here), bounded waits ([`wait`]), output
-//! drains ([`drain`]), running children ([`live`]), the emulator ([`emulator`]), its ready
-//! line ([`ready`]) and a test HTTP proxy ([`proxy`]).
+//! drains ([`drain`]), running children ([`live`]), the emulator ([`emulator`]) and its test
+//! credentials, its ready line ([`ready`]), its service-error faults ([`faults`]), SigV4 for
+//! raw requests ([`sigv4`]) and a test HTTP proxy ([`proxy`]).
 //!
 //! It depends on none of the project's crates (the emulator is run as a binary), and on no
 //! path that Cargo only names to integration tests at compile time: the target directory is
@@ -10,9 +11,11 @@
 
 pub mod drain;
 pub mod emulator;
+pub mod faults;
 pub mod live;
 pub mod proxy;
 pub mod ready;
+pub mod sigv4;
 pub mod wait;
 
 pub use drain::Drain;
