@@ -668,14 +668,20 @@ pub fn humantime(d: Duration) -> String {
 /// Failures that would fail the same way again: retrying only burns the deadline.
 /// A certificate the trust store rejects comes back, so does a proxy's demand for
 /// credentials; an answer over the size bound is not from the Metering service (its length
-/// may only show while the body is read).
+/// may only show while the body is read). AWS answers 403 before it looks at the call (the
+/// credentials, the signature, the clock): the SDK would retry a skewed clock once with a
+/// corrected signing time, and the node's clock would then show only as a token refused for
+/// its `iat`, instead of AWS's own "Signature expired".
 #[derive(Debug)]
 struct RetryingWontHelp;
 
 impl ClassifyRetry for RetryingWontHelp {
     fn classify_retry(&self, context: &InterceptorContext) -> RetryAction {
+        let forbidden_by_aws = context
+            .response()
+            .is_some_and(|r| r.status().as_u16() == 403);
         match context.output_or_error() {
-            Some(Err(error)) if is_final(error) => RetryAction::RetryForbidden,
+            Some(Err(error)) if forbidden_by_aws || is_final(error) => RetryAction::RetryForbidden,
             _ => RetryAction::NoActionIndicated,
         }
     }

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use mpgate_testkit::faults::{ServiceFault, SERVICE_FAULTS};
 use mpgate_testkit::{result_file, scratch, Emulator};
 use serde_json::Value;
 
@@ -119,24 +120,19 @@ fn a_workload_signature_variable_is_never_inherited() {
 
 #[test]
 fn service_answers_map_to_their_exit_codes_and_say_what_to_do() {
-    let cases: &[(&str, i32, &str)] = &[
-        ("not-entitled", 10, "not entitled"),
-        ("platform-not-supported", 11, "Amazon ECS, Amazon EKS"),
-        ("invalid-product-code", 13, "MPGATE_PRODUCT_CODE"),
-        (
-            "invalid-public-key-version",
-            13,
-            "MPGATE_PUBLIC_KEY_VERSION",
-        ),
-        ("invalid-region", 13, "AWS_REGION"),
-        ("disabled-api", 13, "DisabledApiException"),
-        ("access-denied", 13, "aws-marketplace:RegisterUsage"),
-        ("unrecognized-client", 13, "rejected the credentials"),
-    ];
-    for (fault, code, hint) in cases {
+    // The shared table (testkit's faults.rs): the emulator's tests check its statuses and
+    // error types, the conformance test its list against botocore's model.
+    let final_answers = SERVICE_FAULTS.iter().filter(|f| f.exit_code != 14);
+    for fault in final_answers {
+        let ServiceFault {
+            fault,
+            exit_code,
+            hint,
+            ..
+        } = *fault;
         let emu = Emulator::start(&["--fault", fault]);
         let out = emu.gate().args(["sh", "-c", "echo workload ran"]).run();
-        out.expect(*code);
+        out.expect(exit_code);
         assert_eq!(out.stdout, "", "{fault}: the workload must not run");
         let message = out.error_message();
         assert!(message.contains(hint), "{fault}: {message}");
