@@ -18,7 +18,10 @@ o2kQ+X5xK9cipRgEKwIDAQAB
 ";
 
 fn nonce_of(call: &Value) -> String {
-    call["nonce"].as_str().unwrap_or_default().to_string()
+    call["nonce"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the call carried no nonce: {call}"))
+        .to_string()
 }
 
 #[test]

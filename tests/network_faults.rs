@@ -76,7 +76,9 @@ fn check(m: &Measured, code: i32, fragments: &[&str]) -> String {
 fn retried_with_one_nonce(emu: &Emulator, fault: &str, min: usize) -> Vec<Value> {
     let calls = emu.calls();
     assert!(calls.len() >= min, "{fault}: {} call(s)", calls.len());
-    let nonce = calls[0]["nonce"].as_str().unwrap_or_default();
+    let nonce = calls[0]["nonce"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{fault}: no nonce: {calls:?}"));
     assert_eq!(nonce.len(), 64, "{calls:?}");
     for call in &calls {
         assert_eq!(

@@ -63,7 +63,11 @@ impl Proxy {
     /// The request lines seen so far, e.g. `"CONNECT metering.emulator.test:443 HTTP/1.1"`
     /// or `"POST http://metering.emulator.test:1234/ HTTP/1.1"`.
     pub fn requests(&self) -> Vec<String> {
-        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+        // A poisoned log means a proxy thread panicked: the test must fail, not see no requests.
+        self.requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|_| panic!("a test proxy thread panicked"))
     }
 
     fn spawn(upstream: SocketAddr, auth: Option<String>) -> Proxy {
