@@ -67,10 +67,9 @@ fn pair_from(kp: &KeyPair) -> Result<PemPair, String> {
     })
 }
 
-fn load_private(path: &Path) -> Result<PemPair, String> {
-    let text =
-        fs::read_to_string(path).map_err(|e| err(format!("cannot read {}", path.display()), e))?;
-    let der = pem_decode("PRIVATE KEY", &text)
+/// The pair of a PEM PKCS#8 private key read from `path`.
+fn parse_private(text: &str, path: &Path) -> Result<PemPair, String> {
+    let der = pem_decode("PRIVATE KEY", text)
         .ok_or_else(|| format!("{}: not a PKCS#8 PEM private key", path.display()))?;
     let kp = KeyPair::from_pkcs8(&der)
         .map_err(|e| err(format!("{}: not an RSA private key", path.display()), e))?;
@@ -111,32 +110,6 @@ fn tmp_path(path: &Path) -> PathBuf {
         super::random_u64()
     ));
     path.with_file_name(name)
-}
-
-/// Create the private key file only if it does not exist yet (hard link of a complete temp
-/// file, so concurrent emulators sharing a key dir agree on one key). Returns the key in force.
-fn create_private_once(path: &Path, fresh: PemPair) -> Result<PemPair, String> {
-    let tmp = tmp_path(path);
-    let write = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(fresh.private_pem.as_bytes())?;
-        f.sync_all()
-    })();
-    if let Err(e) = write {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(format!("cannot write {}", tmp.display()), e));
-    }
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(fresh),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_private(path),
-        Err(e) => Err(err(format!("cannot create {}", path.display()), e)),
-    }
 }
 
 /// Return the contents of `path`, creating it first with `make()` (mode `mode`) if it does
@@ -188,11 +161,11 @@ pub fn prepare(dir: &Path, versions: &[u32]) -> Result<Vec<VersionKey>, String> 
     for &version in versions {
         let private_path = dir.join(format!("private-key-v{version}.pem"));
         let public_path = dir.join(format!("public-key-v{version}.pem"));
-        let pair = if private_path.exists() {
-            load_private(&private_path)?
-        } else {
-            create_private_once(&private_path, generate()?)?
-        };
+        // The key in force: one emulator creates it, the others sharing the dir read it.
+        let private_pem = create_once(&private_path, 0o600, || {
+            generate().map(|fresh| fresh.private_pem)
+        })?;
+        let pair = parse_private(&private_pem, &private_path)?;
         // Same content from every writer (derived from the private key in force).
         write_atomic(&public_path, &pair.public_pem, 0o644)
             .map_err(|e| err(format!("cannot write {}", public_path.display()), e))?;
