@@ -155,6 +155,9 @@ Options:
                              pair AKIAIOSFODNN7EXAMPLE /
                              wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY (long-term). run
                              also knows the temporary pair it hands out
+  --access-key-id ID --secret-access-key SECRET [--session-token TOKEN]
+                             the same pair spelled out (repeatable: each
+                             --access-key-id starts a pair)
   --expired-credentials ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN
                              a temporary pair whose token has expired (repeatable):
                              calls with it get ExpiredTokenException
@@ -298,6 +301,9 @@ where
     let mut seen_positional = false;
     let mut run = false;
     let mut expiring: Option<Vec<u32>> = None;
+    // `--access-key-id ID --secret-access-key SECRET [--session-token TOKEN]`, the spelled-out
+    // form of one `--credentials` pair: (id, secret, token) of the pair being given.
+    let mut spelled: Option<(String, Option<String>, Option<String>)> = None;
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(e)? {
         match arg {
@@ -370,6 +376,23 @@ where
                 let v = string(parser.value().map_err(e)?, "--credentials")?;
                 opts.credentials
                     .push(Credential::parse(&v, false).map_err(|m| format!("--credentials: {m}"))?);
+            }
+            Long("access-key-id") => {
+                let id = string(parser.value().map_err(e)?, "--access-key-id")?;
+                if let Some(pair) = spelled.replace((id, None, None)) {
+                    opts.credentials.push(spelled_pair(pair)?);
+                }
+            }
+            Long(name @ ("secret-access-key" | "session-token")) => {
+                let (flag, is_token) = (format!("--{name}"), name == "session-token");
+                let v = string(parser.value().map_err(e)?, &flag)?;
+                let Some((_, secret, token)) = spelled.as_mut() else {
+                    return Err(format!("{flag}: give --access-key-id first"));
+                };
+                let slot = if is_token { token } else { secret };
+                if slot.replace(v).is_some() {
+                    return Err(format!("{flag}: given twice for one --access-key-id"));
+                }
             }
             Long("expired-credentials") => {
                 let v = string(parser.value().map_err(e)?, "--expired-credentials")?;
@@ -450,6 +473,9 @@ where
         }
         None => Mode::Serve,
     };
+    if let Some(pair) = spelled {
+        opts.credentials.push(spelled_pair(pair)?);
+    }
     opts.expiring_key_versions = resolve_expiring(&opts, expiring)?;
     let mut ids: Vec<&str> = Vec::new();
     for c in opts.credentials.iter().chain(&opts.expired_credentials) {
@@ -495,6 +521,22 @@ fn resolve_expiring(opts: &Options, named: Option<Vec<u32>>) -> Result<Vec<u32>,
         return Err("--rotation-timestamp: no key version is expiring; serve a newer one (--key-versions 1,2: all but the highest expire) or name them with --expiring-key-versions".into());
     }
     Ok(expiring)
+}
+
+/// A pair given as `--access-key-id` / `--secret-access-key` / `--session-token`.
+fn spelled_pair(
+    (id, secret, token): (String, Option<String>, Option<String>),
+) -> Result<Credential, String> {
+    let Some(secret) = secret else {
+        return Err(format!(
+            "--access-key-id {id}: give its --secret-access-key"
+        ));
+    };
+    let joined = match token {
+        Some(token) => format!("{id}:{secret}:{token}"),
+        None => format!("{id}:{secret}"),
+    };
+    Credential::parse(&joined, false).map_err(|m| format!("--access-key-id {id}: {m}"))
 }
 
 #[cfg(test)]
@@ -666,5 +708,56 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn a_pair_can_be_spelled_out_with_access_key_id_and_secret_access_key() {
+        let (_, o) = go(&[
+            "serve",
+            "--access-key-id",
+            "AKIAEXAMPLE0000001",
+            "--secret-access-key",
+            "secret1",
+            "--access-key-id",
+            "ASIAEXAMPLE0000002",
+            "--secret-access-key",
+            "secret2",
+            "--session-token",
+            "token2",
+        ])
+        .unwrap();
+        let pairs: Vec<_> = o
+            .credentials
+            .iter()
+            .map(|c| {
+                (
+                    c.access_key_id.as_str(),
+                    c.secret_access_key.as_str(),
+                    c.session_token.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("AKIAEXAMPLE0000001", "secret1", None),
+                ("ASIAEXAMPLE0000002", "secret2", Some("token2")),
+            ]
+        );
+        for bad in [
+            &["serve", "--secret-access-key", "s"][..],
+            &["serve", "--access-key-id", "AKIAEXAMPLE0000001"][..],
+            &[
+                "serve",
+                "--access-key-id",
+                "AKIAEXAMPLE0000001",
+                "--secret-access-key",
+                "a",
+                "--secret-access-key",
+                "b",
+            ][..],
+        ] {
+            assert!(go(bad).is_err(), "{bad:?}");
+        }
     }
 }
