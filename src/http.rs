@@ -290,6 +290,7 @@ impl HttpConnector for Transport {
                     .insert(hyper::header::PROXY_AUTHORIZATION, auth.clone());
             }
         }
+        capture_for_poisoning(&mut request);
         let from = origin(request.uri());
         let answer = self.client.request(request);
         HttpConnectorFuture::new(async move {
@@ -545,6 +546,36 @@ fn connector_error(error: hyper_util::client::legacy::Error) -> ConnectorError {
         None => |e| ConnectorError::other(e, None),
     };
     make(error.into())
+}
+
+/// Lets the SDK close a connection after a failed attempt (a 5xx, a timeout) instead of
+/// reusing it, as its own connector does: the SDK asks the request for the connection, and
+/// without one it logs an ERROR ("no connection was found") on every retry.
+fn capture_for_poisoning(request: &mut hyper::Request<SdkBody>) {
+    use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
+    let Some(smithy) = request
+        .extensions()
+        .get::<CaptureSmithyConnection>()
+        .cloned()
+    else {
+        return;
+    };
+    let captured = hyper_util::client::legacy::connect::capture_connection(request);
+    smithy.set_connection_retriever(move || {
+        let proxied = captured.connection_metadata().as_ref()?.is_proxied();
+        let captured = captured.clone();
+        let poison = move || {
+            if let Some(connected) = captured.connection_metadata().as_ref() {
+                connected.poison();
+            }
+        };
+        Some(
+            ConnectionMetadata::builder()
+                .proxied(proxied)
+                .poison_fn(poison)
+                .build(),
+        )
+    });
 }
 
 /// An answer's body as the SDK reads it, failing with [`AnswerTooLarge`] past

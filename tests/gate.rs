@@ -208,6 +208,28 @@ fn retries_reuse_one_nonce_until_the_service_answers() {
 }
 
 #[test]
+fn a_retried_5xx_closes_its_connection_and_logs_no_error_when_the_retry_succeeds() {
+    let emu = Emulator::start(&["--fault", "internal-error", "--fail-first", "1"]);
+    let out = emu
+        .gate()
+        .env("MPGATE_LOG", "info,aws_smithy_runtime=debug")
+        .run();
+    out.expect(0);
+    assert_eq!(emu.calls().len(), 2);
+    let lines = out.log_lines();
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // The SDK closes the connection of a failed attempt rather than reusing it.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "the connection was marked for closure"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn transient_failures_end_in_14_within_the_deadline() {
     for fault in [
         "throttle",
