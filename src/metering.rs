@@ -38,6 +38,8 @@ use crate::config::Config;
 /// Backoff between attempts: full jitter between 0 and min(max, initial × 2^n).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How an attempt cut by its own timeout is described.
+const TIMED_OUT: &str = "attempt timed out";
 /// When AWS_MAX_ATTEMPTS is unset the deadline bounds retries; this only caps the count.
 const MAX_ATTEMPTS_WITHIN_DEADLINE: u32 = 1000;
 /// How long past the deadline the backstop waits for the SDK's own operation timeout.
@@ -535,6 +537,9 @@ struct Attempts {
     /// The last failure the endpoint answered (an HTTP status), which a timeout or network
     /// error on the attempt after it would otherwise hide from the final message.
     last_answer: Option<String>,
+    /// The last connection failure (a refused TLS handshake, a reset) that a timed-out attempt
+    /// after it would otherwise hide: on a loaded machine the deadline can cut the last try.
+    last_connection_failure: Option<String>,
     /// `x-amzn-RequestId` of the last answer: what AWS Support asks for.
     request_id: Option<String>,
 }
@@ -552,6 +557,8 @@ impl AttemptLog {
         let mut attempts = self.lock();
         if answered {
             attempts.last_answer = Some(what.clone());
+        } else if what != TIMED_OUT {
+            attempts.last_connection_failure = Some(what.clone());
         }
         attempts.last = Some(what);
     }
@@ -575,11 +582,13 @@ impl AttemptLog {
         if let Some(last) = &attempts.last {
             let _ = write!(text, ", last: {last}");
         }
-        if let Some(answer) = attempts
-            .last_answer
-            .filter(|a| Some(a) != attempts.last.as_ref())
-        {
+        let earlier =
+            |what: &Option<String>| what.clone().filter(|w| Some(w) != attempts.last.as_ref());
+        if let Some(answer) = earlier(&attempts.last_answer) {
             let _ = write!(text, "; the last answer was {answer}");
+        }
+        if let Some(failure) = earlier(&attempts.last_connection_failure) {
+            let _ = write!(text, "; the last connection failure was {failure}");
         }
         text
     }
@@ -629,7 +638,7 @@ impl Intercept for AttemptObserver {
         {
             format!("{code} (HTTP {})", status.unwrap_or(0))
         } else if error.is_timeout_error() {
-            "attempt timed out".to_string()
+            TIMED_OUT.to_string()
         } else if let Some(connector) = error.as_connector_error() {
             causes(connector)
         } else if let Some(status) = status {
@@ -752,6 +761,16 @@ mod tests {
             "2 attempts, last: attempt timed out; the last answer was HTTP 503"
         );
         assert_eq!(AttemptLog::default().summary(), "0 attempts");
+
+        let log = AttemptLog::default();
+        log.started();
+        log.failed("TLS handshake failed: alert".into(), false);
+        log.started();
+        log.failed(TIMED_OUT.into(), false);
+        assert_eq!(
+            log.summary(),
+            "2 attempts, last: attempt timed out; the last connection failure was TLS handshake failed: alert"
+        );
     }
 
     #[tokio::test]

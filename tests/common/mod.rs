@@ -268,3 +268,18 @@ fn message_of(line: &Value) -> String {
         .unwrap_or_else(|| panic!("log line without a message: {line}"))
         .to_string()
 }
+
+/// Asserts that `out`'s peak RSS is at most `extra_kib` above that of an ordinary entitled run
+/// made just before. A debug build's resident size moves with the page cache (a freshly
+/// linked binary maps more of itself per fault), so an absolute bound is noise; a body
+/// buffered in memory shows as the difference.
+pub fn assert_memory_bounded(out: &Outcome, extra_kib: i64, what: &str) {
+    let control = Emulator::start(&[]);
+    let ordinary = control.gate().run();
+    ordinary.expect(0);
+    let (peak, baseline) = (out.max_rss_kib, ordinary.max_rss_kib);
+    assert!(
+        peak > 0 && peak <= baseline + extra_kib,
+        "{what}: peak RSS {peak} KiB, an ordinary run's {baseline} KiB (at most {extra_kib} KiB more allowed)"
+    );
+}
