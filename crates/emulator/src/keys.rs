@@ -69,10 +69,7 @@ fn pair_from(kp: &KeyPair) -> Result<PemPair, String> {
 
 /// The pair of a PEM PKCS#8 private key read from `path`.
 fn parse_private(text: &str, path: &Path) -> Result<PemPair, String> {
-    let der = pem_decode("PRIVATE KEY", text)
-        .ok_or_else(|| format!("{}: not a PKCS#8 PEM private key", path.display()))?;
-    let kp = KeyPair::from_pkcs8(&der)
-        .map_err(|e| err(format!("{}: not an RSA private key", path.display()), e))?;
+    let kp = signing_key(text).map_err(|e| format!("{}: {e}", path.display()))?;
     pair_from(&kp)
 }
 
@@ -85,21 +82,34 @@ pub fn signing_key(private_pem: &str) -> Result<KeyPair, String> {
 
 /// Write `contents` to `path` atomically (temp file + rename), with `mode`.
 fn write_atomic(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
+    let tmp = write_temp(path, contents, mode)?;
+    let renamed = fs::rename(&tmp, path);
+    if renamed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// A complete, synced temporary file beside `path` holding `contents`, with `mode`; the
+/// caller renames or links it into place (readers never see a partial file).
+fn write_temp(path: &Path, contents: &str, mode: u32) -> io::Result<PathBuf> {
     let tmp = tmp_path(path);
-    let result = (|| {
+    let written = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
+        f.sync_all()
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -127,20 +137,8 @@ pub(crate) fn create_once(
         return read(path);
     }
     let contents = make()?;
-    let tmp = tmp_path(path);
-    let write = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()
-    })();
-    if let Err(e) = write {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(format!("cannot write {}", tmp.display()), e));
-    }
+    let tmp = write_temp(path, &contents, mode)
+        .map_err(|e| err(format!("cannot write a file beside {}", path.display()), e))?;
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
