@@ -279,34 +279,46 @@ struct Input {
     nonce: Option<String>,
 }
 
-/// Check the body against the RegisterUsageRequest shape. Err = (error type, message).
-fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'static str, String)> {
-    let mut errors = Vec::new();
-    let product_code = match obj.get("ProductCode") {
+/// A string member of the request (at most 255 characters, at least 1 when `required`), with
+/// AWS's validation messages for what is wrong.
+fn string_member(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    required: bool,
+    errors: &mut Vec<String>,
+) -> Option<String> {
+    match obj.get(field) {
         None | Some(Value::Null) => {
-            errors.push(
-                "Value null at 'ProductCode' failed to satisfy constraint: Member must not be null"
-                    .to_string(),
-            );
+            if required {
+                errors.push(format!(
+                    "Value null at '{field}' failed to satisfy constraint: Member must not be null"
+                ));
+            }
             None
         }
         Some(Value::String(s)) => {
             let n = s.chars().count();
-            if n < 1 {
-                errors.push("Value '' at 'ProductCode' failed to satisfy constraint: Member must have length greater than or equal to 1".to_string());
+            if required && n < 1 {
+                errors.push(format!("Value '' at '{field}' failed to satisfy constraint: Member must have length greater than or equal to 1"));
             } else if n > 255 {
-                errors.push(format!("Value of length {n} at 'ProductCode' failed to satisfy constraint: Member must have length less than or equal to 255"));
+                errors.push(format!("Value of length {n} at '{field}' failed to satisfy constraint: Member must have length less than or equal to 255"));
             }
             Some(s.clone())
         }
         Some(other) => {
             errors.push(format!(
-                "Value {} at 'ProductCode' failed to satisfy constraint: Member must be a string",
+                "Value {} at '{field}' failed to satisfy constraint: Member must be a string",
                 type_name(other)
             ));
             None
         }
-    };
+    }
+}
+
+/// Check the body against the RegisterUsageRequest shape. Err = (error type, message).
+fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'static str, String)> {
+    let mut errors = Vec::new();
+    let product_code = string_member(obj, "ProductCode", true, &mut errors);
     let version = match obj.get("PublicKeyVersion") {
         None | Some(Value::Null) => {
             errors.push("Value null at 'PublicKeyVersion' failed to satisfy constraint: Member must not be null".to_string());
@@ -328,23 +340,7 @@ fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'stati
             None
         }
     };
-    let nonce = match obj.get("Nonce") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            let n = s.chars().count();
-            if n > 255 {
-                errors.push(format!("Value of length {n} at 'Nonce' failed to satisfy constraint: Member must have length less than or equal to 255"));
-            }
-            Some(s.clone())
-        }
-        Some(other) => {
-            errors.push(format!(
-                "Value {} at 'Nonce' failed to satisfy constraint: Member must be a string",
-                type_name(other)
-            ));
-            None
-        }
-    };
+    let nonce = string_member(obj, "Nonce", false, &mut errors);
     match (errors.len(), product_code, version) {
         (0, Some(product_code), Some(public_key_version)) => Ok(Input {
             product_code,
