@@ -17,6 +17,12 @@ pub struct Args {
     pub termination_log: Option<OsString>,
     pub log_format: Option<String>,
     pub endpoint_url: Option<String>,
+    pub pricing: Option<String>,
+    pub product_sku: Option<String>,
+    /// `--entitlement`, in order (repeatable).
+    pub entitlements: Vec<String>,
+    pub seat: Option<String>,
+    pub grace: Option<String>,
     /// The workload: empty in init mode.
     pub command: Vec<OsString>,
 }
@@ -41,9 +47,10 @@ mpgate: gate a container on the buyer's AWS Marketplace entitlement, then run th
 Usage: mpgate [OPTIONS] [--] [COMMAND [ARG...]]
        mpgate verify [--result-file PATH] [KEY OPTIONS]
 
-Calls AWS Marketplace Metering RegisterUsage with a fresh nonce, verifies the signed
-answer, then execs COMMAND in place (same PID and stdio). Without COMMAND (init mode) it
-exits 0 when the buyer is entitled. Every option can also be set by the environment
+Hourly pricing calls AWS Marketplace Metering RegisterUsage with a fresh nonce, verifies the
+signed answer, then execs COMMAND in place (same PID and stdio). Contract pricing checks the
+entitlements out of the buyer's AWS License Manager license instead. Without COMMAND (init
+mode) it exits 0 when the buyer is entitled. Every option can also be set by the environment
 variable in brackets; a flag wins over its variable.
 
 Options:
@@ -59,7 +66,18 @@ Options:
       --result-file PATH         write the outcome as JSON here [MPGATE_RESULT_FILE]
       --termination-log PATH     write a one-line failure reason here (default /dev/termination-log if writable) [MPGATE_TERMINATION_LOG]
       --log-format FORMAT        auto | text | json (default auto: text on a terminal) [MPGATE_LOG_FORMAT]
-      --endpoint-url URL         Metering endpoint (default: the SDK's, e.g. AWS_ENDPOINT_URL_MARKETPLACE_METERING)
+      --endpoint-url URL         the service's endpoint (default: the SDK's, e.g. AWS_ENDPOINT_URL_MARKETPLACE_METERING
+                                 or, for contract pricing, AWS_ENDPOINT_URL_LICENSE_MANAGER)
+      --pricing MODEL            hourly (RegisterUsage, the default) | contract (License Manager) [MPGATE_PRICING]
+
+Contract pricing (--pricing contract; the product code and key options are not used):
+      --product-sku SKU          the product's SKU: its product ID in the AWS Marketplace Management Portal [MPGATE_PRODUCT_SKU]
+      --entitlement SPEC         what to check out, repeatable: NAME (a feature), NAME=VALUE (VALUE of a counted
+                                 entitlement), NAME=VALUE:UNIT (another License Manager unit) [MPGATE_ENTITLEMENTS, comma-separated]
+      --seat MODE                check (check out, check back in, run) | hold (keep the seat while COMMAND
+                                 runs: mpgate stays its parent and extends the checkout) (default check) [MPGATE_SEAT]
+      --grace DURATION           with hold: how long COMMAND gets between SIGTERM and SIGKILL when the license
+                                 is lost (default 30s) [MPGATE_GRACE]
   -h, --help                     print this help
   -V, --version                  print the version
 
@@ -71,9 +89,10 @@ refuses product code and key options.
 DURATION is a number with an optional unit: 30, 30s, 1500ms, 2m.
 Log filter: MPGATE_LOG (default info). AWS region and credentials come from the standard
 AWS_* variables, profile files, ECS/EKS container credentials, IRSA or IMDS.
-Exit codes: 0 entitled, 2 usage, 10 not entitled, 11 platform not supported, 12 token
-rejected, 13 request refused, 14 service unreachable, 15 no region or credentials,
-126/127 command not executable/found, 129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM.
+Exit codes: 0 entitled, 2 usage, 10 not entitled (or, with hold, the license was lost),
+11 platform not supported, 12 token or answer rejected, 13 request refused, 14 service
+unreachable, 15 no region or credentials, 126/127 command not executable/found, 128+N
+interrupted by signal N before the hand-over; with hold, COMMAND's own exit status.
 ";
 
 /// Parses mpgate's arguments (without the program name).
@@ -99,6 +118,11 @@ fn verify_options(options: Box<Args>) -> Result<Parsed, UsageError> {
         (options.on_transient_error.is_some(), "--on-transient-error"),
         (options.termination_log.is_some(), "--termination-log"),
         (options.endpoint_url.is_some(), "--endpoint-url"),
+        (options.pricing.is_some(), "--pricing"),
+        (options.product_sku.is_some(), "--product-sku"),
+        (!options.entitlements.is_empty(), "--entitlement"),
+        (options.seat.is_some(), "--seat"),
+        (options.grace.is_some(), "--grace"),
         (!options.command.is_empty(), "COMMAND"),
     ];
     match ignored.iter().find(|(given, _)| *given) {
@@ -129,6 +153,11 @@ fn parse_options(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usa
             Long("termination-log") => out.termination_log = Some(parser.value().map_err(usage)?),
             Long("log-format") => out.log_format = Some(string(&mut parser)?),
             Long("endpoint-url") => out.endpoint_url = Some(string(&mut parser)?),
+            Long("pricing") => out.pricing = Some(string(&mut parser)?),
+            Long("product-sku") => out.product_sku = Some(string(&mut parser)?),
+            Long("entitlement") => out.entitlements.push(string(&mut parser)?),
+            Long("seat") => out.seat = Some(string(&mut parser)?),
+            Long("grace") => out.grace = Some(string(&mut parser)?),
             Value(program) => {
                 // Everything from the first operand on belongs to the workload, untouched:
                 // `mpgate app --verbose` must pass `--verbose` to app. lexopt has already

@@ -6,6 +6,7 @@ use std::time::Duration;
 use mpgate_proof::DecodingKey;
 
 use crate::cli::{Args, UsageError};
+use crate::entitlement::{self, Entitlement, SpecError};
 use crate::keyring::{self, KeyOptions, KeyringError, Selected};
 use crate::pinned::{self, Refused};
 
@@ -15,23 +16,53 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub use mpgate_proof::DEFAULT_MAX_TOKEN_AGE;
 const MAX_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Everything the gate needs, validated.
 pub struct Config {
-    pub product_code: String,
-    pub public_key_version: i32,
-    pub key: DecodingKey,
-    /// Every key version configured (or pinned), for the rotation advice.
-    pub key_versions: Vec<i32>,
+    pub pricing: Pricing,
     pub pinned: bool,
     pub timeout: Duration,
     pub attempt_timeout: Duration,
-    pub max_token_age: Duration,
     pub on_transient_error: TransientPolicy,
     pub endpoint_url: Option<String>,
     pub retry: RetrySettings,
     pub extra_roots: crate::http::ExtraRoots,
     pub command: Vec<OsString>,
+}
+
+/// Which AWS service says whether the buyer is entitled.
+pub enum Pricing {
+    /// RegisterUsage, its signed token checked against the product's key.
+    Hourly(Hourly),
+    /// CheckoutLicense of the buyer's License Manager license.
+    Contract(Contract),
+}
+
+/// What an hourly-priced product's token is checked against.
+pub struct Hourly {
+    pub product_code: String,
+    pub public_key_version: i32,
+    pub key: DecodingKey,
+    /// Every key version configured (or pinned), for the rotation advice.
+    pub key_versions: Vec<i32>,
+    pub max_token_age: Duration,
+}
+
+/// What a contract-priced product checks out.
+pub struct Contract {
+    pub product_sku: String,
+    pub entitlements: Vec<Entitlement>,
+    pub seat: Seat,
+    /// With `hold`: how long the workload gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+/// Whether a contract checkout is given back at once or held while the workload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seat {
+    Check,
+    Hold,
 }
 
 /// What to do when only the service is unreachable (the exit-14 class).
@@ -71,6 +102,14 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    #[error(transparent)]
+    Entitlement(#[from] SpecError),
+    #[error("no product SKU: set MPGATE_PRODUCT_SKU (or --product-sku) to the product ID from the AWS Marketplace Management Portal (contract pricing checks out the license of that product)")]
+    MissingProductSku,
+    #[error("no entitlement to check out: set MPGATE_ENTITLEMENTS (or --entitlement) to what the workload needs, e.g. MPGATE_ENTITLEMENTS=Basic,Seats=1 (a feature, one seat)")]
+    MissingEntitlements,
+    #[error("--seat hold needs a COMMAND: mpgate holds the seat while it runs as the command's parent; in init mode (an initContainer or a dependsOn gate) use --seat check")]
+    HoldWithoutCommand,
     #[error("{0} is not valid UTF-8")]
     NotUnicode(&'static str),
     #[error(transparent)]
@@ -161,7 +200,32 @@ impl Config {
         args: Args,
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
-        let trust = Trust::from_args(&args, env)?;
+        let pricing_flag = args.pricing.is_some();
+        let pricing = match setting(args.pricing.clone(), "MPGATE_PRICING", env)?.as_deref() {
+            None | Some("hourly") => Pricing::Hourly(hourly(&args, env)?),
+            Some("contract") if pinned::is_pinned() => {
+                // A pinned build's product is hourly-priced; a contract checkout of a SKU the
+                // buyer names would prove nothing about it.
+                return Err(Refused(
+                    if pricing_flag {
+                        "--pricing contract"
+                    } else {
+                        "MPGATE_PRICING=contract"
+                    }
+                    .into(),
+                )
+                .into());
+            }
+            Some("contract") => Pricing::Contract(contract(&args, env)?),
+            Some(other) => {
+                return Err(ConfigError::InvalidValue {
+                    name: "MPGATE_PRICING",
+                    value: other.to_string(),
+                    expected: "use 'hourly' (RegisterUsage, the default) or 'contract' (a License Manager license)",
+                })
+            }
+        };
+        let pinned = pinned::is_pinned();
 
         let timeout = duration_setting(args.timeout, "MPGATE_TIMEOUT", "timeout", env)?
             .unwrap_or(DEFAULT_TIMEOUT);
@@ -173,7 +237,6 @@ impl Config {
         )?
         .unwrap_or_else(|| (timeout / 3).clamp(MIN_ATTEMPT_TIMEOUT, MAX_ATTEMPT_TIMEOUT))
         .min(timeout);
-        let max_token_age = max_token_age(args.max_token_age, env)?;
 
         let policy_flag = args.on_transient_error.is_some();
         let on_transient_error =
@@ -190,7 +253,7 @@ impl Config {
             };
 
         // Anyone who can break the network path could otherwise start a pinned workload.
-        if on_transient_error == TransientPolicy::Allow && trust.key.pinned {
+        if on_transient_error == TransientPolicy::Allow && pinned {
             return Err(Refused(
                 if policy_flag {
                     "--on-transient-error allow"
@@ -201,22 +264,30 @@ impl Config {
             )
             .into());
         }
+        if let Pricing::Contract(Contract {
+            seat: Seat::Hold, ..
+        }) = &pricing
+        {
+            if args.command.is_empty() {
+                return Err(ConfigError::HoldWithoutCommand);
+            }
+        }
 
-        let (endpoint_url, extra_roots) = if trust.key.pinned {
+        let service = match &pricing {
+            Pricing::Hourly(_) => ServiceVariables::METERING,
+            Pricing::Contract(_) => ServiceVariables::LICENSE_MANAGER,
+        };
+        let (endpoint_url, extra_roots) = if pinned {
             pinned_endpoint(args.endpoint_url.is_some(), env)?
         } else {
-            configured_endpoint(args.endpoint_url, env)?
+            configured_endpoint(args.endpoint_url, service, env)?
         };
 
         Ok(Config {
-            product_code: trust.product_code,
-            public_key_version: trust.key.version,
-            key: trust.key.key,
-            key_versions: trust.key.versions,
-            pinned: trust.key.pinned,
+            pricing,
+            pinned,
             timeout,
             attempt_timeout,
-            max_token_age,
             on_transient_error,
             endpoint_url,
             retry: retry_settings(env)?,
@@ -226,10 +297,121 @@ impl Config {
     }
 }
 
+/// The product code, key and token age an hourly-priced product's token is checked against.
+fn hourly(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Hourly, ConfigError> {
+    let trust = Trust::from_args(args, env)?;
+    Ok(Hourly {
+        product_code: trust.product_code,
+        public_key_version: trust.key.version,
+        key: trust.key.key,
+        key_versions: trust.key.versions,
+        max_token_age: max_token_age(args.max_token_age.clone(), env)?,
+    })
+}
+
+/// The SKU, entitlements and seat mode of a contract-priced product. The hourly settings are
+/// not read: a note names the ones set, which a seller moving a product over may have left.
+fn contract(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Contract, ConfigError> {
+    let product_sku = setting(args.product_sku.clone(), "MPGATE_PRODUCT_SKU", env)?
+        .ok_or(ConfigError::MissingProductSku)?;
+    if product_sku.chars().count() > MAX_PRODUCT_CODE_CHARS
+        || product_sku
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ConfigError::InvalidValue {
+            name: "product SKU",
+            value: product_sku,
+            expected: "set MPGATE_PRODUCT_SKU to the product ID from the AWS Marketplace Management Portal (printable, no spaces)",
+        });
+    }
+    let from_env;
+    let specs: Vec<&str> = if args.entitlements.is_empty() {
+        from_env = setting(None, "MPGATE_ENTITLEMENTS", env)?.unwrap_or_default();
+        from_env
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        args.entitlements.iter().map(String::as_str).collect()
+    };
+    if specs.is_empty() {
+        return Err(ConfigError::MissingEntitlements);
+    }
+    let entitlements = entitlement::parse_all(specs)?;
+    let seat = match setting(args.seat.clone(), "MPGATE_SEAT", env)?.as_deref() {
+        None | Some("check") => Seat::Check,
+        Some("hold") => Seat::Hold,
+        Some(other) => {
+            return Err(ConfigError::InvalidValue {
+                name: "MPGATE_SEAT",
+                value: other.to_string(),
+                expected: "use 'check' (check out and back in at start, the default) or 'hold' (hold the seat while the command runs)",
+            })
+        }
+    };
+    let grace = duration_setting(args.grace.clone(), "MPGATE_GRACE", "grace", env)?
+        .unwrap_or(DEFAULT_GRACE);
+    let ignored: Vec<&str> = [
+        (args.product_code.is_some(), "--product-code"),
+        (args.public_key_version.is_some(), "--public-key-version"),
+        (args.public_key_file.is_some(), "--public-key-file"),
+        (args.public_key_dir.is_some(), "--public-key-dir"),
+        (args.max_token_age.is_some(), "--max-token-age"),
+    ]
+    .into_iter()
+    .filter_map(|(given, name)| given.then_some(name))
+    .chain(
+        HOURLY_VARIABLES
+            .into_iter()
+            .filter(|name| env(name).is_some_and(|v| !v.is_empty())),
+    )
+    .collect();
+    if !ignored.is_empty() {
+        tracing::info!(
+            "contract pricing checks out a License Manager license: {} not used",
+            ignored.join(", ")
+        );
+    }
+    Ok(Contract {
+        product_sku,
+        entitlements,
+        seat,
+        grace,
+    })
+}
+
+/// The settings of hourly pricing only.
+const HOURLY_VARIABLES: [&str; 6] = [
+    "MPGATE_PRODUCT_CODE",
+    "MPGATE_PUBLIC_KEY_VERSION",
+    "MPGATE_PUBLIC_KEY",
+    "MPGATE_PUBLIC_KEY_FILE",
+    "MPGATE_PUBLIC_KEY_DIR",
+    "MPGATE_MAX_TOKEN_AGE",
+];
+
+/// The SDK's endpoint variables for the service a pricing model calls.
+#[derive(Clone, Copy)]
+struct ServiceVariables {
+    endpoint: &'static str,
+}
+
+impl ServiceVariables {
+    const METERING: Self = ServiceVariables {
+        endpoint: "AWS_ENDPOINT_URL_MARKETPLACE_METERING",
+    };
+    const LICENSE_MANAGER: Self = ServiceVariables {
+        endpoint: "AWS_ENDPOINT_URL_LICENSE_MANAGER",
+    };
+}
+
 /// An ordinary build's endpoint (`--endpoint-url`, else the SDK's variables and profile) and
 /// trust store (the built-in roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`).
 fn configured_endpoint(
     flag: Option<String>,
+    service: ServiceVariables,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<(Option<String>, crate::http::ExtraRoots), ConfigError> {
     let endpoint_url = match flag {
@@ -242,7 +424,7 @@ fn configured_endpoint(
         }
         other => other,
     };
-    let extra_roots = if endpoint_is_plain_http(endpoint_url.as_deref(), env) {
+    let extra_roots = if endpoint_is_plain_http(endpoint_url.as_deref(), service, env) {
         crate::http::ExtraRoots::Deferred
     } else {
         crate::http::extra_roots(env).map_err(ConfigError::Certificates)?
@@ -341,15 +523,17 @@ pub fn max_token_age(
     )
 }
 
-/// Whether RegisterUsage goes to an explicit `http://` endpoint (flag or the SDK's variables).
-fn endpoint_is_plain_http(flag: Option<&str>, env: &dyn Fn(&str) -> Option<OsString>) -> bool {
+/// Whether the call goes to an explicit `http://` endpoint (flag or the SDK's variables).
+fn endpoint_is_plain_http(
+    flag: Option<&str>,
+    service: ServiceVariables,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> bool {
     let from_env = || {
         let ignored = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         (!ignored)
-            .then(|| {
-                env("AWS_ENDPOINT_URL_MARKETPLACE_METERING").or_else(|| env("AWS_ENDPOINT_URL"))
-            })
+            .then(|| env(service.endpoint).or_else(|| env("AWS_ENDPOINT_URL")))
             .flatten()
             .and_then(|v| v.into_string().ok())
     };

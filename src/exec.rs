@@ -1,4 +1,5 @@
-//! Owns the hand-over: exec the workload in place with a clean signal state and the proof in its env.
+//! Owns the hand-over: start the workload (exec in place, or as a child) with a clean signal
+//! state and the proof in its environment.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -41,6 +42,48 @@ pub fn exec(command: &[OsString], set: &[(&str, &str)], remove: &[&str]) -> Exec
             program,
             reason: error.to_string(),
         },
+    }
+}
+
+/// Starts `command` as a child (PATH lookup, argv untouched, same stdio) with the signal state
+/// and environment `exec` would give it; returns its PID.
+pub fn spawn(
+    command: &[OsString],
+    set: &[(&str, &str)],
+    remove: &[&str],
+) -> Result<u32, ExecError> {
+    let program = command
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((first, rest)) = command.split_first() else {
+        return Err(ExecError::NotFound { program });
+    };
+    let mut cmd = Command::new(first);
+    cmd.args(rest);
+    for name in remove {
+        cmd.env_remove(name);
+    }
+    cmd.envs(set.iter().copied());
+    // SAFETY: between fork and exec the closure only makes raw system calls
+    // (rt_sigaction, rt_sigprocmask), which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            reset_signal_dispositions();
+            clear_signal_mask();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        // The child is reaped by the supervisor's waitpid(-1), never through `Child`.
+        Ok(child) => Ok(child.id()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(ExecError::NotFound { program })
+        }
+        Err(error) => Err(ExecError::NotExecutable {
+            program,
+            reason: error.to_string(),
+        }),
     }
 }
 

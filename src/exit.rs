@@ -2,7 +2,10 @@
 
 use mpgate_proof::{ProofError, TokenError};
 
-use crate::{config::ConfigError, exec::ExecError, metering::MeteringError};
+use crate::{
+    call::CallError, config::ConfigError, exec::ExecError, license::LicenseError,
+    metering::MeteringError,
+};
 
 /// Exit codes, as documented in README.md. They never change meaning between releases.
 pub mod code {
@@ -30,6 +33,8 @@ pub enum Failure {
     #[error(transparent)]
     Metering(#[from] MeteringError),
     #[error(transparent)]
+    License(#[from] LicenseError),
+    #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
     Exec(#[from] ExecError),
@@ -45,26 +50,21 @@ impl Failure {
     fn contract(&self) -> (u8, &'static str) {
         use MeteringError as M;
         match self {
-            Failure::Config(_)
-            | Failure::Proof(ProofError::Key(_))
-            | Failure::Metering(M::PinnedEndpoint(_)) => (code::USAGE, "config-error"),
-            Failure::Metering(M::NotEntitled { .. }) => (code::NOT_ENTITLED, "not-entitled"),
+            Failure::Config(_) | Failure::Proof(ProofError::Key(_)) => {
+                (code::USAGE, "config-error")
+            }
+            Failure::Metering(M::NotEntitled { .. })
+            | Failure::License(LicenseError::NotEntitled(_)) => {
+                (code::NOT_ENTITLED, "not-entitled")
+            }
+            Failure::License(LicenseError::Lost(_)) => (code::NOT_ENTITLED, "license-lost"),
             Failure::Metering(M::PlatformNotSupported { .. }) => {
                 (code::PLATFORM_NOT_SUPPORTED, "platform-not-supported")
             }
-            Failure::Metering(M::Refused(_)) => (code::SERVICE_REFUSED, "service-refused"),
-            Failure::Metering(M::Unreachable(_)) => {
-                (code::SERVICE_UNREACHABLE, "service-unreachable")
+            Failure::Metering(M::Call(call)) | Failure::License(LicenseError::Call(call)) => {
+                call_contract(call)
             }
-            // A 2xx answer without a usable token is a token failure, never "unreachable":
-            // otherwise a tampered answer could pass the `allow` policy.
-            Failure::Metering(M::BadAnswer(_)) | Failure::Token(_) | Failure::Proof(_) => {
-                (code::TOKEN_REJECTED, "token-rejected")
-            }
-            Failure::Metering(M::NoRegion) => (code::NO_REGION_OR_CREDENTIALS, "no-region"),
-            Failure::Metering(M::NoCredentials(_)) => {
-                (code::NO_REGION_OR_CREDENTIALS, "no-credentials")
-            }
+            Failure::Token(_) | Failure::Proof(_) => (code::TOKEN_REJECTED, "token-rejected"),
             Failure::Exec(ExecError::NotFound { .. }) => {
                 (code::COMMAND_NOT_FOUND, "command-not-found")
             }
@@ -84,5 +84,19 @@ impl Failure {
     /// A stable, machine-readable name for the result file.
     pub fn outcome(&self) -> &'static str {
         self.contract().1
+    }
+}
+
+/// The codes of a failure the call layer saw, the same for both services.
+fn call_contract(error: &CallError) -> (u8, &'static str) {
+    match error {
+        CallError::PinnedEndpoint(_) => (code::USAGE, "config-error"),
+        CallError::Refused(_) => (code::SERVICE_REFUSED, "service-refused"),
+        CallError::Unreachable(_) => (code::SERVICE_UNREACHABLE, "service-unreachable"),
+        // A 2xx answer without a usable token is a token failure, never "unreachable":
+        // otherwise a tampered answer could pass the `allow` policy.
+        CallError::BadAnswer(_) => (code::TOKEN_REJECTED, "token-rejected"),
+        CallError::NoRegion => (code::NO_REGION_OR_CREDENTIALS, "no-region"),
+        CallError::NoCredentials(_) => (code::NO_REGION_OR_CREDENTIALS, "no-credentials"),
     }
 }

@@ -1,4 +1,5 @@
-//! Owns the entitlement phase end to end: configure, nonce, RegisterUsage, verify, then hand over.
+//! Owns the entitlement phase end to end: configure, check (RegisterUsage and its token, or a
+//! License Manager checkout), then hand over.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -6,30 +7,48 @@ use std::time::{Instant, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, ConfigError, TransientPolicy};
+use crate::call::CallRecord;
+use crate::config::{Config, ConfigError, Hourly, Pricing, Seat, TransientPolicy};
 use crate::exit::{code, Failure};
+use crate::license::{self, Checkout, LicenseError, Session};
 use crate::metering::{self, MeteringError};
 use crate::report::{now_rfc3339, Report, Reporter};
-use crate::{exec, nonce};
+use crate::supervise::{self, Signals};
+use crate::{call::CallError, exec, nonce};
 use mpgate_proof::token;
 
 /// What the phase learned, for the result file and the hand-over.
 #[derive(Debug, Default)]
 pub struct Facts {
+    /// `hourly` or `contract`, once the configuration is read.
+    pub pricing: Option<&'static str>,
     pub product_code: Option<String>,
     pub public_key_version: Option<i32>,
     pub nonce: Option<String>,
-    /// Attempts, the last request ID and warnings of the Metering call.
-    pub call: metering::CallRecord,
+    pub product_sku: Option<String>,
+    /// Attempts, the last request ID and warnings of the entitlement call.
+    pub call: CallRecord,
     pub command: Vec<OsString>,
 }
 
 /// How the phase ended.
-#[derive(Debug)]
 pub enum Verdict {
     /// The token verified: the buyer is entitled.
     Verified {
         signature: String,
+    },
+    /// The license was checked out (`--seat check`: and checked in again).
+    Licensed {
+        checkout: Checkout,
+        checked_in: bool,
+    },
+    /// The license was checked out and is held while the workload runs (`--seat hold`).
+    Held {
+        checkout: Checkout,
+        session: Box<Session>,
+        /// Its pricing is the contract being held.
+        config: Box<Config>,
+        signals: Signals,
     },
     /// The service was unreachable and `--on-transient-error allow` let the workload start.
     Unverified {
@@ -78,17 +97,55 @@ pub async fn run(
     // Decided: from here to the exec nothing reads these handlers, so a signal they caught
     // would be lost and the workload start anyway. Give the signals their default action (one
     // that comes now ends mpgate, as it would end the workload), then honour one caught just
-    // before (the yield lets the runtime's signal driver deliver it).
-    default_action(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    // before (the yield lets the runtime's signal driver deliver it). A held seat keeps the
+    // handlers: the supervisor's own streams, installed already, take every signal from here.
+    if !matches!(verdict, Verdict::Held { .. }) {
+        default_action(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    }
     tokio::task::yield_now().await;
-    let verdict = tokio::select! {
+    let interrupted = tokio::select! {
         biased;
-        _ = term.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGTERM, name: "SIGTERM" }),
-        _ = int.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGINT, name: "SIGINT" }),
-        _ = hup.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGHUP, name: "SIGHUP" }),
-        () = std::future::ready(()) => verdict,
+        _ = term.recv() => Some(Failure::Interrupted { signal: libc::SIGTERM, name: "SIGTERM" }),
+        _ = int.recv() => Some(Failure::Interrupted { signal: libc::SIGINT, name: "SIGINT" }),
+        _ = hup.recv() => Some(Failure::Interrupted { signal: libc::SIGHUP, name: "SIGHUP" }),
+        () = std::future::ready(()) => None,
     };
-    (facts, verdict)
+    match (interrupted, verdict) {
+        (None, verdict) => (facts, verdict),
+        (
+            Some(failure),
+            Verdict::Held {
+                checkout,
+                session,
+                config,
+                ..
+            },
+        ) => {
+            // The workload never starts: the seat goes back at once.
+            give_back(&session, &checkout, &config).await;
+            (facts, Verdict::Failed(failure))
+        }
+        (Some(failure), _) => (facts, Verdict::Failed(failure)),
+    }
+}
+
+/// Checks a consumption in within the deadline; true if License Manager took it back.
+async fn give_back(session: &Session, checkout: &Checkout, config: &Config) -> bool {
+    let mut record = CallRecord::default();
+    match session
+        .check_in(&checkout.consumption_token, config.timeout, &mut record)
+        .await
+    {
+        Ok(()) => true,
+        Err(error) => {
+            // Never a lock-out: the seat comes back when the checkout expires.
+            tracing::warn!(
+                expiration = %license::rfc3339(checkout.expiration),
+                "cannot check the license back in ({error}); the seat is released when the checkout expires"
+            );
+            false
+        }
+    }
 }
 
 /// Restores the default action of `signals`, for the whole process.
@@ -136,24 +193,49 @@ async fn check(
             return Verdict::Failed(e.into());
         }
     }
-    facts.product_code = Some(config.product_code.clone());
-    facts.public_key_version = Some(config.public_key_version);
+    match &config.pricing {
+        Pricing::Hourly(hourly) => {
+            facts.pricing = Some("hourly");
+            check_hourly(&config, hourly, started, facts).await
+        }
+        Pricing::Contract(_) => {
+            facts.pricing = Some("contract");
+            check_contract(config, started, facts).await
+        }
+    }
+}
+
+/// RegisterUsage with a fresh nonce, then its token checked against the product's key.
+async fn check_hourly(
+    config: &Config,
+    hourly: &Hourly,
+    started: Instant,
+    facts: &mut Facts,
+) -> Verdict {
+    facts.product_code = Some(hourly.product_code.clone());
+    facts.public_key_version = Some(hourly.public_key_version);
     let nonce = match nonce::generate() {
         Ok(n) => n,
         Err(e) => return Verdict::Failed(ConfigError::Random(e.to_string()).into()),
     };
     facts.nonce = Some(nonce.clone());
-    tracing::debug!(product_code = %config.product_code, public_key_version = config.public_key_version, nonce = %nonce, "calling RegisterUsage");
+    tracing::debug!(product_code = %hourly.product_code, public_key_version = hourly.public_key_version, nonce = %nonce, "calling RegisterUsage");
 
-    let registration = match metering::register_usage(&config, &nonce, started, &mut facts.call)
-        .await
+    let registration = match metering::register_usage(
+        config,
+        hourly,
+        &nonce,
+        started,
+        &mut facts.call,
+    )
+    .await
     {
         Ok(r) => r,
-        Err(MeteringError::Unreachable(reason))
+        Err(MeteringError::Call(CallError::Unreachable(reason)))
             if config.on_transient_error == TransientPolicy::Allow =>
         {
             tracing::warn!(
-                product_code = %config.product_code,
+                product_code = %hourly.product_code,
                 "entitlement NOT verified: {reason}; starting anyway because MPGATE_ON_TRANSIENT_ERROR=allow"
             );
             return Verdict::Unverified { reason };
@@ -162,24 +244,24 @@ async fn check(
     };
     if let Some(expiry) = &registration.key_rotation {
         tracing::warn!(
-            public_key_version = config.public_key_version,
+            public_key_version = hourly.public_key_version,
             key_expires_at = %expiry,
             "public key version {} of product {} expires at {expiry}: {}",
-            config.public_key_version,
-            config.product_code,
-            rotation_advice(&config)
+            hourly.public_key_version,
+            hourly.product_code,
+            rotation_advice(hourly, config.pinned)
         );
     }
     let signature = registration.signature.unwrap_or_default();
     let expected = token::Expected {
-        product_code: &config.product_code,
-        public_key_version: config.public_key_version,
+        product_code: &hourly.product_code,
+        public_key_version: hourly.public_key_version,
         nonce: &nonce,
-        max_age: config.max_token_age,
+        max_age: hourly.max_token_age,
         // This run's fresh nonce rules out a replay; `iat` is checked when present.
         require_iat: false,
     };
-    match token::verify(&signature, &config.key, &expected, SystemTime::now()) {
+    match token::verify(&signature, &hourly.key, &expected, SystemTime::now()) {
         Ok(()) => {
             tracing::debug!(token = %token::redacted(&signature), "token verified");
             Verdict::Verified { signature }
@@ -191,38 +273,153 @@ async fn check(
     }
 }
 
+/// CheckoutLicense with a fresh client token; then the seat checked back in, or held.
+async fn check_contract(config: Config, started: Instant, facts: &mut Facts) -> Verdict {
+    let Pricing::Contract(contract) = &config.pricing else {
+        unreachable!("check_contract is called for contract pricing only");
+    };
+    facts.product_sku = Some(contract.product_sku.clone());
+    // Reused by the SDK's retries: a retried checkout whose first answer was lost is the same
+    // checkout to License Manager, not a second seat.
+    let client_token = match nonce::generate() {
+        Ok(n) => n,
+        Err(e) => return Verdict::Failed(ConfigError::Random(e.to_string()).into()),
+    };
+    tracing::debug!(product_sku = %contract.product_sku, "calling CheckoutLicense");
+    let (checkout, session) = match license::checkout(
+        &config,
+        contract,
+        &client_token,
+        started,
+        &mut facts.call,
+    )
+    .await
+    {
+        Ok(done) => done,
+        Err(LicenseError::Call(CallError::Unreachable(reason)))
+            if config.on_transient_error == TransientPolicy::Allow =>
+        {
+            tracing::warn!(
+                product_sku = %contract.product_sku,
+                "entitlement NOT verified: {reason}; starting anyway because MPGATE_ON_TRANSIENT_ERROR=allow"
+            );
+            return Verdict::Unverified { reason };
+        }
+        Err(e) => return Verdict::Failed(e.into()),
+    };
+    if contract.seat == Seat::Check {
+        let checked_in = give_back(&session, &checkout, &config).await;
+        return Verdict::Licensed {
+            checkout,
+            checked_in,
+        };
+    }
+    match Signals::install() {
+        Ok(signals) => Verdict::Held {
+            checkout,
+            session: Box::new(session),
+            config: Box::new(config),
+            signals,
+        },
+        Err(e) => {
+            give_back(&session, &checkout, &config).await;
+            Verdict::Failed(
+                ConfigError::InvalidValue {
+                    name: "signal handlers",
+                    value: e.to_string(),
+                    expected:
+                        "mpgate must be able to handle the signals it forwards to the workload",
+                }
+                .into(),
+            )
+        }
+    }
+}
+
 /// What to do before a rotating key expires, given what this build and configuration hold.
-fn rotation_advice(config: &Config) -> String {
-    let newer = config
+fn rotation_advice(hourly: &Hourly, pinned: bool) -> String {
+    let newer = hourly
         .key_versions
         .iter()
-        .filter(|v| **v > config.public_key_version)
+        .filter(|v| **v > hourly.public_key_version)
         .max();
-    match (newer, config.pinned) {
+    match (newer, pinned) {
         (Some(v), _) => format!("key version {v} is already here; set MPGATE_PUBLIC_KEY_VERSION={v} before then"),
         (None, true) => "get the new key and version from the AWS Marketplace Management Portal and rebuild this pinned mpgate with it".into(),
         (None, false) => "get the new key and version from the AWS Marketplace Management Portal, add the key (MPGATE_PUBLIC_KEY_DIR, or MPGATE_PUBLIC_KEY_FILE) and set MPGATE_PUBLIC_KEY_VERSION".into(),
     }
 }
 
-/// Reports the verdict, then execs the workload (never returns on success) or gives the exit code.
-pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Instant) -> ExitCode {
+/// The variables a hand-over may set: each one not set is removed, so a value inherited from
+/// the environment never passes for a proof.
+const PROOF_VARIABLES: [&str; 6] = [
+    "MPGATE_NONCE",
+    "MPGATE_SIGNATURE",
+    "MPGATE_LICENSE_ARN",
+    "MPGATE_LICENSE_ENTITLEMENTS",
+    "MPGATE_LICENSE_EXPIRATION",
+    "MPGATE_LICENSE_TOKEN",
+];
+
+/// What a checkout tells the workload and the result file.
+struct LicenseFacts {
+    arn: String,
+    entitlements: serde_json::Value,
+    expiration: String,
+    signed_token: Option<String>,
+    checked_in: bool,
+}
+
+impl LicenseFacts {
+    fn of(checkout: &Checkout, checked_in: bool) -> Self {
+        LicenseFacts {
+            arn: checkout.license_arn.clone(),
+            entitlements: serde_json::to_value(&checkout.entitlements).unwrap_or_default(),
+            expiration: license::rfc3339(checkout.expiration),
+            signed_token: checkout.signed_token.clone(),
+            checked_in,
+        }
+    }
+}
+
+/// Reports the verdict, then hands over: execs the workload (never returns on success), runs
+/// it as a child while holding the seat, or gives the exit code.
+pub fn finish(
+    facts: Facts,
+    verdict: Verdict,
+    reporter: &Reporter,
+    started: Instant,
+    runtime: tokio::runtime::Runtime,
+) -> ExitCode {
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    let (entitlement, signature) = match &verdict {
+    let (entitlement, signature, license) = match &verdict {
         Verdict::Failed(failure) => return fail(failure, &facts, reporter),
-        Verdict::Verified { signature } => ("verified", Some(signature.as_str())),
-        Verdict::Unverified { .. } => ("unverified", None),
+        Verdict::Verified { signature } => ("verified", Some(signature.clone()), None),
+        Verdict::Licensed {
+            checkout,
+            checked_in,
+        } => (
+            "verified",
+            None,
+            Some(LicenseFacts::of(checkout, *checked_in)),
+        ),
+        Verdict::Held { checkout, .. } => {
+            ("verified", None, Some(LicenseFacts::of(checkout, false)))
+        }
+        Verdict::Unverified { .. } => ("unverified", None, None),
     };
+    let verified = entitlement == "verified";
     let message = match &verdict {
         Verdict::Unverified { reason } => format!("started without verification: {reason}"),
         _ => "the buyer is entitled".to_string(),
     };
     let success = report(
         &facts,
-        signature.is_some(),
+        verified,
         entitlement,
         code::ENTITLED,
-        signature,
+        signature.as_deref(),
+        license.as_ref(),
         &message,
     );
     if let Err(e) = reporter.write_result(&success) {
@@ -235,30 +432,154 @@ pub fn finish(facts: Facts, verdict: Verdict, reporter: &Reporter, started: Inst
                 .to_string(),
             reason: e.to_string(),
         });
+        if let Verdict::Held {
+            checkout,
+            session,
+            config,
+            ..
+        } = &verdict
+        {
+            runtime.block_on(give_back(session, checkout, config));
+        }
         return fail(&failure, &facts, reporter);
     }
-    tracing::info!(
-        product_code = facts.product_code.as_deref().unwrap_or(""),
-        public_key_version = facts.public_key_version.unwrap_or(0),
-        attempts = facts.call.attempts,
-        requestId = facts.call.request_id.as_deref(),
-        elapsed_ms,
-        entitlement,
-        "{message}"
-    );
+    match &license {
+        None => tracing::info!(
+            product_code = facts.product_code.as_deref().unwrap_or(""),
+            public_key_version = facts.public_key_version.unwrap_or(0),
+            product_sku = facts.product_sku.as_deref(),
+            attempts = facts.call.attempts,
+            requestId = facts.call.request_id.as_deref(),
+            elapsed_ms,
+            entitlement,
+            "{message}"
+        ),
+        Some(l) => tracing::info!(
+            product_sku = facts.product_sku.as_deref().unwrap_or(""),
+            license_arn = %l.arn,
+            entitlements = %l.entitlements,
+            expiration = %l.expiration,
+            attempts = facts.call.attempts,
+            requestId = facts.call.request_id.as_deref(),
+            elapsed_ms,
+            entitlement,
+            "{message}"
+        ),
+    }
     if facts.command.is_empty() {
         return ExitCode::from(code::ENTITLED);
     }
-    let nonce = facts.nonce.as_deref().unwrap_or("");
-    let mut set = vec![("MPGATE_ENTITLEMENT", entitlement), ("MPGATE_NONCE", nonce)];
-    let mut remove = vec![];
-    match signature {
-        Some(s) => set.push(("MPGATE_SIGNATURE", s)),
-        // A value inherited from the environment must not pass for a verified token.
-        None => remove.push("MPGATE_SIGNATURE"),
+    let mut set: Vec<(&str, String)> = vec![("MPGATE_ENTITLEMENT", entitlement.into())];
+    if let (Some(nonce), Some(signature)) = (&facts.nonce, signature) {
+        set.extend([
+            ("MPGATE_NONCE", nonce.clone()),
+            ("MPGATE_SIGNATURE", signature),
+        ]);
     }
+    if let Some(l) = &license {
+        set.extend([
+            ("MPGATE_LICENSE_ARN", l.arn.clone()),
+            ("MPGATE_LICENSE_ENTITLEMENTS", l.entitlements.to_string()),
+            ("MPGATE_LICENSE_EXPIRATION", l.expiration.clone()),
+        ]);
+        if let Some(token) = &l.signed_token {
+            set.push(("MPGATE_LICENSE_TOKEN", token.clone()));
+        }
+    }
+    let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let remove: Vec<&str> = PROOF_VARIABLES
+        .into_iter()
+        .filter(|name| !set.iter().any(|(set, _)| set == name))
+        .collect();
+    if let Verdict::Held {
+        checkout,
+        session,
+        config,
+        signals,
+    } = verdict
+    {
+        let license = license.expect("a held seat has its license facts");
+        return hold(
+            runtime,
+            (checkout, *session, &config, signals),
+            (&facts, &set, &remove),
+            license,
+            reporter,
+        );
+    }
+    // Stop the runtime (and its blocking DNS threads) before exec replaces the process.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(50));
     let failure = Failure::Exec(exec::exec(&facts.command, &set, &remove));
     fail(&failure, &facts, reporter)
+}
+
+/// `--seat hold`: runs the workload under the supervisor, then reports how the hold ended.
+fn hold(
+    runtime: tokio::runtime::Runtime,
+    (checkout, session, config, signals): (Checkout, Session, &Config, Signals),
+    (facts, set, remove): (&Facts, &[(&str, &str)], &[&str]),
+    mut license: LicenseFacts,
+    reporter: &Reporter,
+) -> ExitCode {
+    let Pricing::Contract(contract) = &config.pricing else {
+        unreachable!("a held seat is contract pricing's");
+    };
+    let recheckout = || -> std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>> {
+        Box::pin(async {
+            let client_token = nonce::generate()
+                .map_err(|e| CallError::Unreachable(format!("no random client token: {e}")))?;
+            let mut record = CallRecord::default();
+            let (checkout, _) =
+                license::checkout(config, contract, &client_token, Instant::now(), &mut record)
+                    .await?;
+            Ok(license::Extension {
+                consumption_token: checkout.consumption_token,
+                expiration: checkout.expiration,
+            })
+        })
+    };
+    let held = supervise::Hold {
+        command: &facts.command,
+        set,
+        remove,
+        session,
+        consumption_token: checkout.consumption_token.clone(),
+        expiration: checkout.expiration,
+        grace: contract.grace,
+        timeout: config.timeout,
+        on_transient_error: config.on_transient_error,
+        recheckout: &recheckout,
+    };
+    let ended = match runtime.block_on(supervise::run(held, signals)) {
+        Ok(ended) => ended,
+        Err(error) => return fail(&Failure::Exec(error), facts, reporter),
+    };
+    license.checked_in = ended.checked_in;
+    let (outcome, message) = match ended.lost {
+        Some(error) => {
+            let failure = Failure::License(error);
+            let message = failure.to_string();
+            reporter.write_termination_log(&message);
+            (failure.outcome(), message)
+        }
+        None => (
+            "verified",
+            format!("the workload exited with {}", ended.exit_code),
+        ),
+    };
+    let last = report(
+        facts,
+        outcome == "verified",
+        outcome,
+        ended.exit_code,
+        None,
+        Some(&license),
+        &message,
+    );
+    if let Err(e) = reporter.write_result(&last) {
+        tracing::warn!(error = %e, "cannot write the result file");
+    }
+    ExitCode::from(ended.exit_code)
 }
 
 fn report<'a>(
@@ -267,17 +588,26 @@ fn report<'a>(
     outcome: &'a str,
     exit_code: u8,
     signature: Option<&'a str>,
+    license: Option<&'a LicenseFacts>,
     message: &'a str,
 ) -> Report<'a> {
     Report {
         entitled,
         outcome,
         exit_code,
+        pricing: facts.pricing,
         product_code: facts.product_code.as_deref(),
         public_key_version: facts.public_key_version,
         nonce: facts.nonce.as_deref(),
         signature,
-        verified_at: signature.and_then(|_| now_rfc3339()),
+        product_sku: facts.product_sku.as_deref(),
+        license_arn: license.map(|l| l.arn.as_str()),
+        entitlements: license.map(|l| &l.entitlements),
+        expiration: license.map(|l| l.expiration.as_str()),
+        checked_in: license.map(|l| l.checked_in),
+        verified_at: (signature.is_some() || license.is_some())
+            .then(now_rfc3339)
+            .flatten(),
         attempts: facts.call.attempts,
         request_id: facts.call.request_id.as_deref(),
         warnings: &facts.call.warnings,
@@ -299,6 +629,7 @@ fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {
         false,
         failure.outcome(),
         failure.exit_code(),
+        None,
         None,
         &message,
     );

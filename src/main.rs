@@ -1,7 +1,7 @@
 //! mpgate: checks the buyer's AWS Marketplace entitlement, then execs the workload in place.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mpgate::cli::{self, Parsed};
 use mpgate::config::{self, ConfigError, LogFormat};
@@ -50,9 +50,7 @@ fn main() -> ExitCode {
         }
     };
     let (facts, verdict) = runtime.block_on(gate::run(args, preflight, &env, started));
-    // Stop the runtime (and its blocking DNS threads) before exec replaces the process.
-    runtime.shutdown_timeout(Duration::from_millis(50));
-    gate::finish(facts, verdict, &reporter, started)
+    gate::finish(facts, verdict, &reporter, started, runtime)
 }
 
 /// Release builds abort on panic (no unwinding code or tables: a smaller binary). A panic is

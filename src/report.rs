@@ -16,11 +16,26 @@ pub struct Report<'a> {
     pub entitled: bool,
     pub outcome: &'a str,
     pub exit_code: u8,
+    /// `hourly` or `contract` (`null` when the configuration was refused).
+    pub pricing: Option<&'a str>,
     pub product_code: Option<&'a str>,
     pub public_key_version: Option<i32>,
     pub nonce: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product_sku: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_arn: Option<&'a str>,
+    /// The allowed entitlements, `[{"Name", "Unit", "Value"}]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entitlements: Option<&'a serde_json::Value>,
+    /// When the checkout expires (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<&'a str>,
+    /// Whether the seat was given back (`--seat check` at once, `hold` at the end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_in: Option<bool>,
     pub verified_at: Option<String>,
     pub attempts: u32,
     /// `x-amzn-RequestId` of the last answer, when there was one.

@@ -4,8 +4,24 @@ use std::path::Path;
 
 /// Bottom to top, as README.md lists them; `main.rs` sits above all of them.
 const LAYERS: &[&str] = &[
-    "cli", "settings", "nonce", "http", "exec", "report", "pinned", "keyring", "config", "logging",
-    "metering", "exit", "gate", "verify",
+    "cli",
+    "settings",
+    "nonce",
+    "http",
+    "exec",
+    "report",
+    "pinned",
+    "keyring",
+    "entitlement",
+    "config",
+    "logging",
+    "call",
+    "metering",
+    "license",
+    "exit",
+    "supervise",
+    "gate",
+    "verify",
 ];
 
 /// The crate modules a source file names through `crate::` paths.

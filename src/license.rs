@@ -1,0 +1,495 @@
+//! Owns the License Manager calls of contract pricing: CheckoutLicense, ExtendLicenseConsumption
+//! and CheckInLicense, what their answers must hold, and what each of their errors means.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_licensemanager::{
+    config::{
+        endpoint::{DefaultResolver, Params, ResolveEndpoint},
+        IdentityCache, StalledStreamProtectionConfig,
+    },
+    error::{ProvideErrorMetadata, SdkError},
+    operation::{
+        check_in_license::CheckInLicenseError, checkout_license::CheckoutLicenseError,
+        extend_license_consumption::ExtendLicenseConsumptionError,
+    },
+    types::{CheckoutType, EntitlementData, EntitlementDataUnit},
+};
+use aws_smithy_types::date_time::{DateTime, Format};
+use serde::Serialize;
+
+use crate::call::{self, AttemptLog, CallError, CallRecord, EndpointParams, Prepared, Service};
+use crate::config::{Config, Contract};
+
+/// The AWS Marketplace issuer's key fingerprint: only licenses AWS Marketplace issued are
+/// checked out (a license the buyer's own account issued would carry another).
+pub const KEY_FINGERPRINT: &str = "aws:294406891311:AWS/Marketplace:issuer-fingerprint";
+/// The IAM actions contract pricing needs, named in access-denied messages.
+pub const IAM_ACTIONS: &str = "license-manager:CheckoutLicense, license-manager:ExtendLicenseConsumption and license-manager:CheckInLicense (deploy/iam-policy-license-manager.json)";
+/// The model's bound on `Expiration` (ISO8601DateTime: at most 50 characters).
+const MAX_TIMESTAMP_CHARS: usize = 50;
+/// Bounds on what the answer hands on: ARNs are at most 2048 characters in the model.
+const MAX_ARN_CHARS: usize = 2048;
+const MAX_CONSUMPTION_TOKEN_CHARS: usize = 4096;
+
+/// AWS License Manager, as the call layer needs to know it.
+pub const SERVICE: Service = Service {
+    name: "License Manager",
+    service_id: "License Manager",
+    rules: |p| Box::pin(rules(p)),
+    error_code: |e| {
+        e.downcast_ref::<CheckoutLicenseError>()
+            .and_then(|e| e.code())
+            .or_else(|| {
+                e.downcast_ref::<ExtendLicenseConsumptionError>()
+                    .and_then(|e| e.code())
+            })
+            .or_else(|| {
+                e.downcast_ref::<CheckInLicenseError>()
+                    .and_then(|e| e.code())
+            })
+            .map(str::to_owned)
+    },
+};
+
+async fn rules(p: EndpointParams) -> Option<String> {
+    let params = Params::builder()
+        .set_region(p.region)
+        .set_use_fips(p.use_fips)
+        .set_use_dual_stack(p.use_dual_stack)
+        .set_endpoint(p.url)
+        .build()
+        .ok()?;
+    let endpoint = DefaultResolver::new()
+        .resolve_endpoint(&params)
+        .await
+        .ok()?;
+    Some(endpoint.url().to_owned())
+}
+
+/// An entitlement the license allowed, as the workload gets it (`MPGATE_LICENSE_ENTITLEMENTS`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Allowed {
+    pub name: String,
+    pub unit: String,
+    pub value: Option<String>,
+}
+
+/// A checked-out consumption: what the answer held, checked.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub license_arn: String,
+    pub consumption_token: String,
+    pub entitlements: Vec<Allowed>,
+    pub expiration: SystemTime,
+    /// The `SignedToken`: handed to the workload, never logged.
+    pub signed_token: Option<String>,
+}
+
+/// A renewed consumption.
+#[derive(Debug)]
+pub struct Extension {
+    pub consumption_token: String,
+    pub expiration: SystemTime,
+}
+
+/// Why a license could not be checked out or held; each variant is one exit code (`exit`).
+#[derive(Debug, thiserror::Error)]
+pub enum LicenseError {
+    #[error("{0}")]
+    NotEntitled(String),
+    /// With `--seat hold`: a renewal failed finally (the license was revoked, expired or
+    /// the consumption is gone).
+    #[error("{0}")]
+    Lost(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// What later calls need: the SDK configuration (its credential provider refreshes what the
+/// first call resolved once) and the endpoint.
+pub struct Session {
+    sdk: aws_config::SdkConfig,
+    endpoint_url: Option<String>,
+    attempt_timeout: Duration,
+}
+
+/// Checks the entitlements out (PROVISIONAL) with one `client_token` across retries, and
+/// checks the answer: every entitlement allowed, a license ARN, an expiration to come.
+pub async fn checkout(
+    config: &Config,
+    contract: &Contract,
+    client_token: &str,
+    started: Instant,
+    record: &mut CallRecord,
+) -> Result<(Checkout, Session), LicenseError> {
+    let prepared = call::prepare(config, &SERVICE).await?;
+    let remaining = prepared.remaining(config, started);
+    let client = client(
+        &prepared.sdk,
+        prepared.endpoint_url.clone(),
+        prepared.attempts.clone(),
+        call::timeouts(config.attempt_timeout, remaining),
+        Some(prepared.credentials.clone()),
+    );
+    let mut request = client
+        .checkout_license()
+        .product_sku(&contract.product_sku)
+        .checkout_type(CheckoutType::Provisional)
+        .key_fingerprint(KEY_FINGERPRINT)
+        .client_token(client_token);
+    for wanted in &contract.entitlements {
+        request = request.entitlements(
+            EntitlementData::builder()
+                .name(&wanted.name)
+                .set_value(wanted.value.clone())
+                .unit(EntitlementDataUnit::from(wanted.unit.as_str()))
+                .build()
+                .map_err(|e| CallError::Refused(format!("the request could not be made: {e}")))?,
+        );
+    }
+    let sent = call::send(request.send(), prepared.log(), remaining, record).await?;
+    let out = match sent {
+        Ok(out) => out,
+        Err(e) => return Err(classify_checkout(e, contract, &prepared)),
+    };
+    let checkout = checked(out, contract, SystemTime::now()).map_err(CallError::BadAnswer)?;
+    let session = Session {
+        sdk: prepared.sdk,
+        endpoint_url: prepared.endpoint_url,
+        attempt_timeout: config.attempt_timeout,
+    };
+    Ok((checkout, session))
+}
+
+/// Builds a client for one call, counting its attempts in `attempts`. `credentials`: the ones
+/// the first call resolved; later calls use the SDK's provider, which refreshes them.
+fn client(
+    sdk: &aws_config::SdkConfig,
+    endpoint_url: Option<String>,
+    attempts: Arc<AttemptLog>,
+    timeouts: aws_config::timeout::TimeoutConfig,
+    credentials: Option<aws_credential_types::Credentials>,
+) -> aws_sdk_licensemanager::Client {
+    let mut builder = aws_sdk_licensemanager::config::Builder::from(sdk)
+        // The answer is at most MAX_ANSWER_BYTES and every attempt has a timeout.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .interceptor(call::AttemptObserver::new(attempts, &SERVICE))
+        .retry_classifier(call::RetryingWontHelp)
+        .timeout_config(timeouts);
+    if let Some(url) = endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    if let Some(credentials) = credentials {
+        builder = builder
+            .credentials_provider(credentials)
+            .identity_cache(IdentityCache::no_cache());
+    }
+    aws_sdk_licensemanager::Client::from_conf(builder.build())
+}
+
+/// What a checkout answer must hold before the workload may start.
+fn checked(
+    out: aws_sdk_licensemanager::operation::checkout_license::CheckoutLicenseOutput,
+    contract: &Contract,
+    now: SystemTime,
+) -> Result<Checkout, String> {
+    if out
+        .checkout_type()
+        .is_some_and(|t| *t != CheckoutType::Provisional)
+    {
+        return Err("the checkout is not PROVISIONAL".into());
+    }
+    let license_arn = out
+        .license_arn()
+        .filter(|arn| arn.starts_with("arn:") && arn.len() <= MAX_ARN_CHARS)
+        .ok_or("no license ARN")?
+        .to_owned();
+    let consumption_token = out
+        .license_consumption_token()
+        .filter(|t| !t.is_empty() && t.len() <= MAX_CONSUMPTION_TOKEN_CHARS)
+        .ok_or("no license consumption token")?
+        .to_owned();
+    let allowed: Vec<Allowed> = out
+        .entitlements_allowed()
+        .iter()
+        .map(|e| Allowed {
+            name: e.name().to_owned(),
+            unit: e.unit().as_str().to_owned(),
+            value: e.value().map(str::to_owned),
+        })
+        .collect();
+    // Every entitlement asked for, with its unit and at least the value asked for: AWS
+    // answers NoEntitlementsAllowedException otherwise, so a success without one is not AWS's.
+    let mut entitlements = Vec::with_capacity(contract.entitlements.len());
+    for wanted in &contract.entitlements {
+        let granted = allowed
+            .iter()
+            .find(|a| a.name == wanted.name && a.unit == wanted.unit)
+            .filter(|a| match &wanted.value {
+                None => true,
+                Some(value) => a.value.as_deref().and_then(amount) >= amount(value),
+            })
+            .ok_or_else(|| format!("entitlement {} is not among those allowed", wanted.name))?;
+        entitlements.push(granted.clone());
+    }
+    let expiration = out.expiration().ok_or("no expiration")?;
+    let expiration = parse_expiration(expiration)?;
+    if expiration <= now {
+        return Err(format!(
+            "the checkout expired at {} before it arrived: check the node's clock (NTP, chrony)",
+            rfc3339(expiration)
+        ));
+    }
+    Ok(Checkout {
+        license_arn,
+        consumption_token,
+        entitlements,
+        expiration,
+        signed_token: out.signed_token().map(str::to_owned),
+    })
+}
+
+fn amount(value: &str) -> Option<u64> {
+    value.parse().ok()
+}
+
+/// License Manager's `Expiration`: RFC 3339 (ExtendLicenseConsumption) or the same without a
+/// zone, meaning UTC (CheckoutLicense answers so, against its own model's pattern).
+pub fn parse_expiration(text: &str) -> Result<SystemTime, String> {
+    let bad = || {
+        format!(
+            "the expiration {:?} is not a timestamp",
+            text.chars().take(MAX_TIMESTAMP_CHARS).collect::<String>()
+        )
+    };
+    if text.len() > MAX_TIMESTAMP_CHARS {
+        return Err(bad());
+    }
+    let parsed = DateTime::from_str(text, Format::DateTimeWithOffset)
+        .or_else(|_| DateTime::from_str(&format!("{text}Z"), Format::DateTime))
+        .map_err(|_| bad())?;
+    SystemTime::try_from(parsed).map_err(|_| bad())
+}
+
+/// A time as RFC 3339 in UTC (`2026-12-01T15:04:05Z`).
+pub fn rfc3339(time: SystemTime) -> String {
+    DateTime::from(time)
+        .fmt(Format::DateTime)
+        .unwrap_or_default()
+}
+
+impl Session {
+    /// Renews the consumption, within `deadline` and `config`'s retry policy.
+    pub async fn extend(
+        &self,
+        consumption_token: &str,
+        deadline: Duration,
+        record: &mut CallRecord,
+    ) -> Result<Extension, LicenseError> {
+        let (client, attempts, text) = self.client(deadline);
+        let sent = client
+            .extend_license_consumption()
+            .license_consumption_token(consumption_token)
+            .send();
+        match call::send(sent, (&attempts, &text), deadline, record).await? {
+            Ok(out) => {
+                let expiration = out
+                    .expiration()
+                    .ok_or_else(|| "no expiration".to_string())
+                    .and_then(parse_expiration)
+                    .map_err(CallError::BadAnswer)?;
+                Ok(Extension {
+                    // An answer without a new token leaves the old one in use.
+                    consumption_token: out
+                        .license_consumption_token()
+                        .filter(|t| !t.is_empty() && t.len() <= MAX_CONSUMPTION_TOKEN_CHARS)
+                        .unwrap_or(consumption_token)
+                        .to_owned(),
+                    expiration,
+                })
+            }
+            Err(e) => Err(classify_renewal(
+                e,
+                (&attempts, &text),
+                "ExtendLicenseConsumption",
+            )),
+        }
+    }
+
+    /// Gives the consumption back, within `deadline`.
+    pub async fn check_in(
+        &self,
+        consumption_token: &str,
+        deadline: Duration,
+        record: &mut CallRecord,
+    ) -> Result<(), LicenseError> {
+        let (client, attempts, text) = self.client(deadline);
+        let sent = client
+            .check_in_license()
+            .license_consumption_token(consumption_token)
+            .send();
+        match call::send(sent, (&attempts, &text), deadline, record).await? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(classify_renewal(e, (&attempts, &text), "CheckInLicense")),
+        }
+    }
+
+    /// A client for one call within `deadline`, with its own attempt log.
+    fn client(
+        &self,
+        deadline: Duration,
+    ) -> (aws_sdk_licensemanager::Client, Arc<AttemptLog>, String) {
+        let attempts = Arc::new(AttemptLog::default());
+        let client = client(
+            &self.sdk,
+            self.endpoint_url.clone(),
+            attempts.clone(),
+            call::timeouts(self.attempt_timeout, deadline),
+            None,
+        );
+        (client, attempts, call::humantime(deadline))
+    }
+}
+
+/// An extension's or check-in's error: transient ones (`Call(Unreachable)`) may be tried
+/// again before the consumption expires; every other means the seat is gone.
+fn classify_renewal<E>(
+    error: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    (attempts, deadline): (&AttemptLog, &str),
+    operation: &str,
+) -> LicenseError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let SdkError::ServiceError(service) = &error else {
+        return call::transport_error(&error, &SERVICE, attempts, deadline).into();
+    };
+    let err = service.err();
+    let code = err.code().unwrap_or("unknown error");
+    let message: String = err.message().unwrap_or("").chars().take(300).collect();
+    if code == "ResourceNotFoundException" {
+        return LicenseError::Lost(format!(
+            "License Manager no longer knows the checkout ({operation}: {code}: {message}): the license was revoked or has ended, or the consumption expired; check the license grant in AWS License Manager"
+        ));
+    }
+    let status = service.raw().status().as_u16();
+    match call::other_service_error(
+        &SERVICE,
+        (code, status, &message),
+        IAM_ACTIONS,
+        attempts,
+        deadline,
+        operation,
+    ) {
+        transient @ CallError::Unreachable(_) => transient.into(),
+        other => LicenseError::Lost(other.to_string()),
+    }
+}
+
+/// Maps CheckoutLicense's errors to what happened and what the operator should do.
+fn classify_checkout(
+    error: SdkError<CheckoutLicenseError, aws_smithy_runtime_api::http::Response>,
+    contract: &Contract,
+    prepared: &Prepared,
+) -> LicenseError {
+    let sku = &contract.product_sku;
+    let (attempts, deadline) = prepared.log();
+    let SdkError::ServiceError(service) = &error else {
+        return call::transport_error(&error, &SERVICE, attempts, deadline).into();
+    };
+    let err = service.err();
+    let code = err.code().unwrap_or("unknown error");
+    let message: String = err.message().unwrap_or("").chars().take(300).collect();
+    let refused = |advice: &str| {
+        LicenseError::Call(CallError::Refused(format!(
+            "License Manager refused the checkout of product SKU {sku} ({code}: {message}): {advice}"
+        )))
+    };
+    match err {
+        CheckoutLicenseError::NoEntitlementsAllowedException(_) => LicenseError::NotEntitled(format!(
+            "the buyer's license for product SKU {sku} does not allow {} (NoEntitlementsAllowedException: {message}): accept the license grant in AWS License Manager with the AWS account that runs this container, and check the seats in use (every held checkout counts) and that the contract includes these entitlements",
+            wanted(contract)
+        )),
+        CheckoutLicenseError::ResourceNotFoundException(_) => LicenseError::NotEntitled(format!(
+            "License Manager has no license for product SKU {sku} (ResourceNotFoundException: {message}): check the SKU (MPGATE_PRODUCT_SKU is the product ID in the AWS Marketplace Management Portal) and that the buyer accepted the license grant in AWS License Manager"
+        )),
+        CheckoutLicenseError::ValidationException(_)
+        | CheckoutLicenseError::InvalidParameterValueException(_) => refused(
+            "check MPGATE_PRODUCT_SKU and the entitlement names and units (MPGATE_ENTITLEMENTS) against the product's pricing dimensions",
+        ),
+        CheckoutLicenseError::RedirectException(redirect) => refused(&format!(
+            "the license is served in another region ({}): run the workload in the license's home region, or let the platform set AWS_REGION",
+            redirect.location().unwrap_or("no location given").chars().take(200).collect::<String>()
+        )),
+        CheckoutLicenseError::UnsupportedDigitalSignatureMethodException(_) => refused(
+            "the license's issuer signs with a method License Manager does not support here: contact AWS Marketplace Seller Operations",
+        ),
+        err => call::other_service_error(
+            &SERVICE,
+            (code, service.raw().status().as_u16(), err.message().unwrap_or("")),
+            IAM_ACTIONS,
+            attempts,
+            deadline,
+            &format!("product SKU {sku}"),
+        )
+        .into(),
+    }
+}
+
+/// `Basic, Seats=2`: the entitlements asked for, as the operator wrote them.
+fn wanted(contract: &Contract) -> String {
+    contract
+        .entitlements
+        .iter()
+        .map(|e| match (&e.value, e.unit.as_str()) {
+            (None, _) => e.name.clone(),
+            (Some(v), "Count") => format!("{}={v}", e.name),
+            (Some(v), unit) => format!("{}={v}:{unit}", e.name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_call_goes_where_the_sdk_sends_it() {
+        call::tests::endpoints(
+            &SERVICE,
+            "https://license-manager-fips.eu-west-1.amazonaws.com",
+            "https://license-manager.eu-west-1.amazonaws.com",
+        )
+        .await;
+    }
+
+    #[test]
+    fn both_expiration_formats_are_read_as_utc() {
+        let at = |s: &str| {
+            parse_expiration(s)
+                .unwrap()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        // 2026-12-01T14:15:27Z
+        let expected = 1_796_134_527;
+        assert_eq!(at("2026-12-01T14:15:27"), expected);
+        assert_eq!(at("2026-12-01T14:15:27.110091"), expected);
+        assert_eq!(at("2026-12-01T14:15:27Z"), expected);
+        assert_eq!(at("2026-12-01T15:15:27+01:00"), expected);
+        for bad in [
+            "",
+            "2026-12-01 14:15:27",
+            "tomorrow",
+            "2026-12-01T14:15:27ZZ",
+            &"9".repeat(60),
+        ] {
+            assert!(parse_expiration(bad).is_err(), "{bad:?}");
+        }
+    }
+}
