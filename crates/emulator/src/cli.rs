@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use super::credentials::Credential;
 use super::fault::{Fault, ALL_FAULTS};
+use super::license::{
+    self, Entitlement, FaultSpec, LicenseConfig, ALL_LICENSE_FAULTS, DEFAULT_PRODUCT_SKU,
+};
 
 pub const DEFAULT_PRODUCT_CODE: &str = "prod-demo1234567890abcdef";
 /// `--trickle-interval` default: one byte every 200 ms.
@@ -58,6 +61,9 @@ pub struct Options {
     pub clock_offset_ms: i64,
     /// `--expiring-key-versions`, resolved: the versions `--rotation-timestamp` applies to.
     pub expiring_key_versions: Vec<u32>,
+    /// License Manager: `--product-sku`, `--license-entitlement`, `--no-license`,
+    /// `--consumption-ttl`, `--license-fault`.
+    pub license: LicenseConfig,
 }
 
 impl Default for Options {
@@ -84,6 +90,7 @@ impl Default for Options {
             task_region: None,
             clock_offset_ms: 0,
             expiring_key_versions: Vec::new(),
+            license: LicenseConfig::default(),
         }
     }
 }
@@ -98,6 +105,23 @@ pub enum Parsed {
 }
 
 pub fn usage() -> String {
+    let license_faults: Vec<String> = ALL_LICENSE_FAULTS
+        .iter()
+        .map(|f| {
+            let ops: Vec<&str> = f.operations().iter().map(|o| o.name()).collect();
+            let what = match f.error() {
+                Some(e) => format!("{} {}", e.status, e.error_type),
+                None => "the Metering fault of that name".into(),
+            };
+            let ops = if ops.len() == license::ALL_OPS.len() {
+                "every operation".to_string()
+            } else {
+                ops.join(", ")
+            };
+            format!("  {:<38}{what}; {ops}\n", f.name())
+        })
+        .collect();
+    let license_faults = license_faults.concat();
     let faults: Vec<&str> = ALL_FAULTS.iter().map(|f| f.name()).collect();
     let mut fault_lines = String::new();
     let mut line = String::from("   ");
@@ -113,23 +137,29 @@ pub fn usage() -> String {
     fault_lines.push_str(&line);
     format!(
         "\
-mpgate-emulator {version}: a local AWS Marketplace Metering service (RegisterUsage) for tests
+mpgate-emulator {version}: local AWS Marketplace Metering (RegisterUsage) and AWS License Manager for tests
+
+Both services on one listener: Metering's RegisterUsage, and License Manager's
+CheckoutLicense, ExtendLicenseConsumption, CheckInLicense and GetLicenseUsage.
 
 Usage:
   mpgate-emulator [serve] [OPTIONS]
   mpgate-emulator run [OPTIONS] -- COMMAND [ARG...]
 
 serve prints one JSON line (url, region, productCode, publicKeyVersion, publicKeyFile,
-publicKeyFiles, keyDir, caFile, credentials) to stdout and serves until SIGTERM/SIGINT. run
-prints that line to stderr, runs COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING,
-AWS_REGION, fresh temporary credentials (AWS_ACCESS_KEY_ID ASIA..., AWS_SECRET_ACCESS_KEY,
-AWS_SESSION_TOKEN, as a task role hands out; the emulator knows them) and
-MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE / MPGATE_PUBLIC_KEY_VERSION set (and
-SSL_CERT_FILE=caFile with --tls), and exits with its exit code (127 if COMMAND is not found).
+publicKeyFiles, keyDir, caFile, credentials, productSku, licenseArn, licenseEntitlements,
+licensed) to stdout and serves until SIGTERM/SIGINT. run prints that line to stderr, runs
+COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING and AWS_ENDPOINT_URL_LICENSE_MANAGER (the
+url), AWS_REGION, fresh temporary credentials (AWS_ACCESS_KEY_ID ASIA...,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, as a task role hands out; the emulator knows them)
+and MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE / MPGATE_PUBLIC_KEY_VERSION /
+MPGATE_PRODUCT_SKU set (and SSL_CERT_FILE=caFile with --tls), and exits with its exit code
+(127 if COMMAND is not found). SIGUSR1 revokes the license (see License Manager below).
 
 Requests must be signed with SigV4 by a key the emulator knows, for its --region and the
-signing name aws-marketplace, within 15 minutes of its clock. The ready line's credentials
-lists the pairs it knows, secrets included: this is a test tool.
+signing name of the target's service (aws-marketplace for AWSMPMeteringService.*,
+license-manager for AWSLicenseManager.*), within 15 minutes of its clock. The ready line's
+credentials lists the pairs it knows, secrets included: this is a test tool.
 
 Options:
   --listen ADDR              address to bind (default 127.0.0.1:0, port 0 = any free port)
@@ -187,13 +217,46 @@ Options:
   --trickle-interval DURATION  delay between the bytes the trickle fault sends
                              (default 200ms)
   --oversize-bytes N         body size of the oversize-* faults (default 10485760)
+  --product-sku SKU          the License Manager product SKU sold (default
+                             {DEFAULT_PRODUCT_SKU})
+  --license-entitlement SPEC an entitlement of the license (repeatable): NAME (a feature,
+                             unit None), NAME=MAX (counted, unit Count) or NAME=MAX:UNIT
+                             (another EntitlementDataUnit). Default: Basic and Seats=5
+  --no-license               the caller holds no license: CheckoutLicense gets
+                             NoEntitlementsAllowedException
+  --consumption-ttl DURATION how long a checkout holds its units unless extended
+                             (default 60m; e.g. 2s)
+  --license-fault OPERATION=FAULT[@AFTER][*COUNT]
+                             fail License Manager's OPERATION (CheckoutLicense,
+                             CheckInLicense, ExtendLicenseConsumption, GetLicenseUsage)
+                             with FAULT (below; only errors the model lists for it):
+                             the first AFTER valid calls of the operation are answered
+                             normally, then COUNT calls fail (default: all). Repeatable;
+                             the first listed one that applies wins
   --list-faults              print one JSON line per fault (name, kind, and status and
-                             errorType for the service errors), then exit
+                             errorType for the service errors; the license faults with
+                             kind license and their operations), then exit
   -h, --help                 print this help
   -V, --version              print the version
 
 Faults:
 {fault_lines}
+
+License Manager faults (--license-fault; status, error, operations the model lists it for):
+{license_faults}
+License Manager: the emulator sells one license, --product-sku with its entitlements, to
+the callers it knows; its ARN is arn:aws:license-manager::294406891311:license:l-<32 hex>
+(from the SKU; the ready line's licenseArn). CheckoutLicense needs KeyFingerprint
+aws:294406891311:AWS/Marketplace:issuer-fingerprint and CheckoutType PROVISIONAL (PERPETUAL:
+ValidationException); each entitlement must exist in the same Unit, a counted one with an
+integer Value (1 or more) within MaxCount minus what live checkouts hold, else
+NoEntitlementsAllowedException. A checkout holds its values for --consumption-ttl;
+ExtendLicenseConsumption gives a new token and pushes the expiry (earlier tokens stay
+valid), CheckInLicense releases it; an unknown, expired or checked-in token gets
+ResourceNotFoundException. A repeated ClientToken with the same request, while its checkout
+is live, gets the same answer and holds no more; with another request ValidationException.
+GetLicenseUsage sums the live checkouts. SIGUSR1 revokes the license: checkouts then get
+NoEntitlementsAllowedException, existing tokens ResourceNotFoundException.
 
 tls-handshake-failure acts on connections, before any request: with --tls the server reads
 the ClientHello and answers a fatal handshake_failure alert, without --tls it closes the
@@ -301,6 +364,7 @@ where
     let mut seen_positional = false;
     let mut run = false;
     let mut expiring: Option<Vec<u32>> = None;
+    let mut entitlements: Vec<Entitlement> = Vec::new();
     // `--access-key-id ID --secret-access-key SECRET [--session-token TOKEN]`, the spelled-out
     // form of one `--credentials` pair: (id, secret, token) of the pair being given.
     let mut spelled: Option<(String, Option<String>, Option<String>)> = None;
@@ -436,6 +500,43 @@ where
                 opts.trickle_interval =
                     parse_duration(&v).map_err(|m| format!("--trickle-interval: {m}"))?;
             }
+            Long("product-sku") => {
+                let v = string(parser.value().map_err(e)?, "--product-sku")?;
+                if v.is_empty() || v.chars().count() > 255 || v.chars().any(char::is_whitespace) {
+                    return Err("--product-sku: must be 1 to 255 characters, without spaces".into());
+                }
+                opts.license.product_sku = v;
+            }
+            Long("license-entitlement") => {
+                let v = string(parser.value().map_err(e)?, "--license-entitlement")?;
+                let ent =
+                    Entitlement::parse(&v).map_err(|m| format!("--license-entitlement: {m}"))?;
+                if entitlements
+                    .iter()
+                    .any(|x: &Entitlement| x.name == ent.name)
+                {
+                    return Err(format!(
+                        "--license-entitlement: {} is given twice",
+                        ent.name
+                    ));
+                }
+                entitlements.push(ent);
+            }
+            Long("no-license") => opts.license.licensed = false,
+            Long("consumption-ttl") => {
+                let v = string(parser.value().map_err(e)?, "--consumption-ttl")?;
+                let ttl = parse_duration(&v).map_err(|m| format!("--consumption-ttl: {m}"))?;
+                if ttl.is_zero() {
+                    return Err("--consumption-ttl: must be longer than 0".into());
+                }
+                opts.license.consumption_ttl = ttl;
+            }
+            Long("license-fault") => {
+                let v = string(parser.value().map_err(e)?, "--license-fault")?;
+                opts.license
+                    .faults
+                    .push(FaultSpec::parse(&v).map_err(|m| format!("--license-fault: {m}"))?);
+            }
             Long("oversize-bytes") => {
                 let v = string(parser.value().map_err(e)?, "--oversize-bytes")?;
                 opts.oversize_bytes = v
@@ -477,6 +578,9 @@ where
         opts.credentials.push(spelled_pair(pair)?);
     }
     opts.expiring_key_versions = resolve_expiring(&opts, expiring)?;
+    if !entitlements.is_empty() {
+        opts.license.entitlements = entitlements;
+    }
     let mut ids: Vec<&str> = Vec::new();
     for c in opts.credentials.iter().chain(&opts.expired_credentials) {
         if ids.contains(&c.access_key_id.as_str()) {
@@ -699,6 +803,52 @@ mod tests {
         assert!(matches!(parse(["--list-faults"]), Ok(Parsed::ListFaults)));
         assert_eq!(parse_signed_duration("+1.5s"), Ok(1500));
         assert!(parse_signed_duration("--1s").is_err());
+    }
+
+    #[test]
+    fn license_options() {
+        let (_, o) = go(&[]).unwrap();
+        assert_eq!(o.license.product_sku, DEFAULT_PRODUCT_SKU);
+        assert_eq!(o.license.entitlements, license::default_entitlements());
+        assert!(o.license.licensed);
+        assert_eq!(o.license.consumption_ttl, Duration::from_secs(3600));
+        let (_, o) = go(&[
+            "--product-sku",
+            "sku-1",
+            "--license-entitlement",
+            "Pro",
+            "--license-entitlement",
+            "Users=3",
+            "--no-license",
+            "--consumption-ttl",
+            "2s",
+            "--license-fault",
+            "CheckoutLicense=server-internal@1*2",
+        ])
+        .unwrap();
+        assert_eq!(o.license.product_sku, "sku-1");
+        let names: Vec<&str> = o
+            .license
+            .entitlements
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["Pro", "Users"]);
+        assert!(!o.license.licensed);
+        assert_eq!(o.license.consumption_ttl, Duration::from_secs(2));
+        assert_eq!(o.license.faults.len(), 1);
+        for bad in [
+            &[
+                "--license-fault",
+                "ExtendLicenseConsumption=no-entitlements-allowed",
+            ][..],
+            &["--license-fault", "CheckoutLicense=conflict"][..],
+            &["--license-entitlement", "A", "--license-entitlement", "A=2"][..],
+            &["--consumption-ttl", "0"][..],
+            &["--product-sku", ""][..],
+        ] {
+            assert!(go(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

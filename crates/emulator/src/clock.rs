@@ -107,6 +107,30 @@ pub fn format_amz_date(t: SystemTime) -> String {
     )
 }
 
+/// `(date, time)` of `t` in UTC: `YYYY-MM-DD`, `HH:MM:SS` (whole seconds).
+fn utc_parts(t: SystemTime) -> (String, String) {
+    let secs = unix_secs(t);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60),
+    )
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`, UTC without a zone: how License Manager's CheckoutLicense writes
+/// `IssuedAt` and `Expiration`.
+pub fn iso_local_seconds(t: SystemTime) -> String {
+    let (date, time) = utc_parts(t);
+    format!("{date}T{time}")
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC): how ExtendLicenseConsumption writes `Expiration`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let (date, time) = utc_parts(t);
+    format!("{date}T{time}Z")
+}
+
 /// Formats `t` as an HTTP date (RFC 9110 IMF-fixdate), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn http_date(t: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -154,6 +178,13 @@ mod tests {
         ] {
             assert_eq!(parse_amz_date(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn license_manager_dates() {
+        let t = shift(UNIX_EPOCH, 784_111_777_000);
+        assert_eq!(iso_local_seconds(t), "1994-11-06T08:49:37");
+        assert_eq!(rfc3339(t), "1994-11-06T08:49:37Z");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Minting RegisterUsage tokens: real PS256 JWTs, and the deliberately bad variants.
 
 use aws_lc_rs::rsa::KeyPair;
-use aws_lc_rs::signature::{RsaEncoding, RSA_PKCS1_SHA256, RSA_PSS_SHA256};
+use aws_lc_rs::signature::{RsaEncoding, RSA_PKCS1_SHA256, RSA_PSS_SHA256, RSA_PSS_SHA384};
 use aws_lc_rs::{hmac, rand::SystemRandom};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -58,6 +58,16 @@ fn sign(header: &str, claims: &Value, signing: Signing<'_>) -> Result<String, St
         }
     };
     Ok(format!("{signing_input}.{}", b64(&sig)))
+}
+
+/// A PS384 JWT of `claims` (License Manager's `SignedToken`, digital signature method
+/// `JWT_PS384`), signed by `key`.
+pub fn sign_ps384(claims: &Value, key: &KeyPair) -> Result<String, String> {
+    sign(
+        r#"{"alg":"PS384","typ":"JWT"}"#,
+        claims,
+        Signing::Rsa(key, &RSA_PSS_SHA384),
+    )
 }
 
 const PS256_HEADER: &str = r#"{"alg":"PS256","typ":"JWT"}"#;

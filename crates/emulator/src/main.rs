@@ -1,4 +1,5 @@
-//! A local AWS Marketplace Metering service (RegisterUsage) with fault injection, for tests.
+//! A local AWS Marketplace Metering service (RegisterUsage) and AWS License Manager (contract
+//! pricing: CheckoutLicense and its kin) with fault injection, for tests.
 //!
 //! `mpgate-emulator` plays `AWSMPMeteringService.RegisterUsage` (awsJson1.1, `POST /`,
 //! SigV4 signing name `aws-marketplace`) over HTTP/1.1 on loopback (plain, or HTTPS with
@@ -112,7 +113,40 @@
 //! logged or recorded.
 //!
 //! `--list-faults` prints one JSON line per fault: `{"name","kind"}`, plus `status` and
-//! `errorType` for service errors and `status` for HTML pages.
+//! `errorType` for service errors and `status` for HTML pages; then one line per License
+//! Manager error fault, `{"name","kind":"license","status","errorType","operations"}`.
+//!
+//! # AWS License Manager ([`license`])
+//! The same listener serves `AWSLicenseManager.CheckoutLicense`, `.ExtendLicenseConsumption`,
+//! `.CheckInLicense` and `.GetLicenseUsage` (awsJson1.1). Checks 1-4 above apply as they are,
+//! but the credential scope's service must be `license-manager` (and a RegisterUsage must be
+//! signed for `aws-marketplace`): a request signed for the other service gets 403
+//! `InvalidSignatureException` ("Credential should be scoped to correct service: …"). Another
+//! `AWSLicenseManager.*` operation is 400 `UnknownOperationException`. Then: the body's shape
+//! (a non-object 400 `SerializationException`; missing, null or mistyped members, enum and
+//! length violations 400 `ValidationException`, unknown members ignored); no caller model
+//! (License Manager answers any caller it knows; PlatformNotSupported and the task region are
+//! RegisterUsage's); `--rate-limit` (429 `RateLimitExceededException`, recorded with fault
+//! `rate-limit`); `--license-fault OP=FAULT[@AFTER][*COUNT]`, counted per operation over the
+//! calls that got this far; then the license's answer. Errors are `{"__type", "Message"}` with
+//! the Smithy model's statuses (`RedirectException` 308 with a `Location` header and member).
+//!
+//! Checkout answers `IssuedAt` and `Expiration` as `YYYY-MM-DDTHH:MM:SS` (UTC, no zone),
+//! extension answers `Expiration` as `YYYY-MM-DDTHH:MM:SSZ`, as AWS does. `SignedToken` is a
+//! PS384 JWT of the checkout signed by the first `--key-versions` key, padded to about 4.2 KB.
+//! A ClientToken repeated with the same modelled members while its consumption is live gets
+//! the first answer again (no more units held); with other members `ValidationException`; once
+//! the consumption is checked in or expired, the ClientToken is free for a new checkout.
+//! Extension gives a new token, and every token of a consumption stays valid until it ends;
+//! `DryRun` answers the token sent and the current expiry without extending. PERPETUAL
+//! checkouts are refused (`ValidationException`): Marketplace container licenses are
+//! PROVISIONAL. SIGUSR1 revokes the license (logged on stderr).
+//!
+//! `--record` lines of License Manager calls have `call`, `receivedAtMs`, `target`,
+//! `credentialScope`, `fault`, `status`, `errorType`, `requestId` and, when the body has them,
+//! `productSku`, `clientToken`, `licenseConsumptionToken`, `entitlements` (JSON), `checkoutType`,
+//! `keyFingerprint`, `licenseArn` (no Metering members). The ready line adds `productSku`,
+//! `licenseArn`, `licenseEntitlements` (`[{name, unit, maxCount}]`) and `licensed`.
 
 mod cli;
 mod clock;
@@ -120,6 +154,7 @@ mod credentials;
 mod fault;
 mod jwt;
 mod keys;
+mod license;
 mod raw;
 mod run;
 mod server;
@@ -157,6 +192,14 @@ pub struct Ready {
     pub ca_file: Option<String>,
     /// The pairs the emulator knows, secrets included (a test tool), usable ones first.
     pub credentials: Vec<Credential>,
+    /// License Manager: the product SKU sold (`--product-sku`).
+    pub product_sku: String,
+    /// The license's ARN.
+    pub license_arn: String,
+    /// The configured entitlements: `{name, unit, maxCount}` (`maxCount` for counted ones).
+    pub license_entitlements: Vec<serde_json::Value>,
+    /// `false` with `--no-license`.
+    pub licensed: bool,
 }
 
 /// Exit code for a bad command line.
@@ -186,6 +229,12 @@ fn run_emulator() -> i32 {
             let mut out = std::io::stdout().lock();
             for f in ALL_FAULTS {
                 let _ = writeln!(out, "{}", f.listing());
+            }
+            for line in license::ALL_LICENSE_FAULTS
+                .iter()
+                .filter_map(|f| f.listing())
+            {
+                let _ = writeln!(out, "{line}");
             }
             0
         }
@@ -350,7 +399,8 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
                 offset_ms: opts.clock_offset_ms,
             },
             opts.expiring_key_versions.clone(),
-        ),
+        )
+        .with_license(license::License::new(opts.license.clone())),
     );
     let tls = if opts.tls {
         Some(tls::prepare(&key_dir)?)
@@ -384,6 +434,16 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             key_dir: path_string(&key_dir),
             ca_file: ca_file.clone(),
             credentials: state.callers.keyring.all().into_iter().cloned().collect(),
+            product_sku: state.license.config.product_sku.clone(),
+            license_arn: state.license.arn.clone(),
+            license_entitlements: state
+                .license
+                .config
+                .entitlements
+                .iter()
+                .map(license::Entitlement::listing)
+                .collect(),
+            licensed: state.license.config.licensed,
         };
         let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
         let child_env = run::ChildEnv {
@@ -394,7 +454,21 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             public_key_version: first,
             ca_file,
             credentials: handed_out,
+            product_sku: ready.product_sku.clone(),
         };
+        // SIGUSR1 revokes the license (listening before the ready line, so that a signal sent
+        // after it never meets the default action, which would end the process).
+        let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| format!("signal: {e}"))?;
+        let revoking = state.clone();
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                revoking.license.revoke();
+                log(&format!(
+                    "SIGUSR1: license {} (ProductSKU {}) revoked",
+                    revoking.license.arn, revoking.license.config.product_sku
+                ));
+            }
+        });
         tokio::spawn(server::serve(listener, state, acceptor));
         match mode {
             Mode::Serve => {

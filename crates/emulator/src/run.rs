@@ -21,6 +21,8 @@ pub struct ChildEnv {
     /// The temporary credentials handed to the child, as a task role would (the emulator
     /// knows them).
     pub credentials: Option<Credential>,
+    /// License Manager's product SKU (`MPGATE_PRODUCT_SKU`).
+    pub product_sku: String,
 }
 
 /// Run `command` to completion; returns the exit code to use.
@@ -33,6 +35,8 @@ pub async fn run_child(command: OsString, args: Vec<OsString>, env: &ChildEnv) -
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_ENDPOINT_URL")
         .env("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &env.url)
+        .env("AWS_ENDPOINT_URL_LICENSE_MANAGER", &env.url)
+        .env("MPGATE_PRODUCT_SKU", &env.product_sku)
         .env("AWS_REGION", &env.region)
         .env("AWS_DEFAULT_REGION", &env.region)
         .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -20,6 +20,7 @@ use super::credentials::{Credential, Keyring};
 use super::fault::{Fault, ServiceError};
 use super::jwt;
 use super::keys::VersionKey;
+use super::license::{self, License, LicenseFault, LmError, Op};
 use super::sigv4::{self, Rejection};
 
 /// Largest request body read (bytes); larger bodies get 413.
@@ -51,6 +52,8 @@ pub struct State {
     pub trickle_interval: Duration,
     /// `--oversize-bytes`.
     pub oversize_bytes: u64,
+    /// License Manager: the license sold, its consumptions and `--license-fault`s.
+    pub license: License,
     calls: AtomicU64,
     eligible: AtomicU64,
 }
@@ -131,6 +134,12 @@ impl State {
         self
     }
 
+    /// Sets the License Manager side: the license and its faults.
+    pub fn with_license(mut self, license: License) -> Self {
+        self.license = license;
+        self
+    }
+
     /// Sets the callers, AWS's clock and the key versions the rotation timestamp is sent for.
     pub fn with_callers(mut self, callers: Callers, clock: Clock, expiring: Vec<u32>) -> Self {
         self.callers = callers;
@@ -167,6 +176,7 @@ impl State {
             rate: None,
             trickle_interval: super::cli::DEFAULT_TRICKLE_INTERVAL,
             oversize_bytes: super::cli::DEFAULT_OVERSIZE_BYTES,
+            license: License::default(),
             calls: AtomicU64::new(0),
             eligible: AtomicU64::new(0),
         }
@@ -190,6 +200,44 @@ struct RecordLine {
     error_type: Option<&'static str>,
     /// The answer's `x-amzn-RequestId` (`null` when nothing, or a proxy's page, was answered).
     request_id: Option<String>,
+    /// A License Manager call's members (its line then has no Metering members).
+    #[serde(skip)]
+    license: Option<LicenseRecord>,
+}
+
+/// The members of a License Manager request, as sent; absent ones are left out of the line.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LicenseRecord {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product_sku: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_token: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    license_consumption_token: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entitlements: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkout_type: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_fingerprint: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    license_arn: Option<Value>,
+}
+
+impl LicenseRecord {
+    fn from_body(obj: &serde_json::Map<String, Value>) -> LicenseRecord {
+        let get = |k: &str| obj.get(k).cloned();
+        LicenseRecord {
+            product_sku: get("ProductSKU"),
+            client_token: get("ClientToken"),
+            license_consumption_token: get("LicenseConsumptionToken"),
+            entitlements: get("Entitlements"),
+            checkout_type: get("CheckoutType"),
+            key_fingerprint: get("KeyFingerprint"),
+            license_arn: get("LicenseArn"),
+        }
+    }
 }
 
 /// What to do with the connection.
@@ -246,6 +294,26 @@ fn error_answer(status: u16, error_type: &'static str, message: &str) -> Outcome
     resp.headers_mut()
         .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
     Outcome::Answer(resp, Some(error_type))
+}
+
+/// A License Manager error: `{"__type", "Message"}` (its error shapes' member is `Message`),
+/// plus `Location` (member and header) for `RedirectException`.
+fn license_error(e: LmError) -> Outcome {
+    let mut body = json!({"__type": e.error_type, "Message": e.message});
+    if let Some(location) = &e.location {
+        body["Location"] = json!(location);
+    }
+    let mut resp = base_response(e.status, CONTENT_TYPE_JSON, Bytes::from(body.to_string()));
+    resp.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(e.error_type));
+    if let Some(v) = e
+        .location
+        .as_deref()
+        .and_then(|l| HeaderValue::from_str(l).ok())
+    {
+        resp.headers_mut().insert(hyper::header::LOCATION, v);
+    }
+    Outcome::Answer(resp, Some(e.error_type))
 }
 
 fn rejected(r: Rejection) -> Outcome {
@@ -406,7 +474,16 @@ fn decide(
         .as_ref()
         .ok()
         .map(|b| serde_json::from_slice::<Value>(b));
-    if let Some(Ok(Value::Object(obj))) = &parsed {
+    let license_op = rec
+        .target
+        .as_deref()
+        .filter(|t| t.starts_with(license::TARGET_PREFIX));
+    if license_op.is_some() {
+        rec.license = Some(match &parsed {
+            Some(Ok(Value::Object(obj))) => LicenseRecord::from_body(obj),
+            _ => LicenseRecord::default(),
+        });
+    } else if let Some(Ok(Value::Object(obj))) = &parsed {
         for (field, slot) in [
             ("ProductCode", &mut rec.product_code),
             ("PublicKeyVersion", &mut rec.public_key_version),
@@ -440,10 +517,11 @@ fn decide(
             &format!("The emulator serves only POST / (got {method} {path})"),
         );
     }
-    // 2. X-Amz-Target
-    match rec.target.as_deref() {
-        Some(TARGET) => {}
-        Some(t) if t.starts_with(TARGET_PREFIX) => {
+    // 2. X-Amz-Target: Metering's RegisterUsage, or one of License Manager's operations
+    let op = match rec.target.as_deref() {
+        Some(TARGET) => None,
+        Some(t) if Op::from_target(t).is_some() => Op::from_target(t),
+        Some(t) if t.starts_with(TARGET_PREFIX) || t.starts_with(license::TARGET_PREFIX) => {
             return error_answer(
                 400,
                 "UnknownOperationException",
@@ -457,7 +535,11 @@ fn decide(
                 "Unknown operation: missing or unrecognised X-Amz-Target",
             )
         }
-    }
+    };
+    let signing_name = match op {
+        None => sigv4::SIGNING_NAME,
+        Some(_) => license::SIGNING_NAME,
+    };
     // 3. Content-Type
     match header_str(headers, "content-type") {
         Some(Ok(ct)) if is_json_content_type(ct) => {}
@@ -505,11 +587,15 @@ fn decide(
         &request,
         &state.callers.keyring,
         &state.region,
+        signing_name,
         state.clock.now(),
     ) {
         Ok(c) => c,
         Err(r) => return rejected(r),
     };
+    if let Some(op) = op {
+        return license_call(state, op, parsed, rec);
+    }
     // 5. Body shape
     let input = match parsed {
         Ok(Value::Object(obj)) => match validate_body(&obj) {
@@ -661,15 +747,110 @@ fn decide(
     Outcome::Answer(resp, None)
 }
 
+/// A License Manager call that passed checks 1-4: the body's shape, `--rate-limit`, the
+/// `--license-fault`s, then the license's answer. (Metering's caller model, the platform and
+/// the task's region, is RegisterUsage's: License Manager answers any caller it knows.)
+fn license_call(
+    state: &State,
+    op: Op,
+    parsed: Result<Value, serde_json::Error>,
+    rec: &mut RecordLine,
+) -> Outcome {
+    let input = match parsed {
+        Ok(Value::Object(obj)) => match license::validate(op, &obj) {
+            Ok(i) => i,
+            Err(e) => return license_error(e),
+        },
+        Ok(_) => {
+            return error_answer(
+                400,
+                "SerializationException",
+                "Request body must be a JSON object",
+            )
+        }
+        Err(e) => {
+            return error_answer(
+                400,
+                "SerializationException",
+                &format!("Request body is not valid JSON: {e}"),
+            )
+        }
+    };
+    if !state.admit() {
+        rec.fault = RATE_LIMITED;
+        return license_error(LmError {
+            status: 429,
+            error_type: "RateLimitExceededException",
+            message: "Rate exceeded".into(),
+            location: None,
+        });
+    }
+    if let Some(fault) = state.license.take_fault(op) {
+        rec.fault = fault.name();
+        if let Some(e) = fault.error() {
+            return license_error(e);
+        }
+        return match fault {
+            LicenseFault::Hang => Outcome::Hang,
+            LicenseFault::Drop => Outcome::Drop,
+            _ => match Fault::Http503Html.html_page() {
+                Some((status, extra, page)) => {
+                    let mut resp =
+                        base_response(status, "text/html", Bytes::from_static(page.as_bytes()));
+                    for (name, value) in extra {
+                        resp.headers_mut()
+                            .insert(*name, HeaderValue::from_static(value));
+                    }
+                    Outcome::Answer(resp, None)
+                }
+                None => Outcome::Drop,
+            },
+        };
+    }
+    let Some(key) = state.keys.first() else {
+        return license_error(LmError {
+            status: 500,
+            error_type: "ServerInternalException",
+            message: "The emulator has no key to sign with.".into(),
+            location: None,
+        });
+    };
+    match state
+        .license
+        .execute(input, state.clock.now(), &key.signing_key)
+    {
+        Ok(answer) => Outcome::Answer(
+            base_response(200, CONTENT_TYPE_JSON, Bytes::from(answer.to_string())),
+            None,
+        ),
+        Err(e) => license_error(e),
+    }
+}
+
 /// Write one line to stderr, ignoring errors (never panic on a closed stderr).
 pub fn log(msg: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "mpgate-emulator: {msg}");
 }
 
-/// Append `rec` to the `--record` file (flushed); returns the JSON line.
+/// Append `rec` to the `--record` file (flushed); returns the JSON line. A License Manager
+/// call's line has its members instead of Metering's.
 fn write_record(state: &State, rec: &RecordLine) -> String {
-    let line = serde_json::to_string(rec).unwrap_or_else(|_| "{}".into());
+    let line = match &rec.license {
+        None => serde_json::to_string(rec).unwrap_or_else(|_| "{}".into()),
+        Some(lm) => {
+            let mut v = serde_json::to_value(rec).unwrap_or_default();
+            if let (Some(line), Ok(Value::Object(members))) =
+                (v.as_object_mut(), serde_json::to_value(lm))
+            {
+                for k in ["productCode", "publicKeyVersion", "nonce"] {
+                    line.remove(k);
+                }
+                line.extend(members);
+            }
+            v.to_string()
+        }
+    };
     if let Some(file) = &state.record {
         if let Ok(mut f) = file.lock() {
             let res = f

@@ -18,7 +18,8 @@ use super::clock::{format_amz_date, parse_amz_date};
 use super::credentials::{Credential, Keyring};
 
 pub const SCHEME: &str = "AWS4-HMAC-SHA256";
-/// The SigV4 signing name of the Metering service.
+/// The SigV4 signing name of the Metering service (License Manager's is
+/// [`crate::license::SIGNING_NAME`]).
 pub const SIGNING_NAME: &str = "aws-marketplace";
 /// How far `X-Amz-Date` may be from AWS's clock, either way.
 pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
@@ -70,7 +71,7 @@ pub fn parse_authorization(value: &str) -> (Option<String>, Result<Authorization
             None,
             Err(reject(
                 INCOMPLETE_SIGNATURE,
-                format!("Unsupported Authorization Type: '{scheme}'; the Metering service takes {SCHEME}."),
+                format!("Unsupported Authorization Type: '{scheme}'; the service takes {SCHEME}."),
             )),
         );
     };
@@ -168,12 +169,15 @@ pub struct Signed<'a> {
 }
 
 /// Verifies `auth` over `req`: scope, signed headers, the caller's key and session token, the
-/// skew window around `now`, then the signature. Returns the caller's credentials.
+/// skew window around `now`, then the signature. `service` is the signing name of the service
+/// the request's target belongs to: a request signed for another is refused. Returns the
+/// caller's credentials.
 pub fn verify<'k>(
     auth: &Authorization,
     req: &Signed<'_>,
     keyring: &'k Keyring,
     region: &str,
+    service: &str,
     now: SystemTime,
 ) -> Result<&'k Credential, Rejection> {
     // X-Amz-Date: present, in basic format, and the scope's day.
@@ -206,10 +210,10 @@ pub fn verify<'k>(
             "Credential should be scoped to a valid region. ",
         ));
     }
-    if auth.service != SIGNING_NAME {
+    if auth.service != service {
         return Err(reject(
             INVALID_SIGNATURE,
-            format!("Credential should be scoped to correct service: '{SIGNING_NAME}'. "),
+            format!("Credential should be scoped to correct service: '{service}'. "),
         ));
     }
     if auth.terminator != "aws4_request" {
@@ -427,7 +431,7 @@ mod tests {
         // Verified in full (for the emulator's service name this vector's scope is wrong).
         let mut keyring = Keyring::default();
         keyring.add(credential).unwrap();
-        let e = verify(&auth, &req, &keyring, "us-east-1", time).unwrap_err();
+        let e = verify(&auth, &req, &keyring, "us-east-1", SIGNING_NAME, time).unwrap_err();
         assert!(e.message.contains("correct service"), "{e:?}");
     }
 }

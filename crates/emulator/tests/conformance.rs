@@ -6,7 +6,7 @@
 //! without them.
 
 use mpgate_testkit::emulator::{test_credentials, ACCESS_KEY_ID};
-use mpgate_testkit::faults::SERVICE_FAULTS;
+use mpgate_testkit::faults::{LICENSE_FAULTS, SERVICE_FAULTS};
 use mpgate_testkit::{emulator_exe, run_bounded, scratch, Emulator, Live};
 
 use std::process::Command;
@@ -226,6 +226,181 @@ fn the_conformance_check_fails_when_the_emulator_lacks_a_modelled_error() {
     assert!(
         out.stdout
             .contains("FAIL ThrottlingException: the emulator's status is the model's (400)"),
+        "{}",
+        out.stdout
+    );
+}
+
+const LICENSE_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/conformance/boto3_license_conformance.py"
+);
+
+/// `--list-faults`, written to a file of `dir` for the scripts.
+fn fault_listing(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let listing = run_bounded(
+        Command::new(emulator_exe()).arg("--list-faults"),
+        Duration::from_secs(30),
+    );
+    assert!(listing.status.success(), "{}", listing.stderr);
+    let file = dir.join("faults.jsonl");
+    std::fs::write(&file, &listing.stdout).unwrap();
+    (file, listing.stdout)
+}
+
+/// The License Manager script with the arguments every run needs, and a clean environment.
+fn license_script(emu: &Emulator, faults: &std::path::Path) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(LICENSE_SCRIPT)
+        .args(["--region", &emu.region])
+        .args(["--credentials", &test_credentials()])
+        .arg("--faults")
+        .arg(faults)
+        .args(["--product-sku", &emu.product_sku])
+        .args(["--license-arn", &emu.license_arn])
+        .arg("--public-key-file")
+        .arg(&emu.public_key_file);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "AWS_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_LICENSE_MANAGER",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
+#[test]
+fn boto3_sees_the_emulator_as_license_manager() {
+    let dir = scratch("license-conformance");
+    let (faults_file, listing) = fault_listing(&dir);
+    let license_faults: Vec<Value> = listing
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|f| f["kind"] == "license")
+        .collect();
+    assert_eq!(license_faults.len(), LICENSE_FAULTS.len());
+    let normal = Emulator::start_with_shared_keys(&[]);
+    // One emulator per fault, the fault on every operation the listing names for it.
+    let faulty: Vec<(Emulator, String)> = license_faults
+        .iter()
+        .map(|f| {
+            let name = f["name"].as_str().unwrap().to_string();
+            let specs: Vec<String> = f["operations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|op| format!("{}={name}", op.as_str().unwrap()))
+                .collect();
+            let mut flags = Vec::new();
+            for s in &specs {
+                flags.extend(["--license-fault", s.as_str()]);
+            }
+            (Emulator::start_with_shared_keys(&flags), name)
+        })
+        .collect();
+    let mut cmd = license_script(&normal, &faults_file);
+    cmd.args(["--success", &normal.url]);
+    for (emu, name) in &faulty {
+        cmd.args(["--fault", &format!("{name}={}", emu.url)]);
+    }
+    let mut script = match Live::try_spawn(&mut cmd, SCRIPT_TIMEOUT) {
+        Ok(live) => live,
+        Err(e) => panic!(
+            "cannot run python3 ({e}): install Python 3, then `pip install boto3 PyJWT cryptography`"
+        ),
+    };
+    let done = script.finish();
+    println!("{}", done.stdout);
+    eprintln!("{}", done.stderr);
+    match done.status.code() {
+        Some(0) => {}
+        Some(3) => panic!(
+            "boto3 or PyJWT is missing for python3: run `pip install boto3 PyJWT cryptography`\n{}",
+            done.stderr
+        ),
+        _ => panic!(
+            "boto3 license conformance failed ({}):\n{}\n{}",
+            done.status, done.stdout, done.stderr
+        ),
+    }
+    let out = done.stdout;
+    assert!(out.contains("all checks passed"), "{out}");
+    for f in LICENSE_FAULTS {
+        for op in f.operations {
+            let line = format!(
+                "ok   {op} {} -> client.exceptions.{} ({})",
+                f.fault, f.error_type, f.status
+            );
+            assert!(out.contains(&line), "no {line:?} in:\n{out}");
+        }
+    }
+    for control in [
+        "ok   CheckoutLicense signed by boto3 (license-manager) succeeds",
+        "ok   CheckoutLicense: IssuedAt is YYYY-MM-DDTHH:MM:SS without a zone",
+        "ok   ExtendLicenseConsumption: Expiration is RFC 3339 with Z",
+        "ok   PyJWT verifies the SignedToken (PS384, the emulator's key)",
+        "ok   CheckInLicense releases the seats",
+        "ok   RedirectException carries a Location",
+    ] {
+        assert!(out.contains(control), "no {control:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn the_license_conformance_check_fails_when_the_listing_disagrees_with_the_model() {
+    let dir = scratch("license-conformance-negative");
+    let (_, listing) = fault_listing(&dir);
+    let normal = Emulator::start_with_shared_keys(&[]);
+    let run = |faults: &str| {
+        let file = dir.join("edited.jsonl");
+        std::fs::write(&file, faults).unwrap();
+        let mut cmd = license_script(&normal, &file);
+        cmd.arg("--model-only");
+        run_bounded(&mut cmd, SCRIPT_TIMEOUT)
+    };
+    let all = run(&listing);
+    assert_eq!(all.status.code(), Some(0), "{}{}", all.stdout, all.stderr);
+    // Without conflict, CheckInLicense's ConflictException has no fault.
+    let without: String = listing
+        .lines()
+        .filter(|l| !l.contains("\"conflict\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = run(&without);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("FAIL the emulator has a fault for CheckInLicense's ConflictException"),
+        "{}",
+        out.stdout
+    );
+    // NoEntitlementsAllowedException is not an error of ExtendLicenseConsumption.
+    let widened = listing.replace(
+        r#""name":"no-entitlements-allowed","operations":["CheckoutLicense"]"#,
+        r#""name":"no-entitlements-allowed","operations":["CheckoutLicense","ExtendLicenseConsumption"]"#,
+    );
+    assert_ne!(widened, listing, "the listing's shape changed");
+    let out = run(&widened);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("FAIL no-entitlements-allowed: NoEntitlementsAllowedException is what the model lists for CheckoutLicense, ExtendLicenseConsumption"),
         "{}",
         out.stdout
     );

@@ -40,6 +40,10 @@ pub struct Emulator {
     pub addr: String,
     pub region: String,
     pub product_code: String,
+    /// License Manager: the product SKU the emulator sells (`--product-sku`).
+    pub product_sku: String,
+    /// License Manager: the ARN of that license (GetLicenseUsage's `LicenseArn`).
+    pub license_arn: String,
     pub public_key_file: PathBuf,
     /// The test CA's certificate, with `--tls`.
     pub ca_file: Option<PathBuf>,
@@ -108,6 +112,8 @@ impl Emulator {
         Emulator {
             region: field("region"),
             product_code: field("productCode"),
+            product_sku: field("productSku"),
+            license_arn: field("licenseArn"),
             public_key_file: PathBuf::from(field("publicKeyFile")),
             ca_file: ready["caFile"].as_str().map(PathBuf::from),
             guard,

@@ -115,3 +115,138 @@ pub const SERVICE_FAULTS: &[ServiceFault] = &[
 pub fn service_fault(name: &str) -> Option<&'static ServiceFault> {
     SERVICE_FAULTS.iter().find(|f| f.fault == name)
 }
+
+/// A License Manager fault (`--license-fault OPERATION=FAULT`): how the emulator answers, and
+/// what the gate makes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LicenseFault {
+    /// The FAULT name.
+    pub fault: &'static str,
+    /// The HTTP status of the answer (the Smithy model's).
+    pub status: u16,
+    /// The `__type` (and `x-amzn-errortype`) of the answer.
+    pub error_type: &'static str,
+    /// The operations whose model lists the error (the only ones it may be injected into).
+    pub operations: &'static [&'static str],
+    /// The gate's exit code for it (0 for `conflict`: a check-in conflict is a warning).
+    pub exit_code: i32,
+    /// A piece of the gate's advice for it.
+    pub hint: &'static str,
+}
+
+const CHECKOUT: &[&str] = &["CheckoutLicense"];
+const CHECKIN: &[&str] = &["CheckInLicense"];
+const HAS_RESOURCES: &[&str] = &[
+    "CheckoutLicense",
+    "CheckInLicense",
+    "ExtendLicenseConsumption",
+];
+const EVERY_OPERATION: &[&str] = &[
+    "CheckoutLicense",
+    "CheckInLicense",
+    "ExtendLicenseConsumption",
+    "GetLicenseUsage",
+];
+
+const fn license_fault(
+    fault: &'static str,
+    status: u16,
+    error_type: &'static str,
+    operations: &'static [&'static str],
+    (exit_code, hint): (i32, &'static str),
+) -> LicenseFault {
+    LicenseFault {
+        fault,
+        status,
+        error_type,
+        operations,
+        exit_code,
+        hint,
+    }
+}
+
+/// Every License Manager error fault of the emulator, in `--list-faults` order.
+pub const LICENSE_FAULTS: &[LicenseFault] = &[
+    license_fault(
+        "no-entitlements-allowed",
+        400,
+        "NoEntitlementsAllowedException",
+        CHECKOUT,
+        (10, "seats"),
+    ),
+    license_fault(
+        "resource-not-found",
+        400,
+        "ResourceNotFoundException",
+        HAS_RESOURCES,
+        (10, "SKU"),
+    ),
+    license_fault(
+        "validation",
+        400,
+        "ValidationException",
+        EVERY_OPERATION,
+        (13, "ValidationException"),
+    ),
+    license_fault(
+        "invalid-parameter-value",
+        400,
+        "InvalidParameterValueException",
+        EVERY_OPERATION,
+        (13, "InvalidParameterValueException"),
+    ),
+    license_fault(
+        "redirect",
+        308,
+        "RedirectException",
+        CHECKOUT,
+        (13, "RedirectException"),
+    ),
+    license_fault(
+        "unsupported-digital-signature-method",
+        400,
+        "UnsupportedDigitalSignatureMethodException",
+        CHECKOUT,
+        (13, "UnsupportedDigitalSignatureMethodException"),
+    ),
+    license_fault(
+        "authorization",
+        403,
+        "AuthorizationException",
+        EVERY_OPERATION,
+        (13, "license-manager:CheckoutLicense"),
+    ),
+    license_fault(
+        "access-denied",
+        401,
+        "AccessDeniedException",
+        EVERY_OPERATION,
+        (13, "license-manager:CheckoutLicense"),
+    ),
+    license_fault(
+        "rate-limit-exceeded",
+        429,
+        "RateLimitExceededException",
+        EVERY_OPERATION,
+        (14, "throttled"),
+    ),
+    license_fault(
+        "server-internal",
+        500,
+        "ServerInternalException",
+        EVERY_OPERATION,
+        (14, "ServerInternalException"),
+    ),
+    license_fault(
+        "conflict",
+        409,
+        "ConflictException",
+        CHECKIN,
+        (0, "conflict"),
+    ),
+];
+
+/// The entry for license fault `name`.
+pub fn license_fault_named(name: &str) -> Option<&'static LicenseFault> {
+    LICENSE_FAULTS.iter().find(|f| f.fault == name)
+}

@@ -41,6 +41,11 @@ impl Signing {
         }
     }
 
+    /// The test pair for License Manager (signing name `license-manager`), us-east-1, now.
+    pub fn license_manager() -> Signing {
+        Signing::new().service("license-manager")
+    }
+
     /// Another pair (`token` `None`: a long-term key).
     pub fn key(mut self, id: &str, secret: &str, token: Option<&str>) -> Signing {
         self.access_key_id = id.into();

@@ -1,0 +1,793 @@
+//! Black-box tests of the emulator's AWS License Manager side (CheckoutLicense,
+//! ExtendLicenseConsumption, CheckInLicense, GetLicenseUsage) over raw HTTP/1.1, every request
+//! signed for real with SigV4 (signing name `license-manager`).
+
+use mpgate_testkit::emulator::shared_key_dir;
+use mpgate_testkit::faults::{license_fault_named, LICENSE_FAULTS};
+use mpgate_testkit::license::{
+    call, checkout_body, consumed, request, send, Reply, ISSUER_FINGERPRINT,
+};
+use mpgate_testkit::sigv4::Signing;
+use mpgate_testkit::{run_bounded, wait_until, Emulator};
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mpgate-emulator");
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn seats(n: &str) -> Value {
+    json!([{"Name": "Seats", "Value": n, "Unit": "Count"}])
+}
+
+fn checkout(emu: &Emulator, entitlements: Value, client_token: &str) -> Reply {
+    call(
+        &emu.addr,
+        "CheckoutLicense",
+        &checkout_body(&emu.product_sku, entitlements, client_token),
+    )
+}
+
+fn usage(emu: &Emulator) -> Value {
+    call(
+        &emu.addr,
+        "GetLicenseUsage",
+        &json!({"LicenseArn": emu.license_arn}),
+    )
+    .ok("GetLicenseUsage")
+}
+
+fn seats_used(emu: &Emulator) -> String {
+    consumed(&usage(emu), "Seats").expect("a Seats usage")
+}
+
+fn extend(emu: &Emulator, token: &str) -> Reply {
+    call(
+        &emu.addr,
+        "ExtendLicenseConsumption",
+        &json!({"LicenseConsumptionToken": token}),
+    )
+}
+
+fn check_in(emu: &Emulator, token: &str) -> Reply {
+    call(
+        &emu.addr,
+        "CheckInLicense",
+        &json!({"LicenseConsumptionToken": token}),
+    )
+}
+
+fn token_of(v: &Value) -> String {
+    v["LicenseConsumptionToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no LicenseConsumptionToken in {v}"))
+        .to_string()
+}
+
+/// Civil date of `days` since the epoch (Howard Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SS` (UTC).
+fn utc(secs: i64) -> String {
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Asserts `got` is `YYYY-MM-DDTHH:MM:SS` + `suffix` for a second within `[from, to]` + `ttl`.
+fn assert_time(got: &str, suffix: &str, from: i64, to: i64, ttl: i64, what: &str) {
+    let ok = (from..=to).any(|t| format!("{}{suffix}", utc(t + ttl)) == got);
+    assert!(
+        ok,
+        "{what}: {got:?} is not {}{suffix} .. {}{suffix}",
+        utc(from + ttl),
+        utc(to + ttl)
+    );
+}
+
+#[test]
+fn checkout_answers_in_aws_s_formats_and_is_recorded() {
+    let emu = Emulator::start_with_shared_keys(&[]);
+    assert_eq!(emu.product_sku, "prod-sku-demo1234567890");
+    let arn = &emu.license_arn;
+    let hex = arn
+        .strip_prefix("arn:aws:license-manager::294406891311:license:l-")
+        .unwrap_or_else(|| panic!("{arn}"));
+    assert!(
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{arn}"
+    );
+    assert_eq!(
+        emu.ready["licenseEntitlements"],
+        json!([{"name": "Basic", "unit": "None"}, {"name": "Seats", "unit": "Count", "maxCount": 5}])
+    );
+    let asked = json!([
+        {"Name": "Seats", "Value": "2", "Unit": "Count"},
+        {"Name": "Basic", "Unit": "None"},
+    ]);
+    let mut body = checkout_body(&emu.product_sku, asked.clone(), "token-1");
+    body["NodeId"] = json!("node-7");
+    body["SomethingNew"] = json!({"ignored": true});
+    let from = now_secs();
+    let r = call(&emu.addr, "CheckoutLicense", &body);
+    let to = now_secs();
+    let v = r.ok("checkout");
+    assert_eq!(r.header("content-type"), Some("application/x-amz-json-1.1"));
+    assert!(r.header("x-amzn-requestid").is_some());
+    assert_eq!(v["CheckoutType"], "PROVISIONAL");
+    assert_eq!(v["EntitlementsAllowed"], asked);
+    assert_eq!(v["LicenseArn"], *arn);
+    assert_eq!(v["NodeId"], "node-7");
+    // IssuedAt and Expiration: YYYY-MM-DDTHH:MM:SS, no zone (UTC), as AWS writes them.
+    assert_time(v["IssuedAt"].as_str().unwrap(), "", from, to, 0, "IssuedAt");
+    assert_time(
+        v["Expiration"].as_str().unwrap(),
+        "",
+        from,
+        to,
+        3600,
+        "Expiration",
+    );
+    // SignedToken: a PS384 JWT of at least 4096 characters, by the emulator's key.
+    let signed = v["SignedToken"].as_str().unwrap();
+    assert!(
+        signed.len() >= 4096 && signed.len() < 4400,
+        "{}",
+        signed.len()
+    );
+    let key = DecodingKey::from_rsa_pem(&emu.public_pem(1)).unwrap();
+    let mut validation = Validation::new(Algorithm::PS384);
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<Value>(signed, &key, &validation)
+        .unwrap_or_else(|e| panic!("the SignedToken does not verify: {e}"))
+        .claims;
+    assert_eq!(claims["licenseArn"], *arn);
+    assert_eq!(
+        claims["licenseConsumptionToken"],
+        v["LicenseConsumptionToken"]
+    );
+    assert_eq!(claims["productSKU"], emu.product_sku);
+    assert!(!token_of(&v).is_empty());
+
+    let calls = emu.wait_for_calls(1);
+    let line = calls[0].as_object().unwrap();
+    assert_eq!(line["target"], "AWSLicenseManager.CheckoutLicense");
+    assert_eq!(line["productSku"], emu.product_sku);
+    assert_eq!(line["clientToken"], "token-1");
+    assert_eq!(line["entitlements"], asked);
+    assert_eq!(line["checkoutType"], "PROVISIONAL");
+    assert_eq!(line["keyFingerprint"], ISSUER_FINGERPRINT);
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["fault"], "none");
+    assert_eq!(line["requestId"], r.header("x-amzn-requestid").unwrap());
+    assert!(line["credentialScope"]
+        .as_str()
+        .unwrap()
+        .ends_with("/us-east-1/license-manager/aws4_request"));
+    for absent in [
+        "productCode",
+        "publicKeyVersion",
+        "nonce",
+        "licenseArn",
+        "licenseConsumptionToken",
+    ] {
+        assert!(!line.contains_key(absent), "{absent} in {line:?}");
+    }
+    let token = token_of(&v);
+    extend(&emu, &token).ok("extend");
+    usage(&emu);
+    let calls = emu.wait_for_calls(3);
+    assert_eq!(calls[1]["licenseConsumptionToken"], token.as_str());
+    assert!(calls[1].get("productSku").is_none(), "{}", calls[1]);
+    assert_eq!(calls[2]["licenseArn"], arn.as_str());
+}
+
+#[test]
+fn seats_run_out_and_checkout_refuses_what_the_license_does_not_hold() {
+    let emu = Emulator::start_with_shared_keys(&[]);
+    checkout(&emu, seats("3"), "a").ok("3 seats");
+    checkout(&emu, seats("3"), "b")
+        .expect_error(400, "NoEntitlementsAllowedException", "3 more")
+        .json()["Message"]
+        .as_str()
+        .filter(|m| m.contains("seats in use"))
+        .expect("a message naming the seats in use");
+    checkout(&emu, seats("2"), "c").ok("the last 2");
+    assert_eq!(seats_used(&emu), "5");
+    checkout(&emu, seats("1"), "d").expect_error(400, "NoEntitlementsAllowedException", "full");
+
+    let refused = |entitlements: Value, status: u16, error_type: &str, what: &str| {
+        checkout(&emu, entitlements, &format!("t-{}", what.replace(' ', "-")))
+            .expect_error(status, error_type, what);
+    };
+    let nea = "NoEntitlementsAllowedException";
+    refused(
+        json!([{"Name": "Premium", "Unit": "None"}]),
+        400,
+        nea,
+        "missing feature",
+    );
+    refused(
+        json!([{"Name": "Seats", "Unit": "None"}]),
+        400,
+        nea,
+        "Unit None on counted",
+    );
+    refused(
+        json!([{"Name": "Seats", "Value": "1", "Unit": "Gigabytes"}]),
+        400,
+        nea,
+        "unit mismatch",
+    );
+    refused(
+        json!([{"Name": "Basic", "Unit": "Count", "Value": "1"}]),
+        400,
+        nea,
+        "Count on a feature",
+    );
+    let val = "ValidationException";
+    refused(
+        json!([{"Name": "Seats", "Unit": "Count"}]),
+        400,
+        val,
+        "Count without Value",
+    );
+    refused(
+        json!([{"Name": "Seats", "Unit": "Count", "Value": "two"}]),
+        400,
+        val,
+        "non-integer",
+    );
+    refused(
+        json!([{"Name": "Seats", "Unit": "Count", "Value": "0"}]),
+        400,
+        val,
+        "zero",
+    );
+    refused(
+        json!([{"Name": "Seats", "Unit": "Parsecs", "Value": "1"}]),
+        400,
+        val,
+        "bad unit",
+    );
+    refused(json!([]), 400, val, "no entitlements");
+    refused(json!("Seats"), 400, val, "not a list");
+    // Another SKU, another fingerprint, PERPETUAL, missing or mistyped members.
+    let basic = json!([{"Name": "Basic", "Unit": "None"}]);
+    let mut b = checkout_body("prod-sku-other", basic.clone(), "x1");
+    let r = call(&emu.addr, "CheckoutLicense", &b);
+    r.expect_error(400, nea, "wrong SKU");
+    assert!(r.json()["Message"]
+        .as_str()
+        .unwrap()
+        .contains("No entitlements found for ProductSKU prod-sku-other"));
+    b = checkout_body(&emu.product_sku, basic.clone(), "x2");
+    b["KeyFingerprint"] = json!("aws:123456789012:Someone:fingerprint");
+    let r = call(&emu.addr, "CheckoutLicense", &b);
+    r.expect_error(400, val, "wrong fingerprint");
+    assert!(r.json()["Message"]
+        .as_str()
+        .unwrap()
+        .contains("aws:123456789012:Someone:fingerprint"));
+    b = checkout_body(&emu.product_sku, basic.clone(), "x3");
+    b["CheckoutType"] = json!("PERPETUAL");
+    call(&emu.addr, "CheckoutLicense", &b).expect_error(400, val, "PERPETUAL");
+    b["CheckoutType"] = json!("FOREVER");
+    call(&emu.addr, "CheckoutLicense", &b).expect_error(400, val, "bad CheckoutType");
+    for member in [
+        "ProductSKU",
+        "CheckoutType",
+        "KeyFingerprint",
+        "Entitlements",
+        "ClientToken",
+    ] {
+        let mut b = checkout_body(&emu.product_sku, basic.clone(), "x4");
+        b.as_object_mut().unwrap().remove(member);
+        let r = call(&emu.addr, "CheckoutLicense", &b);
+        r.expect_error(400, val, member);
+        assert!(r.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("'{member}'")));
+        b[member] = json!(7);
+        call(&emu.addr, "CheckoutLicense", &b).expect_error(400, val, member);
+    }
+    b = checkout_body(&emu.product_sku, basic, "has space");
+    call(&emu.addr, "CheckoutLicense", &b).expect_error(400, val, "ClientToken with a space");
+    // None of these took a seat; a feature alone takes none either.
+    assert_eq!(seats_used(&emu), "5");
+    checkout(&emu, json!([{"Name": "Basic", "Unit": "None"}]), "feature").ok("feature");
+    assert_eq!(consumed(&usage(&emu), "Basic").as_deref(), Some("0"));
+}
+
+#[test]
+fn a_repeated_client_token_gets_the_same_answer_and_no_extra_seat() {
+    let emu = Emulator::start_with_shared_keys(&[]);
+    let first = checkout(&emu, seats("2"), "retry-me").ok("first");
+    let again = checkout(&emu, seats("2"), "retry-me").ok("retry");
+    assert_eq!(first, again);
+    assert_eq!(seats_used(&emu), "2");
+    checkout(&emu, seats("3"), "retry-me").expect_error(
+        400,
+        "ValidationException",
+        "other request",
+    );
+    assert_eq!(seats_used(&emu), "2");
+    // Once checked in, the token is free for a new checkout.
+    check_in(&emu, &token_of(&first)).ok("check in");
+    let fresh = checkout(&emu, seats("3"), "retry-me").ok("after check-in");
+    assert_ne!(token_of(&fresh), token_of(&first));
+    assert_eq!(seats_used(&emu), "3");
+}
+
+#[test]
+fn extend_gives_a_new_token_and_an_rfc3339_expiration() {
+    let emu = Emulator::start_with_shared_keys(&["--consumption-ttl", "10m"]);
+    let v = checkout(&emu, seats("1"), "e").ok("checkout");
+    let old = token_of(&v);
+    let from = now_secs();
+    let x = extend(&emu, &old).ok("extend");
+    let to = now_secs();
+    let new = token_of(&x);
+    assert_ne!(new, old);
+    assert_time(
+        x["Expiration"].as_str().unwrap(),
+        "Z",
+        from,
+        to,
+        600,
+        "Expiration",
+    );
+    // DryRun checks only: the same token back, the expiry unchanged.
+    let dry = call(
+        &emu.addr,
+        "ExtendLicenseConsumption",
+        &json!({"LicenseConsumptionToken": new, "DryRun": true}),
+    )
+    .ok("dry run");
+    assert_eq!(dry["LicenseConsumptionToken"], new.as_str());
+    assert_eq!(dry["Expiration"], x["Expiration"]);
+    call(
+        &emu.addr,
+        "ExtendLicenseConsumption",
+        &json!({"LicenseConsumptionToken": new, "DryRun": "yes"}),
+    )
+    .expect_error(400, "ValidationException", "DryRun not a boolean");
+    // The earlier token still names the consumption.
+    extend(&emu, &old).ok("extend with the first token");
+    assert_eq!(seats_used(&emu), "1");
+    extend(&emu, "not-a-token").expect_error(400, "ResourceNotFoundException", "unknown");
+    call(&emu.addr, "ExtendLicenseConsumption", &json!({})).expect_error(
+        400,
+        "ValidationException",
+        "no token",
+    );
+    // Check-in releases the seat; the consumption's tokens are then unknown.
+    check_in(&emu, &old).ok("check in with the first token");
+    assert_eq!(seats_used(&emu), "0");
+    check_in(&emu, &new).expect_error(400, "ResourceNotFoundException", "checked in twice");
+    extend(&emu, &new).expect_error(400, "ResourceNotFoundException", "extend after check-in");
+    check_in(&emu, "nope").expect_error(400, "ResourceNotFoundException", "unknown check-in");
+}
+
+#[test]
+fn an_expired_consumption_releases_its_seats() {
+    let emu = Emulator::start_with_shared_keys(&["--consumption-ttl", "1s"]);
+    let v = checkout(&emu, seats("5"), "all").ok("all seats");
+    assert_eq!(seats_used(&emu), "5");
+    wait_until(
+        Duration::from_secs(15),
+        "release of the expired seats",
+        || (seats_used(&emu) == "0").then_some(()),
+    );
+    extend(&emu, &token_of(&v)).expect_error(400, "ResourceNotFoundException", "expired");
+    check_in(&emu, &token_of(&v)).expect_error(400, "ResourceNotFoundException", "expired");
+    checkout(&emu, seats("5"), "again").ok("the seats are free again");
+}
+
+#[test]
+fn get_license_usage_reports_the_configured_entitlements() {
+    let emu = Emulator::start_with_shared_keys(&[
+        "--product-sku",
+        "sku-custom-1",
+        "--license-entitlement",
+        "Pro",
+        "--license-entitlement",
+        "Users=3",
+        "--license-entitlement",
+        "Data=10:Gigabytes",
+    ]);
+    assert_eq!(emu.product_sku, "sku-custom-1");
+    checkout(
+        &emu,
+        json!([
+            {"Name": "Data", "Value": "4", "Unit": "Gigabytes"},
+            {"Name": "Users", "Value": "1", "Unit": "Count"},
+            {"Name": "Pro", "Unit": "None"},
+        ]),
+        "c",
+    )
+    .ok("checkout");
+    assert_eq!(
+        usage(&emu),
+        json!({"LicenseUsage": {"EntitlementUsages": [
+            {"Name": "Pro", "ConsumedValue": "0", "Unit": "None"},
+            {"Name": "Users", "ConsumedValue": "1", "MaxCount": "3", "Unit": "Count"},
+            {"Name": "Data", "ConsumedValue": "4", "MaxCount": "10", "Unit": "Gigabytes"},
+        ]}})
+    );
+    let other = "arn:aws:license-manager::294406891311:license:l-00000000000000000000000000000000";
+    call(&emu.addr, "GetLicenseUsage", &json!({"LicenseArn": other})).expect_error(
+        400,
+        "InvalidParameterValueException",
+        "another license",
+    );
+    call(
+        &emu.addr,
+        "GetLicenseUsage",
+        &json!({"LicenseArn": "not-an-arn"}),
+    )
+    .expect_error(400, "ValidationException", "not an ARN");
+    call(&emu.addr, "GetLicenseUsage", &json!({})).expect_error(
+        400,
+        "ValidationException",
+        "no ARN",
+    );
+}
+
+#[test]
+fn without_a_license_checkout_is_not_allowed() {
+    let emu = Emulator::start_with_shared_keys(&["--no-license"]);
+    assert_eq!(emu.ready["licensed"], false);
+    checkout(&emu, json!([{"Name": "Basic", "Unit": "None"}]), "n").expect_error(
+        400,
+        "NoEntitlementsAllowedException",
+        "no license",
+    );
+    call(
+        &emu.addr,
+        "GetLicenseUsage",
+        &json!({"LicenseArn": emu.license_arn}),
+    )
+    .expect_error(400, "InvalidParameterValueException", "no license");
+}
+
+#[test]
+fn sigusr1_revokes_the_license() {
+    let emu = Emulator::start_with_shared_keys(&[]);
+    let v = checkout(&emu, seats("1"), "before").ok("before");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(emu.pid() as libc::pid_t, libc::SIGUSR1);
+    }
+    let log = emu.dir.join("emulator.stderr");
+    wait_until(Duration::from_secs(15), "the revocation's log line", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("revoked"))
+            .map(|_| ())
+    });
+    checkout(&emu, seats("1"), "after").expect_error(
+        400,
+        "NoEntitlementsAllowedException",
+        "revoked",
+    );
+    extend(&emu, &token_of(&v)).expect_error(400, "ResourceNotFoundException", "revoked");
+    check_in(&emu, &token_of(&v)).expect_error(400, "ResourceNotFoundException", "revoked");
+    assert_eq!(seats_used(&emu), "0");
+}
+
+#[test]
+fn each_license_fault_applies_after_and_count_calls() {
+    for f in LICENSE_FAULTS {
+        // Every operation the fault may hit: the second and third valid calls fail.
+        let specs: Vec<String> = f
+            .operations
+            .iter()
+            .map(|op| format!("{op}={}@1*2", f.fault))
+            .collect();
+        let mut flags = Vec::new();
+        for s in &specs {
+            flags.extend(["--license-fault", s.as_str()]);
+        }
+        let emu = Emulator::start_with_shared_keys(&flags);
+        let mut expected = Vec::new();
+        for op in f.operations {
+            let body = match *op {
+                "CheckoutLicense" => checkout_body(
+                    &emu.product_sku,
+                    json!([{"Name": "Basic", "Unit": "None"}]),
+                    "same",
+                ),
+                "GetLicenseUsage" => json!({"LicenseArn": emu.license_arn}),
+                _ => json!({"LicenseConsumptionToken": "unknown-token"}),
+            };
+            for n in 1..=4 {
+                let r = call(&emu.addr, op, &body);
+                let faulted = n == 2 || n == 3;
+                let what = format!("{} {op} call {n}", f.fault);
+                if faulted {
+                    r.expect_error(f.status, f.error_type, &what);
+                    assert!(r.header("x-amzn-requestid").is_some(), "{what}");
+                    if f.fault == "redirect" {
+                        let location = r.header("location").expect("a Location header");
+                        assert_eq!(r.json()["Location"], location, "{what}");
+                    }
+                } else if matches!(*op, "CheckoutLicense" | "GetLicenseUsage") {
+                    r.ok(&what);
+                } else {
+                    // The token is unknown: the normal answer (the record tells it apart).
+                    r.expect_error(400, "ResourceNotFoundException", &what);
+                }
+                expected.push((op.to_string(), if faulted { f.fault } else { "none" }));
+            }
+        }
+        let calls = emu.wait_for_calls(expected.len());
+        let got: Vec<(String, &str)> = calls
+            .iter()
+            .map(|c| {
+                (
+                    c["target"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("AWSLicenseManager.")
+                        .to_string(),
+                    c["fault"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "{}", f.fault);
+    }
+}
+
+#[test]
+fn network_faults_and_the_rate_limit_apply_to_license_manager_too() {
+    let emu = Emulator::start_with_shared_keys(&[
+        "--license-fault",
+        "CheckoutLicense=http-503-html*1",
+        "--license-fault",
+        "GetLicenseUsage=drop*1",
+        "--license-fault",
+        "ExtendLicenseConsumption=hang*1",
+    ]);
+    let basic = json!([{"Name": "Basic", "Unit": "None"}]);
+    let r = checkout(&emu, basic.clone(), "h");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(r.header("x-amzn-requestid"), None);
+    let v = checkout(&emu, basic, "h").ok("after the 503");
+    let req = request(
+        "GetLicenseUsage",
+        &json!({"LicenseArn": emu.license_arn}).to_string(),
+        &Signing::license_manager(),
+    );
+    assert!(
+        send(&emu.addr, &req, Duration::from_secs(15)).is_err(),
+        "drop"
+    );
+    usage(&emu);
+    let req = request(
+        "ExtendLicenseConsumption",
+        &json!({"LicenseConsumptionToken": token_of(&v)}).to_string(),
+        &Signing::license_manager(),
+    );
+    assert!(
+        send(&emu.addr, &req, Duration::from_millis(500)).is_err(),
+        "hang"
+    );
+    extend(&emu, &token_of(&v)).ok("after the hang");
+    let faults: Vec<String> = emu
+        .wait_for_calls(6)
+        .iter()
+        .map(|c| c["fault"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        faults,
+        ["http-503-html", "none", "drop", "none", "hang", "none"]
+    );
+
+    let limited = Emulator::start_with_shared_keys(&["--rate-limit", "1", "--rate-burst", "1"]);
+    usage(&limited);
+    call(
+        &limited.addr,
+        "GetLicenseUsage",
+        &json!({"LicenseArn": limited.license_arn}),
+    )
+    .expect_error(429, "RateLimitExceededException", "over the rate");
+    let calls = limited.wait_for_calls(2);
+    assert_eq!(calls[1]["fault"], "rate-limit");
+}
+
+#[test]
+fn a_request_must_be_signed_for_its_target_s_service() {
+    let emu = Emulator::start_with_shared_keys(&["--long-term-keys-are-tasks"]);
+    let body = json!({"LicenseArn": emu.license_arn}).to_string();
+    let wrong = request("GetLicenseUsage", &body, &Signing::new());
+    let r = send(&emu.addr, &wrong, Duration::from_secs(15)).unwrap();
+    r.expect_error_type(403, "InvalidSignatureException");
+    assert!(String::from_utf8_lossy(&r.body).contains("correct service: 'license-manager'"));
+    // RegisterUsage signed for License Manager.
+    let mut metering = mpgate_testkit::sigv4::register_request(
+        &json!({"ProductCode": emu.product_code, "PublicKeyVersion": 1}).to_string(),
+    );
+    let ok = send(&emu.addr, &metering, Duration::from_secs(15)).unwrap();
+    assert_eq!(ok.status, 200, "{ok:?}");
+    metering = register_signed_for_license_manager(&emu);
+    let r = send(&emu.addr, &metering, Duration::from_secs(15)).unwrap();
+    r.expect_error_type(403, "InvalidSignatureException");
+    assert!(String::from_utf8_lossy(&r.body).contains("correct service: 'aws-marketplace'"));
+    // An operation License Manager has but the emulator does not serve.
+    let r = send(
+        &emu.addr,
+        &request("ListLicenses", "{}", &Signing::license_manager()),
+        Duration::from_secs(15),
+    )
+    .unwrap();
+    r.expect_error_type(400, "UnknownOperationException");
+}
+
+/// A RegisterUsage request signed with the scope of License Manager.
+fn register_signed_for_license_manager(emu: &Emulator) -> Vec<u8> {
+    let body = json!({"ProductCode": emu.product_code, "PublicKeyVersion": 1}).to_string();
+    let mut headers = vec![
+        ("Host".to_string(), "localhost".to_string()),
+        (
+            "X-Amz-Target".to_string(),
+            "AWSMPMeteringService.RegisterUsage".to_string(),
+        ),
+        (
+            "Content-Type".to_string(),
+            "application/x-amz-json-1.1".to_string(),
+        ),
+    ];
+    let added = mpgate_testkit::sigv4::sign(
+        "POST",
+        "/",
+        &headers,
+        body.as_bytes(),
+        &Signing::license_manager(),
+    );
+    headers.extend(added);
+    let mut out = String::from("POST / HTTP/1.1\r\n");
+    for (k, v) in &headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!(
+        "Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    out.into_bytes()
+}
+
+trait ErrorType {
+    fn expect_error_type(&self, status: u16, error_type: &str);
+}
+
+impl ErrorType for Reply {
+    /// An auth or protocol error (these keep AWS's common `message` member).
+    fn expect_error_type(&self, status: u16, error_type: &str) {
+        assert_eq!(
+            (self.status, self.error_type().as_deref()),
+            (status, Some(error_type)),
+            "{self:?}"
+        );
+    }
+}
+
+#[test]
+fn a_fault_an_operation_cannot_return_is_refused_at_start() {
+    for (spec, says) in [
+        (
+            "ExtendLicenseConsumption=no-entitlements-allowed",
+            "not an error ExtendLicenseConsumption returns",
+        ),
+        (
+            "CheckoutLicense=conflict",
+            "not an error CheckoutLicense returns",
+        ),
+        (
+            "GetLicenseUsage=resource-not-found",
+            "not an error GetLicenseUsage returns",
+        ),
+        ("CheckoutLicense=bogus", "unknown license fault"),
+        ("ListLicenses=validation", "unknown operation"),
+        ("CheckoutLicense=validation*0", "COUNT"),
+    ] {
+        let out = run_bounded(Command::new(BIN).args(["--license-fault", spec]), LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{spec}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn list_faults_lists_the_license_faults_as_the_testkit_table_says() {
+    let out = run_bounded(Command::new(BIN).arg("--list-faults"), LIMIT);
+    assert!(out.status.success(), "{}", out.stderr);
+    let listed: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|f| f["kind"] == "license")
+        .collect();
+    let table: Vec<Value> = LICENSE_FAULTS
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.fault,
+                "kind": "license",
+                "status": f.status,
+                "errorType": f.error_type,
+                "operations": f.operations,
+            })
+        })
+        .collect();
+    assert_eq!(listed, table);
+    assert_eq!(license_fault_named("conflict").unwrap().exit_code, 0);
+    let help = run_bounded(Command::new(BIN).arg("--help"), LIMIT);
+    let first = help.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("Metering (RegisterUsage)") && first.contains("License Manager"),
+        "{first}"
+    );
+    for f in LICENSE_FAULTS {
+        assert!(help.stdout.contains(f.fault), "--help lacks {}", f.fault);
+    }
+    for flag in [
+        "--product-sku",
+        "--license-entitlement",
+        "--no-license",
+        "--consumption-ttl",
+        "--license-fault",
+    ] {
+        assert!(help.stdout.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn run_points_the_command_at_license_manager() {
+    let kd = shared_key_dir();
+    let out = run_bounded(
+        Command::new(BIN)
+            .args(["run", "--key-dir", kd.to_str().unwrap(), "--product-sku", "sku-run-1"])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "echo \"$AWS_ENDPOINT_URL_LICENSE_MANAGER $AWS_ENDPOINT_URL_MARKETPLACE_METERING $MPGATE_PRODUCT_SKU\"",
+            ]),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let ready: Value = serde_json::from_str(out.stderr.lines().next().unwrap()).unwrap();
+    let url = ready["url"].as_str().unwrap();
+    assert_eq!(ready["productSku"], "sku-run-1");
+    assert_eq!(out.stdout.trim(), format!("{url} {url} sku-run-1"));
+}
