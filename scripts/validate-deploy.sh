@@ -10,7 +10,7 @@
 # their pinned requirements change: target/deploy-venv (deploy/requirements.txt) and
 # target/checkov-venv (deploy/checkov-requirements.txt; checkov pins an old botocore that
 # would downgrade the one the tests use). Prints one line per check and exits 1 if any
-# check reported an error or a warning. About 20 s once installed (2 cores); the first run
+# check reported an error or a warning. About 30 s once installed (2 cores); the first run
 # adds about a minute of installs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -85,7 +85,7 @@ multi "$BIN/python" deploy/tests/check_files.py
 # the gate's wiring across the files.
 QUIET_OK=1 check "kubernetes-validate --strict deploy/kubernetes/*.yaml" \
     "$BIN/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
-check "deploy/kubernetes: schemas + wiring (key ring, no region, IRSA, NetworkPolicy, probes)" \
+check "deploy/kubernetes: schemas + wiring (key ring or contract pricing, no region, IRSA, NetworkPolicy, probes)" \
     "$BIN/python" deploy/tests/check_k8s.py deploy/kubernetes/*.yaml
 
 # Helm: lint, dependency, render every ci/ case, the umbrella release, negative cases;
@@ -94,16 +94,18 @@ multi "$BIN/python" deploy/tests/check_helm.py deploy/helm "$RENDERED"
 
 # ECS task definitions: botocore's RegisterTaskDefinition input shape + the pattern.
 for f in deploy/ecs/taskdef-*.json; do
-    check "ECS RegisterTaskDefinition shape + mpgate wiring + key source: $f" "$BIN/python" deploy/tests/check_ecs.py "$f"
+    check "ECS RegisterTaskDefinition shape + mpgate wiring + key source / contract pricing: $f" "$BIN/python" deploy/tests/check_ecs.py "$f"
 done
 
 # CloudFormation: errors, warnings and informational findings all fail.
 QUIET_OK=1 check "cfn-lint deploy/ecs/cloudformation.yaml" \
     "$BIN/cfn-lint" --include-checks I -- deploy/ecs/cloudformation.yaml
 
-# IAM: parliament prints findings (any severity) and exits 1 on them.
-QUIET_OK=1 check "parliament deploy/iam-policy.json" \
-    "$BIN/parliament" --string "$(cat deploy/iam-policy.json)"
+# IAM: parliament prints findings (any severity) and exits 1 on them. iam-policy.json is
+# hourly pricing (RegisterUsage), iam-policy-license-manager.json contract pricing.
+for f in deploy/iam-policy*.json; do
+    QUIET_OK=1 check "parliament $f" "$BIN/parliament" --string "$(cat "$f")"
+done
 
 # Policy: checkov with .checkov.yaml over the plain manifests, every rendered chart case,
 # both Dockerfiles and the CloudFormation template.

@@ -12,6 +12,11 @@ Key sources: a container that runs /mpgate -- COMMAND in the seller's image take
 from the image (or a pinned build) and must set no key variable (a second one makes mpgate
 exit 2); a gate container runs the mpgate image, which holds no key, so it gets
 MPGATE_PUBLIC_KEY inline, unless the file is a pinned one (name contains "pinned").
+
+Contract pricing (MPGATE_PRICING=contract, AWS License Manager): no product code and no key
+variable at all, a product SKU, valid entitlements; seat hold only in the container that
+runs /mpgate -- COMMAND (mpgate stays PID 1, so initProcessEnabled is not needed there), with
+a stopTimeout of at least MPGATE_GRACE + 5 s (at most 120) to check the seat in.
 """
 
 import json
@@ -24,6 +29,50 @@ from botocore.validate import ParamValidator
 
 KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
 PLACEHOLDERS = {"REGISTRY", "AWS_REGION"}
+ENTITLEMENT = re.compile(r"[^,=:\s]+(=0*[1-9][0-9]*(:[A-Za-z/]+)?)?")
+
+
+def env_of(container):
+    return {e.get("name"): e.get("value") for e in container.get("environment", [])}
+
+
+def seconds(text):
+    m = re.fullmatch(r"([0-9]+)(ms|s|m|h)?", text or "")
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return -(-n // 1000) if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def contract_problems(c, wrapper):
+    """The container that runs mpgate with MPGATE_PRICING=contract."""
+    env = env_of(c)
+    name = c.get("name")
+    found = []
+    stray = [k for k in KEY_VARS + ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION") if k in env]
+    if stray:
+        found.append(f"container {name}: pricing contract uses no product code or key, sets {stray}")
+    if not (env.get("MPGATE_PRODUCT_SKU") or "").strip():
+        found.append(f"container {name}: pricing contract needs MPGATE_PRODUCT_SKU")
+    specs = (env.get("MPGATE_ENTITLEMENTS") or "").split(",")
+    bad = [x for x in specs if not ENTITLEMENT.fullmatch(x)]
+    if not env.get("MPGATE_ENTITLEMENTS") or bad:
+        found.append(f"container {name}: MPGATE_ENTITLEMENTS must list NAME, NAME=VALUE or NAME=VALUE:UNIT, comma-separated (bad: {bad})")
+    seat = env.get("MPGATE_SEAT", "check")
+    if seat not in ("check", "hold"):
+        found.append(f"container {name}: MPGATE_SEAT must be check or hold, is {seat}")
+    if seat == "hold":
+        if not wrapper:
+            found.append(f"container {name}: seat hold works only with mpgate as the entrypoint wrapper (init mode + hold exits 2)")
+        grace = seconds(env.get("MPGATE_GRACE", "30s"))
+        stop = c.get("stopTimeout", 30)
+        if grace is None:
+            found.append(f"container {name}: MPGATE_GRACE is not a duration: {env.get('MPGATE_GRACE')}")
+        elif not grace + 5 <= stop <= 120:
+            found.append(f"container {name}: stopTimeout {stop} must leave MPGATE_GRACE ({grace} s) + a few seconds to check the seat in (ECS allows at most 120)")
+    elif "MPGATE_GRACE" in env:
+        found.append(f"container {name}: MPGATE_GRACE applies to seat hold only")
+    return found
 
 
 def env_names(container):
@@ -48,7 +97,7 @@ def problems(path, shape):
         found.append(report.generate_report())
     containers = {c.get("name"): c for c in params.get("containerDefinitions", [])}
     if not params.get("taskRoleArn"):
-        found.append("no taskRoleArn: mpgate needs a task role allowed aws-marketplace:RegisterUsage")
+        found.append("no taskRoleArn: mpgate needs a task role allowed aws-marketplace:RegisterUsage (hourly) or the License Manager actions (contract)")
     for name, c in containers.items():
         if c.get("logConfiguration", {}).get("logDriver") != "awslogs":
             found.append(f"container {name}: logDriver is not awslogs")
@@ -69,6 +118,10 @@ def problems(path, shape):
     pinned = "pinned" in os.path.basename(path)
     gated = [c for c in containers.values() if c.get("entryPoint") == ["/mpgate", "--"]]
     gate = containers.get("mpgate")
+    runner = gate if gate is not None else (gated[0] if gated else None)
+    contract = runner is not None and env_of(runner).get("MPGATE_PRICING") == "contract"
+    if contract:
+        found += contract_problems(runner, runner is not gate)
     if gate is not None:
         if gate.get("essential", True):
             found.append("container mpgate must be non-essential (essential: false)")
@@ -85,7 +138,9 @@ def problems(path, shape):
                 found.append(f"container {c['name']}: initProcessEnabled (mpgate is not an init)")
         names = env_names(gate)
         keys = [k for k in names if k in KEY_VARS]
-        if pinned:
+        if contract:
+            pass
+        elif pinned:
             if keys or "MPGATE_PRODUCT_CODE" in names:
                 found.append(f"pinned: the gate container must set no key variable and no product code, sets {keys + [n for n in names if n == 'MPGATE_PRODUCT_CODE']}")
         else:
@@ -97,8 +152,9 @@ def problems(path, shape):
         c = gated[0]
         if not c.get("command"):
             found.append("the gated container has no command after /mpgate --")
-        if not c.get("linuxParameters", {}).get("initProcessEnabled"):
-            found.append("the gated container needs initProcessEnabled (mpgate is not an init)")
+        hold = contract and env_of(c).get("MPGATE_SEAT") == "hold"
+        if not hold and not c.get("linuxParameters", {}).get("initProcessEnabled"):
+            found.append("the gated container needs initProcessEnabled (mpgate execs the workload and is no init; with seat hold it stays PID 1 and reaps)")
         keys = [k for k in env_names(c) if k in KEY_VARS]
         if keys:
             found.append(f"the gated image holds its key (keySource image) or is pinned: a key variable on top ({keys}) makes mpgate exit 2")

@@ -8,11 +8,18 @@ Usage: python check_files.py   (from the repository root; exit 1 on any problem)
   into a manifest is wrong for every buyer elsewhere (RegisterUsage fails with exit 13).
 - The root Dockerfile copies from the build context only what .dockerignore lets in, and
   ships /LICENSE and /NOTICE.
+- The IAM policies grant exactly what each pricing model calls: iam-policy.json
+  aws-marketplace:RegisterUsage (hourly), iam-policy-license-manager.json the three License
+  Manager actions (contract; no GetLicense or ListReceivedLicenses: mpgate does not call
+  them), and the CloudFormation task role's contract policy is the same document.
 """
 
+import json
 import os
 import re
 import sys
+
+import yaml
 
 REGION = re.compile(
     r"\b(?:us|eu|ap|sa|ca|me|af|il|mx|cn)(?:-gov|-iso|-isob)?"
@@ -75,12 +82,77 @@ def dockerignore_problems():
     return found
 
 
+POLICIES = {
+    "deploy/iam-policy.json": {"aws-marketplace:RegisterUsage"},
+    "deploy/iam-policy-license-manager.json": {
+        "license-manager:CheckoutLicense", "license-manager:CheckInLicense", "license-manager:ExtendLicenseConsumption"},
+}
+
+
+def actions_of(document):
+    found = set()
+    for st in document.get("Statement") or []:
+        if st.get("Effect") != "Allow":
+            continue
+        acts = st.get("Action")
+        found |= {acts} if isinstance(acts, str) else set(acts or [])
+    return found
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!If, !Ref, !Sub...) kept as {tag: value}."""
+
+
+def _tagged(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {suffix: value}
+
+
+CfnLoader.add_multi_constructor("!", _tagged)
+
+
+def policy_problems():
+    found = []
+    docs = {}
+    for path, want in POLICIES.items():
+        try:
+            with open(path, encoding="utf-8") as f:
+                docs[path] = json.load(f)
+        except (OSError, ValueError) as e:
+            found.append(f"{path}: {e}")
+            continue
+        got = actions_of(docs[path])
+        if got != want:
+            found.append(f"{path} should allow exactly {sorted(want)}, allows {sorted(got)}")
+    with open("deploy/ecs/cloudformation.yaml", encoding="utf-8") as f:
+        template = yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    props = template["Resources"]["TaskRole"]["Properties"]
+    branches = (props.get("Policies") or {}).get("If") or []
+    inline = [p["PolicyDocument"] for p in (branches[1] if len(branches) == 3 and isinstance(branches[1], list) else [])]
+    lm = "deploy/iam-policy-license-manager.json"
+    if branches[:1] != ["IsContract"] or len(inline) != 1:
+        found.append("cloudformation.yaml: TaskRole.Policies should be !If [IsContract, [the License Manager policy], NoValue]")
+    elif lm in docs and inline[0].get("Statement") != docs[lm].get("Statement"):
+        found.append(f"cloudformation.yaml: the TaskRole's contract policy differs from {lm}")
+    managed = (props.get("ManagedPolicyArns") or {}).get("If") or []
+    if managed[:1] != ["IsContract"] or "AWSMarketplaceMeteringRegisterUsage" not in json.dumps(managed[2:]):
+        found.append("cloudformation.yaml: TaskRole.ManagedPolicyArns should be !If [IsContract, NoValue, [AWSMarketplaceMeteringRegisterUsage]]")
+    return found
+
+
 def main():
     failed = False
     paths = sorted(files_under("deploy")) + ["Dockerfile", ".checkov.yaml"]
     checks = [
         (f"no region literal in deploy/, Dockerfile, .checkov.yaml ({len(paths)} files)", region_problems(paths)),
         (".dockerignore lets in what the Dockerfile copies; the image ships LICENSE and NOTICE", dockerignore_problems()),
+        ("IAM: hourly RegisterUsage only, contract the three License Manager actions only; the CloudFormation task role gets the pricing's policy",
+         policy_problems()),
     ]
     for name, problems in checks:
         print(f"{'ok  ' if not problems else 'FAIL'} {name}")

@@ -24,7 +24,7 @@ import kube
 
 RELEASE, NAMESPACE = "rel", "my-product"
 results = []
-CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled")
+CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled", "contract", "contract-init")
 KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
 
 
@@ -214,6 +214,8 @@ def case_problems(case, values, resources):
                 found.append("marketplace.entitlement.extraEnv (HTTPS_PROXY) not passed to the container that runs mpgate")
             if configmaps:
                 found.append(f"no ConfigMap should be rendered with existingConfigMap, got {list(configmaps)}")
+    elif case in ("contract", "contract-init"):
+        found += contract_problems(case, e, spec, app, inits, configmaps, deployment(resources), command)
     elif case == "disabled":
         text = yaml.safe_dump_all(resources)
         if "/mpgate" in text or "MPGATE_" in text or "mpgate-" in text:
@@ -246,6 +248,90 @@ def case_problems(case, values, resources):
     for r in resources:
         if r["metadata"].get("namespace") != NAMESPACE:
             found.append(f"{r['kind']}/{r['metadata']['name']} has no metadata.namespace {NAMESPACE}")
+    return found
+
+
+def grace_seconds(text):
+    m = re.fullmatch(r"([0-9]+)(ms|s|m|h)?", str(text))
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return -(-n // 1000) if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def contract_problems(case, e, spec, app, inits, configmaps, dep, command):
+    """pricing contract: License Manager settings, no product code and no key anywhere;
+    seat hold only in entrypoint mode, with room to check the seat in at stop."""
+    found = []
+    init = case == "contract-init"
+    if init:
+        if not inits or inits[0]["name"] != "mpgate":
+            return ["the first initContainer is not mpgate"]
+        gate = inits[0]
+        if gate.get("command") != ["/mpgate"] or gate.get("args"):
+            found.append(f"mpgate initContainer must run /mpgate with no args, has {gate.get('command')} {gate.get('args')}")
+        if env_of(gate).get("MPGATE_RESULT_FILE") != "/run/mpgate/result.json":
+            found.append("mpgate initContainer lacks MPGATE_RESULT_FILE")
+        if not mounts_of(app).get("mpgate-run", {}).get("readOnly"):
+            found.append("app must mount mpgate-run read-only (result.json: pricing, licenseArn, entitlements...)")
+        if set(env_of(app)) != {"MPGATE_RESULT_FILE"}:
+            found.append(f"the app needs only MPGATE_RESULT_FILE, has {sorted(env_of(app))}")
+        if (app.get("command") or [""])[0] == "/mpgate":
+            found.append("app command must not be wrapped in initContainer mode")
+    else:
+        gate = app
+        if any(c["name"] == "mpgate" for c in inits):
+            found.append("entrypoint mode must not render an mpgate initContainer")
+        if app.get("command") != ["/mpgate", "--"] + command:
+            found.append(f"app command must be /mpgate -- {command}, is {app.get('command')}")
+    env = env_of(gate)
+    want = {"MPGATE_PRICING": "contract", "MPGATE_PRODUCT_SKU": e.get("productSku"),
+            "MPGATE_ENTITLEMENTS": ",".join(e.get("entitlements") or []), "MPGATE_SEAT": e.get("seat", "check")}
+    for k, v in want.items():
+        if env.get(k) != v:
+            found.append(f"{gate['name']}: {k} should be {v!r}, is {env.get(k)!r}")
+    stray = [k for k in KEY_VARS + ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION") if k in env]
+    if stray:
+        found.append(f"{gate['name']}: pricing contract needs no product code or key, sets {stray}")
+    volumes = {v["name"] for v in spec.get("volumes") or []}
+    if "mpgate-keys" in volumes or configmaps:
+        found.append(f"pricing contract must render no key volume or ConfigMap, has {sorted(volumes)} {sorted(configmaps)}")
+    if "checksum/mpgate-keys" in (dep["spec"]["template"]["metadata"].get("annotations") or {}):
+        found.append("pricing contract: no checksum/mpgate-keys annotation (no key ring)")
+    period = spec.get("terminationGracePeriodSeconds")
+    if e.get("seat") == "hold":
+        if init:
+            found.append("seat hold cannot be an init container")
+        if env.get("MPGATE_GRACE") != e.get("grace", "30s"):
+            found.append(f"seat hold: MPGATE_GRACE should be {e.get('grace', '30s')}, is {env.get('MPGATE_GRACE')}")
+        need = grace_seconds(e.get("grace", "30s")) + 5
+        if period is None or period < need:
+            found.append(f"seat hold: terminationGracePeriodSeconds {period} leaves no room to stop the workload and check the seat in (at least grace + 5 = {need})")
+    else:
+        if "MPGATE_GRACE" in env:
+            found.append("seat check: MPGATE_GRACE is for seat hold only")
+        if period is not None:
+            found.append(f"seat check: keep the default terminationGracePeriodSeconds, is {period}")
+    return found
+
+
+def grace_period_problems(app_dir, base):
+    """seat hold: terminationGracePeriodSeconds defaults to grace + 10 s; a set value wins;
+    hourly pricing keeps the Kubernetes default."""
+    found = []
+    for grace, want in (("30s", 40), ("2m", 130), ("1500ms", 12), ("20", 30)):
+        values = merged(base, {"marketplace": {"entitlement": {"grace": grace}}})
+        got = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"].get("terminationGracePeriodSeconds")
+        if got != want:
+            found.append(f"grace {grace}: terminationGracePeriodSeconds should be {want}, is {got}")
+    values = merged(base, {"terminationGracePeriodSeconds": 90})
+    got = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"].get("terminationGracePeriodSeconds")
+    if got != 90:
+        found.append(f"an explicit terminationGracePeriodSeconds (90) must win, got {got}")
+    hourly = merged(base, {"marketplace": {"entitlement": {"pricing": "hourly", "productCode": "prod-abc123", "keySource": "image"}}})
+    spec = deployment(resources_of(render(app_dir, hourly)))["spec"]["template"]["spec"]
+    if "terminationGracePeriodSeconds" in spec:
+        found.append("pricing hourly: seat and grace do not apply, keep the Kubernetes default")
+    if any(k in env_of(spec["containers"][0]) for k in ("MPGATE_PRICING", "MPGATE_SEAT", "MPGATE_GRACE", "MPGATE_PRODUCT_SKU")):
+        found.append("pricing hourly must render no contract variable")
     return found
 
 
@@ -339,12 +425,18 @@ def defaults_problems(app_dir):
 
 def notes_problems(app_dir, ci):
     found = []
-    for case in ("initContainer", "entrypoint", "disabled"):
+    for case in ("initContainer", "entrypoint", "disabled", "contract", "contract-init"):
         notes = next((t for p, t in render(app_dir, ci[case]).items() if p.endswith("NOTES.txt")), "")
         if case == "disabled":
             if "disabled" not in notes:
                 found.append("NOTES.txt does not say the gate is disabled")
             continue
+        contract = case.startswith("contract")
+        for want in (("license-manager:CheckoutLicense", "license grant") if contract else ("aws-marketplace:RegisterUsage",)):
+            if want not in notes:
+                found.append(f"NOTES.txt ({case}) does not mention {want!r}")
+        if contract and "RegisterUsage" in notes:
+            found.append(f"NOTES.txt ({case}): pricing contract does not call RegisterUsage")
         for want in ("kubectl -n my-product describe pod", "Exit Code", "10 ", "13 ", "14 ", "15 ", "IRSA", "--previous"):
             if want not in notes:
                 found.append(f"NOTES.txt ({case}) does not mention {want!r}")
@@ -557,13 +649,17 @@ def main(helm_dir, out_dir):
                     case_problems, case, merged(DEFAULTS, values), resources)
 
         base = merged(DEFAULTS, ci["initContainer"])
-        guarded("NOTES.txt tells how to read a failed gate (kubectl describe, logs, exit codes, IRSA)", notes_problems, app_dir, ci)
+        contract = merged(DEFAULTS, ci["contract"])
+        contract_init = merged(DEFAULTS, ci["contract-init"])
+        guarded("NOTES.txt tells how to read a failed gate (kubectl describe, logs, exit codes, IRSA, the pricing's IAM actions)", notes_problems, app_dir, ci)
         guarded("key rotation: both versions in one ConfigMap, same name, pods roll, an older version can be chosen", rotation_problems, app_dir, base)
         guarded("images: global.imageRegistry, merged imagePullSecrets, digest without tag", image_problems, app_dir, base)
         guarded("a chart's own false and [] win over global (no mergeOverwrite)", zero_values_problems, app_dir, base)
         guarded("umbrella release: two subcharts with mpgate-lib coexist and share global.marketplace.entitlement",
                 umbrella_problems, tmp, app_dir, os.path.join(out_dir, "umbrella"))
         guarded("helm package example-app (with values.schema.json, README.md, NOTES.txt)", package_problems, app_dir, tmp)
+        guarded("seat hold: terminationGracePeriodSeconds is grace + 10 s unless set; hourly renders no contract setting",
+                grace_period_problems, app_dir, contract)
 
         def no_keys(values):
             # null deletes the chart's default key 1 (as --set ...publicKeys.1=null does)
@@ -586,6 +682,20 @@ def main(helm_dir, out_dir):
         check("render fails clearly without a gate image (no default)", must_fail(app_dir, base, ent(image={"repository": ""}), "marketplace.entitlement.image.repository is required"))
         check("render fails clearly without a gate tag or digest (no default)", must_fail(app_dir, base, ent(image={"tag": "", "digest": ""}), "image.tag or marketplace.entitlement.image.digest is required"))
         check("render fails clearly without a workload tag or digest (no default)", must_fail(app_dir, base, {"image": {"tag": "", "digest": ""}}, "image.tag or image.digest is required"))
+        check("schema refuses a wrong pricing", must_fail(app_dir, contract, ent(pricing="annual"), "/marketplace/entitlement/pricing", schema=True))
+        check("schema refuses a wrong seat", must_fail(app_dir, contract, ent(seat="keep"), "/marketplace/entitlement/seat", schema=True))
+        check("schema refuses a bad grace", must_fail(app_dir, contract, ent(grace="30 seconds"), "/marketplace/entitlement/grace", schema=True))
+        check("schema refuses an entitlement with a comma", must_fail(app_dir, contract, ent(entitlements=["A,B"]), "/marketplace/entitlement/entitlements/0", schema=True))
+        check("schema refuses an entitlement with an unknown unit", must_fail(app_dir, contract, ent(entitlements=["Users=5:Seats"]), "/marketplace/entitlement/entitlements/0", schema=True))
+        check("schema refuses an entitlement of 0 units", must_fail(app_dir, contract, ent(entitlements=["Users=0"]), "/marketplace/entitlement/entitlements/0", schema=True))
+        check("schema refuses an entitlement name with a colon", must_fail(app_dir, contract, ent(entitlements=["Tier:Gold"]), "/marketplace/entitlement/entitlements/0", schema=True))
+        check("schema refuses a value with unit None (a feature takes no value)", must_fail(app_dir, contract, ent(entitlements=["Support=1:None"]), "/marketplace/entitlement/entitlements/0", schema=True))
+        check("schema refuses entitlements as a string", must_fail(app_dir, contract, ent(entitlements="Users=5"), "/marketplace/entitlement/entitlements", schema=True))
+        check("render fails clearly for pricing contract without productSku", must_fail(app_dir, contract, ent(productSku=""), "productSku is required with pricing contract"))
+        check("render fails clearly for pricing contract without entitlements", must_fail(app_dir, contract, ent(entitlements=[]), "entitlements is empty"))
+        check("render fails clearly for seat hold with the initContainer pattern", must_fail(app_dir, contract_init, ent(seat="hold"), "seat hold works only with mode entrypoint"))
+        check("render fails clearly for seat hold with the initContainer pattern (set through global)",
+              must_fail(app_dir, contract_init, {"global": {"marketplace": {"entitlement": {"seat": "hold"}}}, "marketplace": {"entitlement": {"seat": None}}}, "seat hold works only with mode entrypoint"))
     return 0 if all(results) else 1
 
 

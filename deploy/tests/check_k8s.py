@@ -6,7 +6,10 @@ Pod security is checkov's (deploy/tests/check_checkov.py). Here: every file is v
 against the schema, and together they wire the gate as deploy/README.md says: no region
 (IRSA sets the cluster's), the key ring ConfigMap mounted as a key directory with
 public-key-v<N>.pem files, an IRSA-annotated ServiceAccount, a NetworkPolicy that selects
-the pods, probes, and each pattern's command.
+the pods, probes, and each pattern's command. A container with MPGATE_PRICING=contract
+(AWS License Manager) sets no product code and no key instead, but a product SKU and valid
+entitlements; seat hold only as the entrypoint wrapper, with a terminationGracePeriodSeconds
+that leaves room to check the seat in.
 """
 
 import re
@@ -15,6 +18,49 @@ import sys
 import kube
 
 KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
+ENTITLEMENT = re.compile(r"[^,=:\s]+(=0*[1-9][0-9]*(:[A-Za-z/]+)?)?")
+DURATION = re.compile(r"([0-9]+)(ms|s|m|h)?")
+
+
+def seconds(text):
+    m = DURATION.fullmatch(text or "")
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return -(-n // 1000) if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def contract_problems(where, gate, spec):
+    """pricing contract: SKU and entitlements, no product code or key; seat hold wraps the
+    workload and the pod leaves time to check the seat in."""
+    env = env_of(gate)
+    found = []
+    stray = [k for k in KEY_VARS + ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION") if k in env]
+    if stray:
+        found.append(f"{where}: pricing contract uses no product code or key, sets {stray}")
+    if any(v.get("configMap") for v in spec.get("volumes") or []) or gate.get("volumeMounts"):
+        found.append(f"{where}: pricing contract mounts no key ring")
+    if not (env.get("MPGATE_PRODUCT_SKU") or "").strip():
+        found.append(f"{where}: pricing contract needs MPGATE_PRODUCT_SKU (the product ID from the portal)")
+    specs = (env.get("MPGATE_ENTITLEMENTS") or "").split(",")
+    bad = [x for x in specs if not ENTITLEMENT.fullmatch(x)]
+    if not env.get("MPGATE_ENTITLEMENTS") or bad:
+        found.append(f"{where}: MPGATE_ENTITLEMENTS must list NAME, NAME=VALUE or NAME=VALUE:UNIT, comma-separated (bad: {bad})")
+    seat = env.get("MPGATE_SEAT", "check")
+    if seat not in ("check", "hold"):
+        found.append(f"{where}: MPGATE_SEAT must be check or hold, is {seat}")
+    if seat == "hold":
+        if gate.get("command") != ["/mpgate", "--"]:
+            found.append(f"{where}: seat hold works only with mpgate as the entrypoint wrapper (init mode + hold exits 2)")
+        grace = seconds(env.get("MPGATE_GRACE", "30s"))
+        period = spec.get("terminationGracePeriodSeconds", 30)
+        if grace is None:
+            found.append(f"{where}: MPGATE_GRACE is not a duration: {env.get('MPGATE_GRACE')}")
+        elif period < grace + 5:
+            found.append(f"{where}: terminationGracePeriodSeconds {period} must leave MPGATE_GRACE ({grace} s) + a few seconds to check the seat in")
+    elif "MPGATE_GRACE" in env:
+        found.append(f"{where}: MPGATE_GRACE applies to seat hold only")
+    return found
 
 
 def env_of(c):
@@ -54,6 +100,15 @@ def wiring_problems(by_file):
                 found.append(f"{where}: /mpgate without -- must be an init container without args")
             if gate["command"] == ["/mpgate", "--"] and not gate.get("args"):
                 found.append(f"{where}: /mpgate -- needs the workload command in args")
+            app = next(c for c in spec["containers"] if c["name"] == "app")
+            for probe in ("livenessProbe", "readinessProbe"):
+                if not app.get(probe):
+                    found.append(f"{where}: app has no {probe}")
+            if gate is app and not app.get("startupProbe"):
+                found.append(f"{where}: entrypoint mode needs a startupProbe that covers mpgate's check")
+            if env.get("MPGATE_PRICING") == "contract":
+                found += contract_problems(where, gate, spec)
+                continue
             keys = [k for k in KEY_VARS if k in env]
             if keys != ["MPGATE_PUBLIC_KEY_DIR"]:
                 found.append(f"{where}: the key ring must be MPGATE_PUBLIC_KEY_DIR alone, is {keys}")
@@ -68,12 +123,6 @@ def wiring_problems(by_file):
             version = env.get("MPGATE_PUBLIC_KEY_VERSION")
             if version and cm is not None and f"public-key-v{version}.pem" not in (cm.get("data") or {}):
                 found.append(f"{where}: MPGATE_PUBLIC_KEY_VERSION {version} is not in the key ring")
-            app = next(c for c in spec["containers"] if c["name"] == "app")
-            for probe in ("livenessProbe", "readinessProbe"):
-                if not app.get(probe):
-                    found.append(f"{where}: app has no {probe}")
-            if gate is app and not app.get("startupProbe"):
-                found.append(f"{where}: entrypoint mode needs a startupProbe that covers mpgate's check")
     return found
 
 

@@ -20,6 +20,10 @@ fallback for any key the chart does not set; the exceptions take a dict, shown b
   mpgate.app.volumeMounts     what the workload container mounts in the current mode
   mpgate.podAnnotations       checksum/mpgate-keys (configMap key source), so a key change
                               rolls the pods
+  mpgate.terminationGracePeriodSeconds
+                              pricing contract with seat hold: grace + 10 (seconds), room
+                              for mpgate to forward SIGTERM, let the workload stop and check
+                              the seat in; empty otherwise (the platform's default)
   mpgate.configMap            the key ring ConfigMap (keySource configMap)
   mpgate.configMapName        the name of the key ring ConfigMap (configMap or existingConfigMap)
   mpgate.imageReference       (dict "context" $ "image" MAP "path" "image"): registry/
@@ -43,6 +47,11 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
       "publicKeyVersion" ""
       "publicKeys" (dict)
       "existingConfigMap" ""
+      "pricing" "hourly"
+      "productSku" ""
+      "entitlements" (list)
+      "seat" "check"
+      "grace" "30s"
       "onTransientError" "deny"
       "timeout" "30s"
       "logFormat" "json"
@@ -98,6 +107,34 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- if not (has (toString $e.onTransientError) (list "deny" "allow")) -}}
 {{- fail (printf "marketplace.entitlement.onTransientError must be \"deny\" or \"allow\", not %q" (toString $e.onTransientError)) -}}
 {{- end -}}
+{{- if not (has (toString $e.pricing) (list "hourly" "contract")) -}}
+{{- fail (printf "marketplace.entitlement.pricing must be \"hourly\" (RegisterUsage) or \"contract\" (AWS License Manager), not %q" (toString $e.pricing)) -}}
+{{- end -}}
+{{- if not (has (toString $e.seat) (list "check" "hold")) -}}
+{{- fail (printf "marketplace.entitlement.seat must be \"check\" or \"hold\", not %q" (toString $e.seat)) -}}
+{{- end -}}
+{{- if not (regexMatch "^[0-9]+(ms|s|m|h)?$" (toString $e.grace)) -}}
+{{- fail (printf "marketplace.entitlement.grace must be a duration (30, 30s, 1500ms, 2m), not %q" (toString $e.grace)) -}}
+{{- end -}}
+{{- if eq $e.pricing "contract" -}}
+{{- if not (toString $e.productSku | trim) -}}
+{{- fail "marketplace.entitlement.productSku is required with pricing contract: the product's SKU, i.e. its product ID from the AWS Marketplace Management Portal" -}}
+{{- end -}}
+{{- if not (kindIs "slice" $e.entitlements) -}}
+{{- fail "marketplace.entitlement.entitlements must be a list of NAME, NAME=VALUE or NAME=VALUE:UNIT strings" -}}
+{{- end -}}
+{{- if not $e.entitlements -}}
+{{- fail "marketplace.entitlement.entitlements is empty: with pricing contract, list at least one entitlement the license must include (NAME, NAME=VALUE or NAME=VALUE:UNIT)" -}}
+{{- end -}}
+{{- range $e.entitlements -}}
+{{- if not (regexMatch "^[^,=:\\s]+(=0*[1-9][0-9]*(:[A-Za-z/]+)?)?$" (toString .)) -}}
+{{- fail (printf "marketplace.entitlement.entitlements: %q is not NAME, NAME=VALUE or NAME=VALUE:UNIT (no commas, colons or spaces in NAME; VALUE a whole number >= 1)" (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $e.seat "hold") (eq $e.mode "initContainer") -}}
+{{- fail "marketplace.entitlement.seat hold works only with mode entrypoint: mpgate must stay the workload's parent to keep the seat; an init container exits before the workload starts (use seat check, or mode entrypoint)" -}}
+{{- end -}}
+{{- else -}}
 {{- $version := toString $e.publicKeyVersion -}}
 {{- if and $version (not (regexMatch "^[1-9][0-9]*$" $version)) -}}
 {{- fail (printf "marketplace.entitlement.publicKeyVersion must be an integer >= 1 (or unset: the highest version the keys cover), not %q" $version) -}}
@@ -123,6 +160,7 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- end -}}
 {{- if and (eq $e.keySource "existingConfigMap") (not $e.existingConfigMap) -}}
 {{- fail "marketplace.entitlement.existingConfigMap is required with keySource existingConfigMap: the name of a ConfigMap in the release namespace holding public-key-v<N>.pem files" -}}
+{{- end -}}
 {{- end -}}
 {{- if eq $e.mode "initContainer" -}}
 {{- if not $image.repository -}}
@@ -165,7 +203,7 @@ the library creates are scoped by chart, so two subcharts of one release never c
 {{- define "mpgate.keyDir" -}}/etc/mpgate/keys{{- end -}}
 {{- define "mpgate.mountsKeys" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
-{{- if and $e.enabled (has $e.keySource (list "configMap" "existingConfigMap")) -}}true{{- end -}}
+{{- if and $e.enabled (eq $e.pricing "hourly") (has $e.keySource (list "configMap" "existingConfigMap")) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "mpgate.labels" -}}
@@ -177,7 +215,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 
 {{- define "mpgate.configMap" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
-{{- if and $e.enabled (eq $e.keySource "configMap") }}
+{{- if and $e.enabled (eq $e.pricing "hourly") (eq $e.keySource "configMap") }}
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -195,7 +233,7 @@ data:
 
 {{- define "mpgate.podAnnotations" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
-{{- if and $e.enabled (eq $e.keySource "configMap") }}
+{{- if and $e.enabled (eq $e.pricing "hourly") (eq $e.keySource "configMap") }}
 checksum/mpgate-keys: {{ $e.publicKeys | toJson | sha256sum }}
 {{- end }}
 {{- end -}}
@@ -203,6 +241,21 @@ checksum/mpgate-keys: {{ $e.publicKeys | toJson | sha256sum }}
 {{- define "mpgate.env" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if $e.enabled }}
+{{- if eq $e.pricing "contract" }}
+{{- /* AWS License Manager: no product code, no public key. */}}
+- name: MPGATE_PRICING
+  value: "contract"
+- name: MPGATE_PRODUCT_SKU
+  value: {{ toString $e.productSku | trim | quote }}
+- name: MPGATE_ENTITLEMENTS
+  value: {{ join "," $e.entitlements | quote }}
+- name: MPGATE_SEAT
+  value: {{ $e.seat | quote }}
+{{- if eq $e.seat "hold" }}
+- name: MPGATE_GRACE
+  value: {{ toString $e.grace | quote }}
+{{- end }}
+{{- else }}
 {{- with toString $e.productCode | trim }}
 - name: MPGATE_PRODUCT_CODE
   value: {{ . | quote }}
@@ -214,6 +267,7 @@ checksum/mpgate-keys: {{ $e.publicKeys | toJson | sha256sum }}
 {{- if include "mpgate.mountsKeys" . }}
 - name: MPGATE_PUBLIC_KEY_DIR
   value: {{ include "mpgate.keyDir" . | quote }}
+{{- end }}
 {{- end }}
 - name: MPGATE_TIMEOUT
   value: {{ $e.timeout | toString | quote }}
@@ -229,6 +283,24 @@ checksum/mpgate-keys: {{ $e.publicKeys | toJson | sha256sum }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* Seconds for the pod's terminationGracePeriodSeconds with pricing contract and seat
+hold: grace (rounded up to whole seconds) + 10, so mpgate can forward SIGTERM, let the
+workload stop within its grace and check the seat in before the kubelet's SIGKILL. Empty
+otherwise (keep the platform's default). */}}
+{{- define "mpgate.terminationGracePeriodSeconds" -}}
+{{- $e := include "mpgate.config" . | fromJson -}}
+{{- if and $e.enabled (eq $e.pricing "contract") (eq $e.seat "hold") -}}
+{{- $g := toString $e.grace -}}
+{{- $n := regexReplaceAll "[^0-9]" $g "" | atoi -}}
+{{- $unit := regexReplaceAll "^[0-9]+" $g "" -}}
+{{- $seconds := $n -}}
+{{- if eq $unit "ms" }}{{ $seconds = div (add $n 999) 1000 }}{{ end -}}
+{{- if eq $unit "m" }}{{ $seconds = mul $n 60 }}{{ end -}}
+{{- if eq $unit "h" }}{{ $seconds = mul $n 3600 }}{{ end -}}
+{{- add $seconds 10 -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "mpgate.volumes" -}}
