@@ -27,6 +27,9 @@ pub trait EmulatorGate {
     /// [`EmulatorGate::gate`] running another binary (a pinned build, or a wrapper such as
     /// `unshare` or `env` that runs mpgate in turn).
     fn gate_with(&self, binary: &Path) -> Gate;
+    /// A gate for contract pricing against this emulator's License Manager, checking out
+    /// `entitlements` (MPGATE_ENTITLEMENTS) of its product SKU.
+    fn contract_gate(&self, entitlements: &str) -> Gate;
 }
 
 impl EmulatorGate for Emulator {
@@ -40,6 +43,16 @@ impl EmulatorGate for Emulator {
             .env("AWS_REGION", &self.region)
             .env("MPGATE_PRODUCT_CODE", &self.product_code)
             .env("MPGATE_PUBLIC_KEY_FILE", &self.public_key_file);
+        gate
+    }
+
+    fn contract_gate(&self, entitlements: &str) -> Gate {
+        let mut gate = Gate::hermetic(&self.dir);
+        gate.env("AWS_ENDPOINT_URL_LICENSE_MANAGER", &self.url)
+            .env("AWS_REGION", &self.region)
+            .env("MPGATE_PRICING", "contract")
+            .env("MPGATE_PRODUCT_SKU", &self.product_sku)
+            .env("MPGATE_ENTITLEMENTS", entitlements);
         gate
     }
 }

@@ -1,0 +1,319 @@
+//! Contract pricing with `--seat check` against the emulator's License Manager: each
+//! entitlement form, what the workload and the result file get, no seat left held, every
+//! error class with its exit code and advice, and one ClientToken across retries.
+
+mod common;
+
+use common::*;
+use mpgate_testkit::faults::LICENSE_FAULTS;
+use mpgate_testkit::license::{call, consumed};
+use mpgate_testkit::{result_file, Emulator};
+use serde_json::{json, Value};
+
+/// The License Manager calls the emulator received, as (operation, record line).
+fn license_calls(emu: &Emulator) -> Vec<(String, Value)> {
+    emu.calls()
+        .into_iter()
+        .filter_map(|c| {
+            let op = c["target"].as_str()?.strip_prefix("AWSLicenseManager.")?;
+            Some((op.to_string(), c))
+        })
+        .collect()
+}
+
+/// `ConsumedValue` of `name` now, from GetLicenseUsage.
+fn in_use(emu: &Emulator, name: &str) -> String {
+    let usage = call(
+        &emu.addr,
+        "GetLicenseUsage",
+        &json!({ "LicenseArn": emu.license_arn }),
+    )
+    .ok("GetLicenseUsage");
+    consumed(&usage, name).unwrap_or_else(|| panic!("no usage of {name}: {usage}"))
+}
+
+/// A workload that prints what the hand-over gave it, one variable per line.
+const SHOW_LICENSE: &str = r#"printf '%s\n' "$MPGATE_ENTITLEMENT" "$MPGATE_LICENSE_ARN" "$MPGATE_LICENSE_EXPIRATION" "${#MPGATE_LICENSE_TOKEN}" "$MPGATE_LICENSE_ENTITLEMENTS" "${MPGATE_SIGNATURE-unset}" "${MPGATE_NONCE-unset}""#;
+
+#[test]
+fn each_entitlement_form_is_checked_out_handed_over_and_checked_back_in() {
+    let emu = Emulator::start(&[
+        "--license-entitlement",
+        "Basic",
+        "--license-entitlement",
+        "Seats=5",
+        "--license-entitlement",
+        "Storage=100:Gigabytes",
+    ]);
+    let result = emu.dir.join("contract-result.json");
+    let out = emu
+        .contract_gate("Basic, Seats=2 ,Storage=10:Gigabytes")
+        .env("MPGATE_RESULT_FILE", &result)
+        // Inherited proof variables must not reach the workload as if this hand-over set them.
+        .env("MPGATE_SIGNATURE", "forged")
+        .env("MPGATE_NONCE", "forged")
+        .args(["sh", "-c", SHOW_LICENSE])
+        .run();
+    out.expect(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "verified", "{out:?}");
+    assert_eq!(lines[1], emu.license_arn);
+    // RFC 3339, about the emulator's default 60 minutes ahead.
+    let expiration = lines[2];
+    assert!(
+        expiration.len() == 20 && expiration.ends_with('Z'),
+        "{expiration}"
+    );
+    assert!(lines[3].parse::<usize>().unwrap() >= 4096, "{out:?}");
+    let allowed: Value = serde_json::from_str(lines[4]).unwrap();
+    assert_eq!(
+        allowed,
+        json!([
+            {"Name": "Basic", "Unit": "None", "Value": null},
+            {"Name": "Seats", "Unit": "Count", "Value": "2"},
+            {"Name": "Storage", "Unit": "Gigabytes", "Value": "10"},
+        ])
+    );
+    assert_eq!(&lines[5..], ["unset", "unset"], "{out:?}");
+
+    // What went over the wire: one checkout as the issue specifies, then its check-in.
+    let calls = license_calls(&emu);
+    let ops: Vec<&str> = calls.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(ops, ["CheckoutLicense", "CheckInLicense"], "{calls:?}");
+    let checkout = &calls[0].1;
+    assert_eq!(checkout["checkoutType"], "PROVISIONAL");
+    assert_eq!(
+        checkout["keyFingerprint"],
+        "aws:294406891311:AWS/Marketplace:issuer-fingerprint"
+    );
+    assert_eq!(checkout["productSku"], emu.product_sku);
+    assert_eq!(
+        checkout["entitlements"],
+        json!([
+            {"Name": "Basic", "Unit": "None"},
+            {"Name": "Seats", "Unit": "Count", "Value": "2"},
+            {"Name": "Storage", "Unit": "Gigabytes", "Value": "10"},
+        ])
+    );
+    let token = checkout["clientToken"].as_str().unwrap();
+    assert!(
+        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{token}"
+    );
+    assert_eq!(calls[1].1["status"], 200, "{calls:?}");
+
+    // `check` holds nothing once the workload runs.
+    assert_eq!(in_use(&emu, "Seats"), "0");
+    assert_eq!(in_use(&emu, "Storage"), "0");
+
+    let recorded = result_file(&result);
+    assert_eq!(recorded["pricing"], "contract", "{recorded}");
+    assert_eq!(recorded["entitled"], true);
+    assert_eq!(recorded["outcome"], "verified");
+    assert_eq!(recorded["productSku"], emu.product_sku);
+    assert_eq!(recorded["licenseArn"], emu.license_arn);
+    assert_eq!(recorded["entitlements"], allowed);
+    assert_eq!(recorded["expiration"], expiration);
+    assert_eq!(recorded["checkedIn"], true);
+    assert_eq!(recorded["productCode"], Value::Null);
+    assert!(recorded.get("signature").is_none(), "{recorded}");
+}
+
+#[test]
+fn check_mode_leaves_no_seat_held_so_a_one_seat_license_serves_start_after_start() {
+    let emu = Emulator::start(&["--license-entitlement", "Seats=1"]);
+    for _ in 0..3 {
+        emu.contract_gate("Seats=1").run().expect(0);
+    }
+    let ops: Vec<String> = license_calls(&emu).into_iter().map(|(op, _)| op).collect();
+    assert_eq!(ops.len(), 6, "{ops:?}");
+    assert_eq!(in_use(&emu, "Seats"), "0");
+}
+
+#[test]
+fn init_mode_checks_the_license_and_exits_0() {
+    let emu = Emulator::start(&[]);
+    let out = emu.contract_gate("Basic,Seats=1").run();
+    out.expect(0);
+    assert_eq!(out.stdout, "", "init mode prints nothing on stdout");
+    assert_eq!(in_use(&emu, "Seats"), "0");
+}
+
+#[test]
+fn not_entitled_answers_exit_10_with_what_to_do_and_start_nothing() {
+    let cases: [(&[&str], &str, &str); 4] = [
+        // No license at all: AWS answers NoEntitlementsAllowedException.
+        (&["--no-license"], "Basic", "accept the license grant"),
+        // A feature the contract does not include.
+        (&[], "Pro", "contract includes these entitlements"),
+        // More seats than the contract has.
+        (&["--license-entitlement", "Seats=2"], "Seats=3", "seats in use"),
+        // A counted entitlement asked for as a feature (`Unit: None`).
+        (&["--license-entitlement", "Seats=2"], "Seats", "NoEntitlementsAllowedException"),
+    ];
+    for (flags, entitlements, advice) in cases {
+        let emu = Emulator::start(flags);
+        let result = emu.dir.join("refused.json");
+        let out = emu
+            .contract_gate(entitlements)
+            .env("MPGATE_RESULT_FILE", &result)
+            .args(["sh", "-c", "echo WORKLOAD STARTED"])
+            .run();
+        out.expect_error(10, advice);
+        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{out:?}");
+        let recorded = result_file(&result);
+        assert_eq!(recorded["outcome"], "not-entitled", "{recorded}");
+        assert_eq!(recorded["exitCode"], 10);
+        let termination = std::fs::read_to_string(emu.dir.join("termination-log")).unwrap();
+        assert!(termination.contains(advice), "{termination}");
+        assert_eq!(license_calls(&emu).len(), 1, "a refusal is never retried");
+    }
+}
+
+#[test]
+fn a_wrong_sku_exits_10_and_names_the_sku() {
+    let emu = Emulator::start(&[]);
+    let out = emu
+        .contract_gate("Basic")
+        .env("MPGATE_PRODUCT_SKU", "prod-sku-other")
+        .run();
+    out.expect_error(10, "prod-sku-other");
+}
+
+#[test]
+fn every_checkout_error_class_has_its_exit_code_and_advice() {
+    for fault in LICENSE_FAULTS
+        .iter()
+        .filter(|f| f.operations.contains(&"CheckoutLicense"))
+    {
+        let spec = format!("CheckoutLicense={}", fault.fault);
+        let emu = Emulator::start(&["--license-fault", &spec]);
+        let out = emu
+            .contract_gate("Basic")
+            // Transient classes are retried until the deadline: keep it short.
+            .env("MPGATE_TIMEOUT", "2s")
+            .args(["sh", "-c", "echo WORKLOAD STARTED"])
+            .run();
+        out.expect_error(fault.exit_code, fault.hint);
+        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{}: {out:?}", fault.fault);
+        let attempts = license_calls(&emu).len();
+        if fault.exit_code == 14 {
+            assert!(attempts >= 2, "{}: retried {attempts} times", fault.fault);
+        } else {
+            assert_eq!(attempts, 1, "{}: a final answer is not retried", fault.fault);
+        }
+    }
+}
+
+#[test]
+fn throttled_checkouts_are_retried_with_one_client_token_and_hold_one_seat() {
+    let emu = Emulator::start(&[
+        "--license-entitlement",
+        "Seats=1",
+        "--license-fault",
+        "CheckoutLicense=rate-limit-exceeded*2",
+    ]);
+    let out = emu.contract_gate("Seats=1").run();
+    out.expect(0);
+    let checkouts: Vec<Value> = license_calls(&emu)
+        .into_iter()
+        .filter(|(op, _)| op == "CheckoutLicense")
+        .map(|(_, c)| c)
+        .collect();
+    let statuses: Vec<&Value> = checkouts.iter().map(|c| &c["status"]).collect();
+    assert_eq!(statuses, [429, 429, 200], "{checkouts:?}");
+    let tokens: Vec<&Value> = checkouts.iter().map(|c| &c["clientToken"]).collect();
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+    assert_eq!(in_use(&emu, "Seats"), "0");
+    // A second gate gets a fresh token.
+    emu.contract_gate("Seats=1").run().expect(0);
+    let last = license_calls(&emu)
+        .into_iter()
+        .rfind(|(op, _)| op == "CheckoutLicense")
+        .unwrap()
+        .1;
+    assert_ne!(last["clientToken"], *tokens[0]);
+}
+
+#[test]
+fn a_failed_check_in_is_a_warning_never_a_lock_out() {
+    let emu = Emulator::start(&["--license-fault", "CheckInLicense=server-internal"]);
+    let result = emu.dir.join("checkin.json");
+    let out = emu
+        .contract_gate("Basic")
+        .env("MPGATE_TIMEOUT", "2s")
+        .env("MPGATE_RESULT_FILE", &result)
+        .args(["sh", "-c", "echo WORKLOAD STARTED"])
+        .run();
+    out.expect(0);
+    assert!(out.stdout.contains("WORKLOAD STARTED"), "{out:?}");
+    assert!(
+        out.stderr.contains("cannot check the license back in"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(result_file(&result)["checkedIn"], false);
+}
+
+#[test]
+fn contract_configuration_errors_exit_2_before_any_call() {
+    let emu = Emulator::start(&[]);
+    let cases: [(&[(&str, &str)], &[&str], &str); 6] = [
+        (&[("MPGATE_PRODUCT_SKU", "")], &[], "MPGATE_PRODUCT_SKU"),
+        (&[("MPGATE_ENTITLEMENTS", " , ")], &[], "MPGATE_ENTITLEMENTS"),
+        (&[("MPGATE_ENTITLEMENTS", "Seats=0")], &[], "whole number"),
+        (&[("MPGATE_ENTITLEMENTS", "Seats=1:Furlongs")], &[], "unknown unit"),
+        (&[("MPGATE_SEAT", "borrow")], &[], "MPGATE_SEAT"),
+        // Holding a seat needs a command to hold it for.
+        (&[("MPGATE_SEAT", "hold")], &[], "initContainer"),
+    ];
+    for (vars, args, says) in cases {
+        let mut gate = emu.contract_gate("Basic");
+        for (k, v) in vars {
+            gate.env(k, v);
+        }
+        gate.args(args).run().expect_error(2, says);
+    }
+    let out = emu
+        .gate()
+        .env("MPGATE_PRICING", "monthly")
+        .run();
+    out.expect_error(2, "'hourly'");
+    assert!(emu.calls().is_empty(), "{:?}", emu.calls());
+}
+
+#[test]
+fn the_hourly_settings_are_ignored_with_a_note_in_contract_pricing() {
+    let emu = Emulator::start(&[]);
+    let out = emu
+        .contract_gate("Basic")
+        .env("MPGATE_PRODUCT_CODE", "prod-ignored")
+        .env("MPGATE_PUBLIC_KEY_FILE", "/nonexistent.pem")
+        .run();
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains("MPGATE_PRODUCT_CODE, MPGATE_PUBLIC_KEY_FILE not used"),
+        "{}",
+        out.stderr
+    );
+    assert!(license_calls(&emu).len() == 2);
+    assert!(emu
+        .calls()
+        .iter()
+        .all(|c| c["target"] != "AWSMPMeteringService.RegisterUsage"));
+}
+
+#[test]
+fn allow_starts_the_workload_unverified_when_license_manager_is_unreachable() {
+    let emu = Emulator::start(&["--license-fault", "CheckoutLicense=server-internal"]);
+    let out = emu
+        .contract_gate("Basic")
+        .env("MPGATE_TIMEOUT", "2s")
+        .env("MPGATE_ON_TRANSIENT_ERROR", "allow")
+        .env("MPGATE_LICENSE_ARN", "forged")
+        .args(["sh", "-c", "echo \"$MPGATE_ENTITLEMENT ${MPGATE_LICENSE_ARN-unset}\""])
+        .run();
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), "unverified unset", "{out:?}");
+}
