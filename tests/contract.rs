@@ -6,31 +6,8 @@ mod common;
 
 use common::*;
 use mpgate_testkit::faults::LICENSE_FAULTS;
-use mpgate_testkit::license::{call, consumed};
 use mpgate_testkit::{result_file, Emulator};
 use serde_json::{json, Value};
-
-/// The License Manager calls the emulator received, as (operation, record line).
-fn license_calls(emu: &Emulator) -> Vec<(String, Value)> {
-    emu.calls()
-        .into_iter()
-        .filter_map(|c| {
-            let op = c["target"].as_str()?.strip_prefix("AWSLicenseManager.")?;
-            Some((op.to_string(), c))
-        })
-        .collect()
-}
-
-/// `ConsumedValue` of `name` now, from GetLicenseUsage.
-fn in_use(emu: &Emulator, name: &str) -> String {
-    let usage = call(
-        &emu.addr,
-        "GetLicenseUsage",
-        &json!({ "LicenseArn": emu.license_arn }),
-    )
-    .ok("GetLicenseUsage");
-    consumed(&usage, name).unwrap_or_else(|| panic!("no usage of {name}: {usage}"))
-}
 
 /// A workload that prints what the hand-over gave it, one variable per line.
 const SHOW_LICENSE: &str = r#"printf '%s\n' "$MPGATE_ENTITLEMENT" "$MPGATE_LICENSE_ARN" "$MPGATE_LICENSE_EXPIRATION" "${#MPGATE_LICENSE_TOKEN}" "$MPGATE_LICENSE_ENTITLEMENTS" "${MPGATE_SIGNATURE-unset}" "${MPGATE_NONCE-unset}""#;
@@ -147,9 +124,17 @@ fn not_entitled_answers_exit_10_with_what_to_do_and_start_nothing() {
         // A feature the contract does not include.
         (&[], "Pro", "contract includes these entitlements"),
         // More seats than the contract has.
-        (&["--license-entitlement", "Seats=2"], "Seats=3", "seats in use"),
+        (
+            &["--license-entitlement", "Seats=2"],
+            "Seats=3",
+            "seats in use",
+        ),
         // A counted entitlement asked for as a feature (`Unit: None`).
-        (&["--license-entitlement", "Seats=2"], "Seats", "NoEntitlementsAllowedException"),
+        (
+            &["--license-entitlement", "Seats=2"],
+            "Seats",
+            "NoEntitlementsAllowedException",
+        ),
     ];
     for (flags, entitlements, advice) in cases {
         let emu = Emulator::start(flags);
@@ -195,12 +180,20 @@ fn every_checkout_error_class_has_its_exit_code_and_advice() {
             .args(["sh", "-c", "echo WORKLOAD STARTED"])
             .run();
         out.expect_error(fault.exit_code, fault.hint);
-        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{}: {out:?}", fault.fault);
+        assert!(
+            !out.stdout.contains("WORKLOAD STARTED"),
+            "{}: {out:?}",
+            fault.fault
+        );
         let attempts = license_calls(&emu).len();
         if fault.exit_code == 14 {
             assert!(attempts >= 2, "{}: retried {attempts} times", fault.fault);
         } else {
-            assert_eq!(attempts, 1, "{}: a final answer is not retried", fault.fault);
+            assert_eq!(
+                attempts, 1,
+                "{}: a final answer is not retried",
+                fault.fault
+            );
         }
     }
 }
@@ -260,9 +253,17 @@ fn contract_configuration_errors_exit_2_before_any_call() {
     let emu = Emulator::start(&[]);
     let cases: [(&[(&str, &str)], &[&str], &str); 6] = [
         (&[("MPGATE_PRODUCT_SKU", "")], &[], "MPGATE_PRODUCT_SKU"),
-        (&[("MPGATE_ENTITLEMENTS", " , ")], &[], "MPGATE_ENTITLEMENTS"),
+        (
+            &[("MPGATE_ENTITLEMENTS", " , ")],
+            &[],
+            "MPGATE_ENTITLEMENTS",
+        ),
         (&[("MPGATE_ENTITLEMENTS", "Seats=0")], &[], "whole number"),
-        (&[("MPGATE_ENTITLEMENTS", "Seats=1:Furlongs")], &[], "unknown unit"),
+        (
+            &[("MPGATE_ENTITLEMENTS", "Seats=1:Furlongs")],
+            &[],
+            "unknown unit",
+        ),
         (&[("MPGATE_SEAT", "borrow")], &[], "MPGATE_SEAT"),
         // Holding a seat needs a command to hold it for.
         (&[("MPGATE_SEAT", "hold")], &[], "initContainer"),
@@ -274,10 +275,7 @@ fn contract_configuration_errors_exit_2_before_any_call() {
         }
         gate.args(args).run().expect_error(2, says);
     }
-    let out = emu
-        .gate()
-        .env("MPGATE_PRICING", "monthly")
-        .run();
+    let out = emu.gate().env("MPGATE_PRICING", "monthly").run();
     out.expect_error(2, "'hourly'");
     assert!(emu.calls().is_empty(), "{:?}", emu.calls());
 }
@@ -312,7 +310,11 @@ fn allow_starts_the_workload_unverified_when_license_manager_is_unreachable() {
         .env("MPGATE_TIMEOUT", "2s")
         .env("MPGATE_ON_TRANSIENT_ERROR", "allow")
         .env("MPGATE_LICENSE_ARN", "forged")
-        .args(["sh", "-c", "echo \"$MPGATE_ENTITLEMENT ${MPGATE_LICENSE_ARN-unset}\""])
+        .args([
+            "sh",
+            "-c",
+            "echo \"$MPGATE_ENTITLEMENT ${MPGATE_LICENSE_ARN-unset}\"",
+        ])
         .run();
     out.expect(0);
     assert_eq!(out.stdout.trim(), "unverified unset", "{out:?}");

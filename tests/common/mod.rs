@@ -296,3 +296,26 @@ pub fn assert_memory_bounded(out: &Outcome, extra_kib: i64, what: &str) {
         "{what}: peak RSS {peak} KiB, an ordinary run's {baseline} KiB (at most {extra_kib} KiB more allowed)"
     );
 }
+
+/// The License Manager calls the emulator received, as (operation, record line).
+pub fn license_calls(emu: &Emulator) -> Vec<(String, Value)> {
+    emu.calls()
+        .into_iter()
+        .filter_map(|c| {
+            let op = c["target"].as_str()?.strip_prefix("AWSLicenseManager.")?;
+            Some((op.to_string(), c))
+        })
+        .collect()
+}
+
+/// `ConsumedValue` of `name` now, from GetLicenseUsage.
+pub fn in_use(emu: &Emulator, name: &str) -> String {
+    let usage = mpgate_testkit::license::call(
+        &emu.addr,
+        "GetLicenseUsage",
+        &serde_json::json!({ "LicenseArn": emu.license_arn }),
+    )
+    .ok("GetLicenseUsage");
+    mpgate_testkit::license::consumed(&usage, name)
+        .unwrap_or_else(|| panic!("no usage of {name}: {usage}"))
+}
