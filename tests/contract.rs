@@ -251,29 +251,20 @@ fn a_failed_check_in_is_a_warning_never_a_lock_out() {
 #[test]
 fn contract_configuration_errors_exit_2_before_any_call() {
     let emu = Emulator::start(&[]);
-    let cases: [(&[(&str, &str)], &[&str], &str); 6] = [
-        (&[("MPGATE_PRODUCT_SKU", "")], &[], "MPGATE_PRODUCT_SKU"),
-        (
-            &[("MPGATE_ENTITLEMENTS", " , ")],
-            &[],
-            "MPGATE_ENTITLEMENTS",
-        ),
-        (&[("MPGATE_ENTITLEMENTS", "Seats=0")], &[], "whole number"),
-        (
-            &[("MPGATE_ENTITLEMENTS", "Seats=1:Furlongs")],
-            &[],
-            "unknown unit",
-        ),
-        (&[("MPGATE_SEAT", "borrow")], &[], "MPGATE_SEAT"),
-        // Holding a seat needs a command to hold it for.
-        (&[("MPGATE_SEAT", "hold")], &[], "initContainer"),
+    let cases = [
+        ("MPGATE_PRODUCT_SKU", "", "MPGATE_PRODUCT_SKU"),
+        ("MPGATE_ENTITLEMENTS", " , ", "MPGATE_ENTITLEMENTS"),
+        ("MPGATE_ENTITLEMENTS", "Seats=0", "whole number"),
+        ("MPGATE_ENTITLEMENTS", "Seats=1:Furlongs", "unknown unit"),
+        ("MPGATE_SEAT", "borrow", "MPGATE_SEAT"),
+        // Holding a seat needs a command to hold it for (init mode has none).
+        ("MPGATE_SEAT", "hold", "initContainer"),
     ];
-    for (vars, args, says) in cases {
-        let mut gate = emu.contract_gate("Basic");
-        for (k, v) in vars {
-            gate.env(k, v);
-        }
-        gate.args(args).run().expect_error(2, says);
+    for (name, value, says) in cases {
+        emu.contract_gate("Basic")
+            .env(name, value)
+            .run()
+            .expect_error(2, says);
     }
     let out = emu.gate().env("MPGATE_PRICING", "monthly").run();
     out.expect_error(2, "'hourly'");
