@@ -1,6 +1,6 @@
-//! Build script: for a pinned build, compiles in the seller's product code, key ring and what
-//! else they pin (endpoint, CA certificates, token age); for the static x86_64 release, links
-//! without unwind tables.
+//! Build script: for a pinned build, compiles in what the seller pins (an hourly product's code
+//! and key ring, or a contract product's SKU and entitlements; the endpoint, CA certificates,
+//! token age); for the static x86_64 release, links without unwind tables.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -29,11 +29,16 @@ fn drop_unwind_tables() {
     }
 }
 
-/// `MPGATE_PIN_PRODUCT_CODE` + `MPGATE_PIN_KEY_DIR` (a directory of `public-key-v<N>.pem`)
-/// make a pinned build (src/pinned.rs): it then refuses runtime overrides of either, of the
-/// Metering endpoint and of the token age. `MPGATE_PIN_ENDPOINT_URL` (one https:// URL),
-/// `MPGATE_PIN_CA_FILE` (extra CA certificates) and `MPGATE_PIN_MAX_TOKEN_AGE` (seconds,
-/// default 300) are what the seller allows instead, fixed at build time.
+/// A pinned build pins one pricing model, and every runtime override of what it pinned is
+/// refused (src/pinned.rs, src/config.rs):
+///
+/// - hourly: `MPGATE_PIN_PRODUCT_CODE` + `MPGATE_PIN_KEY_DIR` (a directory of
+///   `public-key-v<N>.pem`); `MPGATE_PIN_ENDPOINT_URL` (one https:// Metering URL) and
+///   `MPGATE_PIN_MAX_TOKEN_AGE` (seconds, default 300) refine it;
+/// - contract: `MPGATE_PIN_PRODUCT_SKU` + `MPGATE_PIN_ENTITLEMENTS` (comma-separated specs,
+///   as `MPGATE_ENTITLEMENTS`); `MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL` (one https:// URL)
+///   refines it;
+/// - either: `MPGATE_PIN_CA_FILE` (extra CA certificates).
 fn write_pinned(out: &Path) {
     let var = |name: &str| {
         println!("cargo:rerun-if-env-changed={name}");
@@ -42,14 +47,34 @@ fn write_pinned(out: &Path) {
     let code = var("MPGATE_PIN_PRODUCT_CODE");
     let dir = var("MPGATE_PIN_KEY_DIR");
     let endpoint = var("MPGATE_PIN_ENDPOINT_URL");
-    let ca_file = var("MPGATE_PIN_CA_FILE");
     let max_age = var("MPGATE_PIN_MAX_TOKEN_AGE");
+    let sku = var("MPGATE_PIN_PRODUCT_SKU");
+    let entitlements = var("MPGATE_PIN_ENTITLEMENTS");
+    let lm_endpoint = var("MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL");
+    let ca_file = var("MPGATE_PIN_CA_FILE");
+    let hourly = code.is_some() || dir.is_some();
+    let contract = sku.is_some() || entitlements.is_some();
+    if hourly && contract {
+        fail("a build pins hourly pricing (MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR) or contract pricing (MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS), not both: build one mpgate per product");
+    }
+    if !hourly
+        && !contract
+        && (endpoint.is_some() || max_age.is_some() || lm_endpoint.is_some() || ca_file.is_some())
+    {
+        fail("MPGATE_PIN_ENDPOINT_URL, MPGATE_PIN_MAX_TOKEN_AGE, MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL and MPGATE_PIN_CA_FILE refine a pinned build: set MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR (hourly pricing) or MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS (contract pricing) too");
+    }
+    if hourly && lm_endpoint.is_some() {
+        fail("MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL refines a pinned contract build, and this build pins hourly pricing (MPGATE_PIN_PRODUCT_CODE): use MPGATE_PIN_ENDPOINT_URL for the Metering endpoint");
+    }
+    if contract && endpoint.is_some() {
+        fail("MPGATE_PIN_ENDPOINT_URL names the Metering endpoint of a pinned hourly build, and this build pins contract pricing (MPGATE_PIN_PRODUCT_SKU): use MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL");
+    }
+    if contract && max_age.is_some() {
+        fail("MPGATE_PIN_MAX_TOKEN_AGE bounds the age of an hourly product's token, and this build pins contract pricing (MPGATE_PIN_PRODUCT_SKU): unset it");
+    }
     let mut rust = String::new();
     match (code, dir) {
         (None, None) => {
-            if endpoint.is_some() || ca_file.is_some() || max_age.is_some() {
-                fail("MPGATE_PIN_ENDPOINT_URL, MPGATE_PIN_CA_FILE and MPGATE_PIN_MAX_TOKEN_AGE refine a pinned build: set MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR too");
-            }
             rust.push_str("pub const PRODUCT_CODE: Option<&str> = None;\npub const KEYS: &[(i32, &str)] = &[];\n");
         }
         (Some(code), Some(dir)) => {
@@ -67,20 +92,53 @@ fn write_pinned(out: &Path) {
         }
         _ => fail("a pinned build needs both MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR: pinning one alone would let the other be swapped at run time"),
     }
-    if let Some(url) = &endpoint {
-        // TLS to a host the seller names, never plain HTTP: an answer over http:// could come
-        // from anything on the path.
+    match (sku, entitlements) {
+        (None, None) => {
+            rust.push_str("pub const PRODUCT_SKU: Option<&str> = None;\npub const ENTITLEMENTS: &[&str] = &[];\n");
+        }
+        (Some(sku), Some(entitlements)) => {
+            if sku.chars().count() > 255 || sku.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                fail(&format!("MPGATE_PIN_PRODUCT_SKU {sku:?} is not a product SKU: the product ID from the AWS Marketplace Management Portal, 1 to 255 printable characters without spaces"));
+            }
+            let specs = check_entitlements(&entitlements);
+            let _ = writeln!(rust, "pub const PRODUCT_SKU: Option<&str> = Some({sku:?});");
+            let _ = writeln!(rust, "pub const ENTITLEMENTS: &[&str] = &{specs:?};");
+        }
+        _ => fail("a pinned contract build needs both MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS: pinning one alone would let the other be swapped at run time"),
+    }
+    // TLS to a host the seller names, never plain HTTP: an answer over http:// could come from
+    // anything on the path.
+    for (name, url, service) in [
+        ("MPGATE_PIN_ENDPOINT_URL", &endpoint, "Metering"),
+        (
+            "MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL",
+            &lm_endpoint,
+            "License Manager",
+        ),
+    ] {
+        let Some(url) = url else { continue };
         let host = url.strip_prefix("https://").unwrap_or_else(|| {
-            fail(&format!("MPGATE_PIN_ENDPOINT_URL {url:?} must start with https://: a pinned build never calls Metering over plain HTTP"))
+            fail(&format!("{name} {url:?} must start with https://: a pinned build never calls {service} over plain HTTP"))
         });
         if host.is_empty()
             || host.starts_with('/')
             || url.chars().any(|c| c.is_whitespace() || c.is_control())
         {
-            fail(&format!("MPGATE_PIN_ENDPOINT_URL {url:?} is not a URL such as https://metering.example.internal"));
+            fail(&format!(
+                "{name} {url:?} is not a URL such as https://{}.example.internal",
+                if service == "Metering" {
+                    "metering"
+                } else {
+                    "license-manager"
+                }
+            ));
         }
     }
     let _ = writeln!(rust, "pub const ENDPOINT_URL: Option<&str> = {endpoint:?};");
+    let _ = writeln!(
+        rust,
+        "pub const LICENSE_MANAGER_ENDPOINT_URL: Option<&str> = {lm_endpoint:?};"
+    );
     let ca_pem = ca_file.map(|path| {
         println!("cargo:rerun-if-changed={path}");
         let pem = std::fs::read_to_string(&path)
@@ -99,7 +157,100 @@ fn write_pinned(out: &Path) {
         },
     };
     let _ = writeln!(rust, "pub const MAX_TOKEN_AGE_SECS: u64 = {max_age};");
+    // For the unit test that keeps this list in step with the SDK's (src/pinned.rs).
+    let _ = writeln!(
+        rust,
+        "#[cfg(test)]\npub const ENTITLEMENT_UNITS: &[&str] = &{UNITS:?};"
+    );
     std::fs::write(out.join("pinned.rs"), rust).expect("write pinned.rs");
+}
+
+/// License Manager's `EntitlementDataUnit` values (a unit test in src/pinned.rs compares them
+/// with the SDK's).
+const UNITS: [&str; 27] = [
+    "Bits",
+    "Bits/Second",
+    "Bytes",
+    "Bytes/Second",
+    "Count",
+    "Count/Second",
+    "Gigabits",
+    "Gigabits/Second",
+    "Gigabytes",
+    "Gigabytes/Second",
+    "Kilobits",
+    "Kilobits/Second",
+    "Kilobytes",
+    "Kilobytes/Second",
+    "Megabits",
+    "Megabits/Second",
+    "Megabytes",
+    "Megabytes/Second",
+    "Microseconds",
+    "Milliseconds",
+    "None",
+    "Percent",
+    "Seconds",
+    "Terabits",
+    "Terabits/Second",
+    "Terabytes",
+    "Terabytes/Second",
+];
+
+/// Checks `MPGATE_PIN_ENTITLEMENTS` with the grammar of src/entitlement.rs (`NAME`,
+/// `NAME=VALUE`, `NAME=VALUE:UNIT`; at most 32, no name twice), which the binary applies
+/// again at run time; returns the specs, trimmed.
+fn check_entitlements(list: &str) -> Vec<String> {
+    let specs: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if specs.is_empty() {
+        fail("MPGATE_PIN_ENTITLEMENTS names no entitlement: give what the workload needs, e.g. Basic,Seats=1");
+    }
+    if specs.len() > 32 {
+        fail("MPGATE_PIN_ENTITLEMENTS: at most 32 entitlements can be checked out at once");
+    }
+    let mut names = Vec::new();
+    for spec in &specs {
+        let bad = |reason: &str| -> ! {
+            fail(&format!(
+                "MPGATE_PIN_ENTITLEMENTS: invalid entitlement {spec:?}: {reason}"
+            ))
+        };
+        let (name, rest) = match spec.split_once('=') {
+            Some((name, rest)) => (name, Some(rest)),
+            None => (spec.as_str(), None),
+        };
+        if name.is_empty()
+            || name.chars().count() > 255
+            || name.chars().any(|c| c.is_control() || c == ':')
+        {
+            bad("the name must be the entitlement's API name from the AWS Marketplace Management Portal (no commas, colons or control characters)");
+        }
+        if names.contains(&name) {
+            bad("the name is given twice: ask for each entitlement once");
+        }
+        names.push(name);
+        let Some(rest) = rest else { continue };
+        let (value, unit) = rest.split_once(':').unwrap_or((rest, "Count"));
+        if !UNITS.contains(&unit) {
+            bad(&format!("unknown unit {unit:?}: use one of License Manager's units, e.g. Count, Gigabytes, Bits/Second"));
+        }
+        if unit == "None" {
+            bad("a feature (unit None) takes no value: write the name alone");
+        }
+        if value.is_empty()
+            || value.len() > 18
+            || !value.bytes().all(|b| b.is_ascii_digit())
+            || value.bytes().all(|b| b == b'0')
+        {
+            bad("the value must be a whole number of units, 1 or more, e.g. Seats=1");
+        }
+    }
+    specs
 }
 
 /// Reads `public-key-v<N>.pem` files; the full key checks run in the binary (exit 2), so a

@@ -8,7 +8,7 @@ use mpgate_proof::DecodingKey;
 use crate::cli::{Args, UsageError};
 use crate::entitlement::{self, Entitlement, SpecError};
 use crate::keyring::{self, KeyOptions, KeyringError, Selected};
-use crate::pinned::{self, Refused};
+use crate::pinned::{self, Kind, Refused};
 
 /// The API's bound on ProductCode (botocore model: 1..=255).
 const MAX_PRODUCT_CODE_CHARS: usize = 255;
@@ -118,6 +118,14 @@ pub enum ConfigError {
     Pinned(#[from] Refused),
     #[error("this mpgate build pins product code {pinned}, not {given:?}: unset MPGATE_PRODUCT_CODE and --product-code, or use an mpgate built for {given:?}")]
     PinnedProductCode { pinned: &'static str, given: String },
+    #[error("this mpgate build pins product SKU {pinned}, not {given:?}: unset MPGATE_PRODUCT_SKU and --product-sku, or use an mpgate built for {given:?}")]
+    PinnedProductSku { pinned: &'static str, given: String },
+    #[error("this mpgate build pins the entitlements {pinned}, not {given:?}: unset MPGATE_ENTITLEMENTS and --entitlement, or use an mpgate built for them")]
+    PinnedEntitlements { pinned: String, given: String },
+    #[error("this mpgate build pins an entitlement it cannot check out ({0}): rebuild it with MPGATE_PIN_ENTITLEMENTS corrected")]
+    PinnedSpec(SpecError),
+    #[error("this mpgate build is pinned to contract pricing (see 'mpgate --version'): 'mpgate verify' checks the token of hourly pricing (RegisterUsage) only; a contract-priced workload gets MPGATE_LICENSE_ARN and MPGATE_LICENSE_ENTITLEMENTS from the gate")]
+    VerifyInContractBuild,
     #[error("{0}: point SSL_CERT_FILE at a PEM file (or SSL_CERT_DIR at a directory) of CA certificates, or unset it to trust the built-in Mozilla roots")]
     Certificates(String),
     #[error("cannot read the operating system's random number generator ({0}): allow the getrandom system call in the container's seccomp profile (mpgate never falls back to reading /dev/urandom, which a mounted file could replace)")]
@@ -157,6 +165,9 @@ impl Trust {
         args: &Args,
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
+        if pinned::kind() == Some(Kind::Contract) {
+            return Err(ConfigError::VerifyInContractBuild);
+        }
         let given = setting(args.product_code.clone(), "MPGATE_PRODUCT_CODE", env)?;
         let product_code = match (pinned::product_code(), given) {
             (Some(pinned), Some(given)) if given != pinned => {
@@ -201,23 +212,26 @@ impl Config {
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
         let pricing_flag = args.pricing.is_some();
-        let pricing = match setting(args.pricing.clone(), "MPGATE_PRICING", env)?.as_deref() {
-            None | Some("hourly") => Pricing::Hourly(hourly(&args, env)?),
-            Some("contract") if pinned::is_pinned() => {
-                // A pinned build's product is hourly-priced; a contract checkout of a SKU the
-                // buyer names would prove nothing about it.
-                return Err(Refused(
-                    if pricing_flag {
-                        "--pricing contract"
-                    } else {
-                        "MPGATE_PRICING=contract"
-                    }
-                    .into(),
-                )
+        let given = setting(args.pricing.clone(), "MPGATE_PRICING", env)?;
+        // A pinned build's pricing is its own: the other model's check (a contract checkout of
+        // a SKU the buyer names, or a token of a product code the buyer names) would prove
+        // nothing about the pinned product. Naming the pinned model is not an override.
+        let pricing = match (given.as_deref(), pinned::kind()) {
+            (Some(model @ ("hourly" | "contract")), Some(kind))
+                if (model == "hourly") != (kind == Kind::Hourly) =>
+            {
+                return Err(Refused(if pricing_flag {
+                    format!("--pricing {model}")
+                } else {
+                    format!("MPGATE_PRICING={model}")
+                })
                 .into());
             }
-            Some("contract") => Pricing::Contract(contract(&args, env)?),
-            Some(other) => {
+            (None, Some(Kind::Contract)) | (Some("contract"), _) => {
+                Pricing::Contract(contract(&args, env)?)
+            }
+            (None | Some("hourly"), _) => Pricing::Hourly(hourly(&args, env)?),
+            (Some(other), _) => {
                 return Err(ConfigError::InvalidValue {
                     name: "MPGATE_PRICING",
                     value: other.to_string(),
@@ -278,7 +292,7 @@ impl Config {
             Pricing::Contract(_) => ServiceVariables::LICENSE_MANAGER,
         };
         let (endpoint_url, extra_roots) = if pinned {
-            pinned_endpoint(args.endpoint_url.is_some(), env)?
+            pinned_endpoint(args.endpoint_url.is_some(), service, env)?
         } else {
             configured_endpoint(args.endpoint_url, service, env)?
         };
@@ -309,11 +323,18 @@ fn hourly(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Hourly,
     })
 }
 
-/// The SKU, entitlements and seat mode of a contract-priced product. The hourly settings are
-/// not read: a note names the ones set, which a seller moving a product over may have left.
+/// The SKU, entitlements and seat mode of a contract-priced product, the SKU and entitlements
+/// pinned or configured. The hourly settings are not read: a note names the ones set, which a
+/// seller moving a product over may have left.
 fn contract(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Contract, ConfigError> {
-    let product_sku = setting(args.product_sku.clone(), "MPGATE_PRODUCT_SKU", env)?
-        .ok_or(ConfigError::MissingProductSku)?;
+    let given = setting(args.product_sku.clone(), "MPGATE_PRODUCT_SKU", env)?;
+    let product_sku = match (pinned::product_sku(), given) {
+        (Some(pinned), Some(given)) if given != pinned => {
+            return Err(ConfigError::PinnedProductSku { pinned, given })
+        }
+        (Some(pinned), _) => pinned.to_string(),
+        (None, given) => given.ok_or(ConfigError::MissingProductSku)?,
+    };
     if product_sku.chars().count() > MAX_PRODUCT_CODE_CHARS
         || product_sku
             .chars()
@@ -336,10 +357,13 @@ fn contract(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Contr
     } else {
         args.entitlements.iter().map(String::as_str).collect()
     };
-    if specs.is_empty() {
+    let entitlements = if pinned::product_sku().is_some() {
+        pinned_entitlements(&specs)?
+    } else if specs.is_empty() {
         return Err(ConfigError::MissingEntitlements);
-    }
-    let entitlements = entitlement::parse_all(specs)?;
+    } else {
+        entitlement::parse_all(specs)?
+    };
     let seat = match setting(args.seat.clone(), "MPGATE_SEAT", env)?.as_deref() {
         None | Some("check") => Seat::Check,
         Some("hold") => Seat::Hold,
@@ -382,6 +406,28 @@ fn contract(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Contr
     })
 }
 
+/// A pinned contract build's entitlements. `given` (from `--entitlement` or
+/// `MPGATE_ENTITLEMENTS`) may name them again, in any order, but nothing else.
+fn pinned_entitlements(given: &[&str]) -> Result<Vec<Entitlement>, ConfigError> {
+    let pinned = entitlement::parse_all(pinned::entitlements().iter().copied())
+        .map_err(ConfigError::PinnedSpec)?;
+    if given.is_empty() {
+        return Ok(pinned);
+    }
+    let sorted = |list: &[Entitlement]| {
+        let mut list: Vec<Entitlement> = list.to_vec();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    };
+    match entitlement::parse_all(given.iter().copied()) {
+        Ok(same) if sorted(&same) == sorted(&pinned) => Ok(pinned),
+        _ => Err(ConfigError::PinnedEntitlements {
+            pinned: pinned::entitlements().join(","),
+            given: given.join(","),
+        }),
+    }
+}
+
 /// The settings of hourly pricing only.
 const HOURLY_VARIABLES: [&str; 6] = [
     "MPGATE_PRODUCT_CODE",
@@ -392,7 +438,7 @@ const HOURLY_VARIABLES: [&str; 6] = [
     "MPGATE_MAX_TOKEN_AGE",
 ];
 
-/// The SDK's endpoint variables for the service a pricing model calls.
+/// The SDK's endpoint variable for the service a pricing model calls.
 #[derive(Clone, Copy)]
 struct ServiceVariables {
     endpoint: &'static str,
@@ -432,22 +478,22 @@ fn configured_endpoint(
     Ok((endpoint_url, extra_roots))
 }
 
-/// The variables that would send RegisterUsage elsewhere (a profile's `endpoint_url` and
-/// `services` are checked by [`refuse_profile_endpoints`]).
-const ENDPOINT_VARIABLES: [&str; 2] = ["AWS_ENDPOINT_URL_MARKETPLACE_METERING", "AWS_ENDPOINT_URL"];
-
-/// A pinned build's endpoint: the compiled-in URL, else the SDK's rules for the region (the
-/// metering module resolves it). Every runtime override is refused: a relay with a publicly
-/// trusted certificate could otherwise forward the nonce to a subscribed account's call. TLS
-/// trusts the built-in roots and the compiled-in CA certificates only.
+/// A pinned build's endpoint, for Metering (hourly) or License Manager (contract): the
+/// compiled-in URL, else the SDK's rules for the region (the call layer resolves it). Every
+/// runtime override is refused: the service's and the general `AWS_ENDPOINT_URL*` variable
+/// here, a profile's `endpoint_url` and `services` in [`refuse_profile_endpoints`]. A relay with
+/// a publicly trusted certificate could otherwise forward the nonce (or the checkout) to a
+/// subscribed account's call. TLS trusts the built-in roots and the compiled-in CA
+/// certificates only.
 fn pinned_endpoint(
     flag_given: bool,
+    service: ServiceVariables,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<(Option<String>, crate::http::ExtraRoots), ConfigError> {
     if flag_given {
         return Err(Refused("--endpoint-url".into()).into());
     }
-    if let Some(name) = ENDPOINT_VARIABLES
+    if let Some(name) = [service.endpoint, "AWS_ENDPOINT_URL"]
         .into_iter()
         .find(|name| env(name).is_some_and(|v| !v.is_empty()))
     {
@@ -471,8 +517,12 @@ fn pinned_endpoint(
     let roots = pinned::ca_pem()
         .map(|pem| vec![pem.as_bytes().to_vec()])
         .unwrap_or_default();
+    let url = match pinned::kind() {
+        Some(Kind::Contract) => pinned::license_manager_endpoint_url(),
+        _ => pinned::endpoint_url(),
+    };
     Ok((
-        pinned::endpoint_url().map(str::to_owned),
+        url.map(str::to_owned),
         crate::http::ExtraRoots::Loaded(roots),
     ))
 }

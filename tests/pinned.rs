@@ -1,14 +1,15 @@
-//! A pinned build: product code, key ring, endpoint, CA certificates and token age compiled
-//! in, every runtime override refused before any call.
+//! A pinned build: product code, key ring (or product SKU and entitlements), endpoint, CA
+//! certificates and token age compiled in, every runtime override refused before any call.
 //!
-//! The test builds its own pinned mpgate (in target/pinned, so the binary the other suites run
-//! is untouched) with the emulator's public keys, URL and test CA, then tries every way to
-//! swap them, as a buyer who controls the container's environment would.
+//! The tests build their own pinned mpgate (in target/pinned, so the binary the other suites
+//! run is untouched) with the emulator's public keys or SKU, URL and test CA, then try every
+//! way to swap them, as a buyer who controls the container's environment would.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
@@ -18,8 +19,26 @@ use rustls_pki_types::{pem::PemObject, SubjectPublicKeyInfoDer};
 /// A cold debug build of the whole dependency tree on 2 cores takes a few minutes.
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 
-/// Runs `cargo build --bin mpgate` into target/pinned with `pins`; returns (success, stderr).
-fn build_pinned(pins: &[(&str, &Path)]) -> (bool, String) {
+/// The variables build.rs reads, none inherited from the test's environment.
+const PIN_VARIABLES: [&str; 8] = [
+    "MPGATE_PIN_PRODUCT_CODE",
+    "MPGATE_PIN_KEY_DIR",
+    "MPGATE_PIN_ENDPOINT_URL",
+    "MPGATE_PIN_CA_FILE",
+    "MPGATE_PIN_MAX_TOKEN_AGE",
+    "MPGATE_PIN_PRODUCT_SKU",
+    "MPGATE_PIN_ENTITLEMENTS",
+    "MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL",
+];
+
+/// One build into target/pinned at a time, and its binary copied before the next one: the
+/// tests of this file run in parallel and share that directory.
+static BUILDS: Mutex<()> = Mutex::new(());
+
+/// Runs `cargo build --bin mpgate` into target/pinned with `pins` and, if it succeeds and
+/// `copy_to` is given, copies the binary there; returns (success, stderr).
+fn build_pinned(pins: &[(&str, &Path)], copy_to: Option<&Path>) -> (bool, String) {
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -32,17 +51,19 @@ fn build_pinned(pins: &[(&str, &Path)]) -> (bool, String) {
             "mpgate",
             "--target-dir",
         ])
-        .arg(manifest_dir.join("target/pinned"))
-        .env_remove("MPGATE_PIN_PRODUCT_CODE")
-        .env_remove("MPGATE_PIN_KEY_DIR")
-        .env_remove("MPGATE_PIN_ENDPOINT_URL")
-        .env_remove("MPGATE_PIN_CA_FILE")
-        .env_remove("MPGATE_PIN_MAX_TOKEN_AGE");
+        .arg(manifest_dir.join("target/pinned"));
+    for name in PIN_VARIABLES {
+        cmd.env_remove(name);
+    }
     for (name, value) in pins {
         cmd.env(name, value);
     }
     let out = run_bounded(&mut cmd, BUILD_LIMIT);
-    (out.status.success(), out.stderr)
+    let built = out.status.success();
+    if let (true, Some(to)) = (built, copy_to) {
+        std::fs::copy(manifest_dir.join("target/pinned/debug/mpgate"), to).unwrap();
+    }
+    (built, out.stderr)
 }
 
 /// `SHA256:<hex>` of bytes, as `sha256sum` prints it, computed independently of mpgate.
@@ -94,17 +115,18 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     ]);
     let keys: PathBuf = emu.dir.join("keys");
     let ca_file = emu.ca_file.clone().expect("--tls gives a CA file");
-    let (built, stderr) = build_pinned(&[
-        ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
-        ("MPGATE_PIN_KEY_DIR", &keys),
-        ("MPGATE_PIN_ENDPOINT_URL", Path::new(&emu.url)),
-        ("MPGATE_PIN_CA_FILE", &ca_file),
-    ]);
-    assert!(built, "pinned build failed:\n{stderr}");
-    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pinned/debug/mpgate");
-    // Keep a copy: the builds below must not change the tested binary.
+    // A copy: the builds below must not change the tested binary.
     let binary = emu.dir.join("mpgate-pinned");
-    std::fs::copy(&pinned, &binary).unwrap();
+    let (built, stderr) = build_pinned(
+        &[
+            ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
+            ("MPGATE_PIN_KEY_DIR", &keys),
+            ("MPGATE_PIN_ENDPOINT_URL", Path::new(&emu.url)),
+            ("MPGATE_PIN_CA_FILE", &ca_file),
+        ],
+        Some(&binary),
+    );
+    assert!(built, "pinned build failed:\n{stderr}");
 
     // --version shows what is pinned, with fingerprints a seller can recompute.
     let version = run_bounded(Command::new(&binary).arg("--version"), CHILD_LIMIT);
@@ -269,6 +291,22 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
             vec![],
             "unset MPGATE_ON_TRANSIENT_ERROR=allow",
         ),
+        // A contract checkout of a SKU the buyer names proves nothing about this product.
+        (
+            vec![
+                ("MPGATE_PRICING", "contract"),
+                ("MPGATE_PRODUCT_SKU", &relay.product_sku),
+                ("MPGATE_ENTITLEMENTS", "Basic"),
+                ("AWS_ENDPOINT_URL_LICENSE_MANAGER", &relay.url),
+            ],
+            vec![],
+            "unset MPGATE_PRICING=contract",
+        ),
+        (
+            vec![],
+            vec!["--pricing", "contract", "--entitlement", "Basic"],
+            "unset --pricing contract",
+        ),
     ];
     for (env, args, hint) in &cases {
         let mut gate = bare();
@@ -317,14 +355,16 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
 
     // Without the compiled-in CA the emulator's certificate is not trusted, even though
     // SSL_CERT_FILE names its CA: a pinned build takes its trust from the build only.
-    let (built, stderr) = build_pinned(&[
-        ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
-        ("MPGATE_PIN_KEY_DIR", &keys),
-        ("MPGATE_PIN_ENDPOINT_URL", Path::new(&emu.url)),
-    ]);
-    assert!(built, "pinned build failed:\n{stderr}");
     let without_ca = emu.dir.join("mpgate-pinned-without-ca");
-    std::fs::copy(&pinned, &without_ca).unwrap();
+    let (built, stderr) = build_pinned(
+        &[
+            ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
+            ("MPGATE_PIN_KEY_DIR", &keys),
+            ("MPGATE_PIN_ENDPOINT_URL", Path::new(&emu.url)),
+        ],
+        Some(&without_ca),
+    );
+    assert!(built, "pinned build failed:\n{stderr}");
     let calls = emu.calls().len();
     let mut gate = emu.gate_with(&without_ca);
     gate.env_remove("MPGATE_PRODUCT_CODE")
@@ -369,7 +409,7 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
         ),
     ];
     for (pins, hint) in &failing {
-        let (built, stderr) = build_pinned(pins);
+        let (built, stderr) = build_pinned(pins, None);
         assert!(!built, "{pins:?} built");
         assert!(stderr.contains(hint), "{hint}: {stderr}");
     }
@@ -385,11 +425,280 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     ] {
         let bad = scratch("bad-ring");
         std::fs::copy(keys.join(source), bad.join(file)).unwrap();
-        let (built, stderr) = build_pinned(&[
-            ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
-            ("MPGATE_PIN_KEY_DIR", &bad),
-        ]);
+        let (built, stderr) = build_pinned(
+            &[
+                ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
+                ("MPGATE_PIN_KEY_DIR", &bad),
+            ],
+            None,
+        );
         assert!(!built, "{file} built");
+        assert!(stderr.contains(hint), "{hint}: {stderr}");
+    }
+}
+
+/// The License Manager calls an emulator received: (operation, record line).
+fn license_calls(emu: &Emulator) -> Vec<(String, serde_json::Value)> {
+    emu.calls()
+        .into_iter()
+        .filter_map(|c| {
+            let op = c["target"].as_str()?.strip_prefix("AWSLicenseManager.")?;
+            Some((op.to_string(), c))
+        })
+        .collect()
+}
+
+#[test]
+fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
+    // The pinned License Manager endpoint: the emulator over TLS (Basic and Seats=5 for sale),
+    // its test CA compiled in.
+    let emu = Emulator::start(&["--tls"]);
+    let ca_file = emu.ca_file.clone().expect("--tls gives a CA file");
+    let binary = emu.dir.join("mpgate-pinned-contract");
+    let (built, stderr) = build_pinned(
+        &[
+            ("MPGATE_PIN_PRODUCT_SKU", Path::new(&emu.product_sku)),
+            ("MPGATE_PIN_ENTITLEMENTS", Path::new("Basic, Seats=1")),
+            (
+                "MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL",
+                Path::new(&emu.url),
+            ),
+            ("MPGATE_PIN_CA_FILE", &ca_file),
+        ],
+        Some(&binary),
+    );
+    assert!(built, "pinned contract build failed:\n{stderr}");
+
+    let version = run_bounded(Command::new(&binary).arg("--version"), CHILD_LIMIT);
+    assert!(version.status.success());
+    let text = version.stdout;
+    let ca_print = sha256(&std::fs::read(&ca_file).unwrap());
+    for line in [
+        "pinned pricing: contract (AWS License Manager)".to_string(),
+        format!("pinned product SKU: {}", emu.product_sku),
+        "pinned entitlements: Basic,Seats=1".to_string(),
+        format!("pinned License Manager endpoint: {}", emu.url),
+        format!("pinned extra CA certificates: {ca_print}"),
+    ] {
+        assert!(text.contains(line.as_str()), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("product code") && !text.contains("token age"),
+        "{text}"
+    );
+
+    // Nothing in the environment but the region and credentials: the pinned SKU and
+    // entitlements, checked out at the pinned endpoint over TLS trusted through the
+    // compiled-in CA, and checked back in.
+    let bare = || {
+        let mut gate = emu.gate_with(&binary);
+        gate.env_remove("MPGATE_PRODUCT_CODE")
+            .env_remove("MPGATE_PUBLIC_KEY_FILE")
+            .env_remove("AWS_ENDPOINT_URL_MARKETPLACE_METERING");
+        gate
+    };
+    let show = ["sh", "-c", r#"printf '%s\n' "$MPGATE_LICENSE_ARN""#];
+    let out = bare().args(show).run();
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), emu.license_arn, "{out:?}");
+    let calls = license_calls(&emu);
+    let ops: Vec<&str> = calls.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(ops, ["CheckoutLicense", "CheckInLicense"], "{calls:?}");
+    assert_eq!(calls[0].1["productSku"], emu.product_sku);
+    assert_eq!(
+        calls[0].1["entitlements"],
+        serde_json::json!([
+            {"Name": "Basic", "Unit": "None"},
+            {"Name": "Seats", "Unit": "Count", "Value": "1"},
+        ])
+    );
+    // Naming the pinned pricing, SKU and entitlements (in another order) is not an override;
+    // the seat mode and grace stay runtime settings.
+    bare()
+        .env("MPGATE_PRICING", "contract")
+        .env("MPGATE_PRODUCT_SKU", &emu.product_sku)
+        .env("MPGATE_ENTITLEMENTS", "Seats=1,Basic")
+        .env("MPGATE_SEAT", "hold")
+        .env("MPGATE_GRACE", "5s")
+        .args(show)
+        .run()
+        .expect(0);
+    // SSL_CERT_FILE is ignored, with a warning; the compiled-in CA still works.
+    let out = bare().env("SSL_CERT_FILE", &ca_file).args(show).run();
+    out.expect(0);
+    assert!(
+        out.stderr.contains("SSL_CERT_FILE ignored"),
+        "{}",
+        out.stderr
+    );
+    let checkouts = || {
+        license_calls(&emu)
+            .iter()
+            .filter(|(op, _)| op == "CheckoutLicense")
+            .count()
+    };
+    assert_eq!(checkouts(), 3);
+
+    // Every override is refused before any call, and the relay never hears of it.
+    let relay = Emulator::start(&[]);
+    let profile_endpoint = emu.dir.join("aws-config-endpoint");
+    std::fs::write(
+        &profile_endpoint,
+        format!(
+            "[default]\nregion = {}\nendpoint_url = {}\n",
+            emu.region, relay.url
+        ),
+    )
+    .unwrap();
+    let profile_services = emu.dir.join("aws-config-services");
+    std::fs::write(
+        &profile_services,
+        format!(
+            "[default]\nservices = relay\n\n[services relay]\nlicense_manager =\n  endpoint_url = {}\n",
+            relay.url
+        ),
+    )
+    .unwrap();
+    let profile_endpoint = profile_endpoint.to_str().unwrap().to_string();
+    let profile_services = profile_services.to_str().unwrap().to_string();
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("MPGATE_PRODUCT_SKU", "prod-sku-other")],
+            vec![],
+            "pins product SKU",
+        ),
+        (
+            vec![],
+            vec!["--product-sku", "prod-sku-other"],
+            "pins product SKU",
+        ),
+        (
+            vec![("MPGATE_ENTITLEMENTS", "Basic,Seats=5")],
+            vec![],
+            "pins the entitlements Basic,Seats=1",
+        ),
+        (
+            vec![],
+            vec!["--entitlement", "Basic"],
+            "pins the entitlements Basic,Seats=1",
+        ),
+        (
+            vec![("MPGATE_PRICING", "hourly")],
+            vec![],
+            "unset MPGATE_PRICING=hourly",
+        ),
+        (
+            vec![],
+            vec!["--pricing", "hourly"],
+            "unset --pricing hourly",
+        ),
+        // The relay: every way the SDK would take an endpoint from the environment.
+        (
+            vec![],
+            vec!["--endpoint-url", &relay.url],
+            "unset --endpoint-url",
+        ),
+        (
+            vec![("AWS_ENDPOINT_URL_LICENSE_MANAGER", &relay.url)],
+            vec![],
+            "unset AWS_ENDPOINT_URL_LICENSE_MANAGER",
+        ),
+        (
+            vec![("AWS_ENDPOINT_URL", &relay.url)],
+            vec![],
+            "unset AWS_ENDPOINT_URL;",
+        ),
+        (
+            vec![("AWS_CONFIG_FILE", &profile_endpoint)],
+            vec![],
+            "unset endpoint_url in the AWS config profile \"default\"",
+        ),
+        (
+            vec![("AWS_CONFIG_FILE", &profile_services)],
+            vec![],
+            "unset services in the AWS config profile \"default\"",
+        ),
+        (
+            vec![("MPGATE_ON_TRANSIENT_ERROR", "allow")],
+            vec![],
+            "unset MPGATE_ON_TRANSIENT_ERROR=allow",
+        ),
+    ];
+    let before = emu.calls().len();
+    for (env, args, hint) in &cases {
+        let mut gate = bare();
+        for (k, v) in env {
+            gate.env(k, v);
+        }
+        let out = gate
+            .args(args)
+            .args(["sh", "-c", "echo WORKLOAD STARTED"])
+            .run();
+        out.expect(2);
+        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{env:?} {args:?}");
+        assert!(
+            out.error_message().contains(hint),
+            "{hint}: {}",
+            out.error_message()
+        );
+    }
+    // `mpgate verify` checks an hourly product's token; this build has none to check.
+    let mut verify = bare();
+    verify
+        .env("MPGATE_SIGNATURE", "t")
+        .env("MPGATE_NONCE", "n")
+        .args(["verify"]);
+    verify
+        .run()
+        .expect_error(2, "checks the token of hourly pricing (RegisterUsage) only");
+    assert_eq!(
+        emu.calls().len(),
+        before,
+        "no override reached the pinned endpoint"
+    );
+    assert_eq!(relay.calls().len(), 0, "no override reached the relay");
+
+    // Both pricing models, half a contract pin, or a pin that would weaken the build, is a
+    // build error.
+    let keys = emu.dir.join("keys");
+    let sku = Path::new(&emu.product_sku);
+    let failing: Vec<(Vec<(&str, &Path)>, &str)> = vec![
+        (
+            vec![
+                ("MPGATE_PIN_PRODUCT_CODE", Path::new("prod-x")),
+                ("MPGATE_PIN_KEY_DIR", &keys),
+                ("MPGATE_PIN_PRODUCT_SKU", sku),
+                ("MPGATE_PIN_ENTITLEMENTS", Path::new("Basic")),
+            ],
+            "not both",
+        ),
+        (
+            vec![("MPGATE_PIN_PRODUCT_SKU", sku)],
+            "needs both MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRODUCT_SKU", sku),
+                ("MPGATE_PIN_ENTITLEMENTS", Path::new("Basic")),
+                (
+                    "MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL",
+                    Path::new("http://127.0.0.1:9"),
+                ),
+            ],
+            "must start with https://",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRODUCT_SKU", sku),
+                ("MPGATE_PIN_ENTITLEMENTS", Path::new("Basic,Seats=0")),
+            ],
+            "whole number of units",
+        ),
+    ];
+    for (pins, hint) in &failing {
+        let (built, stderr) = build_pinned(pins, None);
+        assert!(!built, "{pins:?} built");
         assert!(stderr.contains(hint), "{hint}: {stderr}");
     }
 }
