@@ -492,4 +492,101 @@ mod tests {
             assert!(parse_expiration(bad).is_err(), "{bad:?}");
         }
     }
+
+    fn answer(
+        edit: impl FnOnce(
+            aws_sdk_licensemanager::operation::checkout_license::builders::CheckoutLicenseOutputBuilder,
+        ) -> aws_sdk_licensemanager::operation::checkout_license::builders::CheckoutLicenseOutputBuilder,
+    ) -> aws_sdk_licensemanager::operation::checkout_license::CheckoutLicenseOutput {
+        let allowed = |name: &str, unit: EntitlementDataUnit, value: Option<&str>| {
+            EntitlementData::builder()
+                .name(name)
+                .unit(unit)
+                .set_value(value.map(str::to_owned))
+                .build()
+                .unwrap()
+        };
+        edit(
+            aws_sdk_licensemanager::operation::checkout_license::CheckoutLicenseOutput::builder()
+                .checkout_type(CheckoutType::Provisional)
+                .license_arn("arn:aws:license-manager::294406891311:license:l-1")
+                .license_consumption_token("token")
+                .entitlements_allowed(allowed("Basic", EntitlementDataUnit::None, None))
+                .entitlements_allowed(allowed("Seats", EntitlementDataUnit::Count, Some("2")))
+                .expiration("2026-12-01T15:00:00"),
+        )
+        .build()
+    }
+
+    fn contract() -> Contract {
+        Contract {
+            product_sku: "prod-sku".into(),
+            entitlements: crate::entitlement::parse_all(["Basic", "Seats=2"]).unwrap(),
+            seat: crate::config::Seat::Check,
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn a_success_answer_must_hold_every_entitlement_an_arn_and_a_future_expiration() {
+        let now = parse_expiration("2026-12-01T14:00:00Z").unwrap();
+        let ok = checked(answer(|b| b), &contract(), now).unwrap();
+        assert_eq!(ok.entitlements.len(), 2);
+        assert_eq!(rfc3339(ok.expiration), "2026-12-01T15:00:00Z");
+        let refused = |edit: fn(_) -> _, says: &str| {
+            let e = checked(answer(edit), &contract(), now).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(|b| b.set_license_arn(None), "no license ARN");
+        refused(|b| b.license_arn("l-1"), "no license ARN");
+        refused(
+            |b| b.set_license_consumption_token(None),
+            "consumption token",
+        );
+        refused(|b| b.set_expiration(None), "no expiration");
+        refused(|b| b.expiration("2026-12-01T13:59:59"), "node's clock");
+        refused(|b| b.expiration("soon"), "not a timestamp");
+        refused(|b| b.checkout_type(CheckoutType::Perpetual), "PROVISIONAL");
+        refused(
+            |b| b.set_entitlements_allowed(None),
+            "entitlement Basic is not among those allowed",
+        );
+        refused(
+            |b| {
+                b.set_entitlements_allowed(Some(vec![
+                    EntitlementData::builder()
+                        .name("Basic")
+                        .unit(EntitlementDataUnit::None)
+                        .build()
+                        .unwrap(),
+                    // Fewer seats than asked for, or the right number in another unit.
+                    EntitlementData::builder()
+                        .name("Seats")
+                        .unit(EntitlementDataUnit::Count)
+                        .value("1")
+                        .build()
+                        .unwrap(),
+                ]))
+            },
+            "entitlement Seats",
+        );
+        refused(
+            |b| {
+                b.set_entitlements_allowed(Some(vec![
+                    EntitlementData::builder()
+                        .name("Basic")
+                        .unit(EntitlementDataUnit::None)
+                        .build()
+                        .unwrap(),
+                    EntitlementData::builder()
+                        .name("Seats")
+                        .unit(EntitlementDataUnit::Bytes)
+                        .value("2")
+                        .build()
+                        .unwrap(),
+                ]))
+            },
+            "entitlement Seats",
+        );
+    }
 }

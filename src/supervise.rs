@@ -30,7 +30,8 @@ const FORWARDED: [(i32, &str); 7] = [
 /// After a transient failure, the next extension comes this soon (or at a quarter of what is
 /// left, if sooner), so a short outage does not cost the seat.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// With `--on-transient-error allow`, how often a lost consumption is checked out again.
+/// With `--on-transient-error allow`, how often (at most) a consumption that expired
+/// unextended is checked out again; sooner for short lifetimes (half the first one).
 const RECHECKOUT_EVERY: Duration = Duration::from_secs(30);
 
 /// The handlers the supervisor reads, installed before the hand-over so that no signal
@@ -139,6 +140,12 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
     tracing::debug!(pid = child, "workload started; holding the seat");
     let mut token = hold.consumption_token.clone();
     let mut expiration = hold.expiration;
+    let recheckout_every = RECHECKOUT_EVERY.min(
+        expiration
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            / 2,
+    );
     let mut next_renewal = Some(renewal_time(expiration));
     let mut task: Option<Task> = None;
     let mut checked_in = false;
@@ -192,7 +199,7 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
                             next_renewal = Some(Instant::now() + RETRY_AFTER.min(left / 4));
                         } else if hold.on_transient_error == TransientPolicy::Allow {
                             tracing::warn!("the seat expired unextended ({error}); the workload keeps running because MPGATE_ON_TRANSIENT_ERROR=allow, and mpgate checks the license out again");
-                            next_renewal = Some(Instant::now() + RECHECKOUT_EVERY);
+                            next_renewal = Some(Instant::now() + recheckout_every);
                         } else {
                             lose(error, child, hold.grace, &mut lost, &mut kill_at);
                             next_renewal = None;

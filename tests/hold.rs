@@ -303,3 +303,34 @@ fn pid_namespace() -> &'static [&'static str] {
         ]
     }
 }
+
+#[test]
+fn allow_keeps_the_workload_running_past_an_unextended_expiry_and_checks_out_again() {
+    let emu = Emulator::start(&[
+        "--consumption-ttl",
+        "2s",
+        "--license-fault",
+        "ExtendLicenseConsumption=server-internal",
+    ]);
+    let stop = stop_file(&emu, "stop-allow");
+    let mut running = hold_gate(&emu, "Basic")
+        .env("MPGATE_TIMEOUT", "1s")
+        .env("MPGATE_ON_TRANSIENT_ERROR", "allow")
+        .args(workload(&stop))
+        .spawn();
+    assert_eq!(running.next_line("workload ready"), "ready");
+    // The first consumption expires unextended; a second checkout takes its place.
+    wait_until(CHILD_LIMIT, "a second checkout", || {
+        let checkouts = license_calls(&emu)
+            .iter()
+            .filter(|(op, c)| op == "CheckoutLicense" && c["status"] == 200)
+            .count();
+        (checkouts >= 2).then_some(())
+    });
+    std::fs::write(&stop, "").unwrap();
+    let out = running.wait();
+    out.expect(3);
+    assert!(!out.stdout.contains("got SIGTERM"), "{out:?}");
+    assert!(out.stderr.contains("keeps running"), "{}", out.stderr);
+    assert_eq!(ops(&emu).last().map(String::as_str), Some("CheckInLicense"));
+}
