@@ -124,8 +124,8 @@ pub enum ConfigError {
     PinnedEntitlements { pinned: String, given: String },
     #[error("this mpgate build pins an entitlement it cannot check out ({0}): rebuild it with MPGATE_PIN_ENTITLEMENTS corrected")]
     PinnedSpec(SpecError),
-    #[error("this mpgate build is pinned to contract pricing (see 'mpgate --version'): 'mpgate verify' checks the token of hourly pricing (RegisterUsage) only; a contract-priced workload gets MPGATE_LICENSE_ARN and MPGATE_LICENSE_ENTITLEMENTS from the gate")]
-    VerifyInContractBuild,
+    #[error("'mpgate verify' checks the token of hourly pricing (RegisterUsage) only, and {0} is contract pricing: License Manager's SignedToken cannot be verified offline (AWS publishes no key for it); a contract-priced workload gets MPGATE_LICENSE_ARN and MPGATE_LICENSE_ENTITLEMENTS from the gate")]
+    VerifyContract(&'static str),
     #[error("{0}: point SSL_CERT_FILE at a PEM file (or SSL_CERT_DIR at a directory) of CA certificates, or unset it to trust the built-in Mozilla roots")]
     Certificates(String),
     #[error("cannot read the operating system's random number generator ({0}): allow the getrandom system call in the container's seccomp profile (mpgate never falls back to reading /dev/urandom, which a mounted file could replace)")]
@@ -166,7 +166,12 @@ impl Trust {
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
         if pinned::kind() == Some(Kind::Contract) {
-            return Err(ConfigError::VerifyInContractBuild);
+            return Err(ConfigError::VerifyContract(
+                "this pinned build (see 'mpgate --version')",
+            ));
+        }
+        if env("MPGATE_PRICING").is_some_and(|p| p == "contract") {
+            return Err(ConfigError::VerifyContract("MPGATE_PRICING"));
         }
         let given = setting(args.product_code.clone(), "MPGATE_PRODUCT_CODE", env)?;
         let product_code = match (pinned::product_code(), given) {

@@ -310,3 +310,38 @@ fn allow_starts_the_workload_unverified_when_license_manager_is_unreachable() {
     out.expect(0);
     assert_eq!(out.stdout.trim(), "unverified unset", "{out:?}");
 }
+
+#[test]
+fn verify_says_a_contract_hand_over_has_no_token_to_check_offline() {
+    let emu = Emulator::start(&[]);
+    let out = emu.contract_gate("Basic").args(["verify"]).run();
+    out.expect_error(2, "cannot be verified offline");
+}
+
+#[test]
+fn flags_set_contract_pricing_and_win_over_the_variables() {
+    let emu = Emulator::start(&["--license-entitlement", "Seats=3"]);
+    let out = emu
+        .contract_gate("Bogus")
+        .env("MPGATE_PRICING", "hourly")
+        .env("MPGATE_PRODUCT_SKU", "prod-sku-other")
+        .args([
+            "--pricing",
+            "contract",
+            "--product-sku",
+            &emu.product_sku,
+            "--entitlement",
+            "Seats=2",
+            "--seat",
+            "check",
+            "sh",
+            "-c",
+            "echo $MPGATE_LICENSE_ENTITLEMENTS",
+        ])
+        .run();
+    out.expect(0);
+    assert_eq!(
+        out.stdout.trim(),
+        r#"[{"Name":"Seats","Unit":"Count","Value":"2"}]"#
+    );
+}
