@@ -219,7 +219,7 @@ pub fn credential_advice(code: &str, message: &str) -> Option<&'static str> {
 pub fn other_service_error(
     service: &Service,
     (code, status, message): (&str, u16, &str),
-    iam_action: &str,
+    (actions, policy): (&str, &str),
     attempts: &AttemptLog,
     deadline: &str,
     context: &str,
@@ -233,7 +233,7 @@ pub fn other_service_error(
     }
     if code.contains("AccessDenied") || code == "AuthorizationException" {
         return CallError::Refused(format!(
-            "the credentials may not call {iam_action} ({code}): allow it in the task role or pod's IAM role; {context}"
+            "the credentials may not call {actions} ({code}): add {policy} to the task role or the pod's IAM role; {context}"
         ));
     }
     CallError::Refused(match credential_advice(code, message) {
@@ -260,6 +260,10 @@ pub fn transport_error<E: std::error::Error + 'static>(
                 "AWS {name} throttled every attempt until the {deadline} deadline ({tried}): many tasks may be starting at once; raise MPGATE_TIMEOUT so the jittered retries can spread out"
             ))
         }
+        // Every attempt got an answer, an error status: the service is there but failing.
+        SdkError::TimeoutError(_) if attempts.last_was_answered() => CallError::Unreachable(format!(
+            "the {name} service kept failing ({tried}) until the {deadline} deadline: retry later, or raise MPGATE_TIMEOUT"
+        )),
         SdkError::TimeoutError(_) => deadline_passed(deadline, &tried),
         SdkError::ResponseError(response) if response.raw().status().is_success() => {
             CallError::BadAnswer(causes(error))
@@ -526,6 +530,13 @@ impl AttemptLog {
 
     fn count(&self) -> u32 {
         self.lock().count
+    }
+
+    /// Whether the last attempt failed with an answer (an HTTP status), not a timeout or a
+    /// connection failure.
+    fn last_was_answered(&self) -> bool {
+        let attempts = self.lock();
+        attempts.last.is_some() && attempts.last == attempts.last_answer
     }
 
     /// How the last attempt failed.

@@ -89,10 +89,11 @@ refuses product code and key options.
 DURATION is a number with an optional unit: 30, 30s, 1500ms, 2m.
 Log filter: MPGATE_LOG (default info). AWS region and credentials come from the standard
 AWS_* variables, profile files, ECS/EKS container credentials, IRSA or IMDS.
-Exit codes: 0 entitled, 2 usage, 10 not entitled (or, with hold, the license was lost),
-11 platform not supported, 12 token or answer rejected, 13 request refused, 14 service
-unreachable, 15 no region or credentials, 126/127 command not executable/found, 128+N
-interrupted by signal N before the hand-over; with hold, COMMAND's own exit status.
+Exit codes: 0 entitled, 2 usage, 10 not entitled (with hold: the license was lost), 11
+platform not supported, 12 token or answer rejected, 13 request refused, 14 service
+unreachable (with hold: until the seat expired), 15 no region or credentials, 126/127
+command not executable/found, 128+N interrupted by signal N before the hand-over; with
+hold, otherwise COMMAND's own exit status.
 ";
 
 /// Parses mpgate's arguments (without the program name).

@@ -65,12 +65,22 @@ pub fn spawn(
         cmd.env_remove(name);
     }
     cmd.envs(set.iter().copied());
-    // SAFETY: between fork and exec the closure only makes raw system calls
-    // (rt_sigaction, rt_sigprocmask), which are async-signal-safe.
+    // SAFETY: getpid is async-signal-safe and runs before the fork.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: between fork and exec the closure only makes system calls (rt_sigaction,
+    // rt_sigprocmask, prctl, getppid), which are async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             reset_signal_dispositions();
             clear_signal_mask();
+            // The workload ends with its supervisor: killed (SIGKILL, which no one can
+            // forward) mpgate no longer holds the seat, so the workload must not run on.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "mpgate ended before the workload started",
+                ));
+            }
             Ok(())
         });
     }

@@ -42,10 +42,11 @@ pub enum Verdict {
         checkout: Checkout,
         checked_in: bool,
     },
-    /// The license was checked out and is held while the workload runs (`--seat hold`).
+    /// The license was checked out and is held while the workload runs (`--seat hold`), or
+    /// (`Err`: why) License Manager was unreachable and `allow` starts the workload unverified
+    /// while mpgate keeps trying to check it out.
     Held {
-        checkout: Checkout,
-        session: Box<Session>,
+        checkout: Result<(Checkout, Box<Session>), String>,
         /// Its pricing is the contract being held.
         config: Box<Config>,
         signals: Signals,
@@ -115,8 +116,7 @@ pub async fn run(
         (
             Some(failure),
             Verdict::Held {
-                checkout,
-                session,
+                checkout: Ok((checkout, session)),
                 config,
                 ..
             },
@@ -129,11 +129,13 @@ pub async fn run(
     }
 }
 
-/// Checks a consumption in within the deadline; true if License Manager took it back.
+/// Checks a consumption in (a short deadline: a failure is only a warning, and the workload
+/// waits); true if License Manager took it back.
 async fn give_back(session: &Session, checkout: &Checkout, config: &Config) -> bool {
     let mut record = CallRecord::default();
+    let deadline = supervise::check_in_deadline(config.timeout);
     match session
-        .check_in(&checkout.consumption_token, config.timeout, &mut record)
+        .check_in(&checkout.consumption_token, deadline, &mut record)
         .await
     {
         Ok(()) => true,
@@ -286,16 +288,10 @@ async fn check_contract(config: Config, started: Instant, facts: &mut Facts) -> 
         Err(e) => return Verdict::Failed(ConfigError::Random(e.to_string()).into()),
     };
     tracing::debug!(product_sku = %contract.product_sku, "calling CheckoutLicense");
-    let (checkout, session) = match license::checkout(
-        &config,
-        contract,
-        &client_token,
-        started,
-        &mut facts.call,
-    )
-    .await
-    {
-        Ok(done) => done,
+    let checked_out =
+        license::checkout(&config, contract, &client_token, started, &mut facts.call).await;
+    let checkout = match checked_out {
+        Ok(done) => Ok(done),
         Err(LicenseError::Call(CallError::Unreachable(reason)))
             if config.on_transient_error == TransientPolicy::Allow =>
         {
@@ -303,36 +299,40 @@ async fn check_contract(config: Config, started: Instant, facts: &mut Facts) -> 
                 product_sku = %contract.product_sku,
                 "entitlement NOT verified: {reason}; starting anyway because MPGATE_ON_TRANSIENT_ERROR=allow"
             );
-            return Verdict::Unverified { reason };
+            Err(reason)
         }
         Err(e) => return Verdict::Failed(e.into()),
     };
-    if contract.seat == Seat::Check {
-        let checked_in = give_back(&session, &checkout, &config).await;
-        return Verdict::Licensed {
-            checkout,
-            checked_in,
-        };
-    }
-    match Signals::install() {
-        Ok(signals) => Verdict::Held {
-            checkout,
-            session: Box::new(session),
-            config: Box::new(config),
-            signals,
-        },
-        Err(e) => {
-            give_back(&session, &checkout, &config).await;
-            Verdict::Failed(
-                ConfigError::InvalidValue {
-                    name: "signal handlers",
-                    value: e.to_string(),
-                    expected:
-                        "mpgate must be able to handle the signals it forwards to the workload",
-                }
-                .into(),
-            )
+    match (contract.seat, checkout) {
+        (Seat::Check, Ok((checkout, session))) => {
+            let checked_in = give_back(&session, &checkout, &config).await;
+            Verdict::Licensed {
+                checkout,
+                checked_in,
+            }
         }
+        (Seat::Check, Err(reason)) => Verdict::Unverified { reason },
+        (Seat::Hold, checkout) => match Signals::install() {
+            Ok(signals) => Verdict::Held {
+                checkout: checkout.map(|(c, s)| (c, Box::new(s))),
+                config: Box::new(config),
+                signals,
+            },
+            Err(e) => {
+                if let Ok((checkout, session)) = &checkout {
+                    give_back(session, checkout, &config).await;
+                }
+                Verdict::Failed(
+                    ConfigError::InvalidValue {
+                        name: "signal handlers",
+                        value: e.to_string(),
+                        expected:
+                            "mpgate must be able to handle the signals it forwards to the workload",
+                    }
+                    .into(),
+                )
+            }
+        },
     }
 }
 
@@ -368,6 +368,8 @@ struct LicenseFacts {
     expiration: String,
     signed_token: Option<String>,
     checked_in: bool,
+    /// When the checkout was verified (kept when a hold rewrites the result file).
+    verified_at: Option<String>,
 }
 
 impl LicenseFacts {
@@ -378,6 +380,7 @@ impl LicenseFacts {
             expiration: license::rfc3339(checkout.expiration),
             signed_token: checkout.signed_token.clone(),
             checked_in,
+            verified_at: now_rfc3339(),
         }
     }
 }
@@ -392,30 +395,33 @@ pub fn finish(
     runtime: tokio::runtime::Runtime,
 ) -> ExitCode {
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    let (entitlement, signature, license) = match &verdict {
+    let (signature, license, unverified) = match &verdict {
         Verdict::Failed(failure) => return fail(failure, &facts, reporter),
-        Verdict::Verified { signature } => ("verified", Some(signature.clone()), None),
+        Verdict::Verified { signature } => (Some(signature.clone()), None, None),
         Verdict::Licensed {
             checkout,
             checked_in,
-        } => (
-            "verified",
-            None,
-            Some(LicenseFacts::of(checkout, *checked_in)),
-        ),
-        Verdict::Held { checkout, .. } => {
-            ("verified", None, Some(LicenseFacts::of(checkout, false)))
+        } => (None, Some(LicenseFacts::of(checkout, *checked_in)), None),
+        Verdict::Held {
+            checkout: Ok((checkout, _)),
+            ..
+        } => (None, Some(LicenseFacts::of(checkout, false)), None),
+        Verdict::Held {
+            checkout: Err(reason),
+            ..
         }
-        Verdict::Unverified { .. } => ("unverified", None, None),
+        | Verdict::Unverified { reason } => (None, None, Some(reason.as_str())),
     };
-    let verified = entitlement == "verified";
-    let message = match &verdict {
-        Verdict::Unverified { reason } => format!("started without verification: {reason}"),
-        _ => "the buyer is entitled".to_string(),
+    let (entitlement, message) = match unverified {
+        Some(reason) => (
+            "unverified",
+            format!("started without verification: {reason}"),
+        ),
+        None => ("verified", "the buyer is entitled".to_string()),
     };
     let success = report(
         &facts,
-        verified,
+        unverified.is_none(),
         entitlement,
         code::ENTITLED,
         signature.as_deref(),
@@ -433,8 +439,7 @@ pub fn finish(
             reason: e.to_string(),
         });
         if let Verdict::Held {
-            checkout,
-            session,
+            checkout: Ok((checkout, session)),
             config,
             ..
         } = &verdict
@@ -443,22 +448,21 @@ pub fn finish(
         }
         return fail(&failure, &facts, reporter);
     }
-    match &license {
-        None => tracing::info!(
+    match (&license, &facts.product_sku) {
+        (None, None) => tracing::info!(
             product_code = facts.product_code.as_deref().unwrap_or(""),
             public_key_version = facts.public_key_version.unwrap_or(0),
-            product_sku = facts.product_sku.as_deref(),
             attempts = facts.call.attempts,
             requestId = facts.call.request_id.as_deref(),
             elapsed_ms,
             entitlement,
             "{message}"
         ),
-        Some(l) => tracing::info!(
-            product_sku = facts.product_sku.as_deref().unwrap_or(""),
-            license_arn = %l.arn,
-            entitlements = %l.entitlements,
-            expiration = %l.expiration,
+        (l, sku) => tracing::info!(
+            product_sku = sku.as_deref().unwrap_or(""),
+            license_arn = l.as_ref().map(|l| l.arn.as_str()),
+            entitlements = l.as_ref().map(|l| l.entitlements.to_string()),
+            expiration = l.as_ref().map(|l| l.expiration.as_str()),
             attempts = facts.call.attempts,
             requestId = facts.call.request_id.as_deref(),
             elapsed_ms,
@@ -493,15 +497,18 @@ pub fn finish(
         .collect();
     if let Verdict::Held {
         checkout,
-        session,
         config,
         signals,
     } = verdict
     {
-        let license = license.expect("a held seat has its license facts");
+        let seat = checkout.ok().map(|(checkout, session)| supervise::Seat {
+            session: *session,
+            consumption_token: checkout.consumption_token,
+            expiration: checkout.expiration,
+        });
         return hold(
             runtime,
-            (checkout, *session, &config, signals),
+            (seat, &config, signals),
             (&facts, &set, &remove),
             license,
             reporter,
@@ -516,9 +523,9 @@ pub fn finish(
 /// `--seat hold`: runs the workload under the supervisor, then reports how the hold ended.
 fn hold(
     runtime: tokio::runtime::Runtime,
-    (checkout, session, config, signals): (Checkout, Session, &Config, Signals),
+    (seat, config, signals): (Option<supervise::Seat>, &Config, Signals),
     (facts, set, remove): (&Facts, &[(&str, &str)], &[&str]),
-    mut license: LicenseFacts,
+    license: Option<LicenseFacts>,
     reporter: &Reporter,
 ) -> ExitCode {
     let Pricing::Contract(contract) = &config.pricing else {
@@ -529,10 +536,11 @@ fn hold(
             let client_token = nonce::generate()
                 .map_err(|e| CallError::Unreachable(format!("no random client token: {e}")))?;
             let mut record = CallRecord::default();
-            let (checkout, _) =
+            let (checkout, session) =
                 license::checkout(config, contract, &client_token, Instant::now(), &mut record)
                     .await?;
-            Ok(license::Extension {
+            Ok(supervise::Seat {
+                session,
                 consumption_token: checkout.consumption_token,
                 expiration: checkout.expiration,
             })
@@ -542,9 +550,7 @@ fn hold(
         command: &facts.command,
         set,
         remove,
-        session,
-        consumption_token: checkout.consumption_token.clone(),
-        expiration: checkout.expiration,
+        seat,
         grace: contract.grace,
         timeout: config.timeout,
         on_transient_error: config.on_transient_error,
@@ -554,14 +560,29 @@ fn hold(
         Ok(ended) => ended,
         Err(error) => return fail(&Failure::Exec(error), facts, reporter),
     };
-    license.checked_in = ended.checked_in;
+    let license = license.map(|mut l| {
+        l.checked_in = ended.checked_in;
+        if let Some(expiration) = ended.expiration {
+            l.expiration = license::rfc3339(expiration);
+        }
+        l
+    });
     let (outcome, message) = match ended.lost {
         Some(error) => {
             let failure = Failure::License(error);
             let message = failure.to_string();
+            tracing::error!(
+                exit_code = ended.exit_code,
+                outcome = failure.outcome(),
+                "{message}"
+            );
             reporter.write_termination_log(&message);
             (failure.outcome(), message)
         }
+        None if license.is_none() => (
+            "unverified",
+            format!("the workload exited with {}", ended.exit_code),
+        ),
         None => (
             "verified",
             format!("the workload exited with {}", ended.exit_code),
@@ -573,7 +594,7 @@ fn hold(
         outcome,
         ended.exit_code,
         None,
-        Some(&license),
+        license.as_ref(),
         &message,
     );
     if let Err(e) = reporter.write_result(&last) {
@@ -605,9 +626,10 @@ fn report<'a>(
         entitlements: license.map(|l| &l.entitlements),
         expiration: license.map(|l| l.expiration.as_str()),
         checked_in: license.map(|l| l.checked_in),
-        verified_at: (signature.is_some() || license.is_some())
-            .then(now_rfc3339)
-            .flatten(),
+        verified_at: match license {
+            Some(l) => l.verified_at.clone(),
+            None => signature.and_then(|_| now_rfc3339()),
+        },
         attempts: facts.call.attempts,
         request_id: facts.call.request_id.as_deref(),
         warnings: &facts.call.warnings,

@@ -25,8 +25,11 @@ use crate::config::{Config, Contract};
 /// The AWS Marketplace issuer's key fingerprint: only licenses AWS Marketplace issued are
 /// checked out (a license the buyer's own account issued would carry another).
 pub const KEY_FINGERPRINT: &str = "aws:294406891311:AWS/Marketplace:issuer-fingerprint";
-/// The IAM actions contract pricing needs, named in access-denied messages.
-pub const IAM_ACTIONS: &str = "license-manager:CheckoutLicense, license-manager:ExtendLicenseConsumption and license-manager:CheckInLicense (deploy/iam-policy-license-manager.json)";
+/// The IAM actions contract pricing needs, named in access-denied messages, and their policy.
+const IAM: (&str, &str) = (
+    "license-manager:CheckoutLicense, ExtendLicenseConsumption and CheckInLicense",
+    "deploy/iam-policy-license-manager.json",
+);
 /// The model's bound on `Expiration` (ISO8601DateTime: at most 50 characters).
 const MAX_TIMESTAMP_CHARS: usize = 50;
 /// Bounds on what the answer hands on: ARNs are at most 2048 characters in the model.
@@ -110,6 +113,7 @@ pub enum LicenseError {
 
 /// What later calls need: the SDK configuration (its credential provider refreshes what the
 /// first call resolved once) and the endpoint.
+#[derive(Clone)]
 pub struct Session {
     sdk: aws_config::SdkConfig,
     endpoint_url: Option<String>,
@@ -315,6 +319,7 @@ impl Session {
                 e,
                 (&attempts, &text),
                 "ExtendLicenseConsumption",
+                consumption_token,
             )),
         }
     }
@@ -333,7 +338,12 @@ impl Session {
             .send();
         match call::send(sent, (&attempts, &text), deadline, record).await? {
             Ok(_) => Ok(()),
-            Err(e) => Err(classify_renewal(e, (&attempts, &text), "CheckInLicense")),
+            Err(e) => Err(classify_renewal(
+                e,
+                (&attempts, &text),
+                "CheckInLicense",
+                consumption_token,
+            )),
         }
     }
 
@@ -360,6 +370,7 @@ fn classify_renewal<E>(
     error: SdkError<E, aws_smithy_runtime_api::http::Response>,
     (attempts, deadline): (&AttemptLog, &str),
     operation: &str,
+    consumption_token: &str,
 ) -> LicenseError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -369,7 +380,14 @@ where
     };
     let err = service.err();
     let code = err.code().unwrap_or("unknown error");
-    let message: String = err.message().unwrap_or("").chars().take(300).collect();
+    // The consumption token lets anyone extend or check in the seat: never in a log.
+    let message: String = err
+        .message()
+        .unwrap_or("")
+        .replace(consumption_token, "<consumption token>")
+        .chars()
+        .take(300)
+        .collect();
     if code == "ResourceNotFoundException" {
         return LicenseError::Lost(format!(
             "License Manager no longer knows the checkout ({operation}: {code}: {message}): the license was revoked or has ended, or the consumption expired; check the license grant in AWS License Manager"
@@ -379,7 +397,7 @@ where
     match call::other_service_error(
         &SERVICE,
         (code, status, &message),
-        IAM_ACTIONS,
+        IAM,
         attempts,
         deadline,
         operation,
@@ -430,7 +448,7 @@ fn classify_checkout(
         err => call::other_service_error(
             &SERVICE,
             (code, service.raw().status().as_u16(), err.message().unwrap_or("")),
-            IAM_ACTIONS,
+            IAM,
             attempts,
             deadline,
             &format!("product SKU {sku}"),

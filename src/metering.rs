@@ -16,7 +16,7 @@ use crate::call::{self, CallError, CallRecord, EndpointParams, Service};
 use crate::config::{Config, Hourly};
 
 /// The IAM action RegisterUsage needs, named in access-denied messages.
-const IAM_ACTION: &str = "aws-marketplace:RegisterUsage (deploy/iam-policy.json)";
+const IAM: (&str, &str) = ("aws-marketplace:RegisterUsage", "deploy/iam-policy.json");
 
 /// AWS Marketplace Metering, as the call layer needs to know it.
 pub const SERVICE: Service = Service {
@@ -206,7 +206,7 @@ fn classify(
                 service.raw().status().as_u16(),
                 err.message().unwrap_or(""),
             ),
-            IAM_ACTION,
+            IAM,
             attempts,
             deadline,
             &format!("product {product}, key version {version}"),

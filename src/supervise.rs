@@ -17,8 +17,11 @@ use crate::exec::{self, ExecError};
 use crate::exit::code;
 use crate::license::{rfc3339, Extension, LicenseError, Session};
 
-/// The signals passed on to the workload, as tini passes them.
-const FORWARDED: [(i32, &str); 7] = [
+/// The signals passed on to the workload: every one tini passes on, but SIGPIPE (mpgate's own
+/// writes raise it) and those the kernel sends for a fault of mpgate itself (SIGSEGV...),
+/// plus the real-time ones. A signal mpgate neither forwards nor handles would end it and
+/// leave the workload without its supervisor.
+const FORWARDED: [(i32, &str); 17] = [
     (libc::SIGTERM, "SIGTERM"),
     (libc::SIGINT, "SIGINT"),
     (libc::SIGHUP, "SIGHUP"),
@@ -26,13 +29,27 @@ const FORWARDED: [(i32, &str); 7] = [
     (libc::SIGUSR1, "SIGUSR1"),
     (libc::SIGUSR2, "SIGUSR2"),
     (libc::SIGWINCH, "SIGWINCH"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGCONT, "SIGCONT"),
+    (libc::SIGTSTP, "SIGTSTP"),
+    (libc::SIGTTIN, "SIGTTIN"),
+    (libc::SIGTTOU, "SIGTTOU"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGIO, "SIGIO"),
+    (libc::SIGPWR, "SIGPWR"),
+    (libc::SIGURG, "SIGURG"),
 ];
 /// After a transient failure, the next extension comes this soon (or at a quarter of what is
 /// left, if sooner), so a short outage does not cost the seat.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// With `--on-transient-error allow`, how often (at most) a consumption that expired
-/// unextended is checked out again; sooner for short lifetimes (half the first one).
+/// With `--on-transient-error allow` and no seat (it expired unextended, or License Manager
+/// was unreachable at the start), how often (at most: MPGATE_TIMEOUT if shorter) mpgate tries
+/// to check the license out again.
 const RECHECKOUT_EVERY: Duration = Duration::from_secs(30);
+/// A check-in is only given this long (at most: MPGATE_TIMEOUT if shorter): a failed one is a
+/// warning, and the platform's stop timeout is running.
+const CHECK_IN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The handlers the supervisor reads, installed before the hand-over so that no signal
 /// between the checkout and the workload's start is lost (tokio delivers a signal only to
@@ -44,9 +61,17 @@ pub struct Signals {
 
 impl Signals {
     pub fn install() -> std::io::Result<Self> {
-        let mut forwarded = Vec::with_capacity(FORWARDED.len());
+        let mut forwarded = Vec::with_capacity(FORWARDED.len() + 31);
         for (number, name) in FORWARDED {
             forwarded.push((number, name, signal(SignalKind::from_raw(number))?));
+        }
+        // SIGRTMIN+2..=SIGRTMAX: the C library keeps the first two for itself.
+        for number in libc::SIGRTMIN() + 2..=libc::SIGRTMAX() {
+            forwarded.push((
+                number,
+                "a real-time signal",
+                signal(SignalKind::from_raw(number))?,
+            ));
         }
         Ok(Signals {
             forwarded,
@@ -81,22 +106,30 @@ async fn select_all<T, F: Future<Output = T> + Unpin>(futures: impl IntoIterator
     .await
 }
 
-/// What a hold needs: the workload, the consumption and the rules for keeping it.
+/// A checked-out consumption and the session that renews it.
+pub struct Seat {
+    pub session: Session,
+    pub consumption_token: String,
+    pub expiration: SystemTime,
+}
+
+/// A new checkout of the same entitlements (with `allow`, when there is no seat to extend).
+pub type Recheckout<'a> =
+    &'a dyn Fn() -> Pin<Box<dyn Future<Output = Result<Seat, LicenseError>> + 'a>>;
+
+/// What a hold needs: the workload, the seat and the rules for keeping it.
 pub struct Hold<'a> {
     pub command: &'a [OsString],
     pub set: &'a [(&'a str, &'a str)],
     pub remove: &'a [&'a str],
-    pub session: Session,
-    pub consumption_token: String,
-    pub expiration: SystemTime,
+    /// `None` when the workload starts unverified (`allow`): mpgate keeps trying to check out.
+    pub seat: Option<Seat>,
     /// How long the workload gets between SIGTERM and SIGKILL when the license is lost.
     pub grace: Duration,
     /// The deadline of each call (MPGATE_TIMEOUT).
     pub timeout: Duration,
     pub on_transient_error: TransientPolicy,
-    /// A new checkout, for `allow` once a consumption has expired unextended.
-    pub recheckout:
-        &'a dyn Fn() -> Pin<Box<dyn Future<Output = Result<Extension, LicenseError>> + 'a>>,
+    pub recheckout: Recheckout<'a>,
 }
 
 /// How a hold ended.
@@ -105,6 +138,8 @@ pub struct Ended {
     /// The container's exit code: the workload's (128+N for a signal), or 10/14 for a loss.
     pub exit_code: u8,
     pub checked_in: bool,
+    /// When the last consumption expires (or expired), if there was one.
+    pub expiration: Option<SystemTime>,
     /// Why the license was lost, when it was.
     pub lost: Option<LicenseError>,
 }
@@ -114,45 +149,49 @@ type Task<'a> = Pin<Box<dyn Future<Output = Done> + 'a>>;
 
 enum Done {
     Extended(Result<Extension, LicenseError>),
+    CheckedOut(Result<Box<Seat>, LicenseError>),
     CheckedIn(Result<(), LicenseError>),
 }
 
-/// Runs the workload to its end, holding the consumption meanwhile.
+/// Runs the workload to its end, holding the seat meanwhile.
 pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
     let Signals {
         mut forwarded,
         child: mut sigchld,
     } = signals;
     become_subreaper();
-    let session = &hold.session;
+    let check_in_deadline = check_in_deadline(hold.timeout);
+    let recheckout_every = RECHECKOUT_EVERY.min(hold.timeout);
+    let mut seat = hold.seat;
     let child = match exec::spawn(hold.command, hold.set, hold.remove) {
         Ok(pid) => pid as libc::pid_t,
         Err(error) => {
             // The workload never ran: the seat goes back before mpgate reports why.
-            if let Done::CheckedIn(result) =
-                check_in(session, hold.consumption_token.clone(), hold.timeout).await
-            {
-                checked_in_or_warn(result);
+            if let Some(seat) = &seat {
+                if let Done::CheckedIn(result) = check_in(seat, check_in_deadline).await {
+                    checked_in_or_warn(result);
+                }
             }
             return Err(error);
         }
     };
     tracing::debug!(pid = child, "workload started; holding the seat");
-    let mut token = hold.consumption_token.clone();
-    let mut expiration = hold.expiration;
-    let recheckout_every = RECHECKOUT_EVERY.min(
-        expiration
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            / 2,
-    );
-    let mut next_renewal = Some(renewal_time(expiration));
+    let mut next_renewal = Some(match &seat {
+        Some(seat) => renewal_time(seat.expiration),
+        None => Instant::now() + recheckout_every,
+    });
     let mut task: Option<Task> = None;
     let mut checked_in = false;
     let mut checking_in = false;
     let mut lost: Option<LicenseError> = None;
     let mut kill_at: Option<Instant> = None;
     let status = loop {
+        // The seat's expiry matters only while it is held and extensions may still fail.
+        let expiry = seat
+            .as_ref()
+            .filter(|_| lost.is_none() && !checked_in && !checking_in)
+            .filter(|_| hold.on_transient_error == TransientPolicy::Deny)
+            .map(|seat| instant_of(seat.expiration));
         tokio::select! {
             biased;
             _ = sigchld.recv() => {
@@ -164,13 +203,13 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
                 // SAFETY: kill has no memory effects; `child` is not reaped yet, so its PID
                 // cannot have been reused.
                 unsafe { libc::kill(child, number) };
-                tracing::debug!(signal = name, "forwarded to the workload");
+                tracing::debug!(signal = name, number, "forwarded to the workload");
                 let stopping = number == libc::SIGTERM || number == libc::SIGINT;
                 if stopping && !checked_in && !checking_in && lost.is_none() {
                     // Stopping: the seat is given back now, while the workload shuts down, in
                     // case the platform's stop timeout ends mpgate before the workload ends.
-                    task = Some(check_in(session, token.clone(), hold.timeout));
-                    checking_in = true;
+                    task = seat.as_ref().map(|seat| check_in(seat, check_in_deadline));
+                    checking_in = task.is_some();
                     next_renewal = None;
                 }
             }
@@ -182,15 +221,22 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
                         checked_in = checked_in_or_warn(result);
                     }
                     Done::Extended(Ok(extension)) => {
-                        token = extension.consumption_token;
-                        expiration = extension.expiration;
-                        next_renewal = Some(renewal_time(expiration));
-                        tracing::debug!(expiration = %rfc3339(expiration), "seat extended");
+                        if let Some(seat) = &mut seat {
+                            seat.consumption_token = extension.consumption_token;
+                            seat.expiration = extension.expiration;
+                            next_renewal = Some(renewal_time(seat.expiration));
+                            tracing::debug!(expiration = %rfc3339(seat.expiration), "seat extended");
+                        }
                     }
-                    Done::Extended(Err(error)) => {
-                        let transient = is_transient(&error);
+                    Done::CheckedOut(Ok(new)) => {
+                        tracing::info!(expiration = %rfc3339(new.expiration), "seat checked out");
+                        next_renewal = Some(renewal_time(new.expiration));
+                        seat = Some(*new);
+                    }
+                    Done::Extended(Err(error)) | Done::CheckedOut(Err(error)) => {
                         let now = SystemTime::now();
-                        if !transient {
+                        let expiration = seat.as_ref().map_or(now, |s| s.expiration);
+                        if !is_transient(&error) {
                             lose(error, child, hold.grace, &mut lost, &mut kill_at);
                             next_renewal = None;
                         } else if now < expiration {
@@ -198,7 +244,7 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
                             tracing::warn!(expiration = %rfc3339(expiration), "cannot extend the seat yet ({error}); trying again before it expires");
                             next_renewal = Some(Instant::now() + RETRY_AFTER.min(left / 4));
                         } else if hold.on_transient_error == TransientPolicy::Allow {
-                            tracing::warn!("the seat expired unextended ({error}); the workload keeps running because MPGATE_ON_TRANSIENT_ERROR=allow, and mpgate checks the license out again");
+                            tracing::warn!("no seat is held ({error}); the workload keeps running because MPGATE_ON_TRANSIENT_ERROR=allow, and mpgate tries to check the license out again");
                             next_renewal = Some(Instant::now() + recheckout_every);
                         } else {
                             lose(error, child, hold.grace, &mut lost, &mut kill_at);
@@ -209,18 +255,22 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
             }
             () = sleep_until(next_renewal), if next_renewal.is_some() && task.is_none() => {
                 next_renewal = None;
-                let left = expiration.duration_since(SystemTime::now()).ok();
-                task = Some(match left {
-                    Some(left) => extend(session, token.clone(), hold.timeout.min(left).max(Duration::from_secs(1))),
+                let now = SystemTime::now();
+                task = Some(match seat.as_ref().filter(|s| s.expiration > now) {
+                    Some(seat) => {
+                        let left = seat.expiration.duration_since(now).unwrap_or_default();
+                        extend(seat, hold.timeout.min(left).max(Duration::from_secs(1)))
+                    }
                     None => {
                         let recheckout = (hold.recheckout)();
-                        Box::pin(async move { Done::Extended(recheckout.await) })
+                        Box::pin(async move { Done::CheckedOut(recheckout.await.map(Box::new)) })
                     }
                 });
             }
-            () = sleep_until(expiry_instant(expiration)), if lost.is_none() && !checked_in && !checking_in && hold.on_transient_error == TransientPolicy::Deny => {
+            () = sleep_until(expiry), if expiry.is_some() => {
                 // Extensions kept failing (or are still in flight) as the seat expires.
                 task = None;
+                let expiration = seat.as_ref().map(|s| s.expiration).unwrap_or_else(SystemTime::now);
                 let reason = CallError::Unreachable(format!(
                     "the seat expired at {} before License Manager could extend it",
                     rfc3339(expiration)
@@ -237,12 +287,15 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
         }
     };
     if lost.is_none() && !checked_in {
-        let done = match task.take() {
+        let done = match (task.take(), &seat) {
             // A check-in already under way (SIGTERM) is awaited; an extension is dropped.
-            Some(task) if checking_in => task.await,
-            _ => check_in(session, token, hold.timeout).await,
+            (Some(task), _) if checking_in => Some(task.await),
+            (_, Some(seat)) if seat.expiration > SystemTime::now() => {
+                Some(check_in(seat, check_in_deadline).await)
+            }
+            _ => None,
         };
-        if let Done::CheckedIn(result) = done {
+        if let Some(Done::CheckedIn(result)) = done {
             checked_in = checked_in_or_warn(result);
         }
     }
@@ -254,8 +307,14 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
     Ok(Ended {
         exit_code,
         checked_in,
+        expiration: seat.map(|s| s.expiration),
         lost,
     })
+}
+
+/// How long a check-in may take, given MPGATE_TIMEOUT.
+pub fn check_in_deadline(timeout: Duration) -> Duration {
+    CHECK_IN_DEADLINE.min(timeout)
 }
 
 /// Only a loss License Manager itself declares is final; the rest may clear before expiration.
@@ -296,14 +355,16 @@ fn checked_in_or_warn(result: Result<(), LicenseError>) -> bool {
     }
 }
 
-fn extend<'a>(session: &'a Session, token: String, deadline: Duration) -> Task<'a> {
+fn extend(seat: &Seat, deadline: Duration) -> Task<'static> {
+    let (session, token) = (seat.session.clone(), seat.consumption_token.clone());
     Box::pin(async move {
         let mut record = CallRecord::default();
         Done::Extended(session.extend(&token, deadline, &mut record).await)
     })
 }
 
-fn check_in<'a>(session: &'a Session, token: String, deadline: Duration) -> Task<'a> {
+fn check_in(seat: &Seat, deadline: Duration) -> Task<'static> {
+    let (session, token) = (seat.session.clone(), seat.consumption_token.clone());
     Box::pin(async move {
         let mut record = CallRecord::default();
         Done::CheckedIn(session.check_in(&token, deadline, &mut record).await)
@@ -334,11 +395,9 @@ fn renewal_time(expiration: SystemTime) -> Instant {
     Instant::now() + left.mul_f64(fraction)
 }
 
-fn expiry_instant(expiration: SystemTime) -> Option<Instant> {
-    let left = expiration
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    Some(Instant::now() + left)
+/// `at` on the monotonic clock the timers run on.
+fn instant_of(at: SystemTime) -> Instant {
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 /// Reaps every exited child (as PID 1, or a subreaper, orphans are mpgate's to reap);

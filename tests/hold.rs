@@ -125,7 +125,7 @@ fn sigterm_is_forwarded_and_the_seat_checked_in_while_the_workload_stops() {
 #[test]
 fn every_forwarded_signal_reaches_the_workload() {
     let emu = Emulator::start(&[]);
-    let traps = ["HUP", "INT", "QUIT", "USR1", "USR2", "WINCH"]
+    let traps = ["HUP", "INT", "QUIT", "USR1", "USR2", "WINCH", "ALRM", "PWR"]
         .map(|s| format!("trap 'echo got {s}' {s};"))
         .concat();
     let script = format!("{traps} echo ready; while :; do sleep 0.05; done");
@@ -137,6 +137,10 @@ fn every_forwarded_signal_reaches_the_workload() {
         (libc::SIGUSR1, "USR1"),
         (libc::SIGUSR2, "USR2"),
         (libc::SIGWINCH, "WINCH"),
+        // Beyond the list, as tini: a signal mpgate neither handled nor forwarded
+        // would end it and orphan the workload.
+        (libc::SIGALRM, "ALRM"),
+        (libc::SIGPWR, "PWR"),
         (libc::SIGINT, "INT"),
     ] {
         running.signal(signal);
@@ -333,4 +337,61 @@ fn allow_keeps_the_workload_running_past_an_unextended_expiry_and_checks_out_aga
     assert!(!out.stdout.contains("got SIGTERM"), "{out:?}");
     assert!(out.stderr.contains("keeps running"), "{}", out.stderr);
     assert_eq!(ops(&emu).last().map(String::as_str), Some("CheckInLicense"));
+}
+
+#[test]
+fn allow_starts_unverified_when_license_manager_is_down_and_takes_the_seat_when_it_is_back() {
+    let emu = Emulator::start(&[
+        "--license-entitlement",
+        "Seats=1",
+        "--license-fault",
+        "CheckoutLicense=server-internal*1",
+    ]);
+    let stop = stop_file(&emu, "stop-late-seat");
+    let mut running = hold_gate(&emu, "Seats=1")
+        .env("MPGATE_TIMEOUT", "1s")
+        // One attempt: the first checkout fails as a whole.
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("MPGATE_ON_TRANSIENT_ERROR", "allow")
+        .args(workload(&stop))
+        .spawn();
+    assert_eq!(running.next_line("workload ready"), "ready");
+    wait_until(CHILD_LIMIT, "a later checkout", || {
+        license_calls(&emu)
+            .iter()
+            .any(|(op, c)| op == "CheckoutLicense" && c["status"] == 200)
+            .then_some(())
+    });
+    assert_eq!(
+        in_use(&emu, "Seats"),
+        "1",
+        "the seat is held once License Manager is back"
+    );
+    std::fs::write(&stop, "").unwrap();
+    let out = running.wait();
+    out.expect(3);
+    assert!(out.stderr.contains("seat checked out"), "{}", out.stderr);
+    assert_eq!(in_use(&emu, "Seats"), "0");
+}
+
+#[test]
+fn a_killed_mpgate_takes_the_workload_with_it() {
+    let emu = Emulator::start(&[]);
+    let mut running = hold_gate(&emu, "Basic")
+        .args(["sh", "-c", "echo $$; while :; do sleep 0.05; done"])
+        .spawn();
+    let workload: u32 = running.next_line("workload pid").parse().unwrap();
+    // SIGKILL cannot be forwarded: without the parent-death signal the workload would run on
+    // with no seat held for it.
+    running.signal(libc::SIGKILL);
+    let _ = running.wait();
+    wait_until(CHILD_LIMIT, "the workload to end", || {
+        let stat = std::fs::read_to_string(format!("/proc/{workload}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its new parent.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next());
+        matches!(state, None | Some("Z") | Some("X")).then_some(())
+    });
 }
