@@ -37,7 +37,7 @@ fn drop_unwind_tables() {
 ///   `MPGATE_PIN_MAX_TOKEN_AGE` (seconds, default 300) refine it;
 /// - contract: `MPGATE_PIN_PRODUCT_SKU` + `MPGATE_PIN_ENTITLEMENTS` (comma-separated specs,
 ///   as `MPGATE_ENTITLEMENTS`); `MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL` (one https:// URL)
-///   refines it;
+///   and `MPGATE_PIN_SEAT` (check or hold) refine it;
 /// - either: `MPGATE_PIN_CA_FILE` (extra CA certificates).
 fn write_pinned(out: &Path) {
     let var = |name: &str| {
@@ -51,6 +51,7 @@ fn write_pinned(out: &Path) {
     let sku = var("MPGATE_PIN_PRODUCT_SKU");
     let entitlements = var("MPGATE_PIN_ENTITLEMENTS");
     let lm_endpoint = var("MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL");
+    let seat = var("MPGATE_PIN_SEAT");
     let ca_file = var("MPGATE_PIN_CA_FILE");
     let hourly = code.is_some() || dir.is_some();
     let contract = sku.is_some() || entitlements.is_some();
@@ -68,6 +69,12 @@ fn write_pinned(out: &Path) {
     }
     if contract && endpoint.is_some() {
         fail("MPGATE_PIN_ENDPOINT_URL names the Metering endpoint of a pinned hourly build, and this build pins contract pricing (MPGATE_PIN_PRODUCT_SKU): use MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL");
+    }
+    if !contract && seat.is_some() {
+        fail("MPGATE_PIN_SEAT refines a pinned contract build: set MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS too");
+    }
+    if let Some(seat) = seat.as_deref().filter(|s| !matches!(*s, "check" | "hold")) {
+        fail(&format!("MPGATE_PIN_SEAT {seat:?} must be check or hold"));
     }
     if contract && max_age.is_some() {
         fail("MPGATE_PIN_MAX_TOKEN_AGE bounds the age of an hourly product's token, and this build pins contract pricing (MPGATE_PIN_PRODUCT_SKU): unset it");
@@ -149,6 +156,7 @@ fn write_pinned(out: &Path) {
         pem
     });
     let _ = writeln!(rust, "pub const CA_PEM: Option<&str> = {ca_pem:?};");
+    let _ = writeln!(rust, "pub const SEAT: Option<&str> = {seat:?};");
     let max_age: u64 = match max_age.as_deref() {
         None => 300,
         Some(text) => match text.strip_suffix('s').unwrap_or(text).parse() {

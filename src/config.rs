@@ -369,7 +369,24 @@ fn contract(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Contr
     } else {
         entitlement::parse_all(specs)?
     };
-    let seat = match setting(args.seat.clone(), "MPGATE_SEAT", env)?.as_deref() {
+    let seat_flag = args.seat.is_some();
+    let seat = match (
+        pinned::seat(),
+        setting(args.seat.clone(), "MPGATE_SEAT", env)?,
+    ) {
+        // A seat mode the seller pinned (`hold`: copies limited to the seats bought).
+        (Some(pinned), Some(given)) if given != pinned => {
+            return Err(Refused(if seat_flag {
+                format!("--seat {given}")
+            } else {
+                format!("MPGATE_SEAT={given}")
+            })
+            .into())
+        }
+        (Some(pinned), _) => Some(pinned.to_string()),
+        (None, given) => given,
+    };
+    let seat = match seat.as_deref() {
         None | Some("check") => Seat::Check,
         Some("hold") => Seat::Hold,
         Some(other) => {

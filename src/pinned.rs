@@ -75,6 +75,11 @@ pub fn license_manager_endpoint_url() -> Option<&'static str> {
     compiled::LICENSE_MANAGER_ENDPOINT_URL
 }
 
+/// The seat mode a pinned contract build compiled in (`check` or `hold`), if the seller did.
+pub fn seat() -> Option<&'static str> {
+    compiled::SEAT
+}
+
 /// CA certificates a pinned build trusts beside the built-in roots (a TLS-inspecting proxy's).
 pub fn ca_pem() -> Option<&'static str> {
     compiled::CA_PEM
@@ -114,6 +119,9 @@ pub fn describe() -> Option<String> {
                 license_manager_endpoint_url()
                     .unwrap_or("the AWS License Manager endpoint of the region (SDK rules)")
             );
+            if let Some(seat) = seat() {
+                let _ = writeln!(text, "pinned seat: {seat}");
+            }
         }
     }
     if let Some(pem) = ca_pem() {

@@ -20,7 +20,7 @@ use rustls_pki_types::{pem::PemObject, SubjectPublicKeyInfoDer};
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 
 /// The variables build.rs reads, none inherited from the test's environment.
-const PIN_VARIABLES: [&str; 8] = [
+const PIN_VARIABLES: [&str; 9] = [
     "MPGATE_PIN_PRODUCT_CODE",
     "MPGATE_PIN_KEY_DIR",
     "MPGATE_PIN_ENDPOINT_URL",
@@ -29,6 +29,7 @@ const PIN_VARIABLES: [&str; 8] = [
     "MPGATE_PIN_PRODUCT_SKU",
     "MPGATE_PIN_ENTITLEMENTS",
     "MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL",
+    "MPGATE_PIN_SEAT",
 ];
 
 /// One build into target/pinned at a time, and its binary copied before the next one: the
@@ -464,6 +465,8 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
                 Path::new(&emu.url),
             ),
             ("MPGATE_PIN_CA_FILE", &ca_file),
+            // Copies limited to the seats bought: the buyer cannot switch to `check`.
+            ("MPGATE_PIN_SEAT", Path::new("hold")),
         ],
         Some(&binary),
     );
@@ -479,6 +482,7 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
         "pinned entitlements: Basic,Seats=1".to_string(),
         format!("pinned License Manager endpoint: {}", emu.url),
         format!("pinned extra CA certificates: {ca_print}"),
+        "pinned seat: hold".to_string(),
     ] {
         assert!(text.contains(line.as_str()), "no {line:?} in:\n{text}");
     }
@@ -512,8 +516,8 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
             {"Name": "Seats", "Unit": "Count", "Value": "1"},
         ])
     );
-    // Naming the pinned pricing, SKU and entitlements (in another order) is not an override;
-    // the seat mode and grace stay runtime settings.
+    // Naming the pinned pricing, SKU, entitlements (in another order) and seat mode is not an
+    // override; the grace stays a runtime setting.
     bare()
         .env("MPGATE_PRICING", "contract")
         .env("MPGATE_PRODUCT_SKU", &emu.product_sku)
@@ -624,6 +628,12 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
             vec![],
             "unset MPGATE_ON_TRANSIENT_ERROR=allow",
         ),
+        (
+            vec![("MPGATE_SEAT", "check")],
+            vec![],
+            "unset MPGATE_SEAT=check",
+        ),
+        (vec![], vec!["--seat", "check"], "unset --seat check"),
     ];
     let before = emu.calls().len();
     for (env, args, hint) in &cases {
@@ -694,6 +704,14 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
                 ("MPGATE_PIN_ENTITLEMENTS", Path::new("Basic,Seats=0")),
             ],
             "whole number of units",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRODUCT_SKU", sku),
+                ("MPGATE_PIN_ENTITLEMENTS", Path::new("Basic")),
+                ("MPGATE_PIN_SEAT", Path::new("borrow")),
+            ],
+            "must be check or hold",
         ),
     ];
     for (pins, hint) in &failing {
