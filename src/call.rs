@@ -52,6 +52,33 @@ pub struct EndpointParams {
 /// What the endpoint rules of a service's SDK crate answer.
 pub type Rules = fn(EndpointParams) -> Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 
+/// The [`Rules`] of a service's SDK crate: every SDK crate has the same endpoint parameters and
+/// resolver, each its own types.
+macro_rules! endpoint_rules {
+    ($sdk:ident) => {
+        |p: $crate::call::EndpointParams| -> ::std::pin::Pin<
+                    Box<dyn ::std::future::Future<Output = Option<String>> + Send>,
+                > {
+                    Box::pin(async move {
+                        use $sdk::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+                        let params = Params::builder()
+                            .set_region(p.region)
+                            .set_use_fips(p.use_fips)
+                            .set_use_dual_stack(p.use_dual_stack)
+                            .set_endpoint(p.url)
+                            .build()
+                            .ok()?;
+                        let endpoint = DefaultResolver::new()
+                            .resolve_endpoint(&params)
+                            .await
+                            .ok()?;
+                        Some(endpoint.url().to_owned())
+                    })
+                }
+    };
+}
+pub(crate) use endpoint_rules;
+
 /// One AWS service, as the call layer needs to know it.
 pub struct Service {
     /// How messages name it: "Metering", "License Manager".

@@ -5,10 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_licensemanager::{
-    config::{
-        endpoint::{DefaultResolver, Params, ResolveEndpoint},
-        IdentityCache, StalledStreamProtectionConfig,
-    },
+    config::{IdentityCache, StalledStreamProtectionConfig},
     error::{ProvideErrorMetadata, SdkError},
     operation::{
         check_in_license::CheckInLicenseError, checkout_license::CheckoutLicenseError,
@@ -19,7 +16,7 @@ use aws_sdk_licensemanager::{
 use aws_smithy_types::date_time::{DateTime, Format};
 use serde::Serialize;
 
-use crate::call::{self, AttemptLog, CallError, CallRecord, EndpointParams, Prepared, Service};
+use crate::call::{self, AttemptLog, CallError, CallRecord, Prepared, Service};
 use crate::config::{Config, Contract};
 
 /// The AWS Marketplace issuer's key fingerprint: only licenses AWS Marketplace issued are
@@ -40,7 +37,7 @@ const MAX_CONSUMPTION_TOKEN_CHARS: usize = 4096;
 pub const SERVICE: Service = Service {
     name: "License Manager",
     service_id: "License Manager",
-    rules: |p| Box::pin(rules(p)),
+    rules: call::endpoint_rules!(aws_sdk_licensemanager),
     error_code: |e| {
         e.downcast_ref::<CheckoutLicenseError>()
             .and_then(|e| e.code())
@@ -55,21 +52,6 @@ pub const SERVICE: Service = Service {
             .map(str::to_owned)
     },
 };
-
-async fn rules(p: EndpointParams) -> Option<String> {
-    let params = Params::builder()
-        .set_region(p.region)
-        .set_use_fips(p.use_fips)
-        .set_use_dual_stack(p.use_dual_stack)
-        .set_endpoint(p.url)
-        .build()
-        .ok()?;
-    let endpoint = DefaultResolver::new()
-        .resolve_endpoint(&params)
-        .await
-        .ok()?;
-    Some(endpoint.url().to_owned())
-}
 
 /// An entitlement the license allowed, as the workload gets it (`MPGATE_LICENSE_ENTITLEMENTS`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

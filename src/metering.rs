@@ -4,15 +4,12 @@ use std::time::Instant;
 
 use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_sdk_marketplacemetering::{
-    config::{
-        endpoint::{DefaultResolver, Params, ResolveEndpoint},
-        IdentityCache, StalledStreamProtectionConfig,
-    },
+    config::{IdentityCache, StalledStreamProtectionConfig},
     error::{ProvideErrorMetadata, SdkError},
     operation::register_usage::RegisterUsageError,
 };
 
-use crate::call::{self, CallError, CallRecord, EndpointParams, Service};
+use crate::call::{self, CallError, CallRecord, Service};
 use crate::config::{Config, Hourly};
 
 /// The IAM action RegisterUsage needs, named in access-denied messages.
@@ -22,28 +19,13 @@ const IAM: (&str, &str) = ("aws-marketplace:RegisterUsage", "deploy/iam-policy.j
 pub const SERVICE: Service = Service {
     name: "Metering",
     service_id: "Marketplace Metering",
-    rules: |p| Box::pin(rules(p)),
+    rules: call::endpoint_rules!(aws_sdk_marketplacemetering),
     error_code: |e| {
         e.downcast_ref::<RegisterUsageError>()
             .and_then(|e| e.code())
             .map(str::to_owned)
     },
 };
-
-async fn rules(p: EndpointParams) -> Option<String> {
-    let params = Params::builder()
-        .set_region(p.region)
-        .set_use_fips(p.use_fips)
-        .set_use_dual_stack(p.use_dual_stack)
-        .set_endpoint(p.url)
-        .build()
-        .ok()?;
-    let endpoint = DefaultResolver::new()
-        .resolve_endpoint(&params)
-        .await
-        .ok()?;
-    Some(endpoint.url().to_owned())
-}
 
 /// A verified-to-be-well-formed answer from the service (the token is checked by `token`).
 pub struct Registration {

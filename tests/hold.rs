@@ -261,12 +261,8 @@ fn orphaned_grandchildren_are_reaped_as_a_subreaper_and_as_pid_1() {
     assert!(out.stdout.ends_with("reaped\n"), "{out:?}");
 
     // As PID 1 of a new PID namespace, as in a container.
-    let unshare = Path::new("/usr/bin/unshare");
-    assert!(
-        unshare.is_file(),
-        "these tests need util-linux unshare: apt-get install -y util-linux"
-    );
-    let mut gate = emu.gate_with(unshare);
+    let unshare = tool("unshare", "apt-get install -y util-linux");
+    let mut gate = emu.gate_with(&unshare);
     let out = gate
         .env("AWS_ENDPOINT_URL_LICENSE_MANAGER", &emu.url)
         .env("MPGATE_PRICING", "contract")
@@ -288,24 +284,6 @@ fn orphaned_grandchildren_are_reaped_as_a_subreaper_and_as_pid_1() {
         "mpgate is PID 1: {out:?}"
     );
     assert!(out.stdout.ends_with("reaped\n"), "{out:?}");
-}
-
-/// `unshare` options that make mpgate PID 1 of a new PID namespace: as root plain `--pid`,
-/// otherwise with a user namespace.
-fn pid_namespace() -> &'static [&'static str] {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        &["--pid", "--fork", "--mount-proc", "--kill-child"]
-    } else {
-        &[
-            "--user",
-            "--map-root-user",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-        ]
-    }
 }
 
 #[test]

@@ -82,7 +82,8 @@ fn every_module_imports_only_from_modules_below_it() {
         let source = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
         for name in imports(&source) {
             match LAYERS.iter().position(|m| *m == name) {
-                Some(other) if other < level => {}
+                // `$crate::call::…` in a macro of call.rs names the module itself.
+                Some(other) if other < level || name == *module => {}
                 Some(_) => {
                     violations.push(format!("{module} imports {name}, which is not below it"))
                 }

@@ -188,28 +188,8 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     let relay_key = relay.public_key_file.to_str().unwrap().to_string();
     let relay_pem = std::fs::read_to_string(&relay.public_key_file).unwrap();
     let relay_dir = relay.dir.join("keys").to_str().unwrap().to_string();
-    let profile_endpoint = emu.dir.join("aws-config-endpoint");
-    std::fs::write(
-        &profile_endpoint,
-        format!(
-            "[default]\nregion = {}\nendpoint_url = {}\n",
-            emu.region, relay.url
-        ),
-    )
-    .unwrap();
-    let profile_services = emu.dir.join("aws-config-services");
-    std::fs::write(
-        &profile_services,
-        format!(
-            "[default]\nservices = relay\n\n[services relay]\nmarketplace_metering =\n  endpoint_url = {}\n",
-            relay.url
-        ),
-    )
-    .unwrap();
-    let profile_endpoint = profile_endpoint.to_str().unwrap().to_string();
-    let profile_services = profile_services.to_str().unwrap().to_string();
-    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
-    let cases: Vec<Case> = vec![
+    let (profile_endpoint, profile_services) = relay_profiles(&emu, &relay, "marketplace_metering");
+    let mut cases: Vec<Case> = vec![
         (
             vec![("MPGATE_PRODUCT_CODE", "prod-other")],
             vec![],
@@ -250,32 +230,6 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
             vec![],
             "this build holds version(s) 1, 2",
         ),
-        // The relay: every way the SDK would take an endpoint from the environment.
-        (
-            vec![],
-            vec!["--endpoint-url", &relay.url],
-            "unset --endpoint-url",
-        ),
-        (
-            vec![("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &relay.url)],
-            vec![],
-            "unset AWS_ENDPOINT_URL_MARKETPLACE_METERING",
-        ),
-        (
-            vec![("AWS_ENDPOINT_URL", &relay.url)],
-            vec![],
-            "unset AWS_ENDPOINT_URL;",
-        ),
-        (
-            vec![("AWS_CONFIG_FILE", &profile_endpoint)],
-            vec![],
-            "unset endpoint_url in the AWS config profile \"default\"",
-        ),
-        (
-            vec![("AWS_CONFIG_FILE", &profile_services)],
-            vec![],
-            "unset services in the AWS config profile \"default\"",
-        ),
         // The token age and the unverified start.
         (
             vec![("MPGATE_MAX_TOKEN_AGE", "1h")],
@@ -309,23 +263,13 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
             "unset --pricing contract",
         ),
     ];
-    for (env, args, hint) in &cases {
-        let mut gate = bare();
-        for (k, v) in env {
-            gate.env(k, v);
-        }
-        let out = gate
-            .args(args)
-            .args(["sh", "-c", "echo WORKLOAD STARTED"])
-            .run();
-        out.expect(2);
-        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{env:?} {args:?}");
-        assert!(
-            out.error_message().contains(hint),
-            "{hint}: {}",
-            out.error_message()
-        );
-    }
+    cases.extend(relay_cases(
+        &relay.url,
+        "AWS_ENDPOINT_URL_MARKETPLACE_METERING",
+        &profile_endpoint,
+        &profile_services,
+    ));
+    refuse_all(&bare, &cases);
     assert_eq!(
         emu.calls().len(),
         5,
@@ -438,17 +382,6 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     }
 }
 
-/// The License Manager calls an emulator received: (operation, record line).
-fn license_calls(emu: &Emulator) -> Vec<(String, serde_json::Value)> {
-    emu.calls()
-        .into_iter()
-        .filter_map(|c| {
-            let op = c["target"].as_str()?.strip_prefix("AWSLicenseManager.")?;
-            Some((op.to_string(), c))
-        })
-        .collect()
-}
-
 #[test]
 fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
     // The pinned License Manager endpoint: the emulator over TLS (Basic and Seats=5 for sale),
@@ -545,28 +478,8 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
 
     // Every override is refused before any call, and the relay never hears of it.
     let relay = Emulator::start(&[]);
-    let profile_endpoint = emu.dir.join("aws-config-endpoint");
-    std::fs::write(
-        &profile_endpoint,
-        format!(
-            "[default]\nregion = {}\nendpoint_url = {}\n",
-            emu.region, relay.url
-        ),
-    )
-    .unwrap();
-    let profile_services = emu.dir.join("aws-config-services");
-    std::fs::write(
-        &profile_services,
-        format!(
-            "[default]\nservices = relay\n\n[services relay]\nlicense_manager =\n  endpoint_url = {}\n",
-            relay.url
-        ),
-    )
-    .unwrap();
-    let profile_endpoint = profile_endpoint.to_str().unwrap().to_string();
-    let profile_services = profile_services.to_str().unwrap().to_string();
-    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
-    let cases: Vec<Case> = vec![
+    let (profile_endpoint, profile_services) = relay_profiles(&emu, &relay, "license_manager");
+    let mut cases: Vec<Case> = vec![
         (
             vec![("MPGATE_PRODUCT_SKU", "prod-sku-other")],
             vec![],
@@ -597,32 +510,6 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
             vec!["--pricing", "hourly"],
             "unset --pricing hourly",
         ),
-        // The relay: every way the SDK would take an endpoint from the environment.
-        (
-            vec![],
-            vec!["--endpoint-url", &relay.url],
-            "unset --endpoint-url",
-        ),
-        (
-            vec![("AWS_ENDPOINT_URL_LICENSE_MANAGER", &relay.url)],
-            vec![],
-            "unset AWS_ENDPOINT_URL_LICENSE_MANAGER",
-        ),
-        (
-            vec![("AWS_ENDPOINT_URL", &relay.url)],
-            vec![],
-            "unset AWS_ENDPOINT_URL;",
-        ),
-        (
-            vec![("AWS_CONFIG_FILE", &profile_endpoint)],
-            vec![],
-            "unset endpoint_url in the AWS config profile \"default\"",
-        ),
-        (
-            vec![("AWS_CONFIG_FILE", &profile_services)],
-            vec![],
-            "unset services in the AWS config profile \"default\"",
-        ),
         (
             vec![("MPGATE_ON_TRANSIENT_ERROR", "allow")],
             vec![],
@@ -635,24 +522,14 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
         ),
         (vec![], vec!["--seat", "check"], "unset --seat check"),
     ];
+    cases.extend(relay_cases(
+        &relay.url,
+        "AWS_ENDPOINT_URL_LICENSE_MANAGER",
+        &profile_endpoint,
+        &profile_services,
+    ));
     let before = emu.calls().len();
-    for (env, args, hint) in &cases {
-        let mut gate = bare();
-        for (k, v) in env {
-            gate.env(k, v);
-        }
-        let out = gate
-            .args(args)
-            .args(["sh", "-c", "echo WORKLOAD STARTED"])
-            .run();
-        out.expect(2);
-        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{env:?} {args:?}");
-        assert!(
-            out.error_message().contains(hint),
-            "{hint}: {}",
-            out.error_message()
-        );
-    }
+    refuse_all(&bare, &cases);
     // `mpgate verify` checks an hourly product's token; this build has none to check.
     let mut verify = bare();
     verify
@@ -718,5 +595,87 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
         let (built, stderr) = build_pinned(pins, None);
         assert!(!built, "{pins:?} built");
         assert!(stderr.contains(hint), "{hint}: {stderr}");
+    }
+}
+
+/// A refused override: variables, flags, and a piece of the message.
+type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+
+/// AWS config files whose default profile sends the service (`key` in a `services` section,
+/// or `endpoint_url`) to `relay`.
+fn relay_profiles(emu: &Emulator, relay: &Emulator, key: &str) -> (String, String) {
+    let write = |name: &str, text: String| {
+        let path = emu.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    (
+        write(
+            "aws-config-endpoint",
+            format!(
+                "[default]\nregion = {}\nendpoint_url = {}\n",
+                emu.region, relay.url
+            ),
+        ),
+        write(
+            "aws-config-services",
+            format!(
+                "[default]\nservices = relay\n\n[services relay]\n{key} =\n  endpoint_url = {}\n",
+                relay.url
+            ),
+        ),
+    )
+}
+
+/// The relay: every way the SDK would take an endpoint from the environment.
+fn relay_cases<'a>(
+    relay: &'a str,
+    service_variable: &'a str,
+    profile_endpoint: &'a str,
+    profile_services: &'a str,
+) -> Vec<Case<'a>> {
+    vec![
+        (
+            vec![],
+            vec!["--endpoint-url", relay],
+            "unset --endpoint-url",
+        ),
+        (vec![(service_variable, relay)], vec![], service_variable),
+        (
+            vec![("AWS_ENDPOINT_URL", relay)],
+            vec![],
+            "unset AWS_ENDPOINT_URL;",
+        ),
+        (
+            vec![("AWS_CONFIG_FILE", profile_endpoint)],
+            vec![],
+            "unset endpoint_url in the AWS config profile \"default\"",
+        ),
+        (
+            vec![("AWS_CONFIG_FILE", profile_services)],
+            vec![],
+            "unset services in the AWS config profile \"default\"",
+        ),
+    ]
+}
+
+/// Runs each case: exit 2 with its message, and the workload never starts.
+fn refuse_all(bare: &dyn Fn() -> Gate, cases: &[Case]) {
+    for (env, args, hint) in cases {
+        let mut gate = bare();
+        for (k, v) in env {
+            gate.env(k, v);
+        }
+        let out = gate
+            .args(args)
+            .args(["sh", "-c", "echo WORKLOAD STARTED"])
+            .run();
+        out.expect(2);
+        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{env:?} {args:?}");
+        assert!(
+            out.error_message().contains(hint),
+            "{hint}: {}",
+            out.error_message()
+        );
     }
 }

@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -36,57 +35,6 @@ const SIGNALS: [(i32, &str, i32); 3] = [
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// The absolute path of a tool on PATH; fails (never skips) with the way to install it.
-fn tool(name: &str, install: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{name}` is not installed; these tests need it: {install}"))
-}
-
-/// `unshare` options that make the next program PID 1 of a new PID namespace (with its own
-/// /proc), killed with it. As root plain `--pid` works; otherwise the PID namespace needs a
-/// user namespace too (unprivileged user namespaces). When neither works the tests fail.
-fn pid_namespace() -> &'static [&'static str] {
-    static ARGS: OnceLock<Vec<&'static str>> = OnceLock::new();
-    ARGS.get_or_init(|| {
-        let unshare = tool("unshare", "apt-get install -y util-linux");
-        let plain = ["--pid", "--fork", "--mount-proc", "--kill-child"];
-        let user = [
-            "--user",
-            "--map-root-user",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-        ];
-        let mut errors = String::new();
-        for candidate in [&plain[..], &user[..]] {
-            let out = run_bounded(
-                Command::new(&unshare)
-                    .args(candidate)
-                    .args(["sh", "-c", "echo $$"]),
-                CHILD_LIMIT,
-            );
-            if out.status.success() && out.stdout.trim() == "1" {
-                return candidate.to_vec();
-            }
-            errors.push_str(&format!(
-                "\n  unshare {}: {}, {}",
-                candidate.join(" "),
-                out.status,
-                out.stderr.trim()
-            ));
-        }
-        panic!(
-            "cannot create a PID namespace, so mpgate cannot be tested as PID 1. Run the tests \
-             as root (CAP_SYS_ADMIN, as CI does) or enable unprivileged user namespaces \
-             (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0):{errors}"
-        )
-    })
-}
 
 /// The pids of a process's children.
 fn children(pid: u32) -> Vec<u32> {

@@ -319,3 +319,54 @@ pub fn in_use(emu: &Emulator, name: &str) -> String {
     mpgate_testkit::license::consumed(&usage, name)
         .unwrap_or_else(|| panic!("no usage of {name}: {usage}"))
 }
+
+/// The absolute path of a tool on PATH; fails (never skips) with the way to install it.
+pub fn tool(name: &str, install: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` is not installed; these tests need it: {install}"))
+}
+
+/// `unshare` options that make the next program PID 1 of a new PID namespace (with its own
+/// /proc), killed with it. As root plain `--pid` works; otherwise the PID namespace needs a
+/// user namespace too (unprivileged user namespaces). When neither works the tests fail.
+pub fn pid_namespace() -> &'static [&'static str] {
+    static ARGS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    ARGS.get_or_init(|| {
+        let unshare = tool("unshare", "apt-get install -y util-linux");
+        let plain = ["--pid", "--fork", "--mount-proc", "--kill-child"];
+        let user = [
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+        ];
+        let mut errors = String::new();
+        for candidate in [&plain[..], &user[..]] {
+            let out = mpgate_testkit::run_bounded(
+                std::process::Command::new(&unshare)
+                    .args(candidate)
+                    .args(["sh", "-c", "echo $$"]),
+                CHILD_LIMIT,
+            );
+            if out.status.success() && out.stdout.trim() == "1" {
+                return candidate.to_vec();
+            }
+            errors.push_str(&format!(
+                "\n  unshare {}: {}, {}",
+                candidate.join(" "),
+                out.status,
+                out.stderr.trim()
+            ));
+        }
+        panic!(
+            "cannot create a PID namespace, so mpgate cannot be tested as PID 1. Run the tests \
+             as root (CAP_SYS_ADMIN, as CI does) or enable unprivileged user namespaces \
+             (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0):{errors}"
+        )
+    })
+}
