@@ -321,12 +321,22 @@ impl FromStr for Fault {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ALL_FAULTS
-            .iter()
-            .copied()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| format!("unknown fault {s:?} (see --help for the list)"))
+        by_name(ALL_FAULTS, Fault::name, s, "fault")
     }
+}
+
+/// The entry of `all` that `name` calls `s` (the `FromStr` of a list of faults); the error
+/// calls it an unknown `what`.
+pub fn by_name<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    s: &str,
+    what: &str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|f| name(*f) == s)
+        .ok_or_else(|| format!("unknown {what} {s:?} (see --help for the list)"))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use aws_lc_rs::rsa::KeyPair;
 use serde_json::{json, Map, Value};
 
 use super::clock::{iso_local_seconds, rfc3339, unix_secs};
+use super::fault::by_name;
 
 /// The target prefix of License Manager's operations.
 pub const TARGET_PREFIX: &str = "AWSLicenseManager.";
@@ -375,11 +376,7 @@ impl FromStr for LicenseFault {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ALL_LICENSE_FAULTS
-            .iter()
-            .copied()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| format!("unknown license fault {s:?} (see --help for the list)"))
+        by_name(ALL_LICENSE_FAULTS, LicenseFault::name, s, "license fault")
     }
 }
 
@@ -494,29 +491,26 @@ pub struct Requested {
     unit: String,
 }
 
+/// A validated CheckoutLicense request.
+#[derive(Debug)]
+pub struct Checkout {
+    product_sku: String,
+    checkout_type: String,
+    key_fingerprint: String,
+    entitlements: Vec<Requested>,
+    client_token: String,
+    node_id: Option<String>,
+    /// The modelled members, for the ClientToken comparison.
+    canonical: Value,
+}
+
 /// A validated request.
 #[derive(Debug)]
 pub enum Input {
-    Checkout {
-        product_sku: String,
-        checkout_type: String,
-        key_fingerprint: String,
-        entitlements: Vec<Requested>,
-        client_token: String,
-        node_id: Option<String>,
-        /// The modelled members, for the ClientToken comparison.
-        canonical: Value,
-    },
-    CheckIn {
-        token: String,
-    },
-    Extend {
-        token: String,
-        dry_run: bool,
-    },
-    Usage {
-        arn: String,
-    },
+    Checkout(Checkout),
+    CheckIn { token: String },
+    Extend { token: String, dry_run: bool },
+    Usage { arn: String },
 }
 
 /// Collects AWS-style validation errors ("Value ... at 'Field' failed to satisfy constraint").
@@ -529,43 +523,60 @@ impl Errors {
     }
 
     fn string(&mut self, obj: &Map<String, Value>, field: &str, required: bool) -> Option<String> {
-        match obj.get(field) {
-            None | Some(Value::Null) => {
-                if required {
-                    self.push(format!(
-                        "Value null at '{field}' failed to satisfy constraint: Member must not be null"
-                    ));
-                }
-                None
-            }
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                self.push(format!(
-                    "Value {} at '{field}' failed to satisfy constraint: Member must be a string",
-                    type_name(other)
-                ));
-                None
-            }
-        }
+        string_member(obj, field, field, required, &mut self.0)
     }
 
     fn finish<T>(self, value: Option<T>) -> Result<T, LmError> {
         match (self.0.len(), value) {
             (0, Some(v)) => Ok(v),
             (0, None) => Err(validation("1 validation error detected: invalid request")),
-            (n, _) => {
-                let head = if n == 1 {
-                    "1 validation error detected: ".to_string()
-                } else {
-                    format!("{n} validation errors detected: ")
-                };
-                Err(validation(head + &self.0.join("; ")))
-            }
+            _ => Err(validation(validation_message(&self.0))),
         }
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// AWS's ValidationException message for `errors` (at least one): "N validation error(s)
+/// detected: " and the errors, joined by "; ".
+pub fn validation_message(errors: &[String]) -> String {
+    let head = match errors.len() {
+        1 => "1 validation error detected: ".to_string(),
+        n => format!("{n} validation errors detected: "),
+    };
+    head + &errors.join("; ")
+}
+
+/// String member `key` of `obj`, named `at` in AWS's validation messages (the member's path:
+/// `Field`, or `List.1.member.Field` in a nested structure): missing or null is an error when
+/// `required`, another type always is.
+pub fn string_member(
+    obj: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    required: bool,
+    errors: &mut Vec<String>,
+) -> Option<String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => {
+            if required {
+                errors.push(format!(
+                    "Value null at '{at}' failed to satisfy constraint: Member must not be null"
+                ));
+            }
+            None
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            errors.push(format!(
+                "Value {} at '{at}' failed to satisfy constraint: Member must be a string",
+                type_name(other)
+            ));
+            None
+        }
+    }
+}
+
+/// How AWS's validation messages name a JSON value's type.
+pub fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "of type boolean",
@@ -681,7 +692,7 @@ pub fn validate(op: Op, obj: &Map<String, Value>) -> Result<Input, LmError> {
                 entitlements,
                 client_token,
             ) {
-                (Some(p), Some(t), Some(k), Some(e), Some(c)) => Some(Input::Checkout {
+                (Some(p), Some(t), Some(k), Some(e), Some(c)) => Some(Input::Checkout(Checkout {
                     product_sku: p,
                     checkout_type: t,
                     key_fingerprint: k,
@@ -689,7 +700,7 @@ pub fn validate(op: Op, obj: &Map<String, Value>) -> Result<Input, LmError> {
                     client_token: c,
                     node_id,
                     canonical,
-                }),
+                })),
                 _ => None,
             };
             errors.finish(input)
@@ -737,24 +748,13 @@ fn member_string(
     at: &str,
     required: bool,
 ) -> Option<String> {
-    match obj.get(member) {
-        None | Some(Value::Null) => {
-            if required {
-                errors.push(format!(
-                    "Value null at '{at}.{member}' failed to satisfy constraint: Member must not be null"
-                ));
-            }
-            None
-        }
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            errors.push(format!(
-                "Value {} at '{at}.{member}' failed to satisfy constraint: Member must be a string",
-                type_name(other)
-            ));
-            None
-        }
-    }
+    string_member(
+        obj,
+        member,
+        &format!("{at}.{member}"),
+        required,
+        &mut errors.0,
+    )
 }
 
 /// One checkout: the counted values it holds, until it is checked in or expires.
@@ -844,27 +844,7 @@ impl License {
     /// Runs a validated call at AWS's time `now`; `key` signs the checkout's `SignedToken`.
     pub fn execute(&self, input: Input, now: SystemTime, key: &KeyPair) -> Result<Value, LmError> {
         match input {
-            Input::Checkout {
-                product_sku,
-                checkout_type,
-                key_fingerprint,
-                entitlements,
-                client_token,
-                node_id,
-                canonical,
-            } => self.checkout(
-                Checkout {
-                    product_sku,
-                    checkout_type,
-                    key_fingerprint,
-                    entitlements,
-                    client_token,
-                    node_id,
-                    canonical,
-                },
-                now,
-                key,
-            ),
+            Input::Checkout(req) => self.checkout(req, now, key),
             Input::CheckIn { token } => {
                 let mut book = self.lock();
                 let index = self.live_consumption(&book, &token, now)?;
@@ -1110,16 +1090,6 @@ impl License {
         claims["emulatorPadding"] = json!("P".repeat(pad));
         sign(&claims)
     }
-}
-
-struct Checkout {
-    product_sku: String,
-    checkout_type: String,
-    key_fingerprint: String,
-    entitlements: Vec<Requested>,
-    client_token: String,
-    node_id: Option<String>,
-    canonical: Value,
 }
 
 #[cfg(test)]

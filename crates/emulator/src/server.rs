@@ -296,6 +296,24 @@ fn error_answer(status: u16, error_type: &'static str, message: &str) -> Outcome
     Outcome::Answer(resp, Some(error_type))
 }
 
+/// The body as the JSON object an awsJson1.1 request is. Err = (error type, message): the
+/// SerializationException.
+fn json_object(
+    parsed: Result<Value, serde_json::Error>,
+) -> Result<serde_json::Map<String, Value>, (&'static str, String)> {
+    match parsed {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err((
+            "SerializationException",
+            "Request body must be a JSON object".to_string(),
+        )),
+        Err(e) => Err((
+            "SerializationException",
+            format!("Request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
 /// A License Manager error: `{"__type", "Message"}` (its error shapes' member is `Message`),
 /// plus `Location` (member and header) for `RedirectException`.
 fn license_error(e: LmError) -> Outcome {
@@ -355,32 +373,14 @@ fn string_member(
     required: bool,
     errors: &mut Vec<String>,
 ) -> Option<String> {
-    match obj.get(field) {
-        None | Some(Value::Null) => {
-            if required {
-                errors.push(format!(
-                    "Value null at '{field}' failed to satisfy constraint: Member must not be null"
-                ));
-            }
-            None
-        }
-        Some(Value::String(s)) => {
-            let n = s.chars().count();
-            if required && n < 1 {
-                errors.push(format!("Value '' at '{field}' failed to satisfy constraint: Member must have length greater than or equal to 1"));
-            } else if n > 255 {
-                errors.push(format!("Value of length {n} at '{field}' failed to satisfy constraint: Member must have length less than or equal to 255"));
-            }
-            Some(s.clone())
-        }
-        Some(other) => {
-            errors.push(format!(
-                "Value {} at '{field}' failed to satisfy constraint: Member must be a string",
-                type_name(other)
-            ));
-            None
-        }
+    let s = license::string_member(obj, field, field, required, errors)?;
+    let n = s.chars().count();
+    if required && n < 1 {
+        errors.push(format!("Value '' at '{field}' failed to satisfy constraint: Member must have length greater than or equal to 1"));
+    } else if n > 255 {
+        errors.push(format!("Value of length {n} at '{field}' failed to satisfy constraint: Member must have length less than or equal to 255"));
     }
+    Some(s)
 }
 
 /// Check the body against the RegisterUsageRequest shape. Err = (error type, message).
@@ -404,7 +404,7 @@ fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'stati
             }
         },
         Some(other) => {
-            errors.push(format!("Value {} at 'PublicKeyVersion' failed to satisfy constraint: Member must be an integer", type_name(other)));
+            errors.push(format!("Value {} at 'PublicKeyVersion' failed to satisfy constraint: Member must be an integer", license::type_name(other)));
             None
         }
     };
@@ -415,25 +415,7 @@ fn validate_body(obj: &serde_json::Map<String, Value>) -> Result<Input, (&'stati
             public_key_version,
             nonce,
         }),
-        (n, _, _) => {
-            let head = if n == 1 {
-                "1 validation error detected: ".to_string()
-            } else {
-                format!("{n} validation errors detected: ")
-            };
-            Err(("ValidationException", head + &errors.join("; ")))
-        }
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "of type boolean",
-        Value::Number(_) => "of type number",
-        Value::String(_) => "of type string",
-        Value::Array(_) => "of type array",
-        Value::Object(_) => "of type object",
+        _ => Err(("ValidationException", license::validation_message(&errors))),
     }
 }
 
@@ -597,25 +579,9 @@ fn decide(
         return license_call(state, op, parsed, rec);
     }
     // 5. Body shape
-    let input = match parsed {
-        Ok(Value::Object(obj)) => match validate_body(&obj) {
-            Ok(i) => i,
-            Err((t, m)) => return error_answer(400, t, &m),
-        },
-        Ok(_) => {
-            return error_answer(
-                400,
-                "SerializationException",
-                "Request body must be a JSON object",
-            )
-        }
-        Err(e) => {
-            return error_answer(
-                400,
-                "SerializationException",
-                &format!("Request body is not valid JSON: {e}"),
-            )
-        }
+    let input = match json_object(parsed).and_then(|obj| validate_body(&obj)) {
+        Ok(i) => i,
+        Err((t, m)) => return error_answer(400, t, &m),
     };
 
     // 6. The caller: a long-term key outside a task, or a task in another region
@@ -756,25 +722,10 @@ fn license_call(
     parsed: Result<Value, serde_json::Error>,
     rec: &mut RecordLine,
 ) -> Outcome {
-    let input = match parsed {
-        Ok(Value::Object(obj)) => match license::validate(op, &obj) {
-            Ok(i) => i,
-            Err(e) => return license_error(e),
-        },
-        Ok(_) => {
-            return error_answer(
-                400,
-                "SerializationException",
-                "Request body must be a JSON object",
-            )
-        }
-        Err(e) => {
-            return error_answer(
-                400,
-                "SerializationException",
-                &format!("Request body is not valid JSON: {e}"),
-            )
-        }
+    let input = match json_object(parsed).map(|obj| license::validate(op, &obj)) {
+        Ok(Ok(i)) => i,
+        Ok(Err(e)) => return license_error(e),
+        Err((t, m)) => return error_answer(400, t, &m),
     };
     if !state.admit() {
         rec.fault = RATE_LIMITED;

@@ -7,8 +7,9 @@
 
 use mpgate_testkit::emulator::{test_credentials, ACCESS_KEY_ID};
 use mpgate_testkit::faults::{LICENSE_FAULTS, SERVICE_FAULTS};
-use mpgate_testkit::{emulator_exe, run_bounded, scratch, Emulator, Live};
+use mpgate_testkit::{emulator_exe, run_bounded, scratch, Emulator, Exit, Live};
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/conformance/boto3_conformance.py"
 );
+const LICENSE_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/conformance/boto3_license_conformance.py"
+);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 const ROTATION: &str = "1700000000";
 const LONG_TERM: &str = "AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
@@ -26,15 +31,8 @@ const EXPIRED: &str = "ASIAEXPIREDCONFORM00:expiredSecretConformance0123:expired
 #[test]
 fn boto3_the_aws_cli_and_pyjwt_see_the_emulator_as_the_metering_service() {
     // The emulator's own list of faults: the script checks botocore's model against it.
-    let listing = run_bounded(
-        Command::new(emulator_exe()).arg("--list-faults"),
-        Duration::from_secs(30),
-    );
-    assert!(listing.status.success(), "{}", listing.stderr);
-    let faults_file = scratch("conformance").join("faults.jsonl");
-    std::fs::write(&faults_file, &listing.stdout).unwrap();
+    let (faults_file, listing) = fault_listing(&scratch("conformance"));
     let service_faults: Vec<(String, String)> = listing
-        .stdout
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|f| f["kind"] == "service-error")
@@ -71,9 +69,8 @@ fn boto3_the_aws_cli_and_pyjwt_see_the_emulator_as_the_metering_service() {
     // boto3 signs with the temporary pair the emulators know, as listed in their ready line.
     assert_eq!(normal.ready["credentials"][0]["accessKeyId"], ACCESS_KEY_ID);
 
-    let mut cmd = Command::new("python3");
-    cmd.arg(SCRIPT)
-        .args(["--region", &normal.region])
+    let mut cmd = python(SCRIPT);
+    cmd.args(["--region", &normal.region])
         .args(["--product-code", &normal.product_code])
         .args([
             "--key-version",
@@ -98,47 +95,11 @@ fn boto3_the_aws_cli_and_pyjwt_see_the_emulator_as_the_metering_service() {
     for (emu, name) in &faulty {
         cmd.arg("--case").arg(format!("{name}={}", emu.url));
     }
-    // Loopback only: keep any proxy settings and ambient AWS config away from boto3.
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "AWS_PROFILE",
-        "AWS_CONFIG_FILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_MARKETPLACE_METERING",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("NO_PROXY", "127.0.0.1,localhost")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let mut script = match Live::try_spawn(&mut cmd, SCRIPT_TIMEOUT) {
-        Ok(live) => live,
-        Err(e) => panic!(
-            "cannot run python3 ({e}): install Python 3, then `pip install boto3 awscli PyJWT cryptography`"
-        ),
-    };
-    let done = script.finish();
-    let (status, out, err) = (done.status, done.stdout, done.stderr);
-    println!("{out}");
-    eprintln!("{err}");
-    match status.code() {
-        Some(0) => {}
-        Some(3) => panic!(
-            "boto3 or PyJWT is missing for python3: run `pip install boto3 awscli PyJWT cryptography`\n{err}"
-        ),
-        _ => panic!("boto3 conformance failed ({status}):\n{out}\n{err}"),
-    }
+    let out = run_script(
+        &mut cmd,
+        "boto3 conformance",
+        "boto3 awscli PyJWT cryptography",
+    );
     assert!(out.contains("all checks passed"), "{out}");
     // Every service-error fault was exercised through boto3, modelled or not.
     for (_, name) in &service_faults {
@@ -175,91 +136,67 @@ fn boto3_the_aws_cli_and_pyjwt_see_the_emulator_as_the_metering_service() {
 
 #[test]
 fn the_conformance_check_fails_when_the_emulator_lacks_a_modelled_error() {
-    let listing = run_bounded(
-        Command::new(emulator_exe()).arg("--list-faults"),
-        Duration::from_secs(30),
-    );
-    assert!(listing.status.success(), "{}", listing.stderr);
     let dir = scratch("conformance-negative");
+    let (_, listing) = fault_listing(&dir);
     let run = |faults: &str| {
-        let file = dir.join("faults.jsonl");
+        let file = dir.join("edited.jsonl");
         std::fs::write(&file, faults).unwrap();
         let pem = dir.join("unused.pem");
         std::fs::write(&pem, "").unwrap();
-        let mut cmd = Command::new("python3");
-        cmd.arg(SCRIPT)
-            .args(["--region", "us-east-1", "--product-code", "prod-x"])
+        let mut cmd = python(SCRIPT);
+        cmd.args(["--region", "us-east-1", "--product-code", "prod-x"])
             .args(["--key-version", "1", "--credentials", "A:B:C"])
             .arg("--public-key-file")
             .arg(&pem)
             .arg("--faults")
             .arg(&file)
-            .arg("--model-only")
-            .env("PYTHONDONTWRITEBYTECODE", "1");
+            .arg("--model-only");
         run_bounded(&mut cmd, SCRIPT_TIMEOUT)
     };
     // Control: the emulator's own list passes.
-    let all = run(&listing.stdout);
+    let all = run(&listing);
     assert_eq!(all.status.code(), Some(0), "{}{}", all.stdout, all.stderr);
     // Without throttle, ThrottlingException has no fault; with another status, it differs.
-    let without: String = listing
-        .stdout
-        .lines()
-        .filter(|l| !l.contains("\"throttle\""))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let out = run(&without);
-    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
-    assert!(
-        out.stdout
-            .contains("FAIL the emulator has a fault for ThrottlingException"),
-        "{}",
-        out.stdout
+    assert_fails(
+        &run(&without_fault(&listing, "throttle")),
+        "FAIL the emulator has a fault for ThrottlingException",
     );
-    let wrong_status = listing.stdout.replace(
+    let wrong_status = listing.replace(
         r#""errorType":"ThrottlingException","kind":"service-error","name":"throttle","status":400"#,
         r#""errorType":"ThrottlingException","kind":"service-error","name":"throttle","status":429"#,
     );
-    assert_ne!(wrong_status, listing.stdout, "the listing's shape changed");
-    let out = run(&wrong_status);
+    assert_ne!(wrong_status, listing, "the listing's shape changed");
+    assert_fails(
+        &run(&wrong_status),
+        "FAIL ThrottlingException: the emulator's status is the model's (400)",
+    );
+}
+
+/// `listing` without the lines of fault `name`.
+fn without_fault(listing: &str, name: &str) -> String {
+    let quoted = format!("\"{name}\"");
+    listing
+        .lines()
+        .filter(|l| !l.contains(&quoted))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Asserts that a `--model-only` run on a doctored listing failed (exit 1) with `failure`.
+fn assert_fails(out: &Exit, failure: &str) {
     assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
     assert!(
-        out.stdout
-            .contains("FAIL ThrottlingException: the emulator's status is the model's (400)"),
-        "{}",
+        out.stdout.contains(failure),
+        "no {failure:?} in:\n{}",
         out.stdout
     );
 }
 
-const LICENSE_SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/conformance/boto3_license_conformance.py"
-);
-
-/// `--list-faults`, written to a file of `dir` for the scripts.
-fn fault_listing(dir: &std::path::Path) -> (std::path::PathBuf, String) {
-    let listing = run_bounded(
-        Command::new(emulator_exe()).arg("--list-faults"),
-        Duration::from_secs(30),
-    );
-    assert!(listing.status.success(), "{}", listing.stderr);
-    let file = dir.join("faults.jsonl");
-    std::fs::write(&file, &listing.stdout).unwrap();
-    (file, listing.stdout)
-}
-
-/// The License Manager script with the arguments every run needs, and a clean environment.
-fn license_script(emu: &Emulator, faults: &std::path::Path) -> Command {
+/// `python3 script`, its environment kept off any proxy and ambient AWS configuration (the
+/// emulators are on loopback, the clients get their endpoint and keys as arguments).
+fn python(script: &str) -> Command {
     let mut cmd = Command::new("python3");
-    cmd.arg(LICENSE_SCRIPT)
-        .args(["--region", &emu.region])
-        .args(["--credentials", &test_credentials()])
-        .arg("--faults")
-        .arg(faults)
-        .args(["--product-sku", &emu.product_sku])
-        .args(["--license-arn", &emu.license_arn])
-        .arg("--public-key-file")
-        .arg(&emu.public_key_file);
+    cmd.arg(script);
     for var in [
         "HTTP_PROXY",
         "HTTPS_PROXY",
@@ -271,6 +208,7 @@ fn license_script(emu: &Emulator, faults: &std::path::Path) -> Command {
         "AWS_CONFIG_FILE",
         "AWS_SHARED_CREDENTIALS_FILE",
         "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_MARKETPLACE_METERING",
         "AWS_ENDPOINT_URL_LICENSE_MANAGER",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -283,6 +221,57 @@ fn license_script(emu: &Emulator, faults: &std::path::Path) -> Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
+/// Runs a conformance script (`what`) to the end and returns its output; fails the test when
+/// python3 cannot run, when the script lacks its packages (exit 3: `pip install {pip}`) or
+/// when a check fails.
+fn run_script(cmd: &mut Command, what: &str, pip: &str) -> String {
+    let mut script = match Live::try_spawn(cmd, SCRIPT_TIMEOUT) {
+        Ok(live) => live,
+        Err(e) => panic!("cannot run python3 ({e}): install Python 3, then `pip install {pip}`"),
+    };
+    let done = script.finish();
+    println!("{}", done.stdout);
+    eprintln!("{}", done.stderr);
+    match done.status.code() {
+        Some(0) => {}
+        Some(3) => panic!(
+            "boto3 or PyJWT is missing for python3: run `pip install {pip}`\n{}",
+            done.stderr
+        ),
+        _ => panic!(
+            "{what} failed ({}):\n{}\n{}",
+            done.status, done.stdout, done.stderr
+        ),
+    }
+    done.stdout
+}
+
+/// `--list-faults`, written to a file of `dir` for the scripts.
+fn fault_listing(dir: &Path) -> (PathBuf, String) {
+    let listing = run_bounded(
+        Command::new(emulator_exe()).arg("--list-faults"),
+        Duration::from_secs(30),
+    );
+    assert!(listing.status.success(), "{}", listing.stderr);
+    let file = dir.join("faults.jsonl");
+    std::fs::write(&file, &listing.stdout).unwrap();
+    (file, listing.stdout)
+}
+
+/// The License Manager script with the arguments every run needs, and a clean environment.
+fn license_script(emu: &Emulator, faults: &Path) -> Command {
+    let mut cmd = python(LICENSE_SCRIPT);
+    cmd.args(["--region", &emu.region])
+        .args(["--credentials", &test_credentials()])
+        .arg("--faults")
+        .arg(faults)
+        .args(["--product-sku", &emu.product_sku])
+        .args(["--license-arn", &emu.license_arn])
+        .arg("--public-key-file")
+        .arg(&emu.public_key_file);
     cmd
 }
 
@@ -320,27 +309,11 @@ fn boto3_sees_the_emulator_as_license_manager() {
     for (emu, name) in &faulty {
         cmd.args(["--fault", &format!("{name}={}", emu.url)]);
     }
-    let mut script = match Live::try_spawn(&mut cmd, SCRIPT_TIMEOUT) {
-        Ok(live) => live,
-        Err(e) => panic!(
-            "cannot run python3 ({e}): install Python 3, then `pip install boto3 PyJWT cryptography`"
-        ),
-    };
-    let done = script.finish();
-    println!("{}", done.stdout);
-    eprintln!("{}", done.stderr);
-    match done.status.code() {
-        Some(0) => {}
-        Some(3) => panic!(
-            "boto3 or PyJWT is missing for python3: run `pip install boto3 PyJWT cryptography`\n{}",
-            done.stderr
-        ),
-        _ => panic!(
-            "boto3 license conformance failed ({}):\n{}\n{}",
-            done.status, done.stdout, done.stderr
-        ),
-    }
-    let out = done.stdout;
+    let out = run_script(
+        &mut cmd,
+        "boto3 license conformance",
+        "boto3 PyJWT cryptography",
+    );
     assert!(out.contains("all checks passed"), "{out}");
     for f in LICENSE_FAULTS {
         for op in f.operations {
@@ -378,18 +351,9 @@ fn the_license_conformance_check_fails_when_the_listing_disagrees_with_the_model
     let all = run(&listing);
     assert_eq!(all.status.code(), Some(0), "{}{}", all.stdout, all.stderr);
     // Without conflict, CheckInLicense's ConflictException has no fault.
-    let without: String = listing
-        .lines()
-        .filter(|l| !l.contains("\"conflict\""))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let out = run(&without);
-    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
-    assert!(
-        out.stdout
-            .contains("FAIL the emulator has a fault for CheckInLicense's ConflictException"),
-        "{}",
-        out.stdout
+    assert_fails(
+        &run(&without_fault(&listing, "conflict")),
+        "FAIL the emulator has a fault for CheckInLicense's ConflictException",
     );
     // NoEntitlementsAllowedException is not an error of ExtendLicenseConsumption.
     let widened = listing.replace(
@@ -397,11 +361,8 @@ fn the_license_conformance_check_fails_when_the_listing_disagrees_with_the_model
         r#""name":"no-entitlements-allowed","operations":["CheckoutLicense","ExtendLicenseConsumption"]"#,
     );
     assert_ne!(widened, listing, "the listing's shape changed");
-    let out = run(&widened);
-    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("FAIL no-entitlements-allowed: NoEntitlementsAllowedException is what the model lists for CheckoutLicense, ExtendLicenseConsumption"),
-        "{}",
-        out.stdout
+    assert_fails(
+        &run(&widened),
+        "FAIL no-entitlements-allowed: NoEntitlementsAllowedException is what the model lists for CheckoutLicense, ExtendLicenseConsumption",
     );
 }

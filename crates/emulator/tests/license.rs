@@ -7,12 +7,13 @@ use mpgate_testkit::faults::{license_fault_named, LICENSE_FAULTS};
 use mpgate_testkit::license::{
     call, checkout_body, consumed, request, send, Reply, ISSUER_FINGERPRINT,
 };
-use mpgate_testkit::sigv4::Signing;
+use mpgate_testkit::sigv4::{register_request, signed_request, Signing};
 use mpgate_testkit::{run_bounded, wait_until, Emulator};
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_smithy_types::date_time::{DateTime, Format};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
@@ -67,29 +68,15 @@ fn token_of(v: &Value) -> String {
         .to_string()
 }
 
-/// Civil date of `days` since the epoch (Howard Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SS` (UTC).
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SS` (UTC), by the AWS SDK's own formatter.
 fn utc(secs: i64) -> String {
-    let (y, m, d) = civil(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    let rfc3339 = DateTime::from_secs(secs)
+        .fmt(Format::DateTime)
+        .expect("a date the SDK can write");
+    rfc3339
+        .strip_suffix('Z')
+        .unwrap_or_else(|| panic!("{rfc3339} does not end in Z"))
+        .to_string()
 }
 
 fn now_secs() -> i64 {
@@ -635,12 +622,15 @@ fn a_request_must_be_signed_for_its_target_s_service() {
     r.expect_error_type(403, "InvalidSignatureException");
     assert!(String::from_utf8_lossy(&r.body).contains("correct service: 'license-manager'"));
     // RegisterUsage signed for License Manager.
-    let mut metering = mpgate_testkit::sigv4::register_request(
-        &json!({"ProductCode": emu.product_code, "PublicKeyVersion": 1}).to_string(),
-    );
+    let register = json!({"ProductCode": emu.product_code, "PublicKeyVersion": 1}).to_string();
+    let metering = register_request(&register);
     let ok = send(&emu.addr, &metering, Duration::from_secs(15)).unwrap();
     assert_eq!(ok.status, 200, "{ok:?}");
-    metering = register_signed_for_license_manager(&emu);
+    let metering = signed_request(
+        "AWSMPMeteringService.RegisterUsage",
+        &register,
+        &Signing::license_manager(),
+    );
     let r = send(&emu.addr, &metering, Duration::from_secs(15)).unwrap();
     r.expect_error_type(403, "InvalidSignatureException");
     assert!(String::from_utf8_lossy(&r.body).contains("correct service: 'aws-marketplace'"));
@@ -652,39 +642,6 @@ fn a_request_must_be_signed_for_its_target_s_service() {
     )
     .unwrap();
     r.expect_error_type(400, "UnknownOperationException");
-}
-
-/// A RegisterUsage request signed with the scope of License Manager.
-fn register_signed_for_license_manager(emu: &Emulator) -> Vec<u8> {
-    let body = json!({"ProductCode": emu.product_code, "PublicKeyVersion": 1}).to_string();
-    let mut headers = vec![
-        ("Host".to_string(), "localhost".to_string()),
-        (
-            "X-Amz-Target".to_string(),
-            "AWSMPMeteringService.RegisterUsage".to_string(),
-        ),
-        (
-            "Content-Type".to_string(),
-            "application/x-amz-json-1.1".to_string(),
-        ),
-    ];
-    let added = mpgate_testkit::sigv4::sign(
-        "POST",
-        "/",
-        &headers,
-        body.as_bytes(),
-        &Signing::license_manager(),
-    );
-    headers.extend(added);
-    let mut out = String::from("POST / HTTP/1.1\r\n");
-    for (k, v) in &headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str(&format!(
-        "Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    out.into_bytes()
 }
 
 trait ErrorType {

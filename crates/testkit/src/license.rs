@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::sigv4::{sign, Signing};
+use crate::sigv4::{signed_request, Signing};
 
 /// The key fingerprint of AWS Marketplace's license issuer (CheckoutLicense's
 /// `KeyFingerprint`).
@@ -74,28 +74,7 @@ impl Reply {
 /// The raw HTTP/1.1 bytes of License Manager call `op` with `body`, signed with `signing`
 /// (`Host: localhost`, `Connection: close`).
 pub fn request(op: &str, body: &str, signing: &Signing) -> Vec<u8> {
-    let mut headers = vec![
-        ("Host".to_string(), "localhost".to_string()),
-        (
-            "X-Amz-Target".to_string(),
-            format!("AWSLicenseManager.{op}"),
-        ),
-        (
-            "Content-Type".to_string(),
-            "application/x-amz-json-1.1".to_string(),
-        ),
-    ];
-    let added = sign("POST", "/", &headers, body.as_bytes(), signing);
-    headers.extend(added);
-    let mut request = String::from("POST / HTTP/1.1\r\n");
-    for (k, v) in &headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str(&format!(
-        "Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    request.into_bytes()
+    signed_request(&format!("AWSLicenseManager.{op}"), body, signing)
 }
 
 /// Sends `request` to `addr` and reads the whole answer (bounded by `timeout`).

@@ -122,18 +122,21 @@ pub fn sign(
 /// A complete RegisterUsage request for the raw wire (`Host: localhost`, `Connection: close`),
 /// signed with the test pair now.
 pub fn register_request(body: &str) -> Vec<u8> {
+    signed_request("AWSMPMeteringService.RegisterUsage", body, &Signing::new())
+}
+
+/// The raw HTTP/1.1 bytes of an awsJson1.1 call (`POST /`, `X-Amz-Target: target`,
+/// `Host: localhost`, `Connection: close`) with `body`, signed with `signing`.
+pub fn signed_request(target: &str, body: &str, signing: &Signing) -> Vec<u8> {
     let mut headers = vec![
         ("Host".to_string(), "localhost".to_string()),
-        (
-            "X-Amz-Target".to_string(),
-            "AWSMPMeteringService.RegisterUsage".to_string(),
-        ),
+        ("X-Amz-Target".to_string(), target.to_string()),
         (
             "Content-Type".to_string(),
             "application/x-amz-json-1.1".to_string(),
         ),
     ];
-    let added = sign("POST", "/", &headers, body.as_bytes(), &Signing::new());
+    let added = sign("POST", "/", &headers, body.as_bytes(), signing);
     headers.extend(added);
     let mut request = String::from("POST / HTTP/1.1\r\n");
     for (k, v) in &headers {

@@ -35,29 +35,8 @@ import os
 import subprocess
 import sys
 
-try:
-    import boto3
-    import botocore
-    import botocore.loaders
-    from botocore.config import Config
-    from botocore.exceptions import ClientError
-except ImportError as e:  # pragma: no cover - depends on the machine
-    print(f"boto3 is not importable ({e}); install it with: pip install boto3", file=sys.stderr)
-    sys.exit(3)
-try:
-    import jwt  # PyJWT, with its `cryptography` backend for PS256
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-except ImportError as e:  # pragma: no cover - depends on the machine
-    print(f"PyJWT is not importable ({e}); install it with: pip install PyJWT cryptography", file=sys.stderr)
-    sys.exit(3)
-
-failures = []
-
-
-def check(name, ok, detail=""):
-    print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
-    if not ok:
-        failures.append(name)
+from conformance_common import boto3, botocore, check, expect_error, finish, jwt, load_pem_public_key
+from conformance_common import client as service_client
 
 
 def model_errors():
@@ -73,41 +52,7 @@ def model_errors():
 
 
 def client(url, region, creds, validate=True):
-    access_key, secret, token = creds
-    return boto3.client(
-        "meteringmarketplace",
-        endpoint_url=url,
-        region_name=region,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret,
-        aws_session_token=token,
-        # total_max_attempts=1: exactly one call, no retries (max_attempts counts retries
-        # in botocore's legacy mode).
-        config=Config(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            parameter_validation=validate,
-            connect_timeout=5,
-            read_timeout=10,
-        ),
-    )
-
-
-def expect_error(name, fn, error_code, status=None, exc_class=None):
-    try:
-        fn()
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code")
-        got_status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        request_id = e.response.get("ResponseMetadata", {}).get("RequestId")
-        ok = code == error_code and (status is None or got_status == status) and bool(request_id)
-        if exc_class is not None:
-            ok = ok and isinstance(e, exc_class)
-        check(name, ok, f"code={code} status={got_status} class={type(e).__name__} requestId={request_id}")
-        return
-    except Exception as e:  # noqa: BLE001 - report anything else as a failure
-        check(name, False, f"unexpected {type(e).__name__}: {e}")
-        return
-    check(name, False, "no error raised")
+    return service_client("meteringmarketplace", url, region, creds, validate)
 
 
 def verify_with_pyjwt(token, pem, args, nonce):
@@ -350,13 +295,6 @@ def main():
     for name in sorted(modelled):
         check(f"{name} was raised by an emulator", name in seen, "" if name in seen else "no --case for it")
     finish()
-
-
-def finish():
-    if failures:
-        print(f"{len(failures)} check(s) failed: {', '.join(failures)}")
-        sys.exit(1)
-    print("all checks passed")
 
 
 if __name__ == "__main__":

@@ -27,36 +27,14 @@ missing.
 import argparse
 import json
 import re
-import sys
 
-try:
-    import boto3
-    import botocore
-    import botocore.loaders
-    from botocore.config import Config
-    from botocore.exceptions import ClientError
-except ImportError as e:  # pragma: no cover - depends on the machine
-    print(f"boto3 is not importable ({e}); install it with: pip install boto3", file=sys.stderr)
-    sys.exit(3)
-try:
-    import jwt  # PyJWT, with its `cryptography` backend for PS384
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-except ImportError as e:  # pragma: no cover - depends on the machine
-    print(f"PyJWT is not importable ({e}); install it with: pip install PyJWT cryptography", file=sys.stderr)
-    sys.exit(3)
+from conformance_common import Config, boto3, botocore, check, expect_error, finish, jwt, load_pem_public_key
+from conformance_common import client as service_client
 
 OPERATIONS = ["CheckoutLicense", "CheckInLicense", "ExtendLicenseConsumption", "GetLicenseUsage"]
 FINGERPRINT = "aws:294406891311:AWS/Marketplace:issuer-fingerprint"
 NO_ZONE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
-
-failures = []
-
-
-def check(name, ok, detail=""):
-    print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
-    if not ok:
-        failures.append(name)
 
 
 def load_model():
@@ -66,38 +44,7 @@ def load_model():
 
 
 def client(url, region, creds):
-    access_key, secret, token = creds
-    return boto3.client(
-        "license-manager",
-        endpoint_url=url,
-        region_name=region,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret,
-        aws_session_token=token,
-        config=Config(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=10,
-        ),
-    )
-
-
-def expect_error(name, fn, error_code, status, exc_class):
-    try:
-        fn()
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code")
-        got_status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        request_id = e.response.get("ResponseMetadata", {}).get("RequestId")
-        ok = code == error_code and got_status == status and bool(request_id)
-        ok = ok and exc_class is not None and isinstance(e, exc_class)
-        check(name, ok, f"code={code} status={got_status} class={type(e).__name__} requestId={request_id}")
-        return e
-    except Exception as e:  # noqa: BLE001 - report anything else as a failure
-        check(name, False, f"unexpected {type(e).__name__}: {e}")
-        return None
-    check(name, False, "no error raised")
-    return None
+    return service_client("license-manager", url, region, creds)
 
 
 def checkout(c, sku, entitlements, token):
@@ -274,7 +221,7 @@ def main():
             e = expect_error(
                 f"{op} {name} -> client.exceptions.{x['errorType']} ({x['status']})",
                 lambda: call(c, op, args),
-                x["errorType"], x["status"], exc_class,
+                x["errorType"], x["status"], exc_class, need_class=True,
             )
             if name == "redirect" and e is not None:
                 body = e.response.get("Error", {})
@@ -284,13 +231,6 @@ def main():
     for x in listed:
         check(f"{x['name']} was raised through boto3", x["name"] in seen)
     finish()
-
-
-def finish():
-    if failures:
-        print(f"{len(failures)} check(s) failed: {', '.join(failures)}")
-        sys.exit(1)
-    print("all checks passed")
 
 
 if __name__ == "__main__":
