@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use mpgate::cli::{self, Args, Parsed};
-use mpgate::config::{self, Config};
+use mpgate::config::{self, Config, Pricing, Seat};
 use mpgate_fuzz::{sandboxed_path, sandboxed_path_list, split_nul};
 
 /// Variables holding a path, read by mpgate's configuration.
@@ -122,31 +122,77 @@ fn check_duration(text: &str) {
             !d.is_zero() && d <= Duration::from_secs(3600),
             "parse_duration({text:?}) = {d:?}"
         );
-        let _ = mpgate::metering::humantime(d);
+        let _ = mpgate::call::humantime(d);
     }
 }
 
 /// What a `Config` mpgate starts with must satisfy.
 fn check_config(config: &Config, command: &[OsString]) {
-    let code = &config.product_code;
-    assert!(
-        !code.is_empty()
-            && code.chars().count() <= 255
-            && !code.chars().any(|c| c.is_whitespace() || c.is_control()),
-        "accepted product code {code:?}"
-    );
-    assert!(
-        config.public_key_version >= 1,
-        "key version {}",
-        config.public_key_version
-    );
-    assert!(
-        config.key_versions.contains(&config.public_key_version),
-        "key version {} not in {:?}",
-        config.public_key_version,
-        config.key_versions
-    );
     let hour = Duration::from_secs(3600);
+    match &config.pricing {
+        Pricing::Hourly(hourly) => {
+            let code = &hourly.product_code;
+            assert!(
+                !code.is_empty()
+                    && code.chars().count() <= 255
+                    && !code.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "accepted product code {code:?}"
+            );
+            assert!(
+                hourly.public_key_version >= 1,
+                "key version {}",
+                hourly.public_key_version
+            );
+            assert!(
+                hourly.key_versions.contains(&hourly.public_key_version),
+                "key version {} not in {:?}",
+                hourly.public_key_version,
+                hourly.key_versions
+            );
+            assert!(
+                !hourly.max_token_age.is_zero() && hourly.max_token_age <= hour,
+                "max token age {:?}",
+                hourly.max_token_age
+            );
+        }
+        Pricing::Contract(contract) => {
+            let sku = &contract.product_sku;
+            assert!(
+                !sku.is_empty()
+                    && sku.chars().count() <= 255
+                    && !sku.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "accepted product SKU {sku:?}"
+            );
+            assert!(
+                (1..=32).contains(&contract.entitlements.len()),
+                "{} entitlements",
+                contract.entitlements.len()
+            );
+            for e in &contract.entitlements {
+                assert!(
+                    !e.name.is_empty() && !e.name.contains(','),
+                    "entitlement {e:?}"
+                );
+                match &e.value {
+                    None => assert_eq!(e.unit, "None", "{e:?}"),
+                    Some(v) => assert!(
+                        !v.is_empty()
+                            && v.bytes().all(|b| b.is_ascii_digit())
+                            && !v.starts_with('0'),
+                        "{e:?}"
+                    ),
+                }
+            }
+            assert!(
+                !contract.grace.is_zero() && contract.grace <= hour,
+                "grace {:?}",
+                contract.grace
+            );
+            if contract.seat == Seat::Hold {
+                assert!(!command.is_empty(), "hold without a command");
+            }
+        }
+    }
     assert!(
         !config.timeout.is_zero() && config.timeout <= hour,
         "timeout {:?}",
@@ -157,11 +203,6 @@ fn check_config(config: &Config, command: &[OsString]) {
         "attempt timeout {:?} with timeout {:?}",
         config.attempt_timeout,
         config.timeout
-    );
-    assert!(
-        !config.max_token_age.is_zero() && config.max_token_age <= hour,
-        "max token age {:?}",
-        config.max_token_age
     );
     if let Some(url) = &config.endpoint_url {
         assert!(
