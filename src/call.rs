@@ -201,7 +201,7 @@ pub async fn prepare(config: &Config, service: &Service) -> Result<Prepared, Cal
     })
 }
 
-/// Sends a call within `remaining` (plus a backstop should the SDK ever overrun its own
+/// Sends a call (pinned by the caller: it is not moved again) within `remaining` (plus a backstop should the SDK ever overrun its own
 /// operation timeout); `record` gets the attempts and the last request ID.
 pub async fn send<T, E>(
     call: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,

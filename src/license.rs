@@ -136,7 +136,13 @@ pub async fn checkout(
                 .map_err(|e| CallError::Refused(format!("the request could not be made: {e}")))?,
         );
     }
-    let sent = call::send(request.send(), prepared.log(), remaining, record).await?;
+    let sent = call::send(
+        std::pin::pin!(request.send()),
+        prepared.log(),
+        remaining,
+        record,
+    )
+    .await?;
     let out = match sent {
         Ok(out) => out,
         Err(e) => return Err(classify_checkout(e, contract, &prepared)),
@@ -276,10 +282,10 @@ impl Session {
         record: &mut CallRecord,
     ) -> Result<Extension, LicenseError> {
         let (client, attempts, text) = self.client(deadline);
-        let sent = client
+        let sent = std::pin::pin!(client
             .extend_license_consumption()
             .license_consumption_token(consumption_token)
-            .send();
+            .send());
         match call::send(sent, (&attempts, &text), deadline, record).await? {
             Ok(out) => {
                 let expiration = out
@@ -314,10 +320,10 @@ impl Session {
         record: &mut CallRecord,
     ) -> Result<(), LicenseError> {
         let (client, attempts, text) = self.client(deadline);
-        let sent = client
+        let sent = std::pin::pin!(client
             .check_in_license()
             .license_consumption_token(consumption_token)
-            .send();
+            .send());
         match call::send(sent, (&attempts, &text), deadline, record).await? {
             Ok(_) => Ok(()),
             Err(e) => Err(classify_renewal(

@@ -87,12 +87,14 @@ pub async fn register_usage(
             .timeout_config(call::timeouts(config.attempt_timeout, remaining))
             .build(),
     );
-    let sent = client
+    // Pinned where it is made: the SDK's future is large, and moving it into `send` and its
+    // timeout would copy it twice (5 k instructions each).
+    let sent = std::pin::pin!(client
         .register_usage()
         .product_code(&hourly.product_code)
         .public_key_version(hourly.public_key_version)
         .nonce(nonce)
-        .send();
+        .send());
     let result = call::send(sent, prepared.log(), remaining, record).await?;
     // The client is used once and the process ends or execs next: tearing down its config
     // layers, plugins and connection pool would be 60 k instructions of work the kernel
