@@ -7,14 +7,14 @@ use std::time::{Instant, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::call::CallRecord;
+use crate::call::{CallError, CallRecord};
 use crate::config::{Config, ConfigError, Hourly, Pricing, Seat, TransientPolicy};
 use crate::exit::{code, Failure};
 use crate::license::{self, Checkout, LicenseError, Session};
 use crate::metering::{self, MeteringError};
 use crate::report::{now_rfc3339, Report, Reporter};
 use crate::supervise::{self, Signals};
-use crate::{call::CallError, exec, nonce};
+use crate::{exec, nonce};
 use mpgate_proof::token;
 
 /// What the phase learned, for the result file and the hand-over.

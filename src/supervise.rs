@@ -65,8 +65,8 @@ impl Signals {
         for (number, name) in FORWARDED {
             forwarded.push((number, name, signal(SignalKind::from_raw(number))?));
         }
-        // SIGRTMIN+2..=SIGRTMAX: the C library keeps the first two for itself.
-        for number in libc::SIGRTMIN() + 2..=libc::SIGRTMAX() {
+        // SIGRTMIN() already leaves out the real-time signals the C library keeps for itself.
+        for number in libc::SIGRTMIN()..=libc::SIGRTMAX() {
             forwarded.push((
                 number,
                 "a real-time signal",

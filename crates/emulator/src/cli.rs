@@ -152,9 +152,9 @@ licensed) to stdout and serves until SIGTERM/SIGINT. run prints that line to std
 COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING and AWS_ENDPOINT_URL_LICENSE_MANAGER (the
 url), AWS_REGION, fresh temporary credentials (AWS_ACCESS_KEY_ID ASIA...,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, as a task role hands out; the emulator knows them)
-and MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE / MPGATE_PUBLIC_KEY_VERSION /
-MPGATE_PRODUCT_SKU set (and SSL_CERT_FILE=caFile with --tls), and exits with its exit code
-(127 if COMMAND is not found). SIGUSR1 revokes the license (see License Manager below).
+and MPGATE_PRODUCT_SKU / MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE /
+MPGATE_PUBLIC_KEY_VERSION set (the last three not when MPGATE_PRICING=contract), and
+SSL_CERT_FILE=caFile with --tls, and exits with its exit code (127 if COMMAND is not found). SIGUSR1 revokes the license (see License Manager below).
 
 Requests must be signed with SigV4 by a key the emulator knows, for its --region and the
 signing name of the target's service (aws-marketplace for AWSMPMeteringService.*,

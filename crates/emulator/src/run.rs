@@ -39,13 +39,17 @@ pub async fn run_child(command: OsString, args: Vec<OsString>, env: &ChildEnv) -
         .env("MPGATE_PRODUCT_SKU", &env.product_sku)
         .env("AWS_REGION", &env.region)
         .env("AWS_DEFAULT_REGION", &env.region)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("MPGATE_PRODUCT_CODE", &env.product_code)
-        .env("MPGATE_PUBLIC_KEY_FILE", &env.public_key_file)
-        .env(
-            "MPGATE_PUBLIC_KEY_VERSION",
-            env.public_key_version.to_string(),
-        );
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    // RegisterUsage's settings, unless the command is set up for contract pricing (which
+    // does not read them, and would say so).
+    if std::env::var_os("MPGATE_PRICING").is_none_or(|p| p != "contract") {
+        cmd.env("MPGATE_PRODUCT_CODE", &env.product_code)
+            .env("MPGATE_PUBLIC_KEY_FILE", &env.public_key_file)
+            .env(
+                "MPGATE_PUBLIC_KEY_VERSION",
+                env.public_key_version.to_string(),
+            );
+    }
     if let Some(c) = &env.credentials {
         cmd.env("AWS_ACCESS_KEY_ID", &c.access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", &c.secret_access_key);

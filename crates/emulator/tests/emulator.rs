@@ -1239,6 +1239,24 @@ fn run_cmd_with_ready(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, Strin
 }
 
 #[test]
+fn run_sets_license_manager_and_leaves_out_the_hourly_settings_for_contract_pricing() {
+    let script = r#"echo "$AWS_ENDPOINT_URL_LICENSE_MANAGER|$MPGATE_PRODUCT_SKU|${MPGATE_PRODUCT_CODE-unset}|${MPGATE_PUBLIC_KEY_FILE-unset}|${MPGATE_PUBLIC_KEY_VERSION-unset}""#;
+    let (st, out) = run_cmd(
+        &["--product-sku", "prod-sku-x", "--", "sh", "-c", script],
+        &[("MPGATE_PRICING", "contract")],
+    );
+    assert_eq!(st.code(), Some(0), "{out}");
+    let f: Vec<&str> = out.trim().split('|').collect();
+    assert!(f[0].starts_with("http://127.0.0.1:"), "{out}");
+    assert_eq!(&f[1..], ["prod-sku-x", "unset", "unset", "unset"], "{out}");
+    // Without contract pricing, both sets.
+    let (_, out) = run_cmd(&["--", "sh", "-c", script], &[]);
+    let f: Vec<&str> = out.trim().split('|').collect();
+    assert_eq!(f[1], "prod-sku-demo1234567890", "{out}");
+    assert!(f[2..].iter().all(|v| *v != "unset"), "{out}");
+}
+
+#[test]
 fn run_passes_env_and_exit_code() {
     let (st, _) = run_cmd(
         &[
