@@ -499,19 +499,20 @@ mod tests {
         }
     }
 
+    fn allowed(name: &str, unit: EntitlementDataUnit, value: Option<&str>) -> EntitlementData {
+        EntitlementData::builder()
+            .name(name)
+            .unit(unit)
+            .set_value(value.map(str::to_owned))
+            .build()
+            .unwrap()
+    }
+
     fn answer(
         edit: impl FnOnce(
             aws_sdk_licensemanager::operation::checkout_license::builders::CheckoutLicenseOutputBuilder,
         ) -> aws_sdk_licensemanager::operation::checkout_license::builders::CheckoutLicenseOutputBuilder,
     ) -> aws_sdk_licensemanager::operation::checkout_license::CheckoutLicenseOutput {
-        let allowed = |name: &str, unit: EntitlementDataUnit, value: Option<&str>| {
-            EntitlementData::builder()
-                .name(name)
-                .unit(unit)
-                .set_value(value.map(str::to_owned))
-                .build()
-                .unwrap()
-        };
         edit(
             aws_sdk_licensemanager::operation::checkout_license::CheckoutLicenseOutput::builder()
                 .checkout_type(CheckoutType::Provisional)
@@ -557,21 +558,12 @@ mod tests {
             |b| b.set_entitlements_allowed(None),
             "entitlement Basic is not among those allowed",
         );
+        // Fewer seats than asked for, or the right number in another unit.
         refused(
             |b| {
                 b.set_entitlements_allowed(Some(vec![
-                    EntitlementData::builder()
-                        .name("Basic")
-                        .unit(EntitlementDataUnit::None)
-                        .build()
-                        .unwrap(),
-                    // Fewer seats than asked for, or the right number in another unit.
-                    EntitlementData::builder()
-                        .name("Seats")
-                        .unit(EntitlementDataUnit::Count)
-                        .value("1")
-                        .build()
-                        .unwrap(),
+                    allowed("Basic", EntitlementDataUnit::None, None),
+                    allowed("Seats", EntitlementDataUnit::Count, Some("1")),
                 ]))
             },
             "entitlement Seats",
@@ -579,17 +571,8 @@ mod tests {
         refused(
             |b| {
                 b.set_entitlements_allowed(Some(vec![
-                    EntitlementData::builder()
-                        .name("Basic")
-                        .unit(EntitlementDataUnit::None)
-                        .build()
-                        .unwrap(),
-                    EntitlementData::builder()
-                        .name("Seats")
-                        .unit(EntitlementDataUnit::Bytes)
-                        .value("2")
-                        .build()
-                        .unwrap(),
+                    allowed("Basic", EntitlementDataUnit::None, None),
+                    allowed("Seats", EntitlementDataUnit::Bytes, Some("2")),
                 ]))
             },
             "entitlement Seats",
