@@ -288,7 +288,7 @@ pub fn transport_error<E: std::error::Error + 'static>(
             ))
         }
         // Every attempt got an answer, an error status: the service is there but failing.
-        SdkError::TimeoutError(_) if attempts.last_was_answered() => CallError::Unreachable(format!(
+        SdkError::TimeoutError(_) if attempts.last_was_error_status() => CallError::Unreachable(format!(
             "the {name} service kept failing ({tried}) until the {deadline} deadline: retry later, or raise MPGATE_TIMEOUT"
         )),
         SdkError::TimeoutError(_) => deadline_passed(deadline, &tried),
@@ -530,6 +530,8 @@ struct Attempts {
     last_connection_failure: Option<String>,
     /// `x-amzn-RequestId` of the last answer: what AWS Support asks for.
     request_id: Option<String>,
+    /// Whether the last attempt ended in an error status (the service failing, not the path).
+    last_was_error_status: bool,
 }
 
 impl AttemptLog {
@@ -540,10 +542,11 @@ impl AttemptLog {
         attempts.count
     }
 
-    /// Records how the current attempt failed; `answered`: with an HTTP status.
-    fn failed(&self, what: String, answered: bool) {
+    /// Records how the current attempt failed; `status`: the HTTP status it was answered with.
+    fn failed(&self, what: String, status: Option<u16>) {
         let mut attempts = self.lock();
-        if answered {
+        attempts.last_was_error_status = status.is_some_and(|s| s >= 400);
+        if status.is_some() {
             attempts.last_answer = Some(what.clone());
         } else if what != TIMED_OUT {
             attempts.last_connection_failure = Some(what.clone());
@@ -559,11 +562,10 @@ impl AttemptLog {
         self.lock().count
     }
 
-    /// Whether the last attempt failed with an answer (an HTTP status), not a timeout or a
-    /// connection failure.
-    fn last_was_answered(&self) -> bool {
-        let attempts = self.lock();
-        attempts.last.is_some() && attempts.last == attempts.last_answer
+    /// Whether the last attempt was answered with an error status, not cut by a timeout, a
+    /// connection failure or a broken answer.
+    fn last_was_error_status(&self) -> bool {
+        self.lock().last_was_error_status
     }
 
     /// How the last attempt failed.
@@ -671,7 +673,7 @@ impl Intercept for AttemptObserver {
         } else {
             tracing::debug!(attempt, error = %what, "{operation} attempt failed");
         }
-        self.log.failed(what, status.is_some());
+        self.log.failed(what, status);
         Ok(())
     }
 }
@@ -753,7 +755,7 @@ pub(crate) mod tests {
         let log = AttemptLog::default();
         let record = |what: &str, answered: bool| {
             log.started();
-            log.failed(what.into(), answered);
+            log.failed(what.into(), answered.then_some(503));
         };
         record("HTTP 503", true);
         assert_eq!(log.summary(), "1 attempt, last: HTTP 503");
@@ -766,9 +768,9 @@ pub(crate) mod tests {
 
         let log = AttemptLog::default();
         log.started();
-        log.failed("TLS handshake failed: alert".into(), false);
+        log.failed("TLS handshake failed: alert".into(), None);
         log.started();
-        log.failed(TIMED_OUT.into(), false);
+        log.failed(TIMED_OUT.into(), None);
         assert_eq!(
             log.summary(),
             "2 attempts, last: attempt timed out; the last connection failure was TLS handshake failed: alert"
