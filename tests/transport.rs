@@ -232,3 +232,40 @@ fn the_first_attempt_takes_the_connection_opened_early() {
         .count();
     assert_eq!(tunnels, 1, "{:?}", proxy.requests());
 }
+
+#[test]
+fn contract_pricing_takes_the_same_tls_and_proxy_path() {
+    // License Manager through an HTTPS proxy, its certificate trusted through SSL_CERT_FILE:
+    // one transport for both services.
+    let emu = Emulator::start(&["--tls"]);
+    let proxy = Proxy::start(format!("127.0.0.1:{}", emu.port()).parse().unwrap());
+    let endpoint = format!("https://metering.emulator.test:{}", emu.port());
+    emu.contract_gate("Basic")
+        .env("HTTPS_PROXY", &proxy.url)
+        .env("SSL_CERT_FILE", emu.ca_file.as_ref().unwrap())
+        .args(["--endpoint-url", &endpoint])
+        .run()
+        .expect(0);
+    let seen = proxy.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("CONNECT metering.emulator.test:")),
+        "{seen:?}"
+    );
+    let ops: Vec<String> = license_calls(&emu).into_iter().map(|(op, _)| op).collect();
+    assert_eq!(ops, ["CheckoutLicense", "CheckInLicense"]);
+
+    // Without the CA: refused at once, never retried until the deadline.
+    let started = std::time::Instant::now();
+    let out = emu
+        .contract_gate("Basic")
+        .env("MPGATE_TIMEOUT", "60s")
+        .run();
+    out.expect(14);
+    let message = out.error_message();
+    assert!(
+        message.contains("License Manager endpoint's TLS certificate is not trusted"),
+        "{message}"
+    );
+    assert_failed_at_once(&out, started, "an untrusted certificate");
+}
