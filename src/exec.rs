@@ -67,10 +67,21 @@ pub fn spawn(
     cmd.envs(set.iter().copied());
     // SAFETY: getpid is async-signal-safe and runs before the fork.
     let parent = unsafe { libc::getpid() };
-    // SAFETY: between fork and exec the closure only makes system calls (rt_sigaction,
-    // rt_sigprocmask, prctl, getppid), which are async-signal-safe.
+    // SAFETY: between fork and exec the closure only makes system calls (setpgid, isatty,
+    // sigprocmask, tcsetpgrp, rt_sigaction, prctl, getppid), which are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
+            // A process group of its own, in the foreground of the terminal if there is one,
+            // as tini does: a Ctrl-C reaches the workload once, from the terminal, instead of
+            // also through mpgate. (SIGTTOU is blocked while a background group takes it.)
+            libc::setpgid(0, 0);
+            if libc::isatty(libc::STDIN_FILENO) == 1 {
+                let mut ttou = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                libc::sigemptyset(ttou.as_mut_ptr());
+                libc::sigaddset(ttou.as_mut_ptr(), libc::SIGTTOU);
+                libc::pthread_sigmask(libc::SIG_BLOCK, ttou.as_ptr(), std::ptr::null_mut());
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+            }
             reset_signal_dispositions();
             clear_signal_mask();
             // The workload ends with its supervisor: killed (SIGKILL, which no one can

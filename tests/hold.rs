@@ -356,9 +356,16 @@ fn allow_starts_unverified_when_license_manager_is_down_and_takes_the_seat_when_
 fn a_killed_mpgate_takes_the_workload_with_it() {
     let emu = Emulator::start(&[]);
     let mut running = hold_gate(&emu, "Basic")
-        .args(["sh", "-c", "echo $$; while :; do sleep 0.05; done"])
+        .args([
+            "sh",
+            "-c",
+            "echo $$; cut -d' ' -f5 /proc/$$/stat; while :; do sleep 0.05; done",
+        ])
         .spawn();
     let workload: u32 = running.next_line("workload pid").parse().unwrap();
+    // Its own process group, as tini gives it: a terminal's Ctrl-C reaches it once.
+    let group: u32 = running.next_line("workload group").parse().unwrap();
+    assert_eq!(group, workload);
     // SIGKILL cannot be forwarded: without the parent-death signal the workload would run on
     // with no seat held for it.
     running.signal(libc::SIGKILL);
