@@ -165,14 +165,6 @@ impl Trust {
         args: &Args,
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
-        if pinned::kind() == Some(Kind::Contract) {
-            return Err(ConfigError::VerifyContract(
-                "this pinned build (see 'mpgate --version')",
-            ));
-        }
-        if env("MPGATE_PRICING").is_some_and(|p| p == "contract") {
-            return Err(ConfigError::VerifyContract("MPGATE_PRICING"));
-        }
         let given = setting(args.product_code.clone(), "MPGATE_PRODUCT_CODE", env)?;
         let product_code = match (pinned::product_code(), given) {
             (Some(pinned), Some(given)) if given != pinned => {

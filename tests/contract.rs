@@ -351,3 +351,24 @@ fn flags_set_contract_pricing_and_win_over_the_variables() {
         r#"[{"Name":"Seats","Unit":"Count","Value":"2"}]"#
     );
 }
+
+#[test]
+fn a_pricing_flag_wins_over_the_variable_both_ways() {
+    let emu = Emulator::start(&[]);
+    let out = emu
+        .gate()
+        .env("MPGATE_PRICING", "contract")
+        .args([
+            "--pricing",
+            "hourly",
+            "sh",
+            "-c",
+            "echo $MPGATE_ENTITLEMENT",
+        ])
+        .run();
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), "verified");
+    let calls = emu.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["target"], "AWSMPMeteringService.RegisterUsage");
+}
