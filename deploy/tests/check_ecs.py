@@ -27,40 +27,20 @@ import sys
 import botocore.session
 from botocore.validate import ParamValidator
 
-KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
+from mpgate_env import KEY_VARS, contract_env_problems, seconds
+
 PLACEHOLDERS = {"REGISTRY", "AWS_REGION"}
-ENTITLEMENT = re.compile(r"[^,=:\s]+(=0*[1-9][0-9]*(:[A-Za-z/]+)?)?")
 
 
 def env_of(container):
     return {e.get("name"): e.get("value") for e in container.get("environment", [])}
 
 
-def seconds(text):
-    m = re.fullmatch(r"([0-9]+)(ms|s|m|h)?", text or "")
-    if not m:
-        return None
-    n, unit = int(m.group(1)), m.group(2) or "s"
-    return -(-n // 1000) if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
-
-
 def contract_problems(c, wrapper):
     """The container that runs mpgate with MPGATE_PRICING=contract."""
     env = env_of(c)
     name = c.get("name")
-    found = []
-    stray = [k for k in KEY_VARS + ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION") if k in env]
-    if stray:
-        found.append(f"container {name}: pricing contract uses no product code or key, sets {stray}")
-    if not (env.get("MPGATE_PRODUCT_SKU") or "").strip():
-        found.append(f"container {name}: pricing contract needs MPGATE_PRODUCT_SKU")
-    specs = (env.get("MPGATE_ENTITLEMENTS") or "").split(",")
-    bad = [x for x in specs if not ENTITLEMENT.fullmatch(x)]
-    if not env.get("MPGATE_ENTITLEMENTS") or bad:
-        found.append(f"container {name}: MPGATE_ENTITLEMENTS must list NAME, NAME=VALUE or NAME=VALUE:UNIT, comma-separated (bad: {bad})")
-    seat = env.get("MPGATE_SEAT", "check")
-    if seat not in ("check", "hold"):
-        found.append(f"container {name}: MPGATE_SEAT must be check or hold, is {seat}")
+    found, seat = contract_env_problems(f"container {name}", env)
     if seat == "hold":
         if not wrapper:
             found.append(f"container {name}: seat hold works only with mpgate as the entrypoint wrapper (init mode + hold exits 2)")
@@ -70,8 +50,6 @@ def contract_problems(c, wrapper):
             found.append(f"container {name}: MPGATE_GRACE is not a duration: {env.get('MPGATE_GRACE')}")
         elif not grace + 5 <= stop <= 120:
             found.append(f"container {name}: stopTimeout {stop} must leave MPGATE_GRACE ({grace} s) + a few seconds to check the seat in (ECS allows at most 120)")
-    elif "MPGATE_GRACE" in env:
-        found.append(f"container {name}: MPGATE_GRACE applies to seat hold only")
     return found
 
 

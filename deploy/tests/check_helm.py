@@ -21,11 +21,11 @@ from helm_python.chart import Chart, lint, package
 from helm_python.registry import dependency_update
 
 import kube
+from mpgate_env import HOURLY_VARS, KEY_VARS, seconds
 
 RELEASE, NAMESPACE = "rel", "my-product"
 results = []
 CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled", "contract", "contract-init")
-KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
 
 
 def check(name, problems, notes=()):
@@ -251,12 +251,6 @@ def case_problems(case, values, resources):
     return found
 
 
-def grace_seconds(text):
-    m = re.fullmatch(r"([0-9]+)(ms|s|m|h)?", str(text))
-    n, unit = int(m.group(1)), m.group(2) or "s"
-    return -(-n // 1000) if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
-
-
 def contract_problems(case, e, spec, app, inits, configmaps, dep, command):
     """pricing contract: License Manager settings, no product code and no key anywhere;
     seat hold only in entrypoint mode, with room to check the seat in at stop."""
@@ -288,7 +282,7 @@ def contract_problems(case, e, spec, app, inits, configmaps, dep, command):
     for k, v in want.items():
         if env.get(k) != v:
             found.append(f"{gate['name']}: {k} should be {v!r}, is {env.get(k)!r}")
-    stray = [k for k in KEY_VARS + ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION") if k in env]
+    stray = [k for k in HOURLY_VARS if k in env]
     if stray:
         found.append(f"{gate['name']}: pricing contract needs no product code or key, sets {stray}")
     volumes = {v["name"] for v in spec.get("volumes") or []}
@@ -302,7 +296,7 @@ def contract_problems(case, e, spec, app, inits, configmaps, dep, command):
             found.append("seat hold cannot be an init container")
         if env.get("MPGATE_GRACE") != e.get("grace", "30s"):
             found.append(f"seat hold: MPGATE_GRACE should be {e.get('grace', '30s')}, is {env.get('MPGATE_GRACE')}")
-        need = grace_seconds(e.get("grace", "30s")) + 5
+        need = seconds(e.get("grace", "30s")) + 5
         if period is None or period < need:
             found.append(f"seat hold: terminationGracePeriodSeconds {period} leaves no room to stop the workload and check the seat in (at least grace + 5 = {need})")
     else:

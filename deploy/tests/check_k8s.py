@@ -16,39 +16,17 @@ import re
 import sys
 
 import kube
+from mpgate_env import KEY_VARS, contract_env_problems, seconds
 
-KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
-ENTITLEMENT = re.compile(r"[^,=:\s]+(=0*[1-9][0-9]*(:[A-Za-z/]+)?)?")
-DURATION = re.compile(r"([0-9]+)(ms|s|m|h)?")
-
-
-def seconds(text):
-    m = DURATION.fullmatch(text or "")
-    if not m:
-        return None
-    n, unit = int(m.group(1)), m.group(2) or "s"
-    return -(-n // 1000) if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
 def contract_problems(where, gate, spec):
     """pricing contract: SKU and entitlements, no product code or key; seat hold wraps the
     workload and the pod leaves time to check the seat in."""
     env = env_of(gate)
-    found = []
-    stray = [k for k in KEY_VARS + ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION") if k in env]
-    if stray:
-        found.append(f"{where}: pricing contract uses no product code or key, sets {stray}")
+    found, seat = contract_env_problems(where, env, " (the product ID from the portal)")
     if any(v.get("configMap") for v in spec.get("volumes") or []) or gate.get("volumeMounts"):
         found.append(f"{where}: pricing contract mounts no key ring")
-    if not (env.get("MPGATE_PRODUCT_SKU") or "").strip():
-        found.append(f"{where}: pricing contract needs MPGATE_PRODUCT_SKU (the product ID from the portal)")
-    specs = (env.get("MPGATE_ENTITLEMENTS") or "").split(",")
-    bad = [x for x in specs if not ENTITLEMENT.fullmatch(x)]
-    if not env.get("MPGATE_ENTITLEMENTS") or bad:
-        found.append(f"{where}: MPGATE_ENTITLEMENTS must list NAME, NAME=VALUE or NAME=VALUE:UNIT, comma-separated (bad: {bad})")
-    seat = env.get("MPGATE_SEAT", "check")
-    if seat not in ("check", "hold"):
-        found.append(f"{where}: MPGATE_SEAT must be check or hold, is {seat}")
     if seat == "hold":
         if gate.get("command") != ["/mpgate", "--"]:
             found.append(f"{where}: seat hold works only with mpgate as the entrypoint wrapper (init mode + hold exits 2)")
@@ -58,8 +36,6 @@ def contract_problems(where, gate, spec):
             found.append(f"{where}: MPGATE_GRACE is not a duration: {env.get('MPGATE_GRACE')}")
         elif period < grace + 5:
             found.append(f"{where}: terminationGracePeriodSeconds {period} must leave MPGATE_GRACE ({grace} s) + a few seconds to check the seat in")
-    elif "MPGATE_GRACE" in env:
-        found.append(f"{where}: MPGATE_GRACE applies to seat hold only")
     return found
 
 

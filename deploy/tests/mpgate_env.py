@@ -1,0 +1,39 @@
+"""What every deploy checker knows of mpgate's environment: the key variables, durations, and
+the settings of contract pricing (as src/config.rs and src/entitlement.rs read them)."""
+
+import re
+
+KEY_VARS = ("MPGATE_PUBLIC_KEY", "MPGATE_PUBLIC_KEY_FILE", "MPGATE_PUBLIC_KEY_DIR")
+HOURLY_VARS = KEY_VARS + ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION")
+ENTITLEMENT = re.compile(r"[^,=:\s]+(=0*[1-9][0-9]*(:[A-Za-z/]+)?)?")
+DURATION = re.compile(r"([0-9]+)(ms|s|m|h)?")
+
+
+def seconds(text):
+    """A duration as mpgate reads it (30, 30s, 1500ms, 2m), in whole seconds; None if not one."""
+    m = DURATION.fullmatch(str(text or ""))
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return -(-n // 1000) if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def contract_env_problems(where, env, sku_hint=""):
+    """Contract pricing's variables: no hourly ones, a SKU, entitlement specs, a seat mode.
+    Returns (problems, seat)."""
+    found = []
+    stray = [k for k in HOURLY_VARS if k in env]
+    if stray:
+        found.append(f"{where}: pricing contract uses no product code or key, sets {stray}")
+    if not (env.get("MPGATE_PRODUCT_SKU") or "").strip():
+        found.append(f"{where}: pricing contract needs MPGATE_PRODUCT_SKU{sku_hint}")
+    specs = (env.get("MPGATE_ENTITLEMENTS") or "").split(",")
+    bad = [x for x in specs if not ENTITLEMENT.fullmatch(x)]
+    if not env.get("MPGATE_ENTITLEMENTS") or bad:
+        found.append(f"{where}: MPGATE_ENTITLEMENTS must list NAME, NAME=VALUE or NAME=VALUE:UNIT, comma-separated (bad: {bad})")
+    seat = env.get("MPGATE_SEAT", "check")
+    if seat not in ("check", "hold"):
+        found.append(f"{where}: MPGATE_SEAT must be check or hold, is {seat}")
+    if seat != "hold" and "MPGATE_GRACE" in env:
+        found.append(f"{where}: MPGATE_GRACE applies to seat hold only")
+    return found, seat
