@@ -26,6 +26,16 @@ fn https_works_with_a_ca_from_ssl_cert_file_and_fails_without_it() {
     assert_failed_at_once(&out, started, "an untrusted certificate");
 }
 
+/// The proxy saw the CONNECT of an HTTPS tunnel to the emulator's test host name.
+fn assert_tunnelled(proxy: &Proxy) {
+    let seen = proxy.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("CONNECT metering.emulator.test:")),
+        "{seen:?}"
+    );
+}
+
 /// A failure that would come back the same way is not retried until the 60 s deadline.
 fn assert_failed_at_once(out: &Outcome, started: std::time::Instant, what: &str) {
     assert!(!out.stderr.contains("retrying"), "{}", out.stderr);
@@ -99,12 +109,7 @@ fn https_tunnels_through_a_lowercase_https_proxy() {
         .args(["--endpoint-url", &endpoint])
         .run()
         .expect(0);
-    let seen = proxy.requests();
-    assert!(
-        seen.iter()
-            .any(|r| r.starts_with("CONNECT metering.emulator.test:")),
-        "{seen:?}"
-    );
+    assert_tunnelled(&proxy);
 }
 
 #[test]
@@ -246,12 +251,7 @@ fn contract_pricing_takes_the_same_tls_and_proxy_path() {
         .args(["--endpoint-url", &endpoint])
         .run()
         .expect(0);
-    let seen = proxy.requests();
-    assert!(
-        seen.iter()
-            .any(|r| r.starts_with("CONNECT metering.emulator.test:")),
-        "{seen:?}"
-    );
+    assert_tunnelled(&proxy);
     let ops: Vec<String> = license_calls(&emu).into_iter().map(|(op, _)| op).collect();
     assert_eq!(ops, ["CheckoutLicense", "CheckInLicense"]);
 
