@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # mpgate as a fully static binary in an otherwise empty image, for linux/amd64 and
 # linux/arm64 (deploy/README.md, "Build and publish the mpgate image"):
 #
@@ -22,6 +20,15 @@
 # aarch64 with cargo-zigbuild (zig as the C compiler and linker) from either. No stage runs
 # under QEMU. The Mozilla CA roots are compiled into the binary, so FROM scratch needs no CA
 # bundle.
+
+# No `# syntax=` line: Docker's built-in Dockerfile frontend builds this file, so a build
+# needs no image from a registry beyond the builder's own.
+#
+# Where /mpgate comes from: the builder stage below (the default), or, with
+# --build-arg MPGATE_BINARY=prebuilt, a static binary built beforehand and staged as
+# target/image/<amd64|arm64>/mpgate (scripts/container-test.sh does this: no registry, no
+# rust image). Either way the image is the same runtime stage at the end of this file.
+ARG MPGATE_BINARY=builder
 
 # The pinned build's keys. Empty by default (an unpinned build); replace it with
 # --build-context marketplace-keys=DIR (a directory of public-key-v<N>.pem files).
@@ -86,7 +93,19 @@ RUN --mount=type=cache,id=mpgate-cargo-registry,target=/usr/local/cargo/registry
  && if readelf -l /out/mpgate | grep -q INTERP; then echo "/out/mpgate is not static" >&2; exit 1; fi \
  && if [ "$TARGETARCH" = "$BUILDARCH" ]; then /out/mpgate --version; fi
 
-FROM scratch
+# A binary built outside Docker (cargo build --release --target <arch>-unknown-linux-musl),
+# copied into the context by the caller; the .dockerignore lets in target/image/ only.
+FROM scratch AS prebuilt
+ARG TARGETARCH
+COPY target/image/${TARGETARCH}/mpgate /out/mpgate
+
+# The stage /mpgate is taken from: builder or prebuilt (a stage name in a variable, because
+# COPY --from does not expand build arguments).
+# hadolint ignore=DL3006
+FROM ${MPGATE_BINARY} AS binary
+
+# The image: the binary, the licence files, a non-root user; nothing else.
+FROM scratch AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=""
 LABEL org.opencontainers.image.title="mpgate" \
@@ -97,7 +116,7 @@ LABEL org.opencontainers.image.title="mpgate" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
-COPY --from=builder /out/mpgate /mpgate
+COPY --from=binary /out/mpgate /mpgate
 COPY deploy/LICENSE /LICENSE
 COPY deploy/NOTICE /NOTICE
 # A numeric non-root user (distroless "nonroot"): scratch has no /etc/passwd, and

@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
 # Every check CI runs: formatting, lints, unit and integration tests (including the
-# boto3 conformance test of the emulator, which needs Python's boto3).
+# boto3 conformance test of the emulator).
+#
+# Python's packages (scripts/test-requirements.txt) go into a virtual environment,
+# target/test-venv, made on the first run (about a minute) and put first on PATH for the
+# tests: nothing is installed into the system's Python (which Debian 12 and Ubuntu 24.04
+# refuse, PEP 668). tests/signals.rs also needs Debian's `tini` (what `docker --init` runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -c 'import boto3, awscli, jwt, cryptography' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check boto3 awscli PyJWT cryptography
-# tests/signals.rs runs the gate as PID 2 under tini, what `docker --init` and ECS use.
 if ! command -v tini >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tini >/dev/null
+  echo "scripts/test.sh: the signal tests need tini (Debian/Ubuntu: apt-get install tini)" >&2
+  exit 1
 fi
+venv=target/test-venv
+want=$(sha256sum scripts/test-requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python3" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  echo "setting up $venv from scripts/test-requirements.txt (first run: about a minute)"
+  mkdir -p target
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+  echo "$want" > "$venv/.requirements.sha256"
+fi
+PATH="$PWD/$venv/bin:$PATH"
+export PATH
+
+python3 scripts/check-docs.py
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # --workspace: the gate, mpgate-proof (with its doc examples), the emulator (whose binary the

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Checks every relative link in the repository's Markdown files: the file exists and, for
+`file#anchor` or `#anchor`, a heading with that GitHub anchor exists in it. Prints one line
+per broken link and exits 1 if any; run by scripts/test.sh."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def slug(heading):
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"`", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path, cache={}):
+    if path not in cache:
+        seen, found, fenced = {}, set(), False
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if FENCE.match(line):
+                fenced = not fenced
+            if fenced or not line.startswith("#"):
+                continue
+            base = slug(line.lstrip("#"))
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            found.add(base if n == 0 else f"{base}-{n}")
+        cache[path] = found
+    return cache[path]
+
+
+def main():
+    files = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    # Files not yet committed count too (the check runs before a commit).
+    files += subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "*.md"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    broken = 0
+    for name in sorted(set(files)):
+        md = ROOT / name
+        if not md.exists():
+            continue
+        # Fenced code blanked out, line count kept: links may span lines.
+        lines, fenced = [], False
+        for line in md.read_text(encoding="utf-8").splitlines():
+            if FENCE.match(line):
+                fenced = not fenced
+                line = ""
+            lines.append("" if fenced else line)
+        text = "\n".join(lines)
+        for match in LINK.finditer(text):
+            target = match.group(1)
+            number = text.count("\n", 0, match.start(1)) + 1
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = (md.parent / file_part).resolve() if file_part else md
+            problem = None
+            if not dest.exists():
+                problem = "no such file"
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+                problem = f"no heading #{anchor} in {dest.relative_to(ROOT)}"
+            if problem:
+                print(f"{name}:{number}: {target}: {problem}")
+                broken += 1
+    if broken:
+        print(f"{broken} broken link(s)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The gate in a real container engine (run by scripts/container-test.sh).
+
+Images: mpgate:test (the Dockerfile's runtime stage: /mpgate only, user 65532, ENTRYPOINT
+["/mpgate"]) and the example seller image's targets built on it (busybox for a shell). The
+emulator runs on the host; containers reach it with --network host. Every docker command is
+bounded by a timeout; waits poll for an event with a deadline, never a fixed sleep.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+if not TARGET.is_absolute():
+    TARGET = ROOT / TARGET
+EMULATOR = TARGET / "debug" / "mpgate-emulator"
+DOCKER = "/usr/bin/docker"
+IMAGE = "mpgate:test"
+SELLER = "mpgate-test/seller:keyring"
+SELLER_CONTRACT = "mpgate-test/seller:contract"
+BUSYBOX = "mpgate-test/busybox:1"
+PRODUCT_CODE = "prod-container1test"
+# Temporary credentials (a session token): what a task role or IRSA hands out.
+ACCESS_KEY = "ASIACONTAINERTEST01"
+SECRET_KEY = "containerTestSecretKey0123456789abcdefgh"
+SESSION_TOKEN = "containerTestSessionToken"
+KEYS = pathlib.Path(tempfile.mkdtemp(prefix="mpgate-container-keys-"))
+
+
+def docker(*args, timeout=60, check=False, **kw):
+    """Runs the docker client; returns the CompletedProcess (text)."""
+    return subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout,
+                          check=check, **kw)
+
+
+def wait_for(what, predicate, deadline_s=30.0):
+    """Polls predicate() until it is truthy or the deadline passes (then fails)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+
+
+class Emulator:
+    """mpgate-emulator serve on 127.0.0.1 with the shared key ring and a record file."""
+
+    def __init__(self, *args):
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="mpgate-container-emu-"))
+        self.record = self.dir / "record.jsonl"
+        self.proc = subprocess.Popen(
+            [str(EMULATOR), "serve", "--key-dir", str(KEYS), "--product-code", PRODUCT_CODE,
+             "--credentials", f"{ACCESS_KEY}:{SECRET_KEY}:{SESSION_TOKEN}",
+             "--record", str(self.record), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the emulator did not start: {args}")
+        self.ready = json.loads(line)
+        self.url = self.ready["url"]
+
+    def calls(self, target_suffix=""):
+        if not self.record.exists():
+            return []
+        lines = [json.loads(x) for x in self.record.read_text().splitlines() if x.strip()]
+        return [r for r in lines if (r.get("target") or "").endswith(target_suffix)]
+
+    def env(self):
+        """The docker -e arguments that point the gate at this emulator."""
+        pairs = {
+            "AWS_ENDPOINT_URL_MARKETPLACE_METERING": self.url,
+            "AWS_ENDPOINT_URL_LICENSE_MANAGER": self.url,
+            "AWS_REGION": self.ready["region"],
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_SESSION_TOKEN": SESSION_TOKEN,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        out = []
+        for k, v in pairs.items():
+            out += ["-e", f"{k}={v}"]
+        return out
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def key_mount():
+    """The bare image's key: the emulator's public key, read-only."""
+    return ["-v", f"{KEYS / 'public-key-v1.pem'}:/etc/mpgate/key.pem:ro",
+            "-e", "MPGATE_PUBLIC_KEY_FILE=/etc/mpgate/key.pem", "-e", "MPGATE_PUBLIC_KEY_VERSION=1",
+            "-e", f"MPGATE_PRODUCT_CODE={PRODUCT_CODE}"]
+
+
+def termination_log():
+    """A host file bind-mounted as /dev/termination-log, writable by the image's user."""
+    fd, path = tempfile.mkstemp(prefix="mpgate-termination-")
+    os.close(fd)
+    os.chmod(path, 0o666)
+    return pathlib.Path(path)
+
+
+def inspect_exit(name):
+    out = docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", name, check=True).stdout
+    status, code = out.split()
+    return status, int(code)
+
+
+class ContainerTest(unittest.TestCase):
+    def setUp(self):
+        self.emulators = []
+        self.containers = []
+        self.files = []
+
+    def tearDown(self):
+        for c in self.containers:
+            docker("rm", "-f", "-v", c)
+        for e in self.emulators:
+            e.close()
+        for f in self.files:
+            f.unlink(missing_ok=True)
+
+    def emulator(self, *args):
+        e = Emulator(*args)
+        self.emulators.append(e)
+        return e
+
+    def name(self, label):
+        n = f"mpgate-test-{label}-{os.getpid()}"
+        self.containers.append(n)
+        return n
+
+    def run_container(self, label, *args, timeout=60):
+        return docker("run", "--name", self.name(label), *args, timeout=timeout)
+
+    # --- entrypoint mode -------------------------------------------------------------------
+
+    def test_entrypoint_mode_workload_is_pid_1_with_its_exit_code_and_verified_variables(self):
+        emu = self.emulator()
+        r = self.run_container(
+            "entrypoint", "--network", "host", *emu.env(), SELLER, "sh", "-c",
+            'echo "pid=$$ entitlement=$MPGATE_ENTITLEMENT signature=${MPGATE_SIGNATURE:+set}"; '
+            "/mpgate verify || exit 99; exit 7")
+        self.assertEqual(r.returncode, 7, r.stderr)
+        self.assertIn("pid=1 entitlement=verified signature=set", r.stdout)
+        self.assertIn("the hand-over is verified", r.stdout + r.stderr)
+        self.assertEqual(len(emu.calls("RegisterUsage")), 1)
+
+    def test_a_restarted_entrypoint_container_checks_again(self):
+        emu = self.emulator()
+        name = self.name("restart")
+        r = docker("run", "--name", name, "--network", "host", *emu.env(),
+                   "-e", "MPGATE_MAX_TOKEN_AGE=1s", SELLER, "sh", "-c",
+                   '/mpgate verify >/dev/null 2>&1 && echo checked')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        first = emu.calls("RegisterUsage")[0]["receivedAtMs"]
+        # The first token is now older than the 1 s age: a restart must check again, not
+        # reuse the first container's hand-over.
+        wait_for("the first token to age", lambda: time.time() * 1000 - first > 2000, 10)
+        r = docker("start", "-a", name, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("checked", r.stdout)
+        self.assertEqual(len(emu.calls("RegisterUsage")), 2)
+
+    def test_locked_down_container_read_only_non_root_no_capabilities(self):
+        emu = self.emulator()
+        r = self.run_container(
+            "locked", "--network", "host", "--read-only", "--user", "65532:65532",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *emu.env(), SELLER,
+            "sh", "-c", 'echo "uid=$(id -u) entitlement=$MPGATE_ENTITLEMENT"')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("uid=65532 entitlement=verified", r.stdout)
+
+    # --- refusals ----------------------------------------------------------------------------
+
+    def test_not_entitled_exits_10_with_the_reason_in_the_termination_log(self):
+        emu = self.emulator("--fault", "not-entitled")
+        log = termination_log()
+        self.files.append(log)
+        r = self.run_container(
+            "not-entitled", "--network", "host", *emu.env(), *key_mount(),
+            "-v", f"{log}:/dev/termination-log", IMAGE)
+        self.assertEqual(r.returncode, 10, r.stderr)
+        reason = log.read_text()
+        self.assertIn("not entitled", reason)
+        self.assertIn("subscribe", reason)
+
+    def test_no_network_exits_14(self):
+        emu = self.emulator()
+        r = self.run_container(
+            "no-network", "--network", "none", *emu.env(), *key_mount(),
+            "-e", "MPGATE_TIMEOUT=5s", IMAGE)
+        self.assertEqual(r.returncode, 14, r.stderr)
+        self.assertIn("service-unreachable", r.stderr)
+
+    # --- docker stop -------------------------------------------------------------------------
+
+    def test_docker_stop_during_the_check_exits_143_at_once(self):
+        emu = self.emulator("--latency", "120s")
+        name = self.name("stop-check")
+        docker("run", "-d", "--name", name, "--network", "host", *emu.env(), *key_mount(),
+               "-e", "MPGATE_TIMEOUT=100s", IMAGE, check=True)
+        wait_for("the RegisterUsage call", lambda: emu.calls("RegisterUsage"))
+        started = time.monotonic()
+        docker("stop", "-t", "30", name, check=True, timeout=60)
+        elapsed = time.monotonic() - started
+        self.assertEqual(inspect_exit(name), ("exited", 143))
+        self.assertLess(elapsed, 10, "docker stop waited for its timeout: SIGTERM was not handled")
+        self.assertIn("SIGTERM", docker("logs", name).stderr)
+
+    def test_docker_stop_during_hold_forwards_sigterm_and_checks_the_seat_in(self):
+        emu = self.emulator()
+        name = self.name("stop-hold")
+        docker("run", "-d", "--name", name, "--network", "host", "--stop-timeout", "40",
+               *emu.env(), "-e", "MPGATE_PRODUCT_SKU=" + emu.ready["productSku"],
+               "-e", "MPGATE_ENTITLEMENTS=Seats=1", SELLER_CONTRACT, "sh", "-c",
+               'trap "echo workload: got SIGTERM; exit 143" TERM; echo workload: up; '
+               "while :; do sleep 1; done", check=True)
+        wait_for("the workload to start", lambda: "workload: up" in docker("logs", name).stdout)
+        self.assertEqual(len(emu.calls("CheckoutLicense")), 1)
+        started = time.monotonic()
+        docker("stop", name, check=True, timeout=60)
+        elapsed = time.monotonic() - started
+        self.assertEqual(inspect_exit(name), ("exited", 143))
+        self.assertLess(elapsed, 10, "docker stop waited for its timeout")
+        self.assertIn("workload: got SIGTERM", docker("logs", name).stdout)
+        self.assertEqual(len(emu.calls("CheckInLicense")), 1, "the seat was not checked in")
+
+    # --- the initContainer pattern -----------------------------------------------------------
+
+    def test_init_container_pattern_with_a_restart_after_the_token_age(self):
+        emu = self.emulator()
+        volume = f"mpgate-test-result-{os.getpid()}"
+        docker("volume", "create", volume, check=True)
+        self.addCleanup(docker, "volume", "rm", "-f", volume)
+        # The volume belongs to root; the gate runs as 65532 (a pod's fsGroup does this).
+        docker("run", "--rm", "-v", f"{volume}:/run/mpgate", "--user", "0", "--entrypoint",
+               "/bin/sh", BUSYBOX, "-c", "chmod 0777 /run/mpgate", check=True)
+        r = self.run_container(
+            "init", "--network", "host", *emu.env(), *key_mount(),
+            "-e", "MPGATE_RESULT_FILE=/run/mpgate/result.json", "-v", f"{volume}:/run/mpgate", IMAGE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        app = self.name("app")
+        verify = ["--network", "host", *emu.env(), "-e", "MPGATE_MAX_TOKEN_AGE=1s",
+                  "-v", f"{volume}:/run/mpgate:ro", "--entrypoint", "/mpgate", SELLER,
+                  "verify", "--result-file", "/run/mpgate/result.json", "--renew"]
+        r = docker("run", "--name", app, *verify)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(emu.calls("RegisterUsage")), 1, "a fresh result file needs no call")
+        first = emu.calls("RegisterUsage")[0]["receivedAtMs"]
+        wait_for("the token to age", lambda: time.time() * 1000 - first > 2000, 10)
+        # The app container restarts after the token's age (OOM, liveness): no crash loop.
+        r = docker("start", "-a", app, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(emu.calls("RegisterUsage")), 2, "--renew checks again")
+        # Without --renew, a stale hand-over is refused (exit 12) and says what to do.
+        r = self.run_container("stale", *verify[:-1])
+        self.assertEqual(r.returncode, 12, r.stderr)
+        self.assertIn("--renew", r.stderr)
+
+
+def build_seller_images():
+    """The example seller Dockerfile's targets, on the local images, with the test key."""
+    ctx = pathlib.Path(tempfile.mkdtemp(prefix="mpgate-seller-ctx-"))
+    try:
+        src = ROOT / "deploy" / "examples" / "seller-image"
+        shutil.copytree(src / "www", ctx / "www")
+        (ctx / "marketplace-keys").mkdir()
+        shutil.copy(KEYS / "public-key-v1.pem", ctx / "marketplace-keys" / "public-key-v1.pem")
+        common = ["--build-arg", "MPGATE_REPOSITORY=mpgate", "--build-arg", "MPGATE_TAG=test",
+                  "--build-arg", f"BASE_IMAGE={BUSYBOX}", "-f", str(src / "Dockerfile")]
+        for target, tag, extra in [
+            ("keyring", SELLER, ["--build-arg", f"MPGATE_PRODUCT_CODE={PRODUCT_CODE}"]),
+            ("contract", SELLER_CONTRACT, []),
+        ]:
+            r = docker("build", "--quiet", "--target", target, "-t", tag, *common, *extra,
+                       str(ctx), timeout=300)
+            if r.returncode != 0:
+                sys.exit(f"building the seller image's {target} target failed:\n{r.stderr}")
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+
+
+def main():
+    # One emulator start writes the key ring every test's emulator then reuses.
+    Emulator().close()
+    if "--build-seller-images" in sys.argv:
+        sys.argv.remove("--build-seller-images")
+        build_seller_images()
+    try:
+        unittest.main(verbosity=2)
+    finally:
+        shutil.rmtree(KEYS, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
