@@ -1,5 +1,5 @@
 # mpgate as a fully static binary in an otherwise empty image, for linux/amd64 and
-# linux/arm64 (deploy/README.md, "Build and publish the mpgate image"):
+# linux/arm64 (deploy/README.md):
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 \
 #     --provenance=false --sbom=false -t REGISTRY/mpgate:0.1.0 --push .
@@ -7,7 +7,7 @@
 # --provenance=false --sbom=false: otherwise BuildKit adds attestation manifests (platform
 # unknown/unknown) to the index, and AWS Marketplace refuses an image with them.
 #
-# A pinned build (README.md, "Pinned builds"): the product code and a directory of
+# A pinned build (docs/reference.md, "Key rotation, pinned builds and the proof for the workload"): the product code and a directory of
 # public-key-v<N>.pem files are compiled in, and the binary refuses every runtime override:
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 --provenance=false --sbom=false \

@@ -2,7 +2,7 @@
 # Supply-chain check of the crates compiled into mpgate: Cargo.lock is committed, cargo-deny's
 # licences, bans and sources pass under deny.toml (locked, shipped targets only), no `rsa`
 # crate is anywhere in the tree, and each crate of the workspace keeps its dependency boundary
-# (README "Layout"). Needs only crates.io (no advisory database is fetched).
+# (docs/development.md, "Layout"). Needs only crates.io (no advisory database is fetched).
 #
 # Usage: scripts/supply-chain.sh
 set -euo pipefail

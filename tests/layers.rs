@@ -1,8 +1,8 @@
-//! The gate's module layering (README "Layout"): a module imports only from modules below it.
+//! The gate's module layering (docs/development.md, "Layout"): a module imports only from modules below it.
 
 use std::path::Path;
 
-/// Bottom to top, as README.md lists them; `main.rs` sits above all of them.
+/// Bottom to top, as docs/development.md lists them; `main.rs` sits above all of them.
 const LAYERS: &[&str] = &[
     "cli",
     "settings",
@@ -74,7 +74,7 @@ fn every_module_imports_only_from_modules_below_it() {
     layers.sort();
     assert_eq!(
         listed, layers,
-        "src/ and LAYERS (and README's layout) must name the same modules"
+        "src/ and LAYERS (and docs/development.md's layout) must name the same modules"
     );
 
     let mut violations = Vec::new();

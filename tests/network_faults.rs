@@ -1,6 +1,6 @@
 //! Network faults end to end: the real `mpgate` against the emulator's slow, truncated,
 //! oversized, mislabelled, proxy-HTML, reset and TLS faults. Every case checks the exit code
-//! (README's table), that the gate ends inside its deadline, a message fragment a person can
+//! (docs/reference.md's table), that the gate ends inside its deadline, a message fragment a person can
 //! act on, a side effect in the emulator's record, and the gate's peak RSS (wait4).
 
 mod common;

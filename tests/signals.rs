@@ -1,4 +1,4 @@
-//! Signals around the hand-over, end to end (README "Signals and the hand-over"): the real
+//! Signals around the hand-over, end to end (docs/reference.md, "Signals and the hand-over"): the real
 //! `mpgate` against the real emulator, as an ordinary process, as PID 1 of a new PID namespace
 //! (`unshare`, where the kernel drops every signal that has no handler) and as PID 2 under
 //! `tini` (what `docker --init` and ECS `initProcessEnabled` run). Also what the workload
