@@ -19,6 +19,17 @@ pub const DEFAULT_OVERSIZE_BYTES: u64 = 10 * 1024 * 1024;
 /// Largest `--oversize-bytes` (the emulator streams it; this only bounds a typo).
 const MAX_OVERSIZE_BYTES: u64 = 1 << 40;
 
+/// How much `run` prints on stderr besides errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// `--quiet`: errors only.
+    Quiet,
+    /// The default: the one line naming what run set and kept.
+    Summary,
+    /// `--verbose`: that line, the ready line and the request log.
+    Verbose,
+}
+
 /// What to do after the server is up.
 #[derive(Debug)]
 pub enum Mode {
@@ -36,6 +47,10 @@ pub struct Options {
     pub product_code: String,
     pub key_versions: Vec<u32>,
     pub key_dir: Option<PathBuf>,
+    /// `--write-key-dir`: where the public keys (only) are also written, for the gate.
+    pub write_key_dir: Option<PathBuf>,
+    /// `run`'s `--quiet` / `--verbose`.
+    pub verbosity: Verbosity,
     pub fault: Fault,
     pub fail_first: Option<u64>,
     pub latency: Duration,
@@ -74,6 +89,8 @@ impl Default for Options {
             product_code: DEFAULT_PRODUCT_CODE.into(),
             key_versions: vec![1],
             key_dir: None,
+            write_key_dir: None,
+            verbosity: Verbosity::Summary,
             fault: Fault::None,
             fail_first: None,
             latency: Duration::ZERO,
@@ -148,13 +165,26 @@ Usage:
 
 serve prints one JSON line (url, region, productCode, publicKeyVersion, publicKeyFile,
 publicKeyFiles, keyDir, caFile, credentials, productSku, licenseArn, licenseEntitlements,
-licensed) to stdout and serves until SIGTERM/SIGINT. run prints that line to stderr, runs
-COMMAND with AWS_ENDPOINT_URL_MARKETPLACE_METERING and AWS_ENDPOINT_URL_LICENSE_MANAGER (the
-url), AWS_REGION, fresh temporary credentials (AWS_ACCESS_KEY_ID ASIA...,
-AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, as a task role hands out; the emulator knows them)
-and MPGATE_PRODUCT_SKU / MPGATE_PRODUCT_CODE / MPGATE_PUBLIC_KEY_FILE /
-MPGATE_PUBLIC_KEY_VERSION set (the last three not when MPGATE_PRICING=contract), and
-SSL_CERT_FILE=caFile with --tls, and exits with its exit code (127 if COMMAND is not found). SIGUSR1 revokes the license (see License Manager below).
+licensed) to stdout, logs every request on stderr, and serves until SIGTERM/SIGINT.
+
+run serves while COMMAND runs, wired to it, and exits with COMMAND's exit
+code (127 if it is not found); it forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT. The AWS
+wiring is run's: it sets AWS_ENDPOINT_URL_MARKETPLACE_METERING and
+AWS_ENDPOINT_URL_LICENSE_MANAGER (the url), AWS_REGION, AWS_DEFAULT_REGION,
+AWS_EC2_METADATA_DISABLED=true, fresh temporary credentials (AWS_ACCESS_KEY_ID ASIA...,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, as a task role hands out; the emulator knows
+them) and SSL_CERT_FILE=caFile with --tls, and removes AWS_PROFILE, AWS_ENDPOINT_URL and
+AWS_IGNORE_CONFIGURED_ENDPOINT_URLS. The seller's settings are never overwritten, only
+filled in when missing (set, even empty, counts as given): MPGATE_PRODUCT_SKU
+(--product-sku), MPGATE_PRODUCT_CODE (--product-code), and MPGATE_PUBLIC_KEY_FILE and
+MPGATE_PUBLIC_KEY_VERSION when none of MPGATE_PUBLIC_KEY_FILE, MPGATE_PUBLIC_KEY_DIR and
+MPGATE_PUBLIC_KEY is set (the product code and key not with MPGATE_PRICING=contract). The
+emulator sells only its own --product-code, --product-sku and --license-entitlement, so
+a wrong setting fails as it would on AWS. run prints one line on stderr (no secrets):
+  mpgate-emulator: serving URL (REGION; product code CODE, product SKU SKU); set NAME,
+  NAME=VALUE, ...; kept NAME=VALUE, ...; removed NAME, ...
+and errors; --verbose adds the ready line and the request log, --quiet prints errors
+only. SIGUSR1 revokes the license (see License Manager below).
 
 Requests must be signed with SigV4 by a key the emulator knows, for its --region and the
 signing name of the target's service (aws-marketplace for AWSMPMeteringService.*,
@@ -169,6 +199,14 @@ Options:
   --key-dir DIR              where public-key-vN.pem / private-key-vN.pem are kept; an
                              existing private key there is reused (default: a fresh
                              temporary directory, removed on exit)
+  --write-key-dir DIR        also write public-key-vN.pem of every served version into
+                             DIR (created if missing; never a private key), a key ring
+                             for the gate's MPGATE_PUBLIC_KEY_DIR; an existing file
+                             holding another key is an error, never replaced (keep the
+                             emulator's keys across runs with the same --key-dir)
+  --quiet                    run: print errors only
+  --verbose                  run: also print the ready line (test secrets included) and
+                             the request log on stderr
   --fault FAULT              fault to inject (default none)
   --fail-first N             apply FAULT only to the first N valid RegisterUsage calls
   --latency DURATION         delay before every answer (e.g. 200ms, 2s, 1m)
@@ -368,6 +406,7 @@ where
     // `--access-key-id ID --secret-access-key SECRET [--session-token TOKEN]`, the spelled-out
     // form of one `--credentials` pair: (id, secret, token) of the pair being given.
     let mut spelled: Option<(String, Option<String>, Option<String>)> = None;
+    let mut verbosity_flag: Option<&'static str> = None;
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(e)? {
         match arg {
@@ -405,6 +444,25 @@ where
                     return Err("--key-dir: empty path".into());
                 }
                 opts.key_dir = Some(v);
+            }
+            Long("write-key-dir") => {
+                let v = PathBuf::from(parser.value().map_err(e)?);
+                if v.as_os_str().is_empty() {
+                    return Err("--write-key-dir: empty path".into());
+                }
+                opts.write_key_dir = Some(v);
+            }
+            Long(flag @ ("quiet" | "verbose")) => {
+                let asked = if flag == "quiet" {
+                    Verbosity::Quiet
+                } else {
+                    Verbosity::Verbose
+                };
+                if opts.verbosity != Verbosity::Summary && opts.verbosity != asked {
+                    return Err("--quiet and --verbose: give one of them".into());
+                }
+                opts.verbosity = asked;
+                verbosity_flag = Some(if flag == "quiet" { "quiet" } else { "verbose" });
             }
             Long("fault") => {
                 let v = string(parser.value().map_err(e)?, "--fault")?;
@@ -574,6 +632,11 @@ where
         }
         None => Mode::Serve,
     };
+    if let (Mode::Serve, Some(flag)) = (&mode, verbosity_flag) {
+        return Err(format!(
+            "--{flag} is for run: serve prints its ready line on stdout and its request log on stderr (redirect them instead)"
+        ));
+    }
     if let Some(pair) = spelled {
         opts.credentials.push(spelled_pair(pair)?);
     }
@@ -848,6 +911,32 @@ mod tests {
             &["--product-sku", ""][..],
         ] {
             assert!(go(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn verbosity_and_write_key_dir() {
+        let (_, o) = go(&["run", "--", "true"]).unwrap();
+        assert_eq!(o.verbosity, Verbosity::Summary);
+        assert_eq!(o.write_key_dir, None);
+        let (_, o) = go(&["run", "--quiet", "--quiet", "--", "true"]).unwrap();
+        assert_eq!(o.verbosity, Verbosity::Quiet);
+        let (_, o) = go(&["run", "--verbose", "--write-key-dir", "k", "--", "true"]).unwrap();
+        assert_eq!(o.verbosity, Verbosity::Verbose);
+        assert_eq!(o.write_key_dir, Some(PathBuf::from("k")));
+        let (_, o) = go(&["serve", "--write-key-dir", "k"]).unwrap();
+        assert_eq!(o.write_key_dir, Some(PathBuf::from("k")));
+        for (bad, says) in [
+            (
+                &["run", "--quiet", "--verbose", "--", "true"][..],
+                "give one of them",
+            ),
+            (&["serve", "--quiet"][..], "--quiet is for run"),
+            (&["--verbose"][..], "--verbose is for run"),
+            (&["--write-key-dir", ""][..], "--write-key-dir: empty path"),
+        ] {
+            let e = go(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
 

@@ -177,6 +177,88 @@ pub fn prepare(dir: &Path, versions: &[u32]) -> Result<Vec<VersionKey>, String> 
     Ok(keys)
 }
 
+/// The largest file `--write-key-dir` reads back to compare: a PEM public key is under 1 KiB.
+const MAX_EXISTING_KEY_BYTES: u64 = 64 * 1024;
+
+/// Writes the public key of every version into `dir` (created if missing) as
+/// `public-key-vN.pem`, the names the gate's `MPGATE_PUBLIC_KEY_DIR` reads. A file there
+/// already holding the same key is left as it is; one holding anything else may be the
+/// seller's real key from AWS Marketplace, so it is an error, never replaced.
+pub fn write_public(dir: &Path, keys: &[VersionKey]) -> Result<(), String> {
+    let flag = "--write-key-dir";
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| err(format!("{flag}: cannot create {}", dir.display()), e))?;
+    let conflict = |path: &Path, version: u32| {
+        format!(
+            "{flag}: {} already exists and is not the emulator's key version {version}: give the emulator the --key-dir it wrote it with, write to an empty directory, or remove the file (it may be your real key from AWS Marketplace)",
+            path.display()
+        )
+    };
+    let paths: Vec<PathBuf> = keys
+        .iter()
+        .map(|k| dir.join(format!("public-key-v{}.pem", k.version)))
+        .collect();
+    // Every file is checked before any is written: a refusal leaves no half ring behind.
+    for (key, path) in keys.iter().zip(&paths) {
+        if fs::symlink_metadata(path).is_ok() && !holds_key(path, &key.public_pem)? {
+            return Err(conflict(path, key.version));
+        }
+    }
+    for (key, path) in keys.iter().zip(&paths) {
+        if fs::symlink_metadata(path).is_ok() {
+            continue;
+        }
+        // A hard link of a complete file: never a partial key, never over another writer's.
+        let tmp = write_temp(path, &key.public_pem, 0o644).map_err(|e| {
+            err(
+                format!("{flag}: cannot write a file in {}", dir.display()),
+                e,
+            )
+        })?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !holds_key(path, &key.public_pem)? {
+                    return Err(conflict(path, key.version));
+                }
+            }
+            Err(e) => return Err(err(format!("{flag}: cannot create {}", path.display()), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is a regular file holding the public key `pem` (compared as DER, so line
+/// endings do not matter).
+fn holds_key(path: &Path, pem: &str) -> Result<bool, String> {
+    let cannot = |e: io::Error| {
+        err(
+            format!("--write-key-dir: cannot read {}", path.display()),
+            e,
+        )
+    };
+    let meta = fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() || meta.len() > MAX_EXISTING_KEY_BYTES {
+        return Ok(false);
+    }
+    let mut text = String::new();
+    let read = fs::File::open(path).and_then(|f| {
+        io::Read::read_to_string(&mut io::Read::take(f, MAX_EXISTING_KEY_BYTES), &mut text)
+    });
+    match read {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
+        Err(e) => return Err(cannot(e)),
+    }
+    let theirs = pem_decode("PUBLIC KEY", &text);
+    Ok(theirs.is_some() && theirs == pem_decode("PUBLIC KEY", pem))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

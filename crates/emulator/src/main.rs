@@ -102,15 +102,20 @@
 //! "publicKeyFile","publicKeyFiles":{"N":path},"keyDir","caFile","credentials":[{"accessKeyId",
 //! "secretAccessKey","sessionToken","expired"}]}` (`caFile` null without `--tls`;
 //! `sessionToken` null for long-term pairs; usable pairs first; stdout for `serve`, stderr for
-//! `run`). The ready line holds the secrets of the test credentials the emulator knows: it is
-//! a test tool, and a client needs them to sign. Every request is logged as one line on stderr
-//! and, with `--record FILE`, appended as one JSON line `{"call","receivedAtMs","target",
+//! `run --verbose`). The ready line holds the secrets of the test credentials the emulator
+//! knows: it is a test tool, and a client needs them to sign. Every request is logged as one
+//! line on stderr (`serve`, `run --verbose`) and, with `--record FILE`, appended as one JSON line `{"call","receivedAtMs","target",
 //! "productCode","publicKeyVersion","nonce","credentialScope","fault","status","errorType",
 //! "requestId"}` (fields as sent, `null` when absent; `receivedAtMs` the arrival in
 //! milliseconds since the Unix epoch; `status` `null` for `hang`/`drop`/`reset-headers`;
 //! `requestId` the answer's `x-amzn-RequestId`, `null` when none was sent) and flushed before
 //! the answer is sent. The `Authorization` signature, secrets and session tokens are never
 //! logged or recorded.
+//!
+//! `run` ([`run`]) fills in the seller's settings only when the caller has none (a typo must
+//! fail as on AWS), and by default prints one line on stderr naming what it set, kept and
+//! removed, without secrets; `--quiet` prints errors only. `--write-key-dir DIR` (serve and
+//! run) also writes the public keys, never the private ones, as `public-key-vN.pem` in DIR.
 //!
 //! `--list-faults` prints one JSON line per fault: `{"name","kind"}`, plus `status` and
 //! `errorType` for service errors and `status` for HTML pages; then one line per License
@@ -171,11 +176,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
-use cli::{Mode, Options, Parsed};
+use cli::{Mode, Options, Parsed, Verbosity};
 use clock::Clock;
 use credentials::{Credential, Keyring};
 use fault::{Fault, ALL_FAULTS};
-use server::{log, Callers, State};
+use server::{error, log, Callers, State};
 
 /// The JSON line printed once the server listens.
 #[derive(Serialize)]
@@ -216,7 +221,7 @@ fn run_emulator() -> i32 {
     let parsed = match cli::parse(std::env::args_os().skip(1)) {
         Ok(p) => p,
         Err(msg) => {
-            log(&format!("error: {msg}"));
+            error(&format!("error: {msg}"));
             return EXIT_USAGE;
         }
     };
@@ -252,7 +257,7 @@ fn run_emulator() -> i32 {
                 None => match fresh_temp_dir() {
                     Ok(d) => (d, true),
                     Err(e) => {
-                        log(&format!("error: {e}"));
+                        error(&format!("error: {e}"));
                         return EXIT_FAILURE;
                     }
                 },
@@ -260,7 +265,7 @@ fn run_emulator() -> i32 {
             let code = match start(mode, &opts, &key_dir) {
                 Ok(code) => code,
                 Err(e) => {
-                    log(&format!("error: {e}"));
+                    error(&format!("error: {e}"));
                     EXIT_FAILURE
                 }
             };
@@ -340,7 +345,15 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         Mode::Serve => None,
     };
     let keyring = keyring(opts, handed_out.as_ref())?;
+    // run's stderr is its command's: the request log only when asked for.
+    server::set_request_log(match mode {
+        Mode::Serve => true,
+        Mode::Run { .. } => opts.verbosity == Verbosity::Verbose,
+    });
     let keys = keys::prepare(key_dir, &opts.key_versions)?;
+    if let Some(dir) = &opts.write_key_dir {
+        keys::write_public(dir, &keys)?;
+    }
     let key_dir = fs::canonicalize(key_dir).map_err(|e| format!("{}: {e}", key_dir.display()))?;
     let wrong_key = if opts.fault == Fault::TokenWrongKey {
         Some(keys::signing_key(&keys::generate()?.private_pem)?)
@@ -429,7 +442,7 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             region: state.region.clone(),
             product_code: state.product_code.clone(),
             public_key_version: first,
-            public_key_file: public_key_file.clone(),
+            public_key_file,
             public_key_files,
             key_dir: path_string(&key_dir),
             ca_file: ca_file.clone(),
@@ -450,7 +463,11 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             url: ready.url.clone(),
             region: ready.region.clone(),
             product_code: ready.product_code.clone(),
-            public_key_file,
+            public_key_files: ready
+                .public_key_files
+                .iter()
+                .filter_map(|(v, path)| Some((v.parse().ok()?, path.clone())))
+                .collect(),
             public_key_version: first,
             ca_file,
             credentials: handed_out,
@@ -486,11 +503,18 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
                 Ok::<i32, String>(0)
             }
             Mode::Run { command, args } => {
-                // The command's stdout stays clean: the ready line goes to stderr.
+                let plan = run::plan(&child_env, &|name| std::env::var_os(name));
+                // The command's stdout stays clean: run's lines go to stderr. The ready line
+                // holds test secrets and is long: only when asked for.
                 let mut err = std::io::stderr().lock();
-                let _ = writeln!(err, "{line}");
+                if opts.verbosity == Verbosity::Verbose {
+                    let _ = writeln!(err, "{line}");
+                }
+                if opts.verbosity != Verbosity::Quiet {
+                    let _ = writeln!(err, "{}", plan.summary);
+                }
                 drop(err);
-                Ok(run::run_child(command, args, &child_env).await)
+                Ok(run::run_child(command, args, &plan).await)
             }
         }
     })?;

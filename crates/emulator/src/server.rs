@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -676,7 +676,7 @@ fn decide(
     let signature = match jwt::mint(&req, &signer, token_fault, state.clock.now_secs()) {
         Ok(s) => s,
         Err(e) => {
-            log(&format!("cannot mint a token: {e}"));
+            error(&format!("cannot mint a token: {e}"));
             return error_answer(
                 500,
                 "InternalServiceErrorException",
@@ -778,8 +778,25 @@ fn license_call(
     }
 }
 
-/// Write one line to stderr, ignoring errors (never panic on a closed stderr).
+/// Whether [`log`] prints: `serve` always logs its requests, `run` only with `--verbose` (its
+/// stderr is the command's, where a request log would bury the command's own story).
+static REQUEST_LOG: AtomicBool = AtomicBool::new(true);
+
+/// Turns the request log ([`log`]) on or off; [`error`] always prints.
+pub fn set_request_log(on: bool) {
+    REQUEST_LOG.store(on, Ordering::Relaxed);
+}
+
+/// One line of the request log on stderr, unless turned off.
 pub fn log(msg: &str) {
+    if REQUEST_LOG.load(Ordering::Relaxed) {
+        error(msg);
+    }
+}
+
+/// Write one line to stderr whatever the verbosity, ignoring errors (never panic on a closed
+/// stderr): the emulator's own failures.
+pub fn error(msg: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "mpgate-emulator: {msg}");
 }
@@ -808,7 +825,7 @@ fn write_record(state: &State, rec: &RecordLine) -> String {
                 .write_all(format!("{line}\n").as_bytes())
                 .and_then(|()| f.flush());
             if let Err(e) = res {
-                log(&format!("cannot write the record file: {e}"));
+                error(&format!("cannot write the record file: {e}"));
             }
         }
     }
@@ -916,7 +933,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, tls: Op
         let (stream, _peer): (_, SocketAddr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                log(&format!("accept failed: {e}"));
+                error(&format!("accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -645,7 +645,14 @@ fn long_term_keys_are_not_a_task_unless_said_so() {
 fn without_credentials_the_emulator_knows_the_documented_example_pair() {
     let kd = shared_key_dir();
     let (st, _, err) = run_bin(
-        &["run", "--key-dir", kd.to_str().unwrap(), "--", "true"],
+        &[
+            "run",
+            "--verbose",
+            "--key-dir",
+            kd.to_str().unwrap(),
+            "--",
+            "true",
+        ],
         &[],
     );
     assert!(st.success(), "{err}");
@@ -660,6 +667,7 @@ fn without_credentials_the_emulator_knows_the_documented_example_pair() {
     let (st, _, err) = run_bin(
         &[
             "run",
+            "--verbose",
             "--key-dir",
             kd.to_str().unwrap(),
             "--credentials",
@@ -1217,9 +1225,15 @@ fn token_faults() {
 }
 
 /// Run the binary with `args` and `env`, bounded by STARTUP; returns (status, stdout, stderr).
+/// The binary with `args`, in an environment of `env` and PATH only (a developer's own
+/// MPGATE_* or AWS_* settings would change what run does).
 fn run_bin(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let out = run_bounded(
-        Command::new(BIN).args(args).envs(env.iter().copied()),
+        Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().copied()),
         STARTUP,
     );
     (out.status, out.stdout, out.stderr)
@@ -1230,10 +1244,11 @@ fn run_cmd(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
     (st, out)
 }
 
-/// `run` with the shared keys; returns (status, stdout, stderr: the ready line first).
+/// `run --verbose` with the shared keys; returns (status, stdout, stderr: the ready line
+/// first).
 fn run_cmd_with_ready(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let kd = shared_key_dir();
-    let mut full = vec!["run", "--key-dir", kd.to_str().unwrap()];
+    let mut full = vec!["run", "--verbose", "--key-dir", kd.to_str().unwrap()];
     full.extend_from_slice(args);
     run_bin(&full, env)
 }
@@ -1364,6 +1379,9 @@ fn serve_exits_zero_on_sigterm_and_bad_flags_exit_two() {
         "--product-code",
         "--key-versions",
         "--key-dir",
+        "--write-key-dir",
+        "--quiet",
+        "--verbose",
         "--fault",
         "--fail-first",
         "--latency",
@@ -1383,6 +1401,211 @@ fn serve_exits_zero_on_sigterm_and_bad_flags_exit_two() {
     ] {
         assert!(text.contains(flag), "help lacks {flag}");
     }
+}
+
+#[test]
+fn run_keeps_the_callers_settings_and_names_them_in_one_line() {
+    let script = r#"echo "${MPGATE_PRODUCT_CODE-unset}|${MPGATE_PRODUCT_SKU-unset}|${MPGATE_PUBLIC_KEY_DIR-unset}|${MPGATE_PUBLIC_KEY_FILE-unset}|${MPGATE_PUBLIC_KEY_VERSION-unset}|${AWS_PROFILE-unset}|$AWS_SECRET_ACCESS_KEY|$AWS_SESSION_TOKEN""#;
+    let kd = shared_key_dir();
+    let (st, out, err) = run_bin(
+        &[
+            "run",
+            "--key-dir",
+            kd.to_str().unwrap(),
+            "--product-code",
+            "prod-real",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        &[
+            ("MPGATE_PRODUCT_CODE", "prod-typo"),
+            ("MPGATE_PUBLIC_KEY_DIR", "/keys"),
+            ("AWS_PROFILE", "p"),
+        ],
+    );
+    assert_eq!(st.code(), Some(0), "{err}");
+    let f: Vec<&str> = out.trim().split('|').collect();
+    assert_eq!(
+        &f[..6],
+        [
+            "prod-typo",
+            "prod-sku-demo1234567890",
+            "/keys",
+            "unset",
+            "unset",
+            "unset"
+        ],
+        "{out}"
+    );
+    let (secret, token) = (f[6], f[7]);
+    assert!(secret.len() >= 40 && !token.is_empty(), "{out}");
+    // One line, naming what run set and what it kept, never a secret.
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("mpgate-emulator: serving http://127.0.0.1:"),
+        "{err}"
+    );
+    for words in [
+        " (us-east-1; product code prod-real, product SKU prod-sku-demo1234567890); set AWS_ENDPOINT_URL_MARKETPLACE_METERING, AWS_ENDPOINT_URL_LICENSE_MANAGER, AWS_REGION, ",
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN (temporary), MPGATE_PRODUCT_SKU=prod-sku-demo1234567890; ",
+        "; kept MPGATE_PRODUCT_CODE=prod-typo, MPGATE_PUBLIC_KEY_DIR=/keys; removed AWS_PROFILE\n",
+    ] {
+        assert!(err.contains(words), "lacks {words:?}: {err}");
+    }
+    assert!(!err.contains(secret) && !err.contains(token), "{err}");
+    assert!(!err.contains("MPGATE_PUBLIC_KEY_FILE"), "{err}");
+}
+
+/// `run` (with `flag`) of a command that publishes the emulator's url in a file and waits for
+/// the test to have sent a request (unsigned: the request log shows rejected calls too);
+/// returns run's exit.
+fn run_with_a_request(flag: Option<&str>) -> mpgate_testkit::Exit {
+    let dir = scratch("run-verbosity");
+    let (url_file, done) = (dir.join("url"), dir.join("done"));
+    let script = format!(
+        r#"echo "$AWS_ENDPOINT_URL_MARKETPLACE_METERING" > '{u}.tmp' && mv '{u}.tmp' '{u}'; while [ ! -e '{d}' ]; do sleep 0.05; done"#,
+        u = url_file.display(),
+        d = done.display()
+    );
+    let kd = shared_key_dir();
+    let mut args = vec!["run", "--key-dir", kd.to_str().unwrap()];
+    args.extend(flag);
+    args.extend(["--", "sh", "-c", &script]);
+    let mut run = Live::spawn(Command::new(BIN).args(&args), STARTUP);
+    let url = wait_until(STARTUP, "the url of run's emulator", || {
+        fs::read_to_string(&url_file).ok()
+    });
+    let addr = url.trim().strip_prefix("http://").unwrap().to_string();
+    Req::register(&ok_body().to_string())
+        .send(&addr)
+        .expect_error(400, "MissingAuthenticationTokenException", "unsigned");
+    fs::write(&done, "").unwrap();
+    let exit = run.finish();
+    assert_eq!(exit.status.code(), Some(0), "{}", exit.stderr);
+    exit
+}
+
+#[test]
+fn run_prints_one_line_by_default_errors_only_when_quiet_and_everything_when_verbose() {
+    let default = run_with_a_request(None);
+    assert_eq!(default.stderr.lines().count(), 1, "{}", default.stderr);
+    assert!(
+        default.stderr.starts_with("mpgate-emulator: serving "),
+        "{}",
+        default.stderr
+    );
+
+    let quiet = run_with_a_request(Some("--quiet"));
+    assert_eq!(quiet.stderr, "");
+    // Errors still show.
+    let (st, _, err) = run_bin(&["run", "--quiet", "--", "/nonexistent/command-xyz"], &[]);
+    assert_eq!(st.code(), Some(127));
+    assert_eq!(
+        err,
+        "mpgate-emulator: error: /nonexistent/command-xyz: command not found\n"
+    );
+
+    let verbose = run_with_a_request(Some("--verbose"));
+    let lines: Vec<&str> = verbose.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", verbose.stderr);
+    let ready: Value = serde_json::from_str(lines[0]).unwrap();
+    assert!(ready["credentials"].is_array(), "{ready}");
+    assert!(
+        lines[1].starts_with("mpgate-emulator: serving "),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("mpgate-emulator: POST / {")
+            && lines[2].contains("MissingAuthenticationTokenException"),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn write_key_dir_writes_a_public_key_ring_and_never_replaces_another_key() {
+    let dir = scratch("write-key-dir");
+    let ring = dir.join("nested/keys");
+    let kd = dir.join("emulator-keys");
+    let serve = |ring: &std::path::Path| {
+        run_bounded(
+            Command::new(BIN).args([
+                "run",
+                "--key-dir",
+                kd.to_str().unwrap(),
+                "--key-versions",
+                "1,2",
+                "--write-key-dir",
+                ring.to_str().unwrap(),
+                "--",
+                "true",
+            ]),
+            STARTUP,
+        )
+    };
+    let first = serve(&ring);
+    assert_eq!(first.status.code(), Some(0), "{}", first.stderr);
+    let mut names: Vec<String> = fs::read_dir(&ring)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // The public keys only, the very ones the emulator serves.
+    assert_eq!(names, ["public-key-v1.pem", "public-key-v2.pem"]);
+    for v in [1, 2] {
+        let name = format!("public-key-v{v}.pem");
+        assert_eq!(
+            fs::read_to_string(ring.join(&name)).unwrap(),
+            fs::read_to_string(kd.join(&name)).unwrap()
+        );
+    }
+    // Again, over the same keys: nothing to change.
+    let again = serve(&ring);
+    assert_eq!(again.status.code(), Some(0), "{}", again.stderr);
+
+    // Another key in the way (say, the seller's real one): refused, left as it was.
+    let other = dir.join("other");
+    fs::create_dir(&other).unwrap();
+    let theirs = "-----BEGIN PUBLIC KEY-----\nnot the emulator's\n-----END PUBLIC KEY-----\n";
+    fs::write(other.join("public-key-v2.pem"), theirs).unwrap();
+    let refused = serve(&other);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    let path = other.join("public-key-v2.pem");
+    assert_eq!(
+        refused.stderr,
+        format!(
+            "mpgate-emulator: error: --write-key-dir: {} already exists and is not the emulator's key version 2: give the emulator the --key-dir it wrote it with, write to an empty directory, or remove the file (it may be your real key from AWS Marketplace)\n",
+            path.display()
+        )
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), theirs);
+    // Checked before anything is written: no half ring.
+    assert!(!other.join("public-key-v1.pem").exists());
+
+    // A file where the directory should be.
+    let file = dir.join("a-file");
+    fs::write(&file, "").unwrap();
+    let out = serve(&file);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "mpgate-emulator: error: --write-key-dir: cannot create {}: ",
+            file.display()
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // serve writes it too, before its ready line.
+    let served = dir.join("served");
+    let emu = Emulator::start_with_shared_keys(&["--write-key-dir", served.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(served.join("public-key-v1.pem")).unwrap(),
+        emu.public_pem(1)
+    );
 }
 
 #[test]
@@ -1613,6 +1836,7 @@ fn run_with_tls_sets_ssl_cert_file() {
         &[
             "run",
             "--tls",
+            "--verbose",
             "--key-dir",
             kd.to_str().unwrap(),
             "--",

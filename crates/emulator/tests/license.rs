@@ -733,7 +733,8 @@ fn run_points_the_command_at_license_manager() {
     let kd = shared_key_dir();
     let out = run_bounded(
         Command::new(BIN)
-            .args(["run", "--key-dir", kd.to_str().unwrap(), "--product-sku", "sku-run-1"])
+            .args(["run", "--verbose", "--key-dir", kd.to_str().unwrap()])
+            .args(["--product-sku", "sku-run-1"])
             .args([
                 "--",
                 "sh",
