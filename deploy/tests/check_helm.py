@@ -23,6 +23,8 @@ from helm_python.registry import dependency_update
 import kube
 from mpgate_env import HOURLY_VARS, KEY_VARS, seconds
 
+PRODUCT_CODE = "abcd1234efgh5678ijkl90mno"  # the example shape used throughout deploy/
+
 RELEASE, NAMESPACE = "rel", "my-product"
 results = []
 CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled", "contract", "contract-init")
@@ -179,13 +181,17 @@ def case_problems(case, values, resources):
         if (app.get("command") or [""])[0] == "/mpgate":
             found.append("app command must not be wrapped in initContainer mode")
         found += key_problems("mpgate initContainer", gate, spec, configmaps, key_source, version)
+        # The app container runs `mpgate verify --result-file "$MPGATE_RESULT_FILE" --renew`
+        # at its own start: it needs the gate's product code, key and settings, the key ring
+        # and the result directory, read-only.
+        if env_of(app) != env:
+            found.append(f"the app must get the gate's variables for mpgate verify --renew: app {env_of(app)}, gate {env}")
+        found += key_problems("app", app, spec, configmaps, key_source, version)
         if case == "pinned":
             if "MPGATE_PRODUCT_CODE" in env:
                 found.append("pinned without productCode must not set MPGATE_PRODUCT_CODE")
-            if set(env_of(app)) != {"MPGATE_RESULT_FILE"}:
-                found.append(f"the app needs only MPGATE_RESULT_FILE, has {sorted(env_of(app))}")
         else:
-            if env.get("MPGATE_PRODUCT_CODE") != "prod-abc123":
+            if env.get("MPGATE_PRODUCT_CODE") != PRODUCT_CODE:
                 found.append("mpgate initContainer lacks MPGATE_PRODUCT_CODE")
             if [c["name"] for c in inits[1:]] != ["migrate"]:
                 found.append(f"the chart's own initContainers should follow mpgate, got {[c['name'] for c in inits]}")
@@ -204,8 +210,10 @@ def case_problems(case, values, resources):
         if app.get("command") != ["/mpgate", "--"] + command:
             found.append(f"app command must be /mpgate -- {command}, is {app.get('command')}")
         env = env_of(app)
-        if env.get("MPGATE_PRODUCT_CODE") != "prod-abc123":
+        if case == "entrypoint" and env.get("MPGATE_PRODUCT_CODE") != PRODUCT_CODE:
             found.append("app lacks MPGATE_PRODUCT_CODE")
+        if case == "image" and "MPGATE_PRODUCT_CODE" in env:
+            found.append("keySource image without productCode must render no MPGATE_PRODUCT_CODE: the image's own code must win")
         if "MPGATE_RESULT_FILE" in env:
             found.append("entrypoint mode has no shared result file")
         found += key_problems("app", app, spec, configmaps, key_source, version)
@@ -320,7 +328,9 @@ def grace_period_problems(app_dir, base):
     got = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"].get("terminationGracePeriodSeconds")
     if got != 90:
         found.append(f"an explicit terminationGracePeriodSeconds (90) must win, got {got}")
-    hourly = merged(base, {"marketplace": {"entitlement": {"pricing": "hourly", "productCode": "prod-abc123", "keySource": "image"}}})
+    hourly = merged(base, {"marketplace": {"entitlement": {
+        "pricing": "hourly", "productCode": PRODUCT_CODE, "keySource": "image",
+        "productSku": "", "entitlements": [], "seat": "check", "grace": "30s"}}})
     spec = deployment(resources_of(render(app_dir, hourly)))["spec"]["template"]["spec"]
     if "terminationGracePeriodSeconds" in spec:
         found.append("pricing hourly: seat and grace do not apply, keep the Kubernetes default")
@@ -370,6 +380,48 @@ def must_fail(app_dir, base, patch, expect, schema=False):
     return [f"rendered although {patch} is invalid"]
 
 
+def schema_pattern_problems(app_dir):
+    """A schema `pattern` shows the seller a raw regular expression: formats belong in the
+    templates, which fail with a sentence."""
+    import json
+    with open(os.path.join(app_dir, "values.schema.json"), encoding="utf-8") as f:
+        schema = json.load(f)
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("pattern", "patternProperties", "propertyNames", "format"):
+                    found.append(f"values.schema.json {where}: {k} (Helm prints it raw; check it in mpgate-lib with a sentence)")
+                walk(v, f"{where}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}/{i}")
+    walk(schema, "")
+    return found
+
+
+def image_code_problems(app_dir, base):
+    """keySource image and pinned: no MPGATE_PRODUCT_CODE unless productCode is set, in
+    both modes (the image's baked-in code must win); a set one reaches the gate and, for
+    mpgate verify, the app container."""
+    found = []
+    for mode in ("initContainer", "entrypoint"):
+        for source in ("image", "pinned"):
+            values = merged(base, {"marketplace": {"entitlement": {"mode": mode, "keySource": source, "productCode": ""}}})
+            text = yaml.safe_dump_all(resources_of(render(app_dir, values)))
+            if "MPGATE_PRODUCT_CODE" in text:
+                found.append(f"{mode}, keySource {source}, no productCode: MPGATE_PRODUCT_CODE rendered")
+            if "MPGATE_PUBLIC_KEY" in text.replace("MPGATE_PUBLIC_KEY_VERSION", ""):
+                found.append(f"{mode}, keySource {source}: a key variable rendered")
+        values = merged(base, {"marketplace": {"entitlement": {"mode": mode, "keySource": "image", "productCode": PRODUCT_CODE}}})
+        spec = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"]
+        for c in [c for c in spec.get("initContainers") or [] if c["name"] == "mpgate"] + spec["containers"]:
+            if env_of(c).get("MPGATE_PRODUCT_CODE") != PRODUCT_CODE:
+                found.append(f"{mode}, keySource image with productCode: {c['name']} lacks it")
+    return found
+
+
 # --- static checks of the templates -----------------------------------------------------
 
 IMAGE_LITERAL = re.compile(r"[a-z0-9.-]+(?::[0-9]+)?/[a-z0-9._/-]+(?::[\w.-]+|@sha256:[0-9a-f]{64})")
@@ -404,16 +456,29 @@ def template_problems(chart_dirs):
 
 # --- the cases --------------------------------------------------------------------------
 
+# What a seller's own values.yaml adds to the chart's defaults at the least: the product code
+# and the public key (the chart holds no example of either).
+SELLER_MINIMUM = {"marketplace": {"entitlement": {
+    "productCode": PRODUCT_CODE,
+    "publicKeys": {"1": "-----BEGIN PUBLIC KEY-----\nPLACEHOLDER-FOR-RENDERING-ONLY\n-----END PUBLIC KEY-----\n"}}}}
+
+
 def defaults_problems(app_dir):
-    """The chart renders with its own defaults (helm template / the EKS add-on route)."""
-    rendered = render(app_dir, None)
+    """With its own defaults the chart refuses to render without a product code (it holds
+    no example one); with the seller's product code and key it renders valid manifests
+    (helm template / the EKS add-on route, with the seller's values.yaml)."""
+    found = must_fail(app_dir, {}, {}, "marketplace.entitlement.productCode is required with keySource configMap: "
+                      "set it to the product code shown on your product's page in the AWS Marketplace Management Portal")
+    rendered = render(app_dir, SELLER_MINIMUM)
     resources = resources_of(rendered)
-    found = []
     for r in resources:
         found += kube.validate(r)
     kinds = sorted(r["kind"] for r in resources)
     if kinds != ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]:
         found.append(f"unexpected kinds {kinds}")
+    text = yaml.safe_dump_all(resources)
+    if text.count(PRODUCT_CODE) != 2:
+        found.append("the product code should reach the gate and the app container (for mpgate verify), once each")
     return found
 
 
@@ -517,7 +582,7 @@ def umbrella_problems(tmp, app_dir, out_dir):
         yaml.safe_dump({"apiVersion": "v2", "name": "umbrella", "version": "0.1.0", "dependencies": deps}, f)
     values = {
         "global": {"marketplace": {"entitlement": {
-            "productCode": "prod-abc123",
+            "productCode": PRODUCT_CODE,
             "keySource": "configMap",
             "timeout": "20s",
             "publicKeys": {"1": "-----BEGIN PUBLIC KEY-----\nPLACEHOLDER\n-----END PUBLIC KEY-----\n"},
@@ -553,7 +618,7 @@ def umbrella_problems(tmp, app_dir, out_dir):
         spec = deps_by_chart[sub]["spec"]["template"]["spec"]
         gate = spec["initContainers"][0]
         env = env_of(gate)
-        if env.get("MPGATE_PRODUCT_CODE") != "prod-abc123":
+        if env.get("MPGATE_PRODUCT_CODE") != PRODUCT_CODE:
             found.append(f"{sub}: the product code does not come from global")
         if env.get("MPGATE_TIMEOUT") != timeout:
             found.append(f"{sub}: MPGATE_TIMEOUT should be {timeout} (a chart's own value wins over global), is {env.get('MPGATE_TIMEOUT')}")
@@ -617,8 +682,9 @@ def main(helm_dir, out_dir):
             DEFAULTS.update(yaml.safe_load(f))
         DEFAULTS_GATE_IMAGE.update(DEFAULTS["marketplace"]["entitlement"]["image"])
 
-        lint_check("lint example-app (strict) with its own defaults", app_dir)
-        guarded("render example-app with its own defaults: valid against Kubernetes (strict)", defaults_problems, app_dir)
+        lint_check("lint example-app (strict) with its own defaults + a product code and key", app_dir, SELLER_MINIMUM)
+        guarded("render example-app with its own defaults: refused without a product code (no example default); "
+                "with one and a key, valid against Kubernetes (strict)", defaults_problems, app_dir)
 
         ci = {}
         for case in CASES:
@@ -656,40 +722,71 @@ def main(helm_dir, out_dir):
                 grace_period_problems, app_dir, contract)
 
         def no_keys(values):
-            # null deletes the chart's default key 1 (as --set ...publicKeys.1=null does)
-            values["marketplace"]["entitlement"]["publicKeys"] = {"1": None}
+            values["marketplace"]["entitlement"]["publicKeys"] = {}
             return values
 
         def ent(**kw):
             return {"marketplace": {"entitlement": kw}}
-        check("schema refuses a wrong mode", must_fail(app_dir, base, ent(mode="sidecar"), "/marketplace/entitlement/mode", schema=True))
+        # values.schema.json checks types and choices; its messages name the value and the
+        # allowed choices, never a regular expression.
+        check("schema refuses a wrong mode", must_fail(app_dir, base, ent(mode="sidecar"), "at '/marketplace/entitlement/mode': value must be one of 'initContainer', 'entrypoint'", schema=True))
         check("schema refuses a wrong keySource", must_fail(app_dir, base, ent(keySource="secret"), "/marketplace/entitlement/keySource", schema=True))
         check("schema refuses publicKeyVersion 0", must_fail(app_dir, base, ent(publicKeyVersion=0), "/marketplace/entitlement/publicKeyVersion", schema=True))
         check("schema refuses publicKeyVersion \"two\"", must_fail(app_dir, base, ent(publicKeyVersion="two"), "/marketplace/entitlement/publicKeyVersion", schema=True))
-        check("schema refuses a private key in publicKeys", must_fail(app_dir, base, ent(publicKeys={"3": "-----BEGIN PRIVATE KEY-----\n"}), "/marketplace/entitlement/publicKeys/3", schema=True))
-        check("schema refuses a misspelt setting", must_fail(app_dir, base, ent(keysource="image"), "keysource", schema=True))
-        check("schema refuses a bad image digest", must_fail(app_dir, base, {"image": {"digest": "latest"}}, "/image/digest", schema=True))
-        check("render fails clearly without productCode (keySource configMap)", must_fail(app_dir, base, ent(productCode=""), "productCode is required"))
+        check("schema refuses a misspelt setting", must_fail(app_dir, base, ent(keysource="image"), "additional properties 'keysource' not allowed", schema=True))
+        check("schema refuses a wrong pricing", must_fail(app_dir, contract, ent(pricing="annual"), "/marketplace/entitlement/pricing", schema=True))
+        check("schema refuses a wrong seat", must_fail(app_dir, contract, ent(seat="keep"), "/marketplace/entitlement/seat", schema=True))
+        check("schema refuses entitlements as a string", must_fail(app_dir, contract, ent(entitlements="Users=5"), "/marketplace/entitlement/entitlements", schema=True))
+        check("values.schema.json holds no pattern (formats are the templates' sentences)", schema_pattern_problems(app_dir))
+
+        # Formats: the templates' own sentences.
+        check("render refuses a private key in publicKeys with a sentence", must_fail(app_dir, base, ent(publicKeys={"3": "-----BEGIN PRIVATE KEY-----\n"}), "marketplace.entitlement.publicKeys.3 is not a PEM public key (-----BEGIN PUBLIC KEY-----...); never put a private key in values"))
+        check("render refuses a key version that is not a number with a sentence", must_fail(app_dir, base, ent(publicKeys={"v2": "-----BEGIN PUBLIC KEY-----\nX\n-----END PUBLIC KEY-----\n"}), 'marketplace.entitlement.publicKeys: "v2" is not a key version (an integer >= 1)'))
+        check("render refuses a bad workload image digest with a sentence", must_fail(app_dir, base, {"image": {"digest": "latest"}}, 'image.digest must be sha256: followed by 64 lowercase hex digits (the Digest that docker buildx imagetools inspect prints), not "latest"; leave it empty to pull by tag'))
+        check("render refuses a bad gate image digest with a sentence", must_fail(app_dir, base, ent(image={"digest": "sha256:ABC"}), 'marketplace.entitlement.image.digest must be sha256: followed by 64 lowercase hex digits'))
+        check("render refuses a product code with a space with a sentence", must_fail(app_dir, base, ent(productCode="abcd 1234"), 'marketplace.entitlement.productCode "abcd 1234" is not a product code: copy it from your product\'s page in the AWS Marketplace Management Portal (no spaces, at most 255 characters)'))
+        check("render refuses a bad timeout with a sentence", must_fail(app_dir, base, ent(timeout="1 minute"), 'marketplace.entitlement.timeout must be a duration: a whole number with an optional unit ms, s, m or h (30, 30s, 1500ms, 2m), not "1 minute"'))
+        check("render refuses a relative resultDir with a sentence", must_fail(app_dir, base, ent(resultDir="run/mpgate"), 'marketplace.entitlement.resultDir must be an absolute directory (the default is /run/mpgate), not "run/mpgate"'))
+        check("render refuses a bad grace with a sentence", must_fail(app_dir, contract, ent(grace="30 seconds"), 'marketplace.entitlement.grace must be a duration: a whole number with an optional unit ms, s, m or h (30, 30s, 1500ms, 2m), not "30 seconds"'))
+        check("render refuses a product ID with a space with a sentence", must_fail(app_dir, contract, ent(productSku="2205b290 19e6"), 'marketplace.entitlement.productSku "2205b290 19e6" is not a product ID: copy it from your product\'s page in the AWS Marketplace Management Portal'))
+        bad_spec = "is not NAME, NAME=VALUE or NAME=VALUE:UNIT (no commas, colons or spaces in NAME; VALUE a whole number >= 1; a feature is NAME alone)"
+        check("render refuses an entitlement with a comma with a sentence", must_fail(app_dir, contract, ent(entitlements=["A,B"]), f'marketplace.entitlement.entitlements: "A,B" {bad_spec}'))
+        check("render refuses an entitlement of 0 units with a sentence", must_fail(app_dir, contract, ent(entitlements=["Users=0"]), f'marketplace.entitlement.entitlements: "Users=0" {bad_spec}'))
+        check("render refuses an entitlement name with a colon with a sentence", must_fail(app_dir, contract, ent(entitlements=["Tier:Gold"]), f'marketplace.entitlement.entitlements: "Tier:Gold" {bad_spec}'))
+        check("render refuses an entitlement with an unknown unit with a sentence", must_fail(app_dir, contract, ent(entitlements=["Users=5:Seats"]), 'marketplace.entitlement.entitlements: "Users=5:Seats" has the unit "Seats", which is not an AWS License Manager unit (Count, Seconds,'))
+        check("render refuses a value with unit None with a sentence (a feature takes no value)", must_fail(app_dir, contract, ent(entitlements=["Support=1:None"]), 'has the unit "None", which is not an AWS License Manager unit'))
+
+        # Required settings, no example default.
+        check("render fails clearly without productCode (keySource configMap)", must_fail(app_dir, base, ent(productCode=""), "marketplace.entitlement.productCode is required with keySource configMap: set it to the product code shown on your product's page in the AWS Marketplace Management Portal (with keySource image or pinned, the image's own product code is used instead)"))
+        check("render fails clearly without productCode (keySource existingConfigMap)", must_fail(app_dir, base, ent(productCode="", keySource="existingConfigMap", existingConfigMap="keys"), "marketplace.entitlement.productCode is required with keySource existingConfigMap: set it to the product code"))
         check("render fails clearly with empty publicKeys", must_fail(app_dir, base, no_keys, "publicKeys is empty"))
         check("render fails clearly when publicKeyVersion is not in publicKeys", must_fail(app_dir, base, ent(publicKeyVersion=3), "publicKeyVersion 3 is not in publicKeys"))
         check("render fails clearly without existingConfigMap's name", must_fail(app_dir, base, ent(keySource="existingConfigMap", existingConfigMap=""), "existingConfigMap is required"))
         check("render fails clearly without a gate image (no default)", must_fail(app_dir, base, ent(image={"repository": ""}), "marketplace.entitlement.image.repository is required"))
         check("render fails clearly without a gate tag or digest (no default)", must_fail(app_dir, base, ent(image={"tag": "", "digest": ""}), "image.tag or marketplace.entitlement.image.digest is required"))
         check("render fails clearly without a workload tag or digest (no default)", must_fail(app_dir, base, {"image": {"tag": "", "digest": ""}}, "image.tag or image.digest is required"))
-        check("schema refuses a wrong pricing", must_fail(app_dir, contract, ent(pricing="annual"), "/marketplace/entitlement/pricing", schema=True))
-        check("schema refuses a wrong seat", must_fail(app_dir, contract, ent(seat="keep"), "/marketplace/entitlement/seat", schema=True))
-        check("schema refuses a bad grace", must_fail(app_dir, contract, ent(grace="30 seconds"), "/marketplace/entitlement/grace", schema=True))
-        check("schema refuses an entitlement with a comma", must_fail(app_dir, contract, ent(entitlements=["A,B"]), "/marketplace/entitlement/entitlements/0", schema=True))
-        check("schema refuses an entitlement with an unknown unit", must_fail(app_dir, contract, ent(entitlements=["Users=5:Seats"]), "/marketplace/entitlement/entitlements/0", schema=True))
-        check("schema refuses an entitlement of 0 units", must_fail(app_dir, contract, ent(entitlements=["Users=0"]), "/marketplace/entitlement/entitlements/0", schema=True))
-        check("schema refuses an entitlement name with a colon", must_fail(app_dir, contract, ent(entitlements=["Tier:Gold"]), "/marketplace/entitlement/entitlements/0", schema=True))
-        check("schema refuses a value with unit None (a feature takes no value)", must_fail(app_dir, contract, ent(entitlements=["Support=1:None"]), "/marketplace/entitlement/entitlements/0", schema=True))
-        check("schema refuses entitlements as a string", must_fail(app_dir, contract, ent(entitlements="Users=5"), "/marketplace/entitlement/entitlements", schema=True))
-        check("render fails clearly for pricing contract without productSku", must_fail(app_dir, contract, ent(productSku=""), "productSku is required with pricing contract"))
+        check("render fails clearly for pricing contract without productSku", must_fail(app_dir, contract, ent(productSku=""), "marketplace.entitlement.productSku is required with pricing contract: the product ID shown on your product's page in the AWS Marketplace Management Portal"))
         check("render fails clearly for pricing contract without entitlements", must_fail(app_dir, contract, ent(entitlements=[]), "entitlements is empty"))
         check("render fails clearly for seat hold with the initContainer pattern", must_fail(app_dir, contract_init, ent(seat="hold"), "seat hold works only with mode entrypoint"))
         check("render fails clearly for seat hold with the initContainer pattern (set through global)",
               must_fail(app_dir, contract_init, {"global": {"marketplace": {"entitlement": {"seat": "hold"}}}, "marketplace": {"entitlement": {"seat": None}}}, "seat hold works only with mode entrypoint"))
+
+        # One pricing model's settings under the other: never silently dropped.
+        to_contract = "pricing contract (AWS License Manager), but pricing is hourly (RegisterUsage), which would ignore"
+        for key, value in (("productSku", "2205b290-19e6-4c76-9eea-377d6bf71a47"), ("entitlements", ["PremiumSupport"]), ("seat", "hold"), ("grace", "45s")):
+            check(f"render refuses {key} (a contract setting) under pricing hourly with a sentence",
+                  must_fail(app_dir, base, ent(**{key: value}), f"marketplace.entitlement.{key} is a setting of {to_contract} it: remove it, or set marketplace.entitlement.pricing to contract"))
+        check("render names every contract setting under pricing hourly",
+              must_fail(app_dir, base, ent(productSku="2205b290-19e6-4c76-9eea-377d6bf71a47", seat="hold"), f"marketplace.entitlement.productSku, marketplace.entitlement.seat are settings of {to_contract} them: remove them"))
+        to_hourly = ("pricing hourly (RegisterUsage), but pricing is contract, which checks out the AWS License Manager license of productSku "
+                     "and uses no product code or public key: remove it, or set marketplace.entitlement.pricing to hourly")
+        for key, value in (("productCode", PRODUCT_CODE), ("publicKeys", {"1": "-----BEGIN PUBLIC KEY-----\nX\n-----END PUBLIC KEY-----\n"}),
+                           ("publicKeyVersion", 2), ("existingConfigMap", "my-product-marketplace-keys")):
+            check(f"render refuses {key} (an hourly setting) under pricing contract with a sentence",
+                  must_fail(app_dir, contract, ent(**{key: value}), f"marketplace.entitlement.{key} is a setting of {to_hourly}"))
+        check("render refuses grace with seat check with a sentence", must_fail(app_dir, contract_init, ent(grace="45s"), "marketplace.entitlement.grace applies to seat hold only (how long the workload gets to stop when the license is lost): remove it, or set marketplace.entitlement.seat to hold (mode entrypoint)"))
+        guarded("keySource image / pinned render no product code unless set (the image's own code wins); a set one is rendered",
+                image_code_problems, app_dir, base)
     return 0 if all(results) else 1
 
 

@@ -12,6 +12,7 @@ entitlements; seat hold only as the entrypoint wrapper, with a terminationGraceP
 that leaves room to check the seat in.
 """
 
+import os
 import re
 import sys
 
@@ -36,6 +37,22 @@ def contract_problems(where, gate, spec):
             found.append(f"{where}: MPGATE_GRACE is not a duration: {env.get('MPGATE_GRACE')}")
         elif period < grace + 5:
             found.append(f"{where}: terminationGracePeriodSeconds {period} must leave MPGATE_GRACE ({grace} s) + a few seconds to check the seat in")
+    return found
+
+
+def verify_problems(where, gate, app):
+    """initContainer pattern, hourly: the app container runs `mpgate verify --result-file
+    "$MPGATE_RESULT_FILE" --renew` at its own start, so it needs the gate's product code,
+    key and result file, with the key ring and the result directory mounted read-only."""
+    found = []
+    genv, aenv = env_of(gate), env_of(app)
+    for k in ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION", "MPGATE_RESULT_FILE") + KEY_VARS:
+        if genv.get(k) != aenv.get(k):
+            found.append(f"{where}: the app container needs the gate's {k} for mpgate verify (gate {genv.get(k)!r}, app {aenv.get(k)!r})")
+    mounts = {m["mountPath"]: m for m in app.get("volumeMounts") or []}
+    for path in (genv.get("MPGATE_PUBLIC_KEY_DIR"), os.path.dirname(genv.get("MPGATE_RESULT_FILE") or "")):
+        if path and not mounts.get(path, {}).get("readOnly"):
+            found.append(f"{where}: the app container must mount {path} read-only (for mpgate verify)")
     return found
 
 
@@ -96,6 +113,8 @@ def wiring_problems(by_file):
                 found.append(f"{where}: {env['MPGATE_PUBLIC_KEY_DIR']} must be a read-only mount of a ConfigMap among the manifests")
             elif not cm.get("data") or not all(re.fullmatch(r"public-key-v[1-9][0-9]*\.pem", k) for k in cm["data"]):
                 found.append(f"{where}: ConfigMap {cm['metadata']['name']} must hold public-key-v<N>.pem files, holds {sorted(cm.get('data') or {})}")
+            if gate is not app:
+                found += verify_problems(where, gate, app)
             version = env.get("MPGATE_PUBLIC_KEY_VERSION")
             if version and cm is not None and f"public-key-v{version}.pem" not in (cm.get("data") or {}):
                 found.append(f"{where}: MPGATE_PUBLIC_KEY_VERSION {version} is not in the key ring")

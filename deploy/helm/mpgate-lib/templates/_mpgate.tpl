@@ -15,9 +15,13 @@ fallback for any key the chart does not set; the exceptions take a dict, shown b
   mpgate.volumes              the key volume (configMap / existingConfigMap key sources) and
                               the result emptyDir (initContainer mode), as list items
   mpgate.volumeMounts         the mounts of the container that runs mpgate (list items)
-  mpgate.app.env              what the workload container adds to its env in the current
-                              mode (entrypoint: mpgate.env; initContainer: MPGATE_RESULT_FILE)
-  mpgate.app.volumeMounts     what the workload container mounts in the current mode
+  mpgate.app.env              what the workload container adds to its env: entrypoint mode
+                              and initContainer mode with hourly pricing mpgate.env (for
+                              `mpgate verify --result-file "$MPGATE_RESULT_FILE" --renew`);
+                              initContainer mode with contract pricing MPGATE_RESULT_FILE
+  mpgate.app.volumeMounts     what the workload container mounts in the current mode (the
+                              key ring and, initContainer mode, the result directory,
+                              read-only)
   mpgate.podAnnotations       checksum/mpgate-keys (configMap key source), so a key change
                               rolls the pods
   mpgate.terminationGracePeriodSeconds
@@ -113,12 +117,50 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- if not (has (toString $e.seat) (list "check" "hold")) -}}
 {{- fail (printf "marketplace.entitlement.seat must be \"check\" or \"hold\", not %q" (toString $e.seat)) -}}
 {{- end -}}
-{{- if not (regexMatch "^[0-9]+(ms|s|m|h)?$" (toString $e.grace)) -}}
-{{- fail (printf "marketplace.entitlement.grace must be a duration (30, 30s, 1500ms, 2m), not %q" (toString $e.grace)) -}}
+{{- /* Formats are checked here, not by values.schema.json, so a seller reads a sentence
+instead of a regular expression. */ -}}
+{{- $duration := "^[0-9]+(ms|s|m|h)?$" -}}
+{{- range $k := list "timeout" "grace" -}}
+{{- if not (regexMatch $duration (toString (get $e $k))) -}}
+{{- fail (printf "marketplace.entitlement.%s must be a duration: a whole number with an optional unit ms, s, m or h (30, 30s, 1500ms, 2m), not %q" $k (toString (get $e $k))) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (hasPrefix "/" (toString $e.resultDir)) -}}
+{{- fail (printf "marketplace.entitlement.resultDir must be an absolute directory (the default is /run/mpgate), not %q" (toString $e.resultDir)) -}}
+{{- end -}}
+{{- /* Each pricing model's settings, refused under the other one: a setting the gate would
+ignore is a mistake the seller should see at render time, not in production. */ -}}
+{{- $version := toString $e.publicKeyVersion -}}
+{{- if eq $e.pricing "hourly" -}}
+{{- $contractSet := list -}}
+{{- if toString $e.productSku | trim }}{{ $contractSet = append $contractSet "marketplace.entitlement.productSku" }}{{ end -}}
+{{- if $e.entitlements }}{{ $contractSet = append $contractSet "marketplace.entitlement.entitlements" }}{{ end -}}
+{{- if ne (toString $e.seat) "check" }}{{ $contractSet = append $contractSet "marketplace.entitlement.seat" }}{{ end -}}
+{{- if ne (toString $e.grace) "30s" }}{{ $contractSet = append $contractSet "marketplace.entitlement.grace" }}{{ end -}}
+{{- with $contractSet -}}
+{{- $one := eq (len .) 1 -}}
+{{- fail (printf "%s %s pricing contract (AWS License Manager), but pricing is hourly (RegisterUsage), which would ignore %s: remove %s, or set marketplace.entitlement.pricing to contract" (join ", " .) (ternary "is a setting of" "are settings of" $one) (ternary "it" "them" $one) (ternary "it" "them" $one)) -}}
+{{- end -}}
+{{- else -}}
+{{- $hourlySet := list -}}
+{{- if toString $e.productCode | trim }}{{ $hourlySet = append $hourlySet "marketplace.entitlement.productCode" }}{{ end -}}
+{{- if $version }}{{ $hourlySet = append $hourlySet "marketplace.entitlement.publicKeyVersion" }}{{ end -}}
+{{- $pems := list -}}
+{{- range $_, $pem := ($e.publicKeys | default dict) }}{{ if $pem }}{{ $pems = append $pems $pem }}{{ end }}{{ end -}}
+{{- if $pems }}{{ $hourlySet = append $hourlySet "marketplace.entitlement.publicKeys" }}{{ end -}}
+{{- if $e.existingConfigMap }}{{ $hourlySet = append $hourlySet "marketplace.entitlement.existingConfigMap" }}{{ end -}}
+{{- with $hourlySet -}}
+{{- $one := eq (len .) 1 -}}
+{{- fail (printf "%s %s pricing hourly (RegisterUsage), but pricing is contract, which checks out the AWS License Manager license of productSku and uses no product code or public key: remove %s, or set marketplace.entitlement.pricing to hourly" (join ", " .) (ternary "is a setting of" "are settings of" $one) (ternary "it" "them" $one)) -}}
+{{- end -}}
 {{- end -}}
 {{- if eq $e.pricing "contract" -}}
-{{- if not (toString $e.productSku | trim) -}}
-{{- fail "marketplace.entitlement.productSku is required with pricing contract: the product's SKU, i.e. its product ID from the AWS Marketplace Management Portal" -}}
+{{- $sku := toString $e.productSku | trim -}}
+{{- if not $sku -}}
+{{- fail "marketplace.entitlement.productSku is required with pricing contract: the product ID shown on your product's page in the AWS Marketplace Management Portal (e.g. 2205b290-19e6-4c76-9eea-377d6bf71a47)" -}}
+{{- end -}}
+{{- if not (regexMatch "^[^\\s,]{1,255}$" $sku) -}}
+{{- fail (printf "marketplace.entitlement.productSku %q is not a product ID: copy it from your product's page in the AWS Marketplace Management Portal (no spaces or commas, at most 255 characters)" $sku) -}}
 {{- end -}}
 {{- if not (kindIs "slice" $e.entitlements) -}}
 {{- fail "marketplace.entitlement.entitlements must be a list of NAME, NAME=VALUE or NAME=VALUE:UNIT strings" -}}
@@ -126,21 +168,33 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- if not $e.entitlements -}}
 {{- fail "marketplace.entitlement.entitlements is empty: with pricing contract, list at least one entitlement the license must include (NAME, NAME=VALUE or NAME=VALUE:UNIT)" -}}
 {{- end -}}
+{{- $units := splitList " " "Count Seconds Microseconds Milliseconds Bytes Kilobytes Megabytes Gigabytes Terabytes Bits Kilobits Megabits Gigabits Terabits Percent Bytes/Second Kilobytes/Second Megabytes/Second Gigabytes/Second Terabytes/Second Bits/Second Kilobits/Second Megabits/Second Gigabits/Second Terabits/Second Count/Second" -}}
 {{- range $e.entitlements -}}
-{{- if not (regexMatch "^[^,=:\\s]+(=0*[1-9][0-9]*(:[A-Za-z/]+)?)?$" (toString .)) -}}
-{{- fail (printf "marketplace.entitlement.entitlements: %q is not NAME, NAME=VALUE or NAME=VALUE:UNIT (no commas, colons or spaces in NAME; VALUE a whole number >= 1)" (toString .)) -}}
+{{- $spec := toString . -}}
+{{- if not (regexMatch "^[^,=:\\s]+(=0*[1-9][0-9]*(:[^,=:\\s]+)?)?$" $spec) -}}
+{{- fail (printf "marketplace.entitlement.entitlements: %q is not NAME, NAME=VALUE or NAME=VALUE:UNIT (no commas, colons or spaces in NAME; VALUE a whole number >= 1; a feature is NAME alone)" $spec) -}}
+{{- end -}}
+{{- $unit := regexFind ":[^:]+$" $spec | trimPrefix ":" -}}
+{{- if and $unit (not (has $unit $units)) -}}
+{{- fail (printf "marketplace.entitlement.entitlements: %q has the unit %q, which is not an AWS License Manager unit (%s; a feature takes no value: NAME alone)" $spec $unit (join ", " $units)) -}}
 {{- end -}}
 {{- end -}}
 {{- if and (eq $e.seat "hold") (eq $e.mode "initContainer") -}}
 {{- fail "marketplace.entitlement.seat hold works only with mode entrypoint: mpgate must stay the workload's parent to keep the seat; an init container exits before the workload starts (use seat check, or mode entrypoint)" -}}
 {{- end -}}
+{{- if and (ne (toString $e.seat) "hold") (ne (toString $e.grace) "30s") -}}
+{{- fail "marketplace.entitlement.grace applies to seat hold only (how long the workload gets to stop when the license is lost): remove it, or set marketplace.entitlement.seat to hold (mode entrypoint)" -}}
+{{- end -}}
 {{- else -}}
-{{- $version := toString $e.publicKeyVersion -}}
+{{- $code := toString $e.productCode | trim -}}
+{{- if and $code (not (regexMatch "^\\S{1,255}$" $code)) -}}
+{{- fail (printf "marketplace.entitlement.productCode %q is not a product code: copy it from your product's page in the AWS Marketplace Management Portal (no spaces, at most 255 characters)" $code) -}}
+{{- end -}}
 {{- if and $version (not (regexMatch "^[1-9][0-9]*$" $version)) -}}
 {{- fail (printf "marketplace.entitlement.publicKeyVersion must be an integer >= 1 (or unset: the highest version the keys cover), not %q" $version) -}}
 {{- end -}}
-{{- if and (has $e.keySource (list "configMap" "existingConfigMap")) (not (toString $e.productCode | trim)) -}}
-{{- fail (printf "marketplace.entitlement.productCode is required with keySource %s: set the product code from the AWS Marketplace Management Portal (e.g. prod-abc123)" $e.keySource) -}}
+{{- if and (has $e.keySource (list "configMap" "existingConfigMap")) (not $code) -}}
+{{- fail (printf "marketplace.entitlement.productCode is required with keySource %s: set it to the product code shown on your product's page in the AWS Marketplace Management Portal (with keySource image or pinned, the image's own product code is used instead)" $e.keySource) -}}
 {{- end -}}
 {{- if eq $e.keySource "configMap" -}}
 {{- if not $e.publicKeys -}}
@@ -150,8 +204,8 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- if not (regexMatch "^[1-9][0-9]*$" (toString $v)) -}}
 {{- fail (printf "marketplace.entitlement.publicKeys: %q is not a key version (an integer >= 1)" (toString $v)) -}}
 {{- end -}}
-{{- if or (not (contains "PUBLIC KEY-----" (toString $pem))) (contains "PRIVATE KEY" (toString $pem)) -}}
-{{- fail (printf "marketplace.entitlement.publicKeys.%s is not a PEM public key (never put a private key in values)" (toString $v)) -}}
+{{- if or (not (regexMatch "-----BEGIN (RSA )?PUBLIC KEY-----" (toString $pem))) (contains "PRIVATE KEY" (toString $pem)) -}}
+{{- fail (printf "marketplace.entitlement.publicKeys.%s is not a PEM public key (-----BEGIN PUBLIC KEY-----...); never put a private key in values" (toString $v)) -}}
 {{- end -}}
 {{- end -}}
 {{- if and $version (not (hasKey $e.publicKeys $version)) -}}
@@ -335,10 +389,15 @@ otherwise (keep the platform's default). */}}
 {{- end }}
 {{- end -}}
 
+{{/* The workload container. Entrypoint mode: it runs mpgate, so it gets everything.
+initContainer mode, hourly pricing: what `mpgate verify --result-file "$MPGATE_RESULT_FILE"
+--renew` needs at the workload's own start (product code, key, result file, and the gate's
+settings for a renewal's RegisterUsage call), so a restarted app container re-checks instead
+of trusting a stale file. Contract pricing: the result file only (verify does not apply). */}}
 {{- define "mpgate.app.env" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if $e.enabled }}
-{{- if eq $e.mode "entrypoint" }}
+{{- if or (eq $e.mode "entrypoint") (eq $e.pricing "hourly") }}
 {{- include "mpgate.env" . }}
 {{- else }}
 - name: MPGATE_RESULT_FILE
@@ -353,6 +412,11 @@ otherwise (keep the platform's default). */}}
 {{- if eq $e.mode "entrypoint" }}
 {{- include "mpgate.volumeMounts" . }}
 {{- else }}
+{{- if include "mpgate.mountsKeys" . }}
+- name: mpgate-keys
+  mountPath: {{ include "mpgate.keyDir" . }}
+  readOnly: true
+{{- end }}
 - name: mpgate-run
   mountPath: {{ $e.resultDir }}
   readOnly: true
@@ -374,6 +438,9 @@ otherwise (keep the platform's default). */}}
 {{- end -}}
 {{- if not (or $tag $digest) -}}
 {{- fail (printf "%s.tag or %s.digest is required (no template holds an image default)" $path $path) -}}
+{{- end -}}
+{{- if and $digest (not (regexMatch "^sha256:[0-9a-f]{64}$" $digest)) -}}
+{{- fail (printf "%s.digest must be sha256: followed by 64 lowercase hex digits (the Digest that docker buildx imagetools inspect prints), not %q; leave it empty to pull by tag" $path $digest) -}}
 {{- end -}}
 {{- $ref := $repository -}}
 {{- if $registry }}{{ $ref = printf "%s/%s" (trimSuffix "/" $registry) $repository }}{{ end -}}
