@@ -16,25 +16,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-# venv DIR REQUIREMENTS: (re)creates DIR from the pinned REQUIREMENTS when they changed.
-venv() {
-    local dir=$1 req=$2 want
-    want=$(sha256sum "$req" | cut -d' ' -f1)
-    if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.requirements.sha256" 2>/dev/null)" = "$want" ]; then
-        return 0
-    fi
-    echo "setting up $dir from $req (first run: about a minute)"
-    mkdir -p target
-    rm -rf "$dir"
-    python3 -m venv "$dir" \
-        && "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req" \
-        && echo "$want" > "$dir/.requirements.sha256"
-}
-if ! venv target/deploy-venv deploy/requirements.txt; then
+# deploy_venv DIR REQUIREMENTS (shared with scripts/render-chart.sh).
+. scripts/deploy-venv.sh
+if ! deploy_venv target/deploy-venv deploy/requirements.txt; then
     echo "FAIL setup: could not install deploy/requirements.txt into target/deploy-venv"
     exit 1
 fi
-if ! venv target/checkov-venv deploy/checkov-requirements.txt; then
+if ! deploy_venv target/checkov-venv deploy/checkov-requirements.txt; then
     echo "FAIL setup: could not install deploy/checkov-requirements.txt into target/checkov-venv"
     exit 1
 fi
@@ -91,6 +79,38 @@ check "deploy/kubernetes: schemas + wiring (key ring or contract pricing, no reg
 # Helm: lint, dependency, render every ci/ case, the umbrella release, negative cases;
 # writes the rendered manifests to $RENDERED for checkov.
 multi "$BIN/python" deploy/tests/check_helm.py deploy/helm "$RENDERED"
+
+# scripts/render-chart.sh, as a seller runs it: a good render prints the manifests; a refused
+# one prints the chart's sentence (no traceback) and exits 1.
+render_chart_good() {
+    local out rc=0
+    out=$(scripts/render-chart.sh --release shop deploy/helm/example-app/ci/image-values.yaml "$RC_DIR/tag.yaml" 2>"$RC_DIR/err") || rc=$?
+    [ "$rc" -eq 0 ] || { echo "exit $rc"; cat "$RC_DIR/err"; return 1; }
+    [ ! -s "$RC_DIR/err" ] || { echo "stderr is not empty:"; cat "$RC_DIR/err"; return 1; }
+    grep -q '^# Source: example-app/templates/deployment.yaml$' <<<"$out" || { echo "no Deployment in the output"; return 1; }
+    grep -q 'name: shop-example-app$' <<<"$out" || { echo "--release not applied"; return 1; }
+    grep -q 'image: "registry.example.com/my-product/server-gated:2.0@sha256:' <<<"$out" || { echo "the second values file did not win"; return 1; }
+    if grep -q 'MPGATE_PRODUCT_CODE' <<<"$out"; then echo "keySource image without productCode rendered MPGATE_PRODUCT_CODE"; return 1; fi
+}
+render_chart_refused() {
+    local out rc=0 want="marketplace.entitlement.productSku is a setting of pricing contract (AWS License Manager), but pricing is hourly (RegisterUsage), which would ignore it: remove it, or set marketplace.entitlement.pricing to contract"
+    out=$(scripts/render-chart.sh "$RC_DIR/hourly-with-sku.yaml" 2>"$RC_DIR/err") || rc=$?
+    [ "$rc" -eq 1 ] || { echo "exit $rc, want 1"; cat "$RC_DIR/err"; return 1; }
+    [ -z "$out" ] || { echo "printed manifests although refused"; return 1; }
+    grep -qxF "$want" "$RC_DIR/err" || { echo "stderr lacks the sentence:"; cat "$RC_DIR/err"; return 1; }
+    if grep -q Traceback "$RC_DIR/err"; then cat "$RC_DIR/err"; return 1; fi
+    rc=0
+    scripts/render-chart.sh "$RC_DIR/schema.yaml" >/dev/null 2>"$RC_DIR/err" || rc=$?
+    [ "$rc" -eq 1 ] && grep -qF "at '/marketplace/entitlement/mode': value must be one of 'initContainer', 'entrypoint'" "$RC_DIR/err" \
+        || { echo "schema error: exit $rc"; cat "$RC_DIR/err"; return 1; }
+}
+RC_DIR=$(mktemp -d)
+trap 'rm -f "$LOG"; rm -rf "$RC_DIR"' EXIT
+printf 'image:\n  tag: "2.0"\n' > "$RC_DIR/tag.yaml"
+printf 'marketplace:\n  entitlement:\n    productSku: 2205b290-19e6-4c76-9eea-377d6bf71a47\n' > "$RC_DIR/hourly-with-sku.yaml"
+printf 'marketplace:\n  entitlement:\n    mode: sidecar\n' > "$RC_DIR/schema.yaml"
+check "scripts/render-chart.sh: renders a seller's values files (merged in order) to stdout" render_chart_good
+check "scripts/render-chart.sh: a refused render prints the chart's sentence, no traceback, exit 1" render_chart_refused
 
 # ECS task definitions: botocore's RegisterTaskDefinition input shape + the pattern.
 for f in deploy/ecs/taskdef-*.json; do
