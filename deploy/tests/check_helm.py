@@ -23,7 +23,7 @@ from helm_python.registry import dependency_update
 import kube
 from mpgate_env import HOURLY_VARS, KEY_VARS, seconds
 
-PRODUCT_CODE = "abcd1234efgh5678ijkl90mno"  # the example shape used throughout deploy/
+PRODUCT_CODE = "prod-abc123example"  # the example shape used throughout deploy/
 
 RELEASE, NAMESPACE = "rel", "my-product"
 results = []
@@ -773,11 +773,11 @@ def main(helm_dir, out_dir):
 
         # One pricing model's settings under the other: never silently dropped.
         to_contract = "pricing contract (AWS License Manager), but pricing is hourly (RegisterUsage), which would ignore"
-        for key, value in (("productSku", "2205b290-19e6-4c76-9eea-377d6bf71a47"), ("entitlements", ["PremiumSupport"]), ("seat", "hold"), ("grace", "45s")):
+        for key, value in (("productSku", "prod-sku-abc123example"), ("entitlements", ["PremiumSupport"]), ("seat", "hold"), ("grace", "45s")):
             check(f"render refuses {key} (a contract setting) under pricing hourly with a sentence",
                   must_fail(app_dir, base, ent(**{key: value}), f"marketplace.entitlement.{key} is a setting of {to_contract} it: remove it, or set marketplace.entitlement.pricing to contract"))
         check("render names every contract setting under pricing hourly",
-              must_fail(app_dir, base, ent(productSku="2205b290-19e6-4c76-9eea-377d6bf71a47", seat="hold"), f"marketplace.entitlement.productSku, marketplace.entitlement.seat are settings of {to_contract} them: remove them"))
+              must_fail(app_dir, base, ent(productSku="prod-sku-abc123example", seat="hold"), f"marketplace.entitlement.productSku, marketplace.entitlement.seat are settings of {to_contract} them: remove them"))
         to_hourly = ("pricing hourly (RegisterUsage), but pricing is contract, which checks out the AWS License Manager license of productSku "
                      "and uses no product code or public key: remove it, or set marketplace.entitlement.pricing to hourly")
         for key, value in (("productCode", PRODUCT_CODE), ("publicKeys", {"1": "-----BEGIN PUBLIC KEY-----\nX\n-----END PUBLIC KEY-----\n"}),

@@ -157,7 +157,7 @@ ignore is a mistake the seller should see at render time, not in production. */ 
 {{- if eq $e.pricing "contract" -}}
 {{- $sku := toString $e.productSku | trim -}}
 {{- if not $sku -}}
-{{- fail "marketplace.entitlement.productSku is required with pricing contract: the product ID shown on your product's page in the AWS Marketplace Management Portal (e.g. 2205b290-19e6-4c76-9eea-377d6bf71a47)" -}}
+{{- fail "marketplace.entitlement.productSku is required with pricing contract: the product ID shown on your product's page in the AWS Marketplace Management Portal" -}}
 {{- end -}}
 {{- if not (regexMatch "^[^\\s,]{1,255}$" $sku) -}}
 {{- fail (printf "marketplace.entitlement.productSku %q is not a product ID: copy it from your product's page in the AWS Marketplace Management Portal (no spaces or commas, at most 255 characters)" $sku) -}}
