@@ -107,7 +107,7 @@ render_chart_refused() {
 RC_DIR=$(mktemp -d)
 trap 'rm -f "$LOG"; rm -rf "$RC_DIR"' EXIT
 printf 'image:\n  tag: "2.0"\n' > "$RC_DIR/tag.yaml"
-printf 'marketplace:\n  entitlement:\n    productSku: 2205b290-19e6-4c76-9eea-377d6bf71a47\n' > "$RC_DIR/hourly-with-sku.yaml"
+printf 'marketplace:\n  entitlement:\n    productSku: prod-sku-abc123example\n' > "$RC_DIR/hourly-with-sku.yaml"
 printf 'marketplace:\n  entitlement:\n    mode: sidecar\n' > "$RC_DIR/schema.yaml"
 check "scripts/render-chart.sh: renders a seller's values files (merged in order) to stdout" render_chart_good
 check "scripts/render-chart.sh: a refused render prints the chart's sentence, no traceback, exit 1" render_chart_refused
