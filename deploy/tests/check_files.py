@@ -8,6 +8,10 @@ Usage: python check_files.py   (from the repository root; exit 1 on any problem)
   into a manifest is wrong for every buyer elsewhere (RegisterUsage fails with exit 13).
 - The root Dockerfile copies from the build context only what .dockerignore lets in, and
   ships /LICENSE and /NOTICE.
+- Cross-references name real sections: every `FILE, "Title"` citation in deploy/ (comments,
+  values, Markdown) and docs/deploy-reference.md names a heading of FILE, and every relative
+  Markdown link of deploy/**/*.md and docs/deploy-reference.md reaches an existing file and,
+  with #anchor, one of its headings.
 - The IAM policies grant exactly what each pricing model calls: iam-policy.json
   aws-marketplace:RegisterUsage (hourly), iam-policy-license-manager.json the three License
   Manager actions (contract; no GetLicense or ListReceivedLicenses: mpgate does not call
@@ -145,10 +149,67 @@ def policy_problems():
     return found
 
 
+CITATION = re.compile(r"((?:deploy/|docs/)?(?:README|deploy-reference|reference)\.md)[,:]?\s+\"([^\"]+)\"")
+MD_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def headings(path):
+    """{title: anchor} of a Markdown file's headings (outside code fences), GitHub's slugs."""
+    found, seen, fenced = {}, {}, False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.lstrip().startswith(("```", "~~~")):
+                fenced = not fenced
+            if fenced or not line.startswith("#"):
+                continue
+            title = line.lstrip("#").strip()
+            slug = re.sub(r"[^\w\- ]", "", title.replace("`", "").lower()).replace(" ", "-")
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            found[title] = slug if n == 0 else f"{slug}-{n}"
+    return found
+
+
+def crossref_problems(paths):
+    found = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError:
+            continue
+        # A citation may wrap over a comment line: join the lines first.
+        flat = re.sub(r"\s*\n\s*(?:#\s*)?", " ", text)
+        for m in CITATION.finditer(flat):
+            target, title = m.group(1), m.group(2)
+            if "/" not in target:
+                target = "README.md" if target == "README.md" else os.path.join("docs", target)
+            if not os.path.exists(target):
+                continue
+            if title not in headings(target):
+                found.append(f"{path}: cites {target}, \"{title}\", which is not a heading there")
+        if not path.endswith(".md"):
+            continue
+        for m in MD_LINK.finditer(text):
+            link = m.group(1)
+            if re.match(r"^[a-z][a-z0-9+.-]*:", link):
+                continue
+            file_part, _, anchor = link.partition("#")
+            dest = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) if file_part else path
+            if not os.path.exists(dest):
+                found.append(f"{path}: link {link}: no such file")
+            elif anchor and dest.endswith(".md") and anchor not in headings(dest).values():
+                found.append(f"{path}: link {link}: no heading #{anchor} in {dest}")
+    return found
+
+
 def main():
     failed = False
     paths = sorted(files_under("deploy")) + ["Dockerfile", ".checkov.yaml"]
+    docs = [p for p in paths if p.startswith("deploy/")] + ["docs/deploy-reference.md"]
     checks = [
+        (f"cross-references: every cited section title and Markdown link of deploy/ and docs/deploy-reference.md exists ({len(docs)} files)",
+         crossref_problems(docs)),
         (f"no region literal in deploy/, Dockerfile, .checkov.yaml ({len(paths)} files)", region_problems(paths)),
         (".dockerignore lets in what the Dockerfile copies; the image ships LICENSE and NOTICE", dockerignore_problems()),
         ("IAM: hourly RegisterUsage only, contract the three License Manager actions only; the CloudFormation task role gets the pricing's policy",
