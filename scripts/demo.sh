@@ -53,7 +53,7 @@ scenario 10 "A buyer who is not subscribed: mpgate refuses (exit 10) and the wor
 
 MPGATE_PRICING=contract MPGATE_ENTITLEMENTS=Basic,Seats=1 MPGATE_SEAT=hold \
   scenario 0 "Contract pricing: a seat is checked out, held while the workload runs, then checked in" \
-  -- "$bin/mpgate" -- sh -c 'echo "   workload: PID $$ under mpgate (PID $PPID), entitlements $MPGATE_LICENSE_ENTITLEMENTS"'
+  -- "$bin/mpgate" -- sh -c 'echo "   workload: PID $$ under mpgate (PID $PPID), which holds the seat"'
 
 MPGATE_PRICING=contract MPGATE_ENTITLEMENTS=Seats=6 \
   scenario 10 "More seats than the contract has (the emulator sells 5): refused" \
