@@ -86,7 +86,7 @@ RUN --mount=type=cache,id=mpgate-cargo-registry,target=/usr/local/cargo/registry
     elif [ "${BUILDARCH:-amd64}" = amd64 ]; then \
       cargo build --release --locked --target "$triple" --bin mpgate; \
     else \
-      echo "linux/amd64 is built on an amd64 builder (musl-tools; zig's linker refuses -z pack-relative-relocs): add an amd64 node to the builder, see deploy/README.md" >&2; exit 1; \
+      echo "linux/amd64 is built on an amd64 builder (musl-tools; zig's linker refuses -z pack-relative-relocs): add an amd64 node to the builder, see docs/deploy-reference.md, The mpgate image" >&2; exit 1; \
     fi \
  && install -D -m 0755 "target/$triple/release/mpgate" /out/mpgate \
  && readelf -h /out/mpgate | grep -q "Machine:.*$machine" \
@@ -102,6 +102,7 @@ COPY target/image/${TARGETARCH}/mpgate /out/mpgate
 # The stage /mpgate is taken from: builder or prebuilt (a stage name in a variable, because
 # COPY --from does not expand build arguments).
 # hadolint ignore=DL3006
+# checkov:skip=CKV_DOCKER_7: MPGATE_BINARY is a build argument naming a stage, not an image
 FROM ${MPGATE_BINARY} AS binary
 
 # The image: the binary, the licence files, a non-root user; nothing else.

@@ -289,7 +289,7 @@ def build_seller_images():
             ("keyring", SELLER, ["--build-arg", f"MPGATE_PRODUCT_CODE={PRODUCT_CODE}"]),
             ("contract", SELLER_CONTRACT, []),
         ]:
-            r = docker("build", "--quiet", "--target", target, "-t", tag, *common, *extra,
+            r = docker("build", "--quiet", "--network", "none", "--target", target, "-t", tag, *common, *extra,
                        str(ctx), timeout=300)
             if r.returncode != 0:
                 sys.exit(f"building the seller image's {target} target failed:\n{r.stderr}")
