@@ -23,6 +23,8 @@ pub struct Args {
     pub entitlements: Vec<String>,
     pub seat: Option<String>,
     pub grace: Option<String>,
+    /// `mpgate verify --renew`: a result file too old is renewed by a fresh check.
+    pub renew: bool,
     /// The workload: empty in init mode.
     pub command: Vec<OsString>,
 }
@@ -32,20 +34,47 @@ pub enum Parsed {
     Run(Box<Args>),
     /// `mpgate verify`: check a hand-over instead of making one.
     Verify(Box<Args>),
+    /// The gate's help ([`USAGE`]).
     Help,
+    /// `mpgate verify`'s own help ([`VERIFY_USAGE`]).
+    VerifyHelp,
     Version,
 }
 
 /// A command line mpgate cannot use; always exit code 2.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} (run 'mpgate --help' for the options)")]
-pub struct UsageError(String);
+#[error("{message} (run '{help}' for the options)")]
+pub struct UsageError {
+    message: String,
+    help: &'static str,
+    /// A `mpgate verify` command line: reported as verify reports, never in a result file.
+    pub verify: bool,
+}
+
+impl UsageError {
+    fn gate(message: String) -> Self {
+        UsageError {
+            message,
+            help: "mpgate --help",
+            verify: false,
+        }
+    }
+
+    fn verify(message: String) -> Self {
+        UsageError {
+            message,
+            help: "mpgate verify --help",
+            verify: true,
+        }
+    }
+}
 
 pub const USAGE: &str = "\
 mpgate: gate a container on the buyer's AWS Marketplace entitlement, then run the workload
 
 Usage: mpgate [OPTIONS] [--] [COMMAND [ARG...]]
-       mpgate verify [--result-file PATH] [KEY OPTIONS]
+       mpgate verify [OPTIONS]    check the hand-over from inside the workload ('mpgate verify --help')
+       mpgate help                print this help (as --help)
 
 Hourly pricing calls AWS Marketplace Metering RegisterUsage with a fresh nonce, verifies the
 signed answer, then execs COMMAND in place (same PID and stdio). Contract pricing checks the
@@ -60,7 +89,8 @@ Options:
                                  (or the PEM itself in MPGATE_PUBLIC_KEY)
       --public-key-dir DIR       key ring: one public-key-v<N>.pem per key version [MPGATE_PUBLIC_KEY_DIR]
       --timeout DURATION         deadline of the whole entitlement check (default 30s) [MPGATE_TIMEOUT]
-      --attempt-timeout DURATION deadline of one attempt (default: a third of --timeout, at most 10s) [MPGATE_ATTEMPT_TIMEOUT]
+      --attempt-timeout DURATION deadline of one attempt: connect, send, answer (default: a third of --timeout,
+                                 between 500ms and 10s; never more than --timeout) [MPGATE_ATTEMPT_TIMEOUT]
       --max-token-age DURATION   oldest accepted token 'iat' (default 300s) [MPGATE_MAX_TOKEN_AGE]
       --on-transient-error MODE  deny | allow: start unverified when only the service is unreachable (default deny) [MPGATE_ON_TRANSIENT_ERROR]
       --result-file PATH         write the outcome as JSON here [MPGATE_RESULT_FILE]
@@ -82,43 +112,106 @@ Contract pricing (--pricing contract; the product code and key options are not u
   -V, --version                  print the version
 
 mpgate verify checks, from inside the workload, the token mpgate handed over (MPGATE_SIGNATURE
-and MPGATE_NONCE, or --result-file) against the product code and key: exit 0 or 12. A
-workload named 'verify' is run as 'mpgate -- verify'. A pinned build (see 'mpgate --version')
-refuses product code and key options.
+and MPGATE_NONCE, or --result-file) against the product code and key: exit 0 or 12; see
+'mpgate verify --help'. A workload named 'verify' or 'help' is run as 'mpgate -- verify' or
+'mpgate -- help'. A pinned build (see 'mpgate --version') refuses product code and key options.
 
 DURATION is a number with an optional unit: 30, 30s, 1500ms, 2m.
 Log filter: MPGATE_LOG (default info). AWS region and credentials come from the standard
 AWS_* variables, profile files, ECS/EKS container credentials, IRSA or IMDS.
 Exit codes: 0 entitled, 2 usage, 10 not entitled (with hold: the license was lost), 11
 platform not supported, 12 token or answer rejected, 13 request refused, 14 service
-unreachable (with hold: until the seat expired), 15 no region or credentials, 126/127
-command not executable/found, 128+N interrupted by signal N before the hand-over; with
-hold, otherwise COMMAND's own exit status.
+unreachable (with hold: until the seat expired), 15 no region or credentials, 101 a bug in
+mpgate (it panicked: please report it), 126/127 command not executable/found, 128+N
+interrupted by signal N before the hand-over; with hold, otherwise COMMAND's own exit status.
+";
+
+pub const VERIFY_USAGE: &str = "\
+mpgate verify: check, from inside the workload, that mpgate verified the buyer's entitlement
+
+Usage: mpgate verify [OPTIONS]
+       mpgate verify --result-file PATH [--renew] [OPTIONS]
+
+Checks the token mpgate handed over: in this process's environment (MPGATE_SIGNATURE and
+MPGATE_NONCE, set by 'mpgate -- COMMAND'), or with --result-file in the result file an init
+container's mpgate wrote (read, never written). The token must be signed by AWS Marketplace
+under the key below, for the product code, key version and nonce, at most the max token age
+ago, and a result file must record outcome 'verified'. No call to AWS: exit 0 when verified,
+12 when not, 2 for a bad option or key.
+
+Options:
+      --result-file PATH         check this result file instead of the environment
+      --renew                    with --result-file: when the file's token is only too old (the app container
+                                 restarted after its init container's check), check the entitlement again as
+                                 the gate does (RegisterUsage with a fresh nonce) and exit with the gate's code
+      --product-code CODE        product code from the AWS Marketplace Management Portal [MPGATE_PRODUCT_CODE]
+      --public-key-version N     public key version (default: the highest in the key directory, else 1) [MPGATE_PUBLIC_KEY_VERSION]
+      --public-key-file PATH     PEM RSA public key for that version [MPGATE_PUBLIC_KEY_FILE]
+                                 (or the PEM itself in MPGATE_PUBLIC_KEY)
+      --public-key-dir DIR       key ring: one public-key-v<N>.pem per key version [MPGATE_PUBLIC_KEY_DIR]
+      --max-token-age DURATION   oldest accepted token 'iat' (default 300s) [MPGATE_MAX_TOKEN_AGE]
+      --log-format FORMAT        auto | text | json (default auto: text on a terminal) [MPGATE_LOG_FORMAT]
+  -h, --help                     print this help
+
+With --renew only, as for the gate ('mpgate --help'):
+      --timeout DURATION         deadline of the whole entitlement check (default 30s) [MPGATE_TIMEOUT]
+      --attempt-timeout DURATION deadline of one attempt [MPGATE_ATTEMPT_TIMEOUT]
+      --endpoint-url URL         the service's endpoint (default: the SDK's, e.g. AWS_ENDPOINT_URL_MARKETPLACE_METERING)
+
+--renew renews nothing else: a token that fails any other check (signature, product code, key
+version, nonce), a file that records no verified outcome, or a missing file is exit 12 without a
+call to AWS. The renewed check never starts unverified (MPGATE_ON_TRANSIENT_ERROR is not used)
+and does not rewrite the result file; its exit codes are the gate's (0, 2, 10 to 15, 128+N).
+AWS region and credentials come from the standard AWS_* variables, as for the gate.
+
+Hourly pricing only: a contract checkout carries no token mpgate can check (exit 2). A pinned
+build (see 'mpgate --version') refuses the product code, key and age options. A workload named
+'verify' is run as 'mpgate -- verify'.
 ";
 
 /// Parses mpgate's arguments (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageError> {
     let mut args = args.into_iter().peekable();
-    // `verify` as the first word is the subcommand; a workload of that name is `mpgate -- verify`.
+    // `verify` and `help` as the first word are subcommands; a workload of either name is
+    // `mpgate -- verify`, `mpgate -- help`.
     if args.peek().is_some_and(|a| a == "verify") {
         args.next();
-        return match parse_options(args)? {
+        return match parse_options(args).map_err(|e| UsageError::verify(e.message))? {
             Parsed::Run(options) => verify_options(options),
-            Parsed::Help => Ok(Parsed::Help),
+            Parsed::Help => Ok(Parsed::VerifyHelp),
             other => Ok(other),
         };
     }
-    parse_options(args)
+    if args.peek().is_some_and(|a| a == "help") {
+        args.next();
+        return match args.next() {
+            None => Ok(Parsed::Help),
+            Some(topic) if topic == "verify" && args.peek().is_none() => Ok(Parsed::VerifyHelp),
+            Some(other) => Err(UsageError::gate(format!(
+                "mpgate help takes no {:?} (a workload named 'help' is run as 'mpgate -- help')",
+                other.to_string_lossy()
+            ))),
+        };
+    }
+    match parse_options(args)? {
+        Parsed::Run(options) if options.renew => Err(UsageError::gate(
+            "--renew is an option of 'mpgate verify --result-file PATH'".into(),
+        )),
+        other => Ok(other),
+    }
 }
 
-/// Only the options that say what to trust apply to `verify`; `--result-file` is read, not written.
+/// Only the options that say what to trust apply to `verify`; `--result-file` is read, not
+/// written. `--renew` also takes the options of the call it may make.
 fn verify_options(options: Box<Args>) -> Result<Parsed, UsageError> {
-    let ignored = [
+    let call_options = [
         (options.timeout.is_some(), "--timeout"),
         (options.attempt_timeout.is_some(), "--attempt-timeout"),
+        (options.endpoint_url.is_some(), "--endpoint-url"),
+    ];
+    let never = [
         (options.on_transient_error.is_some(), "--on-transient-error"),
         (options.termination_log.is_some(), "--termination-log"),
-        (options.endpoint_url.is_some(), "--endpoint-url"),
         (options.pricing.is_some(), "--pricing"),
         (options.product_sku.is_some(), "--product-sku"),
         (!options.entitlements.is_empty(), "--entitlement"),
@@ -126,12 +219,24 @@ fn verify_options(options: Box<Args>) -> Result<Parsed, UsageError> {
         (options.grace.is_some(), "--grace"),
         (!options.command.is_empty(), "COMMAND"),
     ];
-    match ignored.iter().find(|(given, _)| *given) {
-        Some((_, name)) => Err(UsageError(format!(
+    if let Some((_, name)) = never.iter().find(|(given, _)| *given) {
+        return Err(UsageError::verify(format!(
             "mpgate verify takes no {name}: it only checks the hand-over"
-        ))),
-        None => Ok(Parsed::Verify(options)),
+        )));
     }
+    if !options.renew {
+        if let Some((_, name)) = call_options.iter().find(|(given, _)| *given) {
+            return Err(UsageError::verify(format!(
+                "mpgate verify takes no {name} without --renew: it only checks the hand-over"
+            )));
+        }
+    }
+    if options.renew && options.result_file.is_none() {
+        return Err(UsageError::verify(
+            "--renew needs --result-file PATH: it renews the check an init container recorded there (in entrypoint mode, 'mpgate -- COMMAND' checks on every start)".into(),
+        ));
+    }
+    Ok(Parsed::Verify(options))
 }
 
 fn parse_options(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageError> {
@@ -159,6 +264,7 @@ fn parse_options(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usa
             Long("entitlement") => out.entitlements.push(string(&mut parser)?),
             Long("seat") => out.seat = Some(string(&mut parser)?),
             Long("grace") => out.grace = Some(string(&mut parser)?),
+            Long("renew") => out.renew = true,
             Value(program) => {
                 // Everything from the first operand on belongs to the workload, untouched:
                 // `mpgate app --verbose` must pass `--verbose` to app. lexopt has already
@@ -179,7 +285,7 @@ fn string(parser: &mut lexopt::Parser) -> Result<String, UsageError> {
 }
 
 fn usage(e: lexopt::Error) -> UsageError {
-    UsageError(e.to_string())
+    UsageError::gate(e.to_string())
 }
 
 #[cfg(test)]
@@ -228,6 +334,60 @@ mod tests {
         assert_eq!(run(&["app", "verify"]).command, ["app", "verify"]);
         let e = parsed(&["verify", "app"]).unwrap_err();
         assert!(e.to_string().contains("takes no COMMAND"), "{e}");
+    }
+
+    #[test]
+    fn help_is_a_subcommand_only_as_the_first_word() {
+        let parsed = |args: &[&str]| parse(args.iter().map(OsString::from));
+        assert!(matches!(parsed(&["help"]), Ok(Parsed::Help)));
+        assert!(matches!(
+            parsed(&["help", "verify"]),
+            Ok(Parsed::VerifyHelp)
+        ));
+        assert!(matches!(
+            parsed(&["verify", "--help"]),
+            Ok(Parsed::VerifyHelp)
+        ));
+        assert!(matches!(parsed(&["verify", "-h"]), Ok(Parsed::VerifyHelp)));
+        assert_eq!(run(&["--", "help"]).command, ["help"]);
+        assert_eq!(run(&["app", "help"]).command, ["app", "help"]);
+        let e = parsed(&["help", "me"]).unwrap_err();
+        assert!(e.to_string().contains("mpgate -- help"), "{e}");
+    }
+
+    #[test]
+    fn renew_belongs_to_verify_with_a_result_file() {
+        let parsed = |args: &[&str]| parse(args.iter().map(OsString::from));
+        match parsed(&["verify", "--renew", "--result-file", "r", "--timeout", "5s"]) {
+            Ok(Parsed::Verify(a)) => assert!(a.renew && a.timeout.is_some()),
+            other => panic!("{other:?}"),
+        }
+        let e = parsed(&["verify", "--renew"]).unwrap_err();
+        assert!(
+            e.verify && e.to_string().contains("--renew needs --result-file"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("mpgate verify --help"), "{e}");
+        let e = parsed(&["verify", "--result-file", "r", "--endpoint-url", "x"]).unwrap_err();
+        assert!(e.to_string().contains("without --renew"), "{e}");
+        let e = parsed(&[
+            "verify",
+            "--renew",
+            "--result-file",
+            "r",
+            "--on-transient-error",
+            "allow",
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("takes no --on-transient-error"),
+            "{e}"
+        );
+        let e = parsed(&["--renew"]).unwrap_err();
+        assert!(
+            !e.verify && e.to_string().contains("mpgate verify --result-file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub enum Failure {
     Exec(#[from] ExecError),
     #[error(transparent)]
     Proof(#[from] ProofError),
+    /// `mpgate verify --result-file`: the token passed every check but its age.
+    #[error("the token in result file {path} was issued {age}s ago, more than the allowed {max}s ({setting}): if the app container restarted after its init container's check, add --renew to check the entitlement with AWS Marketplace again, or use entrypoint mode ('mpgate -- COMMAND'), which checks on every start")]
+    StaleResultFile {
+        path: String,
+        age: u64,
+        max: u64,
+        setting: &'static str,
+    },
     #[error("interrupted by {name} before the hand-over; the workload was not started")]
     Interrupted { signal: i32, name: &'static str },
 }
@@ -64,7 +72,9 @@ impl Failure {
             Failure::Metering(M::Call(call)) | Failure::License(LicenseError::Call(call)) => {
                 call_contract(call)
             }
-            Failure::Token(_) | Failure::Proof(_) => (code::TOKEN_REJECTED, "token-rejected"),
+            Failure::Token(_) | Failure::Proof(_) | Failure::StaleResultFile { .. } => {
+                (code::TOKEN_REJECTED, "token-rejected")
+            }
             Failure::Exec(ExecError::NotFound { .. }) => {
                 (code::COMMAND_NOT_FOUND, "command-not-found")
             }

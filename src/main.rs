@@ -17,12 +17,18 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
         }
+        Ok(Parsed::VerifyHelp) => {
+            print!("{}", cli::VERIFY_USAGE);
+            return ExitCode::SUCCESS;
+        }
         Ok(Parsed::Version) => {
             println!("mpgate {}", env!("CARGO_PKG_VERSION"));
             print!("{}", pinned::describe().unwrap_or_default());
             return ExitCode::SUCCESS;
         }
-        Ok(Parsed::Verify(args)) => return verify(*args, &env),
+        Ok(Parsed::Verify(args)) => return verify(Ok(*args), &env, started),
+        // Reported as verify reports: never into a result file the gate would write.
+        Err(e) if e.verify => return verify(Err(e), &env, started),
         Ok(Parsed::Run(args)) => (*args, None),
         Err(e) => (cli::Args::default(), Some(ConfigError::from(e))),
     };
@@ -81,11 +87,18 @@ fn start_logging(
     format_error.or(filter_error)
 }
 
-/// `mpgate verify`: logs the verdict like the gate does and exits 0, 12 or 2.
-fn verify(args: cli::Args, env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> ExitCode {
-    let checked = match start_logging(args.log_format.clone(), env) {
-        Some(error) => Err(error.into()),
-        None => verify::check_command(&args, env),
+/// `mpgate verify`: logs the verdict like the gate does and exits 0, 12 or 2 (with `--renew`,
+/// the gate's code).
+fn verify(
+    args: Result<cli::Args, cli::UsageError>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    started: Instant,
+) -> ExitCode {
+    let format = args.as_ref().ok().and_then(|a| a.log_format.clone());
+    let checked = match (start_logging(format, env), args) {
+        (Some(error), _) => Err(error.into()),
+        (None, Err(usage)) => Err(ConfigError::from(usage).into()),
+        (None, Ok(args)) => verify::run(&args, env, started),
     };
     match checked {
         Ok(message) => {

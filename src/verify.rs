@@ -2,20 +2,54 @@
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use mpgate_proof::Handover;
+use mpgate_proof::{Handover, ProofError, TokenError};
 
 use crate::cli::Args;
 use crate::config::{self, ConfigError, Trust};
 use crate::exit::Failure;
+use crate::gate::{self, Verdict};
 use crate::pinned;
 
+/// What the offline check found.
+enum Offline {
+    Verified(String),
+    /// A result file whose token passed every check but its age: what `--renew` renews.
+    /// `refusal` is the answer without it.
+    Stale {
+        age: u64,
+        refusal: Failure,
+    },
+}
+
+/// `mpgate verify`: the offline check, and with `--renew` the gate's check again when the
+/// result file's only fault is its age. Returns what was verified.
+pub fn run(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    started: Instant,
+) -> Result<String, Failure> {
+    match check_offline(args, env)? {
+        Offline::Verified(message) => Ok(message),
+        Offline::Stale { age, refusal } if args.renew => renew(args, env, started, age, refusal),
+        Offline::Stale { refusal, .. } => Err(refusal),
+    }
+}
+
 /// Checks the hand-over (or `--result-file`) against the configured or pinned product code and
-/// key, as the gate would; returns what was verified.
+/// key, as the gate would, without a call to AWS; returns what was verified.
 pub fn check_command(
     args: &Args,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<String, Failure> {
+    match check_offline(args, env)? {
+        Offline::Verified(message) => Ok(message),
+        Offline::Stale { refusal, .. } => Err(refusal),
+    }
+}
+
+fn check_offline(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Offline, Failure> {
     // A contract hand-over carries no token to check: License Manager's SignedToken is signed
     // with a key AWS does not publish.
     if pinned::kind() == Some(pinned::Kind::Contract) {
@@ -32,16 +66,80 @@ pub fn check_command(
         Some(path) => Handover::from_result_file(Path::new(path))?,
         None => Handover::from_vars(env)?,
     };
-    handover.verify_with(
-        &trust.key.key,
-        &trust.product_code,
-        trust.key.version,
-        max_age,
-    )?;
-    Ok(format!(
-        "the hand-over is verified: AWS Marketplace signed it for product {} with key version {} within the last {}s",
-        trust.product_code,
-        trust.key.version,
-        max_age.as_secs()
-    ))
+    let verify = |max_age| {
+        handover.verify_with(
+            &trust.key.key,
+            &trust.product_code,
+            trust.key.version,
+            max_age,
+        )
+    };
+    match (verify(max_age), &args.result_file) {
+        (Ok(()), _) => Ok(Offline::Verified(format!(
+            "the hand-over is verified: AWS Marketplace signed it for product {} with key version {} within the last {}s",
+            trust.product_code,
+            trust.key.version,
+            max_age.as_secs()
+        ))),
+        (Err(ProofError::Token(TokenError::Stale(age, max))), Some(path)) => {
+            // Age is the only fault when the same token passes every other check (signature,
+            // product code, key version, nonce, exp) without the age bound.
+            verify(Duration::MAX)?;
+            let refusal = Failure::StaleResultFile {
+                path: Path::new(path).display().to_string(),
+                age,
+                max,
+                setting: if pinned::is_pinned() {
+                    "the age compiled into this pinned build"
+                } else {
+                    "MPGATE_MAX_TOKEN_AGE"
+                },
+            };
+            Ok(Offline::Stale { age, refusal })
+        }
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
+/// `--renew`: the gate's own check (a fresh nonce, RegisterUsage, the token verified) with the
+/// same configuration, as in init mode. It never starts unverified (`allow` is not read: this
+/// command's promise is a verified entitlement) and writes no result file: the app container
+/// mounts it read-only, and the init container's record stays as it was.
+fn renew(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    started: Instant,
+    age: u64,
+    stale: Failure,
+) -> Result<String, Failure> {
+    tracing::info!("{stale}; --renew: checking the entitlement again");
+    let check = Args {
+        on_transient_error: Some("deny".into()),
+        result_file: None,
+        termination_log: None,
+        renew: false,
+        command: Vec::new(),
+        ..args.clone()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ConfigError::InvalidValue {
+            name: "async runtime",
+            value: e.to_string(),
+            expected: "mpgate needs a thread and an epoll instance to call AWS",
+        })?;
+    let (facts, verdict) = runtime.block_on(gate::run(check, None, env, started));
+    runtime.shutdown_timeout(Duration::from_millis(50));
+    match verdict {
+        Verdict::Verified { .. } => Ok(format!(
+            "the entitlement check was renewed: the result file's token was {age}s old, and AWS Marketplace signed a fresh one for product {} with key version {} (attempts: {})",
+            facts.product_code.as_deref().unwrap_or_default(),
+            facts.public_key_version.unwrap_or_default(),
+            facts.call.attempts
+        )),
+        Verdict::Failed(failure) => Err(failure),
+        // Not reached with `deny` and hourly pricing; never a pass.
+        _ => Err(ProofError::Unverified.into()),
+    }
 }

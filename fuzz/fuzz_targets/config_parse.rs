@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        Ok(Parsed::Help | Parsed::Version) => {}
+        Ok(Parsed::Help | Parsed::VerifyHelp | Parsed::Version) => {}
         Err(e) => {
             let _ = e.to_string();
         }

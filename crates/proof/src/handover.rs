@@ -65,7 +65,8 @@ impl Handover {
         })
     }
 
-    /// Reads the `signature` and `nonce` of a result file mpgate wrote (`--result-file`).
+    /// Reads the `signature` and `nonce` of a result file mpgate wrote (`--result-file`); the
+    /// file must record `"outcome": "verified"` and `"entitled": true`.
     pub fn from_result_file(path: &Path) -> Result<Handover, ProofError> {
         use std::io::Read;
         let failed = |reason: String| ProofError::ResultFile {
@@ -82,15 +83,29 @@ impl Handover {
         #[derive(Deserialize)]
         struct ResultFile {
             entitled: bool,
+            outcome: String,
             signature: Option<String>,
             nonce: Option<String>,
         }
         let result: ResultFile = serde_json::from_slice(&text)
             .map_err(|e| failed(format!("not an mpgate result file ({e})")))?;
-        match (result.entitled, result.signature, result.nonce) {
-            (true, Some(signature), Some(nonce)) => Ok(Handover { signature, nonce }),
-            (true, None, _) => Err(ProofError::Unverified),
-            _ => Err(failed("it records no verified entitlement".into())),
+        // The outcome and `entitled` must both say verified: a file edited to carry a token
+        // from elsewhere next to a failed check's outcome is not a proof.
+        match (result.outcome.as_str(), result.entitled, result.signature, result.nonce) {
+            ("verified", true, Some(signature), Some(nonce)) => Ok(Handover { signature, nonce }),
+            ("verified", true, None, _) => Err(failed(
+                "it records a verified check without a token (a contract checkout?): there is nothing to check offline".into(),
+            )),
+            ("unverified", ..) => Err(ProofError::Unverified),
+            ("verified", false, ..) => Err(failed(
+                "its outcome and \"entitled\" disagree: it is not a file mpgate wrote".into(),
+            )),
+            (outcome, ..) => {
+                let shown: String = outcome.chars().take(40).collect();
+                Err(failed(format!(
+                    "it records outcome {shown:?}, not a verified entitlement"
+                )))
+            }
         }
     }
 
@@ -142,4 +157,67 @@ pub fn verify_handover(
         public_key_version,
         DEFAULT_MAX_TOKEN_AGE,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `json` as a result file (written to a file of this test's own).
+    fn read(name: &str, json: &str) -> Result<Handover, ProofError> {
+        let path =
+            std::env::temp_dir().join(format!("mpgate-proof-{}-{name}.json", std::process::id()));
+        std::fs::write(&path, json).unwrap();
+        let read = Handover::from_result_file(&path);
+        std::fs::remove_file(&path).unwrap();
+        read
+    }
+
+    #[test]
+    fn a_result_file_passes_only_with_outcome_verified_and_entitled() {
+        let verified = r#"{"entitled":true,"outcome":"verified","signature":"a.b.c","nonce":"n"}"#;
+        assert_eq!(
+            read("verified", verified).unwrap(),
+            Handover {
+                signature: "a.b.c".into(),
+                nonce: "n".into()
+            }
+        );
+        // A token pasted next to a failed check's outcome, or with `entitled` flipped.
+        for (name, json, words) in [
+            (
+                "not-entitled",
+                r#"{"entitled":true,"outcome":"not-entitled","signature":"a.b.c","nonce":"n"}"#,
+                "outcome \"not-entitled\", not a verified entitlement",
+            ),
+            (
+                "flipped",
+                r#"{"entitled":false,"outcome":"verified","signature":"a.b.c","nonce":"n"}"#,
+                "disagree",
+            ),
+            (
+                "no-outcome",
+                r#"{"entitled":true,"signature":"a.b.c","nonce":"n"}"#,
+                "missing field `outcome`",
+            ),
+            (
+                "contract",
+                r#"{"entitled":true,"outcome":"verified","signature":null,"nonce":null}"#,
+                "without a token",
+            ),
+        ] {
+            match read(name, json) {
+                Err(e @ ProofError::ResultFile { .. }) => {
+                    assert!(e.to_string().contains(words), "{name}: {e}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let unverified =
+            r#"{"entitled":false,"outcome":"unverified","signature":null,"nonce":"n"}"#;
+        assert!(matches!(
+            read("unverified", unverified),
+            Err(ProofError::Unverified)
+        ));
+    }
 }
