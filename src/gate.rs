@@ -626,9 +626,12 @@ fn report<'a>(
         entitlements: license.map(|l| &l.entitlements),
         expiration: license.map(|l| l.expiration.as_str()),
         checked_in: license.map(|l| l.checked_in),
-        verified_at: match license {
-            Some(l) => l.verified_at.clone(),
-            None => signature.and_then(|_| now_rfc3339()),
+        // Present exactly when `entitled` is: the time of the check that verified it (a held
+        // seat keeps its start's). A lost license is not entitled, so it has none.
+        verified_at: match (entitled, license) {
+            (false, _) => None,
+            (true, Some(l)) => l.verified_at.clone(),
+            (true, None) => signature.and_then(|_| now_rfc3339()),
         },
         attempts: facts.call.attempts,
         request_id: facts.call.request_id.as_deref(),

@@ -36,6 +36,8 @@ pub struct Report<'a> {
     /// Whether the seat was given back (`--seat check` at once, `hold` at the end).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checked_in: Option<bool>,
+    /// When the entitlement was verified: present exactly when `entitled` is true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<String>,
     pub attempts: u32,
     /// `x-amzn-RequestId` of the last answer, when there was one.
