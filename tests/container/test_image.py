@@ -74,17 +74,18 @@ class Emulator:
         lines = [json.loads(x) for x in self.record.read_text().splitlines() if x.strip()]
         return [r for r in lines if (r.get("target") or "").endswith(target_suffix)]
 
-    def env(self):
-        """The docker -e arguments that point the gate at this emulator."""
+    def env(self, keys=True):
+        """The docker -e arguments that point the gate at this emulator (with the task's
+        temporary keys unless keys=False)."""
         pairs = {
             "AWS_ENDPOINT_URL_MARKETPLACE_METERING": self.url,
             "AWS_ENDPOINT_URL_LICENSE_MANAGER": self.url,
             "AWS_REGION": self.ready["region"],
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_SESSION_TOKEN": SESSION_TOKEN,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+        if keys:
+            pairs.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                          "AWS_SESSION_TOKEN": SESSION_TOKEN})
         out = []
         for k, v in pairs.items():
             out += ["-e", f"{k}={v}"]
@@ -186,6 +187,27 @@ class ContainerTest(unittest.TestCase):
             "sh", "-c", 'echo "uid=$(id -u) entitlement=$MPGATE_ENTITLEMENT"')
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("uid=65532 entitlement=verified", r.stdout)
+
+    def test_ecs_container_credentials_from_the_emulator(self):
+        token = "container-test-token-0123456789"
+        emu = self.emulator("--container-credentials-token", token)
+        token_file = pathlib.Path(tempfile.mkstemp(prefix="mpgate-ecs-token-")[1])
+        self.files.append(token_file)
+        token_file.write_text(token)
+        os.chmod(token_file, 0o644)
+        # No keys in the environment: the SDK's container provider fetches them with the token.
+        r = self.run_container(
+            "ecs-credentials", "--network", "host", *emu.env(keys=False), *key_mount(),
+            "-e", f"AWS_CONTAINER_CREDENTIALS_FULL_URI={emu.ready['containerCredentialsUri']}",
+            "-e", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/var/run/ecs/token",
+            "-v", f"{token_file}:/var/run/ecs/token:ro", IMAGE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        fetched = emu.calls("ContainerCredentials")
+        self.assertEqual(len(fetched), 1, "the credentials came from somewhere else")
+        calls = emu.calls("RegisterUsage")
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0]["status"], 200)
+        self.assertNotIn(ACCESS_KEY, calls[0]["credentialScope"])
 
     # --- refusals ----------------------------------------------------------------------------
 

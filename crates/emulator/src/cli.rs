@@ -68,6 +68,8 @@ pub struct Options {
     pub credentials: Vec<Credential>,
     /// `--expired-credentials`.
     pub expired_credentials: Vec<Credential>,
+    /// `--container-credentials-token`: serve the ECS container credentials endpoint.
+    pub container_credentials_token: Option<String>,
     /// `--long-term-keys-are-tasks`: long-term keys stand for a task, not an IAM user.
     pub long_term_keys_are_tasks: bool,
     /// `--task-region`: the region the caller's task runs in (default: the emulator's).
@@ -103,6 +105,7 @@ impl Default for Options {
             oversize_bytes: DEFAULT_OVERSIZE_BYTES,
             credentials: Vec::new(),
             expired_credentials: Vec::new(),
+            container_credentials_token: None,
             long_term_keys_are_tasks: false,
             task_region: None,
             clock_offset_ms: 0,
@@ -165,6 +168,7 @@ Usage:
 
 serve prints one JSON line (url, region, productCode, publicKeyVersion, publicKeyFile,
 publicKeyFiles, keyDir, caFile, credentials, productSku, licenseArn, licenseEntitlements,
+containerCredentialsUri,
 licensed) to stdout, logs every request on stderr, and serves until SIGTERM/SIGINT.
 
 run serves while COMMAND runs, wired to it, and exits with COMMAND's exit
@@ -229,6 +233,13 @@ Options:
   --expired-credentials ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN
                              a temporary pair whose token has expired (repeatable):
                              calls with it get ExpiredTokenException
+  --container-credentials-token TOKEN
+                             also serve the ECS container credentials endpoint (the
+                             ready line's containerCredentialsUri, for
+                             AWS_CONTAINER_CREDENTIALS_FULL_URI): GET with TOKEN as
+                             the Authorization header (AWS_CONTAINER_AUTHORIZATION_
+                             TOKEN_FILE holds it) gets a fresh temporary pair the
+                             emulator knows; another token gets 401
   --long-term-keys-are-tasks  long-term keys stand for an ECS task or EKS pod; without
                              this flag they get what AWS answers an IAM user outside
                              ECS/EKS: PlatformNotSupportedException
@@ -485,6 +496,16 @@ where
                     Some(v.parse().map_err(|_| {
                         format!("--rotation-timestamp: invalid epoch seconds {v:?}")
                     })?);
+            }
+            Long("container-credentials-token") => {
+                let v = string(parser.value().map_err(e)?, "--container-credentials-token")?;
+                // What fits in an HTTP header as the SDK sends it: visible ASCII, bounded.
+                if v.is_empty() || v.len() > 1024 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(
+                        "--container-credentials-token: 1 to 1024 visible ASCII characters".into(),
+                    );
+                }
+                opts.container_credentials_token = Some(v);
             }
             Long("record") => {
                 let v = PathBuf::from(parser.value().map_err(e)?);

@@ -100,7 +100,8 @@
 //! # Output
 //! Once listening, one JSON line: `{"url","region","productCode","publicKeyVersion",
 //! "publicKeyFile","publicKeyFiles":{"N":path},"keyDir","caFile","credentials":[{"accessKeyId",
-//! "secretAccessKey","sessionToken","expired"}]}` (`caFile` null without `--tls`;
+//! "secretAccessKey","sessionToken","expired"}],…,"containerCredentialsUri"}` (`caFile` null
+//! without `--tls`, `containerCredentialsUri` without `--container-credentials-token`;
 //! `sessionToken` null for long-term pairs; usable pairs first; stdout for `serve`, stderr for
 //! `run --verbose`). The ready line holds the secrets of the test credentials the emulator
 //! knows: it is a test tool, and a client needs them to sign. Every request is logged as one
@@ -205,6 +206,8 @@ pub struct Ready {
     pub license_entitlements: Vec<serde_json::Value>,
     /// `false` with `--no-license`.
     pub licensed: bool,
+    /// With `--container-credentials-token`: the credentials endpoint's URL.
+    pub container_credentials_uri: Option<String>,
 }
 
 /// Exit code for a bad command line.
@@ -344,7 +347,17 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         Mode::Run { .. } => Some(Credential::fresh_temporary()),
         Mode::Serve => None,
     };
-    let keyring = keyring(opts, handed_out.as_ref())?;
+    // The container credentials endpoint hands out a pair of its own, as the ECS agent does.
+    let container = opts
+        .container_credentials_token
+        .clone()
+        .map(|token| (token, Credential::fresh_temporary()));
+    let mut keyring = keyring(opts, handed_out.as_ref())?;
+    if let Some((_, c)) = &container {
+        keyring
+            .add(c.clone())
+            .map_err(|m| format!("credentials: {m}"))?;
+    }
     // run's stderr is its command's: the request log only when asked for.
     server::set_request_log(match mode {
         Mode::Serve => true,
@@ -384,37 +397,39 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         .get(&first.to_string())
         .cloned()
         .unwrap_or_default();
-    let state = Arc::new(
-        State::new(
-            opts.region.clone(),
-            opts.product_code.clone(),
-            keys,
-            wrong_key,
-            opts.fault,
-            opts.fail_first,
-            opts.latency,
-            opts.rotation_timestamp,
-            record,
-        )
-        .with_network(
-            opts.rate_limit,
-            opts.rate_burst,
-            opts.trickle_interval,
-            opts.oversize_bytes,
-        )
-        .with_callers(
-            Callers {
-                keyring,
-                long_term_keys_are_tasks: opts.long_term_keys_are_tasks,
-                task_region: opts.task_region.clone(),
-            },
-            Clock {
-                offset_ms: opts.clock_offset_ms,
-            },
-            opts.expiring_key_versions.clone(),
-        )
-        .with_license(license::License::new(opts.license.clone())),
-    );
+    let mut state = State::new(
+        opts.region.clone(),
+        opts.product_code.clone(),
+        keys,
+        wrong_key,
+        opts.fault,
+        opts.fail_first,
+        opts.latency,
+        opts.rotation_timestamp,
+        record,
+    )
+    .with_network(
+        opts.rate_limit,
+        opts.rate_burst,
+        opts.trickle_interval,
+        opts.oversize_bytes,
+    )
+    .with_callers(
+        Callers {
+            keyring,
+            long_term_keys_are_tasks: opts.long_term_keys_are_tasks,
+            task_region: opts.task_region.clone(),
+        },
+        Clock {
+            offset_ms: opts.clock_offset_ms,
+        },
+        opts.expiring_key_versions.clone(),
+    )
+    .with_license(license::License::new(opts.license.clone()));
+    if let Some((token, c)) = container {
+        state = state.with_container_credentials(token, c);
+    }
+    let state = Arc::new(state);
     let tls = if opts.tls {
         Some(tls::prepare(&key_dir)?)
     } else {
@@ -457,6 +472,13 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
                 .map(license::Entitlement::listing)
                 .collect(),
             licensed: state.license.config.licensed,
+            container_credentials_uri: state.container_credentials.as_ref().map(|_| {
+                format!(
+                    "{}://{addr}{}",
+                    if acceptor.is_some() { "https" } else { "http" },
+                    server::CONTAINER_CREDENTIALS_PATH
+                )
+            }),
         };
         let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
         let child_env = run::ChildEnv {

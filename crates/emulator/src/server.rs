@@ -54,6 +54,8 @@ pub struct State {
     pub oversize_bytes: u64,
     /// License Manager: the license sold, its consumptions and `--license-fault`s.
     pub license: License,
+    /// `--container-credentials-token`: the token and the pair the credentials endpoint hands out.
+    pub container_credentials: Option<(String, Credential)>,
     calls: AtomicU64,
     eligible: AtomicU64,
 }
@@ -134,6 +136,13 @@ impl State {
         self
     }
 
+    /// Serves the ECS container credentials endpoint, handing out `credentials` to callers
+    /// that send `token` (`--container-credentials-token`).
+    pub fn with_container_credentials(mut self, token: String, credentials: Credential) -> Self {
+        self.container_credentials = Some((token, credentials));
+        self
+    }
+
     /// Sets the License Manager side: the license and its faults.
     pub fn with_license(mut self, license: License) -> Self {
         self.license = license;
@@ -177,6 +186,7 @@ impl State {
             trickle_interval: super::cli::DEFAULT_TRICKLE_INTERVAL,
             oversize_bytes: super::cli::DEFAULT_OVERSIZE_BYTES,
             license: License::default(),
+            container_credentials: None,
             calls: AtomicU64::new(0),
             eligible: AtomicU64::new(0),
         }
@@ -442,6 +452,50 @@ fn refuse_caller(state: &State, caller: &Credential) -> Option<Outcome> {
 }
 
 /// Decide the answer to one request, filling in `rec` along the way.
+/// Where `--container-credentials-token` serves credentials (the URL is the ready line's
+/// `containerCredentialsUri`, for `AWS_CONTAINER_CREDENTIALS_FULL_URI`).
+pub const CONTAINER_CREDENTIALS_PATH: &str = "/v2/credentials/mpgate-emulator";
+/// The record line's `target` for a call to the credentials endpoint (it has no X-Amz-Target).
+const CONTAINER_CREDENTIALS_TARGET: &str = "ContainerCredentials";
+
+/// The ECS agent's answer: `GET` with the token as the whole `Authorization` header (what
+/// the SDK sends from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`) gets the pair, valid for six
+/// hours of AWS's clock; anything else is refused as the agent refuses it.
+fn container_credentials(
+    state: &State,
+    method: &Method,
+    headers: &HeaderMap,
+    token: &str,
+    credentials: &Credential,
+) -> Outcome {
+    if method != Method::GET {
+        return error_answer(
+            405,
+            "MethodNotAllowed",
+            "the credentials endpoint answers GET only",
+        );
+    }
+    match header_str(headers, "authorization") {
+        Some(Ok(sent)) if sent == token => {}
+        Some(_) => {
+            return error_answer(401, "InvalidToken", "the authorization token is not valid")
+        }
+        None => return error_answer(401, "NoToken", "no authorization token was sent"),
+    }
+    let expires = super::clock::shift(state.clock.now(), 6 * 3600 * 1000);
+    let body = json!({
+        "AccessKeyId": credentials.access_key_id,
+        "SecretAccessKey": credentials.secret_access_key,
+        "Token": credentials.session_token,
+        "Expiration": super::clock::rfc3339(expires),
+        "RoleArn": "arn:aws:iam::111122223333:role/mpgate-emulator-task-role",
+    });
+    Outcome::Answer(
+        base_response(200, "application/json", Bytes::from(body.to_string())),
+        None,
+    )
+}
+
 fn decide(
     state: &State,
     method: &Method,
@@ -491,6 +545,13 @@ fn decide(
         rec.credential_scope.clone_from(scope);
     }
 
+    // 0. the container credentials endpoint (ECS, EKS Pod Identity), when served
+    if let Some((token, credentials)) = &state.container_credentials {
+        if path == CONTAINER_CREDENTIALS_PATH {
+            rec.target = Some(CONTAINER_CREDENTIALS_TARGET.into());
+            return container_credentials(state, method, headers, token, credentials);
+        }
+    }
     // 1. method and path
     if method != Method::POST || path != "/" {
         return error_answer(

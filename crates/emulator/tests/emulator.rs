@@ -1930,3 +1930,49 @@ fn proxy_forwards_absolute_form_and_tunnels_connect() {
         .map_or(true, |n| n == 0);
     assert!(refused, "the proxy still answers after drop");
 }
+
+#[test]
+fn the_container_credentials_endpoint_hands_a_known_pair_to_the_token_only() {
+    let emu = Emulator::start_with_shared_keys(&["--container-credentials-token", "tok-123"]);
+    let uri = emu.ready["containerCredentialsUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(uri, format!("{}/v2/credentials/mpgate-emulator", emu.url));
+    let get = |auth: Option<&str>| {
+        let mut req = String::from(
+            "GET /v2/credentials/mpgate-emulator HTTP/1.1\r\nhost: x\r\nconnection: close\r\n",
+        );
+        if let Some(a) = auth {
+            req.push_str(&format!("authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        parse(&send_raw(&emu.addr, req.as_bytes(), IO_TIMEOUT).unwrap())
+    };
+    let r = get(Some("tok-123"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.json();
+    let id = body["AccessKeyId"].as_str().unwrap();
+    assert!(id.starts_with("ASIA"), "{body}");
+    assert!(
+        body["Token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["Expiration"].as_str().unwrap().ends_with('Z'),
+        "{body}"
+    );
+    // The pair is one the emulator knows: listed in the ready line, so it signs calls.
+    let known: Vec<&str> = emu.ready["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["accessKeyId"].as_str())
+        .collect();
+    assert!(known.contains(&id), "{known:?}");
+    get(Some("tok-124")).expect_error(401, "InvalidToken", "a wrong token");
+    get(None).expect_error(401, "NoToken", "no token");
+    // Without the flag there is no such endpoint.
+    let plain = Emulator::start_with_shared_keys(&[]);
+    assert!(plain.ready["containerCredentialsUri"].is_null());
+}
