@@ -106,6 +106,9 @@ pub enum CallError {
     PinnedEndpoint(String),
     #[error("no AWS credentials ({0}): give the ECS task an IAM task role, or the EKS pod's service account an IAM role through IRSA (AWS Marketplace accepts no other identity on EKS)")]
     NoCredentials(String),
+    /// What the SDK read from the AWS config files, or the region it resolved, is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What a call left behind, whatever its outcome, for the logs and the result file.
@@ -152,8 +155,18 @@ pub async fn prepare(config: &Config, service: &Service) -> Result<Prepared, Cal
     let deadline = humantime(config.timeout);
     let http = crate::http::client(config.extra_roots.clone());
     let load = async {
+        crate::config::check_profile(service.service_id).await?;
         let sdk = load_sdk_config(config, http.sdk.clone()).await;
         let region = sdk.region().cloned().ok_or(CallError::NoRegion)?;
+        // AWS_REGION and AWS_DEFAULT_REGION were checked with the configuration; a region
+        // from the profile or IMDS is checked here, before the endpoint rules refuse it.
+        if !crate::config::is_region_name(region.as_ref()) {
+            return Err(CallError::Config(crate::config::ConfigError::AwsSetting {
+                name: "the region".into(),
+                problem: format!("{:?}, from the AWS config profile or the instance metadata (IMDS), is not a region name", region.as_ref().chars().take(80).collect::<String>()),
+                fix: "set AWS_REGION to the region the task or pod runs in, e.g. us-east-1".into(),
+            }));
+        }
         let endpoint = if config.pinned {
             Some(pinned_endpoint(&sdk, &region, config.endpoint_url.as_deref(), service).await?)
         } else {

@@ -100,7 +100,7 @@ impl Failure {
 /// The codes of a failure the call layer saw, the same for both services.
 fn call_contract(error: &CallError) -> (u8, &'static str) {
     match error {
-        CallError::PinnedEndpoint(_) => (code::USAGE, "config-error"),
+        CallError::PinnedEndpoint(_) | CallError::Config(_) => (code::USAGE, "config-error"),
         CallError::Refused(_) => (code::SERVICE_REFUSED, "service-refused"),
         CallError::Unreachable(_) => (code::SERVICE_UNREACHABLE, "service-unreachable"),
         // A 2xx answer without a usable token is a token failure, never "unreachable":

@@ -1,9 +1,19 @@
 //! Owns logging: stderr only (stdout belongs to the workload), text on a terminal, JSON lines otherwise.
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 
+use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
-use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt, Layer};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::{
+    filter::{filter_fn, Targets},
+    layer::{Context, SubscriberExt},
+    util::SubscriberInitExt,
+    Layer,
+};
 
 use crate::config::LogFormat;
 
@@ -56,7 +66,124 @@ pub fn init(format: LogFormat) -> Option<String> {
     tracing_subscriber::registry()
         .with(filter)
         .with(secret_safe_caps())
-        .with(layer)
+        .with(layer.with_filter(filter_fn(|meta| !is_sdk_warning(meta))))
+        // After the formatter: an event logged from inside `on_event` would otherwise
+        // overwrite the per-layer filter's decision for the event being handled.
+        .with(ShortSdkWarnings::default())
         .init();
     rejected
+}
+
+/// The SDK logs the errors it recovers from at WARN through `DisplayErrorContext`, which
+/// appends the error's Debug dump (raw HTTP responses, headers, bodies) to the message: when
+/// IMDS refuses, a line of several hundred characters. Those warnings are logged again, once
+/// each, as one short sentence, and the formatter drops the originals.
+#[derive(Default)]
+struct ShortSdkWarnings {
+    seen: Mutex<HashSet<String>>,
+}
+
+fn is_sdk_warning(meta: &Metadata<'_>) -> bool {
+    *meta.level() == Level::WARN && meta.target().starts_with("aws_")
+}
+
+impl<S: Subscriber> Layer<S> for ShortSdkWarnings {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        if !is_sdk_warning(event.metadata()) {
+            return;
+        }
+        let mut sentence = Sentence::default();
+        event.record(&mut sentence);
+        let text = sentence.text();
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(text.clone());
+        if first {
+            tracing::warn!(target: "mpgate::sdk", "AWS SDK: {text}");
+        }
+    }
+}
+
+/// An SDK event's message, its other fields and its error on one line, each value without
+/// its Debug dump: `failed to load region from IMDS: request forbidden...`.
+#[derive(Default)]
+struct Sentence {
+    message: String,
+    fields: Vec<String>,
+    error: Option<String>,
+}
+
+impl Sentence {
+    fn text(&self) -> String {
+        let mut text = self.message.trim_end_matches('.').to_string();
+        if !self.fields.is_empty() {
+            let _ = write!(text, " ({})", self.fields.join(", "));
+        }
+        if let Some(error) = &self.error {
+            let _ = write!(text, ": {error}");
+        }
+        text
+    }
+
+    fn record(&mut self, field: &Field, value: &str) {
+        let value = without_debug_dump(value).to_string();
+        match field.name() {
+            "message" => self.message = value,
+            "err" | "error" => self.error = Some(value),
+            name => self.fields.push(format!("{name} {value}")),
+        }
+    }
+}
+
+impl Visit for Sentence {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record(field, &format!("{value:?}"));
+    }
+}
+
+/// `DisplayErrorContext` writes `chain (Debug)`: the chain is kept, from the first ` (` that
+/// opens a Rust type's Debug form (`TypeName(` or `TypeName {`) on.
+fn without_debug_dump(text: &str) -> &str {
+    let mut from = 0;
+    while let Some(at) = text[from..].find(" (").map(|i| i + from) {
+        let rest = &text[at + 2..];
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let starts_type = rest.starts_with(|c: char| c.is_ascii_uppercase())
+            && (rest[name_len..].starts_with('(') || rest[name_len..].starts_with(" {"));
+        if starts_type && text.ends_with(')') {
+            return text[..at].trim_end();
+        }
+        from = at + 2;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_debug_dump;
+
+    #[test]
+    fn the_sdk_error_context_loses_its_debug_dump() {
+        let logged = "failed to load IMDS session token: service error: request forbidden: IMDS is disabled or the caller has insufficient permissions. (FailedToLoadToken(FailedToLoadToken { source: ServiceError(ServiceError { source: TokenError { kind: Forbidden }, raw: Response { status: StatusCode(403) } }) }))";
+        assert_eq!(
+            without_debug_dump(logged),
+            "failed to load IMDS session token: service error: request forbidden: IMDS is disabled or the caller has insufficient permissions."
+        );
+        assert_eq!(
+            without_debug_dump("x is not valid (see the docs)"),
+            "x is not valid (see the docs)"
+        );
+        assert_eq!(
+            without_debug_dump("Ec2InstanceMetadata"),
+            "Ec2InstanceMetadata"
+        );
+    }
 }
