@@ -167,13 +167,13 @@ class ContainerTest(unittest.TestCase):
         emu = self.emulator()
         name = self.name("restart")
         r = docker("run", "--name", name, "--network", "host", *emu.env(),
-                   "-e", "MPGATE_MAX_TOKEN_AGE=1s", SELLER, "sh", "-c",
+                   "-e", "MPGATE_MAX_TOKEN_AGE=3s", SELLER, "sh", "-c",
                    '/mpgate verify >/dev/null 2>&1 && echo checked')
         self.assertEqual(r.returncode, 0, r.stderr)
         first = emu.calls("RegisterUsage")[0]["receivedAtMs"]
-        # The first token is now older than the 1 s age: a restart must check again, not
+        # The first token is now older than the 3 s age: a restart must check again, not
         # reuse the first container's hand-over.
-        wait_for("the first token to age", lambda: time.time() * 1000 - first > 2000, 10)
+        wait_for("the first token to age", lambda: time.time() * 1000 - first > 4500, 15)
         r = docker("start", "-a", name, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("checked", r.stdout)
@@ -279,14 +279,14 @@ class ContainerTest(unittest.TestCase):
             "-e", "MPGATE_RESULT_FILE=/run/mpgate/result.json", "-v", f"{volume}:/run/mpgate", IMAGE)
         self.assertEqual(r.returncode, 0, r.stderr)
         app = self.name("app")
-        verify = ["--network", "host", *emu.env(), "-e", "MPGATE_MAX_TOKEN_AGE=1s",
+        verify = ["--network", "host", *emu.env(), "-e", "MPGATE_MAX_TOKEN_AGE=3s",
                   "-v", f"{volume}:/run/mpgate:ro", "--entrypoint", "/mpgate", SELLER,
                   "verify", "--result-file", "/run/mpgate/result.json", "--renew"]
         r = docker("run", "--name", app, *verify)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(len(emu.calls("RegisterUsage")), 1, "a fresh result file needs no call")
         first = emu.calls("RegisterUsage")[0]["receivedAtMs"]
-        wait_for("the token to age", lambda: time.time() * 1000 - first > 2000, 10)
+        wait_for("the token to age", lambda: time.time() * 1000 - first > 4500, 15)
         # The app container restarts after the token's age (OOM, liveness): no crash loop.
         r = docker("start", "-a", app, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
