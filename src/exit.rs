@@ -7,7 +7,7 @@ use crate::{
     metering::MeteringError,
 };
 
-/// Exit codes, as documented in README.md. They never change meaning between releases.
+/// Exit codes, as documented in docs/reference.md ("Exit codes"). They never change meaning between releases.
 pub mod code {
     pub const ENTITLED: u8 = 0;
     pub const USAGE: u8 = 2;
@@ -53,7 +53,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The exit code and a stable, machine-readable name for the result file: the README's
+    /// The exit code and a stable, machine-readable name for the result file: docs/reference.md's
     /// table, in one place.
     fn contract(&self) -> (u8, &'static str) {
         use MeteringError as M;
