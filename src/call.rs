@@ -129,6 +129,8 @@ pub struct Prepared {
     pub credentials: Credentials,
     /// An endpoint to set on the client programmatically: a pinned build's, or --endpoint-url.
     pub endpoint_url: Option<String>,
+    /// The region and endpoint the call is signed for and sent to, for the advice.
+    pub scope: Scope,
     pub attempts: Arc<AttemptLog>,
     /// `30s`: the deadline as messages write it.
     pub deadline: String,
@@ -197,6 +199,10 @@ pub async fn prepare(config: &Config, service: &Service) -> Result<Prepared, Cal
         ))),
     };
     tracing::debug!(region = %region, access_key_id = %credentials.access_key_id(), "credentials loaded");
+    let scope = Scope {
+        region: region.as_ref().to_owned(),
+        endpoint: endpoint.clone(),
+    };
     // A pinned build names its endpoint programmatically, which the SDK puts above every
     // configured one; an ordinary build only when --endpoint-url was given.
     let endpoint_url = if config.pinned {
@@ -206,6 +212,7 @@ pub async fn prepare(config: &Config, service: &Service) -> Result<Prepared, Cal
     };
     Ok(Prepared {
         sdk,
+        scope,
         region: region.as_ref().to_owned(),
         credentials,
         endpoint_url,
@@ -231,27 +238,93 @@ pub async fn send<T, E>(
     result.map_err(|_| deadline_passed(deadline, &attempts.summary()))
 }
 
+/// The region a call is signed for and the endpoint it goes to (if known), which a
+/// signature scoped to the wrong region must name.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub region: String,
+    pub endpoint: Option<String>,
+}
+
+impl Scope {
+    /// The scope of calls made with `sdk` to `endpoint`.
+    pub fn of(sdk: &aws_config::SdkConfig, endpoint: Option<String>) -> Self {
+        Scope {
+            region: sdk
+                .region()
+                .map(|r| r.as_ref().to_owned())
+                .unwrap_or_default(),
+            endpoint,
+        }
+    }
+}
+
+/// Where the region came from, as the advice names it.
+fn region_source() -> &'static str {
+    let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if set("AWS_REGION") {
+        "AWS_REGION"
+    } else if set("AWS_DEFAULT_REGION") {
+        "AWS_DEFAULT_REGION"
+    } else {
+        "the AWS config profile or the instance metadata"
+    }
+}
+
 /// What to do about a credentials error AWS answers before it looks at the request (always
 /// final: the same signature fails the same way on a retry); `None` for other errors.
-pub fn credential_advice(code: &str, message: &str) -> Option<&'static str> {
+pub fn credential_advice(
+    code: &str,
+    message: &str,
+    service: &Service,
+    scope: &Scope,
+) -> Option<String> {
+    let signature = matches!(
+        code,
+        "InvalidSignatureException" | "SignatureDoesNotMatch" | "IncompleteSignatureException"
+    );
     Some(match code {
-        "InvalidSignatureException" if message.contains("Signature expired") => {
-            "the node's clock is more than 15 minutes off AWS's: fix the node's time synchronisation (NTP, chrony)"
+        // AWS accepts a signing time within 15 minutes of its own clock: "expired" when the
+        // node's clock is behind, "not yet current" when it is ahead.
+        _ if signature && (message.contains("Signature expired") || message.contains("Signature not yet current")) => {
+            let way = if message.contains("not yet current") { "ahead of" } else { "behind" };
+            format!("the node's clock is more than 15 minutes {way} AWS's: fix the node's time synchronisation (NTP, chrony)")
         }
-        "InvalidSignatureException" | "SignatureDoesNotMatch" | "IncompleteSignatureException" => {
-            "the signature does not match the secret key AWS has: check AWS_SECRET_ACCESS_KEY, or that no proxy alters the request"
+        _ if signature && message.contains("scoped to a valid region") => {
+            let endpoint = scope.endpoint.as_deref().unwrap_or("the configured endpoint");
+            format!(
+                "the request was signed for region {} (from {}), but the endpoint {endpoint} serves another region: set AWS_REGION to the region of that endpoint, or point AWS_ENDPOINT_URL_{} at the {} endpoint of {}",
+                scope.region,
+                region_source(),
+                service.service_id.to_ascii_uppercase().replace(' ', "_"),
+                service.name,
+                scope.region,
+            )
+        }
+        _ if signature && message.contains("scoped to correct service") => format!(
+            "the endpoint {} is not the {} service: check the endpoint URL",
+            scope.endpoint.as_deref().unwrap_or("configured"),
+            service.name
+        ),
+        _ if signature => {
+            "the signature does not match the secret key AWS has: check AWS_SECRET_ACCESS_KEY, or that no proxy alters the request".into()
         }
         "ExpiredTokenException" => {
-            "the session token has expired: the task role or IRSA renews it; if AWS_SESSION_TOKEN is set by hand, remove it and use the role"
+            "the session token has expired: the task role or IRSA renews it; if AWS_SESSION_TOKEN is set by hand, remove it and use the role".into()
         }
         "UnrecognizedClientException" | "InvalidClientTokenId" => {
-            "AWS does not know the access key or session token: use the ECS task's IAM role, or an IAM role through IRSA on EKS, not copied keys"
+            "AWS does not know the access key or session token: use the ECS task's IAM role, or an IAM role through IRSA on EKS, not copied keys".into()
         }
         "MissingAuthenticationTokenException" => {
-            "the request carried no credentials: give the ECS task an IAM role, or the EKS pod's service account one through IRSA"
+            "the request carried no credentials: give the ECS task an IAM role, or the EKS pod's service account one through IRSA".into()
         }
         _ => return None,
     })
+}
+
+/// Whether AWS refused the call for a missing IAM permission.
+pub fn is_access_denied(code: &str) -> bool {
+    code.contains("AccessDenied") || code == "AuthorizationException"
 }
 
 /// What an error answer no service module has a meaning for says: retried until the deadline
@@ -260,8 +333,7 @@ pub fn other_service_error(
     service: &Service,
     (code, status, message): (&str, u16, &str),
     (actions, policy): (&str, &str),
-    attempts: &AttemptLog,
-    deadline: &str,
+    (attempts, deadline, scope): (&AttemptLog, &str, &Scope),
     context: &str,
 ) -> CallError {
     let name = service.name;
@@ -271,12 +343,12 @@ pub fn other_service_error(
             attempts.summary()
         ));
     }
-    if code.contains("AccessDenied") || code == "AuthorizationException" {
+    if is_access_denied(code) {
         return CallError::Refused(format!(
             "the credentials may not call {actions} ({code}): add {policy} to the task role or the pod's IAM role; {context}"
         ));
     }
-    CallError::Refused(match credential_advice(code, message) {
+    CallError::Refused(match credential_advice(code, message, service, scope) {
         Some(advice) => format!("AWS rejected the credentials ({code}: {message}): {advice}"),
         None => format!(
             "the {name} service refused the request ({code}, HTTP {status}: {message}) for {context}"

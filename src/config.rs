@@ -44,6 +44,8 @@ pub struct Hourly {
     pub product_code: String,
     pub public_key_version: i32,
     pub key: DecodingKey,
+    /// Where the key came from, for a signature that does not verify with it.
+    pub key_source: String,
     /// Every key version configured (or pinned), for the rotation advice.
     pub key_versions: Vec<i32>,
     pub max_token_age: Duration,
@@ -324,6 +326,7 @@ fn hourly(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Hourly,
         product_code: trust.product_code,
         public_key_version: trust.key.version,
         key: trust.key.key,
+        key_source: trust.key.source,
         key_versions: trust.key.versions,
         max_token_age: max_token_age(args.max_token_age.clone(), env)?,
     })

@@ -270,7 +270,7 @@ async fn check_hourly(
         }
         Err(e) => {
             tracing::debug!(token = %token::redacted(&signature), "token rejected");
-            Verdict::Failed(e.into())
+            Verdict::Failed(e.with_key_source(&hourly.key_source).into())
         }
     }
 }

@@ -39,8 +39,13 @@ pub enum KeyringError {
         available: String,
         pinned: bool,
     },
-    #[error("cannot read public key {path}: {reason}")]
-    UnreadableKey { path: String, reason: String },
+    #[error("cannot read public key {path} ({setting}): {reason}")]
+    UnreadableKey {
+        /// The variable or flag that named it.
+        setting: &'static str,
+        path: String,
+        reason: String,
+    },
     #[error("{source_name} cannot be the public key: {reason}")]
     InvalidKey {
         source_name: String,
@@ -54,6 +59,9 @@ pub enum KeyringError {
 pub struct Selected {
     pub version: i32,
     pub key: DecodingKey,
+    /// Where the key came from, as messages name it: `MPGATE_PUBLIC_KEY_DIR /keys/public-key-v2.pem
+    /// (key version 2)`.
+    pub source: String,
     /// Every version in the ring, ascending (one entry for a single key file).
     pub versions: Vec<i32>,
     pub pinned: bool,
@@ -94,7 +102,7 @@ pub fn select(
                 (
                     *v,
                     pem.as_bytes().to_vec(),
-                    format!("pinned key version {v}"),
+                    format!("this build's pinned key version {v}"),
                 )
             })
             .collect()
@@ -108,10 +116,22 @@ pub fn select(
             inline
         };
         let single_version = options.version.unwrap_or(1);
+        let file_setting = if options.file.is_some() {
+            "--public-key-file"
+        } else {
+            "MPGATE_PUBLIC_KEY_FILE"
+        };
+        let dir_setting = if options.dir.is_some() {
+            "--public-key-dir"
+        } else {
+            "MPGATE_PUBLIC_KEY_DIR"
+        };
         match (file, dir, inline) {
-            (Some(path), None, None) => {
-                vec![(single_version, read_key_file(&path)?, display(&path))]
-            }
+            (Some(path), None, None) => vec![(
+                single_version,
+                read_key_file(&path, file_setting)?,
+                format!("{file_setting} {}", display(&path)),
+            )],
             (None, None, Some(pem)) => vec![(
                 single_version,
                 pem.into_string()
@@ -119,7 +139,7 @@ pub fn select(
                     .into_bytes(),
                 "MPGATE_PUBLIC_KEY".to_string(),
             )],
-            (None, Some(dir), None) => read_key_dir(&dir)?,
+            (None, Some(dir), None) => read_key_dir(&dir, dir_setting)?,
             (None, None, None) => return Err(KeyringError::MissingKey(single_version)),
             _ => return Err(KeyringError::TwoKeys),
         }
@@ -132,11 +152,11 @@ pub fn select(
     let mut selected = None;
     for (v, pem, source_name) in ring {
         let key = decoding_key(&pem).map_err(|reason| KeyringError::InvalidKey {
-            source_name,
+            source_name: source_name.clone(),
             reason,
         })?;
         if v == version {
-            selected = Some(key);
+            selected = Some((key, source_name));
         }
     }
     let key = selected.ok_or_else(|| KeyringError::KeyVersionNotInRing {
@@ -148,23 +168,30 @@ pub fn select(
             .join(", "),
         pinned,
     })?;
+    let (key, source) = key;
     Ok(Selected {
         version,
         key,
+        source,
         versions,
         pinned,
     })
 }
 
-/// Reads `public-key-v<N>.pem` files from a directory; other names are ignored.
-fn read_key_dir(dir: &Path) -> Result<Vec<(i32, Vec<u8>, String)>, KeyringError> {
+/// Reads `public-key-v<N>.pem` files from a directory (named by `setting`); other names are
+/// ignored.
+fn read_key_dir(
+    dir: &Path,
+    setting: &'static str,
+) -> Result<Vec<(i32, Vec<u8>, String)>, KeyringError> {
     let unreadable = |reason: String| KeyringError::UnreadableKey {
+        setting,
         path: display(dir),
         reason,
     };
     let mut ring = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| unreadable(e.to_string()))? {
-        let entry = entry.map_err(|e| unreadable(e.to_string()))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| unreadable(io_reason(&e)))? {
+        let entry = entry.map_err(|e| unreadable(io_reason(&e)))?;
         let name = entry.file_name();
         let Some(version) = name
             .to_str()
@@ -187,8 +214,8 @@ fn read_key_dir(dir: &Path) -> Result<Vec<(i32, Vec<u8>, String)>, KeyringError>
         let path = entry.path();
         ring.push((
             version,
-            read_key_file(&path)?,
-            format!("{} (key version {version})", display(&path)),
+            read_key_file(&path, setting)?,
+            format!("{setting} {} (key version {version})", display(&path)),
         ));
     }
     if ring.is_empty() {
@@ -212,17 +239,27 @@ fn display(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyringError> {
+/// Why a key file or directory cannot be read, with what to check in a container.
+fn io_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => format!("{error}: is the ConfigMap (or Secret) with the key mounted there?"),
+        std::io::ErrorKind::PermissionDenied => format!("{error}: the container's user cannot read it; check the volume's defaultMode or the pod's fsGroup"),
+        _ => error.to_string(),
+    }
+}
+
+fn read_key_file(path: &Path, setting: &'static str) -> Result<Vec<u8>, KeyringError> {
     let unreadable = |reason: String| KeyringError::UnreadableKey {
+        setting,
         path: display(path),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| unreadable(io_reason(&e)))?;
     let mut pem = Vec::new();
     // Read one byte past the bound so an oversized file is detected, not truncated.
     file.take(MAX_KEY_BYTES + 1)
         .read_to_end(&mut pem)
-        .map_err(|e| unreadable(e.to_string()))?;
+        .map_err(|e| unreadable(io_reason(&e)))?;
     if pem.len() as u64 > MAX_KEY_BYTES {
         return Err(unreadable(format!(
             "larger than {} KiB; is it really a public key?",

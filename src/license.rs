@@ -99,6 +99,7 @@ pub enum LicenseError {
 pub struct Session {
     sdk: aws_config::SdkConfig,
     endpoint_url: Option<String>,
+    scope: call::Scope,
     attempt_timeout: Duration,
 }
 
@@ -151,6 +152,7 @@ pub async fn checkout(
     let session = Session {
         sdk: prepared.sdk,
         endpoint_url: prepared.endpoint_url,
+        scope: prepared.scope,
         attempt_timeout: config.attempt_timeout,
     };
     Ok((checkout, session))
@@ -305,7 +307,7 @@ impl Session {
             }
             Err(e) => Err(classify_renewal(
                 e,
-                (&attempts, &text),
+                (&attempts, &text, &self.scope),
                 "ExtendLicenseConsumption",
                 consumption_token,
             )),
@@ -328,7 +330,7 @@ impl Session {
             Ok(_) => Ok(()),
             Err(e) => Err(classify_renewal(
                 e,
-                (&attempts, &text),
+                (&attempts, &text, &self.scope),
                 "CheckInLicense",
                 consumption_token,
             )),
@@ -353,10 +355,11 @@ impl Session {
 }
 
 /// An extension's or check-in's error: transient ones (`Call(Unreachable)`) may be tried
-/// again before the consumption expires; every other means the seat is gone.
+/// again before the consumption expires; `Lost` when License Manager no longer knows the
+/// checkout; `Call(Refused)` when it refuses the call (an IAM denial, rejected credentials).
 fn classify_renewal<E>(
     error: SdkError<E, aws_smithy_runtime_api::http::Response>,
-    (attempts, deadline): (&AttemptLog, &str),
+    (attempts, deadline, scope): (&AttemptLog, &str, &call::Scope),
     operation: &str,
     consumption_token: &str,
 ) -> LicenseError
@@ -382,17 +385,21 @@ where
         ));
     }
     let status = service.raw().status().as_u16();
-    match call::other_service_error(
+    if call::is_access_denied(code) && !call::is_transient(code, status) {
+        return CallError::Refused(format!(
+            "the credentials may not call license-manager:{operation} ({code}): add the actions of {} to the task role or the pod's IAM role; mpgate cannot hold a seat without it",
+            IAM.1
+        ))
+        .into();
+    }
+    call::other_service_error(
         &SERVICE,
         (code, status, &message),
         IAM,
-        attempts,
-        deadline,
-        operation,
-    ) {
-        transient @ CallError::Unreachable(_) => transient.into(),
-        other => LicenseError::Lost(other.to_string()),
-    }
+        (attempts, deadline, scope),
+        &format!("the {operation} call"),
+    )
+    .into()
 }
 
 /// Maps CheckoutLicense's errors to what happened and what the operator should do.
@@ -416,11 +423,11 @@ fn classify_checkout(
     };
     match err {
         CheckoutLicenseError::NoEntitlementsAllowedException(_) => LicenseError::NotEntitled(format!(
-            "the buyer's license for product SKU {sku} does not allow {} (NoEntitlementsAllowedException: {message}): accept the license grant in AWS License Manager with the AWS account that runs this container, and check the seats in use (every held checkout counts) and that the contract includes these entitlements",
+            "the buyer's license for product SKU {sku} does not allow {} (NoEntitlementsAllowedException: {message}): check MPGATE_PRODUCT_SKU is the product ID from the AWS Marketplace Management Portal; accept the license grant in AWS License Manager with the AWS account that runs this container, and check the seats in use (every held checkout counts) and that the contract includes these entitlements",
             wanted(contract)
         )),
         CheckoutLicenseError::ResourceNotFoundException(_) => LicenseError::NotEntitled(format!(
-            "License Manager has no license for product SKU {sku} (ResourceNotFoundException: {message}): check the SKU (MPGATE_PRODUCT_SKU is the product ID in the AWS Marketplace Management Portal) and that the buyer accepted the license grant in AWS License Manager"
+            "License Manager has no license for product SKU {sku} (ResourceNotFoundException: {message}): check MPGATE_PRODUCT_SKU is the product ID from the AWS Marketplace Management Portal, and that the buyer accepted the license grant in AWS License Manager"
         )),
         CheckoutLicenseError::ValidationException(_)
         | CheckoutLicenseError::InvalidParameterValueException(_) => refused(
@@ -437,8 +444,7 @@ fn classify_checkout(
             &SERVICE,
             (code, service.raw().status().as_u16(), err.message().unwrap_or("")),
             IAM,
-            attempts,
-            deadline,
+            (attempts, deadline, &prepared.scope),
             &format!("product SKU {sku}"),
         )
         .into(),

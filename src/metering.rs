@@ -191,8 +191,7 @@ fn classify(
                 err.message().unwrap_or(""),
             ),
             IAM,
-            attempts,
-            deadline,
+            (attempts, deadline, &prepared.scope),
             &format!("product {product}, key version {version}"),
         )
         .into(),

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::call::{CallError, CallRecord};
 use crate::config::TransientPolicy;
 use crate::exec::{self, ExecError};
-use crate::exit::code;
+use crate::exit::{code, Failure};
 use crate::license::{rfc3339, Extension, LicenseError, Session};
 
 /// The signals passed on to the workload: every one tini passes on, but SIGPIPE (mpgate's own
@@ -299,9 +299,16 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
             checked_in = checked_in_or_warn(result);
         }
     }
-    let exit_code = match &lost {
-        Some(LicenseError::Call(CallError::Unreachable(_))) => code::SERVICE_UNREACHABLE,
-        Some(_) => code::NOT_ENTITLED,
+    // The exit code of the README's table for why the seat went (an IAM denial is 13, as
+    // at the checkout), or the workload's own.
+    let exit_code = match lost.take().map(Failure::License) {
+        Some(failure) => {
+            let code = failure.exit_code();
+            if let Failure::License(error) = failure {
+                lost = Some(error);
+            }
+            code
+        }
         None => status,
     };
     Ok(Ended {
@@ -317,9 +324,15 @@ pub fn check_in_deadline(timeout: Duration) -> Duration {
     CHECK_IN_DEADLINE.min(timeout)
 }
 
-/// Only a loss License Manager itself declares is final; the rest may clear before expiration.
+/// A loss License Manager declares, and a call it refuses (an IAM denial: the same call is
+/// refused again), are final; the rest may clear before expiration.
 fn is_transient(error: &LicenseError) -> bool {
-    !matches!(error, LicenseError::Lost(_) | LicenseError::NotEntitled(_))
+    !matches!(
+        error,
+        LicenseError::Lost(_)
+            | LicenseError::NotEntitled(_)
+            | LicenseError::Call(CallError::Refused(_) | CallError::Config(_))
+    )
 }
 
 /// The license is gone: the workload is asked to stop, and killed after the grace period.
@@ -330,8 +343,12 @@ fn lose(
     lost: &mut Option<LicenseError>,
     kill_at: &mut Option<Instant>,
 ) {
+    let what = match &error {
+        LicenseError::Lost(_) | LicenseError::NotEntitled(_) => "the seat is lost",
+        _ => "the seat cannot be kept",
+    };
     tracing::error!(
-        "the seat is lost: {error}; stopping the workload (SIGTERM, then SIGKILL after {grace:?})"
+        "{what}: {error}; stopping the workload (SIGTERM, then SIGKILL after {grace:?})"
     );
     // SAFETY: kill has no memory effects; `child` is not reaped yet.
     unsafe { libc::kill(child, libc::SIGTERM) };

@@ -25,8 +25,11 @@ pub enum TokenError {
     WrongAlgorithm(String),
     #[error("the token's header carries {0:?}, which could point at an attacker's key; mpgate only trusts the configured key")]
     UntrustedHeader(&'static str),
-    #[error("the token's signature does not verify with the configured public key version {0}: check MPGATE_PUBLIC_KEY_FILE holds the key AWS Marketplace gave you for that version")]
+    #[error("the token's signature does not verify with the configured public key version {0}: check that the configured key is the one AWS Marketplace gave you for that version")]
     BadSignature(i32),
+    /// [`TokenError::BadSignature`], naming where the key came from.
+    #[error("the token's signature does not verify with public key version {version} from {source_name}: check that it is the key AWS Marketplace gave you for that version")]
+    WrongKey { version: i32, source_name: String },
     #[error("the token's claims are not valid JSON ({0})")]
     MalformedClaims(String),
     #[error("the token's claim {claim} is {found}, expected {expected}")]
@@ -41,6 +44,20 @@ pub enum TokenError {
     Future(u64),
     #[error("the token expired {0}s ago")]
     Expired(u64),
+}
+
+impl TokenError {
+    /// Names the key's source (`MPGATE_PUBLIC_KEY_DIR /keys/public-key-v2.pem`) in a
+    /// signature failure; other errors are returned as they are.
+    pub fn with_key_source(self, source_name: &str) -> TokenError {
+        match self {
+            TokenError::BadSignature(version) => TokenError::WrongKey {
+                version,
+                source_name: source_name.to_owned(),
+            },
+            other => other,
+        }
+    }
 }
 
 /// What the token must say: exactly what this run sent.
