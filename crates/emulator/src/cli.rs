@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::credentials::Credential;
 use super::fault::{Fault, ALL_FAULTS};
 use super::license::{
-    self, Entitlement, FaultSpec, LicenseConfig, ALL_LICENSE_FAULTS, DEFAULT_PRODUCT_SKU,
+    self, Entitlement, FaultSpec, LicenseConfig, Stage, ALL_LICENSE_FAULTS, DEFAULT_PRODUCT_SKU,
 };
 
 pub const DEFAULT_PRODUCT_CODE: &str = "prod-demo1234567890abcdef";
@@ -129,9 +129,14 @@ pub fn usage() -> String {
         .iter()
         .map(|f| {
             let ops: Vec<&str> = f.operations().iter().map(|o| o.name()).collect();
-            let what = match f.error() {
-                Some(e) => format!("{} {}", e.status, e.error_type),
-                None => "the Metering fault of that name".into(),
+            let what = match (f.stage(), f.error(), f.lost_answer_error()) {
+                (Stage::Before, Some(e), _) => format!("{} {}", e.status, e.error_type),
+                (Stage::Before, None, _) => "the Metering fault of that name".into(),
+                (Stage::BadAnswer, _, _) => "200, see below".into(),
+                (Stage::LostAnswer, _, Some(e)) => {
+                    format!("processed, then {} {}", e.status, e.error_type)
+                }
+                (Stage::LostAnswer, _, None) => "processed, then see below".into(),
             };
             let ops = if ops.len() == license::ALL_OPS.len() {
                 "every operation".to_string()
@@ -275,16 +280,25 @@ Options:
                              NoEntitlementsAllowedException
   --consumption-ttl DURATION how long a checkout holds its units unless extended
                              (default 60m; e.g. 2s)
+  --retire-superseded-tokens  an extension's new consumption token retires the token it
+                             was asked with: CheckInLicense and ExtendLicenseConsumption
+                             with it get ResourceNotFoundException, as an unknown token
+                             does (default: every token of a live checkout stays valid)
   --license-fault OPERATION=FAULT[@AFTER][*COUNT]
                              fail License Manager's OPERATION (CheckoutLicense,
                              CheckInLicense, ExtendLicenseConsumption, GetLicenseUsage)
                              with FAULT (below; only errors the model lists for it):
                              the first AFTER valid calls of the operation are answered
                              normally, then COUNT calls fail (default: all). Repeatable;
-                             the first listed one that applies wins
+                             the first listed one that applies wins. An error or network
+                             fault answers instead of the call (no seat taken, extended
+                             or returned); answer-* and processed-then-* act after the
+                             seat book processed it (below)
   --list-faults              print one JSON line per fault (name, kind, and status and
                              errorType for the service errors; the license faults with
-                             kind license and their operations), then exit
+                             their operations: kind license for the errors,
+                             license-answer for answer-*, license-lost-answer for
+                             processed-then-*), then exit
   -h, --help                 print this help
   -V, --version              print the version
 
@@ -306,6 +320,26 @@ ResourceNotFoundException. A repeated ClientToken with the same request, while i
 is live, gets the same answer and holds no more; with another request ValidationException.
 GetLicenseUsage sums the live checkouts. SIGUSR1 revokes the license: checkouts then get
 NoEntitlementsAllowedException, existing tokens ResourceNotFoundException.
+
+License Manager answers that go wrong after the seat book processed the call (a retried
+checkout with the same ClientToken gets the first answer again, as on AWS):
+  answer-past-expiration  ExtendLicenseConsumption extended (a new token, the expiry
+                        pushed), but the 200 answer's Expiration is an hour in the past
+  answer-missing-token  ... the 200 answer has no LicenseConsumptionToken
+  answer-missing-expiration  ... the 200 answer has no Expiration
+  answer-bad-expiration  ... the 200 answer's Expiration is never (not a date)
+  answer-wrong-types    ... LicenseConsumptionToken and Expiration are JSON numbers
+  answer-garbage        ... the 200 answer is cut in its first member (not JSON)
+  processed-then-drop   the call is processed (seat taken, extended or returned), then
+                        the connection is closed without an answer
+  processed-then-hang   ... then no answer, the connection kept open
+  processed-then-server-internal  ... then 500 ServerInternalException
+A refused call (no seat free, an unknown token) is not processed: answer-* then send the
+refusal as it is, processed-then-* still lose it. The --record line of every License
+Manager call says what it did: processed (true when a seat was taken, extended or
+returned, whether the answer arrived or not), replayed (a ClientToken's answer sent
+again), issuedToken (the consumption token the call was given) and held (units of each
+counted entitlement held right after the call).
 
 tls-handshake-failure acts on connections, before any request: with --tls the server reads
 the ClientHello and answers a fatal handshake_failure alert, without --tls it closes the
@@ -602,6 +636,7 @@ where
                 entitlements.push(ent);
             }
             Long("no-license") => opts.license.licensed = false,
+            Long("retire-superseded-tokens") => opts.license.retire_superseded_tokens = true,
             Long("consumption-ttl") => {
                 let v = string(parser.value().map_err(e)?, "--consumption-ttl")?;
                 let ttl = parse_duration(&v).map_err(|m| format!("--consumption-ttl: {m}"))?;

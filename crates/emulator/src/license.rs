@@ -229,6 +229,37 @@ pub enum LicenseFault {
     Hang,
     /// The connection closed without an answer.
     Drop,
+    // --- bad 200 answers of a processed extension (the seat book extends it) ---
+    /// `Expiration` an hour before AWS's clock.
+    AnswerPastExpiration,
+    /// No `LicenseConsumptionToken`.
+    AnswerMissingToken,
+    /// No `Expiration`.
+    AnswerMissingExpiration,
+    /// `Expiration` a string that is no date (`never`).
+    AnswerBadExpiration,
+    /// `LicenseConsumptionToken` and `Expiration` numbers, not strings.
+    AnswerWrongTypes,
+    /// A body that is not JSON (the answer cut in the middle of a member).
+    AnswerGarbage,
+    // --- the call is processed (seat taken / extended / returned), then its answer lost ---
+    /// The connection closed without an answer.
+    ProcessedThenDrop,
+    /// No answer, the connection kept open.
+    ProcessedThenHang,
+    /// `ServerInternalException` (500) instead of the answer.
+    ProcessedThenServerInternal,
+}
+
+/// When a license fault acts on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Instead of the call: the seat book never sees it.
+    Before,
+    /// On the success answer of a call the seat book processed.
+    BadAnswer,
+    /// After the seat book processed the call: the answer is lost.
+    LostAnswer,
 }
 
 /// Every license fault, in the order `--help` and `--list-faults` list them.
@@ -247,6 +278,15 @@ pub const ALL_LICENSE_FAULTS: &[LicenseFault] = &[
     LicenseFault::Http503Html,
     LicenseFault::Hang,
     LicenseFault::Drop,
+    LicenseFault::AnswerPastExpiration,
+    LicenseFault::AnswerMissingToken,
+    LicenseFault::AnswerMissingExpiration,
+    LicenseFault::AnswerBadExpiration,
+    LicenseFault::AnswerWrongTypes,
+    LicenseFault::AnswerGarbage,
+    LicenseFault::ProcessedThenDrop,
+    LicenseFault::ProcessedThenHang,
+    LicenseFault::ProcessedThenServerInternal,
 ];
 
 /// The error a `RedirectException` points to.
@@ -271,7 +311,66 @@ impl LicenseFault {
             LicenseFault::Http503Html => "http-503-html",
             LicenseFault::Hang => "hang",
             LicenseFault::Drop => "drop",
+            LicenseFault::AnswerPastExpiration => "answer-past-expiration",
+            LicenseFault::AnswerMissingToken => "answer-missing-token",
+            LicenseFault::AnswerMissingExpiration => "answer-missing-expiration",
+            LicenseFault::AnswerBadExpiration => "answer-bad-expiration",
+            LicenseFault::AnswerWrongTypes => "answer-wrong-types",
+            LicenseFault::AnswerGarbage => "answer-garbage",
+            LicenseFault::ProcessedThenDrop => "processed-then-drop",
+            LicenseFault::ProcessedThenHang => "processed-then-hang",
+            LicenseFault::ProcessedThenServerInternal => "processed-then-server-internal",
         }
+    }
+
+    pub fn stage(self) -> Stage {
+        match self {
+            LicenseFault::AnswerPastExpiration
+            | LicenseFault::AnswerMissingToken
+            | LicenseFault::AnswerMissingExpiration
+            | LicenseFault::AnswerBadExpiration
+            | LicenseFault::AnswerWrongTypes
+            | LicenseFault::AnswerGarbage => Stage::BadAnswer,
+            LicenseFault::ProcessedThenDrop
+            | LicenseFault::ProcessedThenHang
+            | LicenseFault::ProcessedThenServerInternal => Stage::LostAnswer,
+            _ => Stage::Before,
+        }
+    }
+
+    /// The body of a bad-answer fault, from the extension's true answer (`None` for the other
+    /// faults). `now` is AWS's clock.
+    pub fn bad_answer(self, answer: &Value, now: SystemTime) -> Option<String> {
+        let mut v = answer.clone();
+        let obj = v.as_object_mut()?;
+        match self {
+            LicenseFault::AnswerPastExpiration => {
+                obj.insert(
+                    "Expiration".into(),
+                    json!(rfc3339(now - Duration::from_secs(3600))),
+                );
+            }
+            LicenseFault::AnswerMissingToken => {
+                obj.remove("LicenseConsumptionToken");
+            }
+            LicenseFault::AnswerMissingExpiration => {
+                obj.remove("Expiration");
+            }
+            LicenseFault::AnswerBadExpiration => {
+                obj.insert("Expiration".into(), json!("never"));
+            }
+            LicenseFault::AnswerWrongTypes => {
+                obj.insert("LicenseConsumptionToken".into(), json!(1234567890));
+                obj.insert("Expiration".into(), json!(unix_secs(now) + 3600));
+            }
+            LicenseFault::AnswerGarbage => {
+                // A whole answer cut in the middle of its first member: not JSON.
+                let whole = v.to_string();
+                return Some(whole[..whole.len().min(28)].to_string());
+            }
+            _ => return None,
+        }
+        Some(v.to_string())
     }
 
     /// The error answer (HTTP status as in the Smithy model, `__type`, `Message`); `None` for
@@ -333,7 +432,7 @@ impl LicenseFault {
                 "ConflictException",
                 "There was a conflict processing the request. Try your request again.",
             ),
-            LicenseFault::Http503Html | LicenseFault::Hang | LicenseFault::Drop => return None,
+            _ => return None,
         };
         let mut e = lm_error(status, error_type, message);
         if self == LicenseFault::Redirect {
@@ -353,22 +452,50 @@ impl LicenseFault {
                 &[CheckoutLicense, CheckInLicense, ExtendLicenseConsumption]
             }
             LicenseFault::Conflict => &[CheckInLicense],
+            _ if self.stage() == Stage::BadAnswer => &[ExtendLicenseConsumption],
+            // GetLicenseUsage changes nothing: there is nothing to process.
+            _ if self.stage() == Stage::LostAnswer => {
+                &[CheckoutLicense, CheckInLicense, ExtendLicenseConsumption]
+            }
             _ => ALL_OPS,
         }
     }
 
-    /// One line of `--list-faults` (service errors only; the network faults are listed as
-    /// Metering faults of the same names).
+    /// The error a lost-answer fault answers instead of the true answer (`None`: no answer).
+    pub fn lost_answer_error(self) -> Option<LmError> {
+        match self {
+            LicenseFault::ProcessedThenServerInternal => LicenseFault::ServerInternal.error(),
+            _ => None,
+        }
+    }
+
+    /// One line of `--list-faults`: the service errors (kind `license`), the bad answers
+    /// (kind `license-answer`, status 200) and the lost answers (kind `license-lost-answer`,
+    /// with the status and errorType of the error answered instead, if any). The network
+    /// faults are listed as the Metering faults of the same names.
     pub fn listing(self) -> Option<Value> {
-        let e = self.error()?;
         let ops: Vec<&str> = self.operations().iter().map(|o| o.name()).collect();
-        Some(json!({
-            "name": self.name(),
-            "kind": "license",
-            "status": e.status,
-            "errorType": e.error_type,
-            "operations": ops,
-        }))
+        let mut line = json!({"name": self.name(), "operations": ops});
+        match self.stage() {
+            Stage::Before => {
+                let e = self.error()?;
+                line["kind"] = json!("license");
+                line["status"] = json!(e.status);
+                line["errorType"] = json!(e.error_type);
+            }
+            Stage::BadAnswer => {
+                line["kind"] = json!("license-answer");
+                line["status"] = json!(200);
+            }
+            Stage::LostAnswer => {
+                line["kind"] = json!("license-lost-answer");
+                if let Some(e) = self.lost_answer_error() {
+                    line["status"] = json!(e.status);
+                    line["errorType"] = json!(e.error_type);
+                }
+            }
+        }
+        Some(line)
     }
 }
 
@@ -454,6 +581,9 @@ pub struct LicenseConfig {
     pub licensed: bool,
     pub consumption_ttl: Duration,
     pub faults: Vec<FaultSpec>,
+    /// `--retire-superseded-tokens`: an extension's new token retires the one it was asked
+    /// with (which AWS does is unsettled: the gate must be safe both ways).
+    pub retire_superseded_tokens: bool,
 }
 
 impl Default for LicenseConfig {
@@ -464,6 +594,7 @@ impl Default for LicenseConfig {
             licensed: true,
             consumption_ttl: DEFAULT_CONSUMPTION_TTL,
             faults: Vec::new(),
+            retire_superseded_tokens: false,
         }
     }
 }
@@ -774,6 +905,19 @@ struct Book {
     client_tokens: HashMap<String, (Value, usize, Value)>,
 }
 
+/// What a call did to the seat book, for the `--record` line (whether its answer arrives or
+/// not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effect {
+    /// The call changed the book: a checkout took its units, an extension pushed the expiry,
+    /// a check-in returned the units.
+    pub processed: bool,
+    /// A checkout answered again from its ClientToken (nothing more held).
+    pub replayed: bool,
+    /// The consumption token the book issued for this call (checkout or extension).
+    pub issued_token: Option<String>,
+}
+
 /// The license and its consumptions.
 pub struct License {
     pub config: LicenseConfig,
@@ -841,14 +985,34 @@ impl License {
             .sum()
     }
 
+    /// Units each counted entitlement's live consumptions hold at `now`, by name.
+    pub fn held(&self, now: SystemTime) -> Map<String, Value> {
+        let book = self.lock();
+        self.config
+            .entitlements
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.max.is_some())
+            .map(|(i, e)| (e.name.clone(), json!(self.in_use(&book, i, now))))
+            .collect()
+    }
+
     /// Runs a validated call at AWS's time `now`; `key` signs the checkout's `SignedToken`.
-    pub fn execute(&self, input: Input, now: SystemTime, key: &KeyPair) -> Result<Value, LmError> {
+    /// `effect` says what it did to the book.
+    pub fn execute(
+        &self,
+        input: Input,
+        now: SystemTime,
+        key: &KeyPair,
+        effect: &mut Effect,
+    ) -> Result<Value, LmError> {
         match input {
-            Input::Checkout(req) => self.checkout(req, now, key),
+            Input::Checkout(req) => self.checkout(req, now, key, effect),
             Input::CheckIn { token } => {
                 let mut book = self.lock();
                 let index = self.live_consumption(&book, &token, now)?;
                 book.consumptions[index].checked_in = true;
+                effect.processed = true;
                 Ok(json!({}))
             }
             Input::Extend { token, dry_run } => {
@@ -865,6 +1029,13 @@ impl License {
                 book.consumptions[index].expires = expires;
                 let fresh = random_hex::<16>();
                 book.tokens.insert(fresh.clone(), index);
+                if self.config.retire_superseded_tokens {
+                    // Only the newest token names the consumption: the one sent is now as
+                    // unknown as a token never issued.
+                    book.tokens.remove(&token);
+                }
+                effect.processed = true;
+                effect.issued_token = Some(fresh.clone());
                 Ok(json!({
                     "LicenseConsumptionToken": fresh,
                     "Expiration": rfc3339(expires),
@@ -924,7 +1095,13 @@ impl License {
         }
     }
 
-    fn checkout(&self, req: Checkout, now: SystemTime, key: &KeyPair) -> Result<Value, LmError> {
+    fn checkout(
+        &self,
+        req: Checkout,
+        now: SystemTime,
+        key: &KeyPair,
+        effect: &mut Effect,
+    ) -> Result<Value, LmError> {
         if req.key_fingerprint != ISSUER_FINGERPRINT {
             return Err(validation(format!(
                 "KeyFingerprint {} is not a known issuer's key fingerprint (AWS Marketplace's is {ISSUER_FINGERPRINT}).",
@@ -947,6 +1124,7 @@ impl License {
         if let Some((canonical, index, answer)) = book.client_tokens.get(&req.client_token) {
             if self.live(&book.consumptions[*index], now) {
                 if *canonical == req.canonical {
+                    effect.replayed = true;
                     return Ok(answer.clone());
                 }
                 return Err(validation(format!(
@@ -1052,6 +1230,8 @@ impl License {
             req.client_token.clone(),
             (req.canonical, index, answer.clone()),
         );
+        effect.processed = true;
+        effect.issued_token = Some(token);
         Ok(answer)
     }
 
@@ -1134,6 +1314,14 @@ mod tests {
             )
         );
         assert!(!f.applies(2) && f.applies(3) && f.applies(5) && !f.applies(6));
+        for ok in [
+            "ExtendLicenseConsumption=answer-garbage",
+            "CheckoutLicense=processed-then-drop",
+            "CheckInLicense=processed-then-server-internal",
+            "ExtendLicenseConsumption=processed-then-hang",
+        ] {
+            assert!(FaultSpec::parse(ok).is_ok(), "{ok}");
+        }
         let f = FaultSpec::parse("GetLicenseUsage=hang").unwrap();
         assert!(f.applies(1) && f.applies(1000));
         for bad in [
@@ -1145,6 +1333,9 @@ mod tests {
             "CheckoutLicense=validation*0",
             "CheckoutLicense=validation@x",
             "CheckoutLicense",
+            "CheckoutLicense=answer-garbage",
+            "CheckInLicense=answer-past-expiration",
+            "GetLicenseUsage=processed-then-drop",
         ] {
             assert!(FaultSpec::parse(bad).is_err(), "{bad}");
         }

@@ -120,7 +120,9 @@
 //!
 //! `--list-faults` prints one JSON line per fault: `{"name","kind"}`, plus `status` and
 //! `errorType` for service errors and `status` for HTML pages; then one line per License
-//! Manager error fault, `{"name","kind":"license","status","errorType","operations"}`.
+//! Manager error fault, `{"name","kind":"license","status","errorType","operations"}`, per
+//! bad extension answer (`kind` `license-answer`, status 200) and per lost answer (`kind`
+//! `license-lost-answer`, with the error answered instead, if any).
 //!
 //! # AWS License Manager ([`license`])
 //! The same listener serves `AWSLicenseManager.CheckoutLicense`, `.ExtendLicenseConsumption`,
@@ -143,7 +145,8 @@
 //! A ClientToken repeated with the same modelled members while its consumption is live gets
 //! the first answer again (no more units held); with other members `ValidationException`; once
 //! the consumption is checked in or expired, the ClientToken is free for a new checkout.
-//! Extension gives a new token, and every token of a consumption stays valid until it ends;
+//! Extension gives a new token, and every token of a consumption stays valid until it ends
+//! (with `--retire-superseded-tokens` only the newest: an older one is unknown);
 //! `DryRun` answers the token sent and the current expiry without extending. PERPETUAL
 //! checkouts are refused (`ValidationException`): Marketplace container licenses are
 //! PROVISIONAL. SIGUSR1 revokes the license (logged on stderr).
@@ -151,7 +154,11 @@
 //! `--record` lines of License Manager calls have `call`, `receivedAtMs`, `target`,
 //! `credentialScope`, `fault`, `status`, `errorType`, `requestId` and, when the body has them,
 //! `productSku`, `clientToken`, `licenseConsumptionToken`, `entitlements` (JSON), `checkoutType`,
-//! `keyFingerprint`, `licenseArn` (no Metering members). The ready line adds `productSku`,
+//! `keyFingerprint`, `licenseArn` (no Metering members), and what the call did to the seat
+//! book: `processed` (a seat taken, extended or returned, even when a `processed-then-*` or
+//! `answer-*` fault lost or mangled the answer), `replayed` (a ClientToken's first answer sent
+//! again), `issuedToken` (the consumption token the call was given) and `held` (units of each
+//! counted entitlement held right after the call). The ready line adds `productSku`,
 //! `licenseArn`, `licenseEntitlements` (`[{name, unit, maxCount}]`) and `licensed`.
 
 mod cli;

@@ -20,7 +20,7 @@ use super::credentials::{Credential, Keyring};
 use super::fault::{Fault, ServiceError};
 use super::jwt;
 use super::keys::VersionKey;
-use super::license::{self, License, LicenseFault, LmError, Op};
+use super::license::{self, Effect, License, LicenseFault, LmError, Op, Stage};
 use super::sigv4::{self, Rejection};
 
 /// Largest request body read (bytes); larger bodies get 413.
@@ -233,6 +233,11 @@ struct LicenseRecord {
     key_fingerprint: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     license_arn: Option<Value>,
+    /// What the call did to the seat book, whether its answer arrived or not.
+    processed: bool,
+    replayed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token: Option<String>,
 }
 
 impl LicenseRecord {
@@ -246,6 +251,7 @@ impl LicenseRecord {
             checkout_type: get("CheckoutType"),
             key_fingerprint: get("KeyFingerprint"),
             license_arn: get("LicenseArn"),
+            ..LicenseRecord::default()
         }
     }
 }
@@ -797,7 +803,8 @@ fn license_call(
             location: None,
         });
     }
-    if let Some(fault) = state.license.take_fault(op) {
+    let fault = state.license.take_fault(op);
+    if let Some(fault) = fault.filter(|f| f.stage() == Stage::Before) {
         rec.fault = fault.name();
         if let Some(e) = fault.error() {
             return license_error(e);
@@ -827,10 +834,43 @@ fn license_call(
             location: None,
         });
     };
-    match state
+    let now = state.clock.now();
+    let mut effect = Effect::default();
+    let result = state
         .license
-        .execute(input, state.clock.now(), &key.signing_key)
-    {
+        .execute(input, now, &key.signing_key, &mut effect);
+    if let Some(lm) = rec.license.as_mut() {
+        lm.processed = effect.processed;
+        lm.replayed = effect.replayed;
+        lm.issued_token = effect.issued_token;
+    }
+    let Some(fault) = fault else {
+        return license_answer(result);
+    };
+    rec.fault = fault.name();
+    if fault.stage() == Stage::LostAnswer {
+        return match fault.lost_answer_error() {
+            Some(e) => license_error(e),
+            None if fault == LicenseFault::ProcessedThenHang => Outcome::Hang,
+            None => Outcome::Drop,
+        };
+    }
+    // A bad-answer fault mangles a success; a refusal is answered as it is.
+    match result {
+        Ok(answer) => match fault.bad_answer(&answer, now) {
+            Some(body) => Outcome::Answer(
+                base_response(200, CONTENT_TYPE_JSON, Bytes::from(body)),
+                None,
+            ),
+            None => license_answer(Ok(answer)),
+        },
+        Err(e) => license_error(e),
+    }
+}
+
+/// The license's own answer to a call.
+fn license_answer(result: Result<Value, LmError>) -> Outcome {
+    match result {
         Ok(answer) => Outcome::Answer(
             base_response(200, CONTENT_TYPE_JSON, Bytes::from(answer.to_string())),
             None,
@@ -876,6 +916,12 @@ fn write_record(state: &State, rec: &RecordLine) -> String {
                     line.remove(k);
                 }
                 line.extend(members);
+                // The seat book right after the call: a test sees what is held at each call
+                // without a GetLicenseUsage of its own.
+                line.insert(
+                    "held".into(),
+                    Value::Object(state.license.held(state.clock.now())),
+                );
             }
             v.to_string()
         }

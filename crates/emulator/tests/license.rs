@@ -3,7 +3,7 @@
 //! signed for real with SigV4 (signing name `license-manager`).
 
 use mpgate_testkit::emulator::shared_key_dir;
-use mpgate_testkit::faults::{license_fault_named, LICENSE_FAULTS};
+use mpgate_testkit::faults::{license_fault_named, LICENSE_FAULTS, PROCESSED_FAULTS};
 use mpgate_testkit::license::{
     call, checkout_body, consumed, request, send, Reply, ISSUER_FINGERPRINT,
 };
@@ -707,6 +707,27 @@ fn list_faults_lists_the_license_faults_as_the_testkit_table_says() {
         })
         .collect();
     assert_eq!(listed, table);
+    let listed: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|f| f["kind"] == "license-answer" || f["kind"] == "license-lost-answer")
+        .collect();
+    let table: Vec<Value> = PROCESSED_FAULTS
+        .iter()
+        .map(|f| {
+            let mut line = json!({"name": f.fault, "kind": f.kind, "operations": f.operations});
+            if f.kind == "license-answer" {
+                line["status"] = json!(200);
+            }
+            if let Some((status, error_type)) = f.error {
+                line["status"] = json!(status);
+                line["errorType"] = json!(error_type);
+            }
+            line
+        })
+        .collect();
+    assert_eq!(listed, table);
     assert_eq!(license_fault_named("conflict").unwrap().exit_code, 0);
     let help = run_bounded(Command::new(BIN).arg("--help"), LIMIT);
     let first = help.stdout.lines().next().unwrap_or_default();
@@ -717,12 +738,16 @@ fn list_faults_lists_the_license_faults_as_the_testkit_table_says() {
     for f in LICENSE_FAULTS {
         assert!(help.stdout.contains(f.fault), "--help lacks {}", f.fault);
     }
+    for f in PROCESSED_FAULTS {
+        assert!(help.stdout.contains(f.fault), "--help lacks {}", f.fault);
+    }
     for flag in [
         "--product-sku",
         "--license-entitlement",
         "--no-license",
         "--consumption-ttl",
         "--license-fault",
+        "--retire-superseded-tokens",
     ] {
         assert!(help.stdout.contains(flag), "--help lacks {flag}");
     }
@@ -748,4 +773,264 @@ fn run_points_the_command_at_license_manager() {
     let url = ready["url"].as_str().unwrap();
     assert_eq!(ready["productSku"], "sku-run-1");
     assert_eq!(out.stdout.trim(), format!("{url} {url} sku-run-1"));
+}
+
+/// The record lines of License Manager calls (GetLicenseUsage included).
+fn license_lines(emu: &Emulator, n: usize) -> Vec<Value> {
+    emu.wait_for_calls(n)
+        .into_iter()
+        .filter(|c| {
+            c["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("AWSLicenseManager."))
+        })
+        .collect()
+}
+
+/// Sends `op` with `body` and expects no answer (closed or still pending after `wait`).
+fn no_answer(emu: &Emulator, op: &str, body: &Value, wait: Duration) {
+    let req = request(op, &body.to_string(), &Signing::license_manager());
+    let got = send(&emu.addr, &req, wait);
+    assert!(got.is_err(), "{op}: an answer arrived: {got:?}");
+}
+
+#[test]
+fn bad_extension_answers_come_from_an_extension_the_seat_book_made() {
+    for (fault, check) in [
+        ("answer-past-expiration", "past"),
+        ("answer-missing-token", "no token"),
+        ("answer-missing-expiration", "no expiration"),
+        ("answer-bad-expiration", "never"),
+        ("answer-wrong-types", "numbers"),
+        ("answer-garbage", "not json"),
+    ] {
+        let spec = format!("ExtendLicenseConsumption={fault}@1*1");
+        let emu = Emulator::start_with_shared_keys(&["--license-fault", &spec]);
+        let first = token_of(&checkout(&emu, seats("2"), "c").ok("checkout"));
+        // The first extension is normal (@1), the second faulted, the third normal again.
+        let second = token_of(&extend(&emu, &first).ok("extension 1"));
+        let from = now_secs();
+        let r = extend(&emu, &second);
+        let to = now_secs();
+        assert_eq!(r.status, 200, "{fault}: {r:?}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/x-amz-json-1.1"),
+            "{fault}"
+        );
+        assert!(r.header("x-amzn-requestid").is_some(), "{fault}");
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        let body: Option<Value> = serde_json::from_slice(&r.body).ok();
+        match check {
+            "past" => {
+                let v = body.clone().expect("JSON");
+                assert!(v["LicenseConsumptionToken"].is_string(), "{fault}: {v}");
+                assert_time(
+                    v["Expiration"].as_str().unwrap(),
+                    "Z",
+                    from,
+                    to,
+                    -3600,
+                    fault,
+                );
+            }
+            "no token" => {
+                let v = body.clone().expect("JSON");
+                assert!(v.get("LicenseConsumptionToken").is_none(), "{fault}: {v}");
+                assert_time(
+                    v["Expiration"].as_str().unwrap(),
+                    "Z",
+                    from,
+                    to,
+                    3600,
+                    fault,
+                );
+            }
+            "no expiration" => {
+                let v = body.clone().expect("JSON");
+                assert!(v.get("Expiration").is_none(), "{fault}: {v}");
+                assert!(v["LicenseConsumptionToken"].is_string(), "{fault}: {v}");
+            }
+            "never" => {
+                let v = body.clone().expect("JSON");
+                assert_eq!(v["Expiration"], "never", "{fault}");
+                assert!(v["LicenseConsumptionToken"].is_string(), "{fault}: {v}");
+            }
+            "numbers" => {
+                let v = body.clone().expect("JSON");
+                assert!(v["LicenseConsumptionToken"].is_number(), "{fault}: {v}");
+                assert!(v["Expiration"].is_number(), "{fault}: {v}");
+            }
+            _ => assert!(body.is_none(), "{fault}: {text}"),
+        }
+        // The seat book extended: the record names the new token, which checks in.
+        let lines = license_lines(&emu, 3);
+        let line = &lines[2];
+        assert_eq!(line["fault"], fault);
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["processed"], true, "{line}");
+        assert_eq!(line["held"], json!({"Seats": 2}), "{line}");
+        let issued = line["issuedToken"].as_str().expect("issuedToken");
+        assert_ne!(issued, second);
+        if let Some(sent) = body
+            .as_ref()
+            .and_then(|v| v["LicenseConsumptionToken"].as_str())
+        {
+            assert_eq!(sent, issued, "{fault}");
+        }
+        let third = token_of(&extend(&emu, issued).ok("after the fault"));
+        check_in(&emu, &third).ok("check in");
+        assert_eq!(seats_used(&emu), "0", "{fault}");
+    }
+}
+
+#[test]
+fn a_processed_call_whose_answer_is_lost_keeps_its_effect() {
+    let emu = Emulator::start_with_shared_keys(&[
+        "--license-fault",
+        "CheckoutLicense=processed-then-drop*1",
+        "--license-fault",
+        "ExtendLicenseConsumption=processed-then-hang*1",
+        "--license-fault",
+        "CheckInLicense=processed-then-server-internal*1",
+    ]);
+    // The checkout takes its seats, then the connection closes without an answer.
+    let body = checkout_body(&emu.product_sku, seats("2"), "lost-1");
+    no_answer(&emu, "CheckoutLicense", &body, IO_WAIT);
+    assert_eq!(seats_used(&emu), "2");
+    // A retry with the same ClientToken gets the answer of the processed call: no more seats.
+    let v = call(&emu.addr, "CheckoutLicense", &body).ok("retry");
+    assert_eq!(seats_used(&emu), "2");
+    let lines = license_lines(&emu, 4);
+    let (lost, retry) = (&lines[0], &lines[2]);
+    assert_eq!(
+        (&lost["fault"], &lost["status"], &lost["processed"]),
+        (&json!("processed-then-drop"), &Value::Null, &json!(true)),
+        "{lost}"
+    );
+    assert_eq!(lost["held"], json!({"Seats": 2}), "{lost}");
+    assert_eq!(lost["issuedToken"], v["LicenseConsumptionToken"], "{lost}");
+    assert_eq!(
+        (&retry["fault"], &retry["processed"], &retry["replayed"]),
+        (&json!("none"), &json!(false), &json!(true)),
+        "{retry}"
+    );
+    // The extension pushes the expiry and issues a token, then never answers.
+    let token = token_of(&v);
+    no_answer(
+        &emu,
+        "ExtendLicenseConsumption",
+        &json!({"LicenseConsumptionToken": token}),
+        Duration::from_millis(500),
+    );
+    let lines = license_lines(&emu, 5);
+    let hung = &lines[4];
+    assert_eq!(
+        (&hung["fault"], &hung["processed"]),
+        (&json!("processed-then-hang"), &json!(true)),
+        "{hung}"
+    );
+    let issued = hung["issuedToken"]
+        .as_str()
+        .expect("issuedToken")
+        .to_string();
+    assert_ne!(issued, token);
+    // The check-in returns the seats, then answers 500; a retry finds the token checked in.
+    check_in(&emu, &issued).expect_error(500, "ServerInternalException", "lost check-in");
+    assert_eq!(seats_used(&emu), "0");
+    check_in(&emu, &issued).expect_error(400, "ResourceNotFoundException", "retry");
+    let lines = license_lines(&emu, 8);
+    assert_eq!(lines[5]["fault"], "processed-then-server-internal");
+    assert_eq!(lines[5]["processed"], true, "{}", lines[5]);
+    assert_eq!(lines[5]["held"], json!({"Seats": 0}), "{}", lines[5]);
+    assert_eq!(lines[7]["processed"], false, "{}", lines[7]);
+}
+
+/// Longest a test waits for an answer that must not come over a closed connection.
+const IO_WAIT: Duration = Duration::from_secs(15);
+
+#[test]
+fn a_lost_answer_of_a_refused_call_changes_nothing_and_a_plain_drop_takes_no_seat() {
+    let emu = Emulator::start_with_shared_keys(&[
+        "--license-fault",
+        "CheckoutLicense=drop*1",
+        "--license-fault",
+        "CheckoutLicense=processed-then-drop@2*1",
+    ]);
+    // drop answers before the seat book: nothing is taken.
+    let body = checkout_body(&emu.product_sku, seats("5"), "d");
+    no_answer(&emu, "CheckoutLicense", &body, IO_WAIT);
+    assert_eq!(seats_used(&emu), "0");
+    checkout(&emu, seats("5"), "all").ok("all seats");
+    // Call 3: refused (no seat free), processed-then-drop loses the refusal.
+    let more = checkout_body(&emu.product_sku, seats("1"), "more");
+    no_answer(&emu, "CheckoutLicense", &more, IO_WAIT);
+    let lines = license_lines(&emu, 4);
+    assert_eq!(
+        (&lines[0]["fault"], &lines[0]["processed"]),
+        (&json!("drop"), &json!(false)),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[0]["held"], json!({"Seats": 0}));
+    assert_eq!(
+        (&lines[3]["fault"], &lines[3]["processed"]),
+        (&json!("processed-then-drop"), &json!(false)),
+        "{}",
+        lines[3]
+    );
+    assert!(lines[3].get("issuedToken").is_none(), "{}", lines[3]);
+    assert_eq!(lines[3]["held"], json!({"Seats": 5}));
+}
+
+#[test]
+fn a_check_in_conflict_keeps_the_seat_until_the_retry() {
+    let emu = Emulator::start_with_shared_keys(&["--license-fault", "CheckInLicense=conflict*1"]);
+    let token = token_of(&checkout(&emu, seats("1"), "c").ok("checkout"));
+    let r = check_in(&emu, &token);
+    r.expect_error(409, "ConflictException", "first check-in");
+    assert!(r.json()["Message"]
+        .as_str()
+        .unwrap()
+        .contains("Try your request again"));
+    assert_eq!(seats_used(&emu), "1", "a conflict returns nothing");
+    check_in(&emu, &token).ok("the retry");
+    assert_eq!(seats_used(&emu), "0");
+    let lines = license_lines(&emu, 5);
+    assert_eq!(
+        (&lines[1]["fault"], &lines[1]["processed"]),
+        (&json!("conflict"), &json!(false))
+    );
+    assert_eq!(lines[3]["processed"], true);
+}
+
+#[test]
+fn retire_superseded_tokens_leaves_only_the_newest_token_valid() {
+    let emu = Emulator::start_with_shared_keys(&["--retire-superseded-tokens"]);
+    let first = token_of(&checkout(&emu, seats("1"), "r").ok("checkout"));
+    let second = token_of(&extend(&emu, &first).ok("extend"));
+    for (what, r) in [
+        ("extend with the first token", extend(&emu, &first)),
+        ("check in with the first token", check_in(&emu, &first)),
+    ] {
+        r.expect_error(400, "ResourceNotFoundException", what);
+        // As AWS answers a token it never issued.
+        assert_eq!(
+            r.json()["Message"],
+            format!("License consumption {first} not found."),
+            "{what}"
+        );
+    }
+    assert_eq!(seats_used(&emu), "1", "the seat is still held");
+    // A dry run issues nothing, so retires nothing.
+    call(
+        &emu.addr,
+        "ExtendLicenseConsumption",
+        &json!({"LicenseConsumptionToken": second, "DryRun": true}),
+    )
+    .ok("dry run");
+    let third = token_of(&extend(&emu, &second).ok("extend again"));
+    check_in(&emu, &second).expect_error(400, "ResourceNotFoundException", "second token");
+    check_in(&emu, &third).ok("check in with the newest token");
+    assert_eq!(seats_used(&emu), "0");
 }

@@ -250,3 +250,59 @@ pub const LICENSE_FAULTS: &[LicenseFault] = &[
 pub fn license_fault_named(name: &str) -> Option<&'static LicenseFault> {
     LICENSE_FAULTS.iter().find(|f| f.fault == name)
 }
+
+/// A License Manager fault that acts after the seat book processed the call: a bad 200
+/// answer (`kind` `license-answer`, the `answer-*` faults) or a lost one (`kind`
+/// `license-lost-answer`, the `processed-then-*` faults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessedFault {
+    /// The FAULT name.
+    pub fault: &'static str,
+    /// `--list-faults`'s kind.
+    pub kind: &'static str,
+    /// The operations it may be injected into.
+    pub operations: &'static [&'static str],
+    /// The error answered instead of the true answer (`None`: a 200 answer, or none at all).
+    pub error: Option<(u16, &'static str)>,
+}
+
+const EXTEND: &[&str] = &["ExtendLicenseConsumption"];
+const PROCESSING: &[&str] = &[
+    "CheckoutLicense",
+    "CheckInLicense",
+    "ExtendLicenseConsumption",
+];
+
+const fn answer(fault: &'static str) -> ProcessedFault {
+    ProcessedFault {
+        fault,
+        kind: "license-answer",
+        operations: EXTEND,
+        error: None,
+    }
+}
+
+const fn lost(fault: &'static str, error: Option<(u16, &'static str)>) -> ProcessedFault {
+    ProcessedFault {
+        fault,
+        kind: "license-lost-answer",
+        operations: PROCESSING,
+        error,
+    }
+}
+
+/// Every fault that acts after the seat book, in `--list-faults` order.
+pub const PROCESSED_FAULTS: &[ProcessedFault] = &[
+    answer("answer-past-expiration"),
+    answer("answer-missing-token"),
+    answer("answer-missing-expiration"),
+    answer("answer-bad-expiration"),
+    answer("answer-wrong-types"),
+    answer("answer-garbage"),
+    lost("processed-then-drop", None),
+    lost("processed-then-hang", None),
+    lost(
+        "processed-then-server-internal",
+        Some((500, "ServerInternalException")),
+    ),
+];
