@@ -66,13 +66,19 @@ fn check_offline(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<
         Some(path) => Handover::from_result_file(Path::new(path))?,
         None => Handover::from_vars(env)?,
     };
+    // A signature that fails names where the key came from, as the gate's does.
     let verify = |max_age| {
-        handover.verify_with(
-            &trust.key.key,
-            &trust.product_code,
-            trust.key.version,
-            max_age,
-        )
+        handover
+            .verify_with(
+                &trust.key.key,
+                &trust.product_code,
+                trust.key.version,
+                max_age,
+            )
+            .map_err(|e| match e {
+                ProofError::Token(t) => ProofError::Token(t.with_key_source(&trust.key.source)),
+                other => other,
+            })
     };
     match (verify(max_age), &args.result_file) {
         (Ok(()), _) => Ok(Offline::Verified(format!(

@@ -73,6 +73,30 @@ fn a_wrong_key_in_a_key_directory_is_reported_against_the_directory_and_its_file
 }
 
 #[test]
+fn mpgate_verify_names_the_key_it_used_when_the_signature_fails() {
+    let emu = Emulator::start(&["--key-versions", "1,2"]);
+    let result = emu.dir.join("result.json");
+    emu.gate()
+        .env("MPGATE_RESULT_FILE", &result)
+        .run()
+        .expect(0);
+    let dir = emu.dir.join("ring");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("public-key-v1.pem"), emu.public_pem(2)).unwrap();
+    let out = emu
+        .gate()
+        .env_remove("MPGATE_PUBLIC_KEY_FILE")
+        .env("MPGATE_PUBLIC_KEY_DIR", &dir)
+        .args(["verify", "--result-file"])
+        .args([&result])
+        .run();
+    out.expect_error(
+        12,
+        "does not verify with public key version 1 from MPGATE_PUBLIC_KEY_DIR",
+    );
+}
+
+#[test]
 fn a_missing_key_directory_or_file_names_the_variable_and_asks_if_the_configmap_is_mounted() {
     let emu = Emulator::start(&[]);
     let missing = emu.dir.join("not-mounted");
