@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Checks every relative link in the repository's Markdown files: the file exists and, for
-`file#anchor` or `#anchor`, a heading with that GitHub anchor exists in it. Prints one line
-per broken link and exits 1 if any; run by scripts/test.sh."""
+"""Checks every relative link in the repository's Markdown files (the file exists and, for
+`file#anchor` or `#anchor`, a heading with that GitHub anchor exists in it) and every
+citation of a section by title in any tracked text file (`docs/reference.md, "Exit codes"`:
+that file has that heading). Prints one line per broken one and exits 1 if any; run by
+scripts/test.sh."""
 
 import pathlib
 import re
@@ -11,6 +13,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
+# `path/file.md, "Section title"` (or `path/file.md "Section title"`), repository-relative.
+CITATION = re.compile(r"((?:[\w.-]+/)*[\w.-]+\.md),? \"([^\"]+)\"")
+CITING = ("*.md", "*.rs", "*.sh", "*.py", "*.yaml", "*.toml", "*.tpl", "*.txt", "Dockerfile",
+          "*/Dockerfile")
 
 
 def slug(heading):
@@ -34,6 +40,35 @@ def anchors(path, cache={}):
             found.add(base if n == 0 else f"{base}-{n}")
         cache[path] = found
     return cache[path]
+
+
+def titles(path, cache={}):
+    if path not in cache:
+        cache[path] = {re.sub(r"`", "", line.lstrip("#").strip())
+                       for line in path.read_text(encoding="utf-8").splitlines()
+                       if line.startswith("#")}
+    return cache[path]
+
+
+def check_citations():
+    """Every `file.md, "Title"` in a tracked text file names a heading of that file."""
+    names = subprocess.run(["git", "ls-files", *CITING], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    broken = 0
+    for name in sorted(set(names)):
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace")
+                                      .splitlines(), 1):
+            for cited, title in CITATION.findall(line):
+                dest = ROOT / cited
+                if not dest.is_file():
+                    continue  # a file of another repository, or a relative mention
+                if title not in titles(dest):
+                    print(f"{name}:{number}: {cited}, \"{title}\": no such heading")
+                    broken += 1
+    return broken
 
 
 def main():
@@ -70,8 +105,9 @@ def main():
             if problem:
                 print(f"{name}:{number}: {target}: {problem}")
                 broken += 1
+    broken += check_citations()
     if broken:
-        print(f"{broken} broken link(s)")
+        print(f"{broken} broken link(s) or citation(s)")
         return 1
     return 0
 
