@@ -132,11 +132,11 @@ pub fn usage() -> String {
             let what = match (f.stage(), f.error(), f.lost_answer_error()) {
                 (Stage::Before, Some(e), _) => format!("{} {}", e.status, e.error_type),
                 (Stage::Before, None, _) => "the Metering fault of that name".into(),
-                (Stage::BadAnswer, _, _) => "200, see below".into(),
+                (Stage::BadAnswer, _, _) => "processed, then a bad 200 (below)".into(),
                 (Stage::LostAnswer, _, Some(e)) => {
                     format!("processed, then {} {}", e.status, e.error_type)
                 }
-                (Stage::LostAnswer, _, None) => "processed, then see below".into(),
+                (Stage::LostAnswer, _, None) => "processed, then no answer (below)".into(),
             };
             let ops = if ops.len() == license::ALL_OPS.len() {
                 "every operation".to_string()
@@ -315,8 +315,8 @@ ValidationException); each entitlement must exist in the same Unit, a counted on
 integer Value (1 or more) within MaxCount minus what live checkouts hold, else
 NoEntitlementsAllowedException. A checkout holds its values for --consumption-ttl;
 ExtendLicenseConsumption gives a new token and pushes the expiry (earlier tokens stay
-valid), CheckInLicense releases it; an unknown, expired or checked-in token gets
-ResourceNotFoundException. A repeated ClientToken with the same request, while its checkout
+valid, unless --retire-superseded-tokens), CheckInLicense releases it; an unknown,
+expired or checked-in token gets ResourceNotFoundException. A repeated ClientToken with the same request, while its checkout
 is live, gets the same answer and holds no more; with another request ValidationException.
 GetLicenseUsage sums the live checkouts. SIGUSR1 revokes the license: checkouts then get
 NoEntitlementsAllowedException, existing tokens ResourceNotFoundException.

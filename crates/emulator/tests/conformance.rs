@@ -6,7 +6,7 @@
 //! without them.
 
 use mpgate_testkit::emulator::{test_credentials, ACCESS_KEY_ID};
-use mpgate_testkit::faults::{LICENSE_FAULTS, SERVICE_FAULTS};
+use mpgate_testkit::faults::{LICENSE_FAULTS, PROCESSED_FAULTS, SERVICE_FAULTS};
 use mpgate_testkit::{emulator_exe, run_bounded, scratch, Emulator, Exit, Live};
 
 use std::path::{Path, PathBuf};
@@ -304,10 +304,29 @@ fn boto3_sees_the_emulator_as_license_manager() {
             (Emulator::start_with_shared_keys(&flags), name)
         })
         .collect();
+    // One emulator per fault that acts after the seat book, once on each of its operations.
+    let processed: Vec<(Emulator, &str)> = PROCESSED_FAULTS
+        .iter()
+        .map(|f| {
+            let specs: Vec<String> = f
+                .operations
+                .iter()
+                .map(|op| format!("{op}={}*1", f.fault))
+                .collect();
+            let mut flags = Vec::new();
+            for s in &specs {
+                flags.extend(["--license-fault", s.as_str()]);
+            }
+            (Emulator::start_with_shared_keys(&flags), f.fault)
+        })
+        .collect();
     let mut cmd = license_script(&normal, &faults_file);
     cmd.args(["--success", &normal.url]);
     for (emu, name) in &faulty {
         cmd.args(["--fault", &format!("{name}={}", emu.url)]);
+    }
+    for (emu, name) in &processed {
+        cmd.args(["--processed", &format!("{name}={}", emu.url)]);
     }
     let out = run_script(
         &mut cmd,
@@ -321,6 +340,25 @@ fn boto3_sees_the_emulator_as_license_manager() {
                 "ok   {op} {} -> client.exceptions.{} ({})",
                 f.fault, f.error_type, f.status
             );
+            assert!(out.contains(&line), "no {line:?} in:\n{out}");
+        }
+    }
+    for f in PROCESSED_FAULTS {
+        for op in f.operations {
+            let line = format!("ok   {op} {} -> ", f.fault);
+            assert!(out.contains(&line), "no {line:?} in:\n{out}");
+        }
+        if f.kind == "license-lost-answer" {
+            for effect in [
+                "the lost checkout took its seats",
+                "a retry with the same ClientToken gets the processed checkout",
+                "the lost check-in returned the seats",
+            ] {
+                let line = format!("ok   {}: {effect}", f.fault);
+                assert!(out.contains(&line), "no {line:?} in:\n{out}");
+            }
+        } else {
+            let line = format!("ok   {}: the extension was processed", f.fault);
             assert!(out.contains(&line), "no {line:?} in:\n{out}");
         }
     }

@@ -939,6 +939,20 @@ fn a_processed_call_whose_answer_is_lost_keeps_its_effect() {
     check_in(&emu, &issued).expect_error(500, "ServerInternalException", "lost check-in");
     assert_eq!(seats_used(&emu), "0");
     check_in(&emu, &issued).expect_error(400, "ResourceNotFoundException", "retry");
+    assert_eq!(emu.held("Seats"), 0);
+    let processed: Vec<String> = emu
+        .processed_calls()
+        .iter()
+        .map(|c| c["fault"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        processed,
+        [
+            "processed-then-drop",
+            "processed-then-hang",
+            "processed-then-server-internal"
+        ]
+    );
     let lines = license_lines(&emu, 8);
     assert_eq!(lines[5]["fault"], "processed-then-server-internal");
     assert_eq!(lines[5]["processed"], true, "{}", lines[5]);

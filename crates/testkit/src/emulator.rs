@@ -169,6 +169,29 @@ impl Emulator {
         })
     }
 
+    /// Units of counted entitlement `name` held now, from GetLicenseUsage (a recorded call:
+    /// its record line's `target` is `AWSLicenseManager.GetLicenseUsage`).
+    pub fn held(&self, name: &str) -> u64 {
+        let usage = crate::license::call(
+            &self.addr,
+            "GetLicenseUsage",
+            &serde_json::json!({ "LicenseArn": self.license_arn }),
+        )
+        .ok("GetLicenseUsage");
+        crate::license::consumed(&usage, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no usage of {name}: {usage}"))
+    }
+
+    /// The record lines of License Manager calls that changed the seat book (`processed`:
+    /// a seat taken, extended or returned), whether their answers arrived or not.
+    pub fn processed_calls(&self) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c["processed"] == true)
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.guard.child.id()
     }

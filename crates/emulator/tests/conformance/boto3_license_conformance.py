@@ -19,15 +19,24 @@ must name, for each fault, an error the model lists for exactly the operations t
 --fault NAME=URL  an emulator started with `--license-fault OP=NAME` for every operation the
                 listing names: each must raise client.exceptions.<errorType> with the listed
                 HTTP status and a request id
+--processed NAME=URL  an emulator started with `--license-fault OP=NAME*1` for every operation
+                the listing names, NAME a fault that acts after the seat book: a bad extension
+                answer (kind license-answer) must parse as the 200 it is, its oddity visible
+                to the caller; a lost answer (kind license-lost-answer) must reach boto3 as the
+                modelled exception or as the dropped or silent connection, while the seat book
+                took, extended or returned the seats, and a retried ClientToken gets the
+                processed checkout
 
 Prints one line per check; exits 0 when all pass, 1 when one fails, 3 when boto3 or PyJWT is
 missing.
 """
 
 import argparse
+import datetime
 import json
 import re
 
+import botocore.exceptions
 from conformance_common import Config, boto3, botocore, check, expect_error, finish, jwt, load_pem_public_key
 from conformance_common import client as service_client
 
@@ -43,8 +52,8 @@ def load_model():
     return model, errors
 
 
-def client(url, region, creds):
-    return service_client("license-manager", url, region, creds)
+def client(url, region, creds, read_timeout=None):
+    return service_client("license-manager", url, region, creds, read_timeout=read_timeout)
 
 
 def checkout(c, sku, entitlements, token):
@@ -159,6 +168,102 @@ def call(c, op, args):
     return c.get_license_usage(LicenseArn=args.license_arn)
 
 
+def is_past(expiration):
+    try:
+        t = datetime.datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return False
+    return t < datetime.datetime.now(datetime.timezone.utc)
+
+
+# What a caller sees of each bad extension answer, as botocore parses it (the model's
+# ISO8601DateTime is a string shape: botocore checks no pattern, and passes a JSON number on).
+BAD_ANSWERS = {
+    "answer-past-expiration": ("an Expiration in the past",
+                               lambda x: is_past(x.get("Expiration")) and isinstance(x.get("LicenseConsumptionToken"), str)),
+    "answer-missing-token": ("no LicenseConsumptionToken",
+                             lambda x: "LicenseConsumptionToken" not in x and isinstance(x.get("Expiration"), str)),
+    "answer-missing-expiration": ("no Expiration",
+                                  lambda x: "Expiration" not in x and isinstance(x.get("LicenseConsumptionToken"), str)),
+    "answer-bad-expiration": ("an Expiration that is no date",
+                              lambda x: x.get("Expiration") == "never"),
+    "answer-wrong-types": ("numbers where the model has strings",
+                           lambda x: isinstance(x.get("LicenseConsumptionToken"), int) and isinstance(x.get("Expiration"), int)),
+    "answer-garbage": ("no members (botocore reads a body that is not JSON as none)",
+                       lambda x: "LicenseConsumptionToken" not in x and "Expiration" not in x),
+}
+
+# How a lost answer without an error reaches boto3.
+LOST = {
+    "processed-then-drop": botocore.exceptions.ConnectionClosedError,
+    "processed-then-hang": botocore.exceptions.ReadTimeoutError,
+}
+
+
+def members(r):
+    return {k: v for k, v in r.items() if k != "ResponseMetadata"}
+
+
+def bad_answer_case(name, url, args, creds):
+    c = client(url, args.region, creds)
+    token = checkout(c, args.product_sku, seats(1), f"conformance-{name}")["LicenseConsumptionToken"]
+    what, ok = BAD_ANSWERS.get(name, (None, None))
+    label = f"ExtendLicenseConsumption {name} -> a 200 boto3 parses, with {what}"
+    if ok is None:
+        check(f"{name}: the conformance script knows what it should look like", False)
+        return
+    try:
+        x = members(c.extend_license_consumption(LicenseConsumptionToken=token))
+    except Exception as e:  # noqa: BLE001
+        check(label, False, f"{type(e).__name__}: {e}")
+        return
+    check(label, ok(x), repr(x))
+    check(f"{name}: the extension was processed (the seat still held)",
+          consumed(c.get_license_usage(LicenseArn=args.license_arn), "Seats") == "1")
+
+
+def lost_case(name, x, url, args, creds):
+    # A short read timeout: a hung call must end the check, not the run.
+    c = client(url, args.region, creds, read_timeout=2)
+    etype = x.get("errorType")
+
+    def lost(op, fn):
+        if etype:
+            return expect_error(
+                f"{op} {name} -> client.exceptions.{etype} ({x['status']})",
+                fn, etype, x["status"], getattr(c.exceptions, etype, None), need_class=True,
+            )
+        want = LOST.get(name)
+        label = f"{op} {name} -> {want.__name__ if want else '?'} (no answer)"
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            check(label, want is not None and isinstance(e, want), f"{type(e).__name__}: {e}")
+            return
+        check(label, False, "an answer arrived")
+
+    def usage():
+        return consumed(c.get_license_usage(LicenseArn=args.license_arn), "Seats")
+
+    def take():
+        return checkout(c, args.product_sku, seats(2), f"conformance-{name}")
+
+    lost("CheckoutLicense", take)
+    check(f"{name}: the lost checkout took its seats", usage() == "2")
+    r = take()
+    check(f"{name}: a retry with the same ClientToken gets the processed checkout", usage() == "2")
+    token = r["LicenseConsumptionToken"]
+    lost("ExtendLicenseConsumption", lambda: c.extend_license_consumption(LicenseConsumptionToken=token))
+    token = c.extend_license_consumption(LicenseConsumptionToken=token)["LicenseConsumptionToken"]
+    lost("CheckInLicense", lambda: c.check_in_license(LicenseConsumptionToken=token))
+    check(f"{name}: the lost check-in returned the seats", usage() == "0")
+    expect_error(
+        f"{name}: checking in again -> client.exceptions.ResourceNotFoundException",
+        lambda: c.check_in_license(LicenseConsumptionToken=token),
+        "ResourceNotFoundException", 400, c.exceptions.ResourceNotFoundException,
+    )
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--region", required=True)
@@ -169,6 +274,7 @@ def main():
     p.add_argument("--public-key-file", required=True)
     p.add_argument("--success", metavar="URL")
     p.add_argument("--fault", action="append", default=[], metavar="NAME=URL")
+    p.add_argument("--processed", action="append", default=[], metavar="NAME=URL")
     p.add_argument("--model-only", action="store_true")
     args = p.parse_args()
     print(f"boto3 {boto3.__version__}, botocore {botocore.__version__}, PyJWT {jwt.__version__}")
@@ -200,6 +306,19 @@ def main():
     for op in OPERATIONS:
         for etype in errors[op]:
             check(f"the emulator has a fault for {op}'s {etype}", etype in by_type and op in by_type[etype]["operations"])
+    with open(args.faults) as f:
+        processed = [json.loads(line) for line in f if line.strip()]
+    processed = [x for x in processed if x.get("kind") in ("license-answer", "license-lost-answer")]
+    for x in processed:
+        name, ops = x["name"], x["operations"]
+        check(f"{name}: operations the model has", bool(ops) and all(op in OPERATIONS for op in ops), repr(ops))
+        if x["kind"] == "license-answer":
+            check(f"{name}: a 200 answer with the output's members", x.get("status") == 200 and all(
+                {"LicenseConsumptionToken", "Expiration"} <= set(model["shapes"][model["operations"][op]["output"]["shape"]]["members"])
+                for op in ops))
+        elif x.get("errorType"):
+            check(f"{name}: {x['errorType']} is an error the model lists for {', '.join(ops)}",
+                  all(x["errorType"] in errors[op] for op in ops))
     if args.model_only:
         finish()
         return
@@ -230,6 +349,19 @@ def main():
         seen.add(name)
     for x in listed:
         check(f"{x['name']} was raised through boto3", x["name"] in seen)
+    for case in args.processed:
+        name, _, url = case.partition("=")
+        x = next((x for x in processed if x["name"] == name), None)
+        if x is None:
+            check(f"{name} is a listed license fault that acts after the seat book", False)
+            continue
+        if x["kind"] == "license-answer":
+            bad_answer_case(name, url, args, creds)
+        else:
+            lost_case(name, x, url, args, creds)
+        seen.add(name)
+    for x in processed:
+        check(f"{x['name']} was seen through boto3", x["name"] in seen)
     finish()
 
 

@@ -44,7 +44,7 @@ def finish():
     print("all checks passed")
 
 
-def client(service, url, region, creds, validate=True):
+def client(service, url, region, creds, validate=True, read_timeout=None):
     access_key, secret, token = creds
     return boto3.client(
         service,
@@ -59,7 +59,7 @@ def client(service, url, region, creds, validate=True):
             retries={"total_max_attempts": 1, "mode": "standard"},
             parameter_validation=validate,
             connect_timeout=5,
-            read_timeout=10,
+            read_timeout=read_timeout or 10,
         ),
     )
 
