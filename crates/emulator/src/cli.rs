@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::credentials::Credential;
-use super::fault::{Fault, ALL_FAULTS};
-use super::license::{
+use crate::credentials::Credential;
+use crate::fault::{Fault, ALL_FAULTS};
+use crate::license::{
     self, Entitlement, FaultSpec, LicenseConfig, Stage, ALL_LICENSE_FAULTS, DEFAULT_PRODUCT_SKU,
 };
 

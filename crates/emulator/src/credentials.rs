@@ -44,13 +44,13 @@ impl Credential {
         use base64::engine::general_purpose::STANDARD;
         use base64::Engine as _;
         const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        let id: [u8; 16] = super::random_bytes();
+        let id: [u8; 16] = crate::random::random_bytes();
         let id: String = id
             .iter()
             .map(|b| char::from(UPPER[usize::from(*b) % UPPER.len()]))
             .collect();
-        let secret: [u8; 30] = super::random_bytes();
-        let token: [u8; 96] = super::random_bytes();
+        let secret: [u8; 30] = crate::random::random_bytes();
+        let token: [u8; 96] = crate::random::random_bytes();
         Credential {
             access_key_id: format!("ASIA{id}"),
             secret_access_key: STANDARD.encode(secret),

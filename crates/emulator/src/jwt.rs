@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::fault::Fault;
+use crate::fault::Fault;
 
 /// What the request asked for.
 pub struct Request<'a> {

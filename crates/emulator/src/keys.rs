@@ -117,7 +117,7 @@ fn tmp_path(path: &Path) -> PathBuf {
     name.push(format!(
         ".tmp.{}.{}",
         std::process::id(),
-        super::random_u64()
+        crate::random::random_u64()
     ));
     path.with_file_name(name)
 }

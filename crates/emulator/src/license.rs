@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::rsa::KeyPair;
 use serde_json::{json, Map, Value};
 
-use super::clock::{iso_local_seconds, rfc3339, unix_secs};
-use super::fault::by_name;
+use crate::clock::{iso_local_seconds, rfc3339, unix_secs};
+use crate::fault::by_name;
 
 /// The target prefix of License Manager's operations.
 pub const TARGET_PREFIX: &str = "AWSLicenseManager.";
@@ -610,7 +610,7 @@ pub fn license_arn(product_sku: &str) -> String {
 }
 
 fn random_hex<const N: usize>() -> String {
-    let b: [u8; N] = super::random_bytes();
+    let b: [u8; N] = crate::random::random_bytes();
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -1260,7 +1260,7 @@ impl License {
             "exp": unix_secs(expires),
         });
         let sign = |claims: &Value| {
-            super::jwt::sign_ps384(claims, key)
+            crate::jwt::sign_ps384(claims, key)
                 .map_err(|e| lm_error(500, "ServerInternalException", e))
         };
         let first = sign(&claims)?;

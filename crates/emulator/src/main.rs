@@ -168,6 +168,8 @@ mod fault;
 mod jwt;
 mod keys;
 mod license;
+mod log;
+mod random;
 mod raw;
 mod run;
 mod server;
@@ -188,7 +190,9 @@ use cli::{Mode, Options, Parsed, Verbosity};
 use clock::Clock;
 use credentials::{Credential, Keyring};
 use fault::{Fault, ALL_FAULTS};
-use server::{error, log, Callers, State};
+use log::{error, log};
+use random::random_u64;
+use server::{Callers, State};
 
 /// The JSON line printed once the server listens.
 #[derive(Serialize)]
@@ -287,17 +291,6 @@ fn run_emulator() -> i32 {
     }
 }
 
-/// Random bytes from the system RNG (zeros if it fails, which only weakens temp names).
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    b
-}
-
-pub(crate) fn random_u64() -> u64 {
-    u64::from_le_bytes(random_bytes())
-}
-
 fn fresh_temp_dir() -> Result<PathBuf, String> {
     let base = std::env::temp_dir();
     for _ in 0..16 {
@@ -366,7 +359,7 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             .map_err(|m| format!("credentials: {m}"))?;
     }
     // run's stderr is its command's: the request log only when asked for.
-    server::set_request_log(match mode {
+    log::set_request_log(match mode {
         Mode::Serve => true,
         Mode::Run { .. } => opts.verbosity == Verbosity::Verbose,
     });

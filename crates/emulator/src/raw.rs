@@ -18,8 +18,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::fault::Fault;
-use super::server::{self, log, Outcome, State, MAX_BODY};
+use crate::fault::Fault;
+use crate::log::log;
+use crate::server::{self, Outcome, State, MAX_BODY};
 
 /// Largest request head (request line and headers) read.
 const MAX_HEAD: usize = 64 * 1024;

@@ -7,8 +7,8 @@ use std::os::unix::process::ExitStatusExt;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::credentials::Credential;
-use super::server::error;
+use crate::credentials::Credential;
+use crate::log::error;
 
 /// What the child's environment points at.
 pub struct ChildEnv {

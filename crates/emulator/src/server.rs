@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,13 +15,14 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_rustls::TlsAcceptor;
 
-use super::clock::{http_date, Clock};
-use super::credentials::{Credential, Keyring};
-use super::fault::{Fault, ServiceError};
-use super::jwt;
-use super::keys::VersionKey;
-use super::license::{self, Effect, License, LicenseFault, LmError, Op, Stage};
-use super::sigv4::{self, Rejection};
+use crate::clock::{http_date, Clock};
+use crate::credentials::{Credential, Keyring};
+use crate::fault::{Fault, ServiceError};
+use crate::jwt;
+use crate::keys::VersionKey;
+use crate::license::{self, Effect, License, LicenseFault, LmError, Op, Stage};
+use crate::log::{error, log};
+use crate::sigv4::{self, Rejection};
 
 /// Largest request body read (bytes); larger bodies get 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -183,8 +184,8 @@ impl State {
             callers: Callers::default(),
             clock: Clock::default(),
             rate: None,
-            trickle_interval: super::cli::DEFAULT_TRICKLE_INTERVAL,
-            oversize_bytes: super::cli::DEFAULT_OVERSIZE_BYTES,
+            trickle_interval: crate::cli::DEFAULT_TRICKLE_INTERVAL,
+            oversize_bytes: crate::cli::DEFAULT_OVERSIZE_BYTES,
             license: License::default(),
             container_credentials: None,
             calls: AtomicU64::new(0),
@@ -279,7 +280,7 @@ impl std::error::Error for DropConnection {}
 
 /// A fresh request ID, shaped like AWS's (a random UUID).
 fn request_id() -> String {
-    let mut b: [u8; 16] = super::random_bytes();
+    let mut b: [u8; 16] = crate::random::random_bytes();
     // Version 4 (random), RFC 9562 variant.
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -488,12 +489,12 @@ fn container_credentials(
         }
         None => return error_answer(401, "NoToken", "no authorization token was sent"),
     }
-    let expires = super::clock::shift(state.clock.now(), 6 * 3600 * 1000);
+    let expires = crate::clock::shift(state.clock.now(), 6 * 3600 * 1000);
     let body = json!({
         "AccessKeyId": credentials.access_key_id,
         "SecretAccessKey": credentials.secret_access_key,
         "Token": credentials.session_token,
-        "Expiration": super::clock::rfc3339(expires),
+        "Expiration": crate::clock::rfc3339(expires),
         "RoleArn": "arn:aws:iam::111122223333:role/mpgate-emulator-task-role",
     });
     Outcome::Answer(
@@ -879,29 +880,6 @@ fn license_answer(result: Result<Value, LmError>) -> Outcome {
     }
 }
 
-/// Whether [`log`] prints: `serve` always logs its requests, `run` only with `--verbose` (its
-/// stderr is the command's, where a request log would bury the command's own story).
-static REQUEST_LOG: AtomicBool = AtomicBool::new(true);
-
-/// Turns the request log ([`log`]) on or off; [`error`] always prints.
-pub fn set_request_log(on: bool) {
-    REQUEST_LOG.store(on, Ordering::Relaxed);
-}
-
-/// One line of the request log on stderr, unless turned off.
-pub fn log(msg: &str) {
-    if REQUEST_LOG.load(Ordering::Relaxed) {
-        error(msg);
-    }
-}
-
-/// Write one line to stderr whatever the verbosity, ignoring errors (never panic on a closed
-/// stderr): the emulator's own failures.
-pub fn error(msg: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "mpgate-emulator: {msg}");
-}
-
 /// Append `rec` to the `--record` file (flushed); returns the JSON line. A License Manager
 /// call's line has its members instead of Metering's.
 fn write_record(state: &State, rec: &RecordLine) -> String {
@@ -1060,7 +1038,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, tls: Op
             log(&format!("connection {line}"));
             match tls {
                 Some(_) => {
-                    tokio::spawn(super::tls::fail_handshake(stream));
+                    tokio::spawn(crate::tls::fail_handshake(stream));
                 }
                 None => drop(stream),
             }
@@ -1069,7 +1047,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, tls: Op
         let state = state.clone();
         let tls = tls.clone();
         if state.fault.is_raw() {
-            tokio::spawn(super::raw::serve(stream, state, tls));
+            tokio::spawn(crate::raw::serve(stream, state, tls));
             continue;
         }
         tokio::spawn(async move {

@@ -14,8 +14,8 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use hyper::header::HeaderMap;
 
-use super::clock::{format_amz_date, parse_amz_date};
-use super::credentials::{Credential, Keyring};
+use crate::clock::{format_amz_date, parse_amz_date};
+use crate::credentials::{Credential, Keyring};
 
 pub const SCHEME: &str = "AWS4-HMAC-SHA256";
 /// The SigV4 signing name of the Metering service (License Manager's is

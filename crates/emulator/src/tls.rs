@@ -21,8 +21,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use super::keys::{self, create_once};
 use crate::keys::pem_decode;
+use crate::keys::{self, create_once};
 
 /// The names the server certificate is valid for.
 pub const SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1", "metering.emulator.test"];
