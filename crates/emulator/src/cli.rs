@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::credentials::Credential;
 use crate::fault::{Fault, ALL_FAULTS};
-use crate::license::{
+use crate::ops::license::{
     self, Entitlement, FaultSpec, LicenseConfig, Stage, ALL_LICENSE_FAULTS, DEFAULT_PRODUCT_SKU,
 };
 
@@ -928,7 +928,10 @@ mod tests {
     fn license_options() {
         let (_, o) = go(&[]).unwrap();
         assert_eq!(o.license.product_sku, DEFAULT_PRODUCT_SKU);
-        assert_eq!(o.license.entitlements, license::default_entitlements());
+        assert_eq!(
+            o.license.entitlements,
+            LicenseConfig::default().entitlements
+        );
         assert!(o.license.licensed);
         assert_eq!(o.license.consumption_ttl, Duration::from_secs(3600));
         let (_, o) = go(&[

@@ -15,7 +15,7 @@
 //!    allowed), else 400 `SerializationException`. Real Coral endpoints pick the protocol
 //!    from the content type and fail to deserialize the body under a wrong one; the
 //!    emulator answers `SerializationException` uniformly for that case.
-//! 4. SigV4, verified in full ([`sigv4`]) with the credentials the emulator knows
+//! 4. SigV4, verified in full ([`protocol::sigv4`]) with the credentials the emulator knows
 //!    ([`credentials`]: `--credentials`, `--expired-credentials`, the documented example pair
 //!    by default, and the temporary pair `run` hands out). In order:
 //!    - no `Authorization` header: 400 `MissingAuthenticationTokenException`;
@@ -91,7 +91,7 @@
 //! the valid success answer on the wire (one byte per `--trickle-interval`; half the body
 //! under a full `Content-Length`, then FIN; part of it, then RST; `--oversize-bytes` with a
 //! `Content-Length`, chunked, or until close); they need the raw connection, so with one of
-//! them every connection is served by [`raw`] instead of hyper.
+//! them every connection is served by the raw transport ([`server`]) instead of hyper.
 //! `tls-handshake-failure` acts on connections instead, before any request: with `--tls`
 //! the emulator reads the ClientHello and answers a fatal `handshake_failure` alert, without
 //! it the connection is closed right after accept; `--fail-first N` then counts connections,
@@ -124,7 +124,7 @@
 //! bad extension answer (`kind` `license-answer`, status 200) and per lost answer (`kind`
 //! `license-lost-answer`, with the error answered instead, if any).
 //!
-//! # AWS License Manager ([`license`])
+//! # AWS License Manager ([`ops::license`])
 //! The same listener serves `AWSLicenseManager.CheckoutLicense`, `.ExtendLicenseConsumption`,
 //! `.CheckInLicense` and `.GetLicenseUsage` (awsJson1.1). Checks 1-4 above apply as they are,
 //! but the credential scope's service must be `license-manager` (and a RegisterUsage must be
@@ -161,19 +161,22 @@
 //! counted entitlement held right after the call). The ready line adds `productSku`,
 //! `licenseArn`, `licenseEntitlements` (`[{name, unit, maxCount}]`) and `licensed`.
 
+mod answer;
 mod cli;
 mod clock;
 mod credentials;
 mod fault;
 mod jwt;
 mod keys;
-mod license;
 mod log;
+mod ops;
+mod protocol;
 mod random;
-mod raw;
+mod record;
 mod run;
 mod server;
-mod sigv4;
+mod shared;
+mod state;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -191,8 +194,10 @@ use clock::Clock;
 use credentials::{Credential, Keyring};
 use fault::{Fault, ALL_FAULTS};
 use log::{error, log};
+use ops::license;
 use random::random_u64;
-use server::{Callers, State};
+use shared::Callers;
+use state::State;
 
 /// The JSON line printed once the server listens.
 #[derive(Serialize)]
@@ -454,14 +459,21 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
                 "{}://{addr}",
                 if acceptor.is_some() { "https" } else { "http" }
             ),
-            region: state.region.clone(),
-            product_code: state.product_code.clone(),
+            region: state.shared.region.clone(),
+            product_code: state.metering.product_code.clone(),
             public_key_version: first,
             public_key_file,
             public_key_files,
             key_dir: path_string(&key_dir),
             ca_file: ca_file.clone(),
-            credentials: state.callers.keyring.all().into_iter().cloned().collect(),
+            credentials: state
+                .shared
+                .callers
+                .keyring
+                .all()
+                .into_iter()
+                .cloned()
+                .collect(),
             product_sku: state.license.config.product_sku.clone(),
             license_arn: state.license.arn.clone(),
             license_entitlements: state
@@ -476,7 +488,7 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
                 format!(
                     "{}://{addr}{}",
                     if acceptor.is_some() { "https" } else { "http" },
-                    server::CONTAINER_CREDENTIALS_PATH
+                    ops::container_credentials::PATH
                 )
             }),
         };

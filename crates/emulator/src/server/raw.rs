@@ -1,12 +1,7 @@
-//! The raw-connection faults (`trickle`, `truncated-body`, `reset-*`, `oversize-*`): answers
-//! hyper cannot be made to write. With one of them configured, every connection is served by
-//! the minimal HTTP/1.1 server here instead of hyper: it reads requests with a
-//! `Content-Length` body (keep-alive, pipelining), runs them through the same checks, record
-//! and faults ([`server::process`]), and writes normal answers itself; a call the fault
-//! applies to gets the mangled answer and the connection ends.
+//! Owns the raw transport: a minimal HTTP/1.1 server that writes the answers hyper cannot be
+//! made to write (`trickle`, `truncated-body`, `reset-*`, `oversize-*`).
 
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -16,18 +11,17 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Response, Uri};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
+use crate::answer::Outcome;
 use crate::fault::Fault;
 use crate::log::log;
-use crate::server::{self, Outcome, State, MAX_BODY};
+use crate::protocol::{self, MAX_BODY};
+use crate::state::State;
 
 /// Largest request head (request line and headers) read.
 const MAX_HEAD: usize = 64 * 1024;
 /// How long an idle keep-alive connection (or a slow request) is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between the partial answer and the reset, so the client has read what was sent.
 const BEFORE_RESET: Duration = Duration::from_millis(100);
 /// How long a closed-for-writing connection is drained, so closing does not reset it.
@@ -35,25 +29,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of the writes of an oversize body.
 const CHUNK: usize = 64 * 1024;
 
-/// Serves one accepted connection (after the TLS handshake, with `tls`).
-pub async fn serve(stream: TcpStream, state: Arc<State>, tls: Option<TlsAcceptor>) {
-    match tls {
-        None => connection(stream, &state, |s: &TcpStream| set_reset(s)).await,
-        Some(acceptor) => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    connection(
-                        tls_stream,
-                        &state,
-                        |s: &tokio_rustls::server::TlsStream<TcpStream>| set_reset(s.get_ref().0),
-                    )
-                    .await
-                }
-                Ok(Err(e)) => log(&format!("TLS handshake failed: {e}")),
-                Err(_) => log("TLS handshake timed out"),
-            }
-        }
-    }
+/// Serves one connection (after the TLS handshake, if any) with every fault configured: it
+/// reads requests with a `Content-Length` body (keep-alive, pipelining), runs them through
+/// the protocol front, and writes normal answers itself; a call the fault applies to gets the
+/// mangled answer and the connection ends. `tcp` reaches the socket under `io`, to reset it.
+pub(super) async fn serve<S>(io: S, state: &State, tcp: fn(&S) -> &TcpStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    connection(io, state, |s: &S| set_reset(tcp(s))).await
 }
 
 /// `SO_LINGER` 0: closing the socket then sends a TCP reset instead of a FIN.
@@ -90,16 +74,20 @@ where
                 return;
             }
         };
-        let outcome = server::process(
+        let outcome = protocol::process(
             state,
-            &request.method,
-            &request.path,
-            request.query.as_deref(),
-            &request.headers,
-            request.body,
+            protocol::Request {
+                method: &request.method,
+                path: &request.path,
+                query: request.query.as_deref(),
+                headers: &request.headers,
+                body: request.body,
+            },
         );
-        if matches!(outcome, Outcome::Answer(..) | Outcome::Raw(..)) && !state.latency.is_zero() {
-            tokio::time::sleep(state.latency).await;
+        if matches!(outcome, Outcome::Answer(..) | Outcome::Raw(..))
+            && !state.network.latency.is_zero()
+        {
+            tokio::time::sleep(state.network.latency).await;
         }
         match outcome {
             Outcome::Answer(resp, _) => {
@@ -275,7 +263,7 @@ where
             for byte in head {
                 io.write_all(&[byte]).await?;
                 io.flush().await?;
-                tokio::time::sleep(state.trickle_interval).await;
+                tokio::time::sleep(state.network.trickle_interval).await;
             }
             close(io).await
         }
@@ -310,7 +298,7 @@ where
             Ok(())
         }
         Fault::OversizeBody | Fault::OversizeChunked | Fault::OversizeEof => {
-            let size = state.oversize_bytes;
+            let size = state.network.oversize_bytes;
             match fault {
                 Fault::OversizeBody => {
                     head.extend_from_slice(format!("content-length: {size}\r\n\r\n").as_bytes())

@@ -1,4 +1,4 @@
-//! SigV4 verification of a request against the credentials the emulator knows.
+//! Owns SigV4 verification of a request against the credentials the emulator knows.
 //!
 //! The `Authorization` header is parsed and its scope, dates and signed headers checked here;
 //! the expected signature itself is computed by AWS's own signer, the `aws-sigv4` crate, over a
@@ -18,9 +18,6 @@ use crate::clock::{format_amz_date, parse_amz_date};
 use crate::credentials::{Credential, Keyring};
 
 pub const SCHEME: &str = "AWS4-HMAC-SHA256";
-/// The SigV4 signing name of the Metering service (License Manager's is
-/// [`crate::license::SIGNING_NAME`]).
-pub const SIGNING_NAME: &str = "aws-marketplace";
 /// How far `X-Amz-Date` may be from AWS's clock, either way.
 pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
@@ -431,7 +428,15 @@ mod tests {
         // Verified in full (for the emulator's service name this vector's scope is wrong).
         let mut keyring = Keyring::default();
         keyring.add(credential).unwrap();
-        let e = verify(&auth, &req, &keyring, "us-east-1", SIGNING_NAME, time).unwrap_err();
+        let e = verify(
+            &auth,
+            &req,
+            &keyring,
+            "us-east-1",
+            crate::ops::metering::SIGNING_NAME,
+            time,
+        )
+        .unwrap_err();
         assert!(e.message.contains("correct service"), "{e:?}");
     }
 }

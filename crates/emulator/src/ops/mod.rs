@@ -1,0 +1,132 @@
+//! Owns the operations the emulator serves: each one's family, protocol and signing.
+
+pub mod container_credentials;
+pub mod license;
+pub mod metering;
+pub mod validation;
+
+use std::iter;
+
+use crate::answer::CONTENT_TYPE_JSON;
+
+/// How an operation is named and its input written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `X-Amz-Target: <prefix><Operation>` and a JSON body (Metering, License Manager).
+    AwsJson11,
+    /// A form body with `Action=<Operation>` (STS's protocol; no operation uses it yet).
+    AwsQuery,
+}
+
+impl Protocol {
+    /// The request's `Content-Type` (its media type; parameters such as `charset` allowed).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Protocol::AwsJson11 => CONTENT_TYPE_JSON,
+            Protocol::AwsQuery => "application/x-www-form-urlencoded",
+        }
+    }
+
+    /// Whether a request's `Content-Type` header is this protocol's.
+    pub fn accepts(self, content_type: &str) -> bool {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        media.eq_ignore_ascii_case(self.content_type())
+    }
+}
+
+/// An operation the emulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Metering's `RegisterUsage`.
+    RegisterUsage,
+    /// One of License Manager's.
+    License(license::Op),
+}
+
+/// The `X-Amz-Target` prefixes of the awsJson1.1 services.
+pub const TARGET_PREFIXES: &[&str] = &[metering::TARGET_PREFIX, license::TARGET_PREFIX];
+
+impl Operation {
+    /// Every operation served.
+    pub fn all() -> impl Iterator<Item = Operation> {
+        iter::once(Operation::RegisterUsage)
+            .chain(license::ALL_OPS.iter().map(|op| Operation::License(*op)))
+    }
+
+    /// The operation's name, as its target or `Action` ends.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::RegisterUsage => "RegisterUsage",
+            Operation::License(op) => op.name(),
+        }
+    }
+
+    /// The target prefix of its service (awsJson1.1).
+    fn target_prefix(self) -> &'static str {
+        match self {
+            Operation::RegisterUsage => metering::TARGET_PREFIX,
+            Operation::License(_) => license::TARGET_PREFIX,
+        }
+    }
+
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Operation::RegisterUsage | Operation::License(_) => Protocol::AwsJson11,
+        }
+    }
+
+    /// The SigV4 signing name the request must be signed for; `None`: the operation is
+    /// unsigned (as STS's `AssumeRoleWithWebIdentity` or License Manager's
+    /// `GetAccessToken`), and any `Authorization` header is ignored.
+    pub fn signing_name(self) -> Option<&'static str> {
+        match self {
+            Operation::RegisterUsage => Some(metering::SIGNING_NAME),
+            Operation::License(_) => Some(license::SIGNING_NAME),
+        }
+    }
+
+    /// The awsJson1.1 operation an `X-Amz-Target` names.
+    pub fn from_target(target: &str) -> Option<Operation> {
+        Operation::all().find(|op| {
+            op.protocol() == Protocol::AwsJson11
+                && target
+                    .strip_prefix(op.target_prefix())
+                    .is_some_and(|name| name == op.name())
+        })
+    }
+
+    /// The awsQuery operation an `Action` names.
+    pub fn from_action(action: &str) -> Option<Operation> {
+        Operation::all().find(|op| op.protocol() == Protocol::AwsQuery && op.name() == action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_found_by_their_protocol_s_name() {
+        assert_eq!(
+            Operation::from_target("AWSMPMeteringService.RegisterUsage"),
+            Some(Operation::RegisterUsage)
+        );
+        assert_eq!(
+            Operation::from_target("AWSLicenseManager.CheckoutLicense"),
+            Some(Operation::License(license::Op::CheckoutLicense))
+        );
+        for unknown in [
+            "AWSMPMeteringService.MeterUsage",
+            "AWSLicenseManager.RegisterUsage",
+            "AWSMPMeteringService.CheckoutLicense",
+            "RegisterUsage",
+        ] {
+            assert_eq!(Operation::from_target(unknown), None, "{unknown}");
+        }
+        // No awsQuery operation yet: an Action names nothing, not even a JSON operation.
+        assert_eq!(Operation::from_action("RegisterUsage"), None);
+        assert!(Protocol::AwsJson11.accepts("application/x-amz-json-1.1; charset=utf-8"));
+        assert!(!Protocol::AwsJson11.accepts("application/json"));
+        assert!(Protocol::AwsQuery.accepts("application/x-www-form-urlencoded; charset=utf-8"));
+    }
+}
