@@ -578,10 +578,19 @@ pub fn humantime(d: Duration) -> String {
 
 /// Throttling and server-side failures: worth retrying, and what `allow` may let through.
 pub fn is_transient(code: &str, status: u16) -> bool {
-    status >= 500
-        || status == 429
-        || is_throttling(code)
-        || matches!(code, "InternalServiceErrorException" | "ServiceUnavailable")
+    status >= 500 || status == 429 || is_throttling(code) || is_retryable_code(code)
+}
+
+/// Error codes whose documentation says to try again, whatever the HTTP status: License
+/// Manager's `ConflictException` (CheckInLicense: "Try your request again").
+fn is_retryable_code(code: &str) -> bool {
+    [
+        "InternalServiceErrorException",
+        "ServiceUnavailable",
+        "ConflictException",
+    ]
+    .iter()
+    .any(|c| code.starts_with(c))
 }
 
 /// Whether an error code (or an attempt's description, which starts with it) is throttling.
@@ -591,7 +600,8 @@ fn is_throttling(code: &str) -> bool {
         "Throttling",
         "TooManyRequestsException",
         "RequestLimitExceeded",
-        // License Manager's (HTTP 429), which the SDK does not retry by itself.
+        // License Manager's (HTTP 429, but the code decides), which the SDK does not retry
+        // by itself.
         "RateLimitExceededException",
     ];
     THROTTLING.iter().any(|t| code.starts_with(t))
@@ -750,7 +760,8 @@ impl Intercept for AttemptObserver {
                 || error.is_connector_error()
                 || body_cut_off
                 || status.is_some_and(|s| s >= 500 || s == 429)
-                || is_throttling(&what));
+                || is_throttling(&what)
+                || is_retryable_code(&what));
         let attempt = self.log.count();
         let operation = operation(cfg);
         if retried {
@@ -769,19 +780,49 @@ impl Intercept for AttemptObserver {
 /// show while the body is read). AWS answers 403 before it looks at the call (the
 /// credentials, the signature, the clock): the SDK would retry a skewed clock once with a
 /// corrected signing time, and the node's clock would then show only as a token refused for
-/// its `iat`, instead of AWS's own "Signature expired". An HTTP 429 is throttling (License
-/// Manager's RateLimitExceededException), which the SDK would not retry by itself.
+/// its `iat`, instead of AWS's own "Signature expired". Throttling is decided by the status
+/// (429) and by the error code (License Manager's RateLimitExceededException, whatever its
+/// status), and a code that says to try again (ConflictException) is retried: the SDK would
+/// retry none of these by itself.
 #[derive(Debug)]
-pub struct RetryingWontHelp;
+pub struct RetryingWontHelp {
+    error_code: fn(&OperationError) -> Option<String>,
+}
+
+impl RetryingWontHelp {
+    pub fn new(service: &Service) -> Self {
+        RetryingWontHelp {
+            error_code: service.error_code,
+        }
+    }
+}
+
+/// What to do after a failed attempt, from its HTTP status and error code.
+fn retry_action(status: Option<u16>, code: Option<&str>) -> RetryAction {
+    let code = code.unwrap_or_default();
+    if status == Some(403) {
+        RetryAction::RetryForbidden
+    } else if status == Some(429) || is_throttling(code) {
+        RetryAction::throttling_error()
+    } else if is_retryable_code(code) {
+        RetryAction::transient_error()
+    } else {
+        RetryAction::NoActionIndicated
+    }
+}
 
 impl ClassifyRetry for RetryingWontHelp {
     fn classify_retry(&self, context: &InterceptorContext) -> RetryAction {
         let status = context.response().map(|r| r.status().as_u16());
         match context.output_or_error() {
-            Some(Err(error)) if status == Some(403) || is_final(error) => {
-                RetryAction::RetryForbidden
-            }
-            Some(Err(_)) if status == Some(429) => RetryAction::throttling_error(),
+            Some(Err(error)) if is_final(error) => RetryAction::RetryForbidden,
+            Some(Err(error)) => retry_action(
+                status,
+                error
+                    .as_operation_error()
+                    .and_then(self.error_code)
+                    .as_deref(),
+            ),
             _ => RetryAction::NoActionIndicated,
         }
     }
@@ -880,6 +921,35 @@ pub(crate) mod tests {
         ] {
             assert!(!is_transient(code, status), "{code}");
         }
+    }
+
+    #[test]
+    fn retries_are_decided_by_the_error_code_as_well_as_the_status() {
+        let throttling = RetryAction::throttling_error();
+        // RateLimitExceededException is throttling whatever status carries it.
+        assert_eq!(
+            retry_action(Some(400), Some("RateLimitExceededException")),
+            throttling
+        );
+        assert_eq!(
+            retry_action(Some(429), Some("RateLimitExceededException")),
+            throttling
+        );
+        assert_eq!(retry_action(Some(429), None), throttling);
+        assert_eq!(
+            retry_action(Some(409), Some("ConflictException")),
+            RetryAction::transient_error()
+        );
+        assert_eq!(
+            retry_action(Some(403), Some("ThrottlingException")),
+            RetryAction::RetryForbidden
+        );
+        assert_eq!(
+            retry_action(Some(400), Some("ValidationException")),
+            RetryAction::NoActionIndicated
+        );
+        assert!(is_transient("ConflictException", 409));
+        assert!(is_transient("RateLimitExceededException", 400));
     }
 
     #[test]

@@ -19,6 +19,7 @@ const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Everything the gate needs, validated.
+#[derive(Clone)]
 pub struct Config {
     pub pricing: Pricing,
     pub pinned: bool,
@@ -32,6 +33,7 @@ pub struct Config {
 }
 
 /// Which AWS service says whether the buyer is entitled.
+#[derive(Clone)]
 pub enum Pricing {
     /// RegisterUsage, its signed token checked against the product's key.
     Hourly(Hourly),
@@ -40,6 +42,7 @@ pub enum Pricing {
 }
 
 /// What an hourly-priced product's token is checked against.
+#[derive(Clone)]
 pub struct Hourly {
     pub product_code: String,
     pub public_key_version: i32,
@@ -52,6 +55,7 @@ pub struct Hourly {
 }
 
 /// What a contract-priced product checks out.
+#[derive(Clone)]
 pub struct Contract {
     pub product_sku: String,
     pub entitlements: Vec<Entitlement>,

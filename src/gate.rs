@@ -29,6 +29,18 @@ pub struct Facts {
     /// Attempts, the last request ID and warnings of the entitlement call.
     pub call: CallRecord,
     pub command: Vec<OsString>,
+    /// A CheckoutLicense under way, with its ClientToken: if a stop signal cuts it, what it
+    /// may have taken is settled (`settle`).
+    pub checkout_in_flight: Option<InFlight>,
+}
+
+/// A CheckoutLicense under way: what `settle` needs to learn what it took.
+pub struct InFlight(Box<Config>, String);
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
 }
 
 /// How the phase ended.
@@ -47,6 +59,8 @@ pub enum Verdict {
     /// while mpgate keeps trying to check it out.
     Held {
         checkout: Result<(Checkout, Box<Session>), String>,
+        /// With no checkout: its ClientToken, for the next one (`supervise::Hold`).
+        client_token: String,
         /// Its pricing is the contract being held.
         config: Box<Config>,
         signals: Signals,
@@ -92,6 +106,14 @@ pub async fn run(
         _ = int.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGINT, name: "SIGINT" }),
         _ = hup.recv() => Verdict::Failed(Failure::Interrupted { signal: libc::SIGHUP, name: "SIGHUP" }),
     };
+    if let Verdict::Failed(Failure::Interrupted { .. }) = &verdict {
+        // A checkout the signal cut may have taken a seat.
+        if let Some(InFlight(config, client_token)) = facts.checkout_in_flight.take() {
+            if let Pricing::Contract(contract) = &config.pricing {
+                settle(&config, contract, &client_token).await;
+            }
+        }
+    }
     if matches!(verdict, Verdict::Failed(_)) {
         return (facts, verdict);
     }
@@ -147,6 +169,45 @@ async fn give_back(session: &Session, checkout: &Checkout, config: &Config) -> b
             );
             false
         }
+    }
+}
+
+/// Settles a checkout whose outcome is unknown (cut by a stop signal, or failed transiently:
+/// an attempt may have been processed, its answer lost): it is asked again with its
+/// ClientToken, which License Manager answers with the first checkout's answer (taking no
+/// second seat) or, if none was made, a new one, and what that answer holds is checked in.
+/// Bounded by two check-in deadlines; a failure is a warning.
+async fn settle(config: &Config, contract: &crate::config::Contract, client_token: &str) {
+    let deadline = supervise::check_in_deadline(config.timeout);
+    let mut record = CallRecord::default();
+    let settled = tokio::time::timeout(deadline * 2, async {
+        let (checkout, session) = license::checkout(
+            config,
+            contract,
+            client_token,
+            (Instant::now(), deadline),
+            &mut record,
+        )
+        .await?;
+        session
+            .check_in(&checkout.consumption_token, deadline, &mut record)
+            .await
+    })
+    .await;
+    match settled {
+        Ok(Ok(())) => tracing::info!(
+            "the checkout that got no answer was asked again with its ClientToken, and the seat it took checked back in"
+        ),
+        Ok(Err(LicenseError::NotEntitled(_))) => {
+            tracing::debug!("the checkout that got no answer took no seat")
+        }
+        Ok(Err(error)) => tracing::warn!(
+            "cannot learn whether the checkout that got no answer took a seat ({error}); if it did, the seat is released when that checkout expires"
+        ),
+        Err(_) => tracing::warn!(
+            "cannot learn whether the checkout that got no answer took a seat (no answer within {}); if it did, the seat is released when that checkout expires",
+            crate::call::humantime(deadline * 2)
+        ),
     }
 }
 
@@ -288,13 +349,27 @@ async fn check_contract(config: Config, started: Instant, facts: &mut Facts) -> 
         Err(e) => return Verdict::Failed(ConfigError::Random(e.to_string()).into()),
     };
     tracing::debug!(product_sku = %contract.product_sku, "calling CheckoutLicense");
-    let checked_out =
-        license::checkout(&config, contract, &client_token, started, &mut facts.call).await;
+    facts.checkout_in_flight = Some(InFlight(Box::new(config.clone()), client_token.clone()));
+    let checked_out = license::checkout(
+        &config,
+        contract,
+        &client_token,
+        (started, config.timeout),
+        &mut facts.call,
+    )
+    .await;
+    facts.checkout_in_flight = None;
+    let allow = config.on_transient_error == TransientPolicy::Allow;
+    if let Err(LicenseError::Call(CallError::Unreachable(_))) = &checked_out {
+        // Its outcome is unknown; a hold with `allow` reuses the ClientToken instead, so the
+        // seat it may have taken is the one the supervisor gets.
+        if !(allow && contract.seat == Seat::Hold) {
+            settle(&config, contract, &client_token).await;
+        }
+    }
     let checkout = match checked_out {
         Ok(done) => Ok(done),
-        Err(LicenseError::Call(CallError::Unreachable(reason)))
-            if config.on_transient_error == TransientPolicy::Allow =>
-        {
+        Err(LicenseError::Call(CallError::Unreachable(reason))) if allow => {
             tracing::warn!(
                 product_sku = %contract.product_sku,
                 "entitlement NOT verified: {reason}; starting anyway because MPGATE_ON_TRANSIENT_ERROR=allow"
@@ -315,6 +390,7 @@ async fn check_contract(config: Config, started: Instant, facts: &mut Facts) -> 
         (Seat::Hold, checkout) => match Signals::install() {
             Ok(signals) => Verdict::Held {
                 checkout: checkout.map(|(c, s)| (c, Box::new(s))),
+                client_token,
                 config: Box::new(config),
                 signals,
             },
@@ -497,6 +573,7 @@ pub fn finish(
         .collect();
     if let Verdict::Held {
         checkout,
+        client_token,
         config,
         signals,
     } = verdict
@@ -505,10 +582,11 @@ pub fn finish(
             session: *session,
             consumption_token: checkout.consumption_token,
             expiration: checkout.expiration,
+            expires_at: tokio::time::Instant::from_std(checkout.expires_at),
         });
         return hold(
             runtime,
-            (seat, &config, signals),
+            (seat, client_token, &config, signals),
             (&facts, &set, &remove),
             license,
             reporter,
@@ -523,7 +601,7 @@ pub fn finish(
 /// `--seat hold`: runs the workload under the supervisor, then reports how the hold ended.
 fn hold(
     runtime: tokio::runtime::Runtime,
-    (seat, config, signals): (Option<supervise::Seat>, &Config, Signals),
+    (seat, client_token, config, signals): (Option<supervise::Seat>, String, &Config, Signals),
     (facts, set, remove): (&Facts, &[(&str, &str)], &[&str]),
     license: Option<LicenseFacts>,
     reporter: &Reporter,
@@ -531,26 +609,32 @@ fn hold(
     let Pricing::Contract(contract) = &config.pricing else {
         unreachable!("a held seat is contract pricing's");
     };
-    let recheckout = || -> std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>> {
-        Box::pin(async {
-            let client_token = nonce::generate()
-                .map_err(|e| CallError::Unreachable(format!("no random client token: {e}")))?;
-            let mut record = CallRecord::default();
-            let (checkout, session) =
-                license::checkout(config, contract, &client_token, Instant::now(), &mut record)
-                    .await?;
-            Ok(supervise::Seat {
-                session,
-                consumption_token: checkout.consumption_token,
-                expiration: checkout.expiration,
+    let recheckout =
+        |client_token: String| -> std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>> {
+            Box::pin(async move {
+                let mut record = CallRecord::default();
+                let (checkout, session) = license::checkout(
+                    config,
+                    contract,
+                    &client_token,
+                    (Instant::now(), config.timeout),
+                    &mut record,
+                )
+                .await?;
+                Ok(supervise::Seat {
+                    session,
+                    consumption_token: checkout.consumption_token,
+                    expiration: checkout.expiration,
+                    expires_at: tokio::time::Instant::from_std(checkout.expires_at),
+                })
             })
-        })
-    };
+        };
     let held = supervise::Hold {
         command: &facts.command,
         set,
         remove,
         seat,
+        client_token: Some(client_token),
         grace: contract.grace,
         timeout: config.timeout,
         on_transient_error: config.on_transient_error,
@@ -558,7 +642,7 @@ fn hold(
     };
     let ended = match runtime.block_on(supervise::run(held, signals)) {
         Ok(ended) => ended,
-        Err(error) => return fail(&Failure::Exec(error), facts, reporter),
+        Err(failure) => return fail(&failure, facts, reporter),
     };
     let license = license.map(|mut l| {
         l.checked_in = ended.checked_in;

@@ -68,7 +68,10 @@ pub struct Checkout {
     pub license_arn: String,
     pub consumption_token: String,
     pub entitlements: Vec<Allowed>,
+    /// `Expiration` as License Manager wrote it (for the workload and the result file).
     pub expiration: SystemTime,
+    /// When the consumption expires on this node's monotonic clock (never later than it does).
+    pub expires_at: Instant,
     /// The `SignedToken`: handed to the workload, never logged.
     pub signed_token: Option<String>,
 }
@@ -78,6 +81,51 @@ pub struct Checkout {
 pub struct Extension {
     pub consumption_token: String,
     pub expiration: SystemTime,
+    pub expires_at: Instant,
+}
+
+/// License Manager's clock read against this node's monotonic one, from a checkout answer:
+/// seat timing never uses the node's wall clock, which the buyer may set.
+#[derive(Debug, Clone, Copy)]
+pub struct Anchor {
+    /// License Manager's time at `local` at the latest: the answer's `IssuedAt` (plus its
+    /// precision: a whole-second `IssuedAt` may be up to a second behind).
+    server: SystemTime,
+    /// When the checkout was sent: License Manager issued it no earlier.
+    local: Instant,
+}
+
+impl Anchor {
+    /// When License Manager's time `at` comes on the monotonic clock: never later than it does.
+    pub fn instant_of(&self, at: SystemTime) -> Instant {
+        match at.duration_since(self.server) {
+            Ok(ahead) => self.local + ahead,
+            Err(behind) => self
+                .local
+                .checked_sub(behind.duration())
+                .unwrap_or(self.local),
+        }
+    }
+
+    /// From a checkout sent at `sent`: its `IssuedAt`, or without one (the model makes every
+    /// member optional) this node's clock when it was sent.
+    fn of(issued_at: Option<SystemTime>, sent: Instant, sent_wall: SystemTime) -> Anchor {
+        let server = match issued_at {
+            Some(at)
+                if at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .is_ok_and(|d| d.subsec_nanos() == 0) =>
+            {
+                at + Duration::from_secs(1)
+            }
+            Some(at) => at,
+            None => sent_wall,
+        };
+        Anchor {
+            server,
+            local: sent,
+        }
+    }
 }
 
 /// Why a license could not be checked out or held; each variant is one exit code (`exit`).
@@ -101,19 +149,23 @@ pub struct Session {
     endpoint_url: Option<String>,
     scope: call::Scope,
     attempt_timeout: Duration,
+    anchor: Anchor,
 }
 
 /// Checks the entitlements out (PROVISIONAL) with one `client_token` across retries, and
-/// checks the answer: every entitlement allowed, a license ARN, an expiration to come.
+/// checks the answer: every entitlement allowed, a license ARN, an expiration to come. The
+/// call ends `timeout` after `started`.
 pub async fn checkout(
     config: &Config,
     contract: &Contract,
     client_token: &str,
-    started: Instant,
+    (started, timeout): (Instant, Duration),
     record: &mut CallRecord,
 ) -> Result<(Checkout, Session), LicenseError> {
     let prepared = call::prepare(config, &SERVICE).await?;
-    let remaining = prepared.remaining(config, started);
+    let remaining = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(1));
     let client = client(
         &prepared.sdk,
         prepared.endpoint_url.clone(),
@@ -137,6 +189,7 @@ pub async fn checkout(
                 .map_err(|e| CallError::Refused(format!("the request could not be made: {e}")))?,
         );
     }
+    let sent_at = (Instant::now(), SystemTime::now());
     let sent = call::send(
         std::pin::pin!(request.send()),
         prepared.log(),
@@ -148,12 +201,13 @@ pub async fn checkout(
         Ok(out) => out,
         Err(e) => return Err(classify_checkout(e, contract, &prepared)),
     };
-    let checkout = checked(out, contract, SystemTime::now()).map_err(CallError::BadAnswer)?;
+    let (checkout, anchor) = checked(out, contract, sent_at).map_err(CallError::BadAnswer)?;
     let session = Session {
         sdk: prepared.sdk,
         endpoint_url: prepared.endpoint_url,
         scope: prepared.scope,
         attempt_timeout: config.attempt_timeout,
+        anchor,
     };
     Ok((checkout, session))
 }
@@ -171,7 +225,7 @@ fn client(
         // The answer is at most MAX_ANSWER_BYTES and every attempt has a timeout.
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .interceptor(call::AttemptObserver::new(attempts, &SERVICE))
-        .retry_classifier(call::RetryingWontHelp)
+        .retry_classifier(call::RetryingWontHelp::new(&SERVICE))
         .timeout_config(timeouts);
     if let Some(url) = endpoint_url {
         builder = builder.endpoint_url(url);
@@ -184,21 +238,20 @@ fn client(
     aws_sdk_licensemanager::Client::from_conf(builder.build())
 }
 
-/// What a checkout answer must hold before the workload may start.
+/// What a checkout answer (to a call sent at `sent`) must hold before the workload may start.
 fn checked(
     out: aws_sdk_licensemanager::operation::checkout_license::CheckoutLicenseOutput,
     contract: &Contract,
-    now: SystemTime,
-) -> Result<Checkout, String> {
-    if out
-        .checkout_type()
-        .is_some_and(|t| *t != CheckoutType::Provisional)
-    {
-        return Err("the checkout is not PROVISIONAL".into());
+    (sent, sent_wall): (Instant, SystemTime),
+) -> Result<(Checkout, Anchor), String> {
+    match out.checkout_type() {
+        Some(CheckoutType::Provisional) => {}
+        Some(_) => return Err("the checkout is not PROVISIONAL".into()),
+        None => return Err("no checkout type (PROVISIONAL was asked for)".into()),
     }
     let license_arn = out
         .license_arn()
-        .filter(|arn| arn.starts_with("arn:") && arn.len() <= MAX_ARN_CHARS)
+        .filter(|arn| is_license_arn(arn))
         .ok_or("no license ARN")?
         .to_owned();
     let consumption_token = out
@@ -231,19 +284,61 @@ fn checked(
     }
     let expiration = out.expiration().ok_or("no expiration")?;
     let expiration = parse_expiration(expiration)?;
-    if expiration <= now {
-        return Err(format!(
-            "the checkout expired at {} before it arrived: check the node's clock (NTP, chrony)",
-            rfc3339(expiration)
-        ));
+    let issued_at = out.issued_at().map(parse_expiration).transpose()?;
+    let anchor = Anchor::of(issued_at, sent, sent_wall);
+    let expires_at = anchor.instant_of(expiration);
+    if expires_at <= sent {
+        return Err(match issued_at {
+            Some(issued_at) => format!(
+                "the checkout expired at {}, no later than it was issued ({})",
+                rfc3339(expiration),
+                rfc3339(issued_at)
+            ),
+            // Without IssuedAt only the node's clock can tell.
+            None => format!(
+                "the checkout expired at {} before it arrived: check the node's clock (NTP, chrony)",
+                rfc3339(expiration)
+            ),
+        });
     }
-    Ok(Checkout {
+    let checkout = Checkout {
         license_arn,
         consumption_token,
         entitlements,
         expiration,
+        expires_at,
         signed_token: out.signed_token().map(str::to_owned),
-    })
+    };
+    Ok((checkout, anchor))
+}
+
+/// A License Manager license ARN: `arn:PARTITION:license-manager:[REGION]:ACCOUNT:license:l-ID`
+/// (a 12-digit account, a 32-hex-digit ID), as AWS and the emulator write it.
+fn is_license_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts[..] else {
+        return false;
+    };
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.split('-').all(|l| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+    };
+    let id = resource.strip_prefix("license:l-").unwrap_or_default();
+    arn.len() <= MAX_ARN_CHARS
+        && prefix == "arn"
+        && label(partition)
+        && service == "license-manager"
+        && (region.is_empty() || label(region))
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn amount(value: &str) -> Option<u64> {
@@ -289,22 +384,7 @@ impl Session {
             .license_consumption_token(consumption_token)
             .send());
         match call::send(sent, (&attempts, &text), deadline, record).await? {
-            Ok(out) => {
-                let expiration = out
-                    .expiration()
-                    .ok_or_else(|| "no expiration".to_string())
-                    .and_then(parse_expiration)
-                    .map_err(CallError::BadAnswer)?;
-                Ok(Extension {
-                    // An answer without a new token leaves the old one in use.
-                    consumption_token: out
-                        .license_consumption_token()
-                        .filter(|t| !t.is_empty() && t.len() <= MAX_CONSUMPTION_TOKEN_CHARS)
-                        .unwrap_or(consumption_token)
-                        .to_owned(),
-                    expiration,
-                })
-            }
+            Ok(out) => Ok(self.extended(&out).map_err(CallError::BadAnswer)?),
             Err(e) => Err(classify_renewal(
                 e,
                 (&attempts, &text, &self.scope),
@@ -312,6 +392,33 @@ impl Session {
                 consumption_token,
             )),
         }
+    }
+
+    /// What an extension answer must hold, as a checkout's: a consumption token (License
+    /// Manager may retire the one it was asked with, so an answer without one leaves none
+    /// known to be valid) and an expiration to come, on the monotonic clock.
+    fn extended(
+        &self,
+        out: &aws_sdk_licensemanager::operation::extend_license_consumption::ExtendLicenseConsumptionOutput,
+    ) -> Result<Extension, String> {
+        let consumption_token = out
+            .license_consumption_token()
+            .filter(|t| !t.is_empty() && t.len() <= MAX_CONSUMPTION_TOKEN_CHARS)
+            .ok_or("no license consumption token")?
+            .to_owned();
+        let expiration = parse_expiration(out.expiration().ok_or("no expiration")?)?;
+        let expires_at = self.anchor.instant_of(expiration);
+        if expires_at <= Instant::now() {
+            return Err(format!(
+                "the extension expired at {} before it arrived",
+                rfc3339(expiration)
+            ));
+        }
+        Ok(Extension {
+            consumption_token,
+            expiration,
+            expires_at,
+        })
     }
 
     /// Gives the consumption back, within `deadline`.
@@ -440,9 +547,9 @@ fn classify_checkout(
         CheckoutLicenseError::UnsupportedDigitalSignatureMethodException(_) => refused(
             "the license's issuer signs with a method License Manager does not support here: contact AWS Marketplace Seller Operations",
         ),
-        err => call::other_service_error(
+        _ => call::other_service_error(
             &SERVICE,
-            (code, service.raw().status().as_u16(), err.message().unwrap_or("")),
+            (code, service.raw().status().as_u16(), &message),
             IAM,
             (attempts, deadline, &prepared.scope),
             &format!("product SKU {sku}"),
@@ -522,7 +629,9 @@ mod tests {
         edit(
             aws_sdk_licensemanager::operation::checkout_license::CheckoutLicenseOutput::builder()
                 .checkout_type(CheckoutType::Provisional)
-                .license_arn("arn:aws:license-manager::294406891311:license:l-1")
+                .license_arn(
+                    "arn:aws:license-manager::294406891311:license:l-0123456789abcdef0123456789abcdef",
+                )
                 .license_consumption_token("token")
                 .entitlements_allowed(allowed("Basic", EntitlementDataUnit::None, None))
                 .entitlements_allowed(allowed("Seats", EntitlementDataUnit::Count, Some("2")))
@@ -541,17 +650,71 @@ mod tests {
     }
 
     #[test]
+    fn seat_timing_comes_from_the_answer_s_own_times_not_the_node_s_clock() {
+        // The node's clock a day behind (or ahead): the seat still lasts IssuedAt to
+        // Expiration, less a second for a whole-second IssuedAt, from when it was sent.
+        let issued = "2026-12-01T14:00:00";
+        for node in ["2026-11-30T14:00:00Z", "2026-12-02T14:00:00Z"] {
+            let sent = (Instant::now(), parse_expiration(node).unwrap());
+            let (ok, anchor) = checked(
+                answer(|b| b.issued_at(issued).expiration("2026-12-01T14:10:00")),
+                &contract(),
+                sent,
+            )
+            .unwrap();
+            assert_eq!(ok.expires_at - sent.0, Duration::from_secs(599), "{node}");
+            // An extension's Expiration is read against the same anchor.
+            let later = parse_expiration("2026-12-01T15:00:00").unwrap();
+            assert_eq!(anchor.instant_of(later) - sent.0, Duration::from_secs(3599));
+        }
+        // A fractional IssuedAt is exact.
+        let sent = (Instant::now(), SystemTime::now());
+        let (ok, _) = checked(
+            answer(|b| {
+                b.issued_at("2026-12-01T14:00:00.5")
+                    .expiration("2026-12-01T14:10:00")
+            }),
+            &contract(),
+            sent,
+        )
+        .unwrap();
+        assert_eq!(ok.expires_at - sent.0, Duration::from_millis(599_500));
+        // Expired when issued, whatever the node's clock says.
+        let e = checked(
+            answer(|b| b.issued_at(issued).expiration("2026-12-01T14:00:01")),
+            &contract(),
+            sent,
+        )
+        .unwrap_err();
+        assert!(e.contains("no later than it was issued"), "{e}");
+    }
+
+    #[test]
     fn a_success_answer_must_hold_every_entitlement_an_arn_and_a_future_expiration() {
         let now = parse_expiration("2026-12-01T14:00:00Z").unwrap();
-        let ok = checked(answer(|b| b), &contract(), now).unwrap();
+        let sent = (Instant::now(), now);
+        let (ok, _) = checked(answer(|b| b), &contract(), sent).unwrap();
         assert_eq!(ok.entitlements.len(), 2);
         assert_eq!(rfc3339(ok.expiration), "2026-12-01T15:00:00Z");
         let refused = |edit: fn(_) -> _, says: &str| {
-            let e = checked(answer(edit), &contract(), now).unwrap_err();
+            let e = checked(answer(edit), &contract(), sent).unwrap_err();
             assert!(e.contains(says), "{e}");
         };
         refused(|b| b.set_license_arn(None), "no license ARN");
         refused(|b| b.license_arn("l-1"), "no license ARN");
+        // Only a License Manager license ARN: not any ARN, nor one with a made-up ID.
+        refused(|b| b.license_arn("arn:aws:s3:::bucket"), "no license ARN");
+        refused(
+            |b| b.license_arn("arn:aws:license-manager::294406891311:license:l-1"),
+            "no license ARN",
+        );
+        refused(
+            |b| {
+                b.license_arn("arn:aws:license-manager::29440689131:license:l-0123456789abcdef0123456789abcdef")
+            },
+            "no license ARN",
+        );
+        refused(|b| b.set_checkout_type(None), "no checkout type");
         refused(
             |b| b.set_license_consumption_token(None),
             "consumption token",

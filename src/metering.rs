@@ -83,7 +83,7 @@ pub async fn register_usage(
                 prepared.attempts.clone(),
                 &SERVICE,
             ))
-            .retry_classifier(call::RetryingWontHelp)
+            .retry_classifier(call::RetryingWontHelp::new(&SERVICE))
             .timeout_config(call::timeouts(config.attempt_timeout, remaining))
             .build(),
     );

@@ -13,15 +13,16 @@ use tokio::time::Instant;
 
 use crate::call::{CallError, CallRecord};
 use crate::config::TransientPolicy;
-use crate::exec::{self, ExecError};
+use crate::exec;
 use crate::exit::{code, Failure};
 use crate::license::{rfc3339, Extension, LicenseError, Session};
 
-/// The signals passed on to the workload: every one tini passes on, but SIGPIPE (mpgate's own
-/// writes raise it) and those the kernel sends for a fault of mpgate itself (SIGSEGV...),
-/// plus the real-time ones. A signal mpgate neither forwards nor handles would end it and
-/// leave the workload without its supervisor.
-const FORWARDED: [(i32, &str); 17] = [
+/// The signals passed on to the workload: every one tini passes on (all it can block, but
+/// SIGCHLD and those it keeps for itself: the fault signals SIGFPE, SIGILL, SIGSEGV, SIGBUS,
+/// SIGABRT, SIGTRAP, SIGSYS, and SIGTTIN and SIGTTOU, which it ignores), but SIGPIPE (mpgate's
+/// own writes raise it, so it is ignored), plus the real-time ones. A signal mpgate neither
+/// forwards nor handles would end it and leave the workload without its supervisor.
+pub const FORWARDED: [(i32, &str); 18] = [
     (libc::SIGTERM, "SIGTERM"),
     (libc::SIGINT, "SIGINT"),
     (libc::SIGHUP, "SIGHUP"),
@@ -32,14 +33,24 @@ const FORWARDED: [(i32, &str); 17] = [
     (libc::SIGALRM, "SIGALRM"),
     (libc::SIGCONT, "SIGCONT"),
     (libc::SIGTSTP, "SIGTSTP"),
-    (libc::SIGTTIN, "SIGTTIN"),
-    (libc::SIGTTOU, "SIGTTOU"),
     (libc::SIGVTALRM, "SIGVTALRM"),
     (libc::SIGPROF, "SIGPROF"),
     (libc::SIGIO, "SIGIO"),
     (libc::SIGPWR, "SIGPWR"),
     (libc::SIGURG, "SIGURG"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGXFSZ, "SIGXFSZ"),
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
 ];
+/// Ignored, as tini does: the workload's group owns the terminal, so a write of mpgate's to
+/// it (with TOSTOP) would otherwise stop mpgate, or its handler stop the workload.
+const IGNORED: [i32; 2] = [libc::SIGTTIN, libc::SIGTTOU];
+/// The signals that stop the workload: the seat is checked in at once, and the workload is
+/// killed `--grace` later if it has not ended.
+const STOPPING: [i32; 2] = [libc::SIGTERM, libc::SIGINT];
+/// The signals that, before the workload has started, mean it must not (as before the
+/// hand-over: `gate::run`).
+const NOT_STARTING: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 /// After a transient failure, the next extension comes this soon (or at a quarter of what is
 /// left, if sooner), so a short outage does not cost the seat.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -64,6 +75,13 @@ impl Signals {
         let mut forwarded = Vec::with_capacity(FORWARDED.len() + 31);
         for (number, name) in FORWARDED {
             forwarded.push((number, name, signal(SignalKind::from_raw(number))?));
+        }
+        for number in IGNORED {
+            // SAFETY: installing SIG_IGN has no memory effects; the workload gets the default
+            // again (exec::spawn resets every disposition).
+            unsafe {
+                libc::signal(number, libc::SIG_IGN);
+            }
         }
         // SIGRTMIN() already leaves out the real-time signals the C library keeps for itself.
         for number in libc::SIGRTMIN()..=libc::SIGRTMAX() {
@@ -110,12 +128,16 @@ async fn select_all<T, F: Future<Output = T> + Unpin>(futures: impl IntoIterator
 pub struct Seat {
     pub session: Session,
     pub consumption_token: String,
+    /// `Expiration` as License Manager wrote it, for the logs and the result file.
     pub expiration: SystemTime,
+    /// When it expires on the monotonic clock the timers run on (`license::Anchor`).
+    pub expires_at: Instant,
 }
 
-/// A new checkout of the same entitlements (with `allow`, when there is no seat to extend).
+/// A new checkout of the same entitlements with the given ClientToken (with `allow`, when
+/// there is no seat to extend).
 pub type Recheckout<'a> =
-    &'a dyn Fn() -> Pin<Box<dyn Future<Output = Result<Seat, LicenseError>> + 'a>>;
+    &'a dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Seat, LicenseError>> + 'a>>;
 
 /// What a hold needs: the workload, the seat and the rules for keeping it.
 pub struct Hold<'a> {
@@ -124,7 +146,10 @@ pub struct Hold<'a> {
     pub remove: &'a [&'a str],
     /// `None` when the workload starts unverified (`allow`): mpgate keeps trying to check out.
     pub seat: Option<Seat>,
-    /// How long the workload gets between SIGTERM and SIGKILL when the license is lost.
+    /// With no seat: the ClientToken of the checkout that got no answer, reused by the next
+    /// one, so that a seat License Manager took for it is the one mpgate gets.
+    pub client_token: Option<String>,
+    /// How long the workload gets between SIGTERM and SIGKILL when it is stopped.
     pub grace: Duration,
     /// The deadline of each call (MPGATE_TIMEOUT).
     pub timeout: Duration,
@@ -135,7 +160,8 @@ pub struct Hold<'a> {
 /// How a hold ended.
 #[derive(Debug)]
 pub struct Ended {
-    /// The container's exit code: the workload's (128+N for a signal), or 10/14 for a loss.
+    /// The container's exit code: the workload's (128+N for a signal), or 10/12/13/14 for a
+    /// loss.
     pub exit_code: u8,
     pub checked_in: bool,
     /// When the last consumption expires (or expired), if there was one.
@@ -153,16 +179,26 @@ enum Done {
     CheckedIn(Result<(), LicenseError>),
 }
 
-/// Runs the workload to its end, holding the seat meanwhile.
-pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
+/// Runs the workload to its end, holding the seat meanwhile. A stop signal that came before
+/// the workload could start gives the seat back and fails with `Failure::Interrupted`.
+pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, Failure> {
     let Signals {
         mut forwarded,
         child: mut sigchld,
     } = signals;
-    become_subreaper();
     let check_in_deadline = check_in_deadline(hold.timeout);
     let recheckout_every = RECHECKOUT_EVERY.min(hold.timeout);
+    let deny = hold.on_transient_error == TransientPolicy::Deny;
     let mut seat = hold.seat;
+    if let Some((signal, name)) = stopped_before_start(&mut forwarded).await {
+        if let Some(seat) = &seat {
+            if let Done::CheckedIn(result) = check_in(seat, check_in_deadline).await {
+                checked_in_or_warn(result);
+            }
+        }
+        return Err(Failure::Interrupted { signal, name });
+    }
+    become_subreaper();
     let child = match exec::spawn(hold.command, hold.set, hold.remove) {
         Ok(pid) => pid as libc::pid_t,
         Err(error) => {
@@ -172,26 +208,39 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
                     checked_in_or_warn(result);
                 }
             }
-            return Err(error);
+            return Err(error.into());
         }
     };
     tracing::debug!(pid = child, "workload started; holding the seat");
+    let mut client_token = hold.client_token.filter(|_| seat.is_none());
     let mut next_renewal = Some(match &seat {
-        Some(seat) => renewal_time(seat.expiration),
+        Some(seat) => renewal_time(seat.expires_at),
         None => Instant::now() + recheckout_every,
     });
     let mut task: Option<Task> = None;
+    // A stop signal came: no more renewals; the seat is checked in once no call is in flight.
+    let mut stopping = false;
+    // A check-in was made (`checked_in`: and License Manager took the seat back).
+    let mut check_in_done = false;
     let mut checked_in = false;
-    let mut checking_in = false;
+    // License Manager said it no longer knows the consumption: nothing to check in.
+    let mut gone = false;
+    // The last extension failed transiently: an expiry now is License Manager's doing.
+    let mut failing = false;
     let mut lost: Option<LicenseError> = None;
     let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
     let status = loop {
-        // The seat's expiry matters only while it is held and extensions may still fail.
+        if stopping && task.is_none() && !check_in_done && !gone {
+            if let Some(seat) = &seat {
+                task = Some(check_in(seat, check_in_deadline));
+            }
+        }
+        // The seat's expiry matters while it is held and extensions may still fail.
         let expiry = seat
             .as_ref()
-            .filter(|_| lost.is_none() && !checked_in && !checking_in)
-            .filter(|_| hold.on_transient_error == TransientPolicy::Deny)
-            .map(|seat| instant_of(seat.expiration));
+            .filter(|_| deny && lost.is_none() && !stopping)
+            .map(|seat| seat.expires_at);
         tokio::select! {
             biased;
             _ = sigchld.recv() => {
@@ -204,46 +253,63 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
                 // cannot have been reused.
                 unsafe { libc::kill(child, number) };
                 tracing::debug!(signal = name, number, "forwarded to the workload");
-                let stopping = number == libc::SIGTERM || number == libc::SIGINT;
-                if stopping && !checked_in && !checking_in && lost.is_none() {
-                    // Stopping: the seat is given back now, while the workload shuts down, in
-                    // case the platform's stop timeout ends mpgate before the workload ends.
-                    task = seat.as_ref().map(|seat| check_in(seat, check_in_deadline));
-                    checking_in = task.is_some();
+                if STOPPING.contains(&number) && !stopping {
+                    // Stopping: the seat is given back now (after a call in flight, whose
+                    // answer may carry a new token), while the workload shuts down, in case
+                    // the platform's stop timeout ends mpgate first; and the workload may not
+                    // run unheld for longer than the grace period.
+                    stopping = true;
                     next_renewal = None;
+                    if kill_at.is_none() && !killed {
+                        kill_at = Some(Instant::now() + hold.grace);
+                    }
+                    tracing::info!(signal = name, grace = ?hold.grace, "stopping: the seat is checked in, and the workload killed (SIGKILL) if it has not ended within the grace period");
                 }
             }
             done = run_task(&mut task), if task.is_some() => {
                 task = None;
                 match done {
                     Done::CheckedIn(result) => {
-                        checking_in = false;
+                        check_in_done = true;
                         checked_in = checked_in_or_warn(result);
                     }
                     Done::Extended(Ok(extension)) => {
+                        failing = false;
                         if let Some(seat) = &mut seat {
                             seat.consumption_token = extension.consumption_token;
                             seat.expiration = extension.expiration;
-                            next_renewal = Some(renewal_time(seat.expiration));
+                            seat.expires_at = Instant::from_std(extension.expires_at);
                             tracing::debug!(expiration = %rfc3339(seat.expiration), "seat extended");
+                            if !stopping && lost.is_none() {
+                                next_renewal = Some(renewal_time(seat.expires_at));
+                            }
                         }
                     }
                     Done::CheckedOut(Ok(new)) => {
+                        failing = false;
+                        client_token = None;
                         tracing::info!(expiration = %rfc3339(new.expiration), "seat checked out");
-                        next_renewal = Some(renewal_time(new.expiration));
+                        if !stopping && lost.is_none() {
+                            next_renewal = Some(renewal_time(new.expires_at));
+                        }
                         seat = Some(*new);
                     }
                     Done::Extended(Err(error)) | Done::CheckedOut(Err(error)) => {
-                        let now = SystemTime::now();
-                        let expiration = seat.as_ref().map_or(now, |s| s.expiration);
-                        if !is_transient(&error) {
+                        gone |= is_gone(&error);
+                        let left = seat
+                            .as_ref()
+                            .map(|s| s.expires_at.saturating_duration_since(Instant::now()))
+                            .unwrap_or_default();
+                        if stopping || lost.is_some() {
+                            // Already ending: only the check-in is left to do.
+                        } else if !is_transient(&error) {
                             lose(error, child, hold.grace, &mut lost, &mut kill_at);
                             next_renewal = None;
-                        } else if now < expiration {
-                            let left = expiration.duration_since(now).unwrap_or_default();
-                            tracing::warn!(expiration = %rfc3339(expiration), "cannot extend the seat yet ({error}); trying again before it expires");
+                        } else if !left.is_zero() {
+                            failing = true;
+                            tracing::warn!(expiration = %seat.as_ref().map(|s| rfc3339(s.expiration)).unwrap_or_default(), "cannot extend the seat yet ({error}); trying again before it expires");
                             next_renewal = Some(Instant::now() + RETRY_AFTER.min(left / 4));
-                        } else if hold.on_transient_error == TransientPolicy::Allow {
+                        } else if !deny {
                             tracing::warn!("no seat is held ({error}); the workload keeps running because MPGATE_ON_TRANSIENT_ERROR=allow, and mpgate tries to check the license out again");
                             next_renewal = Some(Instant::now() + recheckout_every);
                         } else {
@@ -255,48 +321,80 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
             }
             () = sleep_until(next_renewal), if next_renewal.is_some() && task.is_none() => {
                 next_renewal = None;
-                let now = SystemTime::now();
-                task = Some(match seat.as_ref().filter(|s| s.expiration > now) {
-                    Some(seat) => {
-                        let left = seat.expiration.duration_since(now).unwrap_or_default();
-                        extend(seat, hold.timeout.min(left).max(Duration::from_secs(1)))
+                let now = Instant::now();
+                match seat.as_ref() {
+                    Some(seat) if seat.expires_at > now => {
+                        let left = seat.expires_at - now;
+                        task = Some(extend(seat, hold.timeout.min(left).max(Duration::from_secs(1))));
                     }
-                    None => {
-                        let recheckout = (hold.recheckout)();
-                        Box::pin(async move { Done::CheckedOut(recheckout.await.map(Box::new)) })
+                    // With `deny`, an expired seat is never replaced by a new checkout: the
+                    // workload ran unheld meanwhile.
+                    Some(seat) if deny => {
+                        let reason = expired(seat, failing);
+                        lose(reason, child, hold.grace, &mut lost, &mut kill_at);
                     }
-                });
+                    _ => {
+                        let token = match client_token.clone() {
+                            Some(token) => Ok(token),
+                            None => crate::nonce::generate().map_err(|e| e.to_string()),
+                        };
+                        task = Some(match token {
+                            Ok(token) => {
+                                client_token = Some(token.clone());
+                                let recheckout = (hold.recheckout)(token);
+                                Box::pin(async move { Done::CheckedOut(recheckout.await.map(Box::new)) })
+                            }
+                            Err(e) => {
+                                let error = CallError::Unreachable(format!("no random client token: {e}"));
+                                Box::pin(async move { Done::CheckedOut(Err(error.into())) })
+                            }
+                        });
+                    }
+                }
             }
             () = sleep_until(expiry), if expiry.is_some() => {
-                // Extensions kept failing (or are still in flight) as the seat expires.
-                task = None;
-                let expiration = seat.as_ref().map(|s| s.expiration).unwrap_or_else(SystemTime::now);
-                let reason = CallError::Unreachable(format!(
-                    "the seat expired at {} before License Manager could extend it",
-                    rfc3339(expiration)
-                ));
-                lose(reason.into(), child, hold.grace, &mut lost, &mut kill_at);
+                // Extensions kept failing, or one is still in flight, as the seat expires. A
+                // call in flight goes on: its answer may carry the token to check in.
+                let reason = match &seat {
+                    Some(seat) => expired(seat, failing || task.is_some()),
+                    None => CallError::Unreachable("no seat".into()).into(),
+                };
+                lose(reason, child, hold.grace, &mut lost, &mut kill_at);
                 next_renewal = None;
             }
             () = sleep_until(kill_at), if kill_at.is_some() => {
                 kill_at = None;
-                tracing::warn!(grace = ?hold.grace, "the workload did not stop within the grace period: SIGKILL");
-                // SAFETY: as above: `child` is not reaped yet.
-                unsafe { libc::kill(child, libc::SIGKILL) };
+                killed = true;
+                tracing::warn!(grace = ?hold.grace, "the workload did not end within the grace period after SIGTERM: SIGKILL to its process group");
+                // SAFETY: as above: `child` is not reaped yet, so its process group is its own.
+                unsafe { libc::kill(-child, libc::SIGKILL) };
             }
         }
     };
-    if lost.is_none() && !checked_in {
-        let done = match (task.take(), &seat) {
-            // A check-in already under way (SIGTERM) is awaited; an extension is dropped.
-            (Some(task), _) if checking_in => Some(task.await),
-            (_, Some(seat)) if seat.expiration > SystemTime::now() => {
-                Some(check_in(seat, check_in_deadline).await)
+    // A call in flight may have renewed or taken the seat: its outcome first (bounded by its
+    // own deadline), so that the check-in carries the token License Manager knows now.
+    if let Some(task) = task.take() {
+        match task.await {
+            Done::CheckedIn(result) => {
+                check_in_done = true;
+                checked_in = checked_in_or_warn(result);
             }
-            _ => None,
-        };
-        if let Some(Done::CheckedIn(result)) = done {
-            checked_in = checked_in_or_warn(result);
+            Done::Extended(Ok(extension)) => {
+                if let Some(seat) = &mut seat {
+                    seat.consumption_token = extension.consumption_token;
+                    seat.expiration = extension.expiration;
+                    seat.expires_at = Instant::from_std(extension.expires_at);
+                }
+            }
+            Done::CheckedOut(Ok(new)) => seat = Some(*new),
+            Done::Extended(Err(error)) | Done::CheckedOut(Err(error)) => gone |= is_gone(&error),
+        }
+    }
+    if !check_in_done && !gone {
+        if let Some(seat) = &seat {
+            if let Done::CheckedIn(result) = check_in(seat, check_in_deadline).await {
+                checked_in = checked_in_or_warn(result);
+            }
         }
     }
     // The exit code of the README's table for why the seat went (an IAM denial is 13, as
@@ -319,23 +417,72 @@ pub async fn run(hold: Hold<'_>, signals: Signals) -> Result<Ended, ExecError> {
     })
 }
 
+/// A stop signal that came before the workload started (after the checkout, while the
+/// hand-over was prepared): the workload must not start. The yield lets the runtime's signal
+/// driver deliver what has arrived; the other forwarded signals wait for the workload.
+async fn stopped_before_start(
+    forwarded: &mut [(i32, &'static str, Signal)],
+) -> Option<(i32, &'static str)> {
+    tokio::task::yield_now().await;
+    let mut stop = None;
+    for (number, name, stream) in forwarded.iter_mut() {
+        if !NOT_STARTING.contains(number) {
+            continue;
+        }
+        let arrived =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(stream.poll_recv(cx).is_ready()))
+                .await;
+        if arrived && stop.is_none() {
+            stop = Some((*number, *name));
+        }
+    }
+    stop
+}
+
+/// Why the seat expired: License Manager did not extend it in time (`failing`: 14), or mpgate
+/// did not ask in time, having been stopped (SIGSTOP) or its node suspended for longer than
+/// the checkout's lifetime: then License Manager has released it while the workload ran (10).
+fn expired(seat: &Seat, failing: bool) -> LicenseError {
+    let at = rfc3339(seat.expiration);
+    if failing {
+        CallError::Unreachable(format!(
+            "the seat expired at {at} before License Manager could extend it"
+        ))
+        .into()
+    } else {
+        LicenseError::Lost(format!(
+            "the seat expired at {at} before mpgate could extend it (mpgate was stopped, or its node suspended, for longer than the checkout's lifetime), so License Manager has released it: run mpgate as the container's PID 1 with no shared PID namespace"
+        ))
+    }
+}
+
+/// Whether License Manager's answer says the consumption is gone (nothing to check in).
+fn is_gone(error: &LicenseError) -> bool {
+    matches!(error, LicenseError::Lost(_) | LicenseError::NotEntitled(_))
+}
+
 /// How long a check-in may take, given MPGATE_TIMEOUT.
 pub fn check_in_deadline(timeout: Duration) -> Duration {
     CHECK_IN_DEADLINE.min(timeout)
 }
 
-/// A loss License Manager declares, and a call it refuses (an IAM denial: the same call is
-/// refused again), are final; the rest may clear before expiration.
+/// A loss License Manager declares, a call it refuses (an IAM denial: the same call is
+/// refused again) and a success answer that is unusable (as at the checkout: exit 12, never
+/// covered by `allow`) are final; the rest may clear before expiration.
 fn is_transient(error: &LicenseError) -> bool {
     !matches!(
         error,
         LicenseError::Lost(_)
             | LicenseError::NotEntitled(_)
-            | LicenseError::Call(CallError::Refused(_) | CallError::Config(_))
+            | LicenseError::Call(
+                CallError::Refused(_) | CallError::Config(_) | CallError::BadAnswer(_)
+            )
     )
 }
 
-/// The license is gone: the workload is asked to stop, and killed after the grace period.
+/// The license is gone: the workload is asked to stop (SIGTERM to it, as a platform's stop
+/// does: it stops its own children), and its whole process group is killed (SIGKILL) after
+/// the grace period.
 fn lose(
     error: LicenseError,
     child: libc::pid_t,
@@ -352,7 +499,9 @@ fn lose(
     );
     // SAFETY: kill has no memory effects; `child` is not reaped yet.
     unsafe { libc::kill(child, libc::SIGTERM) };
-    *kill_at = Some(Instant::now() + grace);
+    if kill_at.is_none() {
+        *kill_at = Some(Instant::now() + grace);
+    }
     *lost = Some(error);
 }
 
@@ -402,24 +551,35 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// When to extend: between 40 % and 60 % of the way to `expiration` (jittered, so a fleet
+/// When to extend: between 40 % and 60 % of the way to `expires_at` (jittered, so a fleet
 /// started together does not renew together), leaving room for retries before it.
-fn renewal_time(expiration: SystemTime) -> Instant {
-    let left = expiration
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
+fn renewal_time(expires_at: Instant) -> Instant {
+    let now = Instant::now();
     let fraction = rand::rng().random_range(0.4..0.6);
-    Instant::now() + left.mul_f64(fraction)
-}
-
-/// `at` on the monotonic clock the timers run on.
-fn instant_of(at: SystemTime) -> Instant {
-    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+    now + expires_at.saturating_duration_since(now).mul_f64(fraction)
 }
 
 /// Reaps every exited child (as PID 1, or a subreaper, orphans are mpgate's to reap);
-/// returns the workload's exit code once it has exited.
+/// returns the workload's exit code once it has exited. What is left of the workload's
+/// process group is killed first, while the workload's zombie still holds the group's ID: no
+/// part of it may run on unheld once mpgate exits (as when a container's PID 1 exits).
 fn reap(workload: libc::pid_t) -> Option<u8> {
+    // SAFETY: siginfo_t is plain data; waitid writes only to it, and WNOWAIT leaves the
+    // workload unreaped.
+    let exited = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            workload as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        ) == 0
+            && info.si_pid() == workload
+    };
+    if exited {
+        // SAFETY: the workload is a zombie, not reaped: its group ID is not reused.
+        unsafe { libc::kill(-workload, libc::SIGKILL) };
+    }
     let mut workload_status = None;
     loop {
         let mut status = 0;
@@ -448,5 +608,194 @@ fn become_subreaper() {
     // SAFETY: PR_SET_CHILD_SUBREAPER only sets a flag of this process.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The signals tini forwards (krallin/tini, src/tini.c at 369448a, `configure_signals` and
+    /// `wait_and_forward_signal`): every signal `sigfillset` blocks but `signals_for_tini`
+    /// (SIGFPE, SIGILL, SIGSEGV, SIGBUS, SIGABRT, SIGTRAP, SIGSYS, SIGTTIN, SIGTTOU) and
+    /// SIGCHLD; SIGKILL and SIGSTOP cannot be blocked, and the C library's own real-time
+    /// signals are left out of `sigfillset`.
+    fn tini_forwards() -> Vec<i32> {
+        let kept = [
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGABRT,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGCHLD,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+        ];
+        (1..libc::SIGRTMIN())
+            .filter(|s| !kept.contains(s) && *s < 32)
+            .chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
+            .collect()
+    }
+
+    #[test]
+    fn the_forwarded_signals_are_tini_s_but_sigpipe() {
+        let mut ours: Vec<i32> = FORWARDED
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
+            .collect();
+        ours.sort_unstable();
+        let mut tini = tini_forwards();
+        // mpgate ignores SIGPIPE: its own writes to a closed pipe raise it, and forwarding
+        // those would hurt the workload.
+        tini.retain(|s| *s != libc::SIGPIPE);
+        assert_eq!(ours, tini);
+        // SIGTTIN and SIGTTOU are ignored, as tini does; the stopping ones are forwarded.
+        assert!(IGNORED.iter().all(|s| !ours.contains(s)));
+        assert!(STOPPING
+            .iter()
+            .chain(&NOT_STARTING)
+            .all(|s| ours.contains(s)));
+        for (number, name) in FORWARDED {
+            // SAFETY: strsignal returns a static string for a valid signal number.
+            let described = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(number)) };
+            assert!(!described.to_bytes().is_empty(), "{name}");
+        }
+    }
+
+    /// Signals go to the whole test process: one test at a time installs and raises them.
+    static SIGNALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn never<'a>(_: String) -> Pin<Box<dyn Future<Output = Result<Seat, LicenseError>> + 'a>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn hold<'a>(command: &'a [OsString], recheckout: Recheckout<'a>) -> Hold<'a> {
+        Hold {
+            command,
+            set: &[],
+            remove: &[],
+            seat: None,
+            client_token: None,
+            grace: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            on_transient_error: TransientPolicy::Allow,
+            recheckout,
+        }
+    }
+
+    #[test]
+    fn a_stop_signal_before_the_start_keeps_the_workload_from_starting() {
+        let _one = SIGNALS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = std::env::temp_dir().join(format!("mpgate-supervise-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (signal, name) in [
+            (libc::SIGTERM, "SIGTERM"),
+            (libc::SIGINT, "SIGINT"),
+            (libc::SIGHUP, "SIGHUP"),
+        ] {
+            let marker = dir.join(name);
+            let command: Vec<OsString> = vec![
+                "sh".into(),
+                "-c".into(),
+                format!("touch '{}'", marker.display()).into(),
+            ];
+            let result = runtime().block_on(async {
+                let signals = Signals::install().unwrap();
+                // After the checkout, before the spawn: as while the hand-over is prepared.
+                // SAFETY: raise(3) of a signal this process now handles.
+                unsafe { libc::raise(signal) };
+                run(hold(&command, &never), signals).await
+            });
+            match result {
+                Err(Failure::Interrupted { signal: s, name: n }) => {
+                    assert_eq!((s, n), (signal, name))
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            assert!(!marker.exists(), "{name}: the workload started");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_workload_s_status_is_passed_on_and_its_group_ends_with_it() {
+        let _one = SIGNALS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = std::env::temp_dir().join(format!("mpgate-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("pid");
+        let command: Vec<OsString> = vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep 600 & echo $! > '{}'; exit 7", pid_file.display()).into(),
+        ];
+        let ended = runtime()
+            .block_on(async { run(hold(&command, &never), Signals::install().unwrap()).await })
+            .unwrap();
+        assert_eq!(ended.exit_code, 7);
+        assert!(!ended.checked_in && ended.lost.is_none() && ended.expiration.is_none());
+        let left: libc::pid_t = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed, and reaped by this process (the subreaper) or about to be.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes only to `status`.
+            let reaped = unsafe { libc::waitpid(left, &mut status, libc::WNOHANG) };
+            // SAFETY: kill with signal 0 only checks the process exists.
+            let exists = unsafe { libc::kill(left, 0) } == 0;
+            if reaped == left || !exists {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the background child runs on"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn what_ends_a_hold_and_what_may_clear() {
+        let lost = LicenseError::Lost("revoked".into());
+        assert!(!is_transient(&lost) && is_gone(&lost));
+        let bad = LicenseError::Call(CallError::BadAnswer("no expiration".into()));
+        assert!(!is_transient(&bad) && !is_gone(&bad));
+        assert_eq!(Failure::License(bad).exit_code(), code::TOKEN_REJECTED);
+        let refused = LicenseError::Call(CallError::Refused("denied".into()));
+        assert!(!is_transient(&refused));
+        let unreachable = LicenseError::Call(CallError::Unreachable("503".into()));
+        assert!(is_transient(&unreachable) && !is_gone(&unreachable));
+    }
+
+    #[test]
+    fn renewal_comes_between_40_and_60_percent_of_the_time_left() {
+        for _ in 0..100 {
+            let now = Instant::now();
+            let at = renewal_time(now + Duration::from_secs(100));
+            let after = at.saturating_duration_since(now);
+            assert!(
+                (Duration::from_secs(40)..=Duration::from_millis(60_100)).contains(&after),
+                "{after:?}"
+            );
+        }
+        // An expired seat is due at once.
+        let now = Instant::now();
+        assert!(renewal_time(now) <= Instant::now());
     }
 }

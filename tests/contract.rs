@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use mpgate_testkit::faults::LICENSE_FAULTS;
-use mpgate_testkit::{result_file, Emulator};
+use mpgate_testkit::wait::wait_until;
+use mpgate_testkit::{result_file, Emulator, CHILD_LIMIT};
 use serde_json::{json, Value};
 
 /// A workload that prints what the hand-over gave it, one variable per line.
@@ -226,6 +227,120 @@ fn throttled_checkouts_are_retried_with_one_client_token_and_hold_one_seat() {
         .unwrap()
         .1;
     assert_ne!(last["clientToken"], *tokens[0]);
+}
+
+#[test]
+fn a_checkout_whose_answer_was_lost_is_retried_with_its_client_token_and_holds_one_seat() {
+    // The first attempt takes a seat, then its answer is lost: the emulator answers faults
+    // after its seat book here, so a retry with another ClientToken would take a second one.
+    let emu = Emulator::start(&[
+        "--license-entitlement",
+        "Seats=2",
+        "--license-fault",
+        "CheckoutLicense=processed-then-server-internal*1",
+    ]);
+    let stop = emu.dir.join("stop-lost-checkout");
+    let mut running = emu
+        .contract_gate("Seats=1")
+        .env("MPGATE_SEAT", "hold")
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "echo ready; while [ ! -e '{}' ]; do sleep 0.05; done",
+                stop.display()
+            ),
+        ])
+        .spawn();
+    assert_eq!(running.next_line("workload ready"), "ready");
+    let checkouts: Vec<Value> = license_calls(&emu)
+        .into_iter()
+        .filter(|(op, _)| op == "CheckoutLicense")
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(checkouts.len(), 2, "{checkouts:?}");
+    assert_eq!(checkouts[0]["processed"], true, "{checkouts:?}");
+    assert_eq!(checkouts[1]["replayed"], true, "{checkouts:?}");
+    assert_eq!(in_use(&emu, "Seats"), "1", "one seat held, not two");
+    std::fs::write(&stop, "").unwrap();
+    running.wait().expect(0);
+    assert_eq!(in_use(&emu, "Seats"), "0");
+}
+
+#[test]
+fn a_checkout_cut_by_the_deadline_is_settled_so_no_seat_stays_held() {
+    // One attempt, taken by License Manager, its answer never sent: the deadline ends it.
+    let emu = Emulator::start(&[
+        "--license-entitlement",
+        "Seats=1",
+        "--license-fault",
+        "CheckoutLicense=processed-then-hang*1",
+    ]);
+    let out = emu
+        .contract_gate("Seats=1")
+        .env("MPGATE_TIMEOUT", "2s")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .run();
+    out.expect_error(14, "deadline");
+    assert!(
+        out.stderr.contains("asked again with its ClientToken"),
+        "{}",
+        out.stderr
+    );
+    let calls = license_calls(&emu);
+    let tokens: Vec<&Value> = calls
+        .iter()
+        .filter(|(op, _)| op == "CheckoutLicense")
+        .map(|(_, c)| &c["clientToken"])
+        .collect();
+    assert_eq!(tokens.len(), 2, "{calls:?}");
+    assert_eq!(tokens[0], tokens[1], "the same ClientToken");
+    assert_eq!(in_use(&emu, "Seats"), "0", "{calls:?}");
+}
+
+#[test]
+fn a_stop_signal_during_the_checkout_settles_what_it_took() {
+    // Every answer a second late: the signal comes after License Manager took the seat.
+    let emu = Emulator::start(&["--license-entitlement", "Seats=1", "--latency", "1s"]);
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let running = emu
+            .contract_gate("Seats=1")
+            .env("MPGATE_SEAT", "hold")
+            .args(["sh", "-c", "echo WORKLOAD STARTED"])
+            .spawn();
+        let before = license_calls(&emu).len();
+        wait_until(CHILD_LIMIT, "the checkout", || {
+            license_calls(&emu)[before..]
+                .iter()
+                .any(|(op, c)| op == "CheckoutLicense" && c["processed"] == true)
+                .then_some(())
+        });
+        running.signal(signal);
+        let out = running.wait();
+        out.expect_error(code, "the workload was not started");
+        assert!(!out.stdout.contains("WORKLOAD STARTED"), "{out:?}");
+        assert_eq!(in_use(&emu, "Seats"), "0", "{signal}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn a_check_in_conflict_is_retried() {
+    let emu = Emulator::start(&[
+        "--license-entitlement",
+        "Seats=1",
+        "--license-fault",
+        "CheckInLicense=conflict*1",
+    ]);
+    let out = emu.contract_gate("Seats=1").run();
+    out.expect(0);
+    assert!(!out.stderr.contains("cannot check"), "{}", out.stderr);
+    let statuses: Vec<Value> = license_calls(&emu)
+        .into_iter()
+        .filter(|(op, _)| op == "CheckInLicense")
+        .map(|(_, c)| c["status"].clone())
+        .collect();
+    assert_eq!(statuses, [409, 200]);
+    assert_eq!(in_use(&emu, "Seats"), "0");
 }
 
 #[test]
