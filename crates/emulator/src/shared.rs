@@ -1,5 +1,4 @@
-//! Owns what every operation family sees: the region, AWS's clock, the callers, the keys, the
-//! rate limit and the `--fault` with its counter.
+//! Owns what every operation family shares: region, clock, callers, keys, limits, `--fault`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

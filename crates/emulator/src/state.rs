@@ -1,5 +1,4 @@
-//! Owns the emulator's whole configuration: what the families share, each family's own, the
-//! network's, and the record.
+//! Owns the whole configuration: shared, per family, the network's, and the record.
 
 use std::fs::File;
 use std::time::Duration;

@@ -1,5 +1,4 @@
-//! Owns the container credentials endpoint (`--container-credentials-token`): ECS's and EKS
-//! Pod Identity's `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+//! Owns the container credentials endpoint of `--container-credentials-token` (ECS, EKS).
 
 use hyper::body::Bytes;
 use hyper::header::HeaderMap;

@@ -1,5 +1,4 @@
-//! Owns AWS's input validation: the JSON object a body must be, and the messages of
-//! `ValidationException`.
+//! Owns AWS's input validation: a body's JSON object and `ValidationException`'s messages.
 
 use serde_json::{Map, Value};
 

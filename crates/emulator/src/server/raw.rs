@@ -1,5 +1,4 @@
-//! Owns the raw transport: a minimal HTTP/1.1 server that writes the answers hyper cannot be
-//! made to write (`trickle`, `truncated-body`, `reset-*`, `oversize-*`).
+//! Owns the raw transport: the answers hyper cannot be made to write, mangled on the wire.
 
 use std::io;
 use std::time::Duration;
