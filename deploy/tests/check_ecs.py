@@ -10,8 +10,11 @@ no policy for raw task definitions, so the container hardening is checked here t
 
 Key sources: a container that runs /mpgate -- COMMAND in the seller's image takes the key
 from the image (or a pinned build) and must set no key variable (a second one makes mpgate
-exit 2); a gate container runs the mpgate image, which holds no key, so it gets
-MPGATE_PUBLIC_KEY inline, unless the file is a pinned one (name contains "pinned").
+exit 2); a gate container of an unpinned mpgate image gets MPGATE_PUBLIC_KEY inline.
+
+Secure by default: every hourly task definition says what it runs in its tag mpgate-build:
+"pinned" (no product code, no key variable; a gate container runs an mpgate-pinned image)
+or, only in a file named *-unpinned.json, "unpinned - for CI and testing ...".
 
 Contract pricing (MPGATE_PRICING=contract, AWS License Manager): no product code and no key
 variable at all, a product SKU, valid entitlements; seat hold only in the container that
@@ -93,13 +96,31 @@ def problems(path, shape):
         keys = [k for k in env_names(c) if k in KEY_VARS]
         if len(keys) > 1:
             found.append(f"container {name}: sets {keys}; mpgate accepts exactly one (exit 2)")
-    pinned = "pinned" in os.path.basename(path)
+    tags = {t.get("key"): t.get("value", "") for t in params.get("tags", [])}
+    build = tags.get("mpgate-build")
+    unpinned_file = "unpinned" in os.path.basename(path)
     gated = [c for c in containers.values() if c.get("entryPoint") == ["/mpgate", "--"]]
     gate = containers.get("mpgate")
     runner = gate if gate is not None else (gated[0] if gated else None)
     contract = runner is not None and env_of(runner).get("MPGATE_PRICING") == "contract"
     if contract:
         found += contract_problems(runner, runner is not gate)
+        pinned = False
+    elif build == "pinned" and not unpinned_file:
+        pinned = True
+    elif unpinned_file and (build or "").startswith("unpinned - for CI and testing"):
+        pinned = False
+    else:
+        found.append(f"tag mpgate-build is {build!r}: an hourly task definition is a pinned build (\"pinned\"), or, "
+                     "only in a file named *-unpinned.json, \"unpinned - for CI and testing ...\"")
+        pinned = not unpinned_file
+    if pinned and runner is not None:
+        names = env_names(runner)
+        stray = [n for n in names if n in KEY_VARS or n == "MPGATE_PRODUCT_CODE"]
+        if stray:
+            found.append(f"pinned: the container that runs mpgate must set no key variable and no product code (the build holds them), sets {stray}")
+        if runner is gate and "/mpgate-pinned:" not in gate.get("image", ""):
+            found.append(f"pinned: the gate container should run a pinned mpgate image (REGISTRY/mpgate-pinned), runs {gate.get('image')}")
     if gate is not None:
         if gate.get("essential", True):
             found.append("container mpgate must be non-essential (essential: false)")
@@ -116,11 +137,8 @@ def problems(path, shape):
                 found.append(f"container {c['name']}: initProcessEnabled (mpgate is not an init)")
         names = env_names(gate)
         keys = [k for k in names if k in KEY_VARS]
-        if contract:
+        if contract or pinned:
             pass
-        elif pinned:
-            if keys or "MPGATE_PRODUCT_CODE" in names:
-                found.append(f"pinned: the gate container must set no key variable and no product code, sets {keys + [n for n in names if n == 'MPGATE_PRODUCT_CODE']}")
         else:
             if keys != ["MPGATE_PUBLIC_KEY"]:
                 found.append(f"the mpgate image holds no key: the gate container needs MPGATE_PUBLIC_KEY inline (or use a pinned image), sets {keys}")

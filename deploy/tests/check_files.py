@@ -16,6 +16,12 @@ Usage: python check_files.py   (from the repository root; exit 1 on any problem)
   aws-marketplace:RegisterUsage (hourly), iam-policy-license-manager.json the three License
   Manager actions (contract; no GetLicense or ListReceivedLicenses: mpgate does not call
   them), and the CloudFormation task role's contract policy is the same document.
+- Secure by default: the seller image's default target (its last stage) is `pinned`, which
+  sets no product code or key, builds only after the pin check (an unpinned mpgate stops
+  the build) and names no other stage; the unpinned `keyring` target says UNPINNED and "for
+  CI and testing" where it is defined. CloudFormation's KeySource defaults to pinned, its
+  description calls the other sources unpinned, for CI and testing, and a rule refuses
+  OnTransientError allow with a pinned build (which exits 2 on it).
 """
 
 import json
@@ -149,6 +155,68 @@ def policy_problems():
     return found
 
 
+SELLER_DOCKERFILE = "deploy/examples/seller-image/Dockerfile"
+
+
+def stages(text):
+    """{stage name: (FROM line, body lines)} of a Dockerfile, in order; continuation lines
+    joined."""
+    out = {}
+    name = None
+    for line in text.replace("\\\n", " ").splitlines():
+        m = re.match(r"^FROM\s+(.*?)(?:\s+AS\s+(\S+))?\s*$", line, re.I)
+        if m:
+            name = m.group(2) or f"stage{len(out)}"
+            out[name] = (line, [])
+        elif name is not None:
+            out[name][1].append(line)
+    return out
+
+
+def secure_default_problems():
+    found = []
+    with open(SELLER_DOCKERFILE, encoding="utf-8") as f:
+        text = f.read()
+    st = stages(text)
+    names = list(st)
+    if not names or names[-1] != "pinned":
+        found.append(f"{SELLER_DOCKERFILE}: the last stage (the default target) should be pinned, is {names[-1:]}")
+    else:
+        body = [l for l in st["pinned"][1] if l.strip() and not l.lstrip().startswith("#")]
+        if any(re.search(r"MPGATE_(PRODUCT_CODE|PUBLIC_KEY)", l) for l in body):
+            found.append(f"{SELLER_DOCKERFILE}: the pinned target must set no product code or key (a pinned build refuses them)")
+        if not any(re.match(r"^COPY --from=pin-check\s", l) for l in body):
+            found.append(f"{SELLER_DOCKERFILE}: the pinned target must depend on the pin-check stage (COPY --from=pin-check), else BuildKit skips the check")
+        if not st["pinned"][0].split()[1] == "base":
+            found.append(f"{SELLER_DOCKERFILE}: the pinned target should build FROM base")
+    check = " ".join(st.get("pin-check", ("", []))[1])
+    if "--version" not in check or "pinned product code: " not in check or "exit 1" not in check:
+        found.append(f"{SELLER_DOCKERFILE}: the pin-check stage must run `mpgate --version` and exit 1 without 'pinned product code: '")
+    if "$BUILDPLATFORM" not in st.get("pin-check", ("", []))[0]:
+        found.append(f"{SELLER_DOCKERFILE}: the pin-check stage should run on $BUILDPLATFORM (no QEMU)")
+    lines = text.splitlines()
+    for target in ("keyring",):
+        i = next((n for n, l in enumerate(lines) if re.match(rf"^FROM\s+\S+\s+AS\s+{target}\s*$", l, re.I)), None)
+        comment = []
+        while i is not None and i > 0 and lines[i - 1].startswith("#"):
+            i -= 1
+            comment.insert(0, lines[i])
+        said = " ".join(comment)
+        if "UNPINNED" not in said or "for CI and testing" not in said:
+            found.append(f"{SELLER_DOCKERFILE}: the {target} target's comment must say UNPINNED and 'for CI and testing'")
+    with open("deploy/ecs/cloudformation.yaml", encoding="utf-8") as f:
+        template = yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    ks = template["Parameters"]["KeySource"]
+    if ks.get("Default") != "pinned":
+        found.append(f"cloudformation.yaml: KeySource should default to pinned, is {ks.get('Default')!r}")
+    if "UNPINNED, for CI and testing" not in " ".join(ks.get("Description", "").split()):
+        found.append("cloudformation.yaml: KeySource's description must call image and inline UNPINNED, for CI and testing")
+    rule = template.get("Rules", {}).get("PinnedRefusesAllow", {})
+    if "OnTransientError" not in json.dumps(rule) or "deny" not in json.dumps(rule):
+        found.append("cloudformation.yaml: a rule PinnedRefusesAllow must keep OnTransientError deny with KeySource pinned")
+    return found
+
+
 CITATION = re.compile(r"((?:deploy/|docs/)?(?:README|deploy-reference|reference)\.md)[,:]?\s+\"([^\"]+)\"")
 MD_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
@@ -212,6 +280,8 @@ def main():
          crossref_problems(docs)),
         (f"no region literal in deploy/, Dockerfile, .checkov.yaml ({len(paths)} files)", region_problems(paths)),
         (".dockerignore lets in what the Dockerfile copies; the image ships LICENSE and NOTICE", dockerignore_problems()),
+        ("secure by default: the seller image's default target is pinned (checked at build), keyring says UNPINNED for CI and testing; "
+         "CloudFormation KeySource defaults to pinned and refuses allow with it", secure_default_problems()),
         ("IAM: hourly RegisterUsage only, contract the three License Manager actions only; the CloudFormation task role gets the pricing's policy",
          policy_problems()),
     ]

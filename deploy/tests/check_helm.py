@@ -456,29 +456,51 @@ def template_problems(chart_dirs):
 
 # --- the cases --------------------------------------------------------------------------
 
-# What a seller's own values.yaml adds to the chart's defaults at the least: the product code
-# and the public key (the chart holds no example of either).
-SELLER_MINIMUM = {"marketplace": {"entitlement": {
-    "productCode": PRODUCT_CODE,
-    "publicKeys": {"1": "-----BEGIN PUBLIC KEY-----\nPLACEHOLDER-FOR-RENDERING-ONLY\n-----END PUBLIC KEY-----\n"}}}}
-
-
-def defaults_problems(app_dir):
-    """With its own defaults the chart refuses to render without a product code (it holds
-    no example one); with the seller's product code and key it renders valid manifests
-    (helm template / the EKS add-on route, with the seller's values.yaml)."""
-    found = must_fail(app_dir, {}, {}, "marketplace.entitlement.productCode is required with keySource configMap: "
-                      "set it to the product code shown on your product's page in the AWS Marketplace Management Portal")
-    rendered = render(app_dir, SELLER_MINIMUM)
-    resources = resources_of(rendered)
+def pinned_default_problems(where, resources):
+    """A render of the defaults: a pinned gate (the mpgate-pinned image, no product code, no
+    key variable, no key volume or ConfigMap), valid against Kubernetes."""
+    found = []
     for r in resources:
         found += kube.validate(r)
     kinds = sorted(r["kind"] for r in resources)
-    if kinds != ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]:
-        found.append(f"unexpected kinds {kinds}")
+    if kinds != ["Deployment", "NetworkPolicy", "Service", "ServiceAccount"]:
+        found.append(f"{where}: kinds {kinds}: a pinned gate renders no key ConfigMap")
     text = yaml.safe_dump_all(resources)
-    if text.count(PRODUCT_CODE) != 2:
-        found.append("the product code should reach the gate and the app container (for mpgate verify), once each")
+    for var in HOURLY_VARS:
+        if var in text and var != "MPGATE_PUBLIC_KEY_VERSION":
+            found.append(f"{where}: {var} rendered; a pinned build holds it (and refuses another key)")
+    if "mpgate-keys" in text:
+        found.append(f"{where}: a key volume rendered; a pinned build holds its keys")
+    spec = deployment(resources)["spec"]["template"]["spec"]
+    gate = next((c for c in spec.get("initContainers") or [] if c["name"] == "mpgate"), None)
+    if gate is None or "/my-product/mpgate-pinned:" not in gate["image"]:
+        found.append(f"{where}: the gate image should be the pinned one (my-product/mpgate-pinned), is {gate and gate['image']}")
+    return found
+
+
+def defaults_problems(app_dir):
+    """Secure by default: values.yaml and mpgate-lib both default to keySource pinned, and the
+    chart renders with its own defaults alone (no product code, no key: the pinned build
+    holds them), with NOTES.txt silent about an unpinned build; an unpinned key source in
+    NOTES.txt says UNPINNED."""
+    found = []
+    if DEFAULTS["marketplace"]["entitlement"].get("keySource") != "pinned":
+        found.append(f"values.yaml: keySource should default to pinned, is {DEFAULTS['marketplace']['entitlement'].get('keySource')!r}")
+    rendered = render(app_dir, {})
+    found += pinned_default_problems("the chart's own defaults", resources_of(rendered))
+    notes = next((t for p, t in rendered.items() if p.endswith("NOTES.txt")), "")
+    if "UNPINNED" in notes:
+        found.append("NOTES.txt calls the pinned default UNPINNED")
+    # null deletes the chart's own value, so mpgate-lib's default applies.
+    found += pinned_default_problems("mpgate-lib's default keySource", resources_of(
+        render(app_dir, {"marketplace": {"entitlement": {"keySource": None}}})))
+    for source, extra in (("configMap", {"productCode": PRODUCT_CODE, "publicKeys": {"1": "-----BEGIN PUBLIC KEY-----\nX\n-----END PUBLIC KEY-----\n"}}),
+                          ("existingConfigMap", {"productCode": PRODUCT_CODE, "existingConfigMap": "keys"}),
+                          ("image", {})):
+        notes = next((t for p, t in render(app_dir, {"marketplace": {"entitlement": {"keySource": source, **extra}}}).items()
+                      if p.endswith("NOTES.txt")), "")
+        if f"UNPINNED: keySource {source}" not in notes or "sell a pinned mpgate build" not in notes:
+            found.append(f"NOTES.txt with keySource {source} does not say UNPINNED and what to sell")
     return found
 
 
@@ -682,9 +704,10 @@ def main(helm_dir, out_dir):
             DEFAULTS.update(yaml.safe_load(f))
         DEFAULTS_GATE_IMAGE.update(DEFAULTS["marketplace"]["entitlement"]["image"])
 
-        lint_check("lint example-app (strict) with its own defaults + a product code and key", app_dir, SELLER_MINIMUM)
-        guarded("render example-app with its own defaults: refused without a product code (no example default); "
-                "with one and a key, valid against Kubernetes (strict)", defaults_problems, app_dir)
+        lint_check("lint example-app (strict) with its own defaults (keySource pinned)", app_dir)
+        guarded("secure by default: values.yaml and mpgate-lib default to keySource pinned; the chart's own defaults render "
+                "a pinned gate (mpgate-pinned image, no product code, no key, no ConfigMap) valid against Kubernetes (strict); "
+                "NOTES.txt says UNPINNED for configMap, existingConfigMap and image", defaults_problems, app_dir)
 
         ci = {}
         for case in CASES:
@@ -784,6 +807,8 @@ def main(helm_dir, out_dir):
                            ("publicKeyVersion", 2), ("existingConfigMap", "my-product-marketplace-keys")):
             check(f"render refuses {key} (an hourly setting) under pricing contract with a sentence",
                   must_fail(app_dir, contract, ent(**{key: value}), f"marketplace.entitlement.{key} is a setting of {to_hourly}"))
+        check("render refuses onTransientError allow with keySource pinned (a pinned build exits 2 on it) with a sentence",
+              must_fail(app_dir, DEFAULTS, ent(onTransientError="allow"), "marketplace.entitlement.onTransientError allow is refused by a pinned mpgate build (keySource pinned, exit 2): it would start the workload unverified whenever the network path to AWS is broken; keep deny"))
         check("render refuses grace with seat check with a sentence", must_fail(app_dir, contract_init, ent(grace="45s"), "marketplace.entitlement.grace applies to seat hold only (how long the workload gets to stop when the license is lost): remove it, or set marketplace.entitlement.seat to hold (mode entrypoint)"))
         guarded("keySource image / pinned render no product code unless set (the image's own code wins); a set one is rendered",
                 image_code_problems, app_dir, base)

@@ -10,6 +10,11 @@ the pods, probes, and each pattern's command. A container with MPGATE_PRICING=co
 (AWS License Manager) sets no product code and no key instead, but a product SKU and valid
 entitlements; seat hold only as the entrypoint wrapper, with a terminationGracePeriodSeconds
 that leaves room to check the seat in.
+
+Secure by default: an hourly gate is pinned (no product code, no key variable, no key
+ring; the initContainer's image is an mpgate-pinned one) unless its file is named
+*-unpinned.yaml and its header says UNPINNED and "for CI and testing"; deployment-initcontainer.yaml
+and deployment-entrypoint.yaml, the examples deploy/README.md starts from, must be pinned.
 """
 
 import os
@@ -60,7 +65,38 @@ def env_of(c):
     return {e["name"]: e.get("value") for e in c.get("env") or []}
 
 
-def wiring_problems(by_file):
+# The examples deploy/README.md and docs/deploy-reference.md start from: pinned builds.
+PINNED_DEFAULTS = ("deployment-initcontainer.yaml", "deployment-entrypoint.yaml")
+
+
+def header(text):
+    """The leading comment block of a manifest file, where its form is stated."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return " ".join(line.lstrip("# ") for line in lines)
+
+
+def pinned_problems(where, path, gate, app, spec):
+    """An hourly gate with no key variable: a pinned build holds the product code and keys."""
+    found = []
+    env = env_of(gate)
+    if "MPGATE_PRODUCT_CODE" in env:
+        found.append(f"{where}: a pinned gate needs no MPGATE_PRODUCT_CODE (the build holds it); an example that sets it looks unpinned")
+    if any(v.get("configMap") for v in spec.get("volumes") or []):
+        found.append(f"{where}: a pinned gate mounts no key ring")
+    if "unpinned" in os.path.basename(path):
+        found.append(f"{where}: the file is named unpinned but its gate is wired as a pinned build")
+    if gate is not app and "/mpgate-pinned:" not in gate.get("image", ""):
+        found.append(f"{where}: the gate image should be a pinned mpgate image (REGISTRY/mpgate-pinned), is {gate.get('image')}")
+    if gate is not app:
+        found += verify_problems(where, gate, app)
+    return found
+
+
+def wiring_problems(by_file, texts):
     found = []
     every = [r for rs in by_file.values() for r in rs]
     configmaps = {r["metadata"]["name"]: r for r in every if r["kind"] == "ConfigMap"}
@@ -103,6 +139,13 @@ def wiring_problems(by_file):
                 found += contract_problems(where, gate, spec)
                 continue
             keys = [k for k in KEY_VARS if k in env]
+            if not keys:
+                found += pinned_problems(where, path, gate, app, spec)
+                continue
+            head = header(texts[path])
+            if "unpinned" not in os.path.basename(path) or "UNPINNED" not in head or "for CI and testing" not in head:
+                found.append(f"{where}: an unpinned gate (the key from the pod, {keys}) belongs in a file named *-unpinned.yaml "
+                             "whose header says UNPINNED and 'for CI and testing'; the examples are pinned builds")
             if keys != ["MPGATE_PUBLIC_KEY_DIR"]:
                 found.append(f"{where}: the key ring must be MPGATE_PUBLIC_KEY_DIR alone, is {keys}")
                 continue
@@ -124,9 +167,11 @@ def wiring_problems(by_file):
 def main(paths):
     failed = False
     by_file = {}
+    texts = {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
-            resources = kube.load_all(f.read())
+            texts[path] = f.read()
+        resources = kube.load_all(texts[path])
         by_file[path] = resources
         if not resources:
             print(f"ERROR {path}: no resource")
@@ -135,7 +180,11 @@ def main(paths):
             for p in kube.validate(r):
                 print(f"ERROR {path}: {p}")
                 failed = True
-    for p in wiring_problems(by_file):
+    for name in PINNED_DEFAULTS:
+        if not any(os.path.basename(p) == name for p in by_file):
+            print(f"ERROR {name}: the pinned default example is missing")
+            failed = True
+    for p in wiring_problems(by_file, texts):
         print(f"ERROR {p}")
         failed = True
     return 1 if failed else 0

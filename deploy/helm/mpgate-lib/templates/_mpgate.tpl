@@ -46,7 +46,7 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- $defaults := dict
       "enabled" false
       "mode" "initContainer"
-      "keySource" "configMap"
+      "keySource" "pinned"
       "productCode" ""
       "publicKeyVersion" ""
       "publicKeys" (dict)
@@ -153,6 +153,11 @@ ignore is a mistake the seller should see at render time, not in production. */ 
 {{- $one := eq (len .) 1 -}}
 {{- fail (printf "%s %s pricing hourly (RegisterUsage), but pricing is contract, which checks out the AWS License Manager license of productSku and uses no product code or public key: remove %s, or set marketplace.entitlement.pricing to hourly" (join ", " .) (ternary "is a setting of" "are settings of" $one) (ternary "it" "them" $one)) -}}
 {{- end -}}
+{{- end -}}
+{{- /* A pinned build refuses allow (exit 2): whoever can break the network path would
+start the workload unverified. Refused here, at render time, not in the buyer's pod. */ -}}
+{{- if and (eq $e.pricing "hourly") (eq $e.keySource "pinned") (eq $e.onTransientError "allow") -}}
+{{- fail "marketplace.entitlement.onTransientError allow is refused by a pinned mpgate build (keySource pinned, exit 2): it would start the workload unverified whenever the network path to AWS is broken; keep deny" -}}
 {{- end -}}
 {{- if eq $e.pricing "contract" -}}
 {{- $sku := toString $e.productSku | trim -}}
