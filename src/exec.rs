@@ -5,6 +5,9 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+/// A workload ended by signal N exits with 128 + N, as a shell reports it.
+pub const SIGNAL_BASE: u8 = 128;
+
 /// Why the workload could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

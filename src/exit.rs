@@ -22,7 +22,7 @@ pub mod code {
     pub const COMMAND_NOT_EXECUTABLE: u8 = 126;
     pub const COMMAND_NOT_FOUND: u8 = 127;
     /// 128 + the signal number, as a shell reports it.
-    pub const SIGNAL_BASE: u8 = 128;
+    pub const SIGNAL_BASE: u8 = crate::exec::SIGNAL_BASE;
 }
 
 /// Why mpgate did not hand over to the workload.

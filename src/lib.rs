@@ -17,4 +17,5 @@ pub mod pinned;
 pub mod report;
 pub mod settings;
 pub mod supervise;
+pub mod supervisor;
 pub mod verify;

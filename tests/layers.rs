@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-/// Bottom to top, as docs/development.md lists them; `main.rs` sits above all of them.
+/// Bottom to top, as docs/development.md lists them; `main.rs` sits above all of them. A
+/// folder (`src/NAME/`) is one module: its files may import each other.
 const LAYERS: &[&str] = &[
     "cli",
     "settings",
@@ -19,6 +20,7 @@ const LAYERS: &[&str] = &[
     "metering",
     "license",
     "exit",
+    "supervisor",
     "supervise",
     "gate",
     "verify",
@@ -60,13 +62,44 @@ fn imports(source: &str) -> Vec<String> {
     found
 }
 
+/// What the supervisor (tini's and catatonit's job) may import: no AWS call, check or meter.
+const SUPERVISOR_IMPORTS: &[&str] = &["exec"];
+
+/// The source of a module: `src/NAME.rs`, or every file under `src/NAME/`.
+fn source_of(src: &Path, module: &str) -> String {
+    let file = src.join(format!("{module}.rs"));
+    if file.is_file() {
+        return std::fs::read_to_string(file).unwrap();
+    }
+    let mut text = String::new();
+    let mut folders = vec![src.join(module)];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                text += &std::fs::read_to_string(path).unwrap();
+            }
+        }
+    }
+    text
+}
+
 #[test]
 fn every_module_imports_only_from_modules_below_it() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut listed: Vec<String> = std::fs::read_dir(&src)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter_map(|n| n.strip_suffix(".rs").map(str::to_string))
+        .map(|e| e.unwrap().path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            match name.strip_suffix(".rs") {
+                Some(module) => Some(module.to_string()),
+                None if path.is_dir() => Some(name),
+                None => None,
+            }
+        })
         .filter(|n| n != "main" && n != "lib")
         .collect();
     listed.sort();
@@ -79,7 +112,7 @@ fn every_module_imports_only_from_modules_below_it() {
 
     let mut violations = Vec::new();
     for (level, module) in LAYERS.iter().enumerate() {
-        let source = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
+        let source = source_of(&src, module);
         for name in imports(&source) {
             match LAYERS.iter().position(|m| *m == name) {
                 // `$crate::call::…` in a macro of call.rs names the module itself.
@@ -92,6 +125,23 @@ fn every_module_imports_only_from_modules_below_it() {
         }
     }
     assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
+fn the_supervisor_knows_no_aws_check_or_meter() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let source = source_of(&src, "supervisor");
+    let foreign: Vec<String> = imports(&source)
+        .into_iter()
+        .filter(|name| name != "supervisor" && !SUPERVISOR_IMPORTS.contains(&name.as_str()))
+        .collect();
+    assert!(foreign.is_empty(), "the supervisor imports {foreign:?}");
+    for word in ["aws_", "License", "Metering"] {
+        assert!(
+            !source.contains(word),
+            "the supervisor's source names {word:?}"
+        );
+    }
 }
 
 #[test]
