@@ -87,6 +87,8 @@ struct Claims {
     iat: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     exp: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    nbf: Option<Value>,
 }
 
 /// The header fields mpgate inspects before jsonwebtoken does (a `null` counts as present).
@@ -160,7 +162,8 @@ pub fn verify(
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(segments[1])
         .unwrap_or_default();
-    check_json_object(&payload)
+    json_object(&payload)
+        .map(drop)
         .map_err(|e| TokenError::MalformedClaims(format!("they are {e}")))?;
 
     expect_string("productCode", claims.product_code, expected.product_code)?;
@@ -198,6 +201,16 @@ pub fn verify(
             "a NumericDate (seconds since 1970): without it the token's age is unknown".into(),
         ));
     }
+    // AWS sends no nbf; one that is there is honoured (RFC 7519), with iat's clock skew.
+    if let Some(nbf) = claims.nbf {
+        if numeric_date("nbf", nbf.clone())? > now + MAX_CLOCK_SKEW.as_secs_f64() {
+            return Err(mismatch(
+                "nbf",
+                Some(nbf),
+                "a NumericDate no later than now: the token is not valid yet; check the node's clock (NTP)".into(),
+            ));
+        }
+    }
     if let Some(exp) = claims.exp {
         let exp = numeric_date("exp", exp)?;
         if exp <= now {
@@ -226,7 +239,8 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(encoded)
         .map_err(|_| TokenError::Malformed("the header is not base64url".into()))?;
-    check_json_object(&json).map_err(|e| TokenError::Malformed(format!("the header is {e}")))?;
+    let members =
+        json_object(&json).map_err(|e| TokenError::Malformed(format!("the header is {e}")))?;
     let header: Header = serde_json::from_slice(&json)
         .map_err(|e| TokenError::Malformed(format!("the header is not a JSON object: {e}")))?;
     match header.alg {
@@ -245,6 +259,26 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
             return Err(TokenError::UntrustedHeader(name));
         }
     }
+    // RFC 7797: b64 changes what the signature covers; AWS Marketplace never sets it.
+    if let Some(b64) = members.get("b64") {
+        return Err(TokenError::Malformed(format!(
+            "the header sets b64 ({}), an unencoded payload (RFC 7797), which AWS Marketplace never uses",
+            shortened(b64.to_string())
+        )));
+    }
+    // kid, x5t, typ...: ignored (the key is the configured one, whatever they name), but in
+    // a header AWS Marketplace signs every member is a string. jsonwebtoken would refuse
+    // another type too, as an error of the claims.
+    if let Some((name, value)) = members.iter().find(|(_, value)| !value.is_string()) {
+        return Err(TokenError::Malformed(format!(
+            "the header's {} is {}, not a string",
+            shortened(name.clone()),
+            shortened(value.to_string())
+        )));
+    }
+    // What jsonwebtoken reads: its refusals of the header are the header's, not the claims'.
+    serde_json::from_slice::<jsonwebtoken::Header>(&json)
+        .map_err(|e| TokenError::Malformed(format!("the header is not a JWS header: {e}")))?;
     Ok(())
 }
 
@@ -252,10 +286,18 @@ fn check_header(encoded: &str) -> Result<(), TokenError> {
 /// the fields mpgate inspects, reads a struct from an array too (by position), and skips the
 /// fields it does not know without fully reading them: `{"x":1e999}` or a lone surrogate
 /// would pass it, while other readers refuse them or read something else.
-fn check_json_object(json: &[u8]) -> Result<(), String> {
+fn json_object(json: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
     serde_json::from_slice::<serde_json::Map<String, Value>>(json)
-        .map(drop)
         .map_err(|e| format!("not a JSON object: {e}"))
+}
+
+/// Text from a token, at most 80 characters in a message.
+fn shortened(text: String) -> String {
+    if text.chars().count() > 80 {
+        text.chars().take(77).chain("...".chars()).collect()
+    } else {
+        text
+    }
 }
 
 fn expect_string(
@@ -272,14 +314,7 @@ fn expect_string(
 fn mismatch(claim: &'static str, found: Option<Value>, expected: String) -> TokenError {
     let found = match found {
         None => "missing".to_string(),
-        Some(v) => {
-            let text = v.to_string();
-            if text.chars().count() > 80 {
-                text.chars().take(77).chain("...".chars()).collect()
-            } else {
-                text
-            }
-        }
+        Some(v) => shortened(v.to_string()),
     };
     TokenError::ClaimMismatch {
         claim,

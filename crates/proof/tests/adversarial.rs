@@ -150,6 +150,20 @@ fn claims_with(nonce: &str, iat: u64) -> String {
     )
 }
 
+/// The good claims with `iat` written exactly as given (a float, an exponent...).
+fn claims_with_raw_iat(iat: &str) -> String {
+    format!(
+        r#"{{"productCode":"{PRODUCT}","publicKeyVersion":{VERSION},"nonce":"{NONCE}","iat":{iat}}}"#
+    )
+}
+
+/// The good claims plus `nbf` written exactly as given.
+fn claims_with_raw_nbf(nbf: &str) -> String {
+    format!(
+        r#"{{"productCode":"{PRODUCT}","publicKeyVersion":{VERSION},"nonce":"{NONCE}","iat":{NOW},"nbf":{nbf}}}"#
+    )
+}
+
 fn good_claims() -> String {
     claims_with(NONCE, NOW)
 }
@@ -298,6 +312,30 @@ fn corpus() -> Vec<(&'static str, String, Want)> {
         ("header_jku_null", ps256(r#"{"alg":"PS256","jku":null}"#, g), Is(TokenError::UntrustedHeader("jku"))),
         ("header_crit", ps256(r#"{"alg":"PS256","crit":["b64"],"b64":false}"#, g), Is(TokenError::UntrustedHeader("crit"))),
         ("header_kid_attacker_key", sign(r#"{"alg":"PS256","kid":"attacker-key-v1"}"#, g, attacker, Algorithm::PS256), Is(mismatch_sig())),
+        // kid, x5t and x5t#S256 only name a key: mpgate ignores them (the configured key for
+        // the configured version verifies, whatever they say), so the attacker's signature
+        // still fails as a signature. Not a string: a header error naming the member.
+        ("header_x5t_attacker_key", sign(r#"{"alg":"PS256","typ":"JWT","x5t":"NTBGNTJEMkI1RjJCMzE0QTdFNjVDRUIyNTJDQkUxQ0I1MTEyQTUxNQ"}"#, g, attacker, Algorithm::PS256), Is(mismatch_sig())),
+        ("header_x5t_s256_attacker_key", sign(r#"{"alg":"PS256","typ":"JWT","x5t#S256":"5Vqh6cI-4s0tcz4wXyQpe2j5eH6zv4iBCe3SVRFOKM0"}"#, g, attacker, Algorithm::PS256), Is(mismatch_sig())),
+        ("header_kid_and_x5t_attacker_key", sign(r#"{"alg":"PS256","typ":"JWT","kid":"1","x5t":"AAAA"}"#, g, attacker, Algorithm::PS256), Is(mismatch_sig())),
+        ("header_kid_number", ps256(r#"{"alg":"PS256","typ":"JWT","kid":1}"#, g), Malformed("the header's kid is 1")),
+        ("header_kid_object", ps256(r#"{"alg":"PS256","typ":"JWT","kid":{"version":1}}"#, g), Malformed("the header's kid is {")),
+        ("header_x5t_array", ps256(r#"{"alg":"PS256","typ":"JWT","x5t":["AAAA"]}"#, g), Malformed("the header's x5t is [")),
+        // b64 (RFC 7797) changes what the signature covers; AWS Marketplace never sets it.
+        // A header error, with or without crit, whatever its value.
+        ("header_b64_false", ps256(r#"{"alg":"PS256","typ":"JWT","b64":false}"#, g), Malformed("b64")),
+        ("header_b64_false_signed_over_raw_payload", sign_raw(r#"{"alg":"PS256","typ":"JWT","b64":false}"#, g.as_bytes(), right, Algorithm::PS256), Malformed("b64")),
+        ("header_b64_true", ps256(r#"{"alg":"PS256","typ":"JWT","b64":true}"#, g), Malformed("b64")),
+        ("header_b64_string", ps256(r#"{"alg":"PS256","typ":"JWT","b64":"false"}"#, g), Malformed("b64")),
+        // typ, when there, is a string (AWS sends "JWT"); an object or a number is a header
+        // error, not a claim error.
+        ("header_typ_object", ps256(r#"{"alg":"PS256","typ":{"JWT":true}}"#, g), Malformed("the header's typ is {")),
+        ("header_typ_number", ps256(r#"{"alg":"PS256","typ":1}"#, g), Malformed("the header's typ is 1")),
+        ("header_typ_null", ps256(r#"{"alg":"PS256","typ":null}"#, g), Malformed("the header's typ is null")),
+        // A member jsonwebtoken reads twice: a header error too, neither value wins.
+        ("header_duplicate_kid", ps256(r#"{"alg":"PS256","typ":"JWT","kid":"1","kid":"2"}"#, g), Malformed("the header is not a JWS header: duplicate field `kid`")),
+        ("header_duplicate_typ", ps256(r#"{"alg":"PS256","typ":"JWT","typ":"JWT"}"#, g), Malformed("the header is not a JWS header: duplicate field `typ`")),
+        ("header_cty_object", ps256(r#"{"alg":"PS256","typ":"JWT","cty":{}}"#, g), Malformed("the header's cty is {}")),
         // --- Malformed headers.
         ("header_missing_alg", ps256(r#"{"typ":"JWT"}"#, g), WrongAlg(Some("missing"))),
         ("header_alg_number", ps256(r#"{"alg":256}"#, g), WrongAlg(None)),
@@ -337,6 +375,20 @@ fn corpus() -> Vec<(&'static str, String, Want)> {
         ("iat_string", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":"{NOW}"}}"#)), Claim("iat", "\"1750000000\"")),
         ("iat_array", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":[]}}"#)), Claim("iat", "[]")),
         ("iat_zero", ps256(PS256, &claims_with(NONCE, 0)), Is(TokenError::Stale(NOW, 300))),
+        // NumericDate is any JSON number (RFC 7519): a float or an exponent is read as the
+        // number it is, with the same bounds.
+        ("iat_exponent_stale", ps256(PS256, &claims_with_raw_iat("1.7e9")), Is(TokenError::Stale(50_000_000, 300))),
+        ("iat_float_stale", ps256(PS256, &claims_with_raw_iat("1700000000.0")), Is(TokenError::Stale(50_000_000, 300))),
+        ("iat_exponent_future", ps256(PS256, &claims_with_raw_iat("1.76E+9")), Is(TokenError::Future(10_000_000))),
+        ("iat_negative_exponent", ps256(PS256, &claims_with_raw_iat("-1e0")), Is(TokenError::Stale(NOW + 1, 300))),
+        ("iat_exponent_out_of_range", ps256(PS256, &claims_with_raw_iat("1e999")), MalformedClaims("number out of range")),
+        // nbf: AWS never sends one; when there it is honoured (RFC 7519: not accepted before
+        // it), with the same clock skew as iat, and must be a NumericDate.
+        ("nbf_future", ps256(PS256, &claims_with_raw_nbf(&(NOW + 3600).to_string())), Claim("nbf", "1750003600")),
+        ("nbf_future_exponent", ps256(PS256, &claims_with_raw_nbf("1.76e9")), Claim("nbf", "1760000000")),
+        ("nbf_just_past_the_skew", ps256(PS256, &claims_with_raw_nbf(&(NOW + 61).to_string())), Claim("nbf", "1750000061")),
+        ("nbf_string", ps256(PS256, &claims_with_raw_nbf(&format!("\"{NOW}\""))), Claim("nbf", "\"1750000000\"")),
+        ("nbf_null", ps256(PS256, &claims_with_raw_nbf("null")), Claim("nbf", "null")),
         ("exp_expired", ps256(PS256, &format!(r#"{{"productCode":"{PRODUCT}","publicKeyVersion":1,"nonce":"good","iat":{NOW},"exp":{}}}"#, NOW - 60)), Is(TokenError::Expired(60))),
         // A claim that is there with JSON null is a mismatch, never read as absent (which
         // would skip the iat/exp checks).
@@ -431,9 +483,32 @@ fn control_a_correct_ps256_token_passes() {
             NOW + 60
         ),
         claims_with(NONCE, NOW + 59),
+        // A NumericDate may be a float or carry an exponent (RFC 7519): the same instant.
+        claims_with_raw_iat("1750000000.0"),
+        claims_with_raw_iat("1.75e9"),
+        claims_with_raw_iat("1.75E+9"),
+        claims_with_raw_iat("17500000000e-1"),
+        claims_with_raw_iat("1749999700.5"),
+        // nbf in the past, now, or within the clock skew.
+        claims_with_raw_nbf(&(NOW - 10).to_string()),
+        claims_with_raw_nbf(&NOW.to_string()),
+        claims_with_raw_nbf(&(NOW + 60).to_string()),
+        claims_with_raw_nbf("1.7e9"),
     ] {
         let token = ps256(r#"{"alg":"PS256"}"#, &payload);
         assert_eq!(check(&token).expect("no panic"), Ok(()), "{payload}");
+    }
+    // kid, x5t and x5t#S256 are ignored: the key is the configured one for the configured
+    // version, never one the header names, so they cannot change what verifies.
+    for header in [
+        r#"{"alg":"PS256","typ":"JWT","kid":"marketplace-key-v1"}"#,
+        r#"{"alg":"PS256","typ":"JWT","kid":"attacker-key-v9"}"#,
+        r#"{"alg":"PS256","typ":"JWT","x5t":"NTBGNTJEMkI1RjJCMzE0QTdFNjVDRUIyNTJDQkUxQ0I1MTEyQTUxNQ"}"#,
+        r#"{"alg":"PS256","typ":"JWT","x5t#S256":"5Vqh6cI-4s0tcz4wXyQpe2j5eH6zv4iBCe3SVRFOKM0"}"#,
+        r#"{"alg":"PS256","typ":"JWT","kid":"1","x5t":"AAAA","cty":"JWT"}"#,
+    ] {
+        let token = ps256(header, &good_claims());
+        assert_eq!(check(&token).expect("no panic"), Ok(()), "{header}");
     }
     // And the same key parsed again from PEM verifies it.
     let key = decoding_key(fx.right.public_pem.as_bytes()).expect("key");
