@@ -7,13 +7,21 @@
 # --provenance=false --sbom=false: otherwise BuildKit adds attestation manifests (platform
 # unknown/unknown) to the index, and AWS Marketplace refuses an image with them.
 #
-# A pinned build (docs/reference.md, "Key rotation, pinned builds and the proof for the workload"): the product code and a directory of
-# public-key-v<N>.pem files are compiled in, and the binary refuses every runtime override:
+# A pinned build (docs/reference.md, "Key rotation, pinned builds and the proof for the
+# workload"): the product code and a directory of public-key-v<N>.pem files are compiled in,
+# and the binary refuses every runtime override:
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 --provenance=false --sbom=false \
-#     --build-arg MPGATE_PIN_PRODUCT_CODE=prod-abc123 \
+#     --build-arg MPGATE_PIN_PRODUCT_CODE=prod-abc123example \
 #     --build-context marketplace-keys=./marketplace-keys \
 #     -t REGISTRY/mpgate-pinned:0.1.0 --push .
+#
+# A pinned contract build compiles in the product ID and entitlements instead (and, if you
+# want copies limited to the seats bought, the seat mode):
+#
+#   docker buildx build ... --build-arg MPGATE_PIN_PRODUCT_SKU=prod-sku-abc123example \
+#     --build-arg MPGATE_PIN_ENTITLEMENTS=Basic,Seats=1 --build-arg MPGATE_PIN_SEAT=hold \
+#     -t REGISTRY/mpgate-contract-pinned:0.1.0 --push .
 #
 # The builder runs on the build machine's own platform ($BUILDPLATFORM) and cross-compiles,
 # as scripts/check-static.sh does: x86_64 with Debian's musl-tools (so an amd64 builder),
@@ -61,8 +69,12 @@ COPY src/ src/
 # Set by BuildKit from --platform: the image's architecture and the builder's own.
 ARG TARGETARCH
 ARG BUILDARCH
-# Empty: an unpinned build. Set (with the marketplace-keys context): a pinned build.
+# Empty: an unpinned build. Set (with the marketplace-keys context): a pinned build. The
+# contract pins reach build.rs as environment variables, as build arguments do in RUN.
 ARG MPGATE_PIN_PRODUCT_CODE=""
+ARG MPGATE_PIN_PRODUCT_SKU=""
+ARG MPGATE_PIN_ENTITLEMENTS=""
+ARG MPGATE_PIN_SEAT=""
 
 # One target-directory cache per target architecture, so the amd64 and arm64 builds of a
 # multi-platform build run side by side without waiting on each other's cargo lock. A

@@ -12,7 +12,7 @@
 //! ```no_run
 //! // In the workload's main(), with the same public key the image gives mpgate:
 //! const KEY: &[u8] = b"-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n";
-//! if let Err(e) = mpgate_proof::verify_handover(KEY, "prod-abc123", 1) {
+//! if let Err(e) = mpgate_proof::verify_handover(KEY, "prod-abc123example", 1) {
 //!     eprintln!("not started through mpgate: {e}");
 //!     std::process::exit(12);
 //! }
