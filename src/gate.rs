@@ -10,10 +10,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::call::{CallError, CallRecord};
 use crate::config::{Config, ConfigError, Hourly, Pricing, Seat, TransientPolicy};
 use crate::exit::{code, Failure};
+use crate::lease::{self, Lease, LicenseManager};
 use crate::license::{self, Checkout, LicenseError, Session};
 use crate::metering::{self, MeteringError};
 use crate::report::{now_rfc3339, Report, Reporter};
-use crate::supervise::{self, Signals};
+use crate::supervisor::{self, Ended, Signals};
 use crate::{exec, nonce};
 use mpgate_proof::token;
 
@@ -59,7 +60,7 @@ pub enum Verdict {
     /// while mpgate keeps trying to check it out.
     Held {
         checkout: Result<(Checkout, Box<Session>), String>,
-        /// With no checkout: its ClientToken, for the next one (`supervise::Hold`).
+        /// With no checkout: its ClientToken, for the next one (`lease::Lease`).
         client_token: String,
         /// Its pricing is the contract being held.
         config: Box<Config>,
@@ -155,7 +156,7 @@ pub async fn run(
 /// waits); true if License Manager took it back.
 async fn give_back(session: &Session, checkout: &Checkout, config: &Config) -> bool {
     let mut record = CallRecord::default();
-    let deadline = supervise::check_in_deadline(config.timeout);
+    let deadline = lease::check_in_deadline(config.timeout);
     match session
         .check_in(&checkout.consumption_token, deadline, &mut record)
         .await
@@ -178,7 +179,7 @@ async fn give_back(session: &Session, checkout: &Checkout, config: &Config) -> b
 /// second seat) or, if none was made, a new one, and what that answer holds is checked in.
 /// Bounded by two check-in deadlines; a failure is a warning.
 async fn settle(config: &Config, contract: &crate::config::Contract, client_token: &str) {
-    let deadline = supervise::check_in_deadline(config.timeout);
+    let deadline = lease::check_in_deadline(config.timeout);
     let mut record = CallRecord::default();
     let settled = tokio::time::timeout(deadline * 2, async {
         let (checkout, session) = license::checkout(
@@ -578,7 +579,7 @@ pub fn finish(
         signals,
     } = verdict
     {
-        let seat = checkout.ok().map(|(checkout, session)| supervise::Seat {
+        let seat = checkout.ok().map(|(checkout, session)| lease::Seat {
             session: *session,
             consumption_token: checkout.consumption_token,
             expiration: checkout.expiration,
@@ -598,10 +599,16 @@ pub fn finish(
     fail(&failure, &facts, reporter)
 }
 
-/// `--seat hold`: runs the workload under the supervisor, then reports how the hold ended.
+/// `--seat hold`: runs the workload under the supervisor, the lease beside it, then reports
+/// how the hold ended.
 fn hold(
     runtime: tokio::runtime::Runtime,
-    (seat, client_token, config, signals): (Option<supervise::Seat>, String, &Config, Signals),
+    (seat, client_token, config, signals): (
+        Option<lease::Seat<license::Session>>,
+        String,
+        &Config,
+        Signals,
+    ),
     (facts, set, remove): (&Facts, &[(&str, &str)], &[&str]),
     license: Option<LicenseFacts>,
     reporter: &Reporter,
@@ -609,74 +616,63 @@ fn hold(
     let Pricing::Contract(contract) = &config.pricing else {
         unreachable!("a held seat is contract pricing's");
     };
-    let recheckout =
-        |client_token: String| -> std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>> {
-            Box::pin(async move {
-                let mut record = CallRecord::default();
-                let (checkout, session) = license::checkout(
-                    config,
-                    contract,
-                    &client_token,
-                    (Instant::now(), config.timeout),
-                    &mut record,
-                )
-                .await?;
-                Ok(supervise::Seat {
-                    session,
-                    consumption_token: checkout.consumption_token,
-                    expiration: checkout.expiration,
-                    expires_at: tokio::time::Instant::from_std(checkout.expires_at),
-                })
-            })
-        };
-    let held = supervise::Hold {
-        command: &facts.command,
-        set,
-        remove,
-        seat,
-        client_token: Some(client_token),
+    let rules = lease::Rules {
         grace: contract.grace,
         timeout: config.timeout,
         on_transient_error: config.on_transient_error,
-        recheckout: &recheckout,
     };
-    let ended = match runtime.block_on(supervise::run(held, signals)) {
-        Ok(ended) => ended,
-        Err(failure) => return fail(&failure, facts, reporter),
+    let manager = LicenseManager(std::rc::Rc::new(config.clone()));
+    let mut lease = Lease::new(manager, rules, seat, Some(client_token));
+    let workload = supervisor::Workload {
+        command: &facts.command,
+        set,
+        remove,
+        grace: contract.grace,
+    };
+    let ended = runtime.block_on(supervisor::run(&workload, signals, &mut [&mut lease]));
+    let (exit_code, loss) = match ended {
+        Ended::Exited { exit_code, loss } => (exit_code, loss),
+        Ended::NotStarted { signal, name } => {
+            return fail(&Failure::Interrupted { signal, name }, facts, reporter)
+        }
+        Ended::Failed(error) => return fail(&Failure::Exec(error), facts, reporter),
     };
     let license = license.map(|mut l| {
-        l.checked_in = ended.checked_in;
-        if let Some(expiration) = ended.expiration {
+        l.checked_in = lease.checked_in();
+        if let Some(expiration) = lease.expiration() {
             l.expiration = license::rfc3339(expiration);
         }
         l
     });
-    let (outcome, message) = match ended.lost {
-        Some(error) => {
-            let failure = Failure::License(error);
-            let message = failure.to_string();
+    // The exit code of the README's table for why the seat went (an IAM denial is 13, as
+    // at the checkout), or the workload's own.
+    let (exit_code, outcome, message) = match loss {
+        Some(loss) => {
             tracing::error!(
-                exit_code = ended.exit_code,
-                outcome = failure.outcome(),
-                "{message}"
+                exit_code = loss.exit_code,
+                outcome = loss.outcome,
+                "{}",
+                loss.message
             );
-            reporter.write_termination_log(&message);
-            (failure.outcome(), message)
+            reporter.write_termination_log(&loss.message);
+            (loss.exit_code, loss.outcome, loss.message)
         }
         None if license.is_none() => (
+            exit_code,
             "unverified",
-            format!("the workload exited with {}", ended.exit_code),
+            format!("the workload exited with {exit_code}"),
         ),
         None => (
+            exit_code,
             "verified",
-            format!("the workload exited with {}", ended.exit_code),
+            format!("the workload exited with {exit_code}"),
         ),
     };
     let last = report(
         facts,
         outcome == "verified",
         outcome,
-        ended.exit_code,
+        exit_code,
         None,
         license.as_ref(),
         &message,
@@ -684,7 +680,7 @@ fn hold(
     if let Err(e) = reporter.write_result(&last) {
         tracing::warn!(error = %e, "cannot write the result file");
     }
-    ExitCode::from(ended.exit_code)
+    ExitCode::from(exit_code)
 }
 
 fn report<'a>(

@@ -21,7 +21,7 @@ const LAYERS: &[&str] = &[
     "license",
     "exit",
     "supervisor",
-    "supervise",
+    "lease",
     "gate",
     "verify",
 ];

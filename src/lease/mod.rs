@@ -1,0 +1,693 @@
+//! Owns the `--seat hold` duty: the seat's state machine (extend, check out again, expire, check in) beside the workload.
+
+pub mod calls;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::call::CallError;
+use crate::config::TransientPolicy;
+use crate::exit::Failure;
+use crate::license::{rfc3339, Extension, LicenseError};
+use crate::supervisor::{Duty, Event, Loss, Phase};
+pub use calls::{LicenseManager, Licenses, Seat};
+
+/// After a transient failure, the next extension comes this soon (or at a quarter of what is
+/// left, if sooner), so a short outage does not cost the seat.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// With `--on-transient-error allow` and no seat (it expired unextended, or License Manager
+/// was unreachable at the start), how often (at most: MPGATE_TIMEOUT if shorter) mpgate tries
+/// to check the license out again.
+const RECHECKOUT_EVERY: Duration = Duration::from_secs(30);
+/// A check-in is only given this long (at most: MPGATE_TIMEOUT if shorter): a failed one is a
+/// warning, and the platform's stop timeout is running.
+const CHECK_IN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a check-in may take, given MPGATE_TIMEOUT.
+pub fn check_in_deadline(timeout: Duration) -> Duration {
+    CHECK_IN_DEADLINE.min(timeout)
+}
+
+/// The rules for keeping a seat.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// The workload's grace period (for the loss's log line: the supervisor applies it).
+    pub grace: Duration,
+    /// The deadline of each call (MPGATE_TIMEOUT).
+    pub timeout: Duration,
+    pub on_transient_error: TransientPolicy,
+}
+
+/// A lease operation in flight.
+type Task<S> = Pin<Box<dyn Future<Output = Done<S>>>>;
+
+enum Done<S> {
+    Extended(Result<Extension, LicenseError>),
+    CheckedOut(Result<Seat<S>, LicenseError>),
+    CheckedIn(Result<(), LicenseError>),
+}
+
+/// A held seat, kept while the workload runs and given back when it stops or ends.
+pub struct Lease<L: Licenses> {
+    calls: L,
+    rules: Rules,
+    /// `None` when the workload started unverified (`allow`): the lease keeps checking out.
+    seat: Option<Seat<L::Session>>,
+    /// With no seat: the ClientToken of the checkout that got no answer, reused by the next
+    /// one, so that a seat License Manager took for it is the one mpgate gets.
+    client_token: Option<String>,
+    phase: Phase,
+    next_renewal: Option<Instant>,
+    task: Option<Task<L::Session>>,
+    /// A check-in was made (`checked_in`: and License Manager took the seat back).
+    check_in_done: bool,
+    checked_in: bool,
+    /// License Manager said it no longer knows the consumption: nothing to check in.
+    gone: bool,
+    /// The last extension failed transiently: an expiry now is License Manager's doing.
+    failing: bool,
+    /// A loss was reported: the lease only checks in at the end.
+    lost: bool,
+}
+
+impl<L: Licenses> Lease<L> {
+    pub fn new(
+        calls: L,
+        rules: Rules,
+        seat: Option<Seat<L::Session>>,
+        client_token: Option<String>,
+    ) -> Self {
+        let next_renewal = Some(match &seat {
+            Some(seat) => renewal_time(seat.expires_at),
+            None => Instant::now() + RECHECKOUT_EVERY.min(rules.timeout),
+        });
+        Lease {
+            client_token: client_token.filter(|_| seat.is_none()),
+            calls,
+            rules,
+            seat,
+            phase: Phase::Running,
+            next_renewal,
+            task: None,
+            check_in_done: false,
+            checked_in: false,
+            gone: false,
+            failing: false,
+            lost: false,
+        }
+    }
+
+    /// Whether License Manager took the seat back.
+    pub fn checked_in(&self) -> bool {
+        self.checked_in
+    }
+
+    /// When the last consumption expires (or expired), if there was one.
+    pub fn expiration(&self) -> Option<SystemTime> {
+        self.seat.as_ref().map(|s| s.expiration)
+    }
+
+    fn deny(&self) -> bool {
+        self.rules.on_transient_error == TransientPolicy::Deny
+    }
+
+    /// Runs until there is something to report: a loss, or (once the workload exited) the end.
+    async fn step(&mut self) -> Event {
+        loop {
+            if self.phase == Phase::Exited && self.task.is_none() {
+                match &self.seat {
+                    Some(seat) if !self.check_in_done && !self.gone => {
+                        let deadline = check_in_deadline(self.rules.timeout);
+                        let call = self.calls.check_in(seat, deadline);
+                        self.task = Some(Box::pin(async move { Done::CheckedIn(call.await) }));
+                    }
+                    _ => return Event::Done,
+                }
+            }
+            if self.phase == Phase::Stopping
+                && self.task.is_none()
+                && !self.check_in_done
+                && !self.gone
+            {
+                if let Some(seat) = &self.seat {
+                    let call = self
+                        .calls
+                        .check_in(seat, check_in_deadline(self.rules.timeout));
+                    self.task = Some(Box::pin(async move { Done::CheckedIn(call.await) }));
+                }
+            }
+            // The seat's expiry matters while it is held and extensions may still fail.
+            let expiry = self
+                .seat
+                .as_ref()
+                .filter(|_| self.deny() && !self.lost && self.phase == Phase::Running)
+                .map(|seat| seat.expires_at);
+            let idle = self.task.is_none();
+            let lost = tokio::select! {
+                biased;
+                done = run_task(&mut self.task), if !idle => {
+                    self.task = None;
+                    self.settle(done)
+                }
+                () = sleep_until(self.next_renewal), if self.next_renewal.is_some() && idle => {
+                    self.next_renewal = None;
+                    self.renew()
+                }
+                () = sleep_until(expiry), if expiry.is_some() => {
+                    // Extensions kept failing, or one is still in flight, as the seat expires.
+                    // A call in flight goes on: its answer may carry the token to check in.
+                    let reason = match &self.seat {
+                        Some(seat) => expired(seat, self.failing || !idle),
+                        None => CallError::Unreachable("no seat".into()).into(),
+                    };
+                    Some(reason)
+                }
+                else => std::future::pending().await,
+            };
+            if let Some(error) = lost {
+                return Event::Lost(self.lose(error));
+            }
+        }
+    }
+
+    /// What a finished call changes; a final failure to report.
+    fn settle(&mut self, done: Done<L::Session>) -> Option<LicenseError> {
+        // After the workload's end only what the call changed is kept; before it, what it
+        // means is said too.
+        let exited = self.phase == Phase::Exited;
+        let ending = self.phase != Phase::Running || self.lost;
+        match done {
+            Done::CheckedIn(result) => {
+                self.check_in_done = true;
+                self.checked_in = checked_in_or_warn(result);
+            }
+            Done::Extended(Ok(extension)) => {
+                self.failing = false;
+                if let Some(seat) = &mut self.seat {
+                    seat.consumption_token = extension.consumption_token;
+                    seat.expiration = extension.expiration;
+                    seat.expires_at = Instant::from_std(extension.expires_at);
+                    if !exited {
+                        tracing::debug!(expiration = %rfc3339(seat.expiration), "seat extended");
+                    }
+                    if !ending {
+                        self.next_renewal = Some(renewal_time(seat.expires_at));
+                    }
+                }
+            }
+            Done::CheckedOut(Ok(new)) => {
+                self.failing = false;
+                self.client_token = None;
+                if !exited {
+                    tracing::info!(expiration = %rfc3339(new.expiration), "seat checked out");
+                }
+                if !ending {
+                    self.next_renewal = Some(renewal_time(new.expires_at));
+                }
+                self.seat = Some(new);
+            }
+            Done::Extended(Err(error)) | Done::CheckedOut(Err(error)) => {
+                self.gone |= is_gone(&error);
+                let left = self
+                    .seat
+                    .as_ref()
+                    .map(|s| s.expires_at.saturating_duration_since(Instant::now()))
+                    .unwrap_or_default();
+                if ending {
+                    // Already ending: only the check-in is left to do.
+                } else if !is_transient(&error) {
+                    return Some(error);
+                } else if !left.is_zero() {
+                    self.failing = true;
+                    tracing::warn!(expiration = %self.seat.as_ref().map(|s| rfc3339(s.expiration)).unwrap_or_default(), "cannot extend the seat yet ({error}); trying again before it expires");
+                    self.next_renewal = Some(Instant::now() + RETRY_AFTER.min(left / 4));
+                } else if !self.deny() {
+                    tracing::warn!("no seat is held ({error}); the workload keeps running because MPGATE_ON_TRANSIENT_ERROR=allow, and mpgate tries to check the license out again");
+                    self.next_renewal =
+                        Some(Instant::now() + RECHECKOUT_EVERY.min(self.rules.timeout));
+                } else {
+                    return Some(error);
+                }
+            }
+        }
+        None
+    }
+
+    /// Time to extend the seat, or (with none) to check out again; a final failure to report.
+    fn renew(&mut self) -> Option<LicenseError> {
+        let now = Instant::now();
+        match &self.seat {
+            Some(seat) if seat.expires_at > now => {
+                let left = seat.expires_at - now;
+                let deadline = self.rules.timeout.min(left).max(Duration::from_secs(1));
+                let call = self.calls.extend(seat, deadline);
+                self.task = Some(Box::pin(async move { Done::Extended(call.await) }));
+            }
+            // With `deny`, an expired seat is never replaced by a new checkout: the workload
+            // ran unheld meanwhile.
+            Some(seat) if self.deny() => return Some(expired(seat, self.failing)),
+            _ => {
+                let token = match self.client_token.clone() {
+                    Some(token) => Ok(token),
+                    None => crate::nonce::generate().map_err(|e| e.to_string()),
+                };
+                self.task = Some(match token {
+                    Ok(token) => {
+                        self.client_token = Some(token.clone());
+                        let call = self.calls.checkout(token);
+                        Box::pin(async move { Done::CheckedOut(call.await) })
+                    }
+                    Err(e) => {
+                        let error = CallError::Unreachable(format!("no random client token: {e}"));
+                        Box::pin(async move { Done::CheckedOut(Err(error.into())) })
+                    }
+                });
+            }
+        }
+        None
+    }
+
+    /// The license is gone: said, and reported to the supervisor, which stops the workload.
+    fn lose(&mut self, error: LicenseError) -> Loss {
+        let what = match &error {
+            LicenseError::Lost(_) | LicenseError::NotEntitled(_) => "the seat is lost",
+            _ => "the seat cannot be kept",
+        };
+        let grace = self.rules.grace;
+        tracing::error!(
+            "{what}: {error}; stopping the workload (SIGTERM, then SIGKILL after {grace:?})"
+        );
+        self.lost = true;
+        self.next_renewal = None;
+        let failure = Failure::License(error);
+        Loss {
+            exit_code: failure.exit_code(),
+            outcome: failure.outcome(),
+            message: failure.to_string(),
+        }
+    }
+}
+
+impl<L: Licenses> Duty for Lease<L> {
+    fn enter(&mut self, phase: Phase) {
+        // After its own loss, the seat is checked in when the workload has ended.
+        if phase == Phase::Stopping && self.lost {
+            return;
+        }
+        self.phase = phase;
+        self.next_renewal = None;
+    }
+
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = Event> + '_>> {
+        Box::pin(self.step())
+    }
+
+    fn when_stopping(&self) -> Option<&'static str> {
+        Some("the seat is checked in")
+    }
+}
+
+/// Why the seat expired: License Manager did not extend it in time (`failing`: 14), or mpgate
+/// did not ask in time, having been stopped (SIGSTOP) or its node suspended for longer than
+/// the checkout's lifetime: then License Manager has released it while the workload ran (10).
+fn expired<S>(seat: &Seat<S>, failing: bool) -> LicenseError {
+    let at = rfc3339(seat.expiration);
+    if failing {
+        CallError::Unreachable(format!(
+            "the seat expired at {at} before License Manager could extend it"
+        ))
+        .into()
+    } else {
+        LicenseError::Lost(format!(
+            "the seat expired at {at} before mpgate could extend it (mpgate was stopped, or its node suspended, for longer than the checkout's lifetime), so License Manager has released it: run mpgate as the container's PID 1 with no shared PID namespace"
+        ))
+    }
+}
+
+/// Whether License Manager's answer says the consumption is gone (nothing to check in).
+fn is_gone(error: &LicenseError) -> bool {
+    matches!(error, LicenseError::Lost(_) | LicenseError::NotEntitled(_))
+}
+
+/// A loss License Manager declares, a call it refuses (an IAM denial: the same call is
+/// refused again) and a success answer that is unusable (as at the checkout: exit 12, never
+/// covered by `allow`) are final; the rest may clear before expiration.
+fn is_transient(error: &LicenseError) -> bool {
+    !matches!(
+        error,
+        LicenseError::Lost(_)
+            | LicenseError::NotEntitled(_)
+            | LicenseError::Call(
+                CallError::Refused(_) | CallError::Config(_) | CallError::BadAnswer(_)
+            )
+    )
+}
+
+fn checked_in_or_warn(result: Result<(), LicenseError>) -> bool {
+    match result {
+        Ok(()) => {
+            tracing::info!("seat checked in");
+            true
+        }
+        Err(error) => {
+            // Never a lock-out: an unreturned seat comes back when its consumption expires.
+            tracing::warn!(
+                "cannot check the seat in ({error}); it is released when its checkout expires"
+            );
+            false
+        }
+    }
+}
+
+async fn run_task<S>(task: &mut Option<Task<S>>) -> Done<S> {
+    match task {
+        Some(task) => task.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When to extend: between 40 % and 60 % of the way to `expires_at` (jittered, so a fleet
+/// started together does not renew together), leaving room for retries before it.
+fn renewal_time(expires_at: Instant) -> Instant {
+    let now = Instant::now();
+    let fraction = rand::rng().random_range(0.4..0.6);
+    now + expires_at.saturating_duration_since(now).mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    use super::calls::Call;
+    use super::*;
+    use crate::exit::code;
+
+    type Answer<T> = Box<dyn FnOnce() -> Result<T, LicenseError>>;
+
+    /// License Manager as a script: each call's answer in turn (then a success), each call
+    /// logged with its token.
+    #[derive(Default)]
+    struct Fake {
+        calls: Rc<RefCell<Vec<String>>>,
+        extends: RefCell<VecDeque<Answer<()>>>,
+        checkouts: RefCell<VecDeque<Answer<()>>>,
+        check_ins: RefCell<VecDeque<Answer<()>>>,
+    }
+
+    /// A consumption valid for this long, on the paused clock.
+    const TTL: Duration = Duration::from_secs(100);
+
+    fn seat(token: &str) -> Seat<()> {
+        Seat {
+            session: (),
+            consumption_token: token.into(),
+            expiration: SystemTime::now() + TTL,
+            expires_at: Instant::now() + TTL,
+        }
+    }
+
+    impl Licenses for Rc<Fake> {
+        type Session = ();
+
+        fn extend(&self, seat: &Seat<()>, _: Duration) -> Call<Result<Extension, LicenseError>> {
+            let n = self.calls.borrow().len();
+            self.calls
+                .borrow_mut()
+                .push(format!("extend {}", seat.consumption_token));
+            let answer = self.extends.borrow_mut().pop_front();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                answer.map_or(Ok(()), |a| a())?;
+                Ok(Extension {
+                    consumption_token: format!("token-{n}"),
+                    expiration: SystemTime::now() + TTL,
+                    expires_at: (Instant::now() + TTL).into_std(),
+                })
+            })
+        }
+
+        fn check_in(&self, seat: &Seat<()>, _: Duration) -> Call<Result<(), LicenseError>> {
+            self.calls
+                .borrow_mut()
+                .push(format!("check-in {}", seat.consumption_token));
+            let answer = self.check_ins.borrow_mut().pop_front();
+            Box::pin(async move { answer.map_or(Ok(()), |a| a()) })
+        }
+
+        fn checkout(&self, client_token: String) -> Call<Result<Seat<()>, LicenseError>> {
+            self.calls
+                .borrow_mut()
+                .push(format!("checkout {client_token}"));
+            let answer = self.checkouts.borrow_mut().pop_front();
+            Box::pin(async move {
+                answer.map_or(Ok(()), |a| a())?;
+                Ok(seat("new"))
+            })
+        }
+    }
+
+    fn rules(on_transient_error: TransientPolicy) -> Rules {
+        Rules {
+            grace: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+            on_transient_error,
+        }
+    }
+
+    fn unreachable() -> Answer<()> {
+        Box::new(|| Err(CallError::Unreachable("503".into()).into()))
+    }
+
+    /// The lease's next event, or None if it has none within `within` (paused time: at once).
+    async fn event_within<L: Licenses>(lease: &mut Lease<L>, within: Duration) -> Option<Event> {
+        tokio::time::timeout(within, lease.next()).await.ok()
+    }
+
+    fn calls(fake: &Rc<Fake>) -> Vec<String> {
+        fake.calls.borrow().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_seat_is_extended_before_it_expires_and_checked_in_at_the_end() {
+        let fake = Rc::new(Fake::default());
+        let mut lease = Lease::new(
+            fake.clone(),
+            rules(TransientPolicy::Deny),
+            Some(seat("first")),
+            None,
+        );
+        // Ten lifetimes of the consumption pass without a loss.
+        assert_eq!(event_within(&mut lease, TTL * 10).await, None);
+        let made = calls(&fake);
+        assert!(made.len() >= 10 && made.len() <= 26, "{made:?}");
+        assert_eq!(made[0], "extend first");
+        assert_eq!(made[1], "extend token-0");
+        lease.enter(Phase::Exited);
+        assert_eq!(lease.next().await, Event::Done);
+        let last = calls(&fake).pop().unwrap();
+        assert!(last.starts_with("check-in token-"), "{last}");
+        assert!(lease.checked_in());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_checks_the_seat_in_at_once_and_only_once() {
+        let fake = Rc::new(Fake::default());
+        let mut lease = Lease::new(
+            fake.clone(),
+            rules(TransientPolicy::Deny),
+            Some(seat("first")),
+            None,
+        );
+        lease.enter(Phase::Stopping);
+        assert_eq!(event_within(&mut lease, TTL * 3).await, None);
+        assert_eq!(calls(&fake), ["check-in first"]);
+        assert!(lease.checked_in());
+        lease.enter(Phase::Exited);
+        assert_eq!(lease.next().await, Event::Done);
+        assert_eq!(calls(&fake), ["check-in first"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_extension_is_a_loss_with_exit_13_and_the_seat_still_goes_back() {
+        let fake = Rc::new(Fake::default());
+        fake.extends.borrow_mut().push_back(Box::new(|| {
+            Err(CallError::Refused("AccessDenied".into()).into())
+        }));
+        let mut lease = Lease::new(
+            fake.clone(),
+            rules(TransientPolicy::Allow),
+            Some(seat("first")),
+            None,
+        );
+        let Some(Event::Lost(loss)) = event_within(&mut lease, TTL).await else {
+            panic!("no loss");
+        };
+        assert_eq!(
+            (loss.exit_code, loss.outcome),
+            (code::SERVICE_REFUSED, "service-refused")
+        );
+        assert!(loss.message.contains("AccessDenied"), "{}", loss.message);
+        // Told to stop after its own loss, it waits for the end to check in.
+        lease.enter(Phase::Stopping);
+        assert_eq!(event_within(&mut lease, TTL * 3).await, None);
+        assert_eq!(calls(&fake), ["extend first"]);
+        lease.enter(Phase::Exited);
+        assert_eq!(lease.next().await, Event::Done);
+        assert_eq!(calls(&fake), ["extend first", "check-in first"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_consumption_license_manager_no_longer_knows_is_lost_and_not_checked_in() {
+        let fake = Rc::new(Fake::default());
+        fake.extends
+            .borrow_mut()
+            .push_back(Box::new(|| Err(LicenseError::Lost("revoked".into()))));
+        let mut lease = Lease::new(
+            fake.clone(),
+            rules(TransientPolicy::Deny),
+            Some(seat("first")),
+            None,
+        );
+        let Some(Event::Lost(loss)) = event_within(&mut lease, TTL).await else {
+            panic!("no loss");
+        };
+        assert_eq!(
+            (loss.exit_code, loss.outcome),
+            (code::NOT_ENTITLED, "license-lost")
+        );
+        lease.enter(Phase::Exited);
+        assert_eq!(lease.next().await, Event::Done);
+        assert_eq!(calls(&fake), ["extend first"]);
+        assert!(!lease.checked_in());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_deny_extensions_that_keep_failing_lose_the_seat_as_it_expires() {
+        let fake = Rc::new(Fake::default());
+        for _ in 0..100 {
+            fake.extends.borrow_mut().push_back(unreachable());
+        }
+        let started = Instant::now();
+        let mut lease = Lease::new(
+            fake.clone(),
+            rules(TransientPolicy::Deny),
+            Some(seat("first")),
+            None,
+        );
+        let Some(Event::Lost(loss)) = event_within(&mut lease, TTL * 2).await else {
+            panic!("no loss");
+        };
+        // At the expiry, not before: retries came meanwhile.
+        assert!(
+            Instant::now() - started >= TTL,
+            "{:?}",
+            Instant::now() - started
+        );
+        assert_eq!(
+            (loss.exit_code, loss.outcome),
+            (code::SERVICE_UNREACHABLE, "service-unreachable")
+        );
+        assert!(
+            loss.message
+                .contains("before License Manager could extend it"),
+            "{}",
+            loss.message
+        );
+        assert!(calls(&fake).len() > 3, "{:?}", calls(&fake));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_allow_and_no_seat_the_same_client_token_is_checked_out_until_one_is_taken() {
+        let fake = Rc::new(Fake::default());
+        fake.checkouts
+            .borrow_mut()
+            .extend([unreachable(), unreachable()]);
+        let mut lease = Lease::new(
+            fake.clone(),
+            rules(TransientPolicy::Allow),
+            None,
+            Some("client-token".into()),
+        );
+        assert_eq!(
+            event_within(&mut lease, Duration::from_secs(25)).await,
+            None
+        );
+        // MPGATE_TIMEOUT (10 s) is shorter than 30 s: every 10 s, the same ClientToken.
+        assert_eq!(
+            calls(&fake),
+            ["checkout client-token", "checkout client-token"]
+        );
+        assert_eq!(
+            event_within(&mut lease, Duration::from_secs(10)).await,
+            None
+        );
+        assert_eq!(calls(&fake).len(), 3);
+        assert!(lease.expiration().is_some());
+        // The new seat is extended, and given back at the end.
+        assert_eq!(event_within(&mut lease, TTL).await, None);
+        assert_eq!(calls(&fake)[3], "extend new");
+        lease.enter(Phase::Exited);
+        assert_eq!(lease.next().await, Event::Done);
+        assert!(calls(&fake).last().unwrap().starts_with("check-in token-"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_in_flight_at_the_end_is_awaited_and_its_token_checked_in() {
+        let fake = Rc::new(Fake::default());
+        let mut lease = Lease::new(
+            fake.clone(),
+            rules(TransientPolicy::Deny),
+            Some(seat("first")),
+            None,
+        );
+        // Until the extension is under way (it takes 100 ms).
+        while calls(&fake).is_empty() {
+            assert_eq!(event_within(&mut lease, Duration::from_secs(1)).await, None);
+        }
+        lease.enter(Phase::Exited);
+        assert_eq!(lease.next().await, Event::Done);
+        assert_eq!(calls(&fake), ["extend first", "check-in token-0"]);
+    }
+
+    #[test]
+    fn what_ends_a_hold_and_what_may_clear() {
+        let lost = LicenseError::Lost("revoked".into());
+        assert!(!is_transient(&lost) && is_gone(&lost));
+        let bad = LicenseError::Call(CallError::BadAnswer("no expiration".into()));
+        assert!(!is_transient(&bad) && !is_gone(&bad));
+        assert_eq!(Failure::License(bad).exit_code(), code::TOKEN_REJECTED);
+        let refused = LicenseError::Call(CallError::Refused("denied".into()));
+        assert!(!is_transient(&refused));
+        let unreachable = LicenseError::Call(CallError::Unreachable("503".into()));
+        assert!(is_transient(&unreachable) && !is_gone(&unreachable));
+    }
+
+    #[test]
+    fn renewal_comes_between_40_and_60_percent_of_the_time_left() {
+        for _ in 0..100 {
+            let now = Instant::now();
+            let at = renewal_time(now + Duration::from_secs(100));
+            let after = at.saturating_duration_since(now);
+            assert!(
+                (Duration::from_secs(40)..=Duration::from_millis(60_100)).contains(&after),
+                "{after:?}"
+            );
+        }
+        // An expired seat is due at once.
+        let now = Instant::now();
+        assert!(renewal_time(now) <= Instant::now());
+    }
+}
