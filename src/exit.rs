@@ -3,7 +3,7 @@
 use mpgate_proof::{ProofError, TokenError};
 
 use crate::{
-    call::CallError, config::ConfigError, exec::ExecError, license::LicenseError,
+    aws::CallError, config::ConfigError, exec::ExecError, license::LicenseError,
     metering::MeteringError,
 };
 

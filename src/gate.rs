@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::call::{CallError, CallRecord};
+use crate::aws::{CallError, CallRecord};
 use crate::config::{Config, ConfigError, Hourly, Pricing, Seat, TransientPolicy};
 use crate::exit::{code, Failure};
 use crate::lease::{self, Lease, LicenseManager};
@@ -207,7 +207,7 @@ async fn settle(config: &Config, contract: &crate::config::Contract, client_toke
         ),
         Err(_) => tracing::warn!(
             "cannot learn whether the checkout that got no answer took a seat (no answer within {}); if it did, the seat is released when that checkout expires",
-            crate::call::humantime(deadline * 2)
+            crate::settings::humantime(deadline * 2)
         ),
     }
 }

@@ -1,19 +1,19 @@
 //! mpgate: gate a container on the buyer's AWS Marketplace entitlement, then exec the workload.
 
-pub mod call;
+mod aws;
 pub mod cli;
 pub mod config;
-pub mod entitlement;
+mod entitlement;
 pub mod exec;
 pub mod exit;
 pub mod gate;
-pub mod http;
-pub mod keyring;
+mod http;
+mod keyring;
 pub mod lease;
-pub mod license;
+mod license;
 pub mod logging;
-pub mod metering;
-pub mod nonce;
+mod metering;
+mod nonce;
 pub mod pinned;
 pub mod report;
 pub mod settings;

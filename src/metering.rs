@@ -4,12 +4,11 @@ use std::time::Instant;
 
 use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_sdk_marketplacemetering::{
-    config::{IdentityCache, StalledStreamProtectionConfig},
     error::{ProvideErrorMetadata, SdkError},
     operation::register_usage::RegisterUsageError,
 };
 
-use crate::call::{self, CallError, CallRecord, Service};
+use crate::aws::{self, Auth, CallError, CallRecord, Service};
 use crate::config::{Config, Hourly};
 
 /// The IAM action RegisterUsage needs, named in access-denied messages.
@@ -19,12 +18,13 @@ const IAM: (&str, &str) = ("aws-marketplace:RegisterUsage", "deploy/iam-policy.j
 pub const SERVICE: Service = Service {
     name: "Metering",
     service_id: "Marketplace Metering",
-    rules: call::endpoint_rules!(aws_sdk_marketplacemetering),
+    rules: aws::endpoint_rules!(aws_sdk_marketplacemetering),
     error_code: |e| {
         e.downcast_ref::<RegisterUsageError>()
             .and_then(|e| e.code())
             .map(str::to_owned)
     },
+    auth: Auth::Signed,
 };
 
 /// A verified-to-be-well-formed answer from the service (the token is checked by `token`).
@@ -45,7 +45,7 @@ pub enum MeteringError {
 }
 
 /// Calls RegisterUsage once (with the SDK's retries) and returns the raw answer; `record`
-/// gets the attempts, the last request ID and any warning whatever the outcome.
+/// gets the attempts, the last request ID, any warning and the client whatever the outcome.
 pub async fn register_usage(
     config: &Config,
     hourly: &Hourly,
@@ -53,10 +53,11 @@ pub async fn register_usage(
     started: Instant,
     record: &mut CallRecord,
 ) -> Result<Registration, MeteringError> {
-    let prepared = call::prepare(config, &SERVICE).await?;
+    let prepared = aws::prepare(config, &SERVICE).await?;
     let features = prepared
         .credentials
-        .get_property::<Vec<AwsCredentialFeature>>()
+        .as_ref()
+        .and_then(|c| c.get_property::<Vec<AwsCredentialFeature>>())
         .map(Vec::as_slice)
         .unwrap_or_default();
     if let Some(warning) = identity_warning(features, |name| std::env::var(name).ok()) {
@@ -67,51 +68,32 @@ pub async fn register_usage(
     tokio::task::yield_now().await;
 
     let remaining = prepared.remaining(config, started);
-    let mut builder = aws_sdk_marketplacemetering::config::Builder::from(&prepared.sdk);
-    if let Some(url) = &prepared.endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
-    let client = aws_sdk_marketplacemetering::Client::from_conf(
-        builder
-            // Resolved once, by the call layer: there is nothing for an identity cache to refresh.
-            .credentials_provider(prepared.credentials.clone())
-            .identity_cache(IdentityCache::no_cache())
-            // The answer is at most MAX_ANSWER_BYTES and every attempt has a timeout; a
-            // throughput monitor on the body would only add a timer per attempt.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .interceptor(call::AttemptObserver::new(
-                prepared.attempts.clone(),
-                &SERVICE,
-            ))
-            .retry_classifier(call::RetryingWontHelp::new(&SERVICE))
-            .timeout_config(call::timeouts(config.attempt_timeout, remaining))
-            .build(),
-    );
-    // Pinned where it is made: the SDK's future is large, and moving it into `send` and its
-    // timeout would copy it twice (5 k instructions each).
-    let sent = std::pin::pin!(client
-        .register_usage()
-        .product_code(&hourly.product_code)
-        .public_key_version(hourly.public_key_version)
-        .nonce(nonce)
-        .send());
-    let result = call::send(sent, prepared.log(), remaining, record).await?;
-    // The client is used once and the process ends or execs next: tearing down its config
-    // layers, plugins and connection pool would be 60 k instructions of work the kernel
-    // does anyway (the open connection closes when the runtime stops).
-    std::mem::forget(client);
-    match result {
-        Ok(out) => {
-            std::mem::forget(prepared);
-            Ok(Registration {
-                signature: out.signature,
-                key_rotation: out
-                    .public_key_rotation_timestamp
-                    .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
-            })
-        }
+    let client: aws_sdk_marketplacemetering::Client =
+        prepared.caller.client(&SERVICE, &prepared.call, remaining);
+    let result = {
+        // Pinned where it is made: the SDK's future is large, and moving it into `send` and
+        // its timeout would copy it twice (5 k instructions each).
+        let sent = std::pin::pin!(client
+            .register_usage()
+            .product_code(&hourly.product_code)
+            .public_key_version(hourly.public_key_version)
+            .nonce(nonce)
+            .send());
+        aws::send(sent, &prepared.call, remaining, record).await?
+    };
+    let answer = match result {
+        Ok(out) => Ok(Registration {
+            signature: out.signature,
+            key_rotation: out
+                .public_key_rotation_timestamp
+                .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+        }),
         Err(e) => Err(classify(e, hourly, &prepared)),
-    }
+    };
+    // The record's owner decides when the client goes: a gate that execs next never tears it
+    // down (its config layers, plugins and connection pool: 60 k instructions).
+    record.client.keep((client, prepared.caller));
+    answer
 }
 
 /// Where EKS Pod Identity serves credentials: its agent's link-local address, and the token
@@ -152,14 +134,13 @@ fn identity_warning(
 fn classify(
     error: SdkError<RegisterUsageError, aws_smithy_runtime_api::http::Response>,
     hourly: &Hourly,
-    prepared: &call::Prepared,
+    prepared: &aws::Prepared,
 ) -> MeteringError {
     let product = &hourly.product_code;
     let version = hourly.public_key_version;
-    let region = &prepared.region;
-    let (attempts, deadline) = prepared.log();
+    let region = &prepared.caller.scope.region;
     let SdkError::ServiceError(service) = &error else {
-        return call::transport_error(&error, &SERVICE, attempts, deadline).into();
+        return aws::transport_error(&error, &SERVICE, &prepared.call).into();
     };
     let refused = |text: String| MeteringError::Call(CallError::Refused(text));
     match service.err() {
@@ -183,7 +164,7 @@ fn classify(
         RegisterUsageError::DisabledApiException(_) => refused(format!(
             "the RegisterUsage API is disabled for product {product} (DisabledApiException): contact AWS Marketplace Seller Operations"
         )),
-        err => call::other_service_error(
+        err => aws::other_service_error(
             &SERVICE,
             (
                 err.code().unwrap_or("unknown error"),
@@ -191,7 +172,7 @@ fn classify(
                 err.message().unwrap_or(""),
             ),
             IAM,
-            (attempts, deadline, &prepared.scope),
+            (&prepared.call, &prepared.caller.scope),
             &format!("product {product}, key version {version}"),
         )
         .into(),
@@ -201,11 +182,11 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::tests::vars;
+    use crate::aws::tests::vars;
 
     #[tokio::test]
     async fn the_call_goes_where_the_sdk_sends_it() {
-        call::tests::endpoints(
+        aws::tests::endpoints(
             &SERVICE,
             "https://metering.marketplace-fips.eu-west-1.amazonaws.com",
             "https://metering.marketplace.eu-west-1.amazonaws.com",

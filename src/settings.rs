@@ -14,3 +14,12 @@ pub fn path_setting(
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
 }
+
+/// `30s`, `1500ms`: how durations are written in mpgate's messages and flags.
+pub fn humantime(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

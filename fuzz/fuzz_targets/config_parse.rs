@@ -122,7 +122,7 @@ fn check_duration(text: &str) {
             !d.is_zero() && d <= Duration::from_secs(3600),
             "parse_duration({text:?}) = {d:?}"
         );
-        let _ = mpgate::call::humantime(d);
+        let _ = mpgate::settings::humantime(d);
     }
 }
 

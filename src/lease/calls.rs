@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::call::CallRecord;
+use crate::aws::CallRecord;
 use crate::config::Config;
 use crate::license::{self, Extension, LicenseError, Session};
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::call::CallError;
+use crate::aws::CallError;
 use crate::config::TransientPolicy;
 use crate::exit::Failure;
 use crate::license::{rfc3339, Extension, LicenseError};
