@@ -59,14 +59,14 @@ pub struct Hourly {
 pub struct Contract {
     pub product_sku: String,
     pub entitlements: Vec<Entitlement>,
-    pub seat: Seat,
+    pub seat: SeatMode,
     /// With `hold`: how long the workload gets between SIGTERM and SIGKILL.
     pub grace: Duration,
 }
 
 /// Whether a contract checkout is given back at once or held while the workload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seat {
+pub enum SeatMode {
     Check,
     Hold,
 }
@@ -290,7 +290,8 @@ impl Config {
             .into());
         }
         if let Pricing::Contract(Contract {
-            seat: Seat::Hold, ..
+            seat: SeatMode::Hold,
+            ..
         }) = &pricing
         {
             if args.command.is_empty() {
@@ -395,8 +396,8 @@ fn contract(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Contr
         (None, given) => given,
     };
     let seat = match seat.as_deref() {
-        None | Some("check") => Seat::Check,
-        Some("hold") => Seat::Hold,
+        None | Some("check") => SeatMode::Check,
+        Some("hold") => SeatMode::Hold,
         Some(other) => {
             return Err(ConfigError::InvalidValue {
                 name: "MPGATE_SEAT",

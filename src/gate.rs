@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::aws::{CallError, CallRecord};
-use crate::config::{Config, ConfigError, Hourly, Pricing, Seat, TransientPolicy};
+use crate::config::{Config, ConfigError, Hourly, Pricing, SeatMode, TransientPolicy};
 use crate::exit::{code, Failure};
 use crate::lease::{self, Lease, LicenseManager};
 use crate::license::{self, Checkout, LicenseError, Session};
@@ -364,7 +364,7 @@ async fn check_contract(config: Config, started: Instant, facts: &mut Facts) -> 
     if let Err(LicenseError::Call(CallError::Unreachable(_))) = &checked_out {
         // Its outcome is unknown; a hold with `allow` reuses the ClientToken instead, so the
         // seat it may have taken is the one the supervisor gets.
-        if !(allow && contract.seat == Seat::Hold) {
+        if !(allow && contract.seat == SeatMode::Hold) {
             settle(&config, contract, &client_token).await;
         }
     }
@@ -380,15 +380,15 @@ async fn check_contract(config: Config, started: Instant, facts: &mut Facts) -> 
         Err(e) => return Verdict::Failed(e.into()),
     };
     match (contract.seat, checkout) {
-        (Seat::Check, Ok((checkout, session))) => {
+        (SeatMode::Check, Ok((checkout, session))) => {
             let checked_in = give_back(&session, &checkout, &config).await;
             Verdict::Licensed {
                 checkout,
                 checked_in,
             }
         }
-        (Seat::Check, Err(reason)) => Verdict::Unverified { reason },
-        (Seat::Hold, checkout) => match Signals::install() {
+        (SeatMode::Check, Err(reason)) => Verdict::Unverified { reason },
+        (SeatMode::Hold, checkout) => match Signals::install() {
             Ok(signals) => Verdict::Held {
                 checkout: checkout.map(|(c, s)| (c, Box::new(s))),
                 client_token,

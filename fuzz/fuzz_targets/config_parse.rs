@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use mpgate::cli::{self, Args, Parsed};
-use mpgate::config::{self, Config, Pricing, Seat};
+use mpgate::config::{self, Config, Pricing, SeatMode};
 use mpgate_fuzz::{sandboxed_path, sandboxed_path_list, split_nul};
 
 /// Variables holding a path, read by mpgate's configuration.
@@ -188,7 +188,7 @@ fn check_config(config: &Config, command: &[OsString]) {
                 "grace {:?}",
                 contract.grace
             );
-            if contract.seat == Seat::Hold {
+            if contract.seat == SeatMode::Hold {
                 assert!(!command.is_empty(), "hold without a command");
             }
         }

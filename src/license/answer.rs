@@ -317,7 +317,7 @@ mod tests {
         Contract {
             product_sku: "prod-sku".into(),
             entitlements: crate::entitlement::parse_all(["Basic", "Seats=2"]).unwrap(),
-            seat: crate::config::Seat::Check,
+            seat: crate::config::SeatMode::Check,
             grace: Duration::from_secs(30),
         }
     }
