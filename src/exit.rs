@@ -1,4 +1,4 @@
-//! Owns the exit-code contract: every way mpgate can end, and the number the container sees.
+//! Owns the exit-code table: every way mpgate can end, and the number the container sees.
 
 use mpgate_proof::{ProofError, TokenError};
 
@@ -55,7 +55,7 @@ pub enum Failure {
 impl Failure {
     /// The exit code and a stable, machine-readable name for the result file: docs/reference.md's
     /// table, in one place.
-    fn contract(&self) -> (u8, &'static str) {
+    fn code_and_outcome(&self) -> (u8, &'static str) {
         use MeteringError as M;
         match self {
             Failure::Config(_) | Failure::Proof(ProofError::Key(_)) => {
@@ -70,7 +70,7 @@ impl Failure {
                 (code::PLATFORM_NOT_SUPPORTED, "platform-not-supported")
             }
             Failure::Metering(M::Call(call)) | Failure::License(LicenseError::Call(call)) => {
-                call_contract(call)
+                call_code_and_outcome(call)
             }
             Failure::Token(_) | Failure::Proof(_) | Failure::StaleResultFile { .. } => {
                 (code::TOKEN_REJECTED, "token-rejected")
@@ -88,17 +88,17 @@ impl Failure {
     }
 
     pub fn exit_code(&self) -> u8 {
-        self.contract().0
+        self.code_and_outcome().0
     }
 
     /// A stable, machine-readable name for the result file.
     pub fn outcome(&self) -> &'static str {
-        self.contract().1
+        self.code_and_outcome().1
     }
 }
 
 /// The codes of a failure the call layer saw, the same for both services.
-fn call_contract(error: &CallError) -> (u8, &'static str) {
+fn call_code_and_outcome(error: &CallError) -> (u8, &'static str) {
     match error {
         CallError::PinnedEndpoint(_) | CallError::Config(_) => (code::USAGE, "config-error"),
         CallError::Refused(_) => (code::SERVICE_REFUSED, "service-refused"),
