@@ -1,5 +1,4 @@
-//! Owns the hand-over: start the workload (exec in place, or as a child) with a clean signal
-//! state and the proof in its environment.
+//! Owns starting the workload's program: exec in place, or spawn the supervisor's child, with a clean signal state.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;

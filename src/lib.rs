@@ -1,12 +1,14 @@
 //! mpgate: gate a container on the buyer's AWS Marketplace entitlement, then exec the workload.
 
 mod aws;
+pub mod check;
 pub mod cli;
 pub mod config;
 mod entitlement;
 pub mod exec;
 pub mod exit;
 pub mod gate;
+pub mod handover;
 mod http;
 mod keyring;
 pub mod lease;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use mpgate::cli::{self, Parsed};
 use mpgate::config::{self, ConfigError, LogFormat};
+use mpgate::handover::{self, Next};
 use mpgate::settings::path_setting;
 use mpgate::{gate, logging, pinned, report::Reporter, verify};
 
@@ -55,8 +56,16 @@ fn main() -> ExitCode {
             return ExitCode::from(mpgate::exit::code::USAGE);
         }
     };
-    let (facts, verdict) = runtime.block_on(gate::run(args, preflight, &env, started));
-    gate::finish(facts, verdict, &reporter, started, runtime)
+    let checked = runtime.block_on(gate::run(args, preflight, &env, started));
+    match runtime.block_on(handover::prepare(checked, &reporter, started)) {
+        Next::Exit(code) => code,
+        Next::Exec(exec) => {
+            // Stop the runtime (and its blocking DNS threads) before exec replaces the process.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(50));
+            exec.run(&reporter)
+        }
+        Next::Supervise(hold) => runtime.block_on(hold.run(&reporter)),
+    }
 }
 
 /// Release builds abort on panic (no unwinding code or tables: a smaller binary). A panic is

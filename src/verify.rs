@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use mpgate_proof::{Handover, ProofError, TokenError};
 
+use crate::check::Decision;
 use crate::cli::Args;
 use crate::config::{self, ConfigError, Trust};
 use crate::exit::Failure;
-use crate::gate::{self, Verdict};
+use crate::gate;
 use crate::pinned;
 
 /// What the offline check found.
@@ -135,16 +136,18 @@ fn renew(
             value: e.to_string(),
             expected: "mpgate needs a thread and an epoll instance to call AWS",
         })?;
-    let (facts, verdict) = runtime.block_on(gate::run(check, None, env, started));
+    let gate::Checked {
+        facts, decision, ..
+    } = runtime.block_on(gate::run(check, None, env, started));
     runtime.shutdown_timeout(Duration::from_millis(50));
-    match verdict {
-        Verdict::Verified { .. } => Ok(format!(
+    match decision {
+        Decision::Verified { .. } => Ok(format!(
             "the entitlement check was renewed: the result file's token was {age}s old, and AWS Marketplace signed a fresh one for product {} with key version {} (attempts: {})",
             facts.product_code.as_deref().unwrap_or_default(),
             facts.public_key_version.unwrap_or_default(),
             facts.call.attempts
         )),
-        Verdict::Failed(failure) => Err(failure),
+        Decision::Failed(failure) => Err(failure),
         // Not reached with `deny` and hourly pricing; never a pass.
         _ => Err(ProofError::Unverified.into()),
     }

@@ -23,7 +23,9 @@ const LAYERS: &[&str] = &[
     "exit",
     "supervisor",
     "lease",
+    "check",
     "gate",
+    "handover",
     "verify",
 ];
 

@@ -1,0 +1,74 @@
+//! Owns what the result file and the termination log say when mpgate hands over, or fails to.
+
+use std::process::ExitCode;
+
+use crate::check::Facts;
+use crate::exit::Failure;
+use crate::handover::plan::LicenseFacts;
+use crate::report::{now_rfc3339, Report, Reporter};
+
+pub(crate) fn report<'a>(
+    facts: &'a Facts,
+    entitled: bool,
+    outcome: &'a str,
+    exit_code: u8,
+    signature: Option<&'a str>,
+    license: Option<&'a LicenseFacts>,
+    message: &'a str,
+) -> Report<'a> {
+    Report {
+        entitled,
+        outcome,
+        exit_code,
+        pricing: facts.pricing,
+        product_code: facts.product_code.as_deref(),
+        public_key_version: facts.public_key_version,
+        nonce: facts.nonce.as_deref(),
+        signature,
+        product_sku: facts.product_sku.as_deref(),
+        license_arn: license.map(|l| l.arn.as_str()),
+        entitlements: license.map(|l| &l.entitlements),
+        expiration: license.map(|l| l.expiration.as_str()),
+        checked_in: license.map(|l| l.checked_in),
+        // Present exactly when `entitled` is: the time of the check that verified it (a held
+        // seat keeps its start's). A lost license is not entitled, so it has none.
+        verified_at: match (entitled, license) {
+            (false, _) => None,
+            (true, Some(l)) => l.verified_at.clone(),
+            (true, None) => signature.and_then(|_| now_rfc3339()),
+        },
+        attempts: facts.call.attempts,
+        request_id: facts.call.request_id.as_deref(),
+        warnings: &facts.call.warnings,
+        message,
+    }
+}
+
+pub fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {
+    let message = failure.to_string();
+    let request_id = facts.call.request_id.as_deref();
+    tracing::error!(
+        exit_code = failure.exit_code(),
+        outcome = failure.outcome(),
+        requestId = request_id,
+        "{message}"
+    );
+    let report = report(
+        facts,
+        false,
+        failure.outcome(),
+        failure.exit_code(),
+        None,
+        None,
+        &message,
+    );
+    if let Err(e) = reporter.write_result(&report) {
+        tracing::warn!(error = %e, "cannot write the result file");
+    }
+    match request_id {
+        // AWS Support asks for it; the pod's events then carry it.
+        Some(id) => reporter.write_termination_log(&format!("{message} (request ID {id})")),
+        None => reporter.write_termination_log(&message),
+    }
+    ExitCode::from(failure.exit_code())
+}
