@@ -2,6 +2,77 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting that cannot be read; always exit 2 (as a `config::ConfigError`).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    #[error("{0} is not valid UTF-8")]
+    NotUnicode(&'static str),
+    #[error("invalid {name} {value:?}: {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// A text setting.
+pub fn text_setting(
+    flag: Option<String>,
+    var: &'static str,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Option<String>, SettingError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match env(var) {
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .map_err(|_| SettingError::NotUnicode(var)),
+        None => Ok(None),
+    }
+}
+
+/// A duration setting (`30`, `30s`, `1500ms`, `2m`); `name` is how the message calls it.
+pub fn duration_setting(
+    flag: Option<String>,
+    var: &'static str,
+    name: &'static str,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Option<Duration>, SettingError> {
+    text_setting(flag, var, env)?
+        .map(|v| {
+            parse_duration(&v).ok_or(SettingError::Invalid {
+                name,
+                value: v,
+                expected: "use a positive number with an optional unit, e.g. 30, 30s, 1500ms or 2m (at most 1h)",
+            })
+        })
+        .transpose()
+}
+
+/// Parses `30`, `30s`, `1500ms`, `2m` into a positive duration of at most an hour.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() || number.len() > 9 {
+        return None;
+    }
+    let n: u64 = number.parse().ok()?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!duration.is_zero() && duration <= Duration::from_secs(3600)).then_some(duration)
+}
 
 /// A path setting (paths need not be UTF-8).
 pub fn path_setting(
@@ -16,10 +87,59 @@ pub fn path_setting(
 }
 
 /// `30s`, `1500ms`: how durations are written in mpgate's messages and flags.
-pub fn humantime(d: std::time::Duration) -> String {
+pub fn humantime(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "-1",
+            "1.5s",
+            "s",
+            "10h",
+            "61m",
+            "99999999999",
+            "1 s",
+            "1sec",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_flag_wins_and_an_empty_variable_is_unset() {
+        let env = |name: &str| match name {
+            "SET" => Some(OsString::from("env")),
+            "EMPTY" => Some(OsString::new()),
+            _ => None,
+        };
+        assert_eq!(
+            text_setting(Some("flag".into()), "SET", &env)
+                .unwrap()
+                .as_deref(),
+            Some("flag")
+        );
+        assert_eq!(
+            text_setting(None, "SET", &env).unwrap().as_deref(),
+            Some("env")
+        );
+        assert_eq!(text_setting(None, "EMPTY", &env).unwrap(), None);
+        assert_eq!(text_setting(None, "UNSET", &env).unwrap(), None);
     }
 }

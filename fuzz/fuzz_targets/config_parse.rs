@@ -117,7 +117,7 @@ fn sandbox(mut args: Args) -> Args {
 }
 
 fn check_duration(text: &str) {
-    if let Some(d) = config::parse_duration(text) {
+    if let Some(d) = mpgate::settings::parse_duration(text) {
         assert!(
             !d.is_zero() && d <= Duration::from_secs(3600),
             "parse_duration({text:?}) = {d:?}"

@@ -1,0 +1,119 @@
+//! Owns where the call goes and whom TLS trusts: an ordinary build's configured endpoint, a pinned build's own.
+
+use std::ffi::OsString;
+
+use crate::config::aws_env::url_problem;
+use crate::config::error::{aws_setting, quoted, ConfigError};
+use crate::pinned::{self, Kind, Refused};
+
+/// The SDK's endpoint variable for the service a pricing model calls.
+#[derive(Clone, Copy)]
+pub struct ServiceVariables {
+    endpoint: &'static str,
+}
+
+impl ServiceVariables {
+    pub const METERING: Self = ServiceVariables {
+        endpoint: "AWS_ENDPOINT_URL_MARKETPLACE_METERING",
+    };
+    pub const LICENSE_MANAGER: Self = ServiceVariables {
+        endpoint: "AWS_ENDPOINT_URL_LICENSE_MANAGER",
+    };
+}
+
+/// An ordinary build's endpoint (`--endpoint-url`, else the SDK's variables and profile) and
+/// trust store (the built-in roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+pub fn configured_endpoint(
+    flag: Option<String>,
+    service: ServiceVariables,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(Option<String>, crate::http::ExtraRoots), ConfigError> {
+    let endpoint_url = match flag {
+        Some(url) => match url_problem(&url) {
+            Some(problem) => {
+                return Err(aws_setting(
+                    "--endpoint-url",
+                    format!("{} {problem}", quoted(&url)),
+                    "give a URL starting with https:// (or http:// for a local emulator)",
+                ))
+            }
+            None => Some(url),
+        },
+        None => None,
+    };
+    let extra_roots = if endpoint_is_plain_http(endpoint_url.as_deref(), service, env) {
+        crate::http::ExtraRoots::Deferred
+    } else {
+        crate::http::extra_roots(env).map_err(ConfigError::Certificates)?
+    };
+    Ok((endpoint_url, extra_roots))
+}
+
+/// A pinned build's endpoint, for Metering (hourly) or License Manager (contract): the
+/// compiled-in URL, else the SDK's rules for the region (the call layer resolves it). Every
+/// runtime override is refused: the service's and the general `AWS_ENDPOINT_URL*` variable
+/// here, a profile's `endpoint_url` and `services` in [`refuse_profile_endpoints`]. A relay with
+/// a publicly trusted certificate could otherwise forward the nonce (or the checkout) to a
+/// subscribed account's call. TLS trusts the built-in roots and the compiled-in CA
+/// certificates only.
+pub fn pinned_endpoint(
+    flag_given: bool,
+    service: ServiceVariables,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(Option<String>, crate::http::ExtraRoots), ConfigError> {
+    if flag_given {
+        return Err(Refused("--endpoint-url".into()).into());
+    }
+    if let Some(name) = [service.endpoint, "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .find(|name| env(name).is_some_and(|v| !v.is_empty()))
+    {
+        return Err(Refused(name.into()).into());
+    }
+    let ignored: Vec<&str> = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .into_iter()
+        .filter(|name| env(name).is_some_and(|v| !v.is_empty()))
+        .collect();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "this mpgate build is pinned: {} ignored; it trusts the built-in CA roots{} only",
+            ignored.join(" and "),
+            if pinned::ca_pem().is_some() {
+                " and the CA certificates compiled in"
+            } else {
+                ""
+            }
+        );
+    }
+    let roots = pinned::ca_pem()
+        .map(|pem| vec![pem.as_bytes().to_vec()])
+        .unwrap_or_default();
+    let url = match pinned::kind() {
+        Some(Kind::Contract) => pinned::license_manager_endpoint_url(),
+        _ => pinned::endpoint_url(),
+    };
+    Ok((
+        url.map(str::to_owned),
+        crate::http::ExtraRoots::Loaded(roots),
+    ))
+}
+
+/// Whether the call goes to an explicit `http://` endpoint (flag or the SDK's variables).
+fn endpoint_is_plain_http(
+    flag: Option<&str>,
+    service: ServiceVariables,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> bool {
+    let from_env = || {
+        let ignored = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        (!ignored)
+            .then(|| env(service.endpoint).or_else(|| env("AWS_ENDPOINT_URL")))
+            .flatten()
+            .and_then(|v| v.into_string().ok())
+    };
+    match flag {
+        Some(url) => url.starts_with("http://"),
+        None => from_env().is_some_and(|url| url.starts_with("http://")),
+    }
+}
