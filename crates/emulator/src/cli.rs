@@ -10,6 +10,7 @@ use crate::fault::{Fault, ALL_FAULTS};
 use crate::ops::license::{
     self, Entitlement, FaultSpec, LicenseConfig, Stage, ALL_LICENSE_FAULTS, DEFAULT_PRODUCT_SKU,
 };
+use crate::ops::meter_usage::{self, MeterConfig};
 
 pub const DEFAULT_PRODUCT_CODE: &str = "prod-demo1234567890abcdef";
 /// `--trickle-interval` default: one byte every 200 ms.
@@ -81,6 +82,8 @@ pub struct Options {
     /// License Manager: `--product-sku`, `--license-entitlement`, `--no-license`,
     /// `--consumption-ttl`, `--license-fault`.
     pub license: LicenseConfig,
+    /// MeterUsage: `--dimension`, `--metering-hour`, `--usage-file`, `--meter-fault`.
+    pub meter_usage: MeterConfig,
 }
 
 impl Default for Options {
@@ -111,6 +114,7 @@ impl Default for Options {
             clock_offset_ms: 0,
             expiring_key_versions: Vec::new(),
             license: LicenseConfig::default(),
+            meter_usage: MeterConfig::default(),
         }
     }
 }
@@ -166,15 +170,18 @@ mpgate-emulator {version}: local AWS Marketplace Metering (RegisterUsage) and AW
 
 Both services on one listener: Metering's RegisterUsage, and License Manager's
 CheckoutLicense, ExtendLicenseConsumption, CheckInLicense and GetLicenseUsage.
+Metering's MeterUsage (custom metering) too: see MeterUsage below.
 
 Usage:
   mpgate-emulator [serve] [OPTIONS]
   mpgate-emulator run [OPTIONS] -- COMMAND [ARG...]
+  mpgate-emulator usage --usage-file FILE [--json]   (what MeterUsage billed; usage --help)
 
 serve prints one JSON line (url, region, productCode, publicKeyVersion, publicKeyFile,
 publicKeyFiles, keyDir, caFile, credentials, productSku, licenseArn, licenseEntitlements,
 containerCredentialsUri,
-licensed) to stdout, logs every request on stderr, and serves until SIGTERM/SIGINT.
+licensed, dimensions, meteringHourSeconds, usageFile) to stdout, logs every request on
+stderr, and serves until SIGTERM/SIGINT.
 
 run serves while COMMAND runs, wired to it, and exits with COMMAND's exit
 code (127 if it is not found); it forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT. The AWS
@@ -193,7 +200,10 @@ a wrong setting fails as it would on AWS. run prints one line on stderr (no secr
   mpgate-emulator: serving URL (REGION; product code CODE, product SKU SKU); set NAME,
   NAME=VALUE, ...; kept NAME=VALUE, ...; removed NAME, ...
 and errors; --verbose adds the ready line and the request log, --quiet prints errors
-only. SIGUSR1 revokes the license (see License Manager below).
+only. SIGUSR1 revokes the license (see License Manager below) and ends the MeterUsage
+subscription. With MPGATE_PRICING=usage run fills in MPGATE_PRODUCT_CODE, MPGATE_DIMENSIONS
+(the --dimension list, comma-separated) and, with --metering-hour, MPGATE_METERING_HOUR,
+and no key settings (MeterUsage returns no token).
 
 Requests must be signed with SigV4 by a key the emulator knows, for its --region and the
 signing name of the target's service (aws-marketplace for AWSMPMeteringService.*,
@@ -294,7 +304,7 @@ Options:
                              fault answers instead of the call (no seat taken, extended
                              or returned); answer-* and processed-then-* act after the
                              seat book processed it (below)
-  --list-faults              print one JSON line per fault (name, kind, and status and
+{meter_options}  --list-faults              print one JSON line per fault (name, kind, and status and
                              errorType for the service errors; the license faults with
                              their operations: kind license for the errors,
                              license-answer for answer-*, license-lost-answer for
@@ -307,6 +317,7 @@ Faults:
 
 License Manager faults (--license-fault; status, error, operations the model lists it for):
 {license_faults}
+{meter_section}
 License Manager: the emulator sells one license, --product-sku with its entitlements, to
 the callers it knows; its ARN is arn:aws:license-manager::294406891311:license:l-<32 hex>
 (from the SKU; the ready line's licenseArn). CheckoutLicense needs KeyFingerprint
@@ -365,6 +376,8 @@ the emulator serves every connection with its own minimal HTTP/1.1 code (request
 Content-Length body, keep-alive), and answers past --fail-first normally.
 ",
         version = env!("CARGO_PKG_VERSION"),
+        meter_options = meter_usage::options_help(),
+        meter_section = meter_usage::section_help(),
     )
 }
 
@@ -634,6 +647,11 @@ where
                     ));
                 }
                 entitlements.push(ent);
+            }
+            Long(flag) if meter_usage::FLAGS.contains(&flag) => {
+                let flag = flag.to_string();
+                let v = string(parser.value().map_err(e)?, &format!("--{flag}"))?;
+                opts.meter_usage.set(&flag, &v, parse_duration)?;
             }
             Long("no-license") => opts.license.licensed = false,
             Long("retire-superseded-tokens") => opts.license.retire_superseded_tokens = true,

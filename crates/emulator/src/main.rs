@@ -9,8 +9,9 @@
 //!
 //! # Request checks, in order
 //! 1. Method `POST` and path `/`, else 400 `UnknownOperationException` (emulator choice).
-//! 2. `X-Amz-Target` must be `AWSMPMeteringService.RegisterUsage`; anything else (another
-//!    operation, missing, unknown prefix) is 400 `UnknownOperationException`.
+//! 2. `X-Amz-Target` must name an operation served (`AWSMPMeteringService.RegisterUsage`,
+//!    `.MeterUsage`, License Manager's below); anything else (another operation, missing,
+//!    unknown prefix) is 400 `UnknownOperationException`.
 //! 3. `Content-Type` must be `application/x-amz-json-1.1` (parameters such as `charset`
 //!    allowed), else 400 `SerializationException`. Real Coral endpoints pick the protocol
 //!    from the content type and fail to deserialize the body under a wrong one; the
@@ -124,6 +125,19 @@
 //! bad extension answer (`kind` `license-answer`, status 200) and per lost answer (`kind`
 //! `license-lost-answer`, with the error answered instead, if any).
 //!
+//! # MeterUsage ([`ops::meter_usage`])
+//! `AWSMPMeteringService.MeterUsage` (custom metering) after checks 1-4, signed for
+//! `aws-marketplace`: the body's shape (`ValidationException`), RegisterUsage's caller model
+//! (a task in another region gets MeterUsage's `InvalidEndpointRegionException`),
+//! `--rate-limit`, `--meter-fault [MeterUsage=]FAULT[@AFTER][*COUNT]`, then the product, the
+//! subscription (a caller's initial call only; SIGUSR1 ends it for callers with no record),
+//! the `--dimension`s sold, the window (six `--metering-hour`s back, no hour ahead), tags
+//! and allocations, the ClientToken, and one record per caller (access key id), dimension
+//! and metering hour: an identical repeat gets the same `MeteringRecordId`, another
+//! `DuplicateRequestException`; `DryRun` records nothing and answers `DryRunOperation`.
+//! Accepted records are appended to `--usage-file` before the answer; `mpgate-emulator usage`
+//! prints them. `--help` has the rules and the faults.
+//!
 //! # AWS License Manager ([`ops::license`])
 //! The same listener serves `AWSLicenseManager.CheckoutLicense`, `.ExtendLicenseConsumption`,
 //! `.CheckInLicense` and `.GetLicenseUsage` (awsJson1.1). Checks 1-4 above apply as they are,
@@ -224,6 +238,12 @@ pub struct Ready {
     pub licensed: bool,
     /// With `--container-credentials-token`: the credentials endpoint's URL.
     pub container_credentials_uri: Option<String>,
+    /// MeterUsage: the dimensions sold (`--dimension`).
+    pub dimensions: Vec<String>,
+    /// MeterUsage: the metering hour in seconds (`--metering-hour`; AWS's is 3600).
+    pub metering_hour_seconds: u64,
+    /// MeterUsage: the usage file (`--usage-file`), absolute, or `null`.
+    pub usage_file: Option<String>,
 }
 
 /// Exit code for a bad command line.
@@ -237,7 +257,11 @@ fn main() {
 
 /// The whole command: returns the process exit code.
 fn run_emulator() -> i32 {
-    let parsed = match cli::parse(std::env::args_os().skip(1)) {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "usage") {
+        return ops::meter_usage::ledger::main(args.skip(1).collect());
+    }
+    let parsed = match cli::parse(args) {
         Ok(p) => p,
         Err(msg) => {
             error(&format!("error: {msg}"));
@@ -259,6 +283,9 @@ fn run_emulator() -> i32 {
                 .filter_map(|f| f.listing())
             {
                 let _ = writeln!(out, "{line}");
+            }
+            for f in ops::meter_usage::ALL_METER_FAULTS {
+                let _ = writeln!(out, "{}", f.listing());
             }
             0
         }
@@ -388,6 +415,27 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         ),
         None => None,
     };
+    let usage_file = match &opts.meter_usage.usage_file {
+        Some(p) => {
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("cannot open usage file {}: {e}", p.display()))?;
+            let abs = fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some((f, path_string(&abs)))
+        }
+        None => None,
+    };
+    if let Some(warning) = opts.meter_usage.short_hour_warning() {
+        if opts.verbosity != Verbosity::Quiet {
+            error(&warning);
+        }
+    }
+    let (usage_file, usage_path) = match usage_file {
+        Some((f, p)) => (Some(f), Some(p)),
+        None => (None, None),
+    };
     let public_key_files: BTreeMap<String, String> = keys
         .iter()
         .map(|k| {
@@ -430,7 +478,11 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         },
         opts.expiring_key_versions.clone(),
     )
-    .with_license(license::License::new(opts.license.clone()));
+    .with_license(license::License::new(opts.license.clone()))
+    .with_meter_usage(ops::meter_usage::MeterUsage::new(
+        opts.meter_usage.clone(),
+        usage_file,
+    ));
     if let Some((token, c)) = container {
         state = state.with_container_credentials(token, c);
     }
@@ -491,6 +543,9 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
                     ops::container_credentials::PATH
                 )
             }),
+            dimensions: state.meter_usage.config.dimensions.clone(),
+            metering_hour_seconds: state.meter_usage.config.hour.as_secs(),
+            usage_file: usage_path,
         };
         let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
         let child_env = run::ChildEnv {
@@ -506,6 +561,9 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             ca_file,
             credentials: handed_out,
             product_sku: ready.product_sku.clone(),
+            dimensions: ready.dimensions.join(","),
+            metering_hour: (ready.metering_hour_seconds != 3600)
+                .then(|| format!("{}s", ready.metering_hour_seconds)),
         };
         // SIGUSR1 revokes the license (listening before the ready line, so that a signal sent
         // after it never meets the default action, which would end the process).
@@ -514,8 +572,9 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         tokio::spawn(async move {
             while usr1.recv().await.is_some() {
                 revoking.license.revoke();
+                revoking.meter_usage.unsubscribe();
                 log(&format!(
-                    "SIGUSR1: license {} (ProductSKU {}) revoked",
+                    "SIGUSR1: license {} (ProductSKU {}) revoked; MeterUsage subscription ended (callers with no record get CustomerNotEntitledException)",
                     revoking.license.arn, revoking.license.config.product_sku
                 ));
             }

@@ -31,6 +31,9 @@ pub(crate) struct RecordLine {
     /// A License Manager call's members (its line then has no Metering members).
     #[serde(skip)]
     pub license: Option<LicenseRecord>,
+    /// Another family's members (MeterUsage's), in place of `publicKeyVersion` and `nonce`.
+    #[serde(skip)]
+    pub members: Option<Map<String, Value>>,
 }
 
 /// The members of a License Manager request, as sent; absent ones are left out of the line.
@@ -91,6 +94,16 @@ impl Recorder {
     /// without a GetLicenseUsage of its own).
     pub fn write(&self, rec: &RecordLine, held: impl FnOnce() -> Map<String, Value>) -> String {
         let line = match &rec.license {
+            None if rec.members.is_some() => {
+                let mut v = serde_json::to_value(rec).unwrap_or_default();
+                if let (Some(line), Some(members)) = (v.as_object_mut(), &rec.members) {
+                    for k in ["publicKeyVersion", "nonce"] {
+                        line.remove(k);
+                    }
+                    line.extend(members.clone());
+                }
+                v.to_string()
+            }
             None => serde_json::to_string(rec).unwrap_or_else(|_| "{}".into()),
             Some(lm) => {
                 let mut v = serde_json::to_value(rec).unwrap_or_default();

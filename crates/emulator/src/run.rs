@@ -26,6 +26,10 @@ pub struct ChildEnv {
     pub credentials: Option<Credential>,
     /// License Manager's product SKU (`MPGATE_PRODUCT_SKU`).
     pub product_sku: String,
+    /// MeterUsage's dimensions, comma-separated (`MPGATE_DIMENSIONS`).
+    pub dimensions: String,
+    /// `--metering-hour` when it is not AWS's (`MPGATE_METERING_HOUR`, e.g. `2s`).
+    pub metering_hour: Option<String>,
 }
 
 /// The gate's key sources (src/keyring.rs): with any of them set, the key is the caller's.
@@ -36,9 +40,11 @@ const KEY_SOURCES: [&str; 3] = [
 ];
 
 /// The seller's product settings the gate reads, reported as kept when the caller has them.
-const SELLER_SETTINGS: [&str; 9] = [
+const SELLER_SETTINGS: [&str; 11] = [
     "MPGATE_PRICING",
     "MPGATE_PRODUCT_CODE",
+    "MPGATE_DIMENSIONS",
+    "MPGATE_METERING_HOUR",
     "MPGATE_PRODUCT_SKU",
     "MPGATE_ENTITLEMENTS",
     "MPGATE_SEAT",
@@ -124,10 +130,18 @@ pub fn plan(env: &ChildEnv, caller: &dyn Fn(&str) -> Option<OsString>) -> Plan {
     };
     fill("MPGATE_PRODUCT_SKU", env.product_sku.clone());
     // RegisterUsage's settings, unless the caller set up contract pricing (which does not
-    // read them, and would say so).
-    if caller("MPGATE_PRICING").is_none_or(|p| p != "contract") {
+    // read them, and would say so); usage pricing's are the product code and dimensions (no
+    // key: MeterUsage returns no token).
+    let pricing = caller("MPGATE_PRICING");
+    let usage = pricing.as_ref().is_some_and(|p| p == "usage");
+    if pricing.is_none_or(|p| p != "contract") {
         fill("MPGATE_PRODUCT_CODE", env.product_code.clone());
-        if !KEY_SOURCES.iter().any(|n| has(n)) {
+        if usage {
+            fill("MPGATE_DIMENSIONS", env.dimensions.clone());
+            if let Some(hour) = &env.metering_hour {
+                fill("MPGATE_METERING_HOUR", hour.clone());
+            }
+        } else if !KEY_SOURCES.iter().any(|n| has(n)) {
             // The file of the version the caller asks for, when served; else the first one's
             // (and AWS's answer for an unknown version).
             let asked = caller("MPGATE_PUBLIC_KEY_VERSION")
@@ -284,7 +298,32 @@ mod tests {
             ca_file: None,
             credentials: Some(Credential::fresh_temporary()),
             product_sku: "sku-real".into(),
+            dimensions: "nodes,gb".into(),
+            metering_hour: Some("2s".into()),
         }
+    }
+
+    #[test]
+    fn usage_pricing_gets_the_dimensions_and_hour_and_no_key() {
+        let p = plan_with(&[("MPGATE_PRICING", "usage")]);
+        assert_eq!(value(&p, "MPGATE_PRODUCT_CODE"), Some("prod-real"));
+        assert_eq!(value(&p, "MPGATE_DIMENSIONS"), Some("nodes,gb"));
+        assert_eq!(value(&p, "MPGATE_METERING_HOUR"), Some("2s"));
+        assert_eq!(value(&p, "MPGATE_PUBLIC_KEY_FILE"), None);
+        assert_eq!(value(&p, "MPGATE_PUBLIC_KEY_VERSION"), None);
+        // The seller's own dimensions are kept, and named.
+        let p = plan_with(&[("MPGATE_PRICING", "usage"), ("MPGATE_DIMENSIONS", "gb")]);
+        assert_eq!(value(&p, "MPGATE_DIMENSIONS"), None);
+        assert!(
+            p.summary
+                .contains("kept MPGATE_PRICING=usage, MPGATE_DIMENSIONS=gb"),
+            "{}",
+            p.summary
+        );
+        // Hourly pricing gets neither.
+        let p = plan_with(&[]);
+        assert_eq!(value(&p, "MPGATE_DIMENSIONS"), None);
+        assert_eq!(value(&p, "MPGATE_METERING_HOUR"), None);
     }
 
     fn plan_with(caller: &[(&str, &str)]) -> Plan {

@@ -9,6 +9,7 @@ use crate::fault::Fault;
 use crate::keys::VersionKey;
 use crate::ops::container_credentials::Endpoint;
 use crate::ops::license::License;
+use crate::ops::meter_usage::MeterUsage;
 use crate::ops::metering::Metering;
 use crate::record::Recorder;
 use crate::shared::{Callers, Shared};
@@ -17,6 +18,8 @@ use crate::shared::{Callers, Shared};
 pub struct State {
     pub shared: Shared,
     pub metering: Metering,
+    /// MeterUsage: the dimensions sold, the records billed, `--meter-fault`s.
+    pub meter_usage: MeterUsage,
     /// License Manager: the license sold, its consumptions and `--license-fault`s.
     pub license: License,
     /// `--container-credentials-token`: the token and the pair the endpoint hands out.
@@ -57,6 +60,7 @@ impl State {
                 expiring_key_versions: Vec::new(),
             },
             license: License::default(),
+            meter_usage: MeterUsage::default(),
             container_credentials: None,
             network: Network {
                 latency,
@@ -92,6 +96,12 @@ impl State {
     /// Sets the License Manager side: the license and its faults.
     pub fn with_license(mut self, license: License) -> Self {
         self.license = license;
+        self
+    }
+
+    /// Sets MeterUsage's side: dimensions, hour, usage file and faults.
+    pub fn with_meter_usage(mut self, meter_usage: MeterUsage) -> Self {
+        self.meter_usage = meter_usage;
         self
     }
 

@@ -258,7 +258,7 @@ fn rejections_have_aws_types_and_statuses() {
         (
             "other operation",
             Req::register(&body)
-                .header("X-Amz-Target", "AWSMPMeteringService.MeterUsage")
+                .header("X-Amz-Target", "AWSMPMeteringService.BatchMeterUsage")
                 .signed(&s),
             400,
             "UnknownOperationException",
@@ -978,8 +978,9 @@ fn every_listed_fault_does_what_its_kind_says() {
     for fault in &listed {
         let name = fault["name"].as_str().unwrap();
         let kind = fault["kind"].as_str().unwrap();
-        if kind.starts_with("license") {
-            // License Manager's faults (`--license-fault`): tests/license.rs.
+        if kind.starts_with("license") || kind.starts_with("meter") {
+            // License Manager's faults (`--license-fault`): tests/license.rs; MeterUsage's
+            // (`--meter-fault`): tests/meter_usage.rs.
             continue;
         }
         let mut flags = vec!["--fault", name];

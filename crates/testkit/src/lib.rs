@@ -3,8 +3,8 @@
 //! Binaries and scratch directories and result files (here), bounded waits ([`wait`]), output
 //! drains ([`drain`]), running children ([`live`]), the emulator ([`emulator`]) and its test
 //! credentials, its ready line ([`ready`]), its service-error and License Manager faults
-//! ([`faults`]), SigV4 for raw requests ([`sigv4`]), raw License Manager calls ([`license`])
-//! and a test HTTP proxy ([`proxy`]).
+//! ([`faults`]), SigV4 for raw requests ([`sigv4`]), raw License Manager calls ([`license`]),
+//! raw MeterUsage calls and their faults ([`meter_usage`]) and a test HTTP proxy ([`proxy`]).
 //!
 //! It depends on none of the project's crates (the emulator is run as a binary), and on no
 //! path that Cargo only names to integration tests at compile time: the target directory is
@@ -15,6 +15,7 @@ pub mod emulator;
 pub mod faults;
 pub mod license;
 pub mod live;
+pub mod meter_usage;
 pub mod proxy;
 pub mod ready;
 pub mod sigv4;

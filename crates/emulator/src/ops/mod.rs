@@ -2,10 +2,9 @@
 
 pub mod container_credentials;
 pub mod license;
+pub mod meter_usage;
 pub mod metering;
 pub mod validation;
-
-use std::iter;
 
 use crate::answer::CONTENT_TYPE_JSON;
 
@@ -39,6 +38,8 @@ impl Protocol {
 pub enum Operation {
     /// Metering's `RegisterUsage`.
     RegisterUsage,
+    /// Metering's `MeterUsage` (custom metering).
+    MeterUsage,
     /// One of License Manager's.
     License(license::Op),
 }
@@ -49,7 +50,8 @@ pub const TARGET_PREFIXES: &[&str] = &[metering::TARGET_PREFIX, license::TARGET_
 impl Operation {
     /// Every operation served.
     pub fn all() -> impl Iterator<Item = Operation> {
-        iter::once(Operation::RegisterUsage)
+        [Operation::RegisterUsage, Operation::MeterUsage]
+            .into_iter()
             .chain(license::ALL_OPS.iter().map(|op| Operation::License(*op)))
     }
 
@@ -57,6 +59,7 @@ impl Operation {
     pub fn name(self) -> &'static str {
         match self {
             Operation::RegisterUsage => "RegisterUsage",
+            Operation::MeterUsage => meter_usage::OPERATION,
             Operation::License(op) => op.name(),
         }
     }
@@ -64,14 +67,16 @@ impl Operation {
     /// The target prefix of its service (awsJson1.1).
     fn target_prefix(self) -> &'static str {
         match self {
-            Operation::RegisterUsage => metering::TARGET_PREFIX,
+            Operation::RegisterUsage | Operation::MeterUsage => metering::TARGET_PREFIX,
             Operation::License(_) => license::TARGET_PREFIX,
         }
     }
 
     pub fn protocol(self) -> Protocol {
         match self {
-            Operation::RegisterUsage | Operation::License(_) => Protocol::AwsJson11,
+            Operation::RegisterUsage | Operation::MeterUsage | Operation::License(_) => {
+                Protocol::AwsJson11
+            }
         }
     }
 
@@ -80,7 +85,7 @@ impl Operation {
     /// `GetAccessToken`), and any `Authorization` header is ignored.
     pub fn signing_name(self) -> Option<&'static str> {
         match self {
-            Operation::RegisterUsage => Some(metering::SIGNING_NAME),
+            Operation::RegisterUsage | Operation::MeterUsage => Some(metering::SIGNING_NAME),
             Operation::License(_) => Some(license::SIGNING_NAME),
         }
     }
@@ -115,8 +120,13 @@ mod tests {
             Operation::from_target("AWSLicenseManager.CheckoutLicense"),
             Some(Operation::License(license::Op::CheckoutLicense))
         );
+        assert_eq!(
+            Operation::from_target("AWSMPMeteringService.MeterUsage"),
+            Some(Operation::MeterUsage)
+        );
         for unknown in [
-            "AWSMPMeteringService.MeterUsage",
+            "AWSMPMeteringService.BatchMeterUsage",
+            "AWSLicenseManager.MeterUsage",
             "AWSLicenseManager.RegisterUsage",
             "AWSMPMeteringService.CheckoutLicense",
             "RegisterUsage",

@@ -16,7 +16,7 @@ use crate::clock::http_date;
 use crate::credentials::Credential;
 use crate::fault::Fault;
 use crate::log::log;
-use crate::ops::{container_credentials, license, metering, Operation};
+use crate::ops::{container_credentials, license, meter_usage, metering, Operation};
 use crate::record::RecordLine;
 use crate::state::State;
 use sigv4::{Authorization, Rejection};
@@ -91,8 +91,12 @@ fn note_members(parsed: Option<&Result<Value, serde_json::Error>>, rec: &mut Rec
         .target
         .as_deref()
         .is_some_and(|t| t.starts_with(license::TARGET_PREFIX));
+    let to_meter_usage =
+        rec.target.as_deref().and_then(Operation::from_target) == Some(Operation::MeterUsage);
     if to_license {
         license::note_members(obj, rec);
+    } else if to_meter_usage {
+        meter_usage::note_members(obj, rec);
     } else if let Some(obj) = obj {
         metering::note_members(obj, rec);
     }
@@ -262,6 +266,14 @@ fn operate(
         Operation::RegisterUsage => {
             metering::register_usage(&state.shared, &state.metering, parsed, caller, rec)
         }
+        Operation::MeterUsage => meter_usage::call(
+            &state.shared,
+            &state.metering.product_code,
+            &state.meter_usage,
+            parsed,
+            caller,
+            rec,
+        ),
         Operation::License(op) => license::call(&state.shared, &state.license, op, parsed, rec),
     }
 }
