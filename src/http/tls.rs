@@ -1,0 +1,211 @@
+//! Owns whom TLS trusts and the handshake: the built-in Mozilla roots, `SSL_CERT_FILE` / `SSL_CERT_DIR`, rustls.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
+
+/// The Mozilla CA roots, from the locked `webpki-roots`: trust anchors (subject, key, name
+/// constraints) as static data, so trusting them parses nothing at run time.
+const MOZILLA_ROOTS: &[rustls_pki_types::TrustAnchor<'static>] = webpki_roots::TLS_SERVER_ROOTS;
+/// Bounds on what `SSL_CERT_FILE` / `SSL_CERT_DIR` may make mpgate read.
+const MAX_CERT_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_CERT_DIR_FILES: usize = 1000;
+
+/// Extra CA certificates from `SSL_CERT_FILE` / `SSL_CERT_DIR`, each PEM blob validated
+/// (the SDK's TLS set-up panics on a certificate it cannot parse).
+#[derive(Debug, Clone)]
+pub enum ExtraRoots {
+    /// Read and validated up front: the endpoint is HTTPS, so a bad file is a usage error.
+    Loaded(Vec<Vec<u8>>),
+    /// The endpoint is plain HTTP: read them only if something (an STS call, an HTTPS proxy)
+    /// needs TLS after all, so the common emulator/VPC-proxy path does no certificate I/O.
+    Deferred,
+}
+
+impl Default for ExtraRoots {
+    fn default() -> Self {
+        ExtraRoots::Loaded(Vec::new())
+    }
+}
+
+/// Reads and validates `SSL_CERT_FILE` and `SSL_CERT_DIR`; an error names the bad file.
+pub fn extra_roots(env: &dyn Fn(&str) -> Option<OsString>) -> Result<ExtraRoots, String> {
+    let mut roots = Vec::new();
+    if let Some(file) = env("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
+        let pem = read_bounded(Path::new(&file))
+            .map_err(|e| format!("SSL_CERT_FILE {}: {e}", Path::new(&file).display()))?;
+        validate(&pem).map_err(|e| format!("SSL_CERT_FILE {}: {e}", Path::new(&file).display()))?;
+        roots.push(pem);
+    }
+    if let Some(dir) = env("SSL_CERT_DIR").filter(|v| !v.is_empty()) {
+        // OpenSSL allows a colon-separated list of directories.
+        for dir in std::env::split_paths(&dir) {
+            let entries = std::fs::read_dir(&dir)
+                .map_err(|e| format!("SSL_CERT_DIR {}: {e}", dir.display()))?;
+            let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            if paths.len() > MAX_CERT_DIR_FILES {
+                return Err(format!(
+                    "SSL_CERT_DIR {}: more than {MAX_CERT_DIR_FILES} files",
+                    dir.display()
+                ));
+            }
+            for path in paths.into_iter().filter(|p| p.is_file()) {
+                let pem = read_bounded(&path)
+                    .map_err(|e| format!("SSL_CERT_DIR {}: {e}", path.display()))?;
+                // Like OpenSSL, ignore files that hold no certificate (READMEs, CRLs).
+                match validate(&pem) {
+                    Ok(()) => roots.push(pem),
+                    Err(e) if e.starts_with("no certificate") => {}
+                    Err(e) => return Err(format!("SSL_CERT_DIR {}: {e}", path.display())),
+                }
+            }
+        }
+    }
+    Ok(ExtraRoots::Loaded(roots))
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CERT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CERT_BYTES {
+        return Err(format!("larger than {} MiB", MAX_CERT_BYTES / 1024 / 1024));
+    }
+    Ok(bytes)
+}
+
+/// Accepts a PEM blob only if every certificate in it can serve as a trust anchor.
+fn validate(pem: &[u8]) -> Result<(), String> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("not a valid PEM certificate file ({e:?})"))?;
+        store
+            .add(cert)
+            .map_err(|e| format!("a certificate cannot be parsed ({e})"))?;
+    }
+    if store.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    Ok(())
+}
+
+/// The rustls configuration, built on first use: the built-in roots as ready trust anchors
+/// (the SDK's own connector takes roots only as PEM, and base64-decoding and parsing 150 of
+/// them costs 7 M instructions, more than all the rest of a TLS hand-over), aws-lc, TLS 1.2
+/// and 1.3, HTTP/1.1.
+#[derive(Debug)]
+pub struct LazyTls {
+    extra_roots: ExtraRoots,
+    config: OnceLock<Arc<rustls::ClientConfig>>,
+}
+
+impl LazyTls {
+    fn config(&self) -> Arc<rustls::ClientConfig> {
+        self.config
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore {
+                    roots: MOZILLA_ROOTS.to_vec(),
+                };
+                for pem in self.extra_roots() {
+                    // Validated when read: every certificate in it parses.
+                    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
+                }
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("aws-lc supports TLS 1.2 and 1.3")
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(config)
+            })
+            .clone()
+    }
+
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR`: as read up front, or now if they were deferred.
+    fn extra_roots(&self) -> Vec<Vec<u8>> {
+        match &self.extra_roots {
+            ExtraRoots::Loaded(roots) => roots.clone(),
+            ExtraRoots::Deferred => match extra_roots(&|name| std::env::var_os(name)) {
+                Ok(ExtraRoots::Loaded(roots)) => roots,
+                Ok(ExtraRoots::Deferred) => Vec::new(),
+                Err(e) => {
+                    tracing::warn!("ignoring the extra CA certificates: {e}");
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    /// The TLS handshake with `host` over `io`.
+    pub async fn handshake(&self, host: &str, io: BoxIo) -> Result<BoxIo, BoxError> {
+        // An IPv6 literal comes bracketed in a URI; the certificate names the bare address.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(self.config())
+            .connect(name, TokioIo::new(io))
+            .await?;
+        Ok(Box::new(TokioIo::new(stream)))
+    }
+}
+
+impl LazyTls {
+    /// `extra_roots` trusted beside the built-in roots, once a connection needs TLS.
+    pub fn new(extra_roots: ExtraRoots) -> Self {
+        LazyTls {
+            extra_roots,
+            config: OnceLock::new(),
+        }
+    }
+}
+
+/// A connection's byte stream: TCP, or TLS over it.
+pub trait Io: hyper::rt::Read + hyper::rt::Write + Send + Unpin {}
+impl<T: hyper::rt::Read + hyper::rt::Write + Send + Unpin> Io for T {}
+pub type BoxIo = Box<dyn Io>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_offers_the_post_quantum_hybrid_first() {
+        let tls = LazyTls::new(ExtraRoots::Loaded(Vec::new()));
+        let config = tls.config();
+        let groups: Vec<_> = config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        assert_eq!(
+            groups.first(),
+            Some(&rustls::NamedGroup::X25519MLKEM768),
+            "{groups:?}"
+        );
+        assert!(groups.contains(&rustls::NamedGroup::X25519), "{groups:?}");
+    }
+
+    #[test]
+    fn the_mozilla_roots_are_built_in() {
+        assert!(MOZILLA_ROOTS.len() > 100, "{} roots", MOZILLA_ROOTS.len());
+        assert!(MOZILLA_ROOTS.iter().all(|root| !root.subject.is_empty()));
+    }
+
+    #[test]
+    fn bad_certificate_files_are_refused() {
+        assert!(validate(b"hello")
+            .unwrap_err()
+            .starts_with("no certificate"));
+        let bad = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(validate(bad).is_err());
+    }
+}
