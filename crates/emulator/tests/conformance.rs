@@ -7,6 +7,7 @@
 
 use mpgate_testkit::emulator::{test_credentials, ACCESS_KEY_ID};
 use mpgate_testkit::faults::{LICENSE_FAULTS, PROCESSED_FAULTS, SERVICE_FAULTS};
+use mpgate_testkit::meter_usage::{METER_FAULTS, METER_LOST_ANSWER_FAULTS, METER_NETWORK_FAULTS};
 use mpgate_testkit::{emulator_exe, run_bounded, scratch, Emulator, Exit, Live};
 
 use std::path::{Path, PathBuf};
@@ -402,5 +403,116 @@ fn the_license_conformance_check_fails_when_the_listing_disagrees_with_the_model
     assert_fails(
         &run(&widened),
         "FAIL no-entitlements-allowed: NoEntitlementsAllowedException is what the model lists for CheckoutLicense, ExtendLicenseConsumption",
+    );
+}
+
+const METER_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/conformance/boto3_meter_usage_conformance.py"
+);
+
+/// The MeterUsage script with the arguments every run needs.
+fn meter_script(emu: &Emulator, faults: &Path) -> Command {
+    let mut cmd = python(METER_SCRIPT);
+    cmd.args(["--region", &emu.region])
+        .args(["--product-code", &emu.product_code])
+        .args(["--dimension", "nodes"])
+        .args(["--credentials", &test_credentials()])
+        .arg("--faults")
+        .arg(faults);
+    cmd
+}
+
+#[test]
+fn boto3_sees_the_emulator_s_meter_usage_as_botocore_models_it() {
+    let dir = scratch("meter-conformance");
+    let (faults_file, listing) = fault_listing(&dir);
+    let normal = Emulator::start_with_shared_keys(&[]);
+    let long_term = Emulator::start_with_shared_keys(&["--credentials", LONG_TERM]);
+    let task_region = Emulator::start_with_shared_keys(&["--task-region", "eu-west-1"]);
+    let start = |flag: String| Emulator::start_with_shared_keys(&["--meter-fault", &flag]);
+    let faulty: Vec<(Emulator, &str)> = METER_FAULTS
+        .iter()
+        .map(|f| (start(f.fault.to_string()), f.fault))
+        .collect();
+    let lost: Vec<(Emulator, &str)> = METER_LOST_ANSWER_FAULTS
+        .iter()
+        .map(|(f, _)| (start(format!("{f}*1")), *f))
+        .collect();
+    let network: Vec<(Emulator, &str)> = METER_NETWORK_FAULTS
+        .iter()
+        .map(|f| (start(f.to_string()), *f))
+        .collect();
+    let mut cmd = meter_script(&normal, &faults_file);
+    cmd.args(["--success", &normal.url])
+        .args(["--long-term", &format!("{LONG_TERM}={}", long_term.url)])
+        .args(["--task-region", &task_region.url]);
+    for (flag, emus) in [
+        ("--fault", &faulty),
+        ("--lost", &lost),
+        ("--network", &network),
+    ] {
+        for (emu, name) in emus {
+            cmd.args([flag, &format!("{name}={}", emu.url)]);
+        }
+    }
+    let out = run_script(&mut cmd, "boto3 MeterUsage conformance", "boto3 awscli");
+    assert!(out.contains("all checks passed"), "{out}");
+    for f in METER_FAULTS {
+        let class = if f.modelled {
+            format!("client.exceptions.{}", f.error_type)
+        } else {
+            format!("{} (no class)", f.error_type)
+        };
+        let line = format!("ok   meter fault {} -> {class} ({})", f.fault, f.status);
+        // Not in MeterUsage's model, but botocore knows the service's exception.
+        let alt = format!(
+            "ok   meter fault {} -> client.exceptions.{} ({})",
+            f.fault, f.error_type, f.status
+        );
+        assert!(
+            out.contains(&line) || (!f.modelled && out.contains(&alt)),
+            "no {line:?} in:\n{out}"
+        );
+    }
+    // A lost answer was billed once: the retry replays the record the lost call made.
+    for (emu, name) in &lost {
+        assert!(
+            out.contains(&format!("ok   {name}: the retry gets a MeteringRecordId")),
+            "{name}:\n{out}"
+        );
+        let calls = emu.wait_for_calls(2);
+        assert_eq!(calls[0]["fault"], *name);
+        assert_eq!(
+            (calls[0]["recorded"].clone(), calls[1]["replayed"].clone()),
+            (true.into(), true.into()),
+            "{name}"
+        );
+        assert_eq!(
+            calls[0]["meteringRecordId"], calls[1]["meteringRecordId"],
+            "{name}"
+        );
+    }
+    for control in [
+        "ok   MeterUsage signed by boto3 succeeds",
+        "ok   an identical repeat (another ClientToken from botocore) gets the same MeteringRecordId",
+        "ok   DryRun answers MeteringRecordId DryRunOperation",
+        "ok   the AWS CLI's meter-usage is accepted",
+        "ok   long-term key (an IAM user outside ECS/EKS) -> client.exceptions.PlatformNotSupportedException",
+        "ok   a task in another region -> client.exceptions.InvalidEndpointRegionException",
+        "ok   hang -> ReadTimeoutError",
+        "ok   drop -> ConnectionClosedError",
+        "ok   http-503-html -> ClientError",
+    ] {
+        assert!(out.contains(control), "no {control:?} in:\n{out}");
+    }
+    // The check can fail: without duplicate-request, DuplicateRequestException has no fault.
+    let file = dir.join("edited.jsonl");
+    std::fs::write(&file, without_fault(&listing, "duplicate-request")).unwrap();
+    let mut cmd = meter_script(&normal, &file);
+    cmd.arg("--model-only");
+    assert_fails(
+        &run_bounded(&mut cmd, SCRIPT_TIMEOUT),
+        "FAIL the emulator has a meter fault for DuplicateRequestException",
     );
 }
