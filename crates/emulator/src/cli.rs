@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::credentials::Credential;
 use crate::fault::{Fault, ALL_FAULTS};
+use crate::ops::anywhere::{self, AnywhereConfig, AnywhereFaultSpec, ALL_ANYWHERE_FAULTS};
 use crate::ops::license::{
     self, Entitlement, FaultSpec, LicenseConfig, Stage, ALL_LICENSE_FAULTS, DEFAULT_PRODUCT_SKU,
 };
@@ -38,6 +39,12 @@ pub enum Mode {
     Run {
         command: OsString,
         args: Vec<OsString>,
+    },
+    /// `revoke-token --url URL --token-file PATH`: ask a serving emulator to revoke a
+    /// refresh token.
+    RevokeToken {
+        url: String,
+        token_file: PathBuf,
     },
 }
 
@@ -84,6 +91,12 @@ pub struct Options {
     pub license: LicenseConfig,
     /// MeterUsage: `--dimension`, `--metering-hour`, `--usage-file`, `--meter-fault`.
     pub meter_usage: MeterConfig,
+    /// The license token's exchange: `--token-issuer-account`, `--license-role-arn`,
+    /// `--access-token-ttl`, `--role-credentials-ttl`, `--refresh-token-ttl`,
+    /// `--license-token-file`, `--license-fault GetAccessToken=…`, `--sts-fault`.
+    pub anywhere: AnywhereConfig,
+    /// `run --anywhere`: hand the command a license token and role, not task credentials.
+    pub anywhere_run: bool,
 }
 
 impl Default for Options {
@@ -115,6 +128,8 @@ impl Default for Options {
             expiring_key_versions: Vec::new(),
             license: LicenseConfig::default(),
             meter_usage: MeterConfig::default(),
+            anywhere: AnywhereConfig::default(),
+            anywhere_run: false,
         }
     }
 }
@@ -151,6 +166,29 @@ pub fn usage() -> String {
         })
         .collect();
     let license_faults = license_faults.concat();
+    let anywhere_faults: String = ALL_ANYWHERE_FAULTS
+        .iter()
+        .map(|f| {
+            let what: Vec<String> = f
+                .listing()
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} {} ({})",
+                        l["status"],
+                        l["errorType"].as_str().unwrap_or(""),
+                        l["operations"][0].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            let what = if what.is_empty() {
+                "the Metering fault of that name; both operations".to_string()
+            } else {
+                what.join("; ")
+            };
+            format!("  {:<26}{what}\n", f.name())
+        })
+        .collect();
     let faults: Vec<&str> = ALL_FAULTS.iter().map(|f| f.name()).collect();
     let mut fault_lines = String::new();
     let mut line = String::from("   ");
@@ -169,18 +207,21 @@ pub fn usage() -> String {
 mpgate-emulator {version}: local AWS Marketplace Metering (RegisterUsage) and AWS License Manager for tests
 
 Both services on one listener: Metering's RegisterUsage, and License Manager's
-CheckoutLicense, ExtendLicenseConsumption, CheckInLicense and GetLicenseUsage.
-Metering's MeterUsage (custom metering) too: see MeterUsage below.
+CheckoutLicense, ExtendLicenseConsumption, CheckInLicense and GetLicenseUsage; and the
+license token's exchange (Containers Anywhere): License Manager's GetAccessToken and STS's
+AssumeRoleWithWebIdentity (below). Metering's MeterUsage (custom metering) too: see
+MeterUsage below.
 
 Usage:
   mpgate-emulator [serve] [OPTIONS]
-  mpgate-emulator run [OPTIONS] -- COMMAND [ARG...]
+  mpgate-emulator run [--anywhere] [OPTIONS] -- COMMAND [ARG...]
   mpgate-emulator usage --usage-file FILE [--json]   (what MeterUsage billed; usage --help)
+  mpgate-emulator revoke-token --url URL --token-file PATH
 
 serve prints one JSON line (url, region, productCode, publicKeyVersion, publicKeyFile,
 publicKeyFiles, keyDir, caFile, credentials, productSku, licenseArn, licenseEntitlements,
-containerCredentialsUri,
-licensed, dimensions, meteringHourSeconds, usageFile) to stdout, logs every request on
+containerCredentialsUri, licensed, dimensions, meteringHourSeconds, usageFile,
+licenseTokenFile, licenseRoleArn, tokenIssuerAccount) to stdout, logs every request on
 stderr, and serves until SIGTERM/SIGINT.
 
 run serves while COMMAND runs, wired to it, and exits with COMMAND's exit
@@ -309,6 +350,27 @@ Options:
                              their operations: kind license for the errors,
                              license-answer for answer-*, license-lost-answer for
                              processed-then-*), then exit
+  --token-issuer-account ACCOUNT  the buyer account the license token was created in
+                             (default {issuer})
+  --license-role-arn ARN     the consumption role STS knows (default
+                             arn:aws:iam::ACCOUNT:{role_path}
+                             in the issuer account); a role in another account than the
+                             token's issuer does not trust it: AccessDenied
+  --license-token-file PATH  write the license token (a refresh token) to PATH and the
+                             role ARN to iam_role beside it (mode 0600, replaced
+                             atomically), as the buyer's Kubernetes secret holds them; the
+                             ready line's licenseTokenFile
+  --access-token-ttl DURATION  how long GetAccessToken's access tokens last (default 60m)
+  --role-credentials-ttl DURATION  how long AssumeRoleWithWebIdentity's credentials last
+                             (default DurationSeconds, else 60m); once past, every signed
+                             call with them gets ExpiredTokenException
+  --refresh-token-ttl DURATION  how long the license token lasts (default 365 days)
+  --sts-fault AssumeRoleWithWebIdentity=FAULT[@AFTER][*COUNT]
+                             fail STS's AssumeRoleWithWebIdentity with FAULT (below), as
+                             --license-fault does; GetAccessToken's faults are given with
+                             --license-fault GetAccessToken=FAULT[@AFTER][*COUNT]
+  --anywhere                 run: hand COMMAND a license token and role instead of task
+                             credentials (below)
   -h, --help                 print this help
   -V, --version              print the version
 
@@ -318,6 +380,37 @@ Faults:
 License Manager faults (--license-fault; status, error, operations the model lists it for):
 {license_faults}
 {meter_section}
+The license token's exchange (Containers Anywhere; faults: status, error, operation):
+{anywhere_faults}
+At start the emulator issues one license token: a PS384 JWT signed by its first key, aud
+the license ARN, amr aws:license-manager:token-issuer-account-id:ACCOUNT, valid
+--refresh-token-ttl. AWSLicenseManager.GetAccessToken (awsJson1.1) takes it unsigned, as
+AWS's reference code sends it, or SigV4-signed for license-manager (then verified as any
+call); it answers an access token valid --access-token-ttl. A refresh token that is not a
+JWT gets ValidationException; one the emulator did not sign, an expired or revoked one, or
+one for another license AccessDeniedException (AWS does not publish which it answers).
+STS's AssumeRoleWithWebIdentity (awsQuery: a form with Action and Version=2011-06-15,
+unsigned; XML answers and ErrorResponse errors) takes RoleArn, RoleSessionName and the
+access token as WebIdentityToken (ProviderId refused: InvalidParameterValue); a token that
+is not an access token the emulator issued gets InvalidIdentityToken, an expired one
+ExpiredTokenException, a role other than --license-role-arn or one whose account is not the
+token's issuer account AccessDenied, DurationSeconds above 3600 ValidationError. It answers
+temporary credentials (ASIA...) that the emulator knows from then on, until their
+Expiration: then every signed call with them gets ExpiredTokenException.
+Revocation: SIGUSR2 revokes the token issued at start; `mpgate-emulator revoke-token --url
+URL --token-file FILE` posts a token to a serving emulator (plain http) to revoke it. A
+revoked token gets AccessDeniedException from GetAccessToken; access tokens and role
+credentials already issued stay valid until they expire.
+
+run --anywhere writes the license token to license_token (--license-token-file, else a
+private directory removed when run ends) and the role to iam_role beside it, sets
+AWS_ENDPOINT_URL_STS (the url) besides the other endpoints, hands out no credentials (and
+removes the caller's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), and
+fills in MPGATE_LICENSE_TOKEN_FILE and MPGATE_LICENSE_ROLE_ARN, unless the caller has a
+token of its own (MPGATE_LICENSE_TOKEN_FILE, AWS_WEB_IDENTITY_REFRESH_TOKEN_FILE or
+AWS_LICENSE_ACCESS_FILE: kept, and then no role is filled in either) or a role
+(MPGATE_LICENSE_ROLE_ARN or AWS_ROLE_ARN: kept).
+
 License Manager: the emulator sells one license, --product-sku with its entitlements, to
 the callers it knows; its ARN is arn:aws:license-manager::294406891311:license:l-<32 hex>
 (from the SKU; the ready line's licenseArn). CheckoutLicense needs KeyFingerprint
@@ -378,6 +471,8 @@ Content-Length body, keep-alive), and answers past --fail-first normally.
         version = env!("CARGO_PKG_VERSION"),
         meter_options = meter_usage::options_help(),
         meter_section = meter_usage::section_help(),
+        issuer = anywhere::DEFAULT_ISSUER_ACCOUNT,
+        role_path = anywhere::ROLE_PATH,
     )
 }
 
@@ -465,6 +560,7 @@ where
     // form of one `--credentials` pair: (id, secret, token) of the pair being given.
     let mut spelled: Option<(String, Option<String>, Option<String>)> = None;
     let mut verbosity_flag: Option<&'static str> = None;
+    let (mut revoke, mut revoke_url, mut revoke_file) = (false, None, None);
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(e)? {
         match arg {
@@ -665,9 +761,76 @@ where
             }
             Long("license-fault") => {
                 let v = string(parser.value().map_err(e)?, "--license-fault")?;
-                opts.license
-                    .faults
-                    .push(FaultSpec::parse(&v).map_err(|m| format!("--license-fault: {m}"))?);
+                // GetAccessToken is License Manager's too, but the token exchange's.
+                if v.starts_with("GetAccessToken=") {
+                    opts.anywhere.faults.push(
+                        AnywhereFaultSpec::parse(&v, anywhere::Op::GetAccessToken)
+                            .map_err(|m| format!("--license-fault: {m}"))?,
+                    );
+                } else {
+                    opts.license
+                        .faults
+                        .push(FaultSpec::parse(&v).map_err(|m| format!("--license-fault: {m}"))?);
+                }
+            }
+            Long("sts-fault") => {
+                let v = string(parser.value().map_err(e)?, "--sts-fault")?;
+                opts.anywhere.faults.push(
+                    AnywhereFaultSpec::parse(&v, anywhere::Op::AssumeRoleWithWebIdentity)
+                        .map_err(|m| format!("--sts-fault: {m}"))?,
+                );
+            }
+            Long("token-issuer-account") => {
+                let v = string(parser.value().map_err(e)?, "--token-issuer-account")?;
+                if v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!(
+                        "--token-issuer-account: {v:?} is not an AWS account id (12 digits)"
+                    ));
+                }
+                opts.anywhere.issuer_account = v;
+            }
+            Long("license-role-arn") => {
+                let v = string(parser.value().map_err(e)?, "--license-role-arn")?;
+                if !(20..=2048).contains(&v.len())
+                    || !v.starts_with("arn:")
+                    || !v.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(format!(
+                        "--license-role-arn: {v:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                    ));
+                }
+                opts.anywhere.role_arn = Some(v);
+            }
+            Long(name @ ("access-token-ttl" | "role-credentials-ttl" | "refresh-token-ttl")) => {
+                let name = name.to_owned();
+                let flag = format!("--{name}");
+                let v = string(parser.value().map_err(e)?, &flag)?;
+                let ttl = parse_duration(&v).map_err(|m| format!("{flag}: {m}"))?;
+                if ttl < std::time::Duration::from_secs(1) {
+                    return Err(format!(
+                        "{flag}: must be 1s or longer (tokens count whole seconds)"
+                    ));
+                }
+                match name.as_str() {
+                    "access-token-ttl" => opts.anywhere.access_token_ttl = ttl,
+                    "role-credentials-ttl" => opts.anywhere.role_credentials_ttl = Some(ttl),
+                    _ => opts.anywhere.refresh_token_ttl = ttl,
+                }
+            }
+            Long("license-token-file") => {
+                let v = PathBuf::from(parser.value().map_err(e)?);
+                if v.as_os_str().is_empty() || v.file_name().is_none() {
+                    return Err("--license-token-file: give a file path".into());
+                }
+                opts.anywhere.token_file = Some(v);
+            }
+            Long("anywhere") => opts.anywhere_run = true,
+            Long("url") if revoke => {
+                let v = string(parser.value().map_err(e)?, "--url")?;
+                revoke_url = Some(v);
+            }
+            Long("token-file") if revoke => {
+                revoke_file = Some(PathBuf::from(parser.value().map_err(e)?));
             }
             Long("oversize-bytes") => {
                 let v = string(parser.value().map_err(e)?, "--oversize-bytes")?;
@@ -680,11 +843,16 @@ where
                     })?;
             }
             Value(v)
-                if !seen_positional && !run && mode.is_none() && (v == "serve" || v == "run") =>
+                if !seen_positional
+                    && !run
+                    && mode.is_none()
+                    && (v == "serve" || v == "run" || v == "revoke-token") =>
             {
                 seen_positional = true;
                 if v == "run" {
                     run = true;
+                } else if v == "revoke-token" {
+                    revoke = true;
                 } else {
                     mode = Some(Mode::Serve);
                 }
@@ -698,6 +866,18 @@ where
             }
             _ => return Err(arg.unexpected().to_string()),
         }
+    }
+    if revoke {
+        let (Some(url), Some(token_file)) = (revoke_url, revoke_file) else {
+            return Err("revoke-token: give --url URL (the ready line's url) and --token-file PATH (the license token to revoke)".into());
+        };
+        return Ok(Parsed::Go(
+            Mode::RevokeToken { url, token_file },
+            Box::new(opts),
+        ));
+    }
+    if opts.anywhere_run && !run {
+        return Err("--anywhere is for run: serve always serves the token exchange (give --license-token-file to get the token)".into());
     }
     let mode = match mode {
         Some(m) => m,
@@ -832,7 +1012,7 @@ mod tests {
                     vec![OsString::from("-c"), "exit 3".into(), "--fault".into()]
                 );
             }
-            Mode::Serve => panic!("expected run"),
+            _ => panic!("expected run"),
         }
         assert!(go(&["run"]).is_err());
         let (_, o) = go(&["run", "--tls", "--", "true"]).unwrap();
@@ -988,6 +1168,71 @@ mod tests {
             &["--product-sku", ""][..],
         ] {
             assert!(go(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn token_exchange_options() {
+        let (_, o) = go(&[]).unwrap();
+        assert_eq!(
+            o.anywhere.role_arn(),
+            "arn:aws:iam::111122223333:role/service-role/AWSMarketplaceLicenseTokenConsumptionRole"
+        );
+        let (m, o) = go(&[
+            "run",
+            "--anywhere",
+            "--token-issuer-account",
+            "444455556666",
+            "--access-token-ttl",
+            "2s",
+            "--role-credentials-ttl",
+            "3s",
+            "--license-fault",
+            "GetAccessToken=server-internal*1",
+            "--license-fault",
+            "CheckoutLicense=server-internal",
+            "--sts-fault",
+            "AssumeRoleWithWebIdentity=throttling@1",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        assert!(matches!(m, Mode::Run { .. }) && o.anywhere_run);
+        assert_eq!(
+            o.anywhere.role_arn(),
+            "arn:aws:iam::444455556666:role/service-role/AWSMarketplaceLicenseTokenConsumptionRole"
+        );
+        assert_eq!(o.anywhere.access_token_ttl, Duration::from_secs(2));
+        assert_eq!(
+            o.anywhere.role_credentials_ttl,
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!((o.anywhere.faults.len(), o.license.faults.len()), (2, 1));
+        match go(&[
+            "revoke-token",
+            "--url",
+            "http://127.0.0.1:1",
+            "--token-file",
+            "t",
+        ]) {
+            Ok((Mode::RevokeToken { url, token_file }, _)) => {
+                assert_eq!(
+                    (url.as_str(), token_file),
+                    ("http://127.0.0.1:1", PathBuf::from("t"))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        for (bad, says) in [
+            (&["--token-issuer-account", "12"][..], "12 digits"),
+            (&["--license-role-arn", "role"][..], "not a role ARN"),
+            (&["--access-token-ttl", "0"][..], "1s or longer"),
+            (&["--anywhere"][..], "--anywhere is for run"),
+            (&["revoke-token", "--url", "http://x"][..], "--token-file"),
+            (&["--url", "http://x"][..], "--url"),
+        ] {
+            let e = go(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
 

@@ -81,7 +81,7 @@ pub fn signing_key(private_pem: &str) -> Result<KeyPair, String> {
 }
 
 /// Write `contents` to `path` atomically (temp file + rename), with `mode`.
-fn write_atomic(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
     let tmp = write_temp(path, contents, mode)?;
     let renamed = fs::rename(&tmp, path);
     if renamed.is_err() {

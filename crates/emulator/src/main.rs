@@ -187,6 +187,7 @@ mod ops;
 mod protocol;
 mod random;
 mod record;
+mod revoke;
 mod run;
 mod server;
 mod shared;
@@ -208,7 +209,7 @@ use clock::Clock;
 use credentials::{Credential, Keyring};
 use fault::{Fault, ALL_FAULTS};
 use log::{error, log};
-use ops::license;
+use ops::{anywhere, license};
 use random::random_u64;
 use shared::Callers;
 use state::State;
@@ -244,6 +245,13 @@ pub struct Ready {
     pub metering_hour_seconds: u64,
     /// MeterUsage: the usage file (`--usage-file`), absolute, or `null`.
     pub usage_file: Option<String>,
+    /// The license token's exchange: where the refresh token was written
+    /// (`--license-token-file`, `run --anywhere`), else `null`.
+    pub license_token_file: Option<String>,
+    /// The consumption role AssumeRoleWithWebIdentity trusts the token for.
+    pub license_role_arn: String,
+    /// The account the license token was created in.
+    pub token_issuer_account: String,
 }
 
 /// Exit code for a bad command line.
@@ -287,6 +295,12 @@ fn run_emulator() -> i32 {
             for f in ops::meter_usage::ALL_METER_FAULTS {
                 let _ = writeln!(out, "{}", f.listing());
             }
+            for line in anywhere::ALL_ANYWHERE_FAULTS
+                .iter()
+                .flat_map(|f| f.listing())
+            {
+                let _ = writeln!(out, "{line}");
+            }
             0
         }
         Parsed::Version => {
@@ -296,6 +310,18 @@ fn run_emulator() -> i32 {
                 env!("CARGO_PKG_VERSION")
             );
             0
+        }
+        Parsed::Go(cli::Mode::RevokeToken { url, token_file }, _) => {
+            match revoke::revoke(&url, &token_file) {
+                Ok(line) => {
+                    error(line.trim_start_matches("mpgate-emulator: "));
+                    0
+                }
+                Err(e) => {
+                    error(&format!("error: {e}"));
+                    EXIT_FAILURE
+                }
+            }
         }
         Parsed::Go(mode, opts) => {
             let (key_dir, owned) = match &opts.key_dir {
@@ -345,6 +371,33 @@ fn fresh_temp_dir() -> Result<PathBuf, String> {
     Err("cannot create a fresh key dir".into())
 }
 
+/// `run --anywhere`'s private directory for the token files, removed when run ends.
+struct TokenDir(PathBuf);
+
+impl Drop for TokenDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes the refresh token to `path` and the role's ARN to `iam_role` beside it, as the
+/// buyer's Kubernetes secret holds them (each without a trailing newline, readable by the
+/// owner only, replaced atomically); returns the token file's absolute path.
+fn write_license_token(path: &Path, anywhere: &anywhere::Anywhere) -> Result<PathBuf, String> {
+    let role = path.with_file_name("iam_role");
+    if role == path {
+        return Err(format!(
+            "--license-token-file {}: iam_role is written beside the token; name the token file otherwise (license_token, as in the buyer's secret)",
+            path.display()
+        ));
+    }
+    for (file, contents) in [(path, &anywhere.refresh_token), (&role, &anywhere.role_arn)] {
+        keys::write_atomic(file, contents, 0o600)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn path_string(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -374,10 +427,11 @@ fn keyring(opts: &Options, handed_out: Option<&Credential>) -> Result<Keyring, S
 }
 
 fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
-    // `run` hands its command a task role's temporary credentials of its own.
+    // `run` hands its command a task role's temporary credentials of its own, unless the
+    // command is to get its own from the license token (`--anywhere`).
     let handed_out = match mode {
-        Mode::Run { .. } => Some(Credential::fresh_temporary()),
-        Mode::Serve => None,
+        Mode::Run { .. } if !opts.anywhere_run => Some(Credential::fresh_temporary()),
+        _ => None,
     };
     // The container credentials endpoint hands out a pair of its own, as the ECS agent does.
     let container = opts
@@ -392,7 +446,7 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
     }
     // run's stderr is its command's: the request log only when asked for.
     log::set_request_log(match mode {
-        Mode::Serve => true,
+        Mode::Serve | Mode::RevokeToken { .. } => true,
         Mode::Run { .. } => opts.verbosity == Verbosity::Verbose,
     });
     let keys = keys::prepare(key_dir, &opts.key_versions)?;
@@ -483,6 +537,27 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
         opts.meter_usage.clone(),
         usage_file,
     ));
+    // The license token (a refresh token the emulator signs with its first key), written
+    // where asked, or for `run --anywhere` into a private directory of its own.
+    let anywhere = {
+        let key = &state.shared.keys[0].signing_key;
+        let now = state.shared.clock.now();
+        anywhere::Anywhere::new(opts.anywhere.clone(), &state.license.arn, key, now)?
+    };
+    let token_dir = match (&opts.anywhere.token_file, &mode) {
+        (None, Mode::Run { .. }) if opts.anywhere_run => Some(TokenDir(fresh_temp_dir()?)),
+        _ => None,
+    };
+    let token_file = match (&opts.anywhere.token_file, &token_dir) {
+        (Some(f), _) => Some(f.clone()),
+        (None, Some(d)) => Some(d.0.join("license_token")),
+        (None, None) => None,
+    };
+    let token_file = match token_file {
+        Some(f) => Some(write_license_token(&f, &anywhere)?),
+        None => None,
+    };
+    state = state.with_anywhere(anywhere);
     if let Some((token, c)) = container {
         state = state.with_container_credentials(token, c);
     }
@@ -546,6 +621,9 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             dimensions: state.meter_usage.config.dimensions.clone(),
             metering_hour_seconds: state.meter_usage.config.hour.as_secs(),
             usage_file: usage_path,
+            license_token_file: token_file.as_deref().map(path_string),
+            license_role_arn: state.anywhere.role_arn.clone(),
+            token_issuer_account: state.anywhere.config.issuer_account.clone(),
         };
         let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
         let child_env = run::ChildEnv {
@@ -564,6 +642,13 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
             dimensions: ready.dimensions.join(","),
             metering_hour: (ready.metering_hour_seconds != 3600)
                 .then(|| format!("{}s", ready.metering_hour_seconds)),
+            anywhere: match (opts.anywhere_run, &ready.license_token_file) {
+                (true, Some(file)) => Some(run::AnywhereEnv {
+                    token_file: file.clone(),
+                    role_arn: ready.license_role_arn.clone(),
+                }),
+                _ => None,
+            },
         };
         // SIGUSR1 revokes the license (listening before the ready line, so that a signal sent
         // after it never meets the default action, which would end the process).
@@ -576,6 +661,17 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
                 log(&format!(
                     "SIGUSR1: license {} (ProductSKU {}) revoked; MeterUsage subscription ended (callers with no record get CustomerNotEntitledException)",
                     revoking.license.arn, revoking.license.config.product_sku
+                ));
+            }
+        });
+        // SIGUSR2 revokes the license token issued at start: GetAccessToken refuses it.
+        let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| format!("signal: {e}"))?;
+        let revoking = state.clone();
+        tokio::spawn(async move {
+            while usr2.recv().await.is_some() {
+                let id = revoking.anywhere.revoke_issued();
+                log::error(&format!(
+                    "SIGUSR2: refresh token {id} revoked: GetAccessToken now refuses it"
                 ));
             }
         });
@@ -609,8 +705,10 @@ fn start(mode: Mode, opts: &Options, key_dir: &Path) -> Result<i32, String> {
                 drop(err);
                 Ok(run::run_child(command, args, &plan).await)
             }
+            Mode::RevokeToken { .. } => Ok(EXIT_USAGE),
         }
     })?;
+    drop(token_dir);
     // Do not wait for hanging connections (`hang` fault).
     rt.shutdown_background();
     Ok(code)

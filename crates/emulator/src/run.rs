@@ -30,7 +30,27 @@ pub struct ChildEnv {
     pub dimensions: String,
     /// `--metering-hour` when it is not AWS's (`MPGATE_METERING_HOUR`, e.g. `2s`).
     pub metering_hour: Option<String>,
+    /// `run --anywhere`: the license token and role handed over instead of credentials.
+    pub anywhere: Option<AnywhereEnv>,
 }
+
+/// What `run --anywhere` hands the command: the buyer's license token and role.
+pub struct AnywhereEnv {
+    /// The refresh token's file (`iam_role` beside it).
+    pub token_file: String,
+    pub role_arn: String,
+}
+
+/// The variables the gate reads a license token file from: with any of them set, the
+/// token is the caller's.
+pub const TOKEN_FILE_SETTINGS: [&str; 3] = [
+    "MPGATE_LICENSE_TOKEN_FILE",
+    "AWS_WEB_IDENTITY_REFRESH_TOKEN_FILE",
+    "AWS_LICENSE_ACCESS_FILE",
+];
+
+/// The variables the gate reads the consumption role from.
+pub const ROLE_SETTINGS: [&str; 2] = ["MPGATE_LICENSE_ROLE_ARN", "AWS_ROLE_ARN"];
 
 /// The gate's key sources (src/keyring.rs): with any of them set, the key is the caller's.
 const KEY_SOURCES: [&str; 3] = [
@@ -40,7 +60,12 @@ const KEY_SOURCES: [&str; 3] = [
 ];
 
 /// The seller's product settings the gate reads, reported as kept when the caller has them.
-const SELLER_SETTINGS: [&str; 11] = [
+const SELLER_SETTINGS: [&str; 16] = [
+    "MPGATE_LICENSE_TOKEN_FILE",
+    "AWS_WEB_IDENTITY_REFRESH_TOKEN_FILE",
+    "AWS_LICENSE_ACCESS_FILE",
+    "MPGATE_LICENSE_ROLE_ARN",
+    "AWS_ROLE_ARN",
     "MPGATE_PRICING",
     "MPGATE_PRODUCT_CODE",
     "MPGATE_DIMENSIONS",
@@ -97,6 +122,10 @@ pub fn plan(env: &ChildEnv, caller: &dyn Fn(&str) -> Option<OsString>) -> Plan {
         set.push((name, env.region.clone()));
         shown.push(name.into());
     }
+    if env.anywhere.is_some() {
+        set.push(("AWS_ENDPOINT_URL_STS", env.url.clone()));
+        shown.push("AWS_ENDPOINT_URL_STS".into());
+    }
     set.push(("AWS_EC2_METADATA_DISABLED", "true".into()));
     shown.push("AWS_EC2_METADATA_DISABLED=true".into());
     let mut remove: Vec<&'static str> = REDIRECTS.to_vec();
@@ -129,6 +158,16 @@ pub fn plan(env: &ChildEnv, caller: &dyn Fn(&str) -> Option<OsString>) -> Plan {
         }
     };
     fill("MPGATE_PRODUCT_SKU", env.product_sku.clone());
+    // The license token and its role, unless the caller has a token of its own (whose role
+    // is then its own too: its variable, or the iam_role file beside its token).
+    if let Some(a) = &env.anywhere {
+        if !TOKEN_FILE_SETTINGS.iter().any(|n| has(n)) {
+            fill("MPGATE_LICENSE_TOKEN_FILE", a.token_file.clone());
+            if !ROLE_SETTINGS.iter().any(|n| has(n)) {
+                fill("MPGATE_LICENSE_ROLE_ARN", a.role_arn.clone());
+            }
+        }
+    }
     // RegisterUsage's settings, unless the caller set up contract pricing (which does not
     // read them, and would say so); usage pricing's are the product code and dimensions (no
     // key: MeterUsage returns no token).
@@ -300,6 +339,7 @@ mod tests {
             product_sku: "sku-real".into(),
             dimensions: "nodes,gb".into(),
             metering_hour: Some("2s".into()),
+            anywhere: None,
         }
     }
 

@@ -7,6 +7,7 @@ use crate::clock::Clock;
 use crate::credentials::Credential;
 use crate::fault::Fault;
 use crate::keys::VersionKey;
+use crate::ops::anywhere::Anywhere;
 use crate::ops::container_credentials::Endpoint;
 use crate::ops::license::License;
 use crate::ops::meter_usage::MeterUsage;
@@ -22,6 +23,8 @@ pub struct State {
     pub meter_usage: MeterUsage,
     /// License Manager: the license sold, its consumptions and `--license-fault`s.
     pub license: License,
+    /// The license token's exchange: GetAccessToken, AssumeRoleWithWebIdentity, role pairs.
+    pub anywhere: Anywhere,
     /// `--container-credentials-token`: the token and the pair the endpoint hands out.
     pub container_credentials: Option<Endpoint>,
     pub network: Network,
@@ -61,6 +64,7 @@ impl State {
             },
             license: License::default(),
             meter_usage: MeterUsage::default(),
+            anywhere: Anywhere::default(),
             container_credentials: None,
             network: Network {
                 latency,
@@ -102,6 +106,12 @@ impl State {
     /// Sets MeterUsage's side: dimensions, hour, usage file and faults.
     pub fn with_meter_usage(mut self, meter_usage: MeterUsage) -> Self {
         self.meter_usage = meter_usage;
+        self
+    }
+
+    /// Sets the license token's exchange.
+    pub fn with_anywhere(mut self, anywhere: Anywhere) -> Self {
+        self.anywhere = anywhere;
         self
     }
 

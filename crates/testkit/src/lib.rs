@@ -1,6 +1,7 @@
 //! The one home of the integration tests' helpers, shared by the gate's and the emulator's.
 //!
-//! Binaries and scratch directories and result files (here), bounded waits ([`wait`]), output
+//! Binaries and scratch directories and result files (here), the license token's exchange
+//! ([`anywhere`]), bounded waits ([`wait`]), output
 //! drains ([`drain`]), running children ([`live`]), the emulator ([`emulator`]) and its test
 //! credentials, its ready line ([`ready`]), its service-error and License Manager faults
 //! ([`faults`]), SigV4 for raw requests ([`sigv4`]), raw License Manager calls ([`license`]),
@@ -10,6 +11,7 @@
 //! path that Cargo only names to integration tests at compile time: the target directory is
 //! found at run time from the test binary's own path.
 
+pub mod anywhere;
 pub mod drain;
 pub mod emulator;
 pub mod faults;

@@ -1,5 +1,6 @@
 //! Owns the operations the emulator serves: each one's family, protocol and signing.
 
+pub mod anywhere;
 pub mod container_credentials;
 pub mod license;
 pub mod meter_usage;
@@ -13,7 +14,7 @@ use crate::answer::CONTENT_TYPE_JSON;
 pub enum Protocol {
     /// `X-Amz-Target: <prefix><Operation>` and a JSON body (Metering, License Manager).
     AwsJson11,
-    /// A form body with `Action=<Operation>` (STS's protocol; no operation uses it yet).
+    /// A form body with `Action=<Operation>` (STS's protocol).
     AwsQuery,
 }
 
@@ -42,6 +43,9 @@ pub enum Operation {
     MeterUsage,
     /// One of License Manager's.
     License(license::Op),
+    /// The license token's exchange (Containers Anywhere): License Manager's GetAccessToken,
+    /// STS's AssumeRoleWithWebIdentity.
+    Anywhere(anywhere::Op),
 }
 
 /// The `X-Amz-Target` prefixes of the awsJson1.1 services.
@@ -53,6 +57,7 @@ impl Operation {
         [Operation::RegisterUsage, Operation::MeterUsage]
             .into_iter()
             .chain(license::ALL_OPS.iter().map(|op| Operation::License(*op)))
+            .chain(anywhere::ALL_OPS.iter().map(|op| Operation::Anywhere(*op)))
     }
 
     /// The operation's name, as its target or `Action` ends.
@@ -61,6 +66,7 @@ impl Operation {
             Operation::RegisterUsage => "RegisterUsage",
             Operation::MeterUsage => meter_usage::OPERATION,
             Operation::License(op) => op.name(),
+            Operation::Anywhere(op) => op.name(),
         }
     }
 
@@ -68,15 +74,17 @@ impl Operation {
     fn target_prefix(self) -> &'static str {
         match self {
             Operation::RegisterUsage | Operation::MeterUsage => metering::TARGET_PREFIX,
-            Operation::License(_) => license::TARGET_PREFIX,
+            Operation::License(_) | Operation::Anywhere(_) => license::TARGET_PREFIX,
         }
     }
 
     pub fn protocol(self) -> Protocol {
         match self {
-            Operation::RegisterUsage | Operation::MeterUsage | Operation::License(_) => {
-                Protocol::AwsJson11
-            }
+            Operation::RegisterUsage
+            | Operation::MeterUsage
+            | Operation::License(_)
+            | Operation::Anywhere(anywhere::Op::GetAccessToken) => Protocol::AwsJson11,
+            Operation::Anywhere(anywhere::Op::AssumeRoleWithWebIdentity) => Protocol::AwsQuery,
         }
     }
 
@@ -86,8 +94,18 @@ impl Operation {
     pub fn signing_name(self) -> Option<&'static str> {
         match self {
             Operation::RegisterUsage | Operation::MeterUsage => Some(metering::SIGNING_NAME),
-            Operation::License(_) => Some(license::SIGNING_NAME),
+            Operation::License(_) | Operation::Anywhere(anywhere::Op::GetAccessToken) => {
+                Some(license::SIGNING_NAME)
+            }
+            Operation::Anywhere(anywhere::Op::AssumeRoleWithWebIdentity) => None,
         }
+    }
+
+    /// Whether a request without `Authorization` is taken unsigned (a signed one is still
+    /// verified): GetAccessToken, which the model signs but AWS's reference code calls with
+    /// anonymous credentials.
+    pub fn unsigned_allowed(self) -> bool {
+        self.signing_name().is_none() || self == Operation::Anywhere(anywhere::Op::GetAccessToken)
     }
 
     /// The awsJson1.1 operation an `X-Amz-Target` names.
@@ -133,8 +151,21 @@ mod tests {
         ] {
             assert_eq!(Operation::from_target(unknown), None, "{unknown}");
         }
-        // No awsQuery operation yet: an Action names nothing, not even a JSON operation.
+        assert_eq!(
+            Operation::from_target("AWSLicenseManager.GetAccessToken"),
+            Some(Operation::Anywhere(anywhere::Op::GetAccessToken))
+        );
+        // An Action names only an awsQuery operation, never a JSON one.
         assert_eq!(Operation::from_action("RegisterUsage"), None);
+        assert_eq!(Operation::from_action("GetAccessToken"), None);
+        assert_eq!(
+            Operation::from_action("AssumeRoleWithWebIdentity"),
+            Some(Operation::Anywhere(anywhere::Op::AssumeRoleWithWebIdentity))
+        );
+        assert_eq!(
+            Operation::from_target("AWSLicenseManager.AssumeRoleWithWebIdentity"),
+            None
+        );
         assert!(Protocol::AwsJson11.accepts("application/x-amz-json-1.1; charset=utf-8"));
         assert!(!Protocol::AwsJson11.accepts("application/json"));
         assert!(Protocol::AwsQuery.accepts("application/x-www-form-urlencoded; charset=utf-8"));

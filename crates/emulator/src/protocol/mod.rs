@@ -16,7 +16,7 @@ use crate::clock::http_date;
 use crate::credentials::Credential;
 use crate::fault::Fault;
 use crate::log::log;
-use crate::ops::{container_credentials, license, meter_usage, metering, Operation};
+use crate::ops::{anywhere, container_credentials, license, meter_usage, metering, Operation};
 use crate::record::RecordLine;
 use crate::state::State;
 use sigv4::{Authorization, Rejection};
@@ -72,13 +72,31 @@ fn decide(state: &State, req: Request<'_>, rec: &mut RecordLine) -> Step<Outcome
     note_members(parsed.as_ref(), rec);
     let auth = authorization(req.headers, rec);
     credentials_endpoint(state, &req, rec)?;
+    revoke_endpoint(state, &req, rec)?;
     let op = operation(&req, rec)?;
     content_type(op, req.headers)?;
     let auth = signature(op, auth)?;
     // Bytes are shared, not copied.
     let (body, parsed) = body(req.body.clone(), parsed)?;
     let caller = verify(state, op, auth.as_ref(), &req, &body)?;
-    Continue(operate(state, op, parsed, caller, rec))
+    Continue(operate(state, op, &body, parsed, caller.as_ref(), rec))
+}
+
+/// `POST /mpgate-emulator/revoke-token` (`mpgate-emulator revoke-token`): the emulator's
+/// own endpoint, by its path, before any AWS operation.
+fn revoke_endpoint(state: &State, req: &Request<'_>, rec: &mut RecordLine) -> Step<()> {
+    if req.path != anywhere::REVOKE_PATH || req.method != Method::POST {
+        return Continue(());
+    }
+    match &req.body {
+        Ok(body) => Break(anywhere::revoke_request(
+            &state.shared,
+            &state.anywhere,
+            body,
+            rec,
+        )),
+        Err(_) => Break(Outcome::Drop),
+    }
 }
 
 /// The record's members: License Manager's for its targets, else Metering's.
@@ -186,12 +204,13 @@ fn content_type(op: Operation, headers: &HeaderMap) -> Step<()> {
 }
 
 /// Check 4a: a signed operation needs a well-formed `Authorization` header; an unsigned
-/// one (no signing name) is not asked for one.
+/// one (no signing name) is not asked for one, and one that may be sent either way
+/// (GetAccessToken) is verified only when signed.
 fn signature(
     op: Operation,
     auth: Option<Result<Authorization, Rejection>>,
 ) -> Step<Option<Authorization>> {
-    if op.signing_name().is_none() {
+    if op.signing_name().is_none() || (auth.is_none() && op.unsigned_allowed()) {
         return Continue(None);
     }
     match auth {
@@ -223,14 +242,15 @@ fn body(
 }
 
 /// Check 4c: SigV4, verified with the credentials the emulator knows, for the operation's
-/// signing name: the caller (`None` for an unsigned operation).
-fn verify<'s>(
-    state: &'s State,
+/// signing name: the caller (`None` for an unsigned operation). The role credentials STS
+/// handed out are known too, expired once their expiry has passed on AWS's clock.
+fn verify(
+    state: &State,
     op: Operation,
     auth: Option<&Authorization>,
     req: &Request<'_>,
     body: &Bytes,
-) -> Step<Option<&'s Credential>> {
+) -> Step<Option<Credential>> {
     let (Some(auth), Some(service)) = (auth, op.signing_name()) else {
         return Continue(None);
     };
@@ -241,15 +261,18 @@ fn verify<'s>(
         headers: req.headers,
         body,
     };
-    match sigv4::verify(
-        auth,
-        &signed,
-        &state.shared.callers.keyring,
-        &state.shared.region,
-        service,
-        state.shared.clock.now(),
-    ) {
-        Ok(caller) => Continue(Some(caller)),
+    let now = state.shared.clock.now();
+    let role = state
+        .anywhere
+        .role_credential(&auth.access_key_id, now)
+        .map(|c| {
+            let mut k = crate::credentials::Keyring::default();
+            let _ = k.add(c);
+            k
+        });
+    let keyring = role.as_ref().unwrap_or(&state.shared.callers.keyring);
+    match sigv4::verify(auth, &signed, keyring, &state.shared.region, service, now) {
+        Ok(caller) => Continue(Some(caller.clone())),
         Err(r) => Break(rejected(r)),
     }
 }
@@ -258,6 +281,7 @@ fn verify<'s>(
 fn operate(
     state: &State,
     op: Operation,
+    body: &Bytes,
     parsed: Result<Value, serde_json::Error>,
     caller: Option<&Credential>,
     rec: &mut RecordLine,
@@ -275,6 +299,12 @@ fn operate(
             rec,
         ),
         Operation::License(op) => license::call(&state.shared, &state.license, op, parsed, rec),
+        Operation::Anywhere(anywhere::Op::GetAccessToken) => {
+            anywhere::get_access_token(&state.shared, &state.anywhere, parsed, rec)
+        }
+        Operation::Anywhere(anywhere::Op::AssumeRoleWithWebIdentity) => {
+            anywhere::sts::assume_role_with_web_identity(&state.shared, &state.anywhere, body, rec)
+        }
     }
 }
 
@@ -291,7 +321,11 @@ fn stamp(state: &State, outcome: &mut Outcome, rec: &mut RecordLine) {
             h.insert(hyper::header::DATE, v);
         }
         if from_service {
-            let id = request_id();
+            // An answer whose body names its request ID (STS's XML) has it already.
+            let id = match h.get("x-amzn-requestid").map(|v| v.to_str()) {
+                Some(Ok(id)) => id.to_string(),
+                _ => request_id(),
+            };
             if let Ok(v) = HeaderValue::from_str(&id) {
                 h.insert("x-amzn-requestid", v);
             }

@@ -157,7 +157,7 @@ fn answer(result: Result<Value, LmError>) -> Outcome {
 
 /// A License Manager error: `{"__type", "Message"}` (its error shapes' member is `Message`),
 /// plus `Location` (member and header) for `RedirectException`.
-fn error(e: LmError) -> Outcome {
+pub(crate) fn error(e: LmError) -> Outcome {
     let mut body = json!({"__type": e.error_type, "Message": e.message});
     if let Some(location) = &e.location {
         body["Location"] = json!(location);
