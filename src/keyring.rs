@@ -64,7 +64,6 @@ pub struct Selected {
     pub source: String,
     /// Every version in the ring, ascending (one entry for a single key file).
     pub versions: Vec<i32>,
-    pub pinned: bool,
 }
 
 /// Where the key options point, as given on the command line (the environment is read here).
@@ -174,7 +173,6 @@ pub fn select(
         key,
         source,
         versions,
-        pinned,
     })
 }
 

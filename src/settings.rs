@@ -18,7 +18,7 @@ pub enum SettingError {
 }
 
 /// A text setting.
-pub fn text_setting(
+pub(crate) fn text_setting(
     flag: Option<String>,
     var: &'static str,
     env: &dyn Fn(&str) -> Option<OsString>,
@@ -37,7 +37,7 @@ pub fn text_setting(
 }
 
 /// A duration setting (`30`, `30s`, `1500ms`, `2m`); `name` is how the message calls it.
-pub fn duration_setting(
+pub(crate) fn duration_setting(
     flag: Option<String>,
     var: &'static str,
     name: &'static str,

@@ -6,10 +6,13 @@ mod error;
 mod pricing;
 mod profile;
 
-pub use aws_env::is_region_name;
+// What main.rs and the fuzz targets read; the rest is the crate's own.
 pub use error::ConfigError;
-pub use pricing::{max_token_age, Contract, Hourly, SeatMode, Trust};
-pub use profile::{check_profile, refuse_profile_endpoints};
+pub use pricing::{Contract, Hourly, SeatMode};
+
+pub(crate) use aws_env::is_region_name;
+pub(crate) use pricing::{max_token_age, Trust};
+pub(crate) use profile::{check_profile, refuse_profile_endpoints};
 
 use std::ffi::OsString;
 use std::time::Duration;
