@@ -516,3 +516,72 @@ fn boto3_sees_the_emulator_s_meter_usage_as_botocore_models_it() {
         "FAIL the emulator has a meter fault for DuplicateRequestException",
     );
 }
+
+const ANYWHERE_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/conformance/boto3_anywhere_conformance.py"
+);
+
+#[test]
+fn boto3_exchanges_the_license_token_as_botocore_models_it() {
+    let dir = scratch("anywhere-conformance");
+    let (faults_file, listing) = fault_listing(&dir);
+    let token_file = dir.join("license_token");
+    let normal =
+        Emulator::start_with_shared_keys(&["--license-token-file", token_file.to_str().unwrap()]);
+    // The i-th fault of each operation at its call i+1, as the script expects.
+    let mut flags: Vec<String> = Vec::new();
+    let (mut lm, mut sts) = (0, 0);
+    for line in listing.lines() {
+        let f: serde_json::Value = serde_json::from_str(line).unwrap();
+        let name = f["name"].as_str().unwrap();
+        match f["kind"].as_str() {
+            Some("license-token") => {
+                flags.extend([
+                    "--license-fault".into(),
+                    format!("GetAccessToken={name}@{lm}*1"),
+                ]);
+                lm += 1;
+            }
+            Some("sts") => {
+                flags.extend([
+                    "--sts-fault".into(),
+                    format!("AssumeRoleWithWebIdentity={name}@{sts}*1"),
+                ]);
+                sts += 1;
+            }
+            _ => {}
+        }
+    }
+    let faulty_token = dir.join("faulty").join("license_token");
+    std::fs::create_dir_all(faulty_token.parent().unwrap()).unwrap();
+    flags.extend([
+        "--license-token-file".into(),
+        faulty_token.to_str().unwrap().into(),
+    ]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let faulty = Emulator::start_with_shared_keys(&flags);
+    let mut cmd = python(ANYWHERE_SCRIPT);
+    cmd.args(["--region", &normal.region])
+        .args(["--credentials", &test_credentials()])
+        .arg("--faults")
+        .arg(&faults_file)
+        .arg("--token-file")
+        .arg(&token_file)
+        .args([
+            "--role-arn",
+            normal.ready["licenseRoleArn"].as_str().unwrap(),
+        ])
+        .args(["--product-sku", &normal.product_sku])
+        .args(["--success", &normal.url])
+        .args(["--faulty", &faulty.url]);
+    let out = run_script(&mut cmd, "boto3 license token conformance", "boto3");
+    assert!(out.contains("all checks passed"), "{out}");
+    for line in [
+        "ok   AssumeRoleWithWebIdentity's IDPCommunicationErrorException is an sts fault (IDPCommunicationError, 400)",
+        "ok   GetAccessToken's AccessDeniedException is a license-token fault",
+        "ok   CheckoutLicense with the role's credentials",
+    ] {
+        assert!(out.contains(line), "{line} not in {out}");
+    }
+}
