@@ -56,8 +56,12 @@ fn main() -> ExitCode {
             return ExitCode::from(mpgate::exit::code::USAGE);
         }
     };
-    let checked = runtime.block_on(gate::run(args, preflight, &env, started));
-    match runtime.block_on(handover::prepare(checked, &reporter, started)) {
+    // One entry into the runtime for the check and the report (each costs instructions).
+    let next = runtime.block_on(async {
+        let checked = gate::run(args, preflight, &env, started).await;
+        handover::prepare(checked, &reporter, started).await
+    });
+    match next {
         Next::Exit(code) => code,
         Next::Exec(exec) => {
             // Stop the runtime (and its blocking DNS threads) before exec replaces the process.
