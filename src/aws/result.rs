@@ -32,25 +32,25 @@ pub struct CallRecord {
     pub warnings: Vec<String>,
     /// The client the call went through, owned by whoever owns the record: dropped with it,
     /// or, when the process execs or exits next, never torn down (60 k instructions).
-    pub client: Kept,
+    pub client: KeptClient,
 }
 
 /// A client (and the configuration it was built from) kept alive by its owner.
 #[derive(Default)]
-pub struct Kept(Option<Box<dyn std::any::Any + Send + Sync>>);
+pub struct KeptClient(Option<Box<dyn std::any::Any + Send + Sync>>);
 
-impl Kept {
+impl KeptClient {
     pub fn keep(&mut self, client: impl std::any::Any + Send + Sync) {
         self.0 = Some(Box::new(client));
     }
 }
 
-impl std::fmt::Debug for Kept {
+impl std::fmt::Debug for KeptClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() {
-            "Kept(client)"
+            "KeptClient(some)"
         } else {
-            "Kept(none)"
+            "KeptClient(none)"
         })
     }
 }
