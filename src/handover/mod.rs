@@ -107,6 +107,10 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
     }
     let plan = Plan::of(&decision, !facts.command.is_empty());
     if plan == Plan::Exit {
+        // The process exits next: the SDK client the call kept for its owner
+        // (`facts.call.client`) is the kernel's to reclaim; its teardown would be 65 k
+        // instructions, 2.3 % of an init-mode gate.
+        std::mem::forget(facts);
         return Next::Exit(ExitCode::from(code::ENTITLED));
     }
     let hourly = facts.nonce.as_deref().zip(signature);
