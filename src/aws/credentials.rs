@@ -1,12 +1,4 @@
 //! Owns the credentials of signed calls: the default chain, resolved before the first call, cached and refreshed after it.
-//!
-//! The source is the SDK's default chain (the environment's keys when they settle it, the
-//! chain's providers otherwise); the license-token chain (issue 23: GetAccessToken, then STS
-//! AssumeRoleWithWebIdentity) becomes a second [`ProvideCredentials`] chosen in [`source`].
-//! Whichever it is, [`resolve`] asks it once before the first call (a missing role fails fast
-//! with exit 15, not as a dispatch failure), and every client then takes its credentials
-//! from one identity cache that asks the source again before they expire: a process that
-//! holds a seat or meters usage lives for days, its credentials for an hour.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,7 +12,9 @@ use aws_credential_types::{
 use crate::aws::result::{causes, CallError};
 use crate::aws::service::Auth;
 
-/// The credential source of a service's calls, set on the SDK's loader.
+/// The credential source of a service's calls, set on the SDK's loader: the SDK's default
+/// chain today; the license-token chain (issue 23: GetAccessToken, then STS
+/// AssumeRoleWithWebIdentity) becomes a second [`ProvideCredentials`] chosen here.
 pub fn source(loader: ConfigLoader, auth: Auth) -> ConfigLoader {
     match auth {
         // Nothing to resolve, and no chain (an STS and an IMDS client) to build.
@@ -35,10 +29,12 @@ pub fn source(loader: ConfigLoader, auth: Auth) -> ConfigLoader {
     }
 }
 
-/// Resolves the configuration's credentials once, and returns the configuration every client
-/// is built from: the same source behind one identity cache, which starts with what was just
-/// resolved (the first call fetches nothing again) and refreshes it before it expires, each
-/// fetch bounded by `load_timeout`.
+/// Resolves the configuration's credentials once (a missing role fails fast with exit 15,
+/// not as a dispatch failure), and returns the configuration every client is built from: the
+/// same source behind one identity cache, which starts with what was just resolved (the first
+/// call fetches nothing again) and refreshes it before it expires, each fetch bounded by
+/// `load_timeout`. A process that holds a seat or meters usage lives for days, its
+/// credentials for an hour.
 pub async fn resolve(
     sdk: aws_config::SdkConfig,
     load_timeout: Duration,

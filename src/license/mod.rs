@@ -1,5 +1,4 @@
-//! Owns the License Manager calls of contract pricing: CheckoutLicense, ExtendLicenseConsumption
-//! and CheckInLicense, and what each of their errors means.
+//! Owns the License Manager calls of contract pricing (checkout, extend, check in) and what each of their errors means.
 
 mod answer;
 
