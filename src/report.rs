@@ -73,14 +73,18 @@ impl Reporter {
             .chars()
             .take(MAX_TERMINATION_MESSAGE - 1)
             .collect();
+        let bytes = format!("{line}\n").into_bytes();
         let result = match &self.termination_log {
-            Some(path) => std::fs::write(path, format!("{line}\n")),
+            Some(path) if path.as_path() != Path::new(DEFAULT_TERMINATION_LOG) => {
+                match write_atomically(path, &bytes) {
+                    // A mount point (a custom terminationMessagePath is bind-mounted as
+                    // the default is) cannot be renamed over: written in place instead.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => write_in_place(path, &bytes),
+                    other => other,
+                }
+            }
             // The default exists only inside Kubernetes; never create it elsewhere.
-            None => std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(DEFAULT_TERMINATION_LOG)
-                .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes())),
+            _ => write_in_place(Path::new(DEFAULT_TERMINATION_LOG), &bytes),
         };
         if let (Err(e), Some(path)) = (result, &self.termination_log) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the termination log");
@@ -88,7 +92,12 @@ impl Reporter {
     }
 }
 
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`. The
+/// temporary name is random and created exclusively without following a symlink, so a
+/// process that shares the directory cannot predict it or plant a link there; the rename
+/// replaces whatever `path` is (a symlink included) and never writes through it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -96,12 +105,28 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let mut attempts = 0;
+    let (tmp, mut file) = loop {
+        let random = crate::nonce::generate().map_err(std::io::Error::other)?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.tmp", &random[..16]));
+        let tmp = dir.join(tmp_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            // Taken (64 random bits: only by someone planting names): another one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 3 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -112,9 +137,77 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Writes `bytes` over an existing regular file at `path`, which is not created, and not
+/// followed when it is a symlink. A FIFO or a device is refused (opened without blocking,
+/// then checked before it is truncated).
+fn write_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    file.set_len(0)?;
+    file.write_all(bytes)
+}
+
 /// Now, as RFC 3339 (`2026-11-23T09:26:53Z`).
 pub fn now_rfc3339() -> Option<String> {
     aws_smithy_types::DateTime::from(std::time::SystemTime::now())
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mpgate-report-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The temporary name a process beside the gate could once predict (pid-based): a symlink
+    /// planted there must not be written through, nor end up as the result file.
+    #[test]
+    fn a_planted_temporary_name_is_never_written_through() {
+        let dir = scratch("planted");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "root only\n").unwrap();
+        let planted = dir.join(format!(".result.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let target = dir.join("result.json");
+        write_atomically(&target, b"{}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root only\n");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{}\n");
+        assert!(!std::fs::symlink_metadata(&target).unwrap().is_symlink());
+        // Only the planted link and the two files: no temporary left behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn in_place_refuses_a_symlink_a_fifo_and_a_missing_file() {
+        let dir = scratch("in-place");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "root only\n").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write_in_place(&link, b"x\n").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root only\n");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(write_in_place(&fifo, b"x\n").is_err());
+        assert!(write_in_place(&dir.join("missing"), b"x\n").is_err());
+        assert!(!dir.join("missing").exists());
+        write_in_place(&victim, b"x\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

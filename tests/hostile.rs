@@ -240,3 +240,34 @@ fn residual_risk_an_accomplice_s_credentials_make_a_genuine_call() {
         .expect(0);
     assert_eq!(emu.calls().len(), 1);
 }
+
+/// A process beside the gate that shares the result file's and the termination log's
+/// directory (issue 26, item 5): symlinks planted as both paths are replaced, never written
+/// through, so another file (a root-only one for a root gate) is untouched.
+#[test]
+fn symlinks_planted_as_the_result_file_and_termination_log_are_not_written_through() {
+    let emu = Emulator::start(&[]);
+    let dir = emu.dir.join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = emu.dir.join("root-only");
+    std::fs::write(&victim, "root only\n").unwrap();
+    let (result, log) = (dir.join("result.json"), dir.join("termination-log"));
+    std::os::unix::fs::symlink(&victim, &result).unwrap();
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    emu.gate()
+        .env("MPGATE_RESULT_FILE", &result)
+        .env("MPGATE_TERMINATION_LOG", &log)
+        .env("MPGATE_PUBLIC_KEY_VERSION", "01")
+        .run()
+        .expect_error(2, "digits only");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root only\n");
+    for path in [&result, &log] {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        assert!(meta.is_file(), "{} replaced by a file", path.display());
+    }
+    assert_eq!(mpgate_testkit::result_file(&result)["exitCode"], 2);
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(line.contains("digits only"), "{line}");
+    // No temporary file left beside them.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+}
