@@ -4,7 +4,7 @@ use mpgate_proof::{ProofError, TokenError};
 
 use crate::{
     aws::CallError, config::ConfigError, exec::ExecError, license::LicenseError,
-    metering::MeteringError,
+    metering::MeteringError, outcome::Outcome,
 };
 
 /// Exit codes, as documented in docs/reference.md ("Exit codes"). They never change meaning between releases.
@@ -55,34 +55,34 @@ pub enum Failure {
 impl Failure {
     /// The exit code and a stable, machine-readable name for the result file: docs/reference.md's
     /// table, in one place.
-    fn code_and_outcome(&self) -> (u8, &'static str) {
+    fn code_and_outcome(&self) -> (u8, Outcome) {
         use MeteringError as M;
         match self {
             Failure::Config(_) | Failure::Proof(ProofError::Key(_)) => {
-                (code::USAGE, "config-error")
+                (code::USAGE, Outcome::ConfigError)
             }
             Failure::Metering(M::NotEntitled { .. })
             | Failure::License(LicenseError::NotEntitled(_)) => {
-                (code::NOT_ENTITLED, "not-entitled")
+                (code::NOT_ENTITLED, Outcome::NotEntitled)
             }
-            Failure::License(LicenseError::Lost(_)) => (code::NOT_ENTITLED, "license-lost"),
+            Failure::License(LicenseError::Lost(_)) => (code::NOT_ENTITLED, Outcome::LicenseLost),
             Failure::Metering(M::PlatformNotSupported { .. }) => {
-                (code::PLATFORM_NOT_SUPPORTED, "platform-not-supported")
+                (code::PLATFORM_NOT_SUPPORTED, Outcome::PlatformNotSupported)
             }
             Failure::Metering(M::Call(call)) | Failure::License(LicenseError::Call(call)) => {
                 call_code_and_outcome(call)
             }
             Failure::Token(_) | Failure::Proof(_) | Failure::StaleResultFile { .. } => {
-                (code::TOKEN_REJECTED, "token-rejected")
+                (code::TOKEN_REJECTED, Outcome::TokenRejected)
             }
             Failure::Exec(ExecError::NotFound { .. }) => {
-                (code::COMMAND_NOT_FOUND, "command-not-found")
+                (code::COMMAND_NOT_FOUND, Outcome::CommandNotFound)
             }
             Failure::Exec(ExecError::NotExecutable { .. }) => {
-                (code::COMMAND_NOT_EXECUTABLE, "command-not-executable")
+                (code::COMMAND_NOT_EXECUTABLE, Outcome::CommandNotExecutable)
             }
             Failure::Interrupted { signal, .. } => {
-                (code::SIGNAL_BASE + *signal as u8, "interrupted")
+                (code::SIGNAL_BASE + *signal as u8, Outcome::Interrupted)
             }
         }
     }
@@ -92,21 +92,21 @@ impl Failure {
     }
 
     /// A stable, machine-readable name for the result file.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         self.code_and_outcome().1
     }
 }
 
 /// The codes of a failure the call layer saw, the same for both services.
-fn call_code_and_outcome(error: &CallError) -> (u8, &'static str) {
+fn call_code_and_outcome(error: &CallError) -> (u8, Outcome) {
     match error {
-        CallError::PinnedEndpoint(_) | CallError::Config(_) => (code::USAGE, "config-error"),
-        CallError::Refused(_) => (code::SERVICE_REFUSED, "service-refused"),
-        CallError::Unreachable(_) => (code::SERVICE_UNREACHABLE, "service-unreachable"),
+        CallError::PinnedEndpoint(_) | CallError::Config(_) => (code::USAGE, Outcome::ConfigError),
+        CallError::Refused(_) => (code::SERVICE_REFUSED, Outcome::ServiceRefused),
+        CallError::Unreachable(_) => (code::SERVICE_UNREACHABLE, Outcome::ServiceUnreachable),
         // A 2xx answer without a usable token is a token failure, never "unreachable":
         // otherwise a tampered answer could pass the `allow` policy.
-        CallError::BadAnswer(_) => (code::TOKEN_REJECTED, "token-rejected"),
-        CallError::NoRegion => (code::NO_REGION_OR_CREDENTIALS, "no-region"),
-        CallError::NoCredentials(_) => (code::NO_REGION_OR_CREDENTIALS, "no-credentials"),
+        CallError::BadAnswer(_) => (code::TOKEN_REJECTED, Outcome::TokenRejected),
+        CallError::NoRegion => (code::NO_REGION_OR_CREDENTIALS, Outcome::NoRegion),
+        CallError::NoCredentials(_) => (code::NO_REGION_OR_CREDENTIALS, Outcome::NoCredentials),
     }
 }

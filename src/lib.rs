@@ -16,6 +16,7 @@ mod license;
 pub mod logging;
 mod metering;
 mod nonce;
+pub mod outcome;
 pub mod pinned;
 pub mod report;
 pub mod settings;

@@ -122,7 +122,7 @@ fn verify(
             let failure: mpgate::exit::Failure = failure;
             tracing::error!(
                 exit_code = failure.exit_code(),
-                outcome = failure.outcome(),
+                outcome = failure.outcome().as_str(),
                 "{failure}"
             );
             ExitCode::from(failure.exit_code())

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::outcome::Outcome;
+
 /// Kubernetes reads at most 4096 bytes of a termination message.
 const MAX_TERMINATION_MESSAGE: usize = 4096;
 const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
@@ -14,7 +16,7 @@ const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
 #[serde(rename_all = "camelCase")]
 pub struct Report<'a> {
     pub entitled: bool,
-    pub outcome: &'a str,
+    pub outcome: Outcome,
     pub exit_code: u8,
     /// `hourly` or `contract` (`null` when the configuration was refused).
     pub pricing: Option<&'a str>,

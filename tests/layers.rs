@@ -9,6 +9,7 @@ const LAYERS: &[&str] = &[
     "cli",
     "settings",
     "nonce",
+    "outcome",
     "http",
     "exec",
     "report",
@@ -66,7 +67,8 @@ fn imports(source: &str) -> Vec<String> {
 }
 
 /// What the supervisor (tini's and catatonit's job) may import: no AWS call, check or meter.
-const SUPERVISOR_IMPORTS: &[&str] = &["exec"];
+/// `outcome` is names only (a duty's loss carries one as data), and imports nothing.
+const SUPERVISOR_IMPORTS: &[&str] = &["exec", "outcome"];
 
 /// The source of a module: `src/NAME.rs`, or every file under `src/NAME/`.
 fn source_of(src: &Path, module: &str) -> String {

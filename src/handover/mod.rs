@@ -14,6 +14,7 @@ use crate::exit::{code, Failure};
 use crate::gate::Checked;
 use crate::lease::{self, Lease, LicenseManager};
 use crate::license;
+use crate::outcome::Outcome;
 use crate::report::Reporter;
 use crate::supervisor::{self, Ended, Signals};
 pub use outcome::fail;
@@ -56,10 +57,10 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
     };
     let (entitlement, message) = match unverified {
         Some(reason) => (
-            "unverified",
+            Outcome::Unverified,
             format!("started without verification: {reason}"),
         ),
-        None => ("verified", "the buyer is entitled".to_string()),
+        None => (Outcome::Verified, "the buyer is entitled".to_string()),
     };
     let success = outcome::report(
         &facts,
@@ -90,7 +91,7 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
             attempts = facts.call.attempts,
             requestId = facts.call.request_id.as_deref(),
             elapsed_ms,
-            entitlement,
+            entitlement = entitlement.as_str(),
             "{message}"
         ),
         (l, sku) => tracing::info!(
@@ -101,7 +102,7 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
             attempts = facts.call.attempts,
             requestId = facts.call.request_id.as_deref(),
             elapsed_ms,
-            entitlement,
+            entitlement = entitlement.as_str(),
             "{message}"
         ),
     }
@@ -230,7 +231,7 @@ impl Hold {
             Some(loss) => {
                 tracing::error!(
                     exit_code = loss.exit_code,
-                    outcome = loss.outcome,
+                    outcome = loss.outcome.as_str(),
                     "{}",
                     loss.message
                 );
@@ -239,18 +240,18 @@ impl Hold {
             }
             None if license.is_none() => (
                 exit_code,
-                "unverified",
+                Outcome::Unverified,
                 format!("the workload exited with {exit_code}"),
             ),
             None => (
                 exit_code,
-                "verified",
+                Outcome::Verified,
                 format!("the workload exited with {exit_code}"),
             ),
         };
         let last = outcome::report(
             &facts,
-            outcome == "verified",
+            outcome == Outcome::Verified,
             outcome,
             exit_code,
             None,

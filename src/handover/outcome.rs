@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use crate::check::Facts;
 use crate::exit::Failure;
 use crate::handover::plan::LicenseFacts;
+use crate::outcome::Outcome;
 use crate::report::{now_rfc3339, Report, Reporter};
 
 pub(crate) fn report<'a>(
     facts: &'a Facts,
     entitled: bool,
-    outcome: &'a str,
+    outcome: Outcome,
     exit_code: u8,
     signature: Option<&'a str>,
     license: Option<&'a LicenseFacts>,
@@ -49,7 +50,7 @@ pub fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {
     let request_id = facts.call.request_id.as_deref();
     tracing::error!(
         exit_code = failure.exit_code(),
-        outcome = failure.outcome(),
+        outcome = failure.outcome().as_str(),
         requestId = request_id,
         "{message}"
     );

@@ -1,18 +1,27 @@
 //! Owns the hand-over plan: a decision turned into exit 0, exec or supervise with duties, and the proof variables the workload gets.
 
+use mpgate_proof::var;
+
 use crate::check::Decision;
 use crate::license::{self, Checkout};
+use crate::outcome::Outcome;
 use crate::report::now_rfc3339;
+
+/// A checkout's proof variables (the hourly ones are the proof crate's, which re-checks them).
+const LICENSE_ARN: &str = "MPGATE_LICENSE_ARN";
+const LICENSE_ENTITLEMENTS: &str = "MPGATE_LICENSE_ENTITLEMENTS";
+const LICENSE_EXPIRATION: &str = "MPGATE_LICENSE_EXPIRATION";
+const LICENSE_TOKEN: &str = "MPGATE_LICENSE_TOKEN";
 
 /// The variables a hand-over may set: each one not set is removed, so a value inherited from
 /// the environment never passes for a proof.
 pub const PROOF_VARIABLES: [&str; 6] = [
-    "MPGATE_NONCE",
-    "MPGATE_SIGNATURE",
-    "MPGATE_LICENSE_ARN",
-    "MPGATE_LICENSE_ENTITLEMENTS",
-    "MPGATE_LICENSE_EXPIRATION",
-    "MPGATE_LICENSE_TOKEN",
+    var::NONCE,
+    var::SIGNATURE,
+    LICENSE_ARN,
+    LICENSE_ENTITLEMENTS,
+    LICENSE_EXPIRATION,
+    LICENSE_TOKEN,
 ];
 
 /// What a checkout tells the workload and the result file.
@@ -49,28 +58,29 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// `entitlement` is `verified` or `unverified`; `hourly` the nonce and the signature of a
-    /// verified RegisterUsage token; `license` a checkout's facts.
+    /// `entitlement` is `Verified` or `Unverified` (its name is the value); `hourly` the nonce
+    /// and the signature of a verified RegisterUsage token; `license` a checkout's facts.
     pub fn of(
-        entitlement: &'static str,
+        entitlement: Outcome,
         hourly: Option<(&str, &str)>,
         license: Option<&LicenseFacts>,
     ) -> Self {
-        let mut set: Vec<(&'static str, String)> = vec![("MPGATE_ENTITLEMENT", entitlement.into())];
+        let mut set: Vec<(&'static str, String)> =
+            vec![(var::ENTITLEMENT, entitlement.as_str().into())];
         if let Some((nonce, signature)) = hourly {
             set.extend([
-                ("MPGATE_NONCE", nonce.into()),
-                ("MPGATE_SIGNATURE", signature.into()),
+                (var::NONCE, nonce.into()),
+                (var::SIGNATURE, signature.into()),
             ]);
         }
         if let Some(l) = license {
             set.extend([
-                ("MPGATE_LICENSE_ARN", l.arn.clone()),
-                ("MPGATE_LICENSE_ENTITLEMENTS", l.entitlements.to_string()),
-                ("MPGATE_LICENSE_EXPIRATION", l.expiration.clone()),
+                (LICENSE_ARN, l.arn.clone()),
+                (LICENSE_ENTITLEMENTS, l.entitlements.to_string()),
+                (LICENSE_EXPIRATION, l.expiration.clone()),
             ]);
             if let Some(token) = &l.signed_token {
-                set.push(("MPGATE_LICENSE_TOKEN", token.clone()));
+                set.push((LICENSE_TOKEN, token.clone()));
             }
         }
         let remove = PROOF_VARIABLES
@@ -149,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_verified_token_gives_its_nonce_and_signature_and_removes_the_license_proof() {
-        let env = Environment::of("verified", Some(("n0nce", "sig")), None);
+        let env = Environment::of(Outcome::Verified, Some(("n0nce", "sig")), None);
         assert_eq!(
             env.set,
             [
@@ -172,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_checkout_gives_its_license_and_token_and_removes_the_hourly_proof() {
-        let env = Environment::of("verified", None, Some(&license(Some("signed"))));
+        let env = Environment::of(Outcome::Verified, None, Some(&license(Some("signed"))));
         assert_eq!(
             names(&env),
             [
@@ -187,14 +197,14 @@ mod tests {
         assert_eq!(env.remove, ["MPGATE_NONCE", "MPGATE_SIGNATURE"]);
         covers_every_proof_variable(&env);
         // Without a signed token, an inherited one is removed.
-        let env = Environment::of("verified", None, Some(&license(None)));
+        let env = Environment::of(Outcome::Verified, None, Some(&license(None)));
         assert!(env.remove.contains(&"MPGATE_LICENSE_TOKEN"));
         covers_every_proof_variable(&env);
     }
 
     #[test]
     fn an_unverified_start_gives_no_proof_at_all() {
-        let env = Environment::of("unverified", None, None);
+        let env = Environment::of(Outcome::Unverified, None, None);
         assert_eq!(env.set, [("MPGATE_ENTITLEMENT", "unverified".to_string())]);
         assert_eq!(env.remove, PROOF_VARIABLES);
         covers_every_proof_variable(&env);

@@ -149,7 +149,7 @@ async fn a_refused_extension_is_a_loss_with_exit_13_and_the_seat_still_goes_back
         panic!("no loss");
     };
     assert_eq!(
-        (loss.exit_code, loss.outcome),
+        (loss.exit_code, loss.outcome.as_str()),
         (code::SERVICE_REFUSED, "service-refused")
     );
     assert!(loss.message.contains("AccessDenied"), "{}", loss.message);
@@ -178,7 +178,7 @@ async fn a_consumption_license_manager_no_longer_knows_is_lost_and_not_checked_i
         panic!("no loss");
     };
     assert_eq!(
-        (loss.exit_code, loss.outcome),
+        (loss.exit_code, loss.outcome.as_str()),
         (code::NOT_ENTITLED, "license-lost")
     );
     lease.enter(Phase::Exited);
@@ -210,7 +210,7 @@ async fn with_deny_extensions_that_keep_failing_lose_the_seat_as_it_expires() {
         Instant::now() - started
     );
     assert_eq!(
-        (loss.exit_code, loss.outcome),
+        (loss.exit_code, loss.outcome.as_str()),
         (code::SERVICE_UNREACHABLE, "service-unreachable")
     );
     assert!(

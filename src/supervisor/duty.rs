@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::outcome::Outcome;
+
 /// Where the workload is; each duty is told every change, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -20,8 +22,8 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loss {
     pub exit_code: u8,
-    /// A stable, machine-readable name for the result file.
-    pub outcome: &'static str,
+    /// How the run ended, for the result file.
+    pub outcome: Outcome,
     pub message: String,
 }
 

@@ -162,6 +162,7 @@ pub(crate) mod tests {
     use std::pin::Pin;
 
     use super::*;
+    use crate::outcome::Outcome;
 
     /// Signals go to the whole test process: one test at a time installs and raises them.
     pub(crate) static SIGNALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -203,7 +204,7 @@ pub(crate) mod tests {
                         self.lose_after = None;
                         Event::Lost(Loss {
                             exit_code: 10,
-                            outcome: "license-lost",
+                            outcome: Outcome::NotEntitled,
                             message: "revoked".into(),
                         })
                     }

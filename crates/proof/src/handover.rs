@@ -15,6 +15,17 @@ pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(300);
 /// A result file is a few hundred bytes; anything far larger is not one.
 const MAX_RESULT_FILE_BYTES: u64 = 64 * 1024;
 
+/// The variables mpgate sets for the workload; the gate names them from here, so the hand-over
+/// and its re-check never spell them differently.
+pub mod var {
+    /// `verified`, or `unverified` for a start `MPGATE_ON_TRANSIENT_ERROR=allow` let through.
+    pub const ENTITLEMENT: &str = "MPGATE_ENTITLEMENT";
+    /// The RegisterUsage token mpgate verified.
+    pub const SIGNATURE: &str = "MPGATE_SIGNATURE";
+    /// The nonce the token was issued for.
+    pub const NONCE: &str = "MPGATE_NONCE";
+}
+
 /// What mpgate handed over: the verified token and the nonce it was issued for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handover {
@@ -47,21 +58,21 @@ impl Handover {
 
     /// Like [`Handover::from_env`] with the environment given as a lookup function.
     pub fn from_vars(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Handover, ProofError> {
-        let var = |name: &'static str| {
+        let read = |name: &'static str| {
             env(name)
                 .filter(|v| !v.is_empty())
                 .map(|v| v.into_string().map_err(|_| ProofError::NotUnicode(name)))
                 .transpose()
         };
-        let Some(signature) = var("MPGATE_SIGNATURE")? else {
-            return Err(match var("MPGATE_ENTITLEMENT")?.as_deref() {
+        let Some(signature) = read(var::SIGNATURE)? else {
+            return Err(match read(var::ENTITLEMENT)?.as_deref() {
                 Some("unverified") => ProofError::Unverified,
                 _ => ProofError::NotHandedOver,
             });
         };
         Ok(Handover {
             signature,
-            nonce: var("MPGATE_NONCE")?.unwrap_or_default(),
+            nonce: read(var::NONCE)?.unwrap_or_default(),
         })
     }
 

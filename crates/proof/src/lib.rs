@@ -37,6 +37,6 @@ pub mod handover;
 pub mod key;
 pub mod token;
 
-pub use handover::{verify_handover, Handover, ProofError, DEFAULT_MAX_TOKEN_AGE};
+pub use handover::{var, verify_handover, Handover, ProofError, DEFAULT_MAX_TOKEN_AGE};
 pub use key::{decoding_key, fingerprint, DecodingKey, KeyError};
 pub use token::{redacted, verify, Expected, TokenError, MAX_CLOCK_SKEW, MAX_TOKEN_BYTES};
