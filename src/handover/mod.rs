@@ -1,7 +1,7 @@
 //! Owns the hand-over: the decision reported, then its plan carried out (exit 0, exec, or supervise with duties).
 
-mod outcome;
 pub mod plan;
+mod result;
 
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -17,8 +17,8 @@ use crate::license;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 use crate::supervisor::{self, Ended, Signals};
-pub use outcome::fail;
 use plan::{Environment, LicenseFacts, Plan};
+pub use result::fail;
 
 /// What is left to do once the result is reported.
 pub enum Next {
@@ -62,7 +62,7 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
         ),
         None => (Outcome::Verified, "the buyer is entitled".to_string()),
     };
-    let success = outcome::report(
+    let success = result::report(
         &facts,
         unverified.is_none(),
         entitlement,
@@ -249,7 +249,7 @@ impl Hold {
                 format!("the workload exited with {exit_code}"),
             ),
         };
-        let last = outcome::report(
+        let last = result::report(
             &facts,
             outcome == Outcome::Verified,
             outcome,
