@@ -1,7 +1,6 @@
 //! Owns the trusted public keys: the ring pinned into the build, or the configured key(s), by version.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use mpgate_proof::{decoding_key, DecodingKey, KeyError};
@@ -252,11 +251,9 @@ fn read_key_file(path: &Path, setting: &'static str) -> Result<Vec<u8>, KeyringE
         path: display(path),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| unreadable(io_reason(&e)))?;
-    let mut pem = Vec::new();
-    // Read one byte past the bound so an oversized file is detected, not truncated.
-    file.take(MAX_KEY_BYTES + 1)
-        .read_to_end(&mut pem)
+    // One byte past the bound, so an oversized file is detected, not truncated; a FIFO or a
+    // device is refused before anything is read.
+    let pem = crate::settings::read_regular(path, MAX_KEY_BYTES)
         .map_err(|e| unreadable(io_reason(&e)))?;
     if pem.len() as u64 > MAX_KEY_BYTES {
         return Err(unreadable(format!(

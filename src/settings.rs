@@ -95,6 +95,53 @@ pub fn humantime(d: Duration) -> String {
     }
 }
 
+/// What a file a setting names is, when it is not a regular file.
+const NOT_REGULAR: &str = "is not a regular file (a FIFO, a device, a socket or a directory)";
+
+/// Opens a file a setting names for reading, refusing anything but a regular file: opened
+/// without blocking (a FIFO with no writer would block the open, SIGTERM and the deadline
+/// with it), then checked with fstat on what was opened, so nothing is read from a FIFO or
+/// a device (`/dev/zero` never ends).
+pub(crate) fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            NOT_REGULAR,
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads at most `max + 1` bytes of the regular file at `path` ([`open_regular`]): a result
+/// longer than `max` tells the caller the file is over its bound, without reading the rest.
+pub(crate) fn read_regular(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    open_regular(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Why a file the AWS SDK will read itself cannot be handed to it, checked on what was
+/// opened ([`open_regular`]): not readable, not a regular file, or larger than `max` bytes.
+/// `None` when it can. Missing is a problem too: callers skip paths the SDK may lack.
+pub(crate) fn file_problem(path: &std::path::Path, max: u64) -> Option<String> {
+    let file = match open_regular(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Some(NOT_REGULAR.into()),
+        Err(e) => return Some(format!("is not a readable file ({e})")),
+    };
+    match file.metadata() {
+        Ok(meta) if meta.len() > max => Some(format!("is larger than {} KiB", max / 1024)),
+        Ok(_) => None,
+        Err(e) => Some(format!("is not a readable file ({e})")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

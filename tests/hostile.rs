@@ -271,3 +271,81 @@ fn symlinks_planted_as_the_result_file_and_termination_log_are_not_written_throu
     // No temporary file left beside them.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
 }
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Every file the gate reads, or checks before the SDK reads it (issue 26, item 6), as a FIFO
+/// no one writes (the open would block, past the deadline and SIGTERM) or as `/dev/zero`
+/// (never ends): exit 2 naming the setting, within the deadline, before any call. (The CA
+/// files, read only for an https endpoint: `src/http/tls.rs`.)
+#[test]
+fn a_fifo_or_a_device_as_a_file_the_gate_reads_is_exit_2_within_the_deadline() {
+    let emu = Emulator::start(&[]);
+    let fifo = emu.dir.join("fifo");
+    mkfifo(&fifo);
+    let zero = Path::new("/dev/zero");
+    let ring = emu.dir.join("fifo-ring");
+    std::fs::create_dir_all(&ring).unwrap();
+    mkfifo(&ring.join("public-key-v1.pem"));
+    let cases: [(&str, &Path, &str); 7] = [
+        ("AWS_CONFIG_FILE", &fifo, "AWS_CONFIG_FILE"),
+        ("AWS_CONFIG_FILE", zero, "AWS_CONFIG_FILE"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            zero,
+            "AWS_SHARED_CREDENTIALS_FILE",
+        ),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            &fifo,
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ),
+        ("MPGATE_PUBLIC_KEY_FILE", &fifo, "MPGATE_PUBLIC_KEY_FILE"),
+        ("MPGATE_PUBLIC_KEY_FILE", zero, "MPGATE_PUBLIC_KEY_FILE"),
+        ("MPGATE_PUBLIC_KEY_DIR", &ring, "MPGATE_PUBLIC_KEY_DIR"),
+    ];
+    for (variable, path, named) in cases {
+        let mut gate = emu.gate();
+        if variable == "MPGATE_PUBLIC_KEY_DIR" {
+            gate.env_remove("MPGATE_PUBLIC_KEY_FILE");
+        }
+        if variable == "AWS_WEB_IDENTITY_TOKEN_FILE" {
+            gate.env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/r");
+        }
+        let out = gate.env(variable, path).run();
+        let what = format!("{variable}={}", path.display());
+        assert_eq!(out.code(), 2, "{what}: {}", out.stderr);
+        let message = out.error_message();
+        assert!(message.contains(named), "{what}: {message}");
+        assert!(message.contains("not a regular file"), "{what}: {message}");
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "{what}: {:?}",
+            out.elapsed
+        );
+    }
+    // The default profile files under HOME, which the SDK reads when they exist.
+    for (file, target) in [("config", &fifo), ("credentials", &zero.to_path_buf())] {
+        let home = emu.dir.join(format!("home-{file}"));
+        std::fs::create_dir_all(home.join(".aws")).unwrap();
+        std::os::unix::fs::symlink(target, home.join(".aws").join(file)).unwrap();
+        let out = emu.gate().env("HOME", &home).run();
+        out.expect(2);
+        let message = out.error_message();
+        assert!(message.contains(&format!(".aws/{file}")), "{message}");
+        assert!(message.contains("not a regular file"), "{message}");
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "{file}: {:?}",
+            out.elapsed
+        );
+    }
+    assert_eq!(emu.calls().len(), 0, "no call with a refused file");
+    let out = emu.gate().env("MPGATE_PUBLIC_KEY_FILE", zero).run();
+    out.expect(2);
+    assert_memory_bounded(&out, EXTRA_RSS_KIB, "/dev/zero as the key file");
+}

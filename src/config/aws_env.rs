@@ -97,6 +97,9 @@ const AWS_VARIABLES: [(&str, Shape); 24] = [
     ("AWS_SDK_UA_APP_ID", Shape::AppId),
 ];
 
+/// The bound on a file the AWS SDK reads (profile files, token files): larger is refused.
+pub(crate) const MAX_AWS_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Checks every AWS SDK variable that is set before the SDK reads it: a bad one is exit 2
 /// naming it, never a panic, a later failure under another exit code, or a value the SDK
 /// ignores with a warning. Set but empty is refused too (the SDK does not read it as unset).
@@ -254,9 +257,13 @@ fn check_shape(name: &str, value: &str, shape: Shape) -> Result<(), ConfigError>
             }
         }
         Shape::File(what) => {
-            if !std::path::Path::new(value).is_file() {
+            // The SDK reads it itself, unbounded and blocking: only a regular file of a
+            // sane size goes on to it.
+            if let Some(problem) =
+                crate::settings::file_problem(std::path::Path::new(value), MAX_AWS_FILE_BYTES)
+            {
                 return bad(
-                    format!("names {shown}, which is not a readable file"),
+                    format!("names {shown}, which {problem}"),
                     format!("point it at {what} (is its volume mounted?){unset}"),
                 );
             }

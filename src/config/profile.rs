@@ -1,6 +1,6 @@
 //! Owns the checks of the AWS config and credentials files, read with the SDK's own parser before any call.
 
-use crate::config::aws_env::url_problem;
+use crate::config::aws_env::{url_problem, MAX_AWS_FILE_BYTES};
 use crate::config::error::{aws_setting, quoted, ConfigError};
 use crate::pinned::Refused;
 
@@ -11,6 +11,7 @@ pub async fn refuse_profile_endpoints() -> Result<(), ConfigError> {
     use aws_config::profile::load;
     use aws_runtime::env_config::file::EnvConfigFiles;
     use aws_types::os_shim_internal::{Env, Fs};
+    check_profile_files()?;
     // A profile file the SDK cannot parse fails the SDK's own load later, as in any build.
     let Ok(profiles) = load(&Fs::real(), &Env::real(), &EnvConfigFiles::default(), None).await
     else {
@@ -37,6 +38,7 @@ pub async fn check_profile(service_id: &str) -> Result<(), ConfigError> {
     use aws_config::profile::load;
     use aws_runtime::env_config::{file::EnvConfigFiles, EnvConfigValue};
     use aws_types::os_shim_internal::{Env, Fs};
+    check_profile_files()?;
     let env = Env::real();
     let profiles = match load(&Fs::real(), &env, &EnvConfigFiles::default(), None).await {
         Ok(profiles) => profiles,
@@ -103,6 +105,38 @@ pub async fn check_profile(service_id: &str) -> Result<(), ConfigError> {
                 &format!("the AWS config profile {}", quoted(&name)),
                 format!("has {setting} {}, which {problem}", quoted(&value)),
                 "write the whole URL, e.g. https://metering.marketplace.us-east-1.amazonaws.com (http://127.0.0.1:PORT for a local emulator), or remove it",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The SDK reads the AWS config and credentials files whole and blocking, on the runtime's
+/// thread: a FIFO there would hang the gate past its deadline and SIGTERM, `/dev/zero` eat
+/// memory. The variables that name them are checked with the other AWS variables; this
+/// checks the default paths under `HOME`, which the SDK reads when they exist.
+fn check_profile_files() -> Result<(), ConfigError> {
+    let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else {
+        return Ok(());
+    };
+    let aws = std::path::Path::new(&home).join(".aws");
+    for (variable, file) in [
+        ("AWS_CONFIG_FILE", "config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+    ] {
+        if std::env::var_os(variable).is_some() {
+            continue;
+        }
+        let path = aws.join(file);
+        // Missing is the SDK's ordinary case; a dangling symlink is missing to it too.
+        if std::fs::metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            continue;
+        }
+        if let Some(problem) = crate::settings::file_problem(&path, MAX_AWS_FILE_BYTES) {
+            return Err(aws_setting(
+                &format!("the AWS {file} file {}", path.display()),
+                problem,
+                format!("make it a file, remove it, or point {variable} at one"),
             ));
         }
     }

@@ -70,12 +70,8 @@ pub fn extra_roots(env: &dyn Fn(&str) -> Option<OsString>) -> Result<ExtraRoots,
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CERT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    // A FIFO or a device is refused before anything is read.
+    let bytes = crate::settings::read_regular(path, MAX_CERT_BYTES).map_err(|e| e.to_string())?;
     if bytes.len() as u64 > MAX_CERT_BYTES {
         return Err(format!("larger than {} MiB", MAX_CERT_BYTES / 1024 / 1024));
     }
@@ -175,6 +171,27 @@ pub type BoxIo = Box<dyn Io>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO no one writes would block the open; `/dev/zero` never ends (issue 26, item 6).
+    #[test]
+    fn a_fifo_or_a_device_as_a_ca_file_is_refused_without_reading_it() {
+        let dir = std::env::temp_dir().join(format!("mpgate-tls-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("ca.pem");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for path in [fifo.as_os_str(), std::ffi::OsStr::new("/dev/zero")] {
+            let env = |name: &str| (name == "SSL_CERT_FILE").then(|| path.to_owned());
+            let Err(e) = extra_roots(&env) else {
+                panic!("{path:?} accepted");
+            };
+            assert!(e.starts_with("SSL_CERT_FILE"), "{e}");
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn tls_offers_the_post_quantum_hybrid_first() {
