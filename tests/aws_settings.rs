@@ -468,3 +468,33 @@ fn a_refusing_imds_gets_a_short_warning_without_the_sdk_debug_dump() {
         assert!(warning.len() < 400, "not short: {warning}");
     }
 }
+
+/// FIPS and dual-stack choose a host from the SDK's rules; beside an endpoint URL they are
+/// a configuration error (issue 26, item 4): exit 2 naming the variable, never "service
+/// unreachable" (14), so `--on-transient-error allow` never starts the workload on one.
+#[test]
+fn fips_or_dual_stack_beside_an_endpoint_url_is_exit_2_even_with_allow() {
+    let emu = Emulator::start(&[]);
+    for variable in ["AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"] {
+        let marker = emu.dir.join(format!("started-{variable}"));
+        let out = emu
+            .gate()
+            .env(variable, "true")
+            .env("MPGATE_ON_TRANSIENT_ERROR", "allow")
+            .args([
+                "--",
+                "/bin/sh",
+                "-c",
+                &format!("touch {}", marker.display()),
+            ])
+            .run();
+        out.expect_error(2, variable);
+        let message = out.error_message();
+        assert!(message.contains("cannot change"), "{message}");
+        assert!(message.contains(&format!("unset {variable}")), "{message}");
+        assert!(!marker.exists(), "{variable}: the workload started");
+        // Control: false is the SDK's default and changes nothing.
+        emu.gate().env(variable, "false").run().expect(0);
+    }
+    assert_eq!(emu.calls().len(), 2, "only the controls called");
+}

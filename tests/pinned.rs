@@ -460,6 +460,23 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
         .args(show)
         .run()
         .expect(0);
+    // FIPS or dual-stack cannot move a compiled-in URL: exit 2 naming the variable, never
+    // 14 (issue 26, item 4), and no checkout.
+    let before = license_calls(&emu).len();
+    for variable in ["AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"] {
+        let out = bare().env(variable, "true").args(show).run();
+        out.expect_error(2, variable);
+        assert!(
+            out.error_message().contains("compiled into this build"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        license_calls(&emu).len(),
+        before,
+        "no call with FIPS refused"
+    );
     // SSL_CERT_FILE is ignored, with a warning; the compiled-in CA still works.
     let out = bare().env("SSL_CERT_FILE", &ca_file).args(show).run();
     out.expect(0);

@@ -71,7 +71,13 @@ macro_rules! sdk_client {
                     .retry_classifier(parts.classifier)
                     .timeout_config(parts.timeouts);
                 if let Some(url) = parts.endpoint_url {
-                    builder = builder.endpoint_url(url);
+                    // A pinned URL already is the rules' FIPS or dual-stack host (prepare
+                    // refused the flags with any other URL): left set, the SDK would refuse
+                    // the flags beside a URL.
+                    builder = builder
+                        .endpoint_url(url)
+                        .use_fips(false)
+                        .use_dual_stack(false);
                 }
                 $sdk::Client::from_conf(builder.build())
             }

@@ -57,6 +57,7 @@ pub async fn prepare(config: &Config, service: &Service) -> Result<Prepared, Cal
                 fix: "set AWS_REGION to the region the task or pod runs in, e.g. us-east-1".into(),
             }));
         }
+        refuse_flags_with_a_url(&sdk, config, service)?;
         let endpoint = if config.pinned {
             Some(pinned_endpoint(&sdk, &region, config.endpoint_url.as_deref(), service).await?)
         } else {
@@ -142,17 +143,56 @@ async fn pinned_endpoint(
     })
 }
 
-/// The endpoint the call will go to, resolved as the SDK's client does from the same
-/// configuration (the endpoint rules, a given URL, and with `configured` the service's own
-/// `AWS_ENDPOINT_URL_*` and profile settings); `None` if that fails, which the call itself
-/// will then report.
-async fn endpoint_of(
+/// FIPS and dual-stack choose a host from the SDK's endpoint rules; with a URL that the
+/// rules do not resolve (a pinned build's compiled-in one, or a configured one in an
+/// ordinary build) the SDK refuses the call. That is a configuration error (exit 2 naming
+/// the setting), never "service unreachable", which `allow` would let through.
+fn refuse_flags_with_a_url(
+    sdk: &aws_config::SdkConfig,
+    config: &Config,
+    service: &Service,
+) -> Result<(), CallError> {
+    let url = if config.pinned {
+        // A pinned build's configuration holds its compiled-in URL, if any.
+        config.endpoint_url.clone()
+    } else {
+        configured_url(sdk, config.endpoint_url.as_deref(), true, service)
+    };
+    let Some(url) = url else {
+        return Ok(());
+    };
+    for (on, variable, profile_key) in [
+        (sdk.use_fips(), "AWS_USE_FIPS_ENDPOINT", "use_fips_endpoint"),
+        (
+            sdk.use_dual_stack(),
+            "AWS_USE_DUALSTACK_ENDPOINT",
+            "use_dualstack_endpoint",
+        ),
+    ] {
+        if on == Some(true) {
+            let whose = if config.pinned {
+                "compiled into this build"
+            } else {
+                "configured"
+            };
+            return Err(CallError::Config(crate::config::ConfigError::AwsSetting {
+                name: format!("{variable} (or {profile_key} in the AWS config profile)"),
+                problem: format!("is true, but the {} endpoint is {whose} as {url:?}, which it cannot change", service.name),
+                fix: format!("unset {variable}: the endpoint's URL decides the host (or remove the endpoint setting to let the SDK's rules pick the host)"),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The URL given or configured for the service (`None`: the SDK's rules decide).
+fn configured_url(
     sdk: &aws_config::SdkConfig,
     given: Option<&str>,
     configured: bool,
     service: &Service,
 ) -> Option<String> {
-    let url = given.map(str::to_owned).or_else(|| {
+    given.map(str::to_owned).or_else(|| {
         if !configured {
             return None;
         }
@@ -168,7 +208,20 @@ async fn endpoint_of(
         sdk.service_config()
             .and_then(|config| config.load_config(key))
             .or_else(|| sdk.endpoint_url().map(str::to_owned))
-    });
+    })
+}
+
+/// The endpoint the call will go to, resolved as the SDK's client does from the same
+/// configuration (the endpoint rules, a given URL, and with `configured` the service's own
+/// `AWS_ENDPOINT_URL_*` and profile settings); `None` if that fails, which the call itself
+/// will then report.
+async fn endpoint_of(
+    sdk: &aws_config::SdkConfig,
+    given: Option<&str>,
+    configured: bool,
+    service: &Service,
+) -> Option<String> {
+    let url = configured_url(sdk, given, configured, service);
     (service.rules)(EndpointParams {
         region: sdk.region().map(|r| r.as_ref().to_owned()),
         use_fips: sdk.use_fips(),
