@@ -184,6 +184,54 @@ mod tests {
     use super::*;
     use crate::aws::tests::vars;
 
+    /// A pinned URL is the rules' FIPS or dual-stack host when the flags are set (issue 26,
+    /// item 4): the client must not keep the flags beside it, or the SDK refuses to build
+    /// the request. Here the URL is loopback, where nothing listens: the attempt is made.
+    #[tokio::test]
+    async fn a_pinned_url_is_used_whatever_the_fips_and_dual_stack_flags() {
+        let timeout = std::time::Duration::from_secs(2);
+        let sdk = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .use_fips(true)
+            .use_dual_stack(true)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new(
+                        "AKIDEXAMPLE",
+                        "secret",
+                        None,
+                        None,
+                        "test",
+                    ),
+                ),
+            )
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .http_client(crate::http::client(Default::default()).sdk)
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let caller = crate::aws::Caller {
+            sdk,
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            scope: Default::default(),
+            attempt_timeout: timeout,
+        };
+        let client: aws_sdk_marketplacemetering::Client =
+            caller.client(&SERVICE, &crate::aws::Call::new(timeout), timeout);
+        let err = client
+            .register_usage()
+            .product_code("prod-x")
+            .public_key_version(1)
+            .nonce("n")
+            .send()
+            .await
+            .expect_err("nothing listens on port 9");
+        assert!(
+            // The SDK reports a refused endpoint as a dispatch failure too, but not an I/O one.
+            matches!(&err, aws_smithy_runtime_api::client::result::SdkError::DispatchFailure(f) if f.is_io()),
+            "the request was not even sent: {err:?}"
+        );
+    }
+
     #[tokio::test]
     async fn the_call_goes_where_the_sdk_sends_it() {
         aws::tests::endpoints(
