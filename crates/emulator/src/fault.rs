@@ -339,6 +339,32 @@ pub fn by_name<T: Copy>(
         .ok_or_else(|| format!("unknown {what} {s:?} (see --help for the list)"))
 }
 
+/// Splits the `FAULT[@AFTER][*COUNT]` part of a per-operation fault spec (`--license-fault`,
+/// `--sts-fault`, `--meter-fault`): the fault's name, how many eligible calls pass first
+/// (default 0) and how many get the fault (default: all). `spec` is the whole value, for
+/// the error.
+pub fn schedule<'a>(rest: &'a str, spec: &str) -> Result<(&'a str, u64, Option<u64>), String> {
+    let (rest, count) = match rest.split_once('*') {
+        Some((r, c)) => (
+            r,
+            Some(c.parse::<u64>().ok().filter(|c| *c >= 1).ok_or_else(|| {
+                format!("invalid COUNT {c:?} in {spec:?} (expected an integer >= 1)")
+            })?),
+        ),
+        None => (rest, None),
+    };
+    let (fault, after) = match rest.split_once('@') {
+        Some((f, a)) => (
+            f,
+            a.parse::<u64>().map_err(|_| {
+                format!("invalid AFTER {a:?} in {spec:?} (expected an integer >= 0)")
+            })?,
+        ),
+        None => (rest, 0),
+    };
+    Ok((fault, after, count))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

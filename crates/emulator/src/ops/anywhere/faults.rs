@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Value};
 
-use crate::fault::by_name;
+use crate::fault::{by_name, schedule};
 use crate::ops::anywhere::Op;
 use crate::ops::license::{LicenseFault, LmError};
 
@@ -267,24 +267,7 @@ impl AnywhereFaultSpec {
         if name != op.name() {
             return Err(format!("unknown operation {name:?} ({usage})"));
         }
-        let (rest, count) = match rest.split_once('*') {
-            Some((r, c)) => (
-                r,
-                Some(c.parse::<u64>().ok().filter(|c| *c >= 1).ok_or_else(|| {
-                    format!("invalid COUNT {c:?} in {spec:?} (expected an integer >= 1)")
-                })?),
-            ),
-            None => (rest, None),
-        };
-        let (fault, after) = match rest.split_once('@') {
-            Some((f, a)) => (
-                f,
-                a.parse::<u64>().map_err(|_| {
-                    format!("invalid AFTER {a:?} in {spec:?} (expected an integer >= 0)")
-                })?,
-            ),
-            None => (rest, 0),
-        };
+        let (fault, after, count) = schedule(rest, spec)?;
         let fault: AnywhereFault = fault
             .parse()
             .map_err(|_| format!("unknown fault {fault:?} for {} (see --help)", op.name()))?;

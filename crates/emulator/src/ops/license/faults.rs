@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use crate::clock::{rfc3339, unix_secs};
-use crate::fault::by_name;
+use crate::fault::{by_name, schedule};
 use crate::ops::license::model::{lm_error, LmError, Op, ALL_OPS};
 
 /// A `--license-fault`: what a faulted call gets.
@@ -331,24 +331,7 @@ impl FaultSpec {
             .ok_or_else(|| {
                 format!("unknown operation {op:?} (expected CheckoutLicense, CheckInLicense, ExtendLicenseConsumption or GetLicenseUsage)")
             })?;
-        let (rest, count) = match rest.split_once('*') {
-            Some((r, c)) => (
-                r,
-                Some(c.parse::<u64>().ok().filter(|c| *c >= 1).ok_or_else(|| {
-                    format!("invalid COUNT {c:?} in {spec:?} (expected an integer >= 1)")
-                })?),
-            ),
-            None => (rest, None),
-        };
-        let (fault, after) = match rest.split_once('@') {
-            Some((f, a)) => (
-                f,
-                a.parse::<u64>().map_err(|_| {
-                    format!("invalid AFTER {a:?} in {spec:?} (expected an integer >= 0)")
-                })?,
-            ),
-            None => (rest, 0),
-        };
+        let (fault, after, count) = schedule(rest, spec)?;
         let fault: LicenseFault = fault.parse()?;
         if !fault.operations().contains(&op) {
             let ops: Vec<&str> = fault.operations().iter().map(|o| o.name()).collect();

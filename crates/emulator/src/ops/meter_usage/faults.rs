@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Value};
 
-use crate::fault::by_name;
+use crate::fault::{by_name, schedule};
 
 /// A `--meter-fault`: what a faulted MeterUsage call gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,24 +277,7 @@ impl MeterFaultSpec {
             }
             None => spec,
         };
-        let (rest, count) = match rest.split_once('*') {
-            Some((r, c)) => (
-                r,
-                Some(c.parse::<u64>().ok().filter(|c| *c >= 1).ok_or_else(|| {
-                    format!("invalid COUNT {c:?} in {spec:?} (expected an integer >= 1)")
-                })?),
-            ),
-            None => (rest, None),
-        };
-        let (fault, after) = match rest.split_once('@') {
-            Some((f, a)) => (
-                f,
-                a.parse::<u64>().map_err(|_| {
-                    format!("invalid AFTER {a:?} in {spec:?} (expected an integer >= 0)")
-                })?,
-            ),
-            None => (rest, 0),
-        };
+        let (fault, after, count) = schedule(rest, spec)?;
         Ok(MeterFaultSpec {
             fault: fault.parse()?,
             after,
