@@ -365,6 +365,12 @@ pub fn schedule<'a>(rest: &'a str, spec: &str) -> Result<(&'a str, u64, Option<u
     Ok((fault, after, count))
 }
 
+/// Whether the `n`th eligible call (from 1) gets a fault scheduled with `schedule`'s AFTER
+/// and COUNT.
+pub fn scheduled(after: u64, count: Option<u64>, n: u64) -> bool {
+    n > after && count.is_none_or(|c| n <= after.saturating_add(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use crate::fault::{Fault, ServiceError};
 use crate::jwt;
 use crate::keys::VersionKey;
 use crate::log::error;
-use crate::ops::validation::{self, Rejected};
+use crate::ops::validation::{self, must_not_be_null, Rejected};
 use crate::record::{RecordLine, RATE_LIMITED};
 use crate::shared::Shared;
 
@@ -105,7 +105,7 @@ fn validate_body(obj: &Map<String, Value>) -> Result<Input, Rejected> {
     let product_code = string_member(obj, "ProductCode", true, &mut errors);
     let version = match obj.get("PublicKeyVersion") {
         None | Some(Value::Null) => {
-            errors.push("Value null at 'PublicKeyVersion' failed to satisfy constraint: Member must not be null".to_string());
+            errors.push(must_not_be_null("PublicKeyVersion"));
             None
         }
         Some(Value::Number(n)) => match n.as_i64().filter(|v| i32::try_from(*v).is_ok()) {

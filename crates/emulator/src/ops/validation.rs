@@ -33,6 +33,11 @@ pub fn validation_message(errors: &[String]) -> String {
     head + &errors.join("; ")
 }
 
+/// AWS's validation message for a required member that is missing or null, at path `at`.
+pub fn must_not_be_null(at: &str) -> String {
+    format!("Value null at '{at}' failed to satisfy constraint: Member must not be null")
+}
+
 /// String member `key` of `obj`, named `at` in AWS's validation messages (the member's path:
 /// `Field`, or `List.1.member.Field` in a nested structure): missing or null is an error when
 /// `required`, another type always is.
@@ -46,9 +51,7 @@ pub fn string_member(
     match obj.get(key) {
         None | Some(Value::Null) => {
             if required {
-                errors.push(format!(
-                    "Value null at '{at}' failed to satisfy constraint: Member must not be null"
-                ));
+                errors.push(must_not_be_null(at));
             }
             None
         }

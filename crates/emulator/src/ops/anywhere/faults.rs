@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Value};
 
-use crate::fault::{by_name, schedule};
+use crate::fault::{by_name, schedule, scheduled};
 use crate::ops::anywhere::Op;
 use crate::ops::license::{LicenseFault, LmError};
 
@@ -287,7 +287,7 @@ impl AnywhereFaultSpec {
     }
 
     pub(super) fn applies(&self, n: u64) -> bool {
-        n > self.after && self.count.is_none_or(|c| n <= self.after.saturating_add(c))
+        scheduled(self.after, self.count, n)
     }
 }
 

@@ -179,9 +179,7 @@ fn validate(input: &Input) -> Step<(String, String, String, Option<Duration>)> {
     let mut errors = Vec::new();
     let mut check = |v: &Option<String>, at: &str, min: usize, max: usize| {
         let Some(v) = v else {
-            errors.push(format!(
-                "Value null at '{at}' failed to satisfy constraint: Member must not be null"
-            ));
+            errors.push(crate::ops::validation::must_not_be_null(at));
             return;
         };
         let n = v.chars().count();

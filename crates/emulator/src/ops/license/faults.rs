@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use crate::clock::{rfc3339, unix_secs};
-use crate::fault::{by_name, schedule};
+use crate::fault::{by_name, schedule, scheduled};
 use crate::ops::license::model::{lm_error, LmError, Op, ALL_OPS};
 
 /// A `--license-fault`: what a faulted call gets.
@@ -351,7 +351,7 @@ impl FaultSpec {
     }
 
     pub(super) fn applies(&self, n: u64) -> bool {
-        n > self.after && self.count.is_none_or(|c| n <= self.after.saturating_add(c))
+        scheduled(self.after, self.count, n)
     }
 }
 

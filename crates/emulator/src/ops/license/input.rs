@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::ops::license::model::{validation, LmError, Op, UNITS};
-use crate::ops::validation::{string_member, type_name, validation_message};
+use crate::ops::validation::{must_not_be_null, string_member, type_name, validation_message};
 
 /// One entitlement a request names.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,7 +111,7 @@ pub fn validate(op: Op, obj: &Map<String, Value>) -> Result<Input, LmError> {
             let node_id = errors.string(obj, "NodeId", false);
             let entitlements = match obj.get("Entitlements") {
                 None | Some(Value::Null) => {
-                    errors.push("Value null at 'Entitlements' failed to satisfy constraint: Member must not be null".into());
+                    errors.push(must_not_be_null("Entitlements"));
                     None
                 }
                 Some(Value::Array(list)) => {

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Value};
 
-use crate::fault::{by_name, schedule};
+use crate::fault::{by_name, schedule, scheduled};
 
 /// A `--meter-fault`: what a faulted MeterUsage call gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +287,7 @@ impl MeterFaultSpec {
 
     /// Whether it applies to the `n`th call (from 1) it could apply to.
     pub fn applies(&self, n: u64) -> bool {
-        n > self.after && self.count.is_none_or(|c| n <= self.after.saturating_add(c))
+        scheduled(self.after, self.count, n)
     }
 }
 

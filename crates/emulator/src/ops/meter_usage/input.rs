@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::ops::meter_usage::faults::{meter_error, MeterError};
-use crate::ops::validation::{self, type_name, Rejected};
+use crate::ops::validation::{self, must_not_be_null, type_name, Rejected};
 
 /// UsageQuantity's and AllocatedUsageQuantity's upper bound (the model's).
 pub const MAX_QUANTITY: i64 = 2_147_483_647;
@@ -116,10 +116,7 @@ pub fn validate(obj: &Map<String, Value>) -> Result<Input, Rejected> {
 fn timestamp(obj: &Map<String, Value>, errors: &mut Vec<String>) -> Option<i64> {
     match obj.get("Timestamp") {
         None | Some(Value::Null) => {
-            errors.push(
-                "Value null at 'Timestamp' failed to satisfy constraint: Member must not be null"
-                    .into(),
-            );
+            errors.push(must_not_be_null("Timestamp"));
             None
         }
         Some(Value::Number(n)) => {
@@ -153,9 +150,7 @@ fn integer(
     match obj.get(key) {
         None | Some(Value::Null) => {
             if required {
-                errors.push(format!(
-                    "Value null at '{at}' failed to satisfy constraint: Member must not be null"
-                ));
+                errors.push(must_not_be_null(at));
             }
             None
         }
