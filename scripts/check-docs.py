@@ -2,7 +2,9 @@
 """Checks every relative link in the repository's Markdown files (the file exists and, for
 `file#anchor` or `#anchor`, a heading with that GitHub anchor exists in it) and every
 citation of a section by title in any tracked text file (`docs/reference.md, "Exit codes"`:
-that file has that heading). Prints one line per broken one and exits 1 if any; run by
+that file has that heading), and every test docs/threat-model.md names as a proof (`tests/x.rs`:
+`a_test`: a function of that name in that file; any other long snake_case name: a function or
+a corpus case somewhere in the code). Prints one line per broken one and exits 1 if any; run by
 scripts/test.sh."""
 
 import pathlib
@@ -71,6 +73,43 @@ def check_citations():
     return broken
 
 
+# `tests/a.rs` and `src/b.rs`: `name` (aside), `name`, … ; `proof/` is crates/proof/tests/.
+PROOF_FILES = re.compile(r"((?:`[\w./-]+\.rs`(?:,? (?:and )?)?)+):((?:\s*`[a-z0-9_]+`(?:\s*\([^)]*\))?,?)+)")
+PROOF_NAME = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+){3,})`")
+
+
+def defined(name, paths):
+    pattern = re.compile(rf"\bfn {re.escape(name)}\b")
+    return any(pattern.search(p.read_text(encoding="utf-8")) for p in paths)
+
+
+def check_proofs(name="docs/threat-model.md"):
+    """Every test the threat model cites exists where it says (renames break no line silently)."""
+    code = [ROOT / f for f in subprocess.run(["git", "ls-files", "*.rs"], cwd=ROOT,
+                                             capture_output=True, text=True,
+                                             check=True).stdout.split()]
+    broken = 0
+    for number, line in enumerate((ROOT / name).read_text(encoding="utf-8").splitlines(), 1):
+        for files, names in PROOF_FILES.findall(line):
+            paths = []
+            for cited in re.findall(r"`([^`]+)`", files):
+                path = ROOT / re.sub(r"^proof/", "crates/proof/tests/", cited)
+                if not path.is_file():
+                    print(f"{name}:{number}: {cited}: no such file")
+                    broken += 1
+                paths.append(path)
+            paths = [p for p in paths if p.is_file()]
+            for test in re.findall(r"`([a-z0-9_]+)`", re.sub(r"\([^)]*\)", "", names)):
+                if paths and not defined(test, paths):
+                    print(f"{name}:{number}: {test}: not a function in {', '.join(re.findall(r'`([^`]+)`', files))}")
+                    broken += 1
+        for test in PROOF_NAME.findall(line):
+            if not any(re.search(rf"\b{test}\b", p.read_text(encoding="utf-8")) for p in code):
+                print(f"{name}:{number}: {test}: no such function in the code")
+                broken += 1
+    return broken
+
+
 def main():
     files = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
@@ -106,6 +145,7 @@ def main():
                 print(f"{name}:{number}: {target}: {problem}")
                 broken += 1
     broken += check_citations()
+    broken += check_proofs()
     if broken:
         print(f"{broken} broken link(s) or citation(s)")
         return 1

@@ -227,7 +227,7 @@ fn a_stopped_workload_that_ignores_sigterm_is_killed_grace_after_the_check_in() 
 }
 
 /// Every signal mpgate forwards but the two that stop the workload (SIGTERM, SIGINT), as
-/// tini does (`src/supervise.rs`: `FORWARDED`), and two real-time ones.
+/// tini does (`src/supervisor/signals.rs`: `FORWARDED`), and two real-time ones.
 fn forwarded_signals() -> Vec<(i32, &'static str)> {
     let mut signals = vec![
         (libc::SIGHUP, "SIGHUP"),
