@@ -94,6 +94,109 @@ fn the_nonce_never_comes_from_a_file_when_getrandom_is_refused() {
     emu.gate().run().expect(0);
 }
 
+/// Mounts a file of zeros over `/dev/urandom` and `/dev/random` for the process about to exec,
+/// as a buyer who controls the container's mounts can (a private mount namespace, so nothing
+/// outside the test sees it; a user namespace too when the tests do not run as root).
+fn zeros_over_urandom() -> impl FnMut() -> std::io::Result<()> {
+    // Formatted before the fork: pre_exec may only make system calls.
+    let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    let uid_map = format!("0 {uid} 1\0");
+    let gid_map = format!("0 {gid} 1\0");
+    move || {
+        let check = |r: libc::c_int| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        let write = |path: &[u8], data: &[u8]| {
+            // SAFETY: NUL-terminated path and a buffer that outlives the calls.
+            unsafe {
+                let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, data.as_ptr().cast(), data.len() - 1);
+                libc::close(fd);
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        };
+        // SAFETY: unshare and mount change only this forked child's namespaces.
+        unsafe {
+            if uid == 0 {
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+            } else {
+                check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS))?;
+                write(b"/proc/self/setgroups\0", b"deny\0")?;
+                write(b"/proc/self/uid_map\0", uid_map.as_bytes())?;
+                write(b"/proc/self/gid_map\0", gid_map.as_bytes())?;
+            }
+            let none = std::ptr::null::<libc::c_char>();
+            check(libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            for target in [c"/dev/urandom", c"/dev/random"] {
+                check(libc::mount(
+                    c"/dev/zero".as_ptr(),
+                    target.as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_nonce_stays_fresh_with_zeros_mounted_over_dev_urandom() {
+    // The fixture works: a reader of /dev/urandom under it gets zeros.
+    let mut reader = std::process::Command::new("od");
+    reader.args(["-An", "-tx1", "-N8", "/dev/urandom"]);
+    // SAFETY: the closure makes only system calls (see zeros_over_urandom).
+    unsafe { std::os::unix::process::CommandExt::pre_exec(&mut reader, zeros_over_urandom()) };
+    let read = reader.output().expect("od runs");
+    assert!(read.status.success(), "{read:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout)
+            .split_whitespace()
+            .collect::<String>(),
+        "0000000000000000",
+        "the fixture must put zeros at /dev/urandom"
+    );
+
+    let emu = Emulator::start(&[]);
+    for _ in 0..2 {
+        emu.gate().pre_exec(zeros_over_urandom()).run().expect(0);
+    }
+    let calls = emu.calls();
+    assert_eq!(calls.len(), 2);
+    let nonce = |i: usize| calls[i]["nonce"].as_str().unwrap_or_default().to_string();
+    assert_eq!(nonce(0).len(), 64, "{calls:?}");
+    assert_ne!(
+        nonce(0),
+        nonce(1),
+        "two starts over a file of zeros sent the same nonce"
+    );
+
+    // And with getrandom refused as well, nothing falls back to the file: exit 2, no call.
+    emu.gate()
+        .pre_exec(zeros_over_urandom())
+        .pre_exec(refuse_getrandom(libc::EPERM))
+        .run()
+        .expect_error(2, "random number generator");
+    assert_eq!(emu.calls().len(), 2, "no call without a nonce");
+}
+
 /// A container credentials endpoint that answers 200 with 64 MiB, declared or not.
 fn huge_credentials_server(declare_length: bool) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
