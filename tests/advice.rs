@@ -26,6 +26,34 @@ fn a_node_clock_20_minutes_ahead_or_behind_gets_the_clock_advice() {
     }
 }
 
+/// The node's clock minutes off, inside SigV4's 15-minute window, so the call succeeds and the
+/// token itself is judged on the node's clock: AWS's `iat` too old or too far ahead fails
+/// closed (exit 12) with the clock advice, the workload never starts. The clock is moved
+/// under a real run (the emulator plays AWS with the right time), not injected into a check.
+#[test]
+fn a_node_clock_minutes_off_fails_closed_at_the_token_check() {
+    // -10m: AWS is ten minutes behind the node, so the fresh token looks 600 s old (> 300 s);
+    // +5m: AWS is ahead, so its `iat` is 300 s in the node's future (> 60 s of skew).
+    for (offset, words) in [("-10m", "issued 600s ago"), ("5m", "s in the future")] {
+        let emu = Emulator::start(&["--clock-offset", offset]);
+        let out = emu
+            .gate()
+            .args(["--", "sh", "-c", "echo WORKLOAD STARTED"])
+            .run();
+        out.expect(12);
+        let message = out.error_message();
+        assert!(
+            message.contains("clock") && message.contains(words),
+            "{offset}: {message}"
+        );
+        assert!(
+            !out.stdout.contains("WORKLOAD STARTED"),
+            "{offset}: {out:?}"
+        );
+        assert_eq!(emu.calls().len(), 1, "{offset}: one real call was made");
+    }
+}
+
 #[test]
 fn a_signature_scoped_to_another_region_names_the_region_and_the_endpoint() {
     // The emulator serves us-east-1; the gate signs for eu-west-1.

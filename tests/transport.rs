@@ -98,6 +98,38 @@ fn plain_http_goes_through_http_proxy() {
     );
 }
 
+/// A downgrade to plain HTTP through a proxy that answers for AWS (here: sends every request to
+/// a second emulator, which signs with its own key): the gate still verifies the token under
+/// its own key, so the changed answer is exit 12 and the workload never starts.
+#[test]
+fn a_downgraded_call_through_a_proxy_that_changes_the_answer_is_refused() {
+    let emu = Emulator::start(&[]);
+    let interceptor = Emulator::start(&[]);
+    let proxy = Proxy::start(format!("127.0.0.1:{}", interceptor.port()).parse().unwrap());
+    let endpoint = format!("http://metering.emulator.test:{}", emu.port());
+    let out = emu
+        .gate()
+        .env("HTTP_PROXY", &proxy.url)
+        .args([
+            "--endpoint-url",
+            &endpoint,
+            "--",
+            "sh",
+            "-c",
+            "echo WORKLOAD STARTED",
+        ])
+        .run();
+    out.expect_error(12, "signature does not verify");
+    assert!(!out.stdout.contains("WORKLOAD STARTED"), "{out:?}");
+    assert_eq!(proxy.requests().len(), 1, "the call went through the proxy");
+    assert_eq!(
+        interceptor.calls().len(),
+        1,
+        "and the interceptor answered it"
+    );
+    assert_eq!(emu.calls().len(), 0);
+}
+
 #[test]
 fn https_tunnels_through_a_lowercase_https_proxy() {
     let emu = Emulator::start(&["--tls"]);
