@@ -696,3 +696,50 @@ fn refuse_all(bare: &dyn Fn() -> Gate, cases: &[Case]) {
         );
     }
 }
+
+/// FIPS end to end in a build pinned to the SDK's rules (no compiled-in URL): the call goes to
+/// the region's FIPS host, and to the ordinary one without the flag. The proxy (HTTPS_PROXY)
+/// shows where the gate connected; the tunnel ends at the emulator, whose certificate is not
+/// for that host, so the start fails (14) without a request: only the destination is shown.
+#[test]
+fn a_build_pinned_to_the_rules_calls_the_fips_host_when_asked() {
+    let emu = Emulator::start(&["--tls"]);
+    let keys: PathBuf = emu.dir.join("keys");
+    let binary = emu.dir.join("mpgate-pinned-rules");
+    let (built, stderr) = build_pinned(
+        &[
+            ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
+            ("MPGATE_PIN_KEY_DIR", &keys),
+        ],
+        Some(&binary),
+    );
+    assert!(built, "pinned build failed:\n{stderr}");
+    for (fips, host) in [
+        (
+            Some("true"),
+            "metering.marketplace-fips.us-east-1.amazonaws.com:443",
+        ),
+        (None, "metering.marketplace.us-east-1.amazonaws.com:443"),
+    ] {
+        let proxy = mpgate_testkit::proxy::Proxy::start(
+            format!("127.0.0.1:{}", emu.port()).parse().unwrap(),
+        );
+        let mut gate = emu.gate_with(&binary);
+        gate.env_remove("MPGATE_PRODUCT_CODE")
+            .env_remove("MPGATE_PUBLIC_KEY_FILE")
+            .env_remove("AWS_ENDPOINT_URL_MARKETPLACE_METERING")
+            .env("AWS_REGION", "us-east-1")
+            .env("HTTPS_PROXY", &proxy.url);
+        if let Some(value) = fips {
+            gate.env("AWS_USE_FIPS_ENDPOINT", value);
+        }
+        gate.run().expect_error(14, "certificate");
+        let seen = proxy.requests();
+        assert!(
+            seen.iter()
+                .any(|r| r.starts_with(&format!("CONNECT {host} "))),
+            "{fips:?}: {seen:?}"
+        );
+    }
+    assert_eq!(emu.calls().len(), 0, "no request over an untrusted tunnel");
+}
