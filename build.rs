@@ -1,6 +1,6 @@
 //! Build script: for a pinned build, compiles in what the seller pins (an hourly product's code
-//! and key ring, or a contract product's SKU and entitlements; the endpoint, CA certificates,
-//! token age); for the static x86_64 release, links without unwind tables.
+//! and key ring, a contract product's SKU and entitlements, or a usage product's code and
+//! dimensions; the endpoint, CA certificates, token age); for the static x86_64 release, links without unwind tables.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -38,7 +38,10 @@ fn drop_unwind_tables() {
 /// - contract: `MPGATE_PIN_PRODUCT_SKU` + `MPGATE_PIN_ENTITLEMENTS` (comma-separated specs,
 ///   as `MPGATE_ENTITLEMENTS`); `MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL` (one https:// URL)
 ///   and `MPGATE_PIN_SEAT` (check or hold) refine it;
-/// - either: `MPGATE_PIN_CA_FILE` (extra CA certificates).
+/// - usage: `MPGATE_PIN_PRICING=usage` + `MPGATE_PIN_PRODUCT_CODE` + `MPGATE_PIN_DIMENSIONS`
+///   (comma-separated dimension API names); `MPGATE_PIN_ENDPOINT_URL` refines it;
+/// - any: `MPGATE_PIN_CA_FILE` (extra CA certificates). `MPGATE_PIN_PRICING` may name the
+///   hourly or contract model too, and must then match what is pinned.
 fn write_pinned(out: &Path) {
     let var = |name: &str| {
         println!("cargo:rerun-if-env-changed={name}");
@@ -53,16 +56,56 @@ fn write_pinned(out: &Path) {
     let lm_endpoint = var("MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL");
     let seat = var("MPGATE_PIN_SEAT");
     let ca_file = var("MPGATE_PIN_CA_FILE");
-    let hourly = code.is_some() || dir.is_some();
+    let pricing = var("MPGATE_PIN_PRICING");
+    let dimensions = var("MPGATE_PIN_DIMENSIONS");
+    if let Some(other) = pricing
+        .as_deref()
+        .filter(|p| !matches!(*p, "hourly" | "contract" | "usage"))
+    {
+        fail(&format!(
+            "MPGATE_PIN_PRICING {other:?} must be hourly, contract or usage"
+        ));
+    }
+    let usage = pricing.as_deref() == Some("usage");
+    if dimensions.is_some() && !usage {
+        fail("MPGATE_PIN_DIMENSIONS pins the dimensions of a usage-priced product: set MPGATE_PIN_PRICING=usage too");
+    }
+    let usage_dimensions = if usage {
+        check_usage_pins(
+            &code,
+            &dir,
+            &sku,
+            &entitlements,
+            &max_age,
+            &lm_endpoint,
+            &seat,
+        );
+        check_dimensions(dimensions.as_deref().unwrap_or_else(|| {
+            fail("a pinned usage build needs MPGATE_PIN_DIMENSIONS: the dimension API names, comma-separated")
+        }))
+    } else {
+        Vec::new()
+    };
+    let hourly = !usage && (code.is_some() || dir.is_some());
     let contract = sku.is_some() || entitlements.is_some();
+    match pricing.as_deref() {
+        Some("hourly") if !hourly => {
+            fail("MPGATE_PIN_PRICING=hourly needs MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR")
+        }
+        Some("contract") if !contract => fail(
+            "MPGATE_PIN_PRICING=contract needs MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS",
+        ),
+        _ => {}
+    }
     if hourly && contract {
         fail("a build pins hourly pricing (MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR) or contract pricing (MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS), not both: build one mpgate per product");
     }
     if !hourly
         && !contract
+        && !usage
         && (endpoint.is_some() || max_age.is_some() || lm_endpoint.is_some() || ca_file.is_some())
     {
-        fail("MPGATE_PIN_ENDPOINT_URL, MPGATE_PIN_MAX_TOKEN_AGE, MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL and MPGATE_PIN_CA_FILE refine a pinned build: set MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR (hourly pricing) or MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS (contract pricing) too");
+        fail("MPGATE_PIN_ENDPOINT_URL, MPGATE_PIN_MAX_TOKEN_AGE, MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL and MPGATE_PIN_CA_FILE refine a pinned build: set MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_KEY_DIR (hourly pricing), MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS (contract pricing) or MPGATE_PIN_PRICING=usage, MPGATE_PIN_PRODUCT_CODE and MPGATE_PIN_DIMENSIONS (usage pricing) too");
     }
     if hourly && lm_endpoint.is_some() {
         fail("MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL refines a pinned contract build, and this build pins hourly pricing (MPGATE_PIN_PRODUCT_CODE): use MPGATE_PIN_ENDPOINT_URL for the Metering endpoint");
@@ -80,14 +123,22 @@ fn write_pinned(out: &Path) {
         fail("MPGATE_PIN_MAX_TOKEN_AGE bounds the age of an hourly product's token, and this build pins contract pricing (MPGATE_PIN_PRODUCT_SKU): unset it");
     }
     let mut rust = String::new();
+    let _ = writeln!(rust, "pub const USAGE: bool = {usage};");
+    let _ = writeln!(
+        rust,
+        "pub const DIMENSIONS: &[&str] = &{usage_dimensions:?};"
+    );
     match (code, dir) {
+        (Some(code), None) if usage => {
+            check_product_code(&code);
+            let _ = writeln!(rust, "pub const PRODUCT_CODE: Option<&str> = Some({code:?});");
+            rust.push_str("pub const KEYS: &[(i32, &str)] = &[];\n");
+        }
         (None, None) => {
             rust.push_str("pub const PRODUCT_CODE: Option<&str> = None;\npub const KEYS: &[(i32, &str)] = &[];\n");
         }
         (Some(code), Some(dir)) => {
-            if code.is_empty() || code.len() > 255 || code.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                fail(&format!("MPGATE_PIN_PRODUCT_CODE {code:?} is not a product code: 1 to 255 printable characters without spaces"));
-            }
+            check_product_code(&code);
             println!("cargo:rerun-if-changed={dir}");
             let keys = read_key_dir(Path::new(&dir));
             let _ = writeln!(rust, "pub const PRODUCT_CODE: Option<&str> = Some({code:?});");
@@ -171,6 +222,74 @@ fn write_pinned(out: &Path) {
         "#[cfg(test)]\npub const ENTITLEMENT_UNITS: &[&str] = &{UNITS:?};"
     );
     std::fs::write(out.join("pinned.rs"), rust).expect("write pinned.rs");
+}
+
+fn check_product_code(code: &str) {
+    if code.is_empty()
+        || code.len() > 255
+        || code.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        fail(&format!("MPGATE_PIN_PRODUCT_CODE {code:?} is not a product code: 1 to 255 printable characters without spaces"));
+    }
+}
+
+/// A pinned usage build pins the product code and dimensions; the hourly key and token age,
+/// and the contract settings, have nothing to refine.
+fn check_usage_pins(
+    code: &Option<String>,
+    dir: &Option<String>,
+    sku: &Option<String>,
+    entitlements: &Option<String>,
+    max_age: &Option<String>,
+    lm_endpoint: &Option<String>,
+    seat: &Option<String>,
+) {
+    if code.is_none() {
+        fail("a pinned usage build needs MPGATE_PIN_PRODUCT_CODE: the product code MeterUsage reports usage for");
+    }
+    for (set, name) in [
+        (dir.is_some(), "MPGATE_PIN_KEY_DIR"),
+        (max_age.is_some(), "MPGATE_PIN_MAX_TOKEN_AGE"),
+        (sku.is_some(), "MPGATE_PIN_PRODUCT_SKU"),
+        (entitlements.is_some(), "MPGATE_PIN_ENTITLEMENTS"),
+        (
+            lm_endpoint.is_some(),
+            "MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL",
+        ),
+        (seat.is_some(), "MPGATE_PIN_SEAT"),
+    ] {
+        if set {
+            fail(&format!("{name} does not apply to a pinned usage build (MPGATE_PIN_PRICING=usage: MeterUsage answers with no token, and holds no license): unset it"));
+        }
+    }
+}
+
+/// Checks `MPGATE_PIN_DIMENSIONS` with the rules of src/config/usage.rs (1 to 24 names of 1
+/// to 255 characters, no spaces, commas, `=` or control characters, none twice), which the
+/// binary applies again at run time; returns the names.
+fn check_dimensions(list: &str) -> Vec<String> {
+    let names: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() || names.len() > 24 {
+        fail("MPGATE_PIN_DIMENSIONS must name 1 to 24 dimensions (a product has at most 24)");
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.chars().count() > 255
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '=' || c == ',')
+        {
+            fail(&format!("MPGATE_PIN_DIMENSIONS: {name:?} is not a dimension API name (1 to 255 characters, no spaces, '=' or control characters)"));
+        }
+        if names[..i].contains(name) {
+            fail(&format!("MPGATE_PIN_DIMENSIONS names {name:?} twice"));
+        }
+    }
+    names
 }
 
 /// License Manager's `EntitlementDataUnit` values (a unit test in src/pinned.rs compares them

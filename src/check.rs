@@ -1,4 +1,4 @@
-//! Owns the check phase: configure, then RegisterUsage and its token, or a License Manager checkout: a decision, as data.
+//! Owns the check phase: configure, then RegisterUsage and its token, a License Manager checkout, or the start's MeterUsage: a decision, as data.
 
 use std::ffi::OsString;
 use std::rc::Rc;
@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError, Hourly, Pricing, SeatMode, TransientPol
 use crate::exit::Failure;
 use crate::lease;
 use crate::license::{self, Checkout, LicenseError, Session};
+use crate::metering::meter_usage::{self, StartRecord};
 use crate::metering::{self, MeteringError};
 use crate::nonce;
 use mpgate_proof::token;
@@ -22,12 +23,23 @@ pub struct Facts {
     pub public_key_version: Option<i32>,
     pub nonce: Option<String>,
     pub product_sku: Option<String>,
+    /// Usage pricing: the dimensions, and the start's MeterUsage record.
+    pub usage: Option<UsageFacts>,
     /// Attempts, the last request ID and warnings of the entitlement call.
     pub call: CallRecord,
     pub command: Vec<OsString>,
     /// A CheckoutLicense under way, with its ClientToken: if a stop signal cuts it, what it
     /// may have taken is settled (`settle`).
     pub checkout_in_flight: Option<InFlight>,
+}
+
+/// What usage pricing's check learned.
+#[derive(Debug, Clone)]
+pub struct UsageFacts {
+    pub dimensions: Vec<String>,
+    pub metering_hour: std::time::Duration,
+    /// The start's MeterUsage, once it answered.
+    pub start: Option<StartRecord>,
 }
 
 /// A CheckoutLicense under way: what `settle` needs to learn what it took.
@@ -59,6 +71,12 @@ pub enum Decision {
         /// With no checkout: its ClientToken, for the next one (`lease::Lease`).
         client_token: String,
     },
+    /// Usage pricing: the start's MeterUsage said the buyer is entitled (its record in
+    /// `Facts::usage`), or (`Some`: why) Metering was unreachable and `allow` starts the
+    /// workload unverified.
+    Metered {
+        unverified: Option<String>,
+    },
     /// The service was unreachable and `--on-transient-error allow` let the workload start.
     Unverified {
         reason: String,
@@ -72,6 +90,8 @@ pub enum Decision {
 pub struct Kept {
     pub config: Option<Rc<Config>>,
     pub session: Option<Session>,
+    /// Usage pricing: the start's caller, for the metering agent's records.
+    pub meter: Option<meter_usage::Session>,
 }
 
 pub(crate) async fn check(
@@ -104,7 +124,64 @@ pub(crate) async fn check(
             facts.pricing = Some("contract");
             check_contract(config, started, facts, kept).await
         }
+        Pricing::Usage(_) => {
+            facts.pricing = Some("usage");
+            check_usage(config, started, facts, kept).await
+        }
     }
+}
+
+/// The start's MeterUsage of quantity 0: entitled, or not (exit 10), or refused, or (with
+/// `allow`) unreachable and started unverified.
+async fn check_usage(
+    config: Config,
+    started: Instant,
+    facts: &mut Facts,
+    kept: &mut Kept,
+) -> Decision {
+    let config = Rc::new(config);
+    let Pricing::Usage(usage) = &config.pricing else {
+        unreachable!("check_usage is called for usage pricing only");
+    };
+    facts.product_code = Some(usage.product_code.clone());
+    facts.usage = Some(UsageFacts {
+        dimensions: usage.dimensions.clone(),
+        metering_hour: usage.metering_hour,
+        start: None,
+    });
+    tracing::debug!(product_code = %usage.product_code, dimension = %usage.start_dimension, "calling MeterUsage");
+    let decision = match meter_usage::start(&config, usage, started, &mut facts.call).await {
+        Ok((start, session)) => {
+            if start.duplicate {
+                tracing::info!(
+                    dimension = %start.dimension,
+                    hour = %start.hour,
+                    requestId = start.request_id.as_deref(),
+                    "this pod or task already recorded dimension {} for the hour starting {} (DuplicateRequestException): the buyer is entitled; this hour's usage of {} goes into the next hour's record",
+                    start.dimension, start.hour, start.dimension
+                );
+            }
+            if let Some(usage) = &mut facts.usage {
+                usage.start = Some(start);
+            }
+            kept.meter = Some(session);
+            Decision::Metered { unverified: None }
+        }
+        Err(MeteringError::Call(CallError::Unreachable(reason)))
+            if config.on_transient_error == TransientPolicy::Allow =>
+        {
+            tracing::warn!(
+                product_code = %usage.product_code,
+                "entitlement NOT verified: {reason}; starting anyway because MPGATE_ON_TRANSIENT_ERROR=allow"
+            );
+            Decision::Metered {
+                unverified: Some(reason),
+            }
+        }
+        Err(e) => return Decision::Failed(e.into()),
+    };
+    kept.config = Some(config);
+    decision
 }
 
 /// RegisterUsage with a fresh nonce, then its token checked against the product's key.
@@ -334,6 +411,7 @@ pub async fn give_back_held(decision: &Decision, kept: &Kept) {
         Kept {
             config: Some(config),
             session: Some(session),
+            ..
         },
     ) = (decision, kept)
     {

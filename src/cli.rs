@@ -23,6 +23,9 @@ pub struct Args {
     pub entitlements: Vec<String>,
     pub seat: Option<String>,
     pub grace: Option<String>,
+    /// `--dimension`, in order (repeatable): usage pricing's dimension API names.
+    pub dimensions: Vec<String>,
+    pub start_dimension: Option<String>,
     /// `mpgate verify --renew`: a result file too old is renewed by a fresh check.
     pub renew: bool,
     /// The workload: empty in init mode.
@@ -78,8 +81,9 @@ Usage: mpgate [OPTIONS] [--] [COMMAND [ARG...]]
 
 Hourly pricing calls AWS Marketplace Metering RegisterUsage with a fresh nonce, verifies the
 signed answer, then execs COMMAND in place (same PID and stdio). Contract pricing checks the
-entitlements out of the buyer's AWS License Manager license instead. Without COMMAND (init
-mode) it exits 0 when the buyer is entitled. Every option can also be set by the environment
+entitlements out of the buyer's AWS License Manager license instead; usage pricing (custom
+metering) makes one MeterUsage call of quantity 0 at start. Without COMMAND (init mode) it
+exits 0 when the buyer is entitled. Every option can also be set by the environment
 variable in brackets; a flag wins over its variable.
 
 Options:
@@ -98,7 +102,8 @@ Options:
       --log-format FORMAT        auto | text | json (default auto: text on a terminal) [MPGATE_LOG_FORMAT]
       --endpoint-url URL         the service's endpoint (default: the SDK's, e.g. AWS_ENDPOINT_URL_MARKETPLACE_METERING
                                  or, for contract pricing, AWS_ENDPOINT_URL_LICENSE_MANAGER)
-      --pricing MODEL            hourly (RegisterUsage, the default) | contract (License Manager) [MPGATE_PRICING]
+      --pricing MODEL            hourly (RegisterUsage, the default) | contract (License Manager) | usage
+                                 (MeterUsage: custom metering dimensions) [MPGATE_PRICING]
 
 Contract pricing (--pricing contract; the product code and key options are not used):
       --product-sku SKU          the product's SKU: its product ID in the AWS Marketplace Management Portal [MPGATE_PRODUCT_SKU]
@@ -108,6 +113,14 @@ Contract pricing (--pricing contract; the product code and key options are not u
                                  runs: mpgate stays its parent and extends the checkout) (default check) [MPGATE_SEAT]
       --grace DURATION           with hold: how long COMMAND gets between SIGTERM and SIGKILL when the license
                                  is lost (default 30s) [MPGATE_GRACE]
+
+Usage pricing (--pricing usage; --product-code as for hourly; the key and token-age options are not
+used: MeterUsage answers with no signed token, so the answer is trusted through TLS to the endpoint,
+which only a pinned build fixes):
+      --dimension NAME           a pricing dimension's API name from the AWS Marketplace Management Portal,
+                                 repeatable, 1 to 24 [MPGATE_DIMENSIONS, comma-separated]
+      --start-dimension NAME     the dimension of the start's MeterUsage of quantity 0, whose record locks that
+                                 dimension's first hour (default: the first dimension) [MPGATE_START_DIMENSION]
   -h, --help                     print this help
   -V, --version                  print the version
 
@@ -117,6 +130,7 @@ and MPGATE_NONCE, or --result-file) against the product code and key: exit 0 or 
 'mpgate -- help'. A pinned build (see 'mpgate --version') refuses product code and key options.
 
 DURATION is a number with an optional unit: 30, 30s, 1500ms, 2m.
+MPGATE_METERING_HOUR shortens usage pricing's hour for tests and demos (e.g. 2s; AWS's is 3600s).
 Log filter: MPGATE_LOG (default info). AWS region and credentials come from the standard
 AWS_* variables, profile files, ECS/EKS container credentials, IRSA or IMDS.
 Exit codes: 0 entitled, 2 usage, 10 not entitled (with hold: the license was lost), 11
@@ -164,7 +178,8 @@ call to AWS. The renewed check never starts unverified (MPGATE_ON_TRANSIENT_ERRO
 and does not rewrite the result file; its exit codes are the gate's (0, 2, 10 to 15, 128+N).
 AWS region and credentials come from the standard AWS_* variables, as for the gate.
 
-Hourly pricing only: a contract checkout carries no token mpgate can check (exit 2). A pinned
+Hourly pricing only: a contract checkout or a usage-priced start (MeterUsage) carries no token
+mpgate can check (exit 2). A pinned
 build (see 'mpgate --version') refuses the product code, key and age options. A workload named
 'verify' is run as 'mpgate -- verify'.
 ";
@@ -217,6 +232,8 @@ fn verify_options(options: Box<Args>) -> Result<Parsed, UsageError> {
         (!options.entitlements.is_empty(), "--entitlement"),
         (options.seat.is_some(), "--seat"),
         (options.grace.is_some(), "--grace"),
+        (!options.dimensions.is_empty(), "--dimension"),
+        (options.start_dimension.is_some(), "--start-dimension"),
         (!options.command.is_empty(), "COMMAND"),
     ];
     if let Some((_, name)) = never.iter().find(|(given, _)| *given) {
@@ -264,6 +281,8 @@ fn parse_options(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usa
             Long("entitlement") => out.entitlements.push(string(&mut parser)?),
             Long("seat") => out.seat = Some(string(&mut parser)?),
             Long("grace") => out.grace = Some(string(&mut parser)?),
+            Long("dimension") => out.dimensions.push(string(&mut parser)?),
+            Long("start-dimension") => out.start_dimension = Some(string(&mut parser)?),
             Long("renew") => out.renew = true,
             Value(program) => {
                 // Everything from the first operand on belongs to the workload, untouched:

@@ -1,6 +1,6 @@
-//! Owns what a pinned build compiled in (build.rs): an hourly product's code and key ring, or a
-//! contract product's SKU and entitlements, and the endpoint, extra CA certificates and token
-//! age the seller allows.
+//! Owns what a pinned build compiled in (build.rs): an hourly product's code and key ring, a
+//! contract product's SKU and entitlements, or a usage product's code and dimensions, and the
+//! endpoint, extra CA certificates and token age the seller allows.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -24,11 +24,15 @@ pub enum Kind {
     Hourly,
     /// Product SKU and entitlements: a License Manager checkout.
     Contract,
+    /// Product code and dimensions: MeterUsage (custom metering).
+    Usage,
 }
 
 /// What this build pins; `None` for an ordinary build.
 pub fn kind() -> Option<Kind> {
-    if compiled::PRODUCT_CODE.is_some() {
+    if compiled::USAGE {
+        Some(Kind::Usage)
+    } else if compiled::PRODUCT_CODE.is_some() {
         Some(Kind::Hourly)
     } else if compiled::PRODUCT_SKU.is_some() {
         Some(Kind::Contract)
@@ -42,9 +46,14 @@ pub fn is_pinned() -> bool {
     kind().is_some()
 }
 
-/// The product code compiled into a pinned hourly build.
+/// The product code compiled into a pinned hourly or usage build.
 pub fn product_code() -> Option<&'static str> {
     compiled::PRODUCT_CODE
+}
+
+/// The dimension API names a pinned usage build meters; empty for any other build.
+pub fn dimensions() -> &'static [&'static str] {
+    compiled::DIMENSIONS
 }
 
 /// The pinned key ring of an hourly build: (version, PEM), ascending.
@@ -103,6 +112,16 @@ pub fn describe() -> Option<String> {
                     .unwrap_or_else(|e| format!("UNUSABLE ({e})"));
                 let _ = writeln!(text, "pinned key version {version}: {print}");
             }
+            let _ = writeln!(
+                text,
+                "pinned endpoint: {}",
+                endpoint_url().unwrap_or("the AWS Metering endpoint of the region (SDK rules)")
+            );
+        }
+        Kind::Usage => {
+            let _ = writeln!(text, "pinned pricing: usage (MeterUsage)");
+            let _ = writeln!(text, "pinned product code: {}", product_code()?);
+            let _ = writeln!(text, "pinned dimensions: {}", dimensions().join(","));
             let _ = writeln!(
                 text,
                 "pinned endpoint: {}",

@@ -18,7 +18,7 @@ pub struct Report<'a> {
     pub entitled: bool,
     pub outcome: Outcome,
     pub exit_code: u8,
-    /// `hourly` or `contract` (`null` when the configuration was refused).
+    /// `hourly`, `contract` or `usage` (`null` when the configuration was refused).
     pub pricing: Option<&'a str>,
     pub product_code: Option<&'a str>,
     pub public_key_version: Option<i32>,
@@ -41,6 +41,10 @@ pub struct Report<'a> {
     /// When the entitlement was verified: present exactly when `entitled` is true.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<String>,
+    /// Usage pricing: `{"dimensions", "meteringHourSeconds", "start"}` (the start's
+    /// MeterUsage record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<serde_json::Value>,
     pub attempts: u32,
     /// `x-amzn-RequestId` of the last answer, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -61,6 +61,12 @@ fn check_offline(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<
     if env("MPGATE_PRICING").is_some_and(|p| p == "contract") {
         return Err(ConfigError::VerifyContract("MPGATE_PRICING").into());
     }
+    if pinned::kind() == Some(pinned::Kind::Usage) {
+        return Err(ConfigError::VerifyUsage("this pinned build (see 'mpgate --version')").into());
+    }
+    if env("MPGATE_PRICING").is_some_and(|p| p == "usage") {
+        return Err(ConfigError::VerifyUsage("MPGATE_PRICING").into());
+    }
     let trust = Trust::from_args(args, env)?;
     let max_age = config::max_token_age(args.max_token_age.clone(), env)?;
     let handover = match &args.result_file {

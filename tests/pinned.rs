@@ -20,7 +20,9 @@ use rustls_pki_types::{pem::PemObject, SubjectPublicKeyInfoDer};
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 
 /// The variables build.rs reads, none inherited from the test's environment.
-const PIN_VARIABLES: [&str; 9] = [
+const PIN_VARIABLES: [&str; 11] = [
+    "MPGATE_PIN_PRICING",
+    "MPGATE_PIN_DIMENSIONS",
     "MPGATE_PIN_PRODUCT_CODE",
     "MPGATE_PIN_KEY_DIR",
     "MPGATE_PIN_ENDPOINT_URL",
@@ -606,6 +608,163 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
                 ("MPGATE_PIN_SEAT", Path::new("borrow")),
             ],
             "must be check or hold",
+        ),
+    ];
+    for (pins, hint) in &failing {
+        let (built, stderr) = build_pinned(pins, None);
+        assert!(!built, "{pins:?} built");
+        assert!(stderr.contains(hint), "{hint}: {stderr}");
+    }
+}
+
+#[test]
+fn a_pinned_usage_build_meters_only_what_was_compiled_in() {
+    // The pinned Metering endpoint: the emulator over TLS, selling nodes and gb, its test CA
+    // compiled in.
+    let emu = Emulator::start(&["--tls", "--dimension", "nodes", "--dimension", "gb"]);
+    let ca_file = emu.ca_file.clone().expect("--tls gives a CA file");
+    let binary = emu.dir.join("mpgate-pinned-usage");
+    let (built, stderr) = build_pinned(
+        &[
+            ("MPGATE_PIN_PRICING", Path::new("usage")),
+            ("MPGATE_PIN_PRODUCT_CODE", Path::new(&emu.product_code)),
+            ("MPGATE_PIN_DIMENSIONS", Path::new("nodes, gb")),
+            ("MPGATE_PIN_ENDPOINT_URL", Path::new(&emu.url)),
+            ("MPGATE_PIN_CA_FILE", &ca_file),
+        ],
+        Some(&binary),
+    );
+    assert!(built, "pinned usage build failed:\n{stderr}");
+    let version = run_bounded(Command::new(&binary).arg("--version"), CHILD_LIMIT);
+    assert!(version.status.success());
+    let text = version.stdout;
+    for line in [
+        "pinned pricing: usage (MeterUsage)".to_string(),
+        format!("pinned product code: {}", emu.product_code),
+        "pinned dimensions: nodes,gb".to_string(),
+        format!("pinned endpoint: {}", emu.url),
+    ] {
+        assert!(text.contains(line.as_str()), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("key version") && !text.contains("token age"),
+        "{text}"
+    );
+
+    // Nothing in the environment but the region and credentials.
+    let bare = || {
+        let mut gate = emu.gate_with(&binary);
+        gate.env_remove("MPGATE_PRODUCT_CODE")
+            .env_remove("MPGATE_PUBLIC_KEY_FILE")
+            .env_remove("AWS_ENDPOINT_URL_MARKETPLACE_METERING");
+        gate
+    };
+    let show = ["sh", "-c", "echo \"$MPGATE_ENTITLEMENT\""];
+    let out = bare().args(show).run();
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), "verified");
+    let calls = meter_calls(&emu);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["usageDimension"], "nodes");
+    // Naming the pinned pricing, product code and dimensions (in another order), and starting
+    // with another pinned dimension, is no override.
+    bare()
+        .env("MPGATE_PRICING", "usage")
+        .env("MPGATE_PRODUCT_CODE", &emu.product_code)
+        .env("MPGATE_DIMENSIONS", "gb,nodes")
+        .env("MPGATE_START_DIMENSION", "gb")
+        .args(show)
+        .run()
+        .expect(0);
+    assert_eq!(meter_calls(&emu)[1]["usageDimension"], "gb");
+
+    let relay = Emulator::start(&[]);
+    let (profile_endpoint, profile_services) = relay_profiles(&emu, &relay, "marketplace_metering");
+    let mut cases: Vec<Case> = vec![
+        (
+            vec![("MPGATE_PRODUCT_CODE", "prod-other")],
+            vec![],
+            "pins product code",
+        ),
+        (
+            vec![("MPGATE_DIMENSIONS", "nodes")],
+            vec![],
+            "pins the dimensions nodes,gb",
+        ),
+        (vec![], vec!["--dimension", "cpus"], "unset --dimension"),
+        (
+            vec![("MPGATE_METERING_HOUR", "2s")],
+            vec![],
+            "unset MPGATE_METERING_HOUR",
+        ),
+        (
+            vec![("MPGATE_PRICING", "hourly")],
+            vec![],
+            "unset MPGATE_PRICING=hourly",
+        ),
+        (
+            vec![],
+            vec!["--pricing", "contract"],
+            "unset --pricing contract",
+        ),
+        (
+            vec![("MPGATE_ON_TRANSIENT_ERROR", "allow")],
+            vec![],
+            "unset MPGATE_ON_TRANSIENT_ERROR=allow",
+        ),
+    ];
+    cases.extend(relay_cases(
+        &relay.url,
+        "AWS_ENDPOINT_URL_MARKETPLACE_METERING",
+        &profile_endpoint,
+        &profile_services,
+    ));
+    let before = emu.calls().len();
+    refuse_all(&bare, &cases);
+    bare().args(["verify"]).run().expect_error(
+        2,
+        "this pinned build (see 'mpgate --version') is usage pricing",
+    );
+    assert_eq!(emu.calls().len(), before, "no call for a refused override");
+    assert!(relay.calls().is_empty(), "the relay was called");
+
+    // What a pinned usage build cannot be built with.
+    let code = Path::new("prod-x");
+    let failing: Vec<(Vec<(&str, &Path)>, &str)> = vec![
+        (
+            vec![
+                ("MPGATE_PIN_PRODUCT_CODE", code),
+                ("MPGATE_PIN_DIMENSIONS", Path::new("nodes")),
+            ],
+            "set MPGATE_PIN_PRICING=usage too",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRICING", Path::new("usage")),
+                ("MPGATE_PIN_PRODUCT_CODE", code),
+            ],
+            "needs MPGATE_PIN_DIMENSIONS",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRICING", Path::new("usage")),
+                ("MPGATE_PIN_PRODUCT_CODE", code),
+                ("MPGATE_PIN_DIMENSIONS", Path::new("nodes")),
+                ("MPGATE_PIN_KEY_DIR", Path::new("/nonexistent")),
+            ],
+            "MPGATE_PIN_KEY_DIR does not apply to a pinned usage build",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRICING", Path::new("usage")),
+                ("MPGATE_PIN_PRODUCT_CODE", code),
+                ("MPGATE_PIN_DIMENSIONS", Path::new("nodes,nodes")),
+            ],
+            "names \"nodes\" twice",
+        ),
+        (
+            vec![("MPGATE_PIN_PRICING", Path::new("metered"))],
+            "must be hourly, contract or usage",
         ),
     ];
     for (pins, hint) in &failing {

@@ -192,6 +192,43 @@ fn check_config(config: &Config, command: &[OsString]) {
                 assert!(!command.is_empty(), "hold without a command");
             }
         }
+        Pricing::Usage(usage) => {
+            let code = &usage.product_code;
+            assert!(
+                !code.is_empty()
+                    && code.chars().count() <= 255
+                    && !code.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "accepted product code {code:?}"
+            );
+            assert!(
+                (1..=24).contains(&usage.dimensions.len()),
+                "{} dimensions",
+                usage.dimensions.len()
+            );
+            for (i, d) in usage.dimensions.iter().enumerate() {
+                assert!(
+                    !d.is_empty()
+                        && d.chars().count() <= 255
+                        && !d
+                            .chars()
+                            .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '=')
+                        && !usage.dimensions[..i].contains(d),
+                    "dimension {d:?}"
+                );
+            }
+            assert!(
+                usage.dimensions.contains(&usage.start_dimension),
+                "start dimension {:?}",
+                usage.start_dimension
+            );
+            assert!(
+                usage.metering_hour.as_secs() >= 1
+                    && usage.metering_hour <= hour
+                    && usage.metering_hour.subsec_nanos() == 0,
+                "metering hour {:?}",
+                usage.metering_hour
+            );
+        }
     }
     assert!(
         !config.timeout.is_zero() && config.timeout <= hour,

@@ -30,6 +30,26 @@ pub enum ConfigError {
     MissingProductSku,
     #[error("no entitlement to check out: set MPGATE_ENTITLEMENTS (or --entitlement) to what the workload needs, e.g. MPGATE_ENTITLEMENTS=Basic,Seats=1 (a feature, one seat)")]
     MissingEntitlements,
+    #[error("no dimension to meter: set MPGATE_DIMENSIONS (or --dimension) to the API names of the product's pricing dimensions in the AWS Marketplace Management Portal, e.g. MPGATE_DIMENSIONS=nodes,gb_scanned")]
+    MissingDimensions,
+    #[error("{setting} names {count} dimensions: a product has at most 24; name only the product's pricing dimensions")]
+    TooManyDimensions { setting: &'static str, count: usize },
+    #[error("invalid dimension {name} in {setting}: use the dimension's API name from the AWS Marketplace Management Portal (1 to 255 characters, no spaces, commas, '=' or control characters)")]
+    InvalidDimension { setting: &'static str, name: String },
+    #[error("{setting} names dimension {name} twice: name each dimension once")]
+    DimensionTwice { setting: &'static str, name: String },
+    #[error("{setting} {given} is not one of the dimensions ({dimensions}): name one of them, or unset it to use the first")]
+    UnknownStartDimension {
+        setting: &'static str,
+        given: String,
+        dimensions: String,
+    },
+    #[error("this mpgate build pins the dimensions {pinned}, not {given:?}: unset {setting}, or use an mpgate built for those dimensions")]
+    PinnedDimensions {
+        pinned: String,
+        given: String,
+        setting: &'static str,
+    },
     #[error("--seat hold needs a COMMAND: mpgate holds the seat while it runs as the command's parent; in init mode (an initContainer or a dependsOn gate) use --seat check")]
     HoldWithoutCommand,
     /// A flag or variable that cannot be read: not UTF-8, or not a duration.
@@ -49,6 +69,8 @@ pub enum ConfigError {
     PinnedSpec(SpecError),
     #[error("'mpgate verify' checks the token of hourly pricing (RegisterUsage) only, and {0} is contract pricing: License Manager's SignedToken cannot be verified offline (AWS publishes no key for it); a contract-priced workload gets MPGATE_LICENSE_ARN and MPGATE_LICENSE_ENTITLEMENTS from the gate")]
     VerifyContract(&'static str),
+    #[error("'mpgate verify' checks the token of hourly pricing (RegisterUsage) only, and {0} is usage pricing: MeterUsage answers with a record ID, no signed token, so there is nothing to verify offline; a usage-priced workload gets MPGATE_ENTITLEMENT from the gate")]
+    VerifyUsage(&'static str),
     #[error("{0}: point SSL_CERT_FILE at a PEM file (or SSL_CERT_DIR at a directory) of CA certificates, or unset it to trust the built-in Mozilla roots")]
     Certificates(String),
     #[error("cannot read the operating system's random number generator ({0}): allow the getrandom system call in the container's seccomp profile (mpgate never falls back to reading /dev/urandom, which a mounted file could replace)")]

@@ -5,10 +5,12 @@ mod endpoint;
 mod error;
 mod pricing;
 mod profile;
+mod usage;
 
 // What main.rs and the fuzz targets read; the rest is the crate's own.
 pub use error::ConfigError;
 pub use pricing::{Contract, Hourly, SeatMode};
+pub use usage::Usage;
 
 pub(crate) use aws_env::is_region_name;
 pub(crate) use pricing::{max_token_age, Trust};
@@ -21,6 +23,7 @@ use crate::cli::Args;
 use crate::config::aws_env::aws_variables;
 use crate::config::endpoint::{configured_endpoint, pinned_endpoint, ServiceVariables};
 use crate::config::pricing::{contract, hourly};
+use crate::config::usage::usage;
 use crate::pinned::{self, Kind, Refused};
 use crate::settings::{duration_setting, text_setting};
 
@@ -49,6 +52,8 @@ pub enum Pricing {
     Hourly(Hourly),
     /// CheckoutLicense of the buyer's License Manager license.
     Contract(Contract),
+    /// MeterUsage: custom metering dimensions, the start's call the entitlement check.
+    Usage(Usage),
 }
 
 /// What to do when only the service is unreachable (the exit-14 class).
@@ -85,8 +90,8 @@ impl Config {
         // a SKU the buyer names, or a token of a product code the buyer names) would prove
         // nothing about the pinned product. Naming the pinned model is not an override.
         let pricing = match (given.as_deref(), pinned::kind()) {
-            (Some(model @ ("hourly" | "contract")), Some(kind))
-                if (model == "hourly") != (kind == Kind::Hourly) =>
+            (Some(model @ ("hourly" | "contract" | "usage")), Some(kind))
+                if model != kind_name(kind) =>
             {
                 return Err(Refused(if pricing_flag {
                     format!("--pricing {model}")
@@ -98,15 +103,20 @@ impl Config {
             (None, Some(Kind::Contract)) | (Some("contract"), _) => {
                 Pricing::Contract(contract(&args, env)?)
             }
+            (None, Some(Kind::Usage)) | (Some("usage"), _) => Pricing::Usage(usage(&args, env)?),
             (None | Some("hourly"), _) => Pricing::Hourly(hourly(&args, env)?),
             (Some(other), _) => {
                 return Err(ConfigError::InvalidValue {
                     name: "MPGATE_PRICING",
                     value: other.to_string(),
-                    expected: "use 'hourly' (RegisterUsage, the default) or 'contract' (a License Manager license)",
+                    expected: "use 'hourly' (RegisterUsage, the default), 'contract' (a License Manager license) or 'usage' (MeterUsage, custom metering dimensions)",
                 })
             }
         };
+        // A pinned build refuses the test clock whatever its pricing (usage pricing reads it).
+        if pinned::is_pinned() && env("MPGATE_METERING_HOUR").is_some_and(|v| !v.is_empty()) {
+            return Err(Refused("MPGATE_METERING_HOUR".into()).into());
+        }
         let pinned = pinned::is_pinned();
 
         let timeout = duration_setting(args.timeout, "MPGATE_TIMEOUT", "timeout", env)?
@@ -159,7 +169,7 @@ impl Config {
         }
 
         let service = match &pricing {
-            Pricing::Hourly(_) => ServiceVariables::METERING,
+            Pricing::Hourly(_) | Pricing::Usage(_) => ServiceVariables::METERING,
             Pricing::Contract(_) => ServiceVariables::LICENSE_MANAGER,
         };
         aws_variables(env)?;
@@ -180,6 +190,15 @@ impl Config {
             extra_roots,
             command: args.command,
         })
+    }
+}
+
+/// How `--pricing` names the model a pinned build pins.
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Hourly => "hourly",
+        Kind::Contract => "contract",
+        Kind::Usage => "usage",
     }
 }
 

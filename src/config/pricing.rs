@@ -59,22 +59,7 @@ impl Trust {
         args: &Args,
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Self, ConfigError> {
-        let given = text_setting(args.product_code.clone(), "MPGATE_PRODUCT_CODE", env)?;
-        let product_code = match (pinned::product_code(), given) {
-            (Some(pinned), Some(given)) if given != pinned => {
-                return Err(ConfigError::PinnedProductCode { pinned, given })
-            }
-            (Some(pinned), _) => pinned.to_string(),
-            (None, given) => given.ok_or(ConfigError::MissingProductCode)?,
-        };
-        if product_code.is_empty()
-            || product_code.chars().count() > MAX_PRODUCT_CODE_CHARS
-            || product_code
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(ConfigError::InvalidProductCode(product_code));
-        }
+        let product_code = product_code(args, env)?;
 
         let version = match text_setting(args.public_key_version.clone(), "MPGATE_PUBLIC_KEY_VERSION", env)? {
             None => None,
@@ -94,6 +79,30 @@ impl Trust {
         )?;
         Ok(Trust { product_code, key })
     }
+}
+
+/// The product code, pinned or configured (hourly and usage pricing).
+pub fn product_code(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<String, ConfigError> {
+    let given = text_setting(args.product_code.clone(), "MPGATE_PRODUCT_CODE", env)?;
+    let product_code = match (pinned::product_code(), given) {
+        (Some(pinned), Some(given)) if given != pinned => {
+            return Err(ConfigError::PinnedProductCode { pinned, given })
+        }
+        (Some(pinned), _) => pinned.to_string(),
+        (None, given) => given.ok_or(ConfigError::MissingProductCode)?,
+    };
+    if product_code.is_empty()
+        || product_code.chars().count() > MAX_PRODUCT_CODE_CHARS
+        || product_code
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ConfigError::InvalidProductCode(product_code));
+    }
+    Ok(product_code)
 }
 
 /// The product code, key and token age an hourly-priced product's token is checked against.
@@ -189,6 +198,8 @@ pub fn contract(
         (args.public_key_file.is_some(), "--public-key-file"),
         (args.public_key_dir.is_some(), "--public-key-dir"),
         (args.max_token_age.is_some(), "--max-token-age"),
+        (!args.dimensions.is_empty(), "--dimension"),
+        (args.start_dimension.is_some(), "--start-dimension"),
     ]
     .into_iter()
     .filter_map(|(given, name)| given.then_some(name))

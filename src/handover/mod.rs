@@ -49,9 +49,13 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
             checkout: Ok(checkout),
             ..
         } => (None, Some(LicenseFacts::of(checkout, false)), None),
+        Decision::Metered { unverified: None } => (None, None, None),
         Decision::Held {
             checkout: Err(reason),
             ..
+        }
+        | Decision::Metered {
+            unverified: Some(reason),
         }
         | Decision::Unverified { reason } => (None, None, Some(reason.as_str())),
     };
@@ -84,7 +88,20 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
         check::give_back_held(&decision, &kept).await;
         return Next::Exit(fail(&failure, &facts, reporter));
     }
+    let start = facts.usage.as_ref().and_then(|u| u.start.as_ref());
     match (&license, &facts.product_sku) {
+        _ if facts.usage.is_some() => tracing::info!(
+            product_code = facts.product_code.as_deref().unwrap_or(""),
+            dimension = start.map(|s| s.dimension.as_str()),
+            meteringRecordId = start.and_then(|s| s.metering_record_id.as_deref()),
+            hour = start.map(|s| s.hour.as_str()),
+            duplicate = start.map(|s| s.duplicate),
+            attempts = facts.call.attempts,
+            requestId = facts.call.request_id.as_deref(),
+            elapsed_ms,
+            entitlement = entitlement.as_str(),
+            "{message}"
+        ),
         (None, None) => tracing::info!(
             product_code = facts.product_code.as_deref().unwrap_or(""),
             public_key_version = facts.public_key_version.unwrap_or(0),

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::check::Facts;
+use crate::check::{Facts, UsageFacts};
 use crate::exit::Failure;
 use crate::handover::plan::LicenseFacts;
 use crate::outcome::Outcome;
@@ -17,6 +17,7 @@ pub(crate) fn report<'a>(
     license: Option<&'a LicenseFacts>,
     message: &'a str,
 ) -> Report<'a> {
+    let start = facts.usage.as_ref().and_then(|u| u.start.as_ref());
     Report {
         entitled,
         outcome,
@@ -33,16 +34,27 @@ pub(crate) fn report<'a>(
         checked_in: license.map(|l| l.checked_in),
         // Present exactly when `entitled` is: the time of the check that verified it (a held
         // seat keeps its start's). A lost license is not entitled, so it has none.
-        verified_at: match (entitled, license) {
-            (false, _) => None,
-            (true, Some(l)) => l.verified_at.clone(),
-            (true, None) => signature.and_then(|_| now_rfc3339()),
+        verified_at: match (entitled, license, start) {
+            (false, ..) => None,
+            (true, Some(l), _) => l.verified_at.clone(),
+            (true, None, Some(start)) => Some(start.timestamp.clone()),
+            (true, None, None) => signature.and_then(|_| now_rfc3339()),
         },
+        usage: facts.usage.as_ref().map(usage_report),
         attempts: facts.call.attempts,
         request_id: facts.call.request_id.as_deref(),
         warnings: &facts.call.warnings,
         message,
     }
+}
+
+/// The result file's `usage`: the dimensions, the metering hour and the start's record.
+fn usage_report(usage: &UsageFacts) -> serde_json::Value {
+    serde_json::json!({
+        "dimensions": usage.dimensions,
+        "meteringHourSeconds": usage.metering_hour.as_secs(),
+        "start": usage.start,
+    })
 }
 
 pub fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {

@@ -30,6 +30,9 @@ pub trait EmulatorGate {
     /// A gate for contract pricing against this emulator's License Manager, checking out
     /// `entitlements` (MPGATE_ENTITLEMENTS) of its product SKU.
     fn contract_gate(&self, entitlements: &str) -> Gate;
+    /// A gate for usage pricing (MeterUsage) of this emulator's product code, metering
+    /// `dimensions` (MPGATE_DIMENSIONS, comma-separated).
+    fn usage_gate(&self, dimensions: &str) -> Gate;
 }
 
 impl EmulatorGate for Emulator {
@@ -55,6 +58,24 @@ impl EmulatorGate for Emulator {
             .env("MPGATE_ENTITLEMENTS", entitlements);
         gate
     }
+
+    fn usage_gate(&self, dimensions: &str) -> Gate {
+        let mut gate = Gate::hermetic(&self.dir);
+        gate.env("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &self.url)
+            .env("AWS_REGION", &self.region)
+            .env("MPGATE_PRICING", "usage")
+            .env("MPGATE_PRODUCT_CODE", &self.product_code)
+            .env("MPGATE_DIMENSIONS", dimensions);
+        gate
+    }
+}
+
+/// The MeterUsage calls the emulator received, in order (their record lines).
+pub fn meter_calls(emu: &Emulator) -> Vec<Value> {
+    emu.calls()
+        .into_iter()
+        .filter(|c| c["target"] == mpgate_testkit::meter_usage::TARGET)
+        .collect()
 }
 
 /// Sends `signal` to `pid`, a process this test started (directly or inside its namespace).

@@ -1,4 +1,6 @@
-//! Owns the RegisterUsage call: its request, what its answer and each of its errors mean.
+//! Owns the Metering service: the RegisterUsage call (hourly pricing), its answer and errors; MeterUsage in `meter_usage`.
+
+pub mod meter_usage;
 
 use std::time::Instant;
 
@@ -22,6 +24,10 @@ pub const SERVICE: Service = Service {
     error_code: |e| {
         e.downcast_ref::<RegisterUsageError>()
             .and_then(|e| e.code())
+            .or_else(|| {
+                e.downcast_ref::<aws_sdk_marketplacemetering::operation::meter_usage::MeterUsageError>()
+                    .and_then(|e| e.code())
+            })
             .map(str::to_owned)
     },
     auth: Auth::Signed,
@@ -54,16 +60,7 @@ pub async fn register_usage(
     record: &mut CallRecord,
 ) -> Result<Registration, MeteringError> {
     let prepared = aws::prepare(config, &SERVICE).await?;
-    let features = prepared
-        .credentials
-        .as_ref()
-        .and_then(|c| c.get_property::<Vec<AwsCredentialFeature>>())
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if let Some(warning) = identity_warning(features, |name| std::env::var(name).ok()) {
-        tracing::warn!("{warning}");
-        record.warnings.push(warning);
-    }
+    warn_of_identity(&prepared, REGISTER_USAGE_IDENTITY, record);
     // Once more, for an early TLS connection to send its ClientHello if TCP is up by now.
     tokio::task::yield_now().await;
 
@@ -96,6 +93,29 @@ pub async fn register_usage(
     answer
 }
 
+/// The operation and the managed policy an identity warning names.
+pub(crate) type Identity = (&'static str, &'static str);
+const REGISTER_USAGE_IDENTITY: Identity = ("RegisterUsage", "AWSMarketplaceMeteringRegisterUsage");
+
+/// Warns (and records) when the credentials the SDK resolved are of a kind AWS Marketplace
+/// does not accept on EKS ([`identity_warning`]).
+pub(crate) fn warn_of_identity(
+    prepared: &aws::Prepared,
+    identity: Identity,
+    record: &mut CallRecord,
+) {
+    let features = prepared
+        .credentials
+        .as_ref()
+        .and_then(|c| c.get_property::<Vec<AwsCredentialFeature>>())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if let Some(warning) = identity_warning(features, identity, |name| std::env::var(name).ok()) {
+        tracing::warn!("{warning}");
+        record.warnings.push(warning);
+    }
+}
+
 /// Where EKS Pod Identity serves credentials: its agent's link-local address, and the token
 /// file the pod identity webhook mounts.
 const POD_IDENTITY_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
@@ -107,9 +127,10 @@ const POD_IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/pods.eks.amazonaws.com/";
 /// (`features`, which its providers record) and the environment they came from.
 fn identity_warning(
     features: &[AwsCredentialFeature],
+    (operation, policy): Identity,
     var: impl Fn(&'static str) -> Option<String>,
 ) -> Option<String> {
-    const FIX: &str = "AWS Marketplace accepts RegisterUsage on Amazon EKS only with IRSA credentials: give the pod's service account an IAM role through IRSA (eks.amazonaws.com/role-arn, policy AWSMarketplaceMeteringRegisterUsage)";
+    let fix = format!("AWS Marketplace accepts {operation} on Amazon EKS only with IRSA credentials: give the pod's service account an IAM role through IRSA (eks.amazonaws.com/role-arn, policy {policy})");
     if features.contains(&AwsCredentialFeature::CredentialsHttp) {
         let host = var("AWS_CONTAINER_CREDENTIALS_FULL_URI")
             .and_then(|uri| uri.parse::<hyper::Uri>().ok())
@@ -118,13 +139,13 @@ fn identity_warning(
             || var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
                 .is_some_and(|file| file.starts_with(POD_IDENTITY_TOKEN_DIR));
         if pod_identity {
-            return Some(format!("the credentials come from EKS Pod Identity; {FIX}"));
+            return Some(format!("the credentials come from EKS Pod Identity; {fix}"));
         }
     }
     let on_kubernetes = var("KUBERNETES_SERVICE_HOST").is_some_and(|h| !h.is_empty());
     if on_kubernetes && features.contains(&AwsCredentialFeature::CredentialsImds) {
         return Some(format!(
-            "the credentials come from the node's instance profile (IMDS); {FIX}"
+            "the credentials come from the node's instance profile (IMDS); {fix}"
         ));
     }
     None
@@ -248,8 +269,9 @@ mod tests {
             CredentialsHttp, CredentialsImds, CredentialsStsAssumeRoleWebId,
         };
         type Vars = &'static [(&'static str, &'static str)];
-        let warn =
-            |features: &[AwsCredentialFeature], set: Vars| identity_warning(features, vars(set));
+        let warn = |features: &[AwsCredentialFeature], set: Vars| {
+            identity_warning(features, REGISTER_USAGE_IDENTITY, vars(set))
+        };
         const K8S: Vars = &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")];
         let pod_identity: [Vars; 3] = [
             &[(
