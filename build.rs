@@ -36,8 +36,9 @@ fn drop_unwind_tables() {
 ///   `public-key-v<N>.pem`); `MPGATE_PIN_ENDPOINT_URL` (one https:// Metering URL) and
 ///   `MPGATE_PIN_MAX_TOKEN_AGE` (seconds, default 300) refine it;
 /// - contract: `MPGATE_PIN_PRODUCT_SKU` + `MPGATE_PIN_ENTITLEMENTS` (comma-separated specs,
-///   as `MPGATE_ENTITLEMENTS`); `MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL` (one https:// URL)
-///   and `MPGATE_PIN_SEAT` (check or hold) refine it;
+///   as `MPGATE_ENTITLEMENTS`); `MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL` (one https:// URL),
+///   `MPGATE_PIN_STS_ENDPOINT_URL` (one https:// URL: STS, for a license token) and
+///   `MPGATE_PIN_SEAT` (check or hold) refine it;
 /// - usage: `MPGATE_PIN_PRICING=usage` + `MPGATE_PIN_PRODUCT_CODE` + `MPGATE_PIN_DIMENSIONS`
 ///   (comma-separated dimension API names); `MPGATE_PIN_ENDPOINT_URL` refines it;
 /// - any: `MPGATE_PIN_CA_FILE` (extra CA certificates). `MPGATE_PIN_PRICING` may name the
@@ -54,6 +55,7 @@ fn write_pinned(out: &Path) {
     let sku = var("MPGATE_PIN_PRODUCT_SKU");
     let entitlements = var("MPGATE_PIN_ENTITLEMENTS");
     let lm_endpoint = var("MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL");
+    let sts_endpoint = var("MPGATE_PIN_STS_ENDPOINT_URL");
     let seat = var("MPGATE_PIN_SEAT");
     let ca_file = var("MPGATE_PIN_CA_FILE");
     let pricing = var("MPGATE_PIN_PRICING");
@@ -109,6 +111,9 @@ fn write_pinned(out: &Path) {
     }
     if hourly && lm_endpoint.is_some() {
         fail("MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL refines a pinned contract build, and this build pins hourly pricing (MPGATE_PIN_PRODUCT_CODE): use MPGATE_PIN_ENDPOINT_URL for the Metering endpoint");
+    }
+    if !contract && sts_endpoint.is_some() {
+        fail("MPGATE_PIN_STS_ENDPOINT_URL refines a pinned contract build (STS, for a license token): set MPGATE_PIN_PRODUCT_SKU and MPGATE_PIN_ENTITLEMENTS too");
     }
     if contract && endpoint.is_some() {
         fail("MPGATE_PIN_ENDPOINT_URL names the Metering endpoint of a pinned hourly build, and this build pins contract pricing (MPGATE_PIN_PRODUCT_SKU): use MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL");
@@ -173,6 +178,7 @@ fn write_pinned(out: &Path) {
             &lm_endpoint,
             "License Manager",
         ),
+        ("MPGATE_PIN_STS_ENDPOINT_URL", &sts_endpoint, "STS"),
     ] {
         let Some(url) = url else { continue };
         let host = url.strip_prefix("https://").unwrap_or_else(|| {
@@ -184,10 +190,10 @@ fn write_pinned(out: &Path) {
         {
             fail(&format!(
                 "{name} {url:?} is not a URL such as https://{}.example.internal",
-                if service == "Metering" {
-                    "metering"
-                } else {
-                    "license-manager"
+                match service {
+                    "Metering" => "metering",
+                    "STS" => "sts",
+                    _ => "license-manager",
                 }
             ));
         }
@@ -196,6 +202,10 @@ fn write_pinned(out: &Path) {
     let _ = writeln!(
         rust,
         "pub const LICENSE_MANAGER_ENDPOINT_URL: Option<&str> = {lm_endpoint:?};"
+    );
+    let _ = writeln!(
+        rust,
+        "pub const STS_ENDPOINT_URL: Option<&str> = {sts_endpoint:?};"
     );
     let ca_pem = ca_file.map(|path| {
         println!("cargo:rerun-if-changed={path}");

@@ -106,7 +106,9 @@ fn call_code_and_outcome(error: &CallError) -> (u8, Outcome) {
         // A 2xx answer without a usable token is a token failure, never "unreachable":
         // otherwise a tampered answer could pass the `allow` policy.
         CallError::BadAnswer(_) => (code::TOKEN_REJECTED, Outcome::TokenRejected),
-        CallError::NoRegion => (code::NO_REGION_OR_CREDENTIALS, Outcome::NoRegion),
+        CallError::NoRegion | CallError::NoLicenseRegion => {
+            (code::NO_REGION_OR_CREDENTIALS, Outcome::NoRegion)
+        }
         CallError::NoCredentials(_) => (code::NO_REGION_OR_CREDENTIALS, Outcome::NoCredentials),
     }
 }

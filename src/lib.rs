@@ -1,5 +1,6 @@
 //! mpgate: gate a container on the buyer's AWS Marketplace entitlement, then exec the workload.
 
+mod anywhere;
 mod aws;
 pub mod check;
 pub mod cli;

@@ -25,6 +25,10 @@ fn main() -> ExitCode {
         Ok(Parsed::Version) => {
             println!("mpgate {}", env!("CARGO_PKG_VERSION"));
             print!("{}", pinned::describe().unwrap_or_default());
+            if let Some(variable) = config::token_variable(&env) {
+                // Contract pricing's credentials: the role the token is exchanged for.
+                println!("credentials: license token ({variable})");
+            }
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Verify(args)) => return verify(Ok(*args), &env, started),

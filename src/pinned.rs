@@ -84,6 +84,12 @@ pub fn license_manager_endpoint_url() -> Option<&'static str> {
     compiled::LICENSE_MANAGER_ENDPOINT_URL
 }
 
+/// The one STS endpoint a pinned contract build calls with a license token, if the seller
+/// named one; otherwise the SDK's own rules give it from the region.
+pub fn sts_endpoint_url() -> Option<&'static str> {
+    compiled::STS_ENDPOINT_URL
+}
+
 /// The seat mode a pinned contract build compiled in (`check` or `hold`), if the seller did.
 pub fn seat() -> Option<&'static str> {
     compiled::SEAT
@@ -137,6 +143,11 @@ pub fn describe() -> Option<String> {
                 "pinned License Manager endpoint: {}",
                 license_manager_endpoint_url()
                     .unwrap_or("the AWS License Manager endpoint of the region (SDK rules)")
+            );
+            let _ = writeln!(
+                text,
+                "pinned STS endpoint (license token): {}",
+                sts_endpoint_url().unwrap_or("the AWS STS endpoint of the region (SDK rules)")
             );
             if let Some(seat) = seat() {
                 let _ = writeln!(text, "pinned seat: {seat}");

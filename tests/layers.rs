@@ -19,6 +19,7 @@ const LAYERS: &[&str] = &[
     "config",
     "logging",
     "aws",
+    "anywhere",
     "metering",
     "license",
     "exit",

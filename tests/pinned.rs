@@ -20,7 +20,7 @@ use rustls_pki_types::{pem::PemObject, SubjectPublicKeyInfoDer};
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 
 /// The variables build.rs reads, none inherited from the test's environment.
-const PIN_VARIABLES: [&str; 11] = [
+const PIN_VARIABLES: [&str; 12] = [
     "MPGATE_PIN_PRICING",
     "MPGATE_PIN_DIMENSIONS",
     "MPGATE_PIN_PRODUCT_CODE",
@@ -32,6 +32,7 @@ const PIN_VARIABLES: [&str; 11] = [
     "MPGATE_PIN_ENTITLEMENTS",
     "MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL",
     "MPGATE_PIN_SEAT",
+    "MPGATE_PIN_STS_ENDPOINT_URL",
 ];
 
 /// One build into target/pinned at a time, and its binary copied before the next one: the
@@ -386,9 +387,15 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
 
 #[test]
 fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
-    // The pinned License Manager endpoint: the emulator over TLS (Basic and Seats=5 for sale),
-    // its test CA compiled in.
-    let emu = Emulator::start(&["--tls"]);
+    // The pinned License Manager and STS endpoint: the emulator over TLS (Basic and Seats=5
+    // for sale), its test CA compiled in; a license token for it, as the buyer's secret.
+    let secret = mpgate_testkit::scratch("pinned-secret");
+    let token_file = secret.join("license_token");
+    let emu = Emulator::start(&[
+        "--tls",
+        "--license-token-file",
+        token_file.to_str().unwrap(),
+    ]);
     let ca_file = emu.ca_file.clone().expect("--tls gives a CA file");
     let binary = emu.dir.join("mpgate-pinned-contract");
     let (built, stderr) = build_pinned(
@@ -399,6 +406,7 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
                 "MPGATE_PIN_LICENSE_MANAGER_ENDPOINT_URL",
                 Path::new(&emu.url),
             ),
+            ("MPGATE_PIN_STS_ENDPOINT_URL", Path::new(&emu.url)),
             ("MPGATE_PIN_CA_FILE", &ca_file),
             // Copies limited to the seats bought: the buyer cannot switch to `check`.
             ("MPGATE_PIN_SEAT", Path::new("hold")),
@@ -416,6 +424,7 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
         format!("pinned product SKU: {}", emu.product_sku),
         "pinned entitlements: Basic,Seats=1".to_string(),
         format!("pinned License Manager endpoint: {}", emu.url),
+        format!("pinned STS endpoint (license token): {}", emu.url),
         format!("pinned extra CA certificates: {ca_print}"),
         "pinned seat: hold".to_string(),
     ] {
@@ -565,6 +574,57 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
     );
     assert_eq!(relay.calls().len(), 0, "no override reached the relay");
 
+    // The buyer's license token is theirs to give, but STS is pinned like License Manager:
+    // the token goes to the compiled-in endpoint, never to one the environment names.
+    let tokened = || {
+        let mut gate = bare();
+        gate.env("MPGATE_LICENSE_TOKEN_FILE", &token_file);
+        gate
+    };
+    let before = emu.calls().len();
+    let out = tokened().args(show).run();
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), emu.license_arn, "{out:?}");
+    let calls = emu.calls();
+    let targets: Vec<&str> = calls[before..]
+        .iter()
+        .filter_map(|c| c["target"].as_str())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "AWSLicenseManager.GetAccessToken",
+            "AssumeRoleWithWebIdentity",
+            "AWSLicenseManager.CheckoutLicense",
+            "AWSLicenseManager.CheckInLicense"
+        ]
+    );
+    let issued = calls[before + 1]["issuedAccessKeyId"].as_str().unwrap();
+    let scope = calls[before + 2]["credentialScope"].as_str().unwrap();
+    assert!(
+        scope.starts_with(issued),
+        "{scope} signed with the role's {issued}"
+    );
+    let (_, sts_services) = relay_profiles(&emu, &relay, "sts");
+    let before = emu.calls().len();
+    refuse_all(
+        &tokened,
+        &[
+            (
+                vec![("AWS_ENDPOINT_URL_STS", relay.url.as_str())],
+                vec![],
+                "unset AWS_ENDPOINT_URL_STS;",
+            ),
+            (
+                vec![("AWS_CONFIG_FILE", sts_services.as_str())],
+                vec![],
+                "unset services in the AWS config profile \"default\"",
+            ),
+        ],
+    );
+    assert_eq!(emu.calls().len(), before, "no call with an STS override");
+    assert_eq!(relay.calls().len(), 0, "no token reached the relay");
+
     // Both pricing models, half a contract pin, or a pin that would weaken the build, is a
     // build error.
     let keys = emu.dir.join("keys");
@@ -608,6 +668,17 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
                 ("MPGATE_PIN_SEAT", Path::new("borrow")),
             ],
             "must be check or hold",
+        ),
+        (
+            vec![
+                ("MPGATE_PIN_PRODUCT_SKU", sku),
+                ("MPGATE_PIN_ENTITLEMENTS", Path::new("Basic")),
+                (
+                    "MPGATE_PIN_STS_ENDPOINT_URL",
+                    Path::new("http://127.0.0.1:9"),
+                ),
+            ],
+            "MPGATE_PIN_STS_ENDPOINT_URL \"http://127.0.0.1:9\" must start with https://",
         ),
     ];
     for (pins, hint) in &failing {

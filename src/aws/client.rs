@@ -6,7 +6,7 @@ use aws_config::timeout::TimeoutConfig;
 
 use crate::aws::retry::RetryingWontHelp;
 use crate::aws::send::{timeouts, AttemptObserver, Call};
-use crate::aws::service::Service;
+use crate::aws::service::{Auth, Service};
 
 /// The region a call is signed for and the endpoint it goes to (if known), which a
 /// signature scoped to the wrong region must name.
@@ -39,6 +39,7 @@ impl Caller {
                 observer: AttemptObserver::new(call.attempts.clone(), service),
                 classifier: RetryingWontHelp::new(service),
                 timeouts: timeouts(self.attempt_timeout, deadline),
+                unsigned: service.auth == Auth::Unsigned,
             },
         )
     }
@@ -50,6 +51,9 @@ pub struct Parts<'a> {
     observer: AttemptObserver,
     classifier: RetryingWontHelp,
     timeouts: TimeoutConfig,
+    /// Sent without a signature: the SDK falls back to no authentication when the
+    /// configuration has no credentials (`aws::credentials::source`).
+    unsigned: bool,
 }
 
 /// A service's SDK client: every SDK crate has the same configuration builder, each its own type.
@@ -70,6 +74,9 @@ macro_rules! sdk_client {
                     .interceptor(parts.observer)
                     .retry_classifier(parts.classifier)
                     .timeout_config(parts.timeouts);
+                if parts.unsigned {
+                    builder = builder.allow_no_auth();
+                }
                 if let Some(url) = parts.endpoint_url {
                     // A pinned URL already is the rules' FIPS or dual-stack host (prepare
                     // refused the flags with any other URL): left set, the SDK would refuse
@@ -87,3 +94,4 @@ macro_rules! sdk_client {
 
 sdk_client!(aws_sdk_marketplacemetering);
 sdk_client!(aws_sdk_licensemanager);
+sdk_client!(aws_sdk_sts);

@@ -12,20 +12,26 @@ use aws_credential_types::{
 use crate::aws::result::{causes, CallError};
 use crate::aws::service::Auth;
 
-/// The credential source of a service's calls, set on the SDK's loader: the SDK's default
-/// chain today; the license-token chain (issue 23: GetAccessToken, then STS
-/// AssumeRoleWithWebIdentity) becomes a second [`ProvideCredentials`] chosen here.
-pub fn source(loader: ConfigLoader, auth: Auth) -> ConfigLoader {
-    match auth {
+/// The credential source of a service's calls, set on the SDK's loader: `given` (the license
+/// token's exchange, `anywhere`), which the default chain never replaces, else the SDK's
+/// default chain.
+pub fn source(
+    loader: ConfigLoader,
+    auth: Auth,
+    given: Option<SharedCredentialsProvider>,
+) -> ConfigLoader {
+    match (auth, given) {
         // Nothing to resolve, and no chain (an STS and an IMDS client) to build.
-        Auth::Unsigned => loader.no_credentials(),
+        (Auth::Unsigned, _) => loader.no_credentials(),
+        // A license token beats ambient credentials: a stray node role must not check out.
+        (Auth::Signed, Some(given)) => loader.credentials_provider(given),
         // The default chain consults the environment first, so when it settles the answer it
         // is known: take it without building the chain, a quarter of a gate's work.
-        Auth::Signed if has_static_credentials(|name| std::env::var(name).ok()) => loader
+        (Auth::Signed, None) if has_static_credentials(|name| std::env::var(name).ok()) => loader
             .credentials_provider(
                 aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
             ),
-        Auth::Signed => loader,
+        (Auth::Signed, None) => loader,
     }
 }
 
@@ -147,7 +153,7 @@ pub(crate) mod tests {
             let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .http_client(crate::http::client(Default::default()).sdk)
                 .region(aws_config::Region::new("us-east-1"));
-            source(loader, auth).load().await
+            source(loader, auth, None).load().await
         };
         assert!(load(Auth::Unsigned).await.credentials_provider().is_none());
         assert!(load(Auth::Signed).await.credentials_provider().is_some());

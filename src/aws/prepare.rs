@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use aws_config::{retry::RetryConfig, BehaviorVersion};
-use aws_credential_types::Credentials;
+use aws_credential_types::{provider::SharedCredentialsProvider, Credentials};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_types::service_config::ServiceConfigKey;
 
@@ -40,13 +40,27 @@ impl Prepared {
 }
 
 /// Loads the SDK configuration, region and (a signed service) credentials within the
-/// deadline, and opens the connection to the service's endpoint meanwhile.
-pub async fn prepare(config: &Config, service: &Service) -> Result<Prepared, CallError> {
+/// deadline, and opens the connection to the service's endpoint meanwhile. The credentials
+/// are `given`'s (the license token's exchange), else the default chain's.
+pub async fn prepare(
+    config: &Config,
+    service: &Service,
+    given: Option<SharedCredentialsProvider>,
+) -> Result<Prepared, CallError> {
     let call = Call::new(config.timeout);
+    // A license token's calls go to the license's home region, which is never guessed.
+    if config
+        .license_token
+        .as_ref()
+        .is_some_and(|t| t.region.is_none())
+    {
+        return Err(CallError::NoLicenseRegion);
+    }
     let http = crate::http::client(config.extra_roots.clone());
+    let quiet = given.is_some();
     let load = async {
         crate::config::check_profile(service.service_id).await?;
-        let sdk = load_sdk_config(config, http.sdk.clone(), service.auth).await;
+        let sdk = load_sdk_config(config, http.sdk.clone(), service.auth, given).await;
         let region = sdk.region().cloned().ok_or(CallError::NoRegion)?;
         // AWS_REGION and AWS_DEFAULT_REGION were checked with the configuration; a region
         // from the profile or IMDS is checked here, before the endpoint rules refuse it.
@@ -85,7 +99,7 @@ pub async fn prepare(config: &Config, service: &Service) -> Result<Prepared, Cal
             "no answer within the {} deadline while loading the AWS configuration and credentials: check the credential source is reachable (IMDS, ECS or EKS credential endpoint, STS), or raise MPGATE_TIMEOUT", call.deadline
         ))),
     };
-    if let Some(credentials) = &credentials {
+    if let Some(credentials) = credentials.as_ref().filter(|_| !quiet) {
         tracing::debug!(region = %region, access_key_id = %credentials.access_key_id(), "credentials loaded");
     }
     let scope = Scope {
@@ -235,6 +249,7 @@ async fn load_sdk_config(
     config: &Config,
     http: SharedHttpClient,
     auth: Auth,
+    given: Option<SharedCredentialsProvider>,
 ) -> aws_config::SdkConfig {
     let retry = if config.retry.adaptive {
         RetryConfig::adaptive()
@@ -257,10 +272,11 @@ async fn load_sdk_config(
         .timeout_config(timeouts(config.attempt_timeout, config.timeout));
     // The default region chain consults the environment first, so when it settles the region
     // the chain's answer is known: take it without building the chain.
-    if let Some(region) = region_from_env(|name| std::env::var(name).ok()) {
+    let fixed = config.license_token.as_ref().and_then(|t| t.region.clone());
+    if let Some(region) = fixed.or_else(|| region_from_env(|name| std::env::var(name).ok())) {
         loader = loader.region(aws_config::Region::new(region));
     }
-    credentials::source(loader, auth).load().await
+    credentials::source(loader, auth, given).load().await
 }
 
 /// The region the default chain would take from the environment, if it settles it: `AWS_REGION`,

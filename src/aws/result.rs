@@ -13,6 +13,8 @@ pub enum CallError {
     BadAnswer(String),
     #[error("no AWS region: set AWS_REGION to the region this task or pod runs in")]
     NoRegion,
+    #[error("a license token is used in the license's home region, and none is set: set MPGATE_LICENSE_REGION (or AWS_REGION) to the region the buyer created the token in (e.g. us-east-1); mpgate assumes none")]
+    NoLicenseRegion,
     #[error("this mpgate build is pinned to the AWS endpoint, but {0}")]
     PinnedEndpoint(String),
     #[error("no AWS credentials ({0}): give the ECS task an IAM task role, or the EKS pod's service account an IAM role through IRSA (AWS Marketplace accepts no other identity on EKS)")]

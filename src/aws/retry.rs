@@ -101,12 +101,15 @@ pub fn is_transient(code: &str, status: u16) -> bool {
 }
 
 /// Error codes whose documentation says to try again, whatever the HTTP status: License
-/// Manager's `ConflictException` (CheckInLicense: "Try your request again").
+/// Manager's `ConflictException` (CheckInLicense: "Try your request again"), and STS's
+/// `IDPCommunicationError` (400: "the error is likely transient", which AWS's license token
+/// sample retries).
 pub fn is_retryable_code(code: &str) -> bool {
     [
         "InternalServiceErrorException",
         "ServiceUnavailable",
         "ConflictException",
+        "IDPCommunicationError",
     ]
     .iter()
     .any(|c| code.starts_with(c))

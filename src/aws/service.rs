@@ -49,12 +49,9 @@ pub enum Auth {
     /// SigV4, with the credentials `aws::credentials` resolved before the first call and
     /// refreshes after it.
     Signed,
-    /// No credentials at all: the license-token chain's GetAccessToken and STS
-    /// AssumeRoleWithWebIdentity (issue 23), which run before any credentials exist.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the license-token chain's calls (issue 23)")
-    )]
+    /// No credentials at all: the license token's GetAccessToken (unsigned, as AWS's
+    /// reference code sends it) and STS AssumeRoleWithWebIdentity, which run before any
+    /// credentials exist.
     Unsigned,
 }
 

@@ -1,5 +1,6 @@
 //! Owns the configuration: flags merged over environment, validated before any network call.
 
+mod anywhere;
 mod aws_env;
 mod endpoint;
 mod error;
@@ -8,10 +9,12 @@ mod profile;
 mod usage;
 
 // What main.rs and the fuzz targets read; the rest is the crate's own.
+pub use anywhere::token_variable;
 pub use error::ConfigError;
 pub use pricing::{Contract, Hourly, SeatMode};
 pub use usage::Usage;
 
+pub(crate) use anywhere::{role_account, LicenseToken};
 pub(crate) use aws_env::is_region_name;
 pub(crate) use pricing::{max_token_age, Trust};
 pub(crate) use profile::{check_profile, refuse_profile_endpoints};
@@ -43,6 +46,9 @@ pub struct Config {
     pub retry: RetrySettings,
     pub extra_roots: crate::http::ExtraRoots,
     pub command: Vec<OsString>,
+    /// Contract pricing with a license token (Containers Anywhere): the role's credentials
+    /// come from it, never from the default chain.
+    pub license_token: Option<LicenseToken>,
 }
 
 /// Which AWS service says whether the buyer is entitled.
@@ -173,6 +179,15 @@ impl Config {
             Pricing::Contract(_) => ServiceVariables::LICENSE_MANAGER,
         };
         aws_variables(env)?;
+        let license_token = match &pricing {
+            Pricing::Contract(_) => anywhere::license_token(env)?,
+            Pricing::Hourly(_) | Pricing::Usage(_) => {
+                if let Some(variable) = token_variable(env) {
+                    tracing::info!("this pricing model calls AWS Marketplace Metering with the task's or pod's IAM role: {variable} (a license token, for contract pricing) not used");
+                }
+                None
+            }
+        };
         let (endpoint_url, extra_roots) = if pinned {
             pinned_endpoint(args.endpoint_url.is_some(), service, env)?
         } else {
@@ -189,6 +204,7 @@ impl Config {
             retry: retry_settings(env)?,
             extra_roots,
             command: args.command,
+            license_token,
         })
     }
 }

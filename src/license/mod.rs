@@ -4,6 +4,7 @@ mod answer;
 
 pub use answer::{rfc3339, Checkout, Extension};
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_licensemanager::{
@@ -15,6 +16,7 @@ use aws_sdk_licensemanager::{
     types::{CheckoutType, EntitlementData, EntitlementDataUnit},
 };
 
+use crate::anywhere::{Exchange, TokenError};
 use crate::aws::{self, Auth, Call, CallError, CallRecord, Caller, Prepared, Scope, Service};
 use crate::config::{Config, Contract};
 use crate::license::answer::{checked, extended, Anchor};
@@ -61,12 +63,35 @@ pub enum LicenseError {
     Call(#[from] CallError),
 }
 
-/// What later calls need: the checkout's caller (its credentials cached and refreshed) and
-/// License Manager's clock read against this node's.
+/// At the checkout, a refused license token is no entitlement (10).
+impl From<TokenError> for LicenseError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Refused(reason) => LicenseError::NotEntitled(reason),
+            TokenError::Call(call) => LicenseError::Call(call),
+        }
+    }
+}
+
+/// While a seat is held, a refused license token is the license lost (10): the seat cannot
+/// be extended, and a new token is the buyer's to create.
+fn held_with(error: TokenError) -> LicenseError {
+    match error {
+        TokenError::Refused(reason) => LicenseError::Lost(format!(
+            "the role's credentials cannot be renewed: {reason}"
+        )),
+        TokenError::Call(call) => LicenseError::Call(call),
+    }
+}
+
+/// What later calls need: the checkout's caller (its credentials cached and refreshed),
+/// License Manager's clock read against this node's, and the license token's exchange if
+/// the credentials come from one.
 #[derive(Clone)]
 pub struct Session {
     caller: Caller,
     anchor: Anchor,
+    exchange: Option<Arc<Exchange>>,
 }
 
 /// Checks the entitlements out (PROVISIONAL) with one `client_token` across retries, and
@@ -79,7 +104,12 @@ pub async fn checkout(
     (started, timeout): (Instant, Duration),
     record: &mut CallRecord,
 ) -> Result<(Checkout, Session), LicenseError> {
-    let prepared = aws::prepare(config, &SERVICE).await?;
+    let exchange = match &config.license_token {
+        Some(token) => Some(Exchange::start(config, token, (started, timeout)).await?),
+        None => None,
+    };
+    let prepared =
+        aws::prepare(config, &SERVICE, exchange.as_ref().map(Exchange::provider)).await?;
     let remaining = timeout
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
@@ -111,12 +141,20 @@ pub async fn checkout(
     .await?;
     let out = match sent {
         Ok(out) => out,
-        Err(e) => return Err(classify_checkout(e, contract, &prepared)),
+        Err(e) => {
+            return Err(classify_checkout(
+                e,
+                contract,
+                &prepared,
+                exchange.as_deref(),
+            ))
+        }
     };
     let (checkout, anchor) = checked(out, contract, sent_at).map_err(CallError::BadAnswer)?;
     let session = Session {
         caller: prepared.caller,
         anchor,
+        exchange,
     };
     Ok((checkout, session))
 }
@@ -129,6 +167,7 @@ impl Session {
         deadline: Duration,
         record: &mut CallRecord,
     ) -> Result<Extension, LicenseError> {
+        let deadline = self.renew_credentials(deadline).await?;
         let (client, call) = self.client(deadline);
         let sent = std::pin::pin!(client
             .extend_license_consumption()
@@ -141,6 +180,7 @@ impl Session {
                 (&call, &self.caller.scope),
                 "ExtendLicenseConsumption",
                 consumption_token,
+                self.exchange.as_deref(),
             )),
         }
     }
@@ -152,6 +192,7 @@ impl Session {
         deadline: Duration,
         record: &mut CallRecord,
     ) -> Result<(), LicenseError> {
+        let deadline = self.renew_credentials(deadline).await?;
         let (client, call) = self.client(deadline);
         let sent = std::pin::pin!(client
             .check_in_license()
@@ -164,8 +205,25 @@ impl Session {
                 (&call, &self.caller.scope),
                 "CheckInLicense",
                 consumption_token,
+                self.exchange.as_deref(),
             )),
         }
+    }
+
+    /// With a license token: the role's credentials renewed if they are due, within
+    /// `deadline`, under the call's own retry and loss rules; what is left of it.
+    async fn renew_credentials(&self, deadline: Duration) -> Result<Duration, LicenseError> {
+        let Some(exchange) = &self.exchange else {
+            return Ok(deadline);
+        };
+        let started = Instant::now();
+        exchange
+            .ensure((started, deadline))
+            .await
+            .map_err(held_with)?;
+        Ok(deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1)))
     }
 
     /// A client for one call within `deadline`, with its own attempt log.
@@ -183,6 +241,7 @@ fn classify_renewal<E>(
     (call, scope): (&Call, &Scope),
     operation: &str,
     consumption_token: &str,
+    exchange: Option<&Exchange>,
 ) -> LicenseError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -207,6 +266,14 @@ where
     }
     let status = service.raw().status().as_u16();
     if aws::is_access_denied(code) && !aws::is_transient(code, status) {
+        if let Some(exchange) = exchange {
+            return token_role_denied(
+                exchange,
+                &format!("license-manager:{operation}"),
+                code,
+                "mpgate cannot hold a seat without it",
+            );
+        }
         return CallError::Refused(format!(
             "the credentials may not call license-manager:{operation} ({code}): add the actions of {} to the task role or the pod's IAM role; mpgate cannot hold a seat without it",
             IAM.1
@@ -228,6 +295,7 @@ fn classify_checkout(
     error: SdkError<CheckoutLicenseError, aws_smithy_runtime_api::http::Response>,
     contract: &Contract,
     prepared: &Prepared,
+    exchange: Option<&Exchange>,
 ) -> LicenseError {
     let sku = &contract.product_sku;
     let SdkError::ServiceError(service) = &error else {
@@ -241,6 +309,17 @@ fn classify_checkout(
             "License Manager refused the checkout of product SKU {sku} ({code}: {message}): {advice}"
         )))
     };
+    let status = service.raw().status().as_u16();
+    if let Some(exchange) =
+        exchange.filter(|_| aws::is_access_denied(code) && !aws::is_transient(code, status))
+    {
+        return token_role_denied(
+            exchange,
+            "license-manager:CheckoutLicense",
+            code,
+            &format!("product SKU {sku}"),
+        );
+    }
     match err {
         CheckoutLicenseError::NoEntitlementsAllowedException(_) => LicenseError::NotEntitled(format!(
             "the buyer's license for product SKU {sku} does not allow {} (NoEntitlementsAllowedException: {message}): check MPGATE_PRODUCT_SKU is the product ID from the AWS Marketplace Management Portal; accept the license grant in AWS License Manager with the AWS account that runs this container, and check the seats in use (every held checkout counts) and that the contract includes these entitlements",
@@ -262,13 +341,23 @@ fn classify_checkout(
         ),
         _ => aws::other_service_error(
             &SERVICE,
-            (code, service.raw().status().as_u16(), &message),
+            (code, status, &message),
             IAM,
             (&prepared.call, &prepared.caller.scope),
             &format!("product SKU {sku}"),
         )
         .into(),
     }
+}
+
+/// The license token's role may not call `action`: it lacks the policy the launch page's
+/// role has.
+fn token_role_denied(exchange: &Exchange, action: &str, code: &str, context: &str) -> LicenseError {
+    let (role, source) = exchange.role();
+    CallError::Refused(format!(
+        "the license token's role {role} (from {source}) may not call {action} ({code}): attach the AWS managed policy AWSLicenseManagerConsumptionPolicy to it (the role the product's launch page creates has it); {context}"
+    ))
+    .into()
 }
 
 /// `Basic, Seats=2`: the entitlements asked for, as the operator wrote them.

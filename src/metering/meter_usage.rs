@@ -89,7 +89,7 @@ pub async fn start(
     started: Instant,
     record: &mut CallRecord,
 ) -> Result<(StartRecord, Session), MeteringError> {
-    let prepared = aws::prepare(config, &SERVICE).await?;
+    let prepared = aws::prepare(config, &SERVICE, None).await?;
     warn_of_identity(&prepared, IDENTITY, record);
     tokio::task::yield_now().await;
     let remaining = prepared.remaining(config, started);

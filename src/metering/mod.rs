@@ -59,7 +59,7 @@ pub async fn register_usage(
     started: Instant,
     record: &mut CallRecord,
 ) -> Result<Registration, MeteringError> {
-    let prepared = aws::prepare(config, &SERVICE).await?;
+    let prepared = aws::prepare(config, &SERVICE, None).await?;
     warn_of_identity(&prepared, REGISTER_USAGE_IDENTITY, record);
     // Once more, for an early TLS connection to send its ClientHello if TCP is up by now.
     tokio::task::yield_now().await;
