@@ -88,7 +88,7 @@ pub fn license_token(
         }
     };
     let region = match text_setting(None, "MPGATE_LICENSE_REGION", env)? {
-        Some(region) if !is_region_name(&region) => {
+        Some(region) if !is_home_region(&region) => {
             return Err(aws_setting(
                 "MPGATE_LICENSE_REGION",
                 format!("{} is not a region name", quoted(&region)),
@@ -230,6 +230,19 @@ fn role(
     }
 }
 
+/// A region name as AWS writes them (`xx-name-N`, lowercase): a placeholder left in a
+/// manifest is refused here, not found later as an unknown endpoint host.
+fn is_home_region(region: &str) -> bool {
+    let labels: Vec<&str> = region.split('-').collect();
+    is_region_name(region)
+        && labels.len() >= 3
+        && labels[0].len() == 2
+        && labels[..labels.len() - 1]
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase()))
+        && labels[labels.len() - 1].bytes().all(|b| b.is_ascii_digit())
+}
+
 /// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`, the account 12 digits.
 fn is_role_arn(arn: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
@@ -264,6 +277,29 @@ mod tests {
             "eyJa.b+/.c",
         ] {
             assert!(!is_jwt(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_home_region_is_written_as_aws_writes_regions() {
+        for good in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-5",
+        ] {
+            assert!(is_home_region(good), "{good}");
+        }
+        for bad in [
+            "LICENSE-HOME-REGION",
+            "us-east",
+            "useast1",
+            "US-EAST-1",
+            "us-east-x",
+            "east-1",
+            "us--1",
+        ] {
+            assert!(!is_home_region(bad), "{bad}");
         }
     }
 
