@@ -21,22 +21,32 @@
 //! A process that mpgate did not start has nothing to show:
 //!
 //! ```
-//! use mpgate_proof::{Handover, ProofError};
+//! use mpgate_proof::{Handover, Process, ProofError};
 //!
 //! let environment = |_: &str| None; // no MPGATE_* variable set
-//! let refused = Handover::from_vars(&environment).unwrap_err();
+//! let this_process = Process::current()?;
+//! let refused = Handover::from_vars(&environment, &this_process).unwrap_err();
 //! assert!(matches!(refused, ProofError::NotHandedOver));
 //! println!("{refused}"); // "MPGATE_SIGNATURE is not set: this process was not started by mpgate ..."
+//! # Ok::<(), mpgate_proof::BindingError>(())
 //! ```
 //!
-//! The nonce in the hand-over is whatever the environment says, so the guarantee is the
-//! token's: AWS Marketplace signed it for this product and key version at most `max_age` ago.
-//! For workloads not written in Rust the same check is `mpgate verify`.
+//! The hand-over is bound to the process mpgate execs: mpgate sends AWS Marketplace a nonce
+//! derived from a fresh salt and that process's identity (boot id, PID and start time, which
+//! `execve` keeps), and hands over only the salt (`MPGATE_SALT`). The re-check derives the
+//! nonce again from the salt and the calling process, so a copy of the hand-over in any other
+//! process (a shell's background copy, another container, a later start) fails, whatever the
+//! clock says ([`binding`] has the derivation). A result file (init mode) is bound to the
+//! node's boot and the pod instead, and within them only the token's age (`max_age`, on the
+//! node's clock) bounds a replay. For workloads not written in Rust the same check is
+//! `mpgate verify`; `examples/workload.rs` is a workload that checks its start.
 
+pub mod binding;
 pub mod handover;
 pub mod key;
 pub mod token;
 
-pub use handover::{var, verify_handover, Handover, ProofError, DEFAULT_MAX_TOKEN_AGE};
+pub use binding::{BindingError, Place, Process};
+pub use handover::{var, verify_handover, Bound, Handover, ProofError, DEFAULT_MAX_TOKEN_AGE};
 pub use key::{decoding_key, fingerprint, DecodingKey, KeyError};
 pub use token::{redacted, verify, Expected, TokenError, MAX_CLOCK_SKEW, MAX_TOKEN_BYTES};
