@@ -12,7 +12,7 @@ use crate::license::{self, Checkout, LicenseError, Session};
 use crate::metering::meter_usage::{self, StartRecord};
 use crate::metering::{self, MeteringError};
 use crate::nonce;
-use mpgate_proof::token;
+use mpgate_proof::{token, Place, Process};
 
 /// What the phase learned, for the result file and the hand-over.
 #[derive(Debug, Default)]
@@ -21,7 +21,14 @@ pub struct Facts {
     pub pricing: Option<&'static str>,
     pub product_code: Option<String>,
     pub public_key_version: Option<i32>,
+    /// The nonce sent: derived from `salt` for the process mpgate execs, or (init mode) for
+    /// this boot and pod (`mpgate_proof::binding`).
     pub nonce: Option<String>,
+    /// 256 bits from the kernel's CSPRNG, as hex: what the workload or result file gets.
+    pub salt: Option<String>,
+    /// The kernel's boot id, and the pod's UID when `MPGATE_POD_UID` gives one.
+    pub boot_id: Option<String>,
+    pub pod_uid: Option<String>,
     pub product_sku: Option<String>,
     /// Usage pricing: the dimensions, and the start's MeterUsage record.
     pub usage: Option<UsageFacts>,
@@ -118,7 +125,7 @@ pub(crate) async fn check(
     match &config.pricing {
         Pricing::Hourly(hourly) => {
             facts.pricing = Some("hourly");
-            check_hourly(&config, hourly, started, facts).await
+            check_hourly(&config, hourly, env, started, facts).await
         }
         Pricing::Contract(_) => {
             facts.pricing = Some("contract");
@@ -188,14 +195,15 @@ async fn check_usage(
 async fn check_hourly(
     config: &Config,
     hourly: &Hourly,
+    env: &dyn Fn(&str) -> Option<OsString>,
     started: Instant,
     facts: &mut Facts,
 ) -> Decision {
     facts.product_code = Some(hourly.product_code.clone());
     facts.public_key_version = Some(hourly.public_key_version);
-    let nonce = match nonce::generate() {
+    let nonce = match bound_nonce(env, facts) {
         Ok(n) => n,
-        Err(e) => return Decision::Failed(ConfigError::Random(e.to_string()).into()),
+        Err(e) => return Decision::Failed(e.into()),
     };
     facts.nonce = Some(nonce.clone());
     tracing::debug!(product_code = %hourly.product_code, public_key_version = hourly.public_key_version, nonce = %nonce, "calling RegisterUsage");
@@ -250,6 +258,27 @@ async fn check_hourly(
             Decision::Failed(e.with_key_source(&hourly.key_source).into())
         }
     }
+}
+
+/// A fresh salt, and the nonce it derives for what the hand-over is bound to: the process
+/// mpgate execs (this one: execve keeps its PID and start time), or in init mode this boot
+/// and pod, which the result file records. Read before any call: without /proc the gate
+/// stops here (exit 2), never sends a nonce bound to nothing.
+fn bound_nonce(
+    env: &dyn Fn(&str) -> Option<OsString>,
+    facts: &mut Facts,
+) -> Result<String, ConfigError> {
+    let salt = nonce::generate().map_err(|e| ConfigError::Random(e.to_string()))?;
+    let place = Place::from_vars(env)?;
+    let nonce = if facts.command.is_empty() {
+        place.nonce(&salt)
+    } else {
+        Process::current()?.nonce(&salt)
+    };
+    facts.salt = Some(salt);
+    facts.boot_id = Some(place.boot_id);
+    facts.pod_uid = place.pod_uid;
+    Ok(nonce)
 }
 
 /// CheckoutLicense with a fresh client token; then the seat checked back in, or held.

@@ -80,11 +80,11 @@ Usage: mpgate [OPTIONS] [--] [COMMAND [ARG...]]
        mpgate help                print this help (as --help)
 
 Hourly pricing calls AWS Marketplace Metering RegisterUsage with a fresh nonce, verifies the
-signed answer, then execs COMMAND in place (same PID and stdio). Contract pricing checks the
-entitlements out of the buyer's AWS License Manager license instead; usage pricing (custom
-metering) makes one MeterUsage call of quantity 0 at start. Without COMMAND (init mode) it
-exits 0 when the buyer is entitled. Every option can also be set by the environment
-variable in brackets; a flag wins over its variable.
+signed answer, then execs COMMAND in place (same PID and stdio; the hand-over is bound to that
+process). Contract pricing checks the entitlements out of the buyer's AWS License Manager
+license instead; usage pricing (custom metering) makes one MeterUsage call of quantity 0 at
+start. Without COMMAND (init mode) it exits 0 when the buyer is entitled. Every option can
+also be set by the environment variable in brackets; a flag wins over its variable.
 
 Options:
       --product-code CODE        product code from the AWS Marketplace Management Portal [MPGATE_PRODUCT_CODE]
@@ -125,7 +125,7 @@ which only a pinned build fixes):
   -V, --version                  print the version
 
 mpgate verify checks, from inside the workload, the token mpgate handed over (MPGATE_SIGNATURE
-and MPGATE_NONCE, or --result-file) against the product code and key: exit 0 or 12; see
+and MPGATE_SALT, or --result-file) against the product code and key: exit 0 or 12; see
 'mpgate verify --help'. A workload named 'verify' or 'help' is run as 'mpgate -- verify' or
 'mpgate -- help'. A pinned build (see 'mpgate --version') refuses product code and key options.
 
@@ -147,11 +147,15 @@ Usage: mpgate verify [OPTIONS]
        mpgate verify --result-file PATH [--renew] [OPTIONS]
 
 Checks the token mpgate handed over: in this process's environment (MPGATE_SIGNATURE and
-MPGATE_NONCE, set by 'mpgate -- COMMAND'), or with --result-file in the result file an init
+MPGATE_SALT, set by 'mpgate -- COMMAND'), or with --result-file in the result file an init
 container's mpgate wrote (read, never written). The token must be signed by AWS Marketplace
-under the key below, for the product code, key version and nonce, at most the max token age
-ago, and a result file must record outcome 'verified'. No call to AWS: exit 0 when verified,
-12 when not, 2 for a bad option or key.
+under the key below, for the product code and key version, at most the max token age ago, and
+for the nonce the salt derives here: for the process mpgate exec'd, which must be the one that
+runs 'mpgate verify' (its parent: sh -c 'mpgate verify && exec server') or 'mpgate verify'
+itself; or, for a result file, for this node's boot and the pod MPGATE_POD_UID names, and the
+file must record outcome 'verified'. A copy of the hand-over in any other process fails, whatever
+the age. No call to AWS: exit 0 when verified, 12 when not, 2 for a bad option or key, or
+without a readable /proc.
 
 Options:
       --result-file PATH         check this result file instead of the environment
@@ -173,9 +177,10 @@ With --renew only, as for the gate ('mpgate --help'):
       --endpoint-url URL         the service's endpoint (default: the SDK's, e.g. AWS_ENDPOINT_URL_MARKETPLACE_METERING)
 
 --renew renews nothing else: a token that fails any other check (signature, product code, key
-version, nonce), a file that records no verified outcome, or a missing file is exit 12 without a
-call to AWS. The renewed check never starts unverified (MPGATE_ON_TRANSIENT_ERROR is not used)
-and does not rewrite the result file; its exit codes are the gate's (0, 2, 10 to 15, 128+N).
+version, nonce: another node, boot or pod), a file that records no verified outcome, or a
+missing file is exit 12 without a call to AWS. The renewed check never starts unverified
+(MPGATE_ON_TRANSIENT_ERROR is not used) and does not rewrite the result file; its exit codes
+are the gate's (0, 2, 10 to 15, 128+N).
 AWS region and credentials come from the standard AWS_* variables, as for the gate.
 
 Hourly pricing only: a contract checkout or a usage-priced start (MeterUsage) carries no token

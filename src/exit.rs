@@ -58,9 +58,11 @@ impl Failure {
     fn code_and_outcome(&self) -> (u8, Outcome) {
         use MeteringError as M;
         match self {
-            Failure::Config(_) | Failure::Proof(ProofError::Key(_)) => {
-                (code::USAGE, Outcome::ConfigError)
-            }
+            // A key that cannot be used, or a /proc that cannot be read (or a malformed
+            // MPGATE_POD_UID): the workload's configuration, as for the gate.
+            Failure::Config(_)
+            | Failure::Proof(ProofError::Key(_))
+            | Failure::Proof(ProofError::Binding(_)) => (code::USAGE, Outcome::ConfigError),
             Failure::Metering(M::NotEntitled { .. })
             | Failure::License(LicenseError::NotEntitled(_)) => {
                 (code::NOT_ENTITLED, Outcome::NotEntitled)

@@ -9,6 +9,9 @@ use mpgate::handover::{self, Next};
 use mpgate::settings::path_setting;
 use mpgate::{gate, logging, pinned, report::Reporter, verify};
 
+/// What an unpinned gate says at start (docs/threat-model.md, "An unpinned build").
+const UNPINNED: &str = "unpinned build: it trusts its environment; sell pinned builds";
+
 fn main() -> ExitCode {
     let started = Instant::now();
     exit_101_on_panic();
@@ -40,6 +43,11 @@ fn main() -> ExitCode {
 
     // Logging starts first so that even configuration errors come out in the chosen format.
     let logging_error = start_logging(args.log_format.clone(), &env);
+    if !pinned::is_pinned() {
+        // Once, before anything else: whoever sets this build's environment chooses its key,
+        // endpoint and CA roots, so what it hands over proves only what that environment says.
+        tracing::warn!(pinned = false, "{UNPINNED}");
+    }
     let reporter = Reporter {
         result_file: path_setting(args.result_file.as_ref(), "MPGATE_RESULT_FILE", &env),
         termination_log: path_setting(

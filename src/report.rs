@@ -20,9 +20,22 @@ pub struct Report<'a> {
     pub exit_code: u8,
     /// `hourly`, `contract` or `usage` (`null` when the configuration was refused).
     pub pricing: Option<&'a str>,
+    /// Whether this build is pinned: an unpinned one trusts its environment.
+    pub pinned: bool,
     pub product_code: Option<&'a str>,
     pub public_key_version: Option<i32>,
     pub nonce: Option<&'a str>,
+    /// Init mode: the salt that derives `nonce` for this boot and pod (`mpgate verify
+    /// --result-file` derives it again where it runs). Absent in entrypoint mode, whose nonce
+    /// is bound to the process mpgate exec'd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salt: Option<&'a str>,
+    /// The kernel's boot id where the check ran (hourly pricing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<&'a str>,
+    /// The pod's UID from `MPGATE_POD_UID`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mpgate_proof::{Handover, ProofError, TokenError};
+use mpgate_proof::{BindingError, Bound, Handover, Place, Process, ProofError, TokenError};
 
 use crate::check::Decision;
 use crate::cli::Args;
@@ -69,12 +69,15 @@ fn check_offline(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<
     }
     let trust = Trust::from_args(args, env)?;
     let max_age = config::max_token_age(args.max_token_age.clone(), env)?;
-    let handover = match &args.result_file {
-        Some(path) => Handover::from_result_file(Path::new(path))?,
-        None => Handover::from_vars(env)?,
+    let handovers = match &args.result_file {
+        Some(path) => vec![Handover::from_result_file_in(
+            Path::new(path),
+            &Place::from_vars(env).map_err(ProofError::from)?,
+        )?],
+        None => bound_to_the_caller(env)?,
     };
     // A signature that fails names where the key came from, as the gate's does.
-    let verify = |max_age| {
+    let verify_one = |handover: &Handover, max_age| {
         handover
             .verify_with(
                 &trust.key.key,
@@ -86,6 +89,20 @@ fn check_offline(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<
                 ProofError::Token(t) => ProofError::Token(t.with_key_source(&trust.key.source)),
                 other => other,
             })
+    };
+    // The first process the token was issued for decides; when it was issued for none of
+    // them, the refusal names them all.
+    let verify = |max_age| {
+        let mut refused = Vec::new();
+        for handover in &handovers {
+            match (verify_one(handover, max_age), &handover.bound_to) {
+                (Err(ProofError::OtherProcess(_)), Bound::Process(which)) => {
+                    refused.push(which.as_str())
+                }
+                (other, _) => return other,
+            }
+        }
+        Err(ProofError::OtherProcess(refused.join(" or ")))
     };
     match (verify(max_age), &args.result_file) {
         (Ok(()), _) => Ok(Offline::Verified(format!(
@@ -112,6 +129,44 @@ fn check_offline(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<
         }
         (Err(e), _) => Err(e.into()),
     }
+}
+
+/// The environment's hand-over, bound to the process that runs `mpgate verify` (its parent:
+/// `sh -c 'mpgate verify && exec server'`) and, second, to `mpgate verify` itself (exec'd in
+/// that process's place, as shells do with a last command). So it passes only when run by,
+/// or as, the process mpgate exec'd: a copy of the workload is a process of its own, and so
+/// is each of a shell's subshells, and the `mpgate verify` they run fails. A parent that
+/// exited before the check leaves it to PID 1 or a subreaper, which is then checked instead:
+/// it fails unless that is the very process mpgate exec'd, to which its answer then goes.
+fn bound_to_the_caller(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Vec<Handover>, Failure> {
+    let me = Process::current().map_err(ProofError::from)?;
+    let parent = match Process::parent() {
+        Ok(parent) => Some(parent),
+        Err(BindingError::ParentGone { .. }) => None,
+        Err(e) => return Err(ProofError::from(e).into()),
+    };
+    let mut handovers = Vec::new();
+    for (process, which) in parent
+        .iter()
+        .map(|p| {
+            (
+                p,
+                format!(
+                    "the process that runs this check (its parent, PID {})",
+                    p.pid
+                ),
+            )
+        })
+        .chain([(
+            &me,
+            format!("this check itself (PID {}, if exec'd)", me.pid),
+        )])
+    {
+        let mut handover = Handover::from_vars(env, process)?;
+        handover.bound_to = Bound::Process(which);
+        handovers.push(handover);
+    }
+    Ok(handovers)
 }
 
 /// `--renew`: the gate's own check (a fresh nonce, RegisterUsage, the token verified) with the

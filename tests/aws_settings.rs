@@ -450,12 +450,7 @@ fn a_refusing_imds_gets_a_short_warning_without_the_sdk_debug_dump() {
     for (region, error) in [(false, "no AWS region"), (true, "no AWS credentials")] {
         let out = run(region);
         out.expect_error(15, error);
-        let warnings: Vec<String> = out
-            .log_lines()
-            .iter()
-            .filter(|l| l["level"] == "WARN")
-            .map(|l| l.to_string())
-            .collect();
+        let warnings: Vec<String> = out.warnings().iter().map(|l| l.to_string()).collect();
         assert_eq!(warnings.len(), 1, "{}", out.stderr);
         let warning = &warnings[0];
         assert!(

@@ -57,10 +57,13 @@ fn init_mode_exits_0_when_entitled_and_sends_a_fresh_256_bit_nonce() {
 #[test]
 fn hand_over_execs_in_place_with_argv_stdio_exit_code_and_proof() {
     let emu = Emulator::start(&[]);
-    let script = r#"echo "$$"; printf '%s|' "$0" "$@"; echo; echo "$MPGATE_ENTITLEMENT"; echo "$MPGATE_NONCE"; echo "$MPGATE_SIGNATURE"; echo "$KEEP_ME"; exit 42"#;
+    // Field 22 of /proc/$$/stat: the start time the exec kept (the name "sh" has no spaces).
+    let script = r#"echo "$$"; printf '%s|' "$0" "$@"; echo; echo "$MPGATE_ENTITLEMENT"; echo "$MPGATE_SALT"; echo "$MPGATE_SIGNATURE"; echo "$KEEP_ME"; echo "${MPGATE_NONCE-unset}"; cut -d' ' -f22 /proc/$$/stat; exit 42"#;
     let out = emu
         .gate()
         .env("KEEP_ME", "inherited")
+        .env("MPGATE_NONCE", "inherited")
+        .env("MPGATE_SALT", "inherited")
         .args([
             "--",
             "sh",
@@ -84,13 +87,23 @@ fn hand_over_execs_in_place_with_argv_stdio_exit_code_and_proof() {
         "argv must be untouched"
     );
     assert_eq!(lines[2], "verified");
-    assert_eq!(lines[3], nonce_of(&emu.calls()[0]));
     assert_eq!(
         lines[4].split('.').count(),
         3,
         "MPGATE_SIGNATURE is the JWT"
     );
     assert_eq!(lines[5], "inherited");
+    assert_eq!(lines[6], "unset", "the nonce itself is never handed over");
+    // The nonce sent is the salt's for the workload's own process: this boot, mpgate's PID
+    // and the start time execve kept.
+    let salt = lines[3];
+    assert!(mpgate_proof::binding::is_salt(salt), "{salt:?}");
+    let workload = mpgate_proof::Process {
+        boot_id: mpgate_proof::binding::boot_id().unwrap(),
+        pid: out.pid,
+        start_time: lines[7].parse().unwrap(),
+    };
+    assert_eq!(nonce_of(&emu.calls()[0]), workload.nonce(salt));
 }
 
 #[test]
@@ -568,8 +581,15 @@ fn logs_are_json_lines_on_a_pipe_and_text_on_request() {
         .env("MPGATE_PRODUCT_CODE", "")
         .run();
     out.expect(2);
-    assert!(out.stderr.starts_with("ERROR"), "{}", out.stderr);
-    assert!(!out.stderr.trim_start().starts_with('{'));
+    // The unpinned build's notice, then the error.
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stderr);
+    assert!(
+        lines[0].trim_start().starts_with("WARN") && lines[0].contains(UNPINNED),
+        "{}",
+        out.stderr
+    );
+    assert!(lines[1].starts_with("ERROR"), "{}", out.stderr);
 }
 
 #[test]

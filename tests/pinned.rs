@@ -280,11 +280,68 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
     );
     assert_eq!(relay.calls().len(), 0, "no override reached the relay");
 
-    // `mpgate verify` bounds a replay by the compiled-in age, and needs an iat.
+    // A pinned gate says nothing of being unpinned, and its result file says it is pinned.
+    let result = emu.dir.join("pinned-result.json");
+    let out = bare().env("MPGATE_RESULT_FILE", &result).run();
+    out.expect(0);
+    assert!(!out.stderr.contains(UNPINNED), "{}", out.stderr);
+    assert_eq!(mpgate_testkit::result_file(&result)["pinned"], true);
+
+    // The review's reproduction with a pinned gate: one check, five copies of the seller's
+    // start script beside the process mpgate exec'd, each refused by the pinned
+    // `mpgate verify`; only the exec'd one starts.
+    let start = emu.dir.join("start.sh");
+    std::fs::write(
+        &start,
+        "#!/bin/sh\n\"$MPGATE_BIN\" verify || exit 12\necho \"started $$\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&start, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let copies = r#"pids=; for i in 1 2 3 4 5; do "$0" & pids="$pids $!"; done
+for p in $pids; do wait "$p"; echo "copy exit $?"; done
+exec "$0""#;
+    let out = bare()
+        .env("MPGATE_BIN", &binary)
+        .args([
+            Path::new("--"),
+            Path::new("sh"),
+            Path::new("-c"),
+            Path::new(copies),
+            &start,
+        ])
+        .run();
+    out.expect(0);
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    lines.sort_unstable();
+    let started = format!("started {}", out.pid);
+    assert_eq!(
+        lines,
+        [vec!["copy exit 12"; 5], vec![started.as_str()]].concat(),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("made for another process").count(), 5);
+    // Its hand-over, copied into another process, fails there.
+    let out = bare()
+        .args(["--", "sh", "-c", r#"echo "$MPGATE_SALT $MPGATE_SIGNATURE""#])
+        .run();
+    out.expect(0);
+    let (salt, signature) = out.stdout.trim().split_once(' ').unwrap();
+    bare()
+        .env("MPGATE_SALT", salt)
+        .env("MPGATE_SIGNATURE", signature)
+        .args(["verify"])
+        .run()
+        .expect_error(12, "made for another process");
+
+    // `mpgate verify` bounds a replay by the compiled-in age, and needs an iat. The tokens
+    // are made for the process that runs it: this test's.
+    let salt = "ab".repeat(32);
+    let nonce = mpgate_proof::Process::current().unwrap().nonce(&salt);
     let verify = |token: &str, extra: &[(&str, &str)]| {
         let mut gate = bare();
         gate.env("MPGATE_SIGNATURE", token)
-            .env("MPGATE_NONCE", "n")
+            .env("MPGATE_SALT", &salt)
             .args(["verify"]);
         for (k, v) in extra {
             gate.env(k, v);
@@ -292,14 +349,17 @@ fn a_pinned_build_trusts_only_what_was_compiled_in() {
         gate.run()
     };
     let product = emu.product_code.as_str();
-    let fresh = handover_token(&keys, product, 2, "n", Some(unix_now()));
+    let fresh = handover_token(&keys, product, 2, &nonce, Some(unix_now()));
     verify(&fresh, &[]).expect(0);
-    let stale = handover_token(&keys, product, 2, "n", Some(unix_now() - 301));
+    let stale = handover_token(&keys, product, 2, &nonce, Some(unix_now() - 301));
     verify(&stale, &[]).expect_error(12, "more than the allowed 300s");
     verify(&stale, &[("MPGATE_MAX_TOKEN_AGE", "3600")])
         .expect_error(2, "unset MPGATE_MAX_TOKEN_AGE");
-    let ageless = handover_token(&keys, product, 2, "n", None);
+    let ageless = handover_token(&keys, product, 2, &nonce, None);
     verify(&ageless, &[]).expect_error(12, "iat");
+    // The same fresh token for another process's nonce: refused whatever its age.
+    let elsewhere = handover_token(&keys, product, 2, &"cd".repeat(32), Some(unix_now()));
+    verify(&elsewhere, &[]).expect_error(12, "made for another process");
 
     // Without the compiled-in CA the emulator's certificate is not trusted, even though
     // SSL_CERT_FILE names its CA: a pinned build takes its trust from the build only.
@@ -562,7 +622,7 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
     let mut verify = bare();
     verify
         .env("MPGATE_SIGNATURE", "t")
-        .env("MPGATE_NONCE", "n")
+        .env("MPGATE_SALT", "ab".repeat(32))
         .args(["verify"]);
     verify
         .run()

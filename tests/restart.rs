@@ -37,12 +37,31 @@ fn entrypoint_mode_checks_again_on_every_start_long_after_the_first_token_aged()
     // Ages the first token past its 3 s bound: a restart's time, not a wait for something
     // to happen.
     std::thread::sleep(std::time::Duration::from_millis(3100));
+    let recorded = result_file(&first);
+    let first_token = mpgate_proof::Handover {
+        signature: recorded["signature"].as_str().unwrap().into(),
+        nonce: recorded["nonce"].as_str().unwrap().into(),
+        bound_to: mpgate_proof::Bound::Process("the first start".into()),
+    };
+    let pem = std::fs::read(&emu.public_key_file).unwrap();
+    assert!(matches!(
+        first_token.verify(
+            &pem,
+            &emu.product_code,
+            1,
+            std::time::Duration::from_secs(3)
+        ),
+        Err(mpgate_proof::ProofError::Token(
+            mpgate_proof::TokenError::Stale(..)
+        ))
+    ));
+    // Its file holds no salt: an entrypoint-mode hand-over is bound to the process mpgate
+    // exec'd, never to a file.
     emu.gate()
-        .env("MPGATE_MAX_TOKEN_AGE", "3s")
         .args(["verify", "--result-file"])
         .args([&first])
         .run()
-        .expect_error(12, "more than the allowed 3s");
+        .expect_error(12, "entrypoint mode");
 
     let second = emu.dir.join("second.json");
     let out = start(&second);
@@ -185,8 +204,10 @@ fn renew_never_renews_a_file_that_fails_any_other_check() {
         j["outcome"] = "not-entitled".into();
         j["exitCode"] = 10.into();
     });
+    // The nonce is derived from the salt where the file is read, never taken from it: a
+    // salt of the attacker's derives one the token was not issued for.
     let other_nonce = variant("other-nonce.json", &|j| {
-        j["nonce"] = "0123456789abcdef0123456789abcdef".into()
+        j["salt"] = "0123456789abcdef".repeat(4).into()
     });
     // Correctly signed and too old, but also past its `exp`: age is not its only fault.
     let nonce = recorded["nonce"].as_str().unwrap();

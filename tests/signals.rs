@@ -263,8 +263,10 @@ fn a_signal_between_the_verdict_and_the_exec_is_not_lost() {
         let result = dir.join("result.json");
         // sh execs mpgate in place with its stderr on the full FIFO.
         let mut gate = emu.gate_with(Path::new("/bin/sh"));
+        // Every log line before the verdict's is filtered out (the unpinned build's notice
+        // at start, target `mpgate`), so the first to block is the verdict's.
         gate.env("MPGATE_RESULT_FILE", &result)
-            .env("MPGATE_LOG", "info")
+            .env("MPGATE_LOG", "info,mpgate=error,mpgate::handover=info")
             .env("STDERR_FIFO", &pipe.path)
             .args(["-c", r#"exec "$0" "$@" 2>"$STDERR_FIFO""#, MPGATE])
             .args(["--", "sh", "-c", "echo workload ran"]);

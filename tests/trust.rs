@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use mpgate_proof::TokenError;
-use mpgate_proof::{Handover, ProofError};
+use mpgate_proof::{Handover, Process, ProofError};
 use mpgate_testkit::{result_file, Emulator};
 
 fn key_dir(emu: &Emulator) -> std::path::PathBuf {
@@ -97,9 +97,9 @@ fn rotation_advice_names_the_newer_key_already_in_the_ring() {
     let out = ring_gate(&emu).env("MPGATE_PUBLIC_KEY_VERSION", "1").run();
     out.expect(0);
     let warning = out
-        .log_lines()
+        .warnings()
         .into_iter()
-        .find(|l| l["level"] == "WARN")
+        .next()
         .unwrap_or_else(|| panic!("no rotation warning: {}", out.stderr));
     let message = warning["message"].as_str().unwrap();
     assert!(
@@ -140,7 +140,8 @@ fn mpgate_verify_refuses_a_start_that_bypassed_the_gate() {
     let out = emu.gate().args(["verify"]).run();
     out.expect_error(12, "not started by mpgate");
 
-    // A forged token, and a real token replayed for another nonce.
+    // A forged token, a real token under a salt of the attacker's, and a token without a
+    // salt (the unbound hand-over of an older mpgate, or one made up).
     let result = emu.dir.join("result.json");
     emu.gate()
         .env("MPGATE_RESULT_FILE", &result)
@@ -148,14 +149,18 @@ fn mpgate_verify_refuses_a_start_that_bypassed_the_gate() {
         .expect(0);
     let recorded = result_file(&result);
     let signature = recorded["signature"].as_str().unwrap();
+    let salt = recorded["salt"].as_str().unwrap();
     let nonce = recorded["nonce"].as_str().unwrap();
-    for (sig, nonce, hint) in [
-        ("eyJhbGciOiJub25lIn0.e30.", nonce, "algorithm"),
-        (signature, "0123456789abcdef0123456789abcdef", "nonce"),
+    for (sig, salt, hint) in [
+        ("eyJhbGciOiJub25lIn0.e30.", salt, "algorithm"),
+        (signature, salt, "made for another process"),
+        (signature, "", "MPGATE_SALT is not"),
+        (signature, "0123456789abcdef", "not 64 lowercase hex digits"),
     ] {
         let out = emu
             .gate()
             .env("MPGATE_SIGNATURE", sig)
+            .env("MPGATE_SALT", salt)
             .env("MPGATE_NONCE", nonce)
             .args(["verify"])
             .run();
@@ -231,24 +236,24 @@ fn the_library_api_verifies_a_hand_over() {
         nonce: "forged".into(),
         ..handover.clone()
     };
-    assert!(matches!(
-        forged.verify(&pem, &emu.product_code, 1, Duration::from_secs(300)),
-        Err(ProofError::Token(TokenError::ClaimMismatch {
-            claim: "nonce",
-            ..
-        }))
-    ));
+    match forged.verify(&pem, &emu.product_code, 1, Duration::from_secs(300)) {
+        Err(e @ ProofError::ResultFile { .. }) => {
+            assert!(e.to_string().contains("another node, boot or pod"), "{e}")
+        }
+        other => panic!("expected a result file of elsewhere, got {other:?}"),
+    }
 
+    let me = Process::current().unwrap();
     let env = |name: &str| match name {
         "MPGATE_ENTITLEMENT" => Some("unverified".into()),
         _ => None,
     };
     assert!(matches!(
-        Handover::from_vars(&env),
+        Handover::from_vars(&env, &me),
         Err(ProofError::Unverified)
     ));
     assert!(matches!(
-        Handover::from_vars(&|_| None),
+        Handover::from_vars(&|_| None, &me),
         Err(ProofError::NotHandedOver)
     ));
     let e = handover.verify(b"not a key", &emu.product_code, 1, Duration::from_secs(300));

@@ -75,6 +75,10 @@ pub enum ConfigError {
     Certificates(String),
     #[error("cannot read the operating system's random number generator ({0}): allow the getrandom system call in the container's seccomp profile (mpgate never falls back to reading /dev/urandom, which a mounted file could replace)")]
     Random(String),
+    /// The process the hand-over binds to, or the boot and pod a result file records, cannot
+    /// be read (no /proc), or `MPGATE_POD_UID` is malformed.
+    #[error(transparent)]
+    Binding(#[from] mpgate_proof::BindingError),
     #[error("cannot write the result file {path}: {reason}: make its directory writable (e.g. an emptyDir volume)")]
     ResultFile { path: String, reason: String },
     /// A variable (or profile setting) the AWS SDK reads holds something it cannot use: the

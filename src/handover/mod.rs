@@ -131,7 +131,7 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
         std::mem::forget(facts);
         return Next::Exit(ExitCode::from(code::ENTITLED));
     }
-    let hourly = facts.nonce.as_deref().zip(signature);
+    let hourly = facts.salt.as_deref().zip(signature);
     let env = Environment::of(entitlement, hourly, license.as_ref());
     match (plan, decision, signals) {
         (

@@ -12,11 +12,15 @@ const LICENSE_ARN: &str = "MPGATE_LICENSE_ARN";
 const LICENSE_ENTITLEMENTS: &str = "MPGATE_LICENSE_ENTITLEMENTS";
 const LICENSE_EXPIRATION: &str = "MPGATE_LICENSE_EXPIRATION";
 const LICENSE_TOKEN: &str = "MPGATE_LICENSE_TOKEN";
+/// The nonce itself, which mpgate handed over before the hand-over was bound to the process:
+/// never set now, and removed, so an inherited one is not taken for a proof.
+const NONCE: &str = "MPGATE_NONCE";
 
 /// The variables a hand-over may set: each one not set is removed, so a value inherited from
 /// the environment never passes for a proof.
-pub const PROOF_VARIABLES: [&str; 6] = [
-    var::NONCE,
+pub const PROOF_VARIABLES: [&str; 7] = [
+    NONCE,
+    var::SALT,
     var::SIGNATURE,
     LICENSE_ARN,
     LICENSE_ENTITLEMENTS,
@@ -58,8 +62,9 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// `entitlement` is `Verified` or `Unverified` (its name is the value); `hourly` the nonce
-    /// and the signature of a verified RegisterUsage token; `license` a checkout's facts.
+    /// `entitlement` is `Verified` or `Unverified` (its name is the value); `hourly` the salt
+    /// (whose nonce is bound to the process about to be exec'd) and the signature of a
+    /// verified RegisterUsage token; `license` a checkout's facts.
     pub fn of(
         entitlement: Outcome,
         hourly: Option<(&str, &str)>,
@@ -67,11 +72,8 @@ impl Environment {
     ) -> Self {
         let mut set: Vec<(&'static str, String)> =
             vec![(var::ENTITLEMENT, entitlement.as_str().into())];
-        if let Some((nonce, signature)) = hourly {
-            set.extend([
-                (var::NONCE, nonce.into()),
-                (var::SIGNATURE, signature.into()),
-            ]);
+        if let Some((salt, signature)) = hourly {
+            set.extend([(var::SALT, salt.into()), (var::SIGNATURE, signature.into())]);
         }
         if let Some(l) = license {
             set.extend([
@@ -158,19 +160,20 @@ mod tests {
     }
 
     #[test]
-    fn a_verified_token_gives_its_nonce_and_signature_and_removes_the_license_proof() {
-        let env = Environment::of(Outcome::Verified, Some(("n0nce", "sig")), None);
+    fn a_verified_token_gives_its_salt_and_signature_and_removes_the_rest() {
+        let env = Environment::of(Outcome::Verified, Some(("s4lt", "sig")), None);
         assert_eq!(
             env.set,
             [
                 ("MPGATE_ENTITLEMENT", "verified".to_string()),
-                ("MPGATE_NONCE", "n0nce".into()),
+                ("MPGATE_SALT", "s4lt".into()),
                 ("MPGATE_SIGNATURE", "sig".into()),
             ]
         );
         assert_eq!(
             env.remove,
             [
+                "MPGATE_NONCE",
                 "MPGATE_LICENSE_ARN",
                 "MPGATE_LICENSE_ENTITLEMENTS",
                 "MPGATE_LICENSE_EXPIRATION",
@@ -194,7 +197,10 @@ mod tests {
             ]
         );
         assert_eq!(env.set[2].1, r#"[{"Name":"Seat","Unit":"Count"}]"#);
-        assert_eq!(env.remove, ["MPGATE_NONCE", "MPGATE_SIGNATURE"]);
+        assert_eq!(
+            env.remove,
+            ["MPGATE_NONCE", "MPGATE_SALT", "MPGATE_SIGNATURE"]
+        );
         covers_every_proof_variable(&env);
         // Without a signed token, an inherited one is removed.
         let env = Environment::of(Outcome::Verified, None, Some(&license(None)));

@@ -23,9 +23,18 @@ pub(crate) fn report<'a>(
         outcome,
         exit_code,
         pricing: facts.pricing,
+        pinned: crate::pinned::is_pinned(),
         product_code: facts.product_code.as_deref(),
         public_key_version: facts.public_key_version,
         nonce: facts.nonce.as_deref(),
+        // Only a verified init-mode check's: its nonce is derived for this boot and pod, which
+        // a re-check can derive again; an exec's is bound to the process it exec'd.
+        salt: facts
+            .salt
+            .as_deref()
+            .filter(|_| facts.command.is_empty() && signature.is_some()),
+        boot_id: facts.boot_id.as_deref(),
+        pod_uid: facts.pod_uid.as_deref(),
         signature,
         product_sku: facts.product_sku.as_deref(),
         license_arn: license.map(|l| l.arn.as_str()),

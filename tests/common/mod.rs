@@ -16,6 +16,9 @@ use serde_json::Value;
 
 pub const MPGATE: &str = env!("CARGO_BIN_EXE_mpgate");
 
+/// The WARN an unpinned gate logs once at start.
+pub const UNPINNED: &str = "unpinned build: it trusts its environment; sell pinned builds";
+
 /// The temporary test credentials every test emulator knows (a task role's, as on ECS/EKS):
 /// the emulator verifies SigV4 and answers long-term keys with PlatformNotSupportedException.
 pub use mpgate_testkit::emulator::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
@@ -266,6 +269,15 @@ impl Outcome {
                 serde_json::from_str(l)
                     .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {l:?}"))
             })
+            .collect()
+    }
+
+    /// The WARN lines but the one every unpinned build logs at start (`UNPINNED`, tested on
+    /// its own).
+    pub fn warnings(&self) -> Vec<Value> {
+        self.log_lines()
+            .into_iter()
+            .filter(|l| l["level"] == "WARN" && l["message"] != UNPINNED)
             .collect()
     }
 
