@@ -21,7 +21,7 @@ from helm_python.chart import Chart, lint, package
 from helm_python.registry import dependency_update
 
 import kube
-from mpgate_env import HOURLY_VARS, KEY_VARS, seconds
+from mpgate_env import HOURLY_VARS, KEY_VARS, pod_uid_problems, seconds
 
 PRODUCT_CODE = "prod-abc123example"  # the example shape used throughout deploy/
 
@@ -186,6 +186,7 @@ def case_problems(case, values, resources):
         # and the result directory, read-only.
         if env_of(app) != env:
             found.append(f"the app must get the gate's variables for mpgate verify --renew: app {env_of(app)}, gate {env}")
+        found += pod_uid_problems("mpgate initContainer", gate) + pod_uid_problems("app", app)
         found += key_problems("app", app, spec, configmaps, key_source, version)
         if case == "pinned":
             if "MPGATE_PRODUCT_CODE" in env:

@@ -22,7 +22,7 @@ import re
 import sys
 
 import kube
-from mpgate_env import KEY_VARS, contract_env_problems, seconds
+from mpgate_env import KEY_VARS, contract_env_problems, pod_uid_problems, seconds
 
 
 
@@ -54,6 +54,7 @@ def verify_problems(where, gate, app):
     for k in ("MPGATE_PRODUCT_CODE", "MPGATE_PUBLIC_KEY_VERSION", "MPGATE_RESULT_FILE") + KEY_VARS:
         if genv.get(k) != aenv.get(k):
             found.append(f"{where}: the app container needs the gate's {k} for mpgate verify (gate {genv.get(k)!r}, app {aenv.get(k)!r})")
+    found += pod_uid_problems(f"{where}: {gate['name']}", gate) + pod_uid_problems(f"{where}: {app['name']}", app)
     mounts = {m["mountPath"]: m for m in app.get("volumeMounts") or []}
     for path in (genv.get("MPGATE_PUBLIC_KEY_DIR"), os.path.dirname(genv.get("MPGATE_RESULT_FILE") or "")):
         if path and not mounts.get(path, {}).get("readOnly"):

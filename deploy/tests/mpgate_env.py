@@ -18,6 +18,18 @@ def seconds(text):
     return -(-n // 1000) if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
+def pod_uid_problems(where, container):
+    """initContainer pattern, hourly: MPGATE_POD_UID from the downward API, in the gate (the
+    result file records it) and the app (mpgate verify compares it)."""
+    for e in container.get("env") or []:
+        if e.get("name") == "MPGATE_POD_UID":
+            ref = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            if ref == "metadata.uid" and "value" not in e:
+                return []
+            return [f"{where}: MPGATE_POD_UID must come from the downward API (valueFrom.fieldRef.fieldPath: metadata.uid), is {e}"]
+    return [f"{where}: no MPGATE_POD_UID (valueFrom.fieldRef.fieldPath: metadata.uid): the result file would hold in any pod on the node"]
+
+
 def contract_env_problems(where, env, sku_hint=""):
     """Contract pricing's variables: no hourly ones, a SKU, entitlement specs, a seat mode.
     Returns (problems, seat)."""

@@ -11,7 +11,9 @@ fallback for any key the chart does not set; the exceptions take a dict, shown b
   mpgate.entrypoint.command   (dict "context" $ "command" LIST): the container command as
                               a JSON list, /mpgate -- COMMAND... in entrypoint mode, COMMAND
                               unchanged otherwise
-  mpgate.env                  the mpgate process's environment (list items)
+  mpgate.env                  the mpgate process's environment (list items); in
+                              initContainer mode with MPGATE_POD_UID from the downward
+                              API (metadata.uid), which binds the result file to the pod
   mpgate.volumes              the key volume (configMap / existingConfigMap key sources) and
                               the result emptyDir (initContainer mode), as list items
   mpgate.volumeMounts         the mounts of the container that runs mpgate (list items)
@@ -337,6 +339,12 @@ checksum/mpgate-keys: {{ $e.publicKeys | toJson | sha256sum }}
 {{- if eq $e.mode "initContainer" }}
 - name: MPGATE_RESULT_FILE
   value: {{ printf "%s/result.json" $e.resultDir | quote }}
+{{- /* The pod's UID: the result file records it (hourly pricing), and mpgate verify
+accepts the file only where MPGATE_POD_UID has the same value. */}}
+- name: MPGATE_POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
 {{- end }}
 {{- with $e.extraEnv }}
 {{ toYaml . }}
