@@ -9,7 +9,7 @@ use mpgate::handover::{self, Next};
 use mpgate::settings::path_setting;
 use mpgate::{gate, logging, pinned, report::Reporter, verify};
 
-/// What an unpinned gate says at start (docs/threat-model.md, "An unpinned build").
+/// What an unpinned gate says at start (docs/threat-model.md, "Residual risks": an unpinned build).
 const UNPINNED: &str = "unpinned build: it trusts its environment; sell pinned builds";
 
 fn main() -> ExitCode {

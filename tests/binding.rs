@@ -88,6 +88,28 @@ fn five_copies_of_a_hand_over_fail_and_only_the_exec_d_process_passes() {
     assert_eq!(refusals, 5, "{}", out.stderr);
     assert_eq!(emu.calls().len(), 1, "one RegisterUsage call");
 
+    // The same as a container's PID 1, in a PID namespace with its own /proc.
+    let unshare = tool("unshare", "apt-get install -y util-linux");
+    let out = emu
+        .gate_with(&unshare)
+        .env("MPGATE_BIN", MPGATE)
+        .args(pid_namespace())
+        .args([
+            Path::new(MPGATE),
+            Path::new("--"),
+            Path::new("sh"),
+            Path::new("-c"),
+        ])
+        .args([Path::new(FIVE_COPIES), Path::new("sh"), &start])
+        .run();
+    out.expect(0);
+    copies_refused(&out, 12);
+    assert!(
+        out.stdout.lines().any(|l| l == "started 1"),
+        "{}",
+        out.stdout
+    );
+
     // The same with `mpgate verify` in a subshell of the exec'd shell, as a script would run
     // it: `( mpgate verify && … ) &` forks the subshell, which forks `mpgate verify`.
     let script = r#"for i in 1 2 3 4 5; do ( "$MPGATE_BIN" verify && echo "copy passed" || echo "copy refused" ) & done
@@ -143,7 +165,7 @@ wait
         "{}",
         out.stderr
     );
-    assert_eq!(emu.calls().len(), 3);
+    assert_eq!(emu.calls().len(), 4);
 }
 
 /// What the exec'd shell hands on: `MPGATE_SALT MPGATE_SIGNATURE`.
@@ -385,7 +407,7 @@ echo {} > /proc/sys/kernel/random/boot_id"#,
     );
     for (setup, words) in [
         ("true", "cannot read /proc/"),
-        (fake.as_str(), "is not on the kernel's procfs"),
+        (fake.as_str(), "is not served by the kernel's procfs"),
     ] {
         let script = format!(
             "mount -t tmpfs none /proc && {setup} && exec \"$0\" -- sh -c 'echo workload ran'"

@@ -58,7 +58,7 @@ fn init_mode_exits_0_when_entitled_and_sends_a_fresh_256_bit_nonce() {
 fn hand_over_execs_in_place_with_argv_stdio_exit_code_and_proof() {
     let emu = Emulator::start(&[]);
     // Field 22 of /proc/$$/stat: the start time the exec kept (the name "sh" has no spaces).
-    let script = r#"echo "$$"; printf '%s|' "$0" "$@"; echo; echo "$MPGATE_ENTITLEMENT"; echo "$MPGATE_SALT"; echo "$MPGATE_SIGNATURE"; echo "$KEEP_ME"; echo "${MPGATE_NONCE-unset}"; cut -d' ' -f22 /proc/$$/stat; exit 42"#;
+    let script = r#"echo "$$"; printf '%s|' "$0" "$@"; echo; echo "$MPGATE_ENTITLEMENT"; echo "$MPGATE_SALT"; echo "$MPGATE_SIGNATURE"; echo "$KEEP_ME"; echo "${MPGATE_NONCE-unset}"; cut -d' ' -f22 /proc/$$/stat; stat -L -c %i /proc/$$/ns/pid; exit 42"#;
     let out = emu
         .gate()
         .env("KEEP_ME", "inherited")
@@ -94,12 +94,13 @@ fn hand_over_execs_in_place_with_argv_stdio_exit_code_and_proof() {
     );
     assert_eq!(lines[5], "inherited");
     assert_eq!(lines[6], "unset", "the nonce itself is never handed over");
-    // The nonce sent is the salt's for the workload's own process: this boot, mpgate's PID
-    // and the start time execve kept.
+    // The nonce sent is the salt's for the workload's own process: this boot, the PID
+    // namespace, mpgate's PID and the start time execve kept.
     let salt = lines[3];
     assert!(mpgate_proof::binding::is_salt(salt), "{salt:?}");
     let workload = mpgate_proof::Process {
         boot_id: mpgate_proof::binding::boot_id().unwrap(),
+        pid_namespace: lines[8].parse().unwrap(),
         pid: out.pid,
         start_time: lines[7].parse().unwrap(),
     };

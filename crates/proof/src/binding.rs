@@ -1,23 +1,26 @@
-//! Owns what a hand-over is bound to: a process (boot id, PID, start time, read from the kernel's /proc), or a result file's boot and pod, and the nonce a salt derives for either.
+//! Owns what a hand-over is bound to: a process (boot id, PID namespace, PID, start time, read from the kernel's /proc), or a result file's boot and pod, and the nonce a salt derives for either.
 //!
 //! mpgate sends AWS Marketplace a nonce it derives, and hands over only the salt (256 bits from
 //! the kernel's CSPRNG). The token AWS signs carries the derived nonce, so it proves the check
 //! only to what derives the same nonce from the same salt:
 //!
-//! - **Exec mode** (`mpgate -- COMMAND`): the process mpgate execs, which keeps mpgate's PID and
-//!   start time across `execve` (an `exec` wrapper such as `sh -c 'exec server'` keeps them
-//!   too). A copy started beside it, in another container or by a later start is another
-//!   process (another PID, start time or boot), whatever the clock says.
+//! - **Exec mode** (`mpgate -- COMMAND`): the process mpgate execs, which keeps mpgate's PID
+//!   namespace, PID and start time across `execve` (an `exec` wrapper such as
+//!   `sh -c 'exec server'` keeps them too). A copy started beside it, in another container or
+//!   by a later start is another process (another PID namespace, PID, start time or boot),
+//!   whatever the clock says. The PID namespace counts: two containers' PID 1 started in the
+//!   same clock tick on one node have the same PID and start time.
 //! - **A result file** (init mode): the node's boot and, when the downward API gives one, the
 //!   pod (`MPGATE_POD_UID`); the process that reads the file cannot be known in advance.
 //!
 //! The nonce is the lowercase hex SHA-256 of the fields, each preceded by its length in bytes
 //! as an 8-byte big-endian integer (so no two lists of fields encode alike):
 //!
-//! - a process: `"mpgate hand-over v1"`, salt, boot id, PID, start time;
+//! - a process: `"mpgate hand-over v1"`, salt, boot id, PID namespace, PID, start time;
 //! - a result file: `"mpgate result file v1"`, salt, boot id, pod UID (empty when none).
 //!
-//! The salt is the 64 hex digits as handed over; PID and start time (field 22 of
+//! The salt is the 64 hex digits as handed over; the PID namespace (the inode number of
+//! `/proc/PID/ns/pid`, as `stat -L -c %i` prints it), PID and start time (field 22 of
 //! `/proc/PID/stat`, clock ticks since boot) in decimal; the boot id as the kernel writes it
 //! (`/proc/sys/kernel/random/boot_id`, without its newline). In Python:
 //! `hashlib.sha256(b"".join(len(f).to_bytes(8, "big") + f for f in fields)).hexdigest()`.
@@ -36,8 +39,11 @@ pub const SALT_HEX_DIGITS: usize = 64;
 
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const SELF_STAT: &str = "/proc/self/stat";
-/// procfs's `f_type` (linux/magic.h): a file mounted over /proc is not the kernel's word.
+const SELF_PID_NAMESPACE: &str = "/proc/self/ns/pid";
+/// procfs's and nsfs's `f_type` (linux/magic.h): a file mounted over /proc is not the
+/// kernel's word.
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+const NSFS_MAGIC: u64 = 0x6e73_6673;
 /// A stat line is 52 numbers and a 16-byte name: well under 1 KiB.
 const MAX_STAT_BYTES: usize = 4096;
 /// A boot id is 36 characters and a newline.
@@ -45,11 +51,13 @@ const MAX_BOOT_ID_BYTES: usize = 64;
 /// Kubernetes UIDs are 36-character UUIDs.
 const MAX_POD_UID_CHARS: usize = 128;
 
-/// A process as the kernel knows it: these three never change while it lives, `execve`
-/// included, and never recur together.
+/// A process as the kernel knows it: these never change while it lives, `execve` included,
+/// and no two live processes share them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub boot_id: String,
+    /// The inode number of its PID namespace (`/proc/PID/ns/pid`).
+    pub pid_namespace: u64,
     pub pid: u32,
     /// Clock ticks from boot to the process's start (field 22 of `/proc/PID/stat`).
     pub start_time: u64,
@@ -76,7 +84,7 @@ pub struct Stat {
 pub enum BindingError {
     #[error("cannot read {path} ({reason}): mpgate binds the hand-over to the process it execs through /proc; run it where the kernel's /proc is mounted (every container runtime mounts it)")]
     Unreadable { path: String, reason: String },
-    #[error("{path} is not on the kernel's procfs (a file mounted over /proc?): mpgate binds the hand-over only to what the kernel itself says")]
+    #[error("{path} is not served by the kernel's procfs (a file mounted over /proc?): mpgate binds the hand-over only to what the kernel itself says")]
     NotProcfs { path: String },
     #[error("{path} is not what the kernel writes there ({problem})")]
     Malformed { path: String, problem: &'static str },
@@ -89,9 +97,10 @@ pub enum BindingError {
 impl Process {
     /// The calling process (`/proc/self`).
     pub fn current() -> Result<Process, BindingError> {
-        let stat = read_stat(SELF_STAT)?;
+        let stat = own_stat()?;
         Ok(Process {
             boot_id: boot_id()?,
+            pid_namespace: pid_namespace(SELF_PID_NAMESPACE)?,
             pid: stat.pid,
             start_time: stat.start_time,
         })
@@ -100,13 +109,14 @@ impl Process {
     /// The calling process's parent, as /proc sees it now. Once the parent has exited, the
     /// kernel gives the process to PID 1 or a subreaper, and that is the parent read here;
     /// `ParentGone` when none is visible (the parent outside this PID namespace, or gone
-    /// between the two reads).
+    /// between the reads).
     pub fn parent() -> Result<Process, BindingError> {
-        let own = read_stat(SELF_STAT)?;
+        let own = own_stat()?;
+        let gone = BindingError::ParentGone { ppid: own.ppid };
         let path = format!("/proc/{}/stat", own.ppid);
         let stat = match read_stat(&path) {
             Err(BindingError::Unreadable { .. }) if own.ppid == 0 || !exists(&path) => {
-                return Err(BindingError::ParentGone { ppid: own.ppid })
+                return Err(gone)
             }
             other => other?,
         };
@@ -116,11 +126,22 @@ impl Process {
                 problem: "another PID than the one named",
             });
         }
-        Ok(Process {
+        let process = Process {
             boot_id: boot_id()?,
+            // A parent with a PID in this namespace is in this namespace: a child's PID
+            // namespace is its parent's or one below it, where the parent has no PID. (Read
+            // from this process, not the parent's /proc/PID/ns, which a parent that changed
+            // its credentials would keep from it.)
+            pid_namespace: pid_namespace(SELF_PID_NAMESPACE)?,
             pid: stat.pid,
             start_time: stat.start_time,
-        })
+        };
+        // Still the process that was read: had it exited meanwhile and its PID been reused,
+        // the start time would differ.
+        match read_stat(&path) {
+            Ok(again) if again == stat => Ok(process),
+            _ => Err(gone),
+        }
     }
 
     /// The nonce `salt` derives for this process.
@@ -129,6 +150,7 @@ impl Process {
             PROCESS_DOMAIN.as_bytes(),
             salt.as_bytes(),
             self.boot_id.as_bytes(),
+            self.pid_namespace.to_string().as_bytes(),
             self.pid.to_string().as_bytes(),
             self.start_time.to_string().as_bytes(),
         ])
@@ -250,6 +272,19 @@ fn number<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// This process's stat, from a /proc of its own PID namespace: the PIDs it names are the ones
+/// this namespace gives (a /proc of another namespace names other numbers).
+fn own_stat() -> Result<Stat, BindingError> {
+    let stat = read_stat(SELF_STAT)?;
+    if stat.pid != std::process::id() {
+        return Err(BindingError::Malformed {
+            path: SELF_STAT.into(),
+            problem: "another PID than this process's: /proc is another PID namespace's",
+        });
+    }
+    Ok(stat)
+}
+
 fn read_stat(path: &str) -> Result<Stat, BindingError> {
     let bytes = read_proc(path, MAX_STAT_BYTES)?;
     parse_stat(&bytes).map_err(|problem| BindingError::Malformed {
@@ -262,9 +297,9 @@ fn exists(path: &str) -> bool {
     std::path::Path::new(path).exists()
 }
 
-/// Reads at most `bound` bytes of a procfs file: opened without blocking (a FIFO mounted there
-/// cannot hang the caller) and refused unless the kernel's procfs serves it.
-fn read_proc(path: &str, bound: usize) -> Result<Vec<u8>, BindingError> {
+/// Opens `path` without blocking (a FIFO mounted there cannot hang the caller), refused
+/// unless the kernel's file system of type `magic` serves it.
+fn open_kernel_file(path: &str, magic: u64) -> Result<std::fs::File, BindingError> {
     let unreadable = |e: std::io::Error| BindingError::Unreadable {
         path: path.to_string(),
         reason: e.to_string(),
@@ -280,11 +315,32 @@ fn read_proc(path: &str, bound: usize) -> Result<Vec<u8>, BindingError> {
         return Err(unreadable(std::io::Error::last_os_error()));
     }
     #[allow(clippy::unnecessary_cast)] // f_type's type differs between C libraries
-    if fs.f_type as u64 != PROC_SUPER_MAGIC {
+    if fs.f_type as u64 != magic {
         return Err(BindingError::NotProcfs {
             path: path.to_string(),
         });
     }
+    Ok(file)
+}
+
+/// The inode number of the PID namespace at `path` (`/proc/PID/ns/pid`).
+fn pid_namespace(path: &str) -> Result<u64, BindingError> {
+    let file = open_kernel_file(path, NSFS_MAGIC)?;
+    file.metadata()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .map_err(|e| BindingError::Unreadable {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Reads at most `bound` bytes of a procfs file ([`open_kernel_file`]).
+fn read_proc(path: &str, bound: usize) -> Result<Vec<u8>, BindingError> {
+    let unreadable = |e: std::io::Error| BindingError::Unreadable {
+        path: path.to_string(),
+        reason: e.to_string(),
+    };
+    let file = open_kernel_file(path, PROC_SUPER_MAGIC)?;
     let mut bytes = Vec::new();
     file.take(bound as u64 + 1)
         .read_to_end(&mut bytes)
@@ -390,12 +446,13 @@ mod tests {
     fn the_derivation_is_fixed() {
         let process = Process {
             boot_id: BOOT.into(),
+            pid_namespace: 4026531836,
             pid: 1,
             start_time: 12345,
         };
         assert_eq!(
             process.nonce(SALT),
-            "2d730e7de724dc2c18db26c95fa51cb16a388a388d9f35bfeeea217a2c002535"
+            "3411f3bc323e291e29b9dd9adfd49986a5a9619d06b7d7fa33eaf6c7546f359a"
         );
         let place = Place {
             boot_id: BOOT.into(),
@@ -411,6 +468,7 @@ mod tests {
     fn every_field_changes_the_nonce_and_fields_never_run_together() {
         let base = Process {
             boot_id: BOOT.into(),
+            pid_namespace: 4026531836,
             pid: 12,
             start_time: 345,
         };
@@ -423,6 +481,11 @@ mod tests {
         for other in [
             Process {
                 pid: 13,
+                ..base.clone()
+            },
+            // Two containers' PID 1, started in the same clock tick.
+            Process {
+                pid_namespace: 4026532001,
                 ..base.clone()
             },
             Process {
@@ -471,6 +534,8 @@ mod tests {
         assert_eq!(me.boot_id, boot_id().unwrap());
         let parent = Process::parent().unwrap();
         assert_eq!(parent.pid, std::os::unix::process::parent_id());
+        let ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+        assert_eq!(ns.to_str().unwrap(), format!("pid:[{}]", me.pid_namespace));
         assert_ne!(parent.nonce(SALT), me.nonce(SALT));
     }
 

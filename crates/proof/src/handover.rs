@@ -427,6 +427,7 @@ mod tests {
     fn an_environment_hand_over_needs_a_salt_and_is_bound_to_the_process() {
         let process = Process {
             boot_id: BOOT.into(),
+            pid_namespace: 4026531836,
             pid: 7,
             start_time: 99,
         };
