@@ -269,15 +269,17 @@ fn bound_nonce(
     facts: &mut Facts,
 ) -> Result<String, ConfigError> {
     let salt = nonce::generate().map_err(|e| ConfigError::Random(e.to_string()))?;
-    let place = Place::from_vars(env)?;
-    let nonce = if facts.command.is_empty() {
-        place.nonce(&salt)
+    let (nonce, boot_id, pod_uid) = if facts.command.is_empty() {
+        let place = Place::from_vars(env)?;
+        (place.nonce(&salt), place.boot_id, place.pod_uid)
     } else {
-        Process::current()?.nonce(&salt)
+        let process = Process::current()?;
+        let pod_uid = mpgate_proof::binding::pod_uid(env)?;
+        (process.nonce(&salt), process.boot_id, pod_uid)
     };
     facts.salt = Some(salt);
-    facts.boot_id = Some(place.boot_id);
-    facts.pod_uid = place.pod_uid;
+    facts.boot_id = Some(boot_id);
+    facts.pod_uid = pod_uid;
     Ok(nonce)
 }
 
