@@ -452,3 +452,32 @@ fn a_fifo_or_a_device_as_a_file_the_gate_reads_is_exit_2_within_the_deadline() {
     out.expect(2);
     assert_memory_bounded(&out, EXTRA_RSS_KIB, "/dev/zero as the key file");
 }
+
+#[test]
+fn residual_risk_an_unpinned_build_obeys_a_key_and_endpoint_of_the_buyer_s() {
+    // docs/threat-model.md, residual risks, "An unpinned build": the seller's configuration
+    // with two settings of the buyer's (a key and an endpoint of a server that signs with
+    // it) starts the workload without AWS ever being asked; the gate says what it is.
+    let seller = Emulator::start(&[]);
+    let buyer = Emulator::start(&["--product-code", &seller.product_code]);
+    let out = seller
+        .gate()
+        .env("MPGATE_PUBLIC_KEY_FILE", &buyer.public_key_file)
+        .env("AWS_ENDPOINT_URL_MARKETPLACE_METERING", &buyer.url)
+        .args(["--", "sh", "-c", "echo WORKLOAD STARTED"])
+        .run();
+    out.expect(0);
+    assert!(out.stdout.contains("WORKLOAD STARTED"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("unpinned build: it trusts its environment"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        seller.calls().len(),
+        0,
+        "AWS (the seller's emulator) never asked"
+    );
+    assert_eq!(buyer.calls().len(), 1);
+}
