@@ -32,11 +32,23 @@ pub struct Args {
     pub command: Vec<OsString>,
 }
 
+/// `mpgate lease watch`'s command line.
+#[derive(Debug, Default, Clone)]
+pub struct WatchArgs {
+    pub grace: Option<String>,
+    /// The workload: never empty.
+    pub command: Vec<OsString>,
+}
+
 #[derive(Debug)]
 pub enum Parsed {
     Run(Box<Args>),
     /// `mpgate verify`: check a hand-over instead of making one.
     Verify(Box<Args>),
+    /// `mpgate lease watch`: run a command while a held seat's heartbeat keeps coming.
+    LeaseWatch(WatchArgs),
+    /// `mpgate lease watch`'s own help ([`LEASE_USAGE`]).
+    LeaseHelp,
     /// The gate's help ([`USAGE`]).
     Help,
     /// `mpgate verify`'s own help ([`VERIFY_USAGE`]).
@@ -52,6 +64,9 @@ pub struct UsageError {
     help: &'static str,
     /// A `mpgate verify` command line: reported as verify reports, never in a result file.
     pub verify: bool,
+    /// A `mpgate lease watch` command line: reported on stderr alone, never in a result file
+    /// (the gate that started the workload owns that).
+    pub lease: bool,
 }
 
 impl UsageError {
@@ -60,6 +75,7 @@ impl UsageError {
             message,
             help: "mpgate --help",
             verify: false,
+            lease: false,
         }
     }
 
@@ -68,6 +84,16 @@ impl UsageError {
             message,
             help: "mpgate verify --help",
             verify: true,
+            lease: false,
+        }
+    }
+
+    fn lease(message: String) -> Self {
+        UsageError {
+            message,
+            help: "mpgate lease watch --help",
+            verify: false,
+            lease: true,
         }
     }
 }
@@ -77,6 +103,9 @@ mpgate: gate a container on the buyer's AWS Marketplace entitlement, then run th
 
 Usage: mpgate [OPTIONS] [--] [COMMAND [ARG...]]
        mpgate verify [OPTIONS]    check the hand-over from inside the workload ('mpgate verify --help')
+       mpgate lease watch [--grace DURATION] -- COMMAND [ARG...]
+                                  run COMMAND while the seat mpgate --seat hold holds keeps its heartbeat
+                                  ('mpgate lease watch --help')
        mpgate help                print this help (as --help)
 
 Hourly pricing calls AWS Marketplace Metering RegisterUsage with a fresh nonce, verifies the
@@ -189,6 +218,75 @@ build (see 'mpgate --version') refuses the product code, key and age options. A 
 'verify' is run as 'mpgate -- verify'.
 ";
 
+pub const LEASE_USAGE: &str = "\
+mpgate lease watch: run COMMAND only while mpgate --seat hold keeps its seat
+
+Usage: mpgate lease watch [--grace DURATION] [--] COMMAND [ARG...]
+
+With contract pricing and --seat hold, mpgate gives the workload a heartbeat (MPGATE_LEASE_FD):
+a line at the checkout and at every extension with the time the seat has left. This runs
+COMMAND as its child (signals forwarded, orphans reaped, its exit status passed on) and watches
+the heartbeat on its own monotonic clock. When no heartbeat comes before the seat's expiry
+(mpgate was frozen with SIGSTOP, or could not extend the seat), or mpgate is gone, License
+Manager may give the seat to another copy: COMMAND gets SIGTERM, its process group SIGKILL
+--grace later, and this exits 10. COMMAND does not inherit the heartbeat. Use it as the
+workload of 'mpgate --seat hold -- mpgate lease watch -- COMMAND' for a workload not written in
+Rust; a Rust workload watches in-process with mpgate_proof::lease::watch(), which cannot be
+frozen without freezing the workload.
+
+Options:
+      --grace DURATION           how long COMMAND gets between SIGTERM and SIGKILL (default 10s)
+  -h, --help                     print this help
+
+Exit codes: 10 the heartbeat stopped (the seat may be lost), 2 usage (or MPGATE_LEASE_FD unset
+or not mpgate's socket: not started by mpgate --seat hold), 126/127 COMMAND not executable/not
+found, 128+N interrupted by signal N before COMMAND started; otherwise COMMAND's own exit
+status, 128+N if signal N ended it.
+";
+
+/// Parses `mpgate lease watch`'s arguments (after `lease`).
+fn lease_watch(mut args: impl Iterator<Item = OsString>) -> Result<Parsed, UsageError> {
+    use lexopt::prelude::*;
+    match args.next() {
+        Some(word) if word == "watch" => {}
+        Some(word) if word == "-h" || word == "--help" || word == "help" => {
+            return Ok(Parsed::LeaseHelp)
+        }
+        other => {
+            return Err(UsageError::lease(format!(
+                "mpgate lease takes one subcommand, watch{} (a workload named 'lease' is run as 'mpgate -- lease')",
+                other
+                    .map(|o| format!(", not {:?}", o.to_string_lossy()))
+                    .unwrap_or_default()
+            )))
+        }
+    }
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut out = WatchArgs::default();
+    let lease = |e: lexopt::Error| UsageError::lease(e.to_string());
+    while let Some(arg) = parser.next().map_err(lease)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::LeaseHelp),
+            Long("grace") => {
+                use lexopt::ValueExt;
+                out.grace = Some(parser.value().map_err(lease)?.string().map_err(lease)?);
+            }
+            Value(program) => {
+                out.command.push(program);
+                out.command.extend(parser.raw_args().map_err(lease)?);
+                break;
+            }
+            other => return Err(lease(other.unexpected())),
+        }
+    }
+    if out.command.is_empty() {
+        return Err(UsageError::lease(
+            "mpgate lease watch needs COMMAND: 'mpgate lease watch -- COMMAND [ARG...]'".into(),
+        ));
+    }
+    Ok(Parsed::LeaseWatch(out))
+}
+
 /// Parses mpgate's arguments (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageError> {
     let mut args = args.into_iter().peekable();
@@ -201,6 +299,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
             Parsed::Help => Ok(Parsed::VerifyHelp),
             other => Ok(other),
         };
+    }
+    if args.peek().is_some_and(|a| a == "lease") {
+        args.next();
+        return lease_watch(args);
     }
     if args.peek().is_some_and(|a| a == "help") {
         args.next();
@@ -412,6 +514,46 @@ mod tests {
             !e.verify && e.to_string().contains("mpgate verify --result-file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn lease_watch_is_a_subcommand_with_a_grace_and_a_command() {
+        let parsed = |args: &[&str]| parse(args.iter().map(OsString::from));
+        match parsed(&[
+            "lease", "watch", "--grace", "3s", "--", "app", "--grace", "x",
+        ]) {
+            Ok(Parsed::LeaseWatch(w)) => {
+                assert_eq!(w.grace.as_deref(), Some("3s"));
+                assert_eq!(w.command, ["app", "--grace", "x"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parsed(&["lease", "watch", "app"]) {
+            Ok(Parsed::LeaseWatch(w)) => assert!(w.grace.is_none() && w.command == ["app"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parsed(&["lease", "watch", "-h"]),
+            Ok(Parsed::LeaseHelp)
+        ));
+        assert!(matches!(
+            parsed(&["lease", "--help"]),
+            Ok(Parsed::LeaseHelp)
+        ));
+        assert_eq!(run(&["--", "lease", "watch"]).command, ["lease", "watch"]);
+        for (args, says) in [
+            (&["lease"][..], "one subcommand, watch"),
+            (&["lease", "hold"], "not \"hold\""),
+            (&["lease", "watch"], "needs COMMAND"),
+            (&["lease", "watch", "--"], "needs COMMAND"),
+            (&["lease", "watch", "--timeout", "1s", "app"], "--timeout"),
+            (&["lease", "watch", "--grace"], "--grace"),
+        ] {
+            let e = parsed(args).unwrap_err();
+            assert!(e.lease && !e.verify, "{args:?}");
+            assert!(e.to_string().contains(says), "{args:?}: {e}");
+            assert!(e.to_string().contains("mpgate lease watch --help"), "{e}");
+        }
     }
 
     #[test]

@@ -48,11 +48,13 @@ pub fn exec(command: &[OsString], set: &[(&str, &str)], remove: &[&str]) -> Exec
 }
 
 /// Starts `command` as a child (PATH lookup, argv untouched, same stdio) with the signal state
-/// and environment `exec` would give it; returns its PID.
+/// and environment `exec` would give it; returns its PID. `inherit`, a close-on-exec
+/// descriptor of mpgate's, is passed on to the child alone, at the same number.
 pub fn spawn(
     command: &[OsString],
     set: &[(&str, &str)],
     remove: &[&str],
+    inherit: Option<std::os::fd::RawFd>,
 ) -> Result<u32, ExecError> {
     let program = command
         .first()
@@ -70,7 +72,8 @@ pub fn spawn(
     // SAFETY: getpid is async-signal-safe and runs before the fork.
     let parent = unsafe { libc::getpid() };
     // SAFETY: between fork and exec the closure only makes system calls (setpgid, isatty,
-    // sigprocmask, tcsetpgrp, rt_sigaction, prctl, getppid), which are async-signal-safe.
+    // sigprocmask, tcsetpgrp, rt_sigaction, prctl, getppid, fcntl), which are
+    // async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             // A process group of its own, in the foreground of the terminal if there is one,
@@ -86,6 +89,12 @@ pub fn spawn(
             }
             reset_signal_dispositions();
             clear_signal_mask();
+            // Cleared in the child only: mpgate's own copy stays close-on-exec.
+            if let Some(fd) = inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // The workload ends with its supervisor: killed (SIGKILL, which no one can
             // forward) mpgate no longer holds the seat, so the workload must not run on.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);

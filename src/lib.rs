@@ -23,3 +23,4 @@ pub mod report;
 pub mod settings;
 pub mod supervisor;
 pub mod verify;
+pub mod watch;

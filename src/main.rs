@@ -34,7 +34,14 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Ok(Parsed::LeaseHelp) => {
+            print!("{}", cli::LEASE_USAGE);
+            return ExitCode::SUCCESS;
+        }
         Ok(Parsed::Verify(args)) => return verify(Ok(*args), &env, started),
+        // Never the gate's result file: the gate that started the workload owns it.
+        Ok(Parsed::LeaseWatch(args)) => return lease_watch(Ok(args), &env),
+        Err(e) if e.lease => return lease_watch(Err(e), &env),
         // Reported as verify reports: never into a result file the gate would write.
         Err(e) if e.verify => return verify(Err(e), &env, started),
         Ok(Parsed::Run(args)) => (*args, None),
@@ -138,6 +145,24 @@ fn verify(
                 "{failure}"
             );
             ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// `mpgate lease watch`: COMMAND run while a held seat's heartbeat keeps coming.
+fn lease_watch(
+    args: Result<cli::WatchArgs, cli::UsageError>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> ExitCode {
+    if let Some(error) = start_logging(None, env) {
+        tracing::error!(exit_code = mpgate::exit::code::USAGE, "{error}");
+        return ExitCode::from(mpgate::exit::code::USAGE);
+    }
+    match args {
+        Ok(args) => mpgate::watch::run(&args),
+        Err(usage) => {
+            tracing::error!(exit_code = mpgate::exit::code::USAGE, "{usage}");
+            ExitCode::from(mpgate::exit::code::USAGE)
         }
     }
 }

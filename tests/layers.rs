@@ -24,6 +24,7 @@ const LAYERS: &[&str] = &[
     "license",
     "exit",
     "supervisor",
+    "watch",
     "lease",
     "check",
     "gate",

@@ -3,16 +3,17 @@
 pub mod plan;
 mod result;
 
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Instant;
 
 use crate::check::{self, Decision, Facts, Kept};
-use crate::config::{ConfigError, Pricing};
+use crate::config::{ConfigError, Pricing, TransientPolicy};
 use crate::exec;
 use crate::exit::{code, Failure};
 use crate::gate::Checked;
-use crate::lease::{self, Lease, LicenseManager};
+use crate::lease::{self, Heartbeat, Lease, LicenseManager};
 use crate::license;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
@@ -221,14 +222,31 @@ impl Hold {
             seat,
             Some(client_token),
         );
-        let set = env.pairs();
-        let workload = supervisor::Workload {
+        // The workload's heartbeat (MPGATE_LEASE_FD): without it a watcher in the workload
+        // cannot tell a frozen mpgate from a healthy one. Without a socket the workload
+        // runs unwatched, as before: mpgate still holds the seat.
+        let heartbeat = Heartbeat::open(config.on_transient_error == TransientPolicy::Deny)
+            .map_err(|e| tracing::warn!("no heartbeat for the workload (MPGATE_LEASE_FD): {e}"))
+            .ok();
+        let mut inherit = None;
+        if let Some((heartbeat, theirs)) = heartbeat {
+            lease = lease.with_heartbeat(heartbeat);
+            inherit = Some(theirs);
+        }
+        let lease_fd = inherit.as_ref().map(|fd| fd.as_raw_fd().to_string());
+        let mut set = env.pairs();
+        if let Some(fd) = &lease_fd {
+            set.push((mpgate_proof::lease::VAR, fd));
+        }
+        let mut workload = supervisor::Workload {
             command: &facts.command,
             set: &set,
             remove: &env.remove,
             grace,
+            inherit,
         };
-        let (exit_code, loss) = match supervisor::run(&workload, signals, &mut [&mut lease]).await {
+        let ended = supervisor::run(&mut workload, signals, &mut [&mut lease]).await;
+        let (exit_code, loss) = match ended {
             Ended::Exited { exit_code, loss } => (exit_code, loss),
             Ended::NotStarted { signal, name } => {
                 return fail(&Failure::Interrupted { signal, name }, &facts, reporter)

@@ -17,8 +17,9 @@ const LICENSE_TOKEN: &str = "MPGATE_LICENSE_TOKEN";
 const NONCE: &str = "MPGATE_NONCE";
 
 /// The variables a hand-over may set: each one not set is removed, so a value inherited from
-/// the environment never passes for a proof.
-pub const PROOF_VARIABLES: [&str; 7] = [
+/// the environment never passes for a proof (nor an inherited descriptor for a held seat's
+/// heartbeat: only `--seat hold` sets `MPGATE_LEASE_FD`).
+pub const PROOF_VARIABLES: [&str; 8] = [
     NONCE,
     var::SALT,
     var::SIGNATURE,
@@ -26,6 +27,7 @@ pub const PROOF_VARIABLES: [&str; 7] = [
     LICENSE_ENTITLEMENTS,
     LICENSE_EXPIRATION,
     LICENSE_TOKEN,
+    mpgate_proof::lease::VAR,
 ];
 
 /// What a checkout tells the workload and the result file.
@@ -177,7 +179,8 @@ mod tests {
                 "MPGATE_LICENSE_ARN",
                 "MPGATE_LICENSE_ENTITLEMENTS",
                 "MPGATE_LICENSE_EXPIRATION",
-                "MPGATE_LICENSE_TOKEN"
+                "MPGATE_LICENSE_TOKEN",
+                "MPGATE_LEASE_FD"
             ]
         );
         covers_every_proof_variable(&env);
@@ -197,9 +200,15 @@ mod tests {
             ]
         );
         assert_eq!(env.set[2].1, r#"[{"Name":"Seat","Unit":"Count"}]"#);
+        // A held seat's heartbeat is set by the supervisor (handover::Hold), over this.
         assert_eq!(
             env.remove,
-            ["MPGATE_NONCE", "MPGATE_SALT", "MPGATE_SIGNATURE"]
+            [
+                "MPGATE_NONCE",
+                "MPGATE_SALT",
+                "MPGATE_SIGNATURE",
+                "MPGATE_LEASE_FD"
+            ]
         );
         covers_every_proof_variable(&env);
         // Without a signed token, an inherited one is removed.

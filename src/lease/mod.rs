@@ -1,6 +1,7 @@
 //! Owns the `--seat hold` duty: the seat's state machine (extend, check out again, expire, check in) beside the workload.
 
 pub mod calls;
+pub mod heartbeat;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use crate::exit::Failure;
 use crate::license::{rfc3339, Extension, LicenseError};
 use crate::supervisor::{Duty, Event, Loss, Phase};
 pub use calls::{LicenseManager, Licenses, Seat};
+pub use heartbeat::Heartbeat;
 
 /// After a transient failure, the next extension comes this soon (or at a quarter of what is
 /// left, if sooner), so a short outage does not cost the seat.
@@ -72,6 +74,8 @@ pub struct Lease<L: Licenses> {
     failing: bool,
     /// A loss was reported: the lease only checks in at the end.
     lost: bool,
+    /// What the workload is told at the checkout and every extension (`MPGATE_LEASE_FD`).
+    heartbeat: Option<Heartbeat>,
 }
 
 impl<L: Licenses> Lease<L> {
@@ -98,6 +102,30 @@ impl<L: Licenses> Lease<L> {
             gone: false,
             failing: false,
             lost: false,
+            heartbeat: None,
+        }
+    }
+
+    /// Gives the workload a heartbeat; its first line (the seat's time left, or no deadline
+    /// with no seat) is written now, before the workload starts, so the workload finds it as
+    /// soon as it looks.
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self.beat();
+        self
+    }
+
+    /// One heartbeat for the seat held now.
+    fn beat(&mut self) {
+        let Some(heartbeat) = &mut self.heartbeat else {
+            return;
+        };
+        match &self.seat {
+            Some(seat) => heartbeat.beat(
+                seat.expires_at.saturating_duration_since(Instant::now()),
+                seat.expiration,
+            ),
+            None => heartbeat.unheld(),
         }
     }
 
@@ -198,6 +226,9 @@ impl<L: Licenses> Lease<L> {
                         self.next_renewal = Some(renewal_time(seat.expires_at));
                     }
                 }
+                if !ending {
+                    self.beat();
+                }
             }
             Done::CheckedOut(Ok(new)) => {
                 self.failing = false;
@@ -209,6 +240,9 @@ impl<L: Licenses> Lease<L> {
                     self.next_renewal = Some(renewal_time(new.expires_at));
                 }
                 self.seat = Some(new);
+                if !ending {
+                    self.beat();
+                }
             }
             Done::Extended(Err(error)) | Done::CheckedOut(Err(error)) => {
                 self.gone |= is_gone(&error);

@@ -1,6 +1,7 @@
 //! Owns the workload's process: its start as a child, signals to it or its group, reaping, subreaping.
 
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 
 use crate::exec::{self, ExecError, SIGNAL_BASE};
 
@@ -8,14 +9,16 @@ use crate::exec::{self, ExecError, SIGNAL_BASE};
 pub(crate) struct Child(libc::pid_t);
 
 impl Child {
-    /// Starts the workload as this process's child, mpgate its subreaper.
+    /// Starts the workload as this process's child, mpgate its subreaper; `inherit` is a
+    /// descriptor the workload alone inherits.
     pub(crate) fn start(
         command: &[OsString],
         set: &[(&str, &str)],
         remove: &[&str],
+        inherit: Option<RawFd>,
     ) -> Result<Child, ExecError> {
         become_subreaper();
-        let pid = exec::spawn(command, set, remove)? as libc::pid_t;
+        let pid = exec::spawn(command, set, remove, inherit)? as libc::pid_t;
         tracing::debug!(pid, "workload started");
         Ok(Child(pid))
     }

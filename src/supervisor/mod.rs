@@ -5,6 +5,7 @@ pub mod duty;
 pub mod signals;
 
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,6 +22,10 @@ pub struct Workload<'a> {
     pub remove: &'a [&'a str],
     /// How long the workload gets between a stop (or a loss) and SIGKILL to its group.
     pub grace: Duration,
+    /// A close-on-exec descriptor the workload alone inherits, at the same number (a held
+    /// seat's heartbeat); every other descriptor of mpgate's stays close-on-exec. mpgate's
+    /// own copy is closed once the workload has started: the workload's is the only one.
+    pub inherit: Option<OwnedFd>,
 }
 
 /// How supervision ended.
@@ -37,16 +42,21 @@ pub enum Ended {
 
 /// Runs the workload to its end, the duties beside it; every duty has finished on return.
 pub async fn run(
-    workload: &Workload<'_>,
+    workload: &mut Workload<'_>,
     mut signals: Signals,
     duties: &mut [&mut dyn Duty],
 ) -> Ended {
     let started = match signals.stopped_before_start().await {
         Some((signal, name)) => Err(Ended::NotStarted { signal, name }),
-        None => {
-            Child::start(workload.command, workload.set, workload.remove).map_err(Ended::Failed)
-        }
+        None => Child::start(
+            workload.command,
+            workload.set,
+            workload.remove,
+            workload.inherit.as_ref().map(|fd| fd.as_raw_fd()),
+        )
+        .map_err(Ended::Failed),
     };
+    drop(workload.inherit.take());
     let child = match started {
         Ok(child) => child,
         Err(ended) => {
@@ -230,15 +240,16 @@ pub(crate) mod tests {
     }
 
     fn supervise(command: &[OsString], grace: Duration, duty: &mut Fake) -> Ended {
-        let workload = Workload {
+        let mut workload = Workload {
             command,
             set: &[("MPGATE_ENTITLEMENT", "verified")],
             remove: &["HOME"],
             grace,
+            inherit: None,
         };
         runtime().block_on(async {
             let signals = Signals::install().unwrap();
-            run(&workload, signals, &mut [duty]).await
+            run(&mut workload, signals, &mut [duty]).await
         })
     }
 
@@ -260,18 +271,19 @@ pub(crate) mod tests {
             let marker = dir.join(name);
             let command = sh(format!("touch '{}'", marker.display()));
             let mut duty = Fake::new(None);
-            let workload = Workload {
+            let mut workload = Workload {
                 command: &command,
                 set: &[],
                 remove: &[],
                 grace: Duration::from_secs(1),
+                inherit: None,
             };
             let ended = runtime().block_on(async {
                 let signals = Signals::install().unwrap();
                 // After the check, before the spawn: as while the hand-over is prepared.
                 // SAFETY: raise(3) of a signal this process now handles.
                 unsafe { libc::raise(signal) };
-                run(&workload, signals, &mut [&mut duty]).await
+                run(&mut workload, signals, &mut [&mut duty]).await
             });
             match ended {
                 Ended::NotStarted { signal: s, name: n } => assert_eq!((s, n), (signal, name)),
@@ -400,11 +412,12 @@ pub(crate) mod tests {
             ready.display()
         ));
         let mut duty = Fake::new(None);
-        let workload = Workload {
+        let mut workload = Workload {
             command: &command,
             set: &[],
             remove: &[],
             grace: Duration::from_secs(60),
+            inherit: None,
         };
         let ended = runtime().block_on(async {
             let signals = Signals::install().unwrap();
@@ -418,7 +431,7 @@ pub(crate) mod tests {
             };
             let duties: &mut [&mut dyn Duty] = &mut [&mut duty];
             tokio::select! {
-                ended = run(&workload, signals, duties) => ended,
+                ended = run(&mut workload, signals, duties) => ended,
                 () = raise => unreachable!(),
                 () = tokio::time::sleep(Duration::from_secs(30)) => panic!("the workload ran on"),
             }

@@ -40,10 +40,15 @@
 //! node's boot and the pod instead, and within them only the token's age (`max_age`, on the
 //! node's clock) bounds a replay. For workloads not written in Rust the same check is
 //! `mpgate verify`; `examples/workload.rs` is a workload that checks its start.
+//!
+//! With contract pricing and `mpgate --seat hold`, [`lease::watch`] ends the workload when the
+//! seat mpgate holds for it may have lapsed (mpgate frozen, or gone); for workloads not
+//! written in Rust the same watcher is `mpgate lease watch -- COMMAND`.
 
 pub mod binding;
 pub mod handover;
 pub mod key;
+pub mod lease;
 pub mod token;
 
 pub use binding::{BindingError, Place, Process};

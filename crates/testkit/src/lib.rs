@@ -61,6 +61,18 @@ pub fn emulator_exe() -> PathBuf {
     bin
 }
 
+/// The example `name` of a workspace crate, built into `target/<profile>/examples` as
+/// `cargo test --workspace` builds every example (or `cargo build -p CRATE --example NAME`).
+pub fn example_exe(name: &str) -> PathBuf {
+    let bin = profile_dir().join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --workspace --examples`, or run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
 /// `target/tmp`, the directory Cargo names `CARGO_TARGET_TMPDIR` to integration tests (only
 /// at their compile time, so a library finds it from the running binary instead).
 pub fn target_tmpdir() -> PathBuf {
