@@ -448,13 +448,16 @@ exec "$0""#;
 #[test]
 fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
     // The pinned License Manager and STS endpoint: the emulator over TLS (Basic and Seats=5
-    // for sale), its test CA compiled in; a license token for it, as the buyer's secret.
+    // for sale), its test CA compiled in; a license token for it, as the buyer's secret. It
+    // also serves ECS container credentials, under the same test CA.
     let secret = mpgate_testkit::scratch("pinned-secret");
     let token_file = secret.join("license_token");
     let emu = Emulator::start(&[
         "--tls",
         "--license-token-file",
         token_file.to_str().unwrap(),
+        "--container-credentials-token",
+        "pinned-ca-token",
     ]);
     let ca_file = emu.ca_file.clone().expect("--tls gives a CA file");
     let binary = emu.dir.join("mpgate-pinned-contract");
@@ -563,6 +566,42 @@ fn a_pinned_contract_build_checks_out_only_what_was_compiled_in() {
             .count()
     };
     assert_eq!(checkouts(), 3);
+
+    // The compiled-in CA vouches for the pinned endpoint's host alone (issue 26, item 7):
+    // the same server, with the same certificate from that CA, is refused as any other host.
+    // Credentials from the container endpoint named by the pinned host work...
+    let uri = emu.ready["containerCredentialsUri"].as_str().unwrap();
+    let pinned_host = emu.url.strip_prefix("https://").unwrap();
+    assert!(uri.contains(pinned_host), "{uri} is not at {pinned_host}");
+    let from_container = |uri: &str| {
+        let mut gate = bare();
+        gate.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri)
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "pinned-ca-token")
+            .args(show);
+        gate.run()
+    };
+    let fetches = || {
+        emu.calls()
+            .iter()
+            .filter(|c| c["target"] == "ContainerCredentials")
+            .count()
+    };
+    from_container(uri).expect(0);
+    assert_eq!((fetches(), checkouts()), (1, 4));
+    // ...and by another name for the same address (the certificate names both) they are
+    // refused at the handshake: the CA is not trusted for that host, so nothing is sent.
+    let elsewhere = uri.replace("127.0.0.1", "localhost");
+    let out = from_container(&elsewhere);
+    out.expect(15);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+    assert_eq!(
+        (fetches(), checkouts()),
+        (1, 4),
+        "a request went over a connection the pinned CA vouched for, to another host"
+    );
 
     // Every override is refused before any call, and the relay never hears of it.
     let relay = Emulator::start(&[]);

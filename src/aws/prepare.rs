@@ -73,7 +73,10 @@ pub async fn prepare(
         }
         refuse_flags_with_a_url(&sdk, config, service)?;
         let endpoint = if config.pinned {
-            Some(pinned_endpoint(&sdk, &region, config.endpoint_url.as_deref(), service).await?)
+            let endpoint =
+                pinned_endpoint(&sdk, &region, config.endpoint_url.as_deref(), service).await?;
+            http.pin_host(&endpoint);
+            Some(endpoint)
         } else {
             endpoint_of(&sdk, config.endpoint_url.as_deref(), true, service).await
         };

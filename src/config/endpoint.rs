@@ -54,8 +54,8 @@ pub fn configured_endpoint(
 /// runtime override is refused: the service's and the general `AWS_ENDPOINT_URL*` variable
 /// here, a profile's `endpoint_url` and `services` in [`refuse_profile_endpoints`]. A relay with
 /// a publicly trusted certificate could otherwise forward the nonce (or the checkout) to a
-/// subscribed account's call. TLS trusts the built-in roots and the compiled-in CA
-/// certificates only.
+/// subscribed account's call. TLS trusts the built-in roots only, and for the pinned
+/// endpoint's host the compiled-in CA certificates too.
 pub fn pinned_endpoint(
     flag_given: bool,
     service: ServiceVariables,
@@ -85,17 +85,16 @@ pub fn pinned_endpoint(
             }
         );
     }
-    let roots = pinned::ca_pem()
-        .map(|pem| vec![pem.as_bytes().to_vec()])
-        .unwrap_or_default();
+    // The compiled-in CA certificates vouch for the pinned endpoint's host alone.
+    let roots = match pinned::ca_pem() {
+        Some(pem) => crate::http::ExtraRoots::Pinned(pem),
+        None => crate::http::ExtraRoots::Loaded(Vec::new()),
+    };
     let url = match pinned::kind() {
         Some(Kind::Contract) => pinned::license_manager_endpoint_url(),
         _ => pinned::endpoint_url(),
     };
-    Ok((
-        url.map(str::to_owned),
-        crate::http::ExtraRoots::Loaded(roots),
-    ))
+    Ok((url.map(str::to_owned), roots))
 }
 
 /// Whether the call goes to an explicit `http://` endpoint (flag or the SDK's variables).

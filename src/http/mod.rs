@@ -73,6 +73,12 @@ impl Http {
         let opening = tokio::spawn(connect.connect(uri));
         *lock(&self.shared.early.0) = Some((key, opening));
     }
+
+    /// A pinned build's endpoint, once known: the only host its compiled-in CA certificates
+    /// are trusted for.
+    pub fn pin_host(&self, endpoint: &str) {
+        self.shared.tls.pin_host(endpoint);
+    }
 }
 
 #[derive(Debug)]

@@ -16,7 +16,7 @@ const MAX_CERT_BYTES: u64 = 8 * 1024 * 1024;
 const MAX_CERT_DIR_FILES: usize = 1000;
 
 /// Extra CA certificates from `SSL_CERT_FILE` / `SSL_CERT_DIR`, each PEM blob validated
-/// (the SDK's TLS set-up panics on a certificate it cannot parse).
+/// (the SDK's TLS set-up panics on a certificate it cannot parse), or a pinned build's.
 #[derive(Debug, Clone)]
 pub enum ExtraRoots {
     /// Read and validated up front: the endpoint is HTTPS, so a bad file is a usage error.
@@ -24,6 +24,12 @@ pub enum ExtraRoots {
     /// The endpoint is plain HTTP: read them only if something (an STS call, an HTTPS proxy)
     /// needs TLS after all, so the common emulator/VPC-proxy path does no certificate I/O.
     Deferred,
+    /// A pinned build's compiled-in CA certificates (`MPGATE_PIN_CA_FILE`, checked by
+    /// build.rs): trusted for the pinned endpoint's host alone ([`LazyTls::pin_host`]), never
+    /// for a credentials endpoint, STS or a proxy, which get the built-in roots only. A CA
+    /// a seller compiles in for one customer's TLS-inspecting proxy (or the emulator's test
+    /// CA, whose key is public) then cannot vouch for any other host.
+    Pinned(&'static str),
 }
 
 impl Default for ExtraRoots {
@@ -100,39 +106,51 @@ fn validate(pem: &[u8]) -> Result<(), String> {
 #[derive(Debug)]
 pub struct LazyTls {
     extra_roots: ExtraRoots,
+    /// Every host's: the built-in roots, and `SSL_CERT_FILE` / `SSL_CERT_DIR`'s.
     config: OnceLock<Arc<rustls::ClientConfig>>,
+    /// A pinned build's endpoint host, once the call layer knows it, and its configuration:
+    /// the built-in roots and the compiled-in CA certificates.
+    pinned_host: OnceLock<String>,
+    pinned_config: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl LazyTls {
-    fn config(&self) -> Arc<rustls::ClientConfig> {
+    /// The configuration for a handshake with `host`.
+    fn config(&self, host: &str) -> Arc<rustls::ClientConfig> {
+        if let ExtraRoots::Pinned(pem) = &self.extra_roots {
+            if self.pinned_host.get().map(String::as_str) == Some(host_name(host).as_str()) {
+                return self
+                    .pinned_config
+                    .get_or_init(|| client_config(&[pem.as_bytes().to_vec()]))
+                    .clone();
+            }
+        }
         self.config
-            .get_or_init(|| {
-                let mut roots = rustls::RootCertStore {
-                    roots: MOZILLA_ROOTS.to_vec(),
-                };
-                for pem in self.extra_roots() {
-                    // Validated when read: every certificate in it parses.
-                    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).flatten());
-                }
-                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-                let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .expect("aws-lc supports TLS 1.2 and 1.3")
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Arc::new(config)
-            })
+            .get_or_init(|| client_config(&self.extra_roots()))
             .clone()
     }
 
-    /// `SSL_CERT_FILE` / `SSL_CERT_DIR`: as read up front, or now if they were deferred.
+    /// Trusts a pinned build's compiled-in CA certificates for `endpoint`'s host from now on
+    /// (the pinned endpoint, compiled in or resolved from the region); once per client.
+    pub fn pin_host(&self, endpoint: &str) {
+        if let Some(host) = endpoint
+            .parse::<hyper::http::Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(host_name))
+        {
+            let _ = self.pinned_host.set(host);
+        }
+    }
+
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR`: as read up front, or now if they were deferred; a
+    /// pinned build's are for its endpoint's host alone.
     fn extra_roots(&self) -> Vec<Vec<u8>> {
         match &self.extra_roots {
             ExtraRoots::Loaded(roots) => roots.clone(),
+            ExtraRoots::Pinned(_) => Vec::new(),
             ExtraRoots::Deferred => match extra_roots(&|name| std::env::var_os(name)) {
                 Ok(ExtraRoots::Loaded(roots)) => roots,
-                Ok(ExtraRoots::Deferred) => Vec::new(),
+                Ok(ExtraRoots::Deferred | ExtraRoots::Pinned(_)) => Vec::new(),
                 Err(e) => {
                     tracing::warn!("ignoring the extra CA certificates: {e}");
                     Vec::new()
@@ -143,10 +161,11 @@ impl LazyTls {
 
     /// The TLS handshake with `host` over `io`.
     pub async fn handshake(&self, host: &str, io: BoxIo) -> Result<BoxIo, BoxError> {
+        let config = self.config(host);
         // An IPv6 literal comes bracketed in a URI; the certificate names the bare address.
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_string())?;
-        let stream = tokio_rustls::TlsConnector::from(self.config())
+        let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, TokioIo::new(io))
             .await?;
         Ok(Box::new(TokioIo::new(stream)))
@@ -159,8 +178,35 @@ impl LazyTls {
         LazyTls {
             extra_roots,
             config: OnceLock::new(),
+            pinned_host: OnceLock::new(),
+            pinned_config: OnceLock::new(),
         }
     }
+}
+
+/// A host as a handshake compares it: lower case, without IPv6 brackets or a final dot.
+fn host_name(host: &str) -> String {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+/// A rustls configuration trusting the built-in roots and `extra` (PEM blobs, validated
+/// when read: every certificate in them parses): aws-lc, TLS 1.2 and 1.3, HTTP/1.1.
+fn client_config(extra: &[Vec<u8>]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore {
+        roots: MOZILLA_ROOTS.to_vec(),
+    };
+    for pem in extra {
+        roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).flatten());
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// A connection's byte stream: TCP, or TLS over it.
@@ -196,7 +242,7 @@ mod tests {
     #[test]
     fn tls_offers_the_post_quantum_hybrid_first() {
         let tls = LazyTls::new(ExtraRoots::Loaded(Vec::new()));
-        let config = tls.config();
+        let config = tls.config("example.com");
         let groups: Vec<_> = config
             .crypto_provider()
             .kx_groups
@@ -209,6 +255,47 @@ mod tests {
             "{groups:?}"
         );
         assert!(groups.contains(&rustls::NamedGroup::X25519), "{groups:?}");
+    }
+
+    #[test]
+    fn a_pinned_ca_is_for_the_pinned_host_alone() {
+        let tls = LazyTls::new(ExtraRoots::Pinned(""));
+        let every_host = tls.config("sts.us-east-1.amazonaws.com");
+        // Before the call layer names the pinned host, no host gets the pinned CA.
+        assert!(Arc::ptr_eq(
+            &tls.config("license-manager.example"),
+            &every_host
+        ));
+        tls.pin_host("https://License-Manager.Example.:443/path");
+        let pinned = tls.config("license-manager.example");
+        assert!(!Arc::ptr_eq(&pinned, &every_host));
+        for spelling in ["LICENSE-MANAGER.example", "license-manager.example."] {
+            assert!(Arc::ptr_eq(&tls.config(spelling), &pinned), "{spelling}");
+        }
+        for other in [
+            "127.0.0.1",
+            "localhost",
+            "example",
+            "manager.example",
+            "proxy.corp",
+        ] {
+            assert!(Arc::ptr_eq(&tls.config(other), &every_host), "{other}");
+        }
+        // Named once: a later endpoint does not move it.
+        tls.pin_host("https://other.example");
+        assert!(Arc::ptr_eq(&tls.config("other.example"), &every_host));
+        // IPv6 literals compare without their brackets.
+        let tls = LazyTls::new(ExtraRoots::Pinned(""));
+        tls.pin_host("https://[::1]:8443");
+        assert!(!Arc::ptr_eq(&tls.config("[::1]"), &tls.config("::2")));
+        assert!(Arc::ptr_eq(&tls.config("[::1]"), &tls.config("::1")));
+        // An ordinary build's SSL_CERT_FILE is for every host.
+        let tls = LazyTls::new(ExtraRoots::Loaded(Vec::new()));
+        tls.pin_host("https://license-manager.example");
+        assert!(Arc::ptr_eq(
+            &tls.config("license-manager.example"),
+            &tls.config("x")
+        ));
     }
 
     #[test]
