@@ -156,7 +156,8 @@ which only a pinned build fixes):
 mpgate verify checks, from inside the workload, the token mpgate handed over (MPGATE_SIGNATURE
 and MPGATE_SALT, or --result-file) against the product code and key: exit 0 or 12; see
 'mpgate verify --help'. A workload named 'verify' or 'help' is run as 'mpgate -- verify' or
-'mpgate -- help'. A pinned build (see 'mpgate --version') refuses product code and key options.
+'mpgate -- help' (and one named 'lease' as 'mpgate -- lease'). A pinned build (see 'mpgate
+--version') refuses product code and key options.
 
 DURATION is a number with an optional unit: 30, 30s, 1500ms, 2m.
 MPGATE_METERING_HOUR shortens usage pricing's hour for tests and demos (e.g. 2s; AWS's is 3600s).

@@ -216,18 +216,24 @@ fn freeze_and_wait_for_the_watcher(
     wait_until(CHILD_LIMIT, "the seat to expire", || {
         (in_use(emu, "Seats") == "0").then_some(())
     });
+    eprintln!(
+        "the watcher ended {took:?} after the freeze; License Manager released the seat {:?} after that",
+        gone.elapsed()
+    );
     drop(frozen);
     took
 }
 
 #[test]
 fn a_frozen_mpgate_cannot_keep_a_watching_rust_workload_past_the_seat_s_expiry() {
-    let ttl = Duration::from_secs(4);
+    // Long enough for the whole 1 s safety margin: the seat is still taken when the test
+    // looks, however loaded the machine.
+    let ttl = Duration::from_secs(10);
     let emu = Emulator::start(&[
         "--license-entitlement",
         "Seats=1",
         "--consumption-ttl",
-        "4s",
+        "10s",
     ]);
     let example = example_exe("watch_lease");
     let mut running = hold_gate(&emu, "Seats=1")
@@ -251,12 +257,14 @@ fn a_frozen_mpgate_cannot_keep_a_watching_rust_workload_past_the_seat_s_expiry()
 
 #[test]
 fn a_frozen_mpgate_cannot_keep_a_workload_under_mpgate_lease_watch_past_the_seat_s_expiry() {
-    let ttl = Duration::from_secs(4);
+    // Long enough for the whole 1 s safety margin: the seat is still taken when the test
+    // looks, however loaded the machine.
+    let ttl = Duration::from_secs(10);
     let emu = Emulator::start(&[
         "--license-entitlement",
         "Seats=1",
         "--consumption-ttl",
-        "4s",
+        "10s",
     ]);
     let script = r#"echo $$; trap 'echo got SIGTERM; exit 0' TERM; echo "var ${MPGATE_LEASE_FD-unset}"; echo ready; while :; do sleep 0.05; done"#;
     let mut running = hold_gate(&emu, "Seats=1")
@@ -292,8 +300,14 @@ fn an_orphaned_watcher_ends_when_mpgate_is_gone() {
         .args(["sh", "-c", r#""$0" & echo $!; wait"#])
         .args([&example])
         .spawn();
-    let watcher: u32 = running.next_line("watcher pid").parse().unwrap();
-    assert_eq!(running.next_line("watching"), "watching the lease");
+    // The shell's `echo $!` and the watcher's first line come in either order.
+    let mut lines = [
+        running.next_line("a first line"),
+        running.next_line("a second line"),
+    ];
+    lines.sort();
+    assert_eq!(lines[1], "watching the lease", "{lines:?}");
+    let watcher: u32 = lines[0].parse().unwrap();
     let killed = Instant::now();
     running.signal(libc::SIGKILL);
     let _ = running.wait();
