@@ -8,6 +8,7 @@ use crate::aws::{CallError, CallRecord};
 use crate::config::{Config, ConfigError, Hourly, Pricing, SeatMode, TransientPolicy};
 use crate::exit::Failure;
 use crate::lease;
+use crate::ledger::Ledger;
 use crate::license::{self, Checkout, LicenseError, Session};
 use crate::metering::meter_usage::{self, StartRecord};
 use crate::metering::{self, MeteringError};
@@ -47,6 +48,11 @@ pub struct UsageFacts {
     pub metering_hour: std::time::Duration,
     /// The start's MeterUsage, once it answered.
     pub start: Option<StartRecord>,
+    /// The ledger's directory (`None`: memory).
+    pub ledger: Option<String>,
+    /// At the end: this run's records, and what AWS has not recorded yet per dimension.
+    pub sent: Option<Vec<serde_json::Value>>,
+    pub unsent: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A CheckoutLicense under way: what `settle` needs to learn what it took.
@@ -99,6 +105,8 @@ pub struct Kept {
     pub session: Option<Session>,
     /// Usage pricing: the start's caller, for the metering agent's records.
     pub meter: Option<meter_usage::Session>,
+    /// Usage pricing: the ledger, opened before the start's call.
+    pub ledger: Option<Ledger>,
 }
 
 pub(crate) async fn check(
@@ -155,7 +163,15 @@ async fn check_usage(
         dimensions: usage.dimensions.clone(),
         metering_hour: usage.metering_hour,
         start: None,
+        ledger: usage.ledger_dir.as_ref().map(|d| d.display().to_string()),
+        sent: None,
+        unsent: None,
     });
+    // Opened first: a ledger that cannot be used leaves no start record behind.
+    match Ledger::open(usage.ledger_dir.as_deref()) {
+        Ok(ledger) => kept.ledger = Some(ledger),
+        Err(e) => return Decision::Failed(ConfigError::Ledger(e.to_string()).into()),
+    }
     tracing::debug!(product_code = %usage.product_code, dimension = %usage.start_dimension, "calling MeterUsage");
     let decision = match meter_usage::start(&config, usage, started, &mut facts.call).await {
         Ok((start, session)) => {

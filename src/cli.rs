@@ -26,6 +26,11 @@ pub struct Args {
     /// `--dimension`, in order (repeatable): usage pricing's dimension API names.
     pub dimensions: Vec<String>,
     pub start_dimension: Option<String>,
+    pub ledger: Option<OsString>,
+    pub usage_socket: Option<OsString>,
+    pub send_jitter: Option<String>,
+    pub flush_timeout: Option<String>,
+    pub send_zero: bool,
     /// `mpgate verify --renew`: a result file too old is renewed by a fresh check.
     pub renew: bool,
     /// The workload: empty in init mode.
@@ -54,6 +59,31 @@ pub enum Parsed {
     /// `mpgate verify`'s own help ([`VERIFY_USAGE`]).
     VerifyHelp,
     Version,
+    /// `mpgate usage add|show`: the metering agent's client.
+    Usage(UsageArgs),
+    /// `mpgate usage --help` ([`USAGE_CLIENT_USAGE`]).
+    UsageHelp,
+    /// A `mpgate usage` command line it cannot use: said on stderr, exit 2.
+    UsageRefused(String),
+}
+
+/// `mpgate usage`: what to ask the metering agent, and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageArgs {
+    pub action: UsageAction,
+    /// `--socket`; else `MPGATE_USAGE_SOCKET`, else the socket in `MPGATE_LEDGER_DIR`.
+    pub socket: Option<OsString>,
+    /// `--tag K=V`, in order (repeatable).
+    pub tags: Vec<String>,
+}
+
+/// What `mpgate usage` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageAction {
+    /// `add DIMENSION N`: add N units of DIMENSION to the current hour, durably.
+    Add { dimension: String, quantity: String },
+    /// `show`: what the ledger holds.
+    Show,
 }
 
 /// A command line mpgate cannot use; always exit code 2.
@@ -107,13 +137,16 @@ Usage: mpgate [OPTIONS] [--] [COMMAND [ARG...]]
                                   run COMMAND while the seat mpgate --seat hold holds keeps its heartbeat
                                   ('mpgate lease watch --help')
        mpgate help                print this help (as --help)
+       mpgate usage add DIMENSION N   report usage to the metering agent ('mpgate usage --help')
 
 Hourly pricing calls AWS Marketplace Metering RegisterUsage with a fresh nonce, verifies the
 signed answer, then execs COMMAND in place (same PID and stdio; the hand-over is bound to that
 process). Contract pricing checks the entitlements out of the buyer's AWS License Manager
-license instead; usage pricing (custom metering) makes one MeterUsage call of quantity 0 at
-start. Without COMMAND (init mode) it exits 0 when the buyer is entitled. Every option can
-also be set by the environment variable in brackets; a flag wins over its variable.
+license instead. Usage pricing (custom metering) makes one MeterUsage call of quantity 0 at
+start, then stays COMMAND's parent as its metering agent (without COMMAND: a sidecar until
+SIGTERM). Without COMMAND (init mode) hourly and contract pricing exit 0 when the buyer is
+entitled. Every option can also be set by the environment variable in brackets; a flag wins
+over its variable.
 
 Options:
       --product-code CODE        product code from the AWS Marketplace Management Portal [MPGATE_PRODUCT_CODE]
@@ -150,14 +183,26 @@ which only a pinned build fixes):
                                  repeatable, 1 to 24 [MPGATE_DIMENSIONS, comma-separated]
       --start-dimension NAME     the dimension of the start's MeterUsage of quantity 0, whose record locks that
                                  dimension's first hour (default: the first dimension) [MPGATE_START_DIMENSION]
+      --ledger DIR               where acknowledged usage is kept until AWS has recorded it (an emptyDir or a task
+                                 volume; default: memory, which a crash loses) [MPGATE_LEDGER_DIR]
+      --usage-socket PATH        the push API's Unix socket (default DIR/usage.sock) [MPGATE_USAGE_SOCKET]
+      --send-jitter DURATION     most a record waits after its hour ends (default 5m, at most a tenth of the
+                                 hour) [MPGATE_SEND_JITTER]
+      --flush-timeout DURATION   at a stop, how long the partial hour's records may take (default 10s) [MPGATE_FLUSH_TIMEOUT]
+      --send-zero                send a record of 0 for a dimension without usage in an hour [MPGATE_SEND_ZERO=true]
+      --grace DURATION           how long COMMAND gets between SIGTERM and SIGKILL at a stop (default 30s) [MPGATE_GRACE]
+                                 With COMMAND mpgate stays its parent and meters beside it; without COMMAND it is a
+                                 sidecar until SIGTERM. The workload reports usage with 'mpgate usage add DIMENSION N'
+                                 or POST /v1/usage on the socket in MPGATE_USAGE_SOCKET.
   -h, --help                     print this help
   -V, --version                  print the version
 
 mpgate verify checks, from inside the workload, the token mpgate handed over (MPGATE_SIGNATURE
 and MPGATE_SALT, or --result-file) against the product code and key: exit 0 or 12; see
-'mpgate verify --help'. A workload named 'verify' or 'help' is run as 'mpgate -- verify' or
-'mpgate -- help' (and one named 'lease' as 'mpgate -- lease'). A pinned build (see 'mpgate
---version') refuses product code and key options.
+'mpgate verify --help'. A workload named 'verify', 'help' or 'usage' is run as
+'mpgate -- verify', 'mpgate -- help' or 'mpgate -- usage' (and one named 'lease' as
+'mpgate -- lease'). A pinned build (see 'mpgate --version') refuses product code and key
+options.
 
 DURATION is a number with an optional unit: 30, 30s, 1500ms, 2m.
 MPGATE_METERING_HOUR shortens usage pricing's hour for tests and demos (e.g. 2s; AWS's is 3600s).
@@ -167,7 +212,29 @@ Exit codes: 0 entitled, 2 usage, 10 not entitled (with hold: the license was los
 platform not supported, 12 token or answer rejected, 13 request refused, 14 service
 unreachable (with hold: until the seat expired), 15 no region or credentials, 101 a bug in
 mpgate (it panicked: please report it), 126/127 command not executable/found, 128+N
-interrupted by signal N before the hand-over; with hold, otherwise COMMAND's own exit status.
+interrupted by signal N before the hand-over; with hold or usage pricing, otherwise COMMAND's
+own exit status.
+";
+
+pub const USAGE_CLIENT_USAGE: &str = "\
+mpgate usage: report usage to the metering agent of a usage-priced product
+
+Usage: mpgate usage add DIMENSION N [--tag K=V]... [--socket PATH]
+       mpgate usage show [--socket PATH]
+
+'add' adds N units (a whole number, 0 to 2147483647) of DIMENSION to the current metering
+hour and returns once the agent has synced them to its ledger; 'show' prints the hours the
+ledger holds (open, unsent, sending, recorded) as JSON. The agent is 'mpgate --pricing usage'
+running as this workload's parent or as a sidecar.
+
+Options:
+      --socket PATH              the agent's socket (default: MPGATE_USAGE_SOCKET, which the agent sets for its
+                                 workload, else MPGATE_LEDGER_DIR/usage.sock, as a sidecar's neighbours share it)
+      --tag K=V                  a tag of this usage (repeatable; not supported yet: the agent refuses tags)
+  -h, --help                     print this help
+
+Exit codes: 0 recorded, 2 refused (unknown dimension, bad quantity: nothing recorded) or a bad
+command line, 14 the agent cannot be reached or its ledger cannot be written (nothing recorded).
 ";
 
 pub const VERIFY_USAGE: &str = "\
@@ -305,6 +372,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
         args.next();
         return lease_watch(args);
     }
+    if args.peek().is_some_and(|a| a == "usage") {
+        args.next();
+        return usage_client(args);
+    }
     if args.peek().is_some_and(|a| a == "help") {
         args.next();
         return match args.next() {
@@ -322,6 +393,59 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageEr
         )),
         other => Ok(other),
     }
+}
+
+/// `mpgate usage add DIMENSION N [--tag K=V]... [--socket PATH]`, `mpgate usage show`. Read
+/// by hand, not with lexopt: N may be `-1`, which the agent, not the parser, refuses.
+fn usage_client(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, UsageError> {
+    let bad = |message: &str| {
+        Ok(Parsed::UsageRefused(format!(
+            "mpgate usage: {message} (run 'mpgate usage --help' for the options)"
+        )))
+    };
+    let mut args = args.into_iter();
+    let (mut words, mut socket, mut tags) = (Vec::new(), None, Vec::new());
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str() else {
+            return bad("the arguments must be valid UTF-8");
+        };
+        let (name, inline) = match text.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
+            _ => (text, None),
+        };
+        match name {
+            "-h" | "--help" => return Ok(Parsed::UsageHelp),
+            "--socket" | "--tag" => {
+                let Some(value) = inline.or_else(|| args.next()?.into_string().ok()) else {
+                    return bad(&format!("{name} needs a value"));
+                };
+                if name == "--socket" {
+                    socket = Some(OsString::from(value));
+                } else {
+                    tags.push(value);
+                }
+            }
+            flag if flag.starts_with("--") => return bad(&format!("unknown option {flag}")),
+            word => words.push(word.to_owned()),
+        }
+    }
+    let action = match words.as_slice() {
+        [add, dimension, quantity] if add == "add" => UsageAction::Add {
+            dimension: dimension.clone(),
+            quantity: quantity.clone(),
+        },
+        [show] if show == "show" && tags.is_empty() => UsageAction::Show,
+        _ => {
+            return bad(
+                "use 'mpgate usage add DIMENSION N [--tag K=V]' or 'mpgate usage show' (a workload named 'usage' is run as 'mpgate -- usage')",
+            )
+        }
+    };
+    Ok(Parsed::Usage(UsageArgs {
+        action,
+        socket,
+        tags,
+    }))
 }
 
 /// Only the options that say what to trust apply to `verify`; `--result-file` is read, not
@@ -342,6 +466,11 @@ fn verify_options(options: Box<Args>) -> Result<Parsed, UsageError> {
         (options.grace.is_some(), "--grace"),
         (!options.dimensions.is_empty(), "--dimension"),
         (options.start_dimension.is_some(), "--start-dimension"),
+        (options.ledger.is_some(), "--ledger"),
+        (options.usage_socket.is_some(), "--usage-socket"),
+        (options.send_jitter.is_some(), "--send-jitter"),
+        (options.flush_timeout.is_some(), "--flush-timeout"),
+        (options.send_zero, "--send-zero"),
         (!options.command.is_empty(), "COMMAND"),
     ];
     if let Some((_, name)) = never.iter().find(|(given, _)| *given) {
@@ -391,6 +520,11 @@ fn parse_options(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usa
             Long("grace") => out.grace = Some(string(&mut parser)?),
             Long("dimension") => out.dimensions.push(string(&mut parser)?),
             Long("start-dimension") => out.start_dimension = Some(string(&mut parser)?),
+            Long("ledger") => out.ledger = Some(parser.value().map_err(usage)?),
+            Long("usage-socket") => out.usage_socket = Some(parser.value().map_err(usage)?),
+            Long("send-jitter") => out.send_jitter = Some(string(&mut parser)?),
+            Long("flush-timeout") => out.flush_timeout = Some(string(&mut parser)?),
+            Long("send-zero") => out.send_zero = true,
             Long("renew") => out.renew = true,
             Value(program) => {
                 // Everything from the first operand on belongs to the workload, untouched:
@@ -555,6 +689,47 @@ mod tests {
             assert!(e.to_string().contains(says), "{args:?}: {e}");
             assert!(e.to_string().contains("mpgate lease watch --help"), "{e}");
         }
+    }
+
+    #[test]
+    fn usage_is_the_agent_s_client_only_as_the_first_word() {
+        let parsed = |args: &[&str]| parse(args.iter().map(OsString::from)).unwrap();
+        match parsed(&[
+            "usage",
+            "add",
+            "nodes",
+            "-1",
+            "--tag=team=blue",
+            "--socket",
+            "/s",
+        ]) {
+            Parsed::Usage(u) => {
+                assert_eq!(
+                    u.action,
+                    UsageAction::Add {
+                        dimension: "nodes".into(),
+                        quantity: "-1".into()
+                    }
+                );
+                assert_eq!(u.tags, ["team=blue"]);
+                assert_eq!(u.socket.as_deref(), Some("/s".as_ref()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parsed(&["usage", "show"]), Parsed::Usage(_)));
+        assert!(matches!(parsed(&["usage", "--help"]), Parsed::UsageHelp));
+        for bad in [
+            &["usage"][..],
+            &["usage", "add", "nodes"],
+            &["usage", "add", "a", "1", "--bogus"],
+        ] {
+            match parsed(bad) {
+                Parsed::UsageRefused(m) => assert!(m.contains("mpgate usage --help"), "{m}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert_eq!(run(&["--", "usage"]).command, ["usage"]);
+        assert_eq!(run(&["app", "usage"]).command, ["app", "usage"]);
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub async fn run(
     // A held seat's supervisor takes every signal from here: its handlers are installed
     // before the next await, so none that comes meanwhile is lost.
     let signals = match &decision {
-        Decision::Held { .. } => match Signals::install() {
+        // The metering agent runs beside the workload, or alone as a sidecar: supervised.
+        Decision::Held { .. } | Decision::Metered { .. } => match Signals::install() {
             Ok(signals) => Some(signals),
             Err(e) => {
                 check::give_back_held(&decision, &kept).await;

@@ -1,5 +1,6 @@
 //! mpgate: gate a container on the buyer's AWS Marketplace entitlement, then exec the workload.
 
+pub mod agent;
 mod anywhere;
 mod aws;
 pub mod check;
@@ -13,6 +14,7 @@ pub mod handover;
 mod http;
 mod keyring;
 pub mod lease;
+mod ledger;
 mod license;
 pub mod logging;
 mod metering;

@@ -38,6 +38,15 @@ fn main() -> ExitCode {
             print!("{}", cli::LEASE_USAGE);
             return ExitCode::SUCCESS;
         }
+        Ok(Parsed::UsageHelp) => {
+            print!("{}", cli::USAGE_CLIENT_USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Usage(args)) => return usage_client(&args, &env),
+        Ok(Parsed::UsageRefused(message)) => {
+            eprintln!("{message}");
+            return ExitCode::from(mpgate::exit::code::USAGE);
+        }
         Ok(Parsed::Verify(args)) => return verify(Ok(*args), &env, started),
         // Never the gate's result file: the gate that started the workload owns it.
         Ok(Parsed::LeaseWatch(args)) => return lease_watch(Ok(args), &env),
@@ -88,6 +97,7 @@ fn main() -> ExitCode {
             exec.run(&reporter)
         }
         Next::Supervise(hold) => runtime.block_on(hold.run(&reporter)),
+        Next::Meter(metering) => runtime.block_on(metering.run(&reporter)),
     }
 }
 
@@ -117,6 +127,31 @@ fn start_logging(
         expected: "use a log filter such as info, debug or warn,mpgate=debug",
     });
     format_error.or(filter_error)
+}
+
+/// `mpgate usage add|show`: the metering agent's client. Its answer goes to stdout, a
+/// refusal to stderr (no logging: a shell workload reads these lines).
+fn usage_client(
+    args: &cli::UsageArgs,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mpgate usage: cannot start the async runtime: {e}");
+            return ExitCode::from(mpgate::exit::code::USAGE);
+        }
+    };
+    let done = runtime.block_on(mpgate::agent::client::run(args, env));
+    if done.exit_code == 0 {
+        println!("{}", done.output);
+    } else {
+        eprintln!("{}", done.output);
+    }
+    ExitCode::from(done.exit_code)
 }
 
 /// `mpgate verify`: logs the verdict like the gate does and exits 0, 12 or 2 (with `--renew`,

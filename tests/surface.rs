@@ -47,7 +47,7 @@ fn mpgate_help_prints_the_help_and_mpgate_dash_dash_help_runs_a_workload_named_h
     assert_eq!(help(&["--help"]), text);
     assert!(
         text.contains(
-            "A workload named 'verify' or 'help' is run as 'mpgate -- verify' or\n'mpgate -- help'"
+            "A workload named 'verify', 'help' or 'usage' is run as\n'mpgate -- verify', 'mpgate -- help' or 'mpgate -- usage'"
         ),
         "{text}"
     );

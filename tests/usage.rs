@@ -65,13 +65,6 @@ fn the_start_meters_zero_of_the_start_dimension_then_execs_the_workload() {
 }
 
 #[test]
-fn init_mode_exits_0_once_the_start_is_recorded() {
-    let emu = emulator(&[]);
-    emu.usage_gate("nodes").run().expect(0);
-    assert_eq!(meter_calls(&emu).len(), 1);
-}
-
-#[test]
 fn a_restarted_container_gets_duplicate_request_and_is_entitled() {
     let emu = emulator(&[]);
     // The pod's earlier container recorded 5 nodes this hour (same credentials: same pod).
@@ -81,6 +74,7 @@ fn a_restarted_container_gets_duplicate_request_and_is_entitled() {
     let out = emu
         .usage_gate("nodes")
         .env("MPGATE_RESULT_FILE", &result)
+        .args(["true"])
         .run();
     out.expect(0);
     let calls = meter_calls(&emu);
@@ -168,9 +162,14 @@ fn throttling_is_retried_within_the_deadline() {
     let result = emu.dir.join("result.json");
     emu.usage_gate("nodes")
         .env("MPGATE_RESULT_FILE", &result)
+        .args(["true"])
         .run()
         .expect(0);
-    assert_eq!(result_file(&result)["attempts"], 3);
+    let start = &result_file(&result)["usage"]["start"];
+    assert!(start["meteringRecordId"].is_string(), "{start}");
+    // The start's call: three attempts, the first two throttled.
+    let calls = meter_calls(&emu);
+    assert_eq!(calls.len(), 3, "{calls:?}");
 }
 
 #[test]
@@ -254,6 +253,7 @@ fn a_short_metering_hour_is_warned_about_and_a_bad_one_refused() {
     let out = emu
         .usage_gate("nodes")
         .env("MPGATE_METERING_HOUR", "2s")
+        .args(["true"])
         .run();
     out.expect(0);
     assert!(
@@ -275,7 +275,7 @@ fn the_key_options_are_noted_as_not_used() {
     let out = emu
         .usage_gate("nodes")
         .env("MPGATE_PUBLIC_KEY_FILE", &emu.public_key_file)
-        .args(["--max-token-age", "60s"])
+        .args(["--max-token-age", "60s", "true"])
         .run();
     out.expect(0);
     assert!(

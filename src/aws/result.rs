@@ -32,6 +32,9 @@ pub struct CallRecord {
     pub request_id: Option<String>,
     /// What works today but AWS Marketplace does not support (logged as well).
     pub warnings: Vec<String>,
+    /// Whether the service may have processed the call although no answer said so (a 5xx,
+    /// a timeout, a connection lost after the request left): a MeterUsage record may exist.
+    pub maybe_processed: bool,
     /// The client the call went through, owned by whoever owns the record: dropped with it,
     /// or, when the process execs or exits next, never torn down (60 k instructions).
     pub client: KeptClient,

@@ -62,6 +62,8 @@ pub async fn send<T, E>(
         let log = call.attempts.lock();
         record.attempts = log.count;
         record.request_id = log.request_id.clone();
+        // Cut by the deadline, the attempt in flight may have been processed too.
+        record.maybe_processed = log.maybe_processed || result.is_err();
     }
     result.map_err(|_| deadline_passed(&call.deadline, &call.attempts.summary()))
 }
@@ -103,6 +105,9 @@ struct Attempts {
     request_id: Option<String>,
     /// Whether the last attempt ended in an error status (the service failing, not the path).
     last_was_error_status: bool,
+    /// Whether a failed attempt may have been processed by the service all the same (a 5xx,
+    /// a timeout, a connection lost after the request left): its answer is unknown.
+    maybe_processed: bool,
 }
 
 impl AttemptLog {
@@ -113,9 +118,11 @@ impl AttemptLog {
         attempts.count
     }
 
-    /// Records how the current attempt failed; `status`: the HTTP status it was answered with.
-    fn failed(&self, what: String, status: Option<u16>) {
+    /// Records how the current attempt failed; `status`: the HTTP status it was answered with;
+    /// `maybe_processed`: whether the service may have processed it all the same.
+    fn failed(&self, what: String, status: Option<u16>, maybe_processed: bool) {
         let mut attempts = self.lock();
+        attempts.maybe_processed |= maybe_processed;
         attempts.last_was_error_status = status.is_some_and(|s| s >= 400);
         if status.is_some() {
             attempts.last_answer = Some(what.clone());
@@ -238,6 +245,14 @@ impl Intercept for AttemptObserver {
                 || status.is_some_and(|s| s >= 500 || s == 429)
                 || is_throttling(&what)
                 || is_retryable_code(&what));
+        // An error answer below 500 was refused before anything was done (throttling, a
+        // validation error); a connection never made carried nothing.
+        let maybe_processed = match status {
+            Some(status) => status >= 500 || body_cut_off,
+            None => !error
+                .as_connector_error()
+                .is_some_and(|c| crate::http::never_sent(c)),
+        };
         let attempt = self.log.count();
         let operation = operation(cfg);
         if retried {
@@ -245,7 +260,7 @@ impl Intercept for AttemptObserver {
         } else {
             tracing::debug!(attempt, error = %what, "{operation} attempt failed");
         }
-        self.log.failed(what, status);
+        self.log.failed(what, status, maybe_processed);
         Ok(())
     }
 }
@@ -259,7 +274,7 @@ mod tests {
         let log = AttemptLog::default();
         let record = |what: &str, answered: bool| {
             log.started();
-            log.failed(what.into(), answered.then_some(503));
+            log.failed(what.into(), answered.then_some(503), answered);
         };
         record("HTTP 503", true);
         assert_eq!(log.summary(), "1 attempt, last: HTTP 503");
@@ -272,9 +287,9 @@ mod tests {
 
         let log = AttemptLog::default();
         log.started();
-        log.failed("TLS handshake failed: alert".into(), None);
+        log.failed("TLS handshake failed: alert".into(), None, false);
         log.started();
-        log.failed(TIMED_OUT.into(), None);
+        log.failed(TIMED_OUT.into(), None, true);
         assert_eq!(
             log.summary(),
             "2 attempts, last: attempt timed out; the last connection failure was TLS handshake failed: alert"

@@ -79,6 +79,11 @@ pub enum ConfigError {
     /// be read (no /proc), or `MPGATE_POD_UID` is malformed.
     #[error(transparent)]
     Binding(#[from] mpgate_proof::BindingError),
+    #[error("cannot use the usage ledger ({0}): make MPGATE_LEDGER_DIR a writable directory of this container alone (a Kubernetes emptyDir, an ECS task volume); one mpgate per ledger")]
+    Ledger(String),
+    /// The metering agent cannot start (its socket).
+    #[error("{0}")]
+    Agent(String),
     #[error("cannot write the result file {path}: {reason}: make its directory writable (e.g. an emptyDir volume)")]
     ResultFile { path: String, reason: String },
     /// A variable (or profile setting) the AWS SDK reads holds something it cannot use: the

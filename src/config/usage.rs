@@ -1,13 +1,14 @@
 //! Owns usage pricing's settings: the product code, the dimensions, the start's dimension and the metering hour.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::Args;
 use crate::config::error::{quoted, ConfigError};
 use crate::config::pricing::product_code;
 use crate::pinned::{self, Refused};
-use crate::settings::{parse_duration, text_setting};
+use crate::settings::{duration_setting, parse_duration, path_setting, text_setting};
 
 /// A product has at most 24 pricing dimensions (AWS Marketplace seller guide).
 pub const MAX_DIMENSIONS: usize = 24;
@@ -26,7 +27,23 @@ pub struct Usage {
     pub start_dimension: String,
     /// AWS's hour, or `MPGATE_METERING_HOUR`'s for tests and demos.
     pub metering_hour: Duration,
+    /// Where acknowledged usage is kept until AWS recorded it; `None`: in memory.
+    pub ledger_dir: Option<PathBuf>,
+    /// The push API's socket; `None`: in the ledger directory, or a private one.
+    pub socket: Option<PathBuf>,
+    /// The most a record waits after its hour ends (at most a tenth of the hour).
+    pub send_jitter: Duration,
+    /// At a stop, how long the partial hour's records may take.
+    pub flush_timeout: Duration,
+    /// How long the workload gets between SIGTERM and SIGKILL at a stop.
+    pub grace: Duration,
+    /// A record of 0 for a dimension without usage in an hour.
+    pub send_zero: bool,
 }
+
+const DEFAULT_SEND_JITTER: Duration = Duration::from_secs(300);
+const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// The product code, dimensions and metering hour of a usage-priced product. The hourly key
 /// and token-age settings are not read: an INFO line names those set.
@@ -72,6 +89,43 @@ pub fn usage(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Usag
             }
         };
     let metering_hour = metering_hour(env)?;
+    let ledger_dir = path_setting(args.ledger.as_ref(), "MPGATE_LEDGER_DIR", env);
+    if ledger_dir.is_none() {
+        tracing::warn!(
+            "no ledger directory (--ledger / MPGATE_LEDGER_DIR): usage is kept in memory, so a crash, an OOM kill or a restart loses every unit not yet sent to AWS (up to an hour's and more); give the container a volume (a Kubernetes emptyDir, an ECS task volume) and set MPGATE_LEDGER_DIR"
+        );
+    }
+    let socket = path_setting(args.usage_socket.as_ref(), "MPGATE_USAGE_SOCKET", env);
+    // A fleet must not send on the minute, and a record must leave well inside its hour.
+    let send_jitter = duration_setting(
+        args.send_jitter.clone(),
+        "MPGATE_SEND_JITTER",
+        "send jitter",
+        env,
+    )?
+    .unwrap_or(DEFAULT_SEND_JITTER)
+    .min(metering_hour / 10);
+    let flush_timeout = duration_setting(
+        args.flush_timeout.clone(),
+        "MPGATE_FLUSH_TIMEOUT",
+        "flush timeout",
+        env,
+    )?
+    .unwrap_or(DEFAULT_FLUSH_TIMEOUT);
+    let grace = duration_setting(args.grace.clone(), "MPGATE_GRACE", "grace", env)?
+        .unwrap_or(DEFAULT_GRACE);
+    let send_zero = args.send_zero
+        || match text_setting(None, "MPGATE_SEND_ZERO", env)?.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::InvalidValue {
+                    name: "MPGATE_SEND_ZERO",
+                    value: other.to_string(),
+                    expected: "use 'true' (a record of 0 for every dimension without usage in an hour) or 'false' (the default)",
+                })
+            }
+        };
     let ignored: Vec<&str> = [
         (args.public_key_version.is_some(), "--public-key-version"),
         (args.public_key_file.is_some(), "--public-key-file"),
@@ -97,6 +151,12 @@ pub fn usage(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Usag
         dimensions,
         start_dimension,
         metering_hour,
+        ledger_dir,
+        socket,
+        send_jitter,
+        flush_timeout,
+        grace,
+        send_zero,
     })
 }
 

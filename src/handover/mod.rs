@@ -1,5 +1,6 @@
 //! Owns the hand-over: the decision reported, then its plan carried out (exit 0, exec, or supervise with duties).
 
+mod meter;
 pub mod plan;
 mod result;
 
@@ -28,6 +29,9 @@ pub enum Next {
     Exec(Box<Exec>),
     /// Run the workload under the supervisor, on `main`'s runtime.
     Supervise(Box<Hold>),
+    /// Usage pricing: the metering agent beside the workload (or alone, as a sidecar), on
+    /// `main`'s runtime.
+    Meter(Box<meter::Metering>),
 }
 
 /// Reports the decision and plans the hand-over.
@@ -148,6 +152,16 @@ pub async fn prepare(checked: Checked, reporter: &Reporter, started: Instant) ->
             license,
             checkout: checkout.ok(),
             client_token,
+            kept,
+            signals,
+        })),
+        (
+            Plan::Supervise(plan::Duties { meter: true, .. }) | Plan::Sidecar,
+            Decision::Metered { .. },
+            Some(signals),
+        ) => Next::Meter(Box::new(meter::Metering {
+            facts,
+            env,
             kept,
             signals,
         })),

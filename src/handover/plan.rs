@@ -100,11 +100,13 @@ impl Environment {
     }
 }
 
-/// The duties that run beside a supervised workload (a metered contract will run both).
+/// The duties that run beside a supervised workload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Duties {
     /// `--seat hold`: the seat is extended while the workload runs and checked in at the end.
     pub lease: bool,
+    /// Usage pricing: the metering agent takes usage in and sends it hourly.
+    pub meter: bool,
 }
 
 /// What the hand-over does once the result is reported.
@@ -116,6 +118,9 @@ pub enum Plan {
     Exec,
     /// Run the workload as mpgate's child, the duties beside it.
     Supervise(Duties),
+    /// No workload (usage pricing without COMMAND): the metering agent alone, for the pod's
+    /// other containers, until SIGTERM.
+    Sidecar,
 }
 
 impl Plan {
@@ -123,10 +128,18 @@ impl Plan {
     pub fn of(decision: &Decision, has_command: bool) -> Plan {
         let duties = Duties {
             lease: matches!(decision, Decision::Held { .. }),
+            meter: matches!(decision, Decision::Metered { .. }),
         };
         match (has_command, duties) {
+            (false, Duties { meter: true, .. }) => Plan::Sidecar,
             (false, _) => Plan::Exit,
-            (true, Duties { lease: false }) => Plan::Exec,
+            (
+                true,
+                Duties {
+                    lease: false,
+                    meter: false,
+                },
+            ) => Plan::Exec,
             (true, duties) => Plan::Supervise(duties),
         }
     }
@@ -241,8 +254,20 @@ mod tests {
         assert_eq!(Plan::of(&unverified, true), Plan::Exec);
         assert_eq!(
             Plan::of(&held, true),
-            Plan::Supervise(Duties { lease: true })
+            Plan::Supervise(Duties {
+                lease: true,
+                meter: false
+            })
         );
+        let metered = Decision::Metered { unverified: None };
+        assert_eq!(
+            Plan::of(&metered, true),
+            Plan::Supervise(Duties {
+                lease: false,
+                meter: true
+            })
+        );
+        assert_eq!(Plan::of(&metered, false), Plan::Sidecar);
         for decision in [verified, held, unverified] {
             assert_eq!(Plan::of(&decision, false), Plan::Exit);
         }

@@ -57,13 +57,22 @@ pub(crate) fn report<'a>(
     }
 }
 
-/// The result file's `usage`: the dimensions, the metering hour and the start's record.
+/// The result file's `usage`: the dimensions, the metering hour, the ledger, the start's
+/// record and, at the end, this run's records and what is not recorded yet.
 fn usage_report(usage: &UsageFacts) -> serde_json::Value {
-    serde_json::json!({
+    let mut report = serde_json::json!({
         "dimensions": usage.dimensions,
         "meteringHourSeconds": usage.metering_hour.as_secs(),
+        "ledger": usage.ledger,
         "start": usage.start,
-    })
+    });
+    if let Some(sent) = &usage.sent {
+        report["sent"] = serde_json::json!(sent);
+    }
+    if let Some(unsent) = &usage.unsent {
+        report["unsent"] = serde_json::json!(unsent);
+    }
+    report
 }
 
 pub fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {

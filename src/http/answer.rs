@@ -32,6 +32,17 @@ pub fn connector_error(error: hyper_util::client::legacy::Error) -> ConnectorErr
     make(error.into())
 }
 
+/// Whether a failed request never left: the connection (TCP, the proxy's tunnel, TLS) could
+/// not be made, so the service cannot have processed it. Anything else (a reset, an answer
+/// cut off) may have been processed.
+pub fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
+    error_chain(error).any(|e| {
+        e.is::<TlsHandshakeFailed>()
+            || e.downcast_ref::<hyper_util::client::legacy::Error>()
+                .is_some_and(|h| h.is_connect())
+    })
+}
+
 /// Lets the SDK close a connection after a failed attempt (a 5xx, a timeout) instead of
 /// reusing it, as its own connector does: the SDK asks the request for the connection, and
 /// without one it logs an ERROR ("no connection was found") on every retry.

@@ -10,7 +10,7 @@ mod answer;
 mod connect;
 mod tls;
 
-pub use answer::{error_chain, AnswerTooLarge, ProxyAuthRequired};
+pub use answer::{error_chain, never_sent, AnswerTooLarge, ProxyAuthRequired};
 pub use connect::lock;
 pub use tls::{extra_roots, ExtraRoots};
 

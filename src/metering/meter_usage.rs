@@ -133,6 +133,19 @@ pub async fn start(
     Ok((start, session))
 }
 
+/// A session for the agent's records when the start could not make one (Metering was
+/// unreachable and `allow` started the workload unverified).
+pub async fn connect(config: &Config) -> Result<Session, MeteringError> {
+    let crate::config::Pricing::Usage(usage) = &config.pricing else {
+        return Err(CallError::Refused("MeterUsage is usage pricing's".into()).into());
+    };
+    let prepared = aws::prepare(config, &SERVICE, None).await?;
+    Ok(Session {
+        caller: prepared.caller,
+        product_code: usage.product_code.clone(),
+    })
+}
+
 impl Session {
     /// Records `quantity` of `dimension` for the hour of `timestamp`, within `deadline`.
     pub async fn meter(

@@ -114,6 +114,36 @@ pub async fn run(
     Ended::Exited { exit_code, loss }
 }
 
+/// No workload (a sidecar): the duties run until SIGTERM or SIGINT, or until one reports a
+/// loss; the other signals have no one to go to and are ignored. Every duty has finished on
+/// return; the exit code is 0 (a stop is how a sidecar ends).
+pub async fn alone(mut signals: Signals, duties: &mut [&mut dyn Duty]) -> Ended {
+    let mut done = vec![false; duties.len()];
+    let mut loss = None;
+    loop {
+        tokio::select! {
+            biased;
+            (number, name) = signals::next(&mut signals.forwarded) => {
+                if signals::STOPPING.contains(&number) {
+                    tracing::info!(signal = name, "stopping: {}mpgate exits", notes(duties));
+                    break;
+                }
+                tracing::debug!(signal = name, number, "ignored: no workload to forward it to");
+            }
+            (i, event) = next_event(duties, &done) => match event {
+                Event::Done => done[i] = true,
+                Event::Lost(lost) => {
+                    loss = Some(lost);
+                    break;
+                }
+            },
+        }
+    }
+    enter(duties, Phase::Stopping);
+    finish(duties, &mut done).await;
+    Ended::Exited { exit_code: 0, loss }
+}
+
 /// Tells every duty the workload entered `phase`.
 fn enter(duties: &mut [&mut dyn Duty], phase: Phase) -> Phase {
     for duty in duties.iter_mut() {

@@ -1,0 +1,17 @@
+//! The metering agent's push API parser (`mpgate::agent::parse_record`) on arbitrary bodies:
+//! never a panic, and an accepted record is always one of the product's dimensions with a
+//! quantity MeterUsage can take; a refusal is always a sentence.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let dimensions = ["nodes".to_string(), "gb_scanned".to_string()];
+    match mpgate::agent::parse_record(data, &dimensions) {
+        Ok((dimension, quantity)) => {
+            assert!(dimensions.contains(&dimension), "accepted {dimension:?}");
+            assert!(quantity <= i32::MAX as u64, "accepted {quantity}");
+        }
+        Err(sentence) => assert!(!sentence.is_empty()),
+    }
+});

@@ -1,0 +1,275 @@
+//! Owns the push API on the Unix socket: `POST /v1/usage` (answered once the increment is durable), `GET /v1/usage`, and what bad input is told.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::UnixListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::ledger::{Increment, Ledger, Snapshot, MAX_QUANTITY};
+use crate::metering::meter_usage::{hour_start_ms, rfc3339_ms};
+
+/// The largest request body read; a usage record is a few dozen bytes.
+pub const MAX_BODY_BYTES: usize = 4096;
+/// A client gets this long to send its request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many connections are served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 256;
+
+/// What the push API needs to answer.
+pub struct Push {
+    pub ledger: Ledger,
+    pub dimensions: Vec<String>,
+    pub metering_hour: Duration,
+}
+
+/// Serves connections until `stop` turns true.
+pub async fn serve(listener: UnixListener, push: Arc<Push>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the usage socket cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let push = push.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let push = push.clone();
+                async move { Ok::<_, Infallible>(answer(&push, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn answer(push: &Push, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    match (request.method(), path.as_str()) {
+        (&Method::POST, "/v1/usage") => {
+            let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return refused(&format!(
+                        "the body is larger than {MAX_BODY_BYTES} bytes: send one usage record, e.g. {EXAMPLE}"
+                    ))
+                }
+                Err(e) => return refused(&format!("the body could not be read: {e}")),
+            };
+            match parse(&body, &push.dimensions) {
+                Ok((dimension, quantity)) => add(push, dimension, quantity).await,
+                Err(sentence) => refused(&sentence),
+            }
+        }
+        (&Method::GET, "/v1/usage") => show(push).await,
+        (_, "/v1/usage") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "use POST to add usage, GET to see it"}),
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": format!("no {path} here: the usage API is POST /v1/usage and GET /v1/usage")}),
+        ),
+    }
+}
+
+const EXAMPLE: &str = r#"{"dimension": "nodes", "quantity": 3}"#;
+
+/// The increment a body asks for, or the sentence that says what is wrong with it.
+pub fn parse(body: &[u8], dimensions: &[String]) -> Result<(String, u64), String> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not JSON ({e}): send {EXAMPLE}"))?;
+    let Some(object) = value.as_object() else {
+        return Err(format!("the body is not a JSON object: send {EXAMPLE}"));
+    };
+    if let Some(other) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "dimension" | "quantity" | "tags"))
+    {
+        return Err(format!(
+            "unknown member {other:?}: a usage record has dimension, quantity and optionally tags"
+        ));
+    }
+    let known = dimensions.join(", ");
+    let dimension = match object.get("dimension") {
+        Some(serde_json::Value::String(d)) if dimensions.contains(d) => d.clone(),
+        Some(serde_json::Value::String(d)) => {
+            let shown: String = d.chars().take(80).collect();
+            return Err(format!(
+                "unknown dimension {shown:?}: this product meters {known}"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "dimension must be a string, one of: {known} (e.g. {EXAMPLE})"
+            ))
+        }
+    };
+    let quantity = object
+        .get("quantity")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|q| *q <= MAX_QUANTITY)
+        .ok_or_else(|| {
+            format!("quantity must be a whole number from 0 to {MAX_QUANTITY} (e.g. {EXAMPLE})")
+        })?;
+    if object.get("tags").is_some() {
+        return Err(
+            "tags are not supported by this mpgate yet: send the usage without tags".into(),
+        );
+    }
+    Ok((dimension, quantity))
+}
+
+async fn add(push: &Push, dimension: String, quantity: u64) -> Response<Full<Bytes>> {
+    let hour_ms = hour_start_ms(SystemTime::now(), push.metering_hour);
+    let increment = Increment {
+        hour_ms,
+        dimension: dimension.clone(),
+        quantity,
+    };
+    match push.ledger.add(increment).await {
+        Ok(total) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "dimension": dimension,
+                "quantity": quantity,
+                "hour": rfc3339_ms(hour_ms),
+                "hourTotal": total,
+            }),
+        ),
+        Err(e) if e.contains("overflow") => refused(&e),
+        Err(e) => {
+            tracing::error!("usage of {dimension} not recorded: {e}");
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": format!("not recorded: {e}; send it again")}),
+            )
+        }
+    }
+}
+
+async fn show(push: &Push) -> Response<Full<Bytes>> {
+    let current = hour_start_ms(SystemTime::now(), push.metering_hour);
+    match push.ledger.snapshot(current).await {
+        Ok(snapshot) => json(StatusCode::OK, &view(&snapshot, push)),
+        Err(e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": format!("the ledger cannot be read: {e}")}),
+        ),
+    }
+}
+
+/// `GET /v1/usage`: every hour the ledger holds, what is carried and what is unsent.
+pub fn view(snapshot: &Snapshot, push: &Push) -> serde_json::Value {
+    let hours: Vec<serde_json::Value> = snapshot
+        .lines
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "hour": rfc3339_ms(l.hour_ms),
+                "dimension": l.dimension,
+                "quantity": l.quantity,
+                "state": l.state,
+                "meteringRecordId": l.metering_record_id,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "dimensions": push.dimensions,
+        "meteringHourSeconds": push.metering_hour.as_secs(),
+        "hours": hours,
+        "carried": snapshot.carried,
+        "unsent": snapshot.unsent(),
+    })
+}
+
+fn refused(sentence: &str) -> Response<Full<Bytes>> {
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"error": format!("{sentence}; nothing was recorded")}),
+    )
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut body = value.to_string();
+    body.push('\n');
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn bad_records_get_a_sentence_that_says_what_to_send() {
+        let dims = vec!["nodes".to_string(), "gb".to_string()];
+        assert_eq!(
+            parse(br#"{"dimension":"nodes","quantity":3}"#, &dims).unwrap(),
+            ("nodes".to_string(), 3)
+        );
+        for (body, words) in [
+            (&b"nodes=3"[..], "not JSON"),
+            (b"[1]", "not a JSON object"),
+            (
+                br#"{"dimension":"cpus","quantity":1}"#,
+                "unknown dimension \"cpus\": this product meters nodes, gb",
+            ),
+            (br#"{"quantity":1}"#, "dimension must be a string"),
+            (
+                br#"{"dimension":"nodes","quantity":-1}"#,
+                "whole number from 0 to 2147483647",
+            ),
+            (br#"{"dimension":"nodes","quantity":1.5}"#, "whole number"),
+            (br#"{"dimension":"nodes","quantity":"3"}"#, "whole number"),
+            (
+                br#"{"dimension":"nodes","quantity":2147483648}"#,
+                "whole number",
+            ),
+            (br#"{"dimension":"nodes"}"#, "whole number"),
+            (
+                br#"{"dimension":"nodes","quantity":1,"extra":1}"#,
+                "unknown member \"extra\"",
+            ),
+        ] {
+            let e = parse(body, &dims).unwrap_err();
+            assert!(e.contains(words), "{}: {e}", String::from_utf8_lossy(body));
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! Owns the ledger's tables and the transactions on them: increments, the plan of what to send, and what an answer settles.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::Serialize;
+
+// Every table has the one key and value type (bytes): redb's B-tree code is generic over
+// them, and each other pair of types would be compiled in again (tens of KiB each). Hour keys
+// are the hour's start in ms (8 bytes, big-endian, so they sort by time) then the dimension.
+type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+/// (hour, dimension) -> usage acknowledged and not yet planned for a record (u64).
+const USAGE: Table = TableDefinition::new("usage");
+/// dimension -> usage of hours that could not take it (locked, out of the window, a
+/// duplicate), for the next hour that can (u64).
+const CARRY: Table = TableDefinition::new("carry");
+/// (hour, dimension) -> a record planned and perhaps sent, its answer not yet recorded:
+/// quantity (u64) then `uncertain` (1 byte: an attempt may have been recorded by AWS).
+const OUTBOX: Table = TableDefinition::new("outbox");
+/// (hour, dimension) -> what AWS holds for it (JSON of [`Sent`]): the hour is locked.
+const SENT: Table = TableDefinition::new("sent");
+
+fn hour_key(hour_ms: u64, dimension: &str) -> Vec<u8> {
+    let mut key = hour_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(dimension.as_bytes());
+    key
+}
+
+fn split_key(key: &[u8]) -> (u64, String) {
+    let (hour, dimension) = key.split_at(8.min(key.len()));
+    let mut bytes = [0u8; 8];
+    bytes[..hour.len()].copy_from_slice(hour);
+    (
+        u64::from_be_bytes(bytes),
+        String::from_utf8_lossy(dimension).into_owned(),
+    )
+}
+
+fn number(value: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = value.len().min(8);
+    bytes[..n].copy_from_slice(&value[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+fn outbox_value(quantity: u64, uncertain: bool) -> Vec<u8> {
+    let mut value = quantity.to_be_bytes().to_vec();
+    value.push(u8::from(uncertain));
+    value
+}
+
+fn outbox_entry(value: &[u8]) -> (u64, bool) {
+    (number(value), value.get(8).is_some_and(|b| *b != 0))
+}
+
+/// A key and its value, copied out of a table.
+type Entry = (Vec<u8>, Vec<u8>);
+
+/// Every (key, value) of a table, in key order, from `from` on.
+fn entries(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    from: &[u8],
+) -> Result<Vec<Entry>, Error> {
+    Ok(table
+        .range::<&[u8]>(from..)
+        .map_err(err)?
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+        .collect())
+}
+
+fn get(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, Error> {
+    Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+}
+
+/// MeterUsage's bound on UsageQuantity.
+pub const MAX_QUANTITY: u64 = i32::MAX as u64;
+/// AWS accepts records up to six (metering) hours old.
+pub const WINDOW_HOURS: u64 = 6;
+
+pub type Error = String;
+
+fn err(e: impl std::fmt::Display) -> Error {
+    e.to_string()
+}
+
+/// Opens (or creates) the ledger file in `dir`, or an in-memory ledger; every table exists
+/// after it, and every record planned before is marked uncertain (it may have been sent
+/// before the process ended).
+pub fn open(dir: Option<&Path>) -> Result<Database, Error> {
+    let db = match dir {
+        // The ledger holds a few hundred keys: a small cache keeps the agent's memory small.
+        Some(dir) => Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(FILE))
+            .map_err(err)?,
+        None => Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(err)?,
+    };
+    let txn = db.begin_write().map_err(err)?;
+    {
+        for table in [USAGE, CARRY, SENT] {
+            txn.open_table(table).map_err(err)?;
+        }
+        let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
+        for (key, value) in entries(&outbox, &[])? {
+            let (quantity, _) = outbox_entry(&value);
+            outbox
+                .insert(key.as_slice(), outbox_value(quantity, true).as_slice())
+                .map_err(err)?;
+        }
+    }
+    txn.commit().map_err(err)?;
+    Ok(db)
+}
+
+/// The ledger's file name in its directory.
+pub const FILE: &str = "usage.redb";
+/// redb's page cache (its default is 1 GiB, filled as pages are read).
+const CACHE_BYTES: usize = 64 * 1024;
+
+/// An increment to add to an hour's usage.
+#[derive(Debug, Clone)]
+pub struct Increment {
+    pub hour_ms: u64,
+    pub dimension: String,
+    pub quantity: u64,
+}
+
+/// Adds every increment in one transaction (one sync for all); each gets the hour's total
+/// after it, or why it was not added (the hour's total would overflow).
+pub fn add(db: &Database, increments: &[Increment]) -> Result<Vec<Result<u64, Error>>, Error> {
+    let txn = db.begin_write().map_err(err)?;
+    let mut answers = Vec::with_capacity(increments.len());
+    {
+        let mut usage = txn.open_table(USAGE).map_err(err)?;
+        for inc in increments {
+            let key = hour_key(inc.hour_ms, &inc.dimension);
+            let before = get(&usage, &key)?.map(|v| number(&v)).unwrap_or(0);
+            match before.checked_add(inc.quantity) {
+                Some(total) if total <= u64::MAX / 2 => {
+                    usage
+                        .insert(key.as_slice(), total.to_be_bytes().as_slice())
+                        .map_err(err)?;
+                    answers.push(Ok(total));
+                }
+                _ => answers.push(Err(format!(
+                    "the hour's total of {} would overflow: nothing was added",
+                    inc.dimension
+                ))),
+            }
+        }
+    }
+    txn.commit().map_err(err)?;
+    Ok(answers)
+}
+
+/// What AWS holds for an hour and dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sent {
+    pub quantity: u64,
+    /// `recorded`, `start` (the start's record), `duplicate` (another record was there:
+    /// the quantity was carried), `out-of-window` (carried), `unknown` (an answer was lost
+    /// and the hour has left the window: never carried, so never billed twice).
+    pub how: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metering_record_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Locks an hour of a dimension with a record made elsewhere (the start's), unless the
+/// ledger already knows one.
+pub fn lock(db: &Database, hour_ms: u64, dimension: &str, sent: &Sent) -> Result<(), Error> {
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let mut table = txn.open_table(SENT).map_err(err)?;
+        let key = hour_key(hour_ms, dimension);
+        if get(&table, &key)?.is_none() {
+            let json = serde_json::to_vec(sent).map_err(err)?;
+            table.insert(key.as_slice(), json.as_slice()).map_err(err)?;
+        }
+    }
+    txn.commit().map_err(err)
+}
+
+/// What the sender is asked to plan.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub now_ms: u64,
+    pub hour_ms: u64,
+    /// At a stop: the current (partial) hour is closed too, and its records lock it.
+    pub flush: bool,
+    /// A record of 0 for every dimension without usage in the last closed hour.
+    pub send_zero: bool,
+    pub dimensions: Vec<String>,
+}
+
+/// A record to send: planned in the ledger before it is sent, so a resend after a crash is
+/// identical (and AWS answers it with the same record ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub hour_ms: u64,
+    pub dimension: String,
+    pub quantity: u64,
+    pub uncertain: bool,
+}
+
+/// Plans the records to send now, in one transaction: every closed hour's usage becomes a
+/// record of its own (or is carried, when its hour is already locked or out of the window),
+/// what is carried joins the last closed hour's record, quantities over MeterUsage's bound
+/// are carried on. Returns every planned record not yet answered, oldest first.
+pub fn plan(db: &Database, rules: &Rules) -> Result<Vec<Pending>, Error> {
+    let hour = rules.hour_ms.max(1);
+    let current = rules.now_ms - rules.now_ms % hour;
+    let limit = if rules.flush { current + hour } else { current };
+    let last = limit.checked_sub(hour);
+    // An hour is too old once it could be refused on arrival: its start six hours back,
+    // with a tenth of an hour to spare.
+    let oldest = (rules.now_ms + hour / 10).saturating_sub(WINDOW_HOURS * hour);
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let mut usage = txn.open_table(USAGE).map_err(err)?;
+        let mut carry = txn.open_table(CARRY).map_err(err)?;
+        let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
+        let mut sent = txn.open_table(SENT).map_err(err)?;
+        let mut carried: BTreeMap<String, u64> = entries(&carry, &[])?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), number(&v)))
+            .collect();
+        let in_flight: BTreeMap<(u64, String), (u64, bool)> = entries(&outbox, &[])?
+            .into_iter()
+            .map(|(k, v)| (split_key(&k), outbox_entry(&v)))
+            .collect();
+        let locked = |sent: &redb::Table<&'static [u8], &'static [u8]>, h: u64, d: &str| {
+            get(sent, &hour_key(h, d)).map(|v| v.is_some())
+        };
+        let mut planned: BTreeMap<(u64, String), u64> = BTreeMap::new();
+        // 1. Closed hours' usage.
+        for (key, value) in entries(&usage, &[])? {
+            let (h, d) = split_key(&key);
+            if h >= limit {
+                break;
+            }
+            usage.remove(key.as_slice()).map_err(err)?;
+            let q = number(&value);
+            if q == 0 {
+                continue;
+            }
+            let taken =
+                locked(&sent, h, &d)? || in_flight.contains_key(&(h, d.clone())) || h < oldest;
+            if taken {
+                *carried.entry(d).or_default() += q;
+            } else {
+                *planned.entry((h, d)).or_default() += q;
+            }
+        }
+        // 2. A record planned before whose hour left the window while nothing can have been
+        // recorded: carried on. An uncertain one is sent again (AWS then says whether).
+        for ((h, d), (q, uncertain)) in &in_flight {
+            if *h < oldest && !uncertain {
+                outbox.remove(hour_key(*h, d).as_slice()).map_err(err)?;
+                *carried.entry(d.clone()).or_default() += q;
+            }
+        }
+        // 3. What is carried joins the last closed hour's record, if that hour can take one.
+        if let Some(last) = last.filter(|l| *l >= oldest) {
+            for (d, q) in carried.iter_mut() {
+                if *q == 0 || locked(&sent, last, d)? || in_flight.contains_key(&(last, d.clone()))
+                {
+                    continue;
+                }
+                *planned.entry((last, d.clone())).or_default() += *q;
+                *q = 0;
+            }
+            if rules.send_zero {
+                for d in &rules.dimensions {
+                    if !locked(&sent, last, d)? && !in_flight.contains_key(&(last, d.clone())) {
+                        planned.entry((last, d.clone())).or_default();
+                    }
+                }
+            }
+        }
+        // 4. MeterUsage takes at most MAX_QUANTITY a record: the rest is carried on.
+        for ((h, d), q) in planned {
+            let over = q.saturating_sub(MAX_QUANTITY);
+            if over > 0 {
+                *carried.entry(d.clone()).or_default() += over;
+            }
+            outbox
+                .insert(
+                    hour_key(h, &d).as_slice(),
+                    outbox_value(q - over, false).as_slice(),
+                )
+                .map_err(err)?;
+        }
+        for (d, q) in &carried {
+            if *q == 0 {
+                carry.remove(d.as_bytes()).map_err(err)?;
+            } else {
+                carry
+                    .insert(d.as_bytes(), q.to_be_bytes().as_slice())
+                    .map_err(err)?;
+            }
+        }
+        // 5. Hours AWS can no longer be asked about need no lock.
+        let stale = oldest.saturating_sub(hour);
+        for (key, _) in entries(&sent, &[])? {
+            if split_key(&key).0 >= stale {
+                break;
+            }
+            sent.remove(key.as_slice()).map_err(err)?;
+        }
+    }
+    txn.commit().map_err(err)?;
+    pending(db)
+}
+
+/// Every planned record not yet answered, oldest first.
+pub fn pending(db: &Database) -> Result<Vec<Pending>, Error> {
+    let txn = db.begin_read().map_err(err)?;
+    let outbox = txn.open_table(OUTBOX).map_err(err)?;
+    Ok(entries(&outbox, &[])?
+        .into_iter()
+        .map(|(k, v)| {
+            let (hour_ms, dimension) = split_key(&k);
+            let (quantity, uncertain) = outbox_entry(&v);
+            Pending {
+                hour_ms,
+                dimension,
+                quantity,
+                uncertain,
+            }
+        })
+        .collect())
+}
+
+/// What MeterUsage answered a planned record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Recorded {
+        record_id: String,
+        request_id: Option<String>,
+    },
+    /// Another record of this pod or task holds the hour: the quantity is carried on.
+    Duplicate { request_id: Option<String> },
+    /// The hour left AWS's window.
+    OutOfWindow { request_id: Option<String> },
+    /// No answer that settles it; `maybe_recorded`: an attempt may have been recorded (no
+    /// answer came, or a 5xx), so the record is resent as it is, never carried.
+    Failed { maybe_recorded: bool },
+}
+
+/// Records what MeterUsage answered `pending`, in one transaction; returns what the hour now
+/// holds, once settled.
+pub fn settle(db: &Database, pending: &Pending, answer: &Answer) -> Result<Option<Sent>, Error> {
+    let key = hour_key(pending.hour_ms, &pending.dimension);
+    let txn = db.begin_write().map_err(err)?;
+    let settled;
+    {
+        let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
+        let Some((quantity, uncertain)) = get(&outbox, &key)?.map(|v| outbox_entry(&v)) else {
+            return Ok(None);
+        };
+        let mut carry = txn.open_table(CARRY).map_err(err)?;
+        let mut sent = txn.open_table(SENT).map_err(err)?;
+        let dimension = pending.dimension.as_bytes();
+        let mut carry_on = || -> Result<(), Error> {
+            let before = get(&carry, dimension)?.map(|v| number(&v)).unwrap_or(0);
+            carry
+                .insert(dimension, (before + quantity).to_be_bytes().as_slice())
+                .map_err(err)?;
+            Ok(())
+        };
+        let record = |how: &str, id: Option<&String>, request_id: &Option<String>| Sent {
+            quantity,
+            how: how.into(),
+            metering_record_id: id.cloned(),
+            request_id: request_id.clone(),
+        };
+        settled = match answer {
+            Answer::Recorded {
+                record_id,
+                request_id,
+            } => Some(record("recorded", Some(record_id), request_id)),
+            Answer::Duplicate { request_id } => {
+                carry_on()?;
+                Some(record("duplicate", None, request_id))
+            }
+            Answer::OutOfWindow { request_id } if uncertain => {
+                Some(record("unknown", None, request_id))
+            }
+            Answer::OutOfWindow { request_id } => {
+                carry_on()?;
+                Some(record("out-of-window", None, request_id))
+            }
+            Answer::Failed { maybe_recorded } => {
+                if *maybe_recorded && !uncertain {
+                    outbox
+                        .insert(key.as_slice(), outbox_value(quantity, true).as_slice())
+                        .map_err(err)?;
+                }
+                None
+            }
+        };
+        if let Some(done) = &settled {
+            outbox.remove(key.as_slice()).map_err(err)?;
+            let json = serde_json::to_vec(done).map_err(err)?;
+            sent.insert(key.as_slice(), json.as_slice()).map_err(err)?;
+        }
+    }
+    txn.commit().map_err(err)?;
+    Ok(settled)
+}
+
+/// One hour of one dimension, as `GET /v1/usage` and the result file show it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Line {
+    pub hour_ms: u64,
+    pub dimension: String,
+    pub quantity: u64,
+    /// `open` (the current hour), `unsent` (closed, not yet planned), `sending` (planned,
+    /// no answer yet), or a [`Sent::how`].
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metering_record_id: Option<String>,
+}
+
+/// What the ledger holds: every hour's lines, and what is carried per dimension.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub lines: Vec<Line>,
+    pub carried: BTreeMap<String, u64>,
+}
+
+impl Snapshot {
+    /// Units acknowledged but not yet in a record AWS answered, per dimension.
+    pub fn unsent(&self) -> BTreeMap<String, u64> {
+        let mut unsent = self.carried.clone();
+        for line in &self.lines {
+            if matches!(line.state.as_str(), "open" | "unsent" | "sending") {
+                *unsent.entry(line.dimension.clone()).or_default() += line.quantity;
+            }
+        }
+        unsent.retain(|_, q| *q > 0);
+        unsent
+    }
+}
+
+/// Everything the ledger holds; `current_ms` is the start of the open hour.
+pub fn snapshot(db: &Database, current_ms: u64) -> Result<Snapshot, Error> {
+    let txn = db.begin_read().map_err(err)?;
+    let mut lines = Vec::new();
+    let line = |key: &[u8], quantity: u64, state: String, id: Option<String>| {
+        let (hour_ms, dimension) = split_key(key);
+        Line {
+            hour_ms,
+            dimension,
+            quantity,
+            state,
+            metering_record_id: id,
+        }
+    };
+    for (k, v) in entries(&txn.open_table(USAGE).map_err(err)?, &[])? {
+        let open = split_key(&k).0 >= current_ms;
+        let state = if open { "open" } else { "unsent" };
+        lines.push(line(&k, number(&v), state.into(), None));
+    }
+    for (k, v) in entries(&txn.open_table(OUTBOX).map_err(err)?, &[])? {
+        lines.push(line(&k, outbox_entry(&v).0, "sending".into(), None));
+    }
+    for (k, v) in entries(&txn.open_table(SENT).map_err(err)?, &[])? {
+        if let Ok(s) = serde_json::from_slice::<Sent>(&v) {
+            lines.push(line(&k, s.quantity, s.how, s.metering_record_id));
+        }
+    }
+    lines.sort_by(|a, b| (a.hour_ms, &a.dimension).cmp(&(b.hour_ms, &b.dimension)));
+    let carried = entries(&txn.open_table(CARRY).map_err(err)?, &[])?
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), number(&v)))
+        .filter(|(_, q)| *q > 0)
+        .collect();
+    Ok(Snapshot { lines, carried })
+}

@@ -1,0 +1,479 @@
+//! The metering agent, end to end with short hours (`MPGATE_METERING_HOUR=2s` and the
+//! emulator's `--metering-hour 2s`): what the workload pushes is billed exactly once, one
+//! record per dimension and hour, through SIGTERM, SIGKILL and restarts. Every wait is on an
+//! event (a line, a file, the ledger's own answer) with a deadline; the emulator's usage file
+//! is the bill.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mpgate_testkit::{result_file, run_bounded, scratch, wait_until, Emulator, CHILD_LIMIT};
+use serde_json::Value;
+
+/// An emulator with two-second hours selling `nodes` and `gb`, billing into `dir/usage.jsonl`.
+fn emulator(dir: &Path, extra: &[&str]) -> Emulator {
+    let usage = dir.join("usage.jsonl");
+    let usage = usage.to_str().unwrap();
+    let mut flags = vec![
+        "--metering-hour",
+        "2s",
+        "--dimension",
+        "nodes",
+        "--dimension",
+        "gb",
+        "--usage-file",
+        usage,
+    ];
+    flags.extend_from_slice(extra);
+    Emulator::start(&flags)
+}
+
+/// A usage gate with two-second hours, a short jitter, and its ledger in `ledger`.
+fn gate(emu: &Emulator, ledger: &Path) -> Gate {
+    let mut gate = emu.usage_gate("nodes,gb");
+    gate.env("MPGATE_METERING_HOUR", "2s")
+        .env("MPGATE_SEND_JITTER", "100ms")
+        .env("MPGATE_LEDGER_DIR", ledger);
+    gate
+}
+
+/// What the emulator billed: its usage file's records.
+fn billed(dir: &Path) -> Vec<Value> {
+    let path = dir.join("usage.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Asserts one record per caller, dimension and hour; returns the total of each dimension.
+fn totals(records: &[Value]) -> BTreeMap<String, u64> {
+    let mut seen = BTreeSet::new();
+    let mut totals = BTreeMap::new();
+    for r in records {
+        let key = (
+            r["caller"].to_string(),
+            r["dimension"].to_string(),
+            r["hourStartMs"].to_string(),
+        );
+        assert!(
+            seen.insert(key.clone()),
+            "two records for {key:?}: {records:#?}"
+        );
+        *totals
+            .entry(r["dimension"].as_str().unwrap().to_string())
+            .or_insert(0) += r["quantity"].as_u64().unwrap();
+    }
+    totals
+}
+
+fn sh(script: String) -> [String; 3] {
+    ["sh".into(), "-c".into(), script]
+}
+
+/// `mpgate usage ARGS` as a neighbour of a sidecar: only the ledger directory in common.
+fn neighbour(ledger: &Path, args: &[&str]) -> mpgate_testkit::Exit {
+    run_bounded(
+        Command::new(MPGATE)
+            .env_clear()
+            .env("MPGATE_LEDGER_DIR", ledger)
+            .arg("usage")
+            .args(args),
+        CHILD_LIMIT,
+    )
+}
+
+#[test]
+fn hours_of_pushed_usage_make_one_record_per_dimension_and_hour_with_the_right_totals() {
+    let dir = scratch("agent-hours");
+    let emu = emulator(&dir, &[]);
+    let result = dir.join("result.json");
+    // Six rounds over about four two-second hours; the start locks nodes' first hour, so its
+    // usage of that hour goes into the next hour's record.
+    let script = format!(
+        "for i in 1 2 3 4 5 6; do {MPGATE} usage add nodes $i >/dev/null && {MPGATE} usage add gb 10 >/dev/null || exit 9; sleep 0.7; done"
+    );
+    let out = gate(&emu, &dir.join("ledger"))
+        .env("MPGATE_RESULT_FILE", &result)
+        .args(sh(script))
+        .run();
+    out.expect(0);
+    let records = billed(&dir);
+    let totals = totals(&records);
+    assert_eq!(totals.get("nodes"), Some(&21), "{records:#?}");
+    assert_eq!(totals.get("gb"), Some(&60), "{records:#?}");
+    let hours: BTreeSet<String> = records.iter().map(|r| r["hour"].to_string()).collect();
+    assert!(hours.len() >= 2, "{records:#?}");
+    let report = result_file(&result);
+    assert_eq!(report["usage"]["unsent"], serde_json::json!({}), "{report}");
+    // The result file lists this run's records with their IDs, as billed.
+    let sent = report["usage"]["sent"].as_array().unwrap();
+    for s in sent {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["meteringRecordId"] == s["meteringRecordId"]),
+            "{s}"
+        );
+    }
+    assert_eq!(report["exitCode"], 0);
+}
+
+#[test]
+fn sigterm_flushes_the_partial_hour_and_keeps_the_locked_dimension_in_the_ledger() {
+    let dir = scratch("agent-sigterm");
+    // AWS's hour: nothing closes during the test, so only the stop sends.
+    let emu = Emulator::start(&[
+        "--dimension",
+        "nodes",
+        "--dimension",
+        "gb",
+        "--usage-file",
+        dir.join("usage.jsonl").to_str().unwrap(),
+    ]);
+    let result = dir.join("result.json");
+    let script = format!(
+        "trap 'exit 0' TERM; {MPGATE} usage add gb 5 >/dev/null && {MPGATE} usage add nodes 2 >/dev/null && echo ready; while :; do sleep 0.05; done"
+    );
+    let mut running = emu
+        .usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", dir.join("ledger"))
+        .env("MPGATE_RESULT_FILE", &result)
+        .args(sh(script))
+        .spawn();
+    assert_eq!(running.next_line("the workload's ready line"), "ready");
+    running.signal(libc::SIGTERM);
+    let out = running.wait();
+    out.expect(0);
+    let records = billed(&dir);
+    // gb's partial hour is sent and locked; nodes' hour was locked by the start: its 2 stay.
+    assert_eq!(totals(&records).get("gb"), Some(&5), "{records:#?}");
+    assert_eq!(records.iter().filter(|r| r["dimension"] == "gb").count(), 1);
+    let report = result_file(&result);
+    assert_eq!(report["usage"]["unsent"], serde_json::json!({"nodes": 2}));
+    assert!(
+        out.stderr
+            .contains("stays in the ledger for the next start"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Waits for the sidecar's socket, bounded.
+fn socket_of(ledger: &Path) -> PathBuf {
+    let socket = ledger.join("usage.sock");
+    wait_until(CHILD_LIMIT, "usage socket", || {
+        socket.exists().then_some(())
+    });
+    socket
+}
+
+#[test]
+fn a_sidecar_serves_its_neighbours_through_the_ledger_directory_until_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("agent-sidecar");
+    let emu = Emulator::start(&[
+        "--dimension",
+        "nodes",
+        "--dimension",
+        "gb",
+        "--usage-file",
+        dir.join("usage.jsonl").to_str().unwrap(),
+    ]);
+    let ledger = dir.join("ledger");
+    let running = emu
+        .usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .spawn();
+    let socket = socket_of(&ledger);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "the socket is the container group's only");
+    let added = neighbour(&ledger, &["add", "gb", "4"]);
+    assert!(added.status.success(), "{added:?}");
+    let answer: Value = serde_json::from_str(added.stdout.trim()).unwrap();
+    assert_eq!(answer["hourTotal"], 4);
+    let shown = neighbour(&ledger, &["show"]);
+    let shown: Value = serde_json::from_str(shown.stdout.trim()).unwrap();
+    assert_eq!(shown["unsent"], serde_json::json!({"gb": 4}), "{shown}");
+    running.signal(libc::SIGTERM);
+    running.wait().expect(0);
+    assert_eq!(totals(&billed(&dir)).get("gb"), Some(&4));
+    assert!(!socket.exists(), "the socket is removed at the end");
+}
+
+#[test]
+fn mpgate_usage_add_refuses_an_unknown_dimension_and_records_nothing() {
+    let dir = scratch("agent-refuse");
+    let emu = Emulator::start(&["--dimension", "nodes", "--dimension", "gb"]);
+    let ledger = dir.join("ledger");
+    let running = emu
+        .usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .spawn();
+    socket_of(&ledger);
+    let out = neighbour(&ledger, &["add", "cpus", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "unknown dimension \"cpus\": this product meters nodes, gb; nothing was recorded"
+        ),
+        "{}",
+        out.stderr
+    );
+    for (quantity, words) in [
+        ("-1", "quantity must be a whole number from 0 to 2147483647"),
+        ("1.5", "quantity must be a whole number"),
+        ("2147483648", "quantity must be a whole number"),
+    ] {
+        let out = neighbour(&ledger, &["add", "nodes", quantity]);
+        assert_eq!(out.status.code(), Some(2), "{quantity}: {out:?}");
+        assert!(out.stderr.contains(words), "{quantity}: {}", out.stderr);
+    }
+    let out = neighbour(&ledger, &["add", "nodes", "1", "--tag", "team=blue"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("tags are not supported"),
+        "{}",
+        out.stderr
+    );
+    let shown = neighbour(&ledger, &["show"]);
+    let shown: Value = serde_json::from_str(shown.stdout.trim()).unwrap();
+    assert_eq!(shown["unsent"], serde_json::json!({}), "{shown}");
+    running.signal(libc::SIGTERM);
+    running.wait().expect(0);
+    // Without a socket to talk to: exit 14, nothing recorded.
+    let out = neighbour(&ledger, &["add", "nodes", "1"]);
+    assert_eq!(out.status.code(), Some(14), "{out:?}");
+    assert!(
+        out.stderr.contains("cannot reach the metering agent"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_push_api_answers_400_with_a_sentence_to_an_oversize_body_and_bad_json() {
+    use std::io::{Read, Write};
+    let dir = scratch("agent-http");
+    let emu = Emulator::start(&["--dimension", "nodes"]);
+    let ledger = dir.join("ledger");
+    let running = emu
+        .usage_gate("nodes")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .spawn();
+    let socket = socket_of(&ledger);
+    let exchange = |request: Vec<u8>| -> String {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(&request).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let post = |body: &[u8]| -> Vec<u8> {
+        let mut request = format!(
+            "POST /v1/usage HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        request
+    };
+    let big = format!(
+        r#"{{"dimension":"nodes","quantity":1,"pad":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let answer = exchange(post(big.as_bytes()));
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("the body is larger than 4096 bytes"),
+        "{answer}"
+    );
+    let answer = exchange(post(b"nodes=1"));
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("the body is not JSON"), "{answer}");
+    let answer = exchange(post(br#"{"dimension":"nodes","quantity":1,"extra":true}"#));
+    assert!(answer.contains("unknown member \\\"extra\\\""), "{answer}");
+    let answer =
+        exchange(b"GET /v2/usage HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec());
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let answer = exchange(post(br#"{"dimension":"nodes","quantity":2}"#));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    running.signal(libc::SIGTERM);
+    running.wait().expect(0);
+}
+
+#[test]
+fn a_restart_in_the_same_pod_sends_what_the_killed_instance_acknowledged() {
+    let dir = scratch("agent-restart");
+    let emu = Emulator::start(&[
+        "--dimension",
+        "nodes",
+        "--dimension",
+        "gb",
+        "--usage-file",
+        dir.join("usage.jsonl").to_str().unwrap(),
+    ]);
+    let ledger = dir.join("ledger");
+    // The workload's 5 gb are acknowledged, then mpgate is killed (its workload with it).
+    let script = format!("{MPGATE} usage add gb 5 >/dev/null && kill -KILL $PPID; exec sleep 30");
+    let out = emu
+        .usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .args(sh(script))
+        .run();
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    assert!(billed(&dir).iter().all(|r| r["dimension"] != "gb"));
+    // The next container of the pod (same credentials: the same caller) sends them.
+    emu.usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .args(["true"])
+        .run()
+        .expect(0);
+    assert_eq!(totals(&billed(&dir)).get("gb"), Some(&5));
+}
+
+#[test]
+fn sigkill_at_random_points_loses_no_acknowledged_unit_and_bills_none_twice() {
+    use rand_like::Lcg;
+    let dir = scratch("agent-sigkill");
+    let emu = emulator(&dir, &[]);
+    let ledger = dir.join("ledger");
+    let acks = dir.join("acks");
+    // Each acknowledged unit is a line in `acks`, written only after the agent's answer.
+    let pusher = format!(
+        "while :; do {MPGATE} usage add nodes 1 >/dev/null && echo 1 >> '{}' && {MPGATE} usage add gb 2 >/dev/null && echo 2 >> '{}'; done",
+        acks.display(),
+        acks.display()
+    );
+    let mut random = Lcg::seeded();
+    let kills = 6;
+    for _ in 0..kills {
+        let running = gate(&emu, &ledger).args(sh(pusher.clone())).spawn();
+        // A random point: during increments, a plan, a send or the recording of an answer.
+        std::thread::sleep(Duration::from_millis(300 + random.below(2500)));
+        running.signal(libc::SIGKILL);
+        let out = running.wait();
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    }
+    // The last instance runs until the ledger says everything is recorded.
+    let drain = format!(
+        "while :; do case \"$({MPGATE} usage show)\" in *'\"unsent\":{{}}'*) exit 0;; esac; sleep 0.2; done"
+    );
+    let started = Instant::now();
+    gate(&emu, &ledger).args(sh(drain)).run().expect(0);
+    assert!(started.elapsed() < CHILD_LIMIT);
+    let acked = std::fs::read_to_string(&acks).unwrap_or_default();
+    let acked_nodes = acked.lines().filter(|l| *l == "1").count() as u64;
+    let acked_gb = 2 * acked.lines().filter(|l| *l == "2").count() as u64;
+    let records = billed(&dir);
+    let totals = totals(&records);
+    let (nodes, gb) = (
+        totals.get("nodes").copied().unwrap_or(0),
+        totals.get("gb").copied().unwrap_or(0),
+    );
+    // Every acknowledged unit billed; at most the one increment in flight per kill beyond.
+    assert!(
+        (acked_nodes..=acked_nodes + kills).contains(&nodes),
+        "nodes: acknowledged {acked_nodes}, billed {nodes}: {records:#?}"
+    );
+    assert!(
+        (acked_gb..=acked_gb + 2 * kills).contains(&gb),
+        "gb: acknowledged {acked_gb}, billed {gb}: {records:#?}"
+    );
+    assert!(acked_nodes > 0 && acked_gb > 0, "nothing was pushed");
+}
+
+#[test]
+fn throttling_and_a_duplicate_never_stop_the_workload_and_the_usage_is_carried() {
+    let dir = scratch("agent-faults");
+    // After the start: three throttled answers, then one DuplicateRequestException.
+    let emu = emulator(
+        &dir,
+        &[
+            "--meter-fault",
+            "throttle@1*3",
+            "--meter-fault",
+            "duplicate-request@4*1",
+        ],
+    );
+    let script = format!(
+        "{M} usage add gb 3 >/dev/null || exit 9; until {M} usage show | grep -q '\"state\":\"duplicate\"'; do sleep 0.1; done; {M} usage add gb 4 >/dev/null; exit 5",
+        M = MPGATE
+    );
+    let out = gate(&emu, &dir.join("ledger")).args(sh(script)).run();
+    out.expect(5);
+    assert!(
+        out.stderr.contains("DuplicateRequestException"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("retrying"), "{}", out.stderr);
+    assert_eq!(totals(&billed(&dir)).get("gb"), Some(&7));
+}
+
+/// A small deterministic generator (seeded from the clock, printed for a rerun): the kill
+/// points need no quality, only spread.
+mod rand_like {
+    pub struct Lcg(u64);
+
+    impl Lcg {
+        pub fn seeded() -> Lcg {
+            let seed = std::env::var("MPGATE_TEST_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(1)
+                });
+            eprintln!("kill points: MPGATE_TEST_SEED={seed}");
+            Lcg(seed)
+        }
+
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+}
+
+#[test]
+fn an_unverified_start_whose_first_record_is_not_entitled_stops_the_workload_with_10() {
+    let dir = scratch("agent-allow");
+    // The start's one attempt hangs (Metering unreachable: `allow` starts the workload); the
+    // agent's first record is then this pod's initial call, and the buyer is not subscribed.
+    let emu = emulator(
+        &dir,
+        &["--meter-fault", "hang@0*1", "--meter-fault", "not-entitled"],
+    );
+    let result = dir.join("result.json");
+    let script = format!(
+        "trap 'exit 0' TERM; {MPGATE} usage add gb 1 >/dev/null || exit 9; while :; do sleep 0.05; done"
+    );
+    let out = gate(&emu, &dir.join("ledger"))
+        .env("MPGATE_ON_TRANSIENT_ERROR", "allow")
+        .env("MPGATE_TIMEOUT", "2s")
+        .env("MPGATE_ATTEMPT_TIMEOUT", "2s")
+        .env("MPGATE_RESULT_FILE", &result)
+        .args(sh(script))
+        .run();
+    out.expect_error(10, "CustomerNotEntitledException");
+    let report = result_file(&result);
+    assert_eq!(report["outcome"], "not-entitled");
+    assert_eq!(report["entitled"], false);
+    assert!(billed(&dir).is_empty());
+}
