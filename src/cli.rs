@@ -230,7 +230,8 @@ running as this workload's parent or as a sidecar.
 Options:
       --socket PATH              the agent's socket (default: MPGATE_USAGE_SOCKET, which the agent sets for its
                                  workload, else MPGATE_LEDGER_DIR/usage.sock, as a sidecar's neighbours share it)
-      --tag K=V                  a tag of this usage (repeatable; not supported yet: the agent refuses tags)
+      --tag K=V                  a tag of this usage, repeatable (at most 5): the hour's record allocates the
+                                 usage to its tag sets (UsageAllocations, for the buyer's cost allocation)
   -h, --help                     print this help
 
 Exit codes: 0 recorded, 2 refused (unknown dimension, bad quantity: nothing recorded) or a bad

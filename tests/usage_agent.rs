@@ -236,13 +236,12 @@ fn mpgate_usage_add_refuses_an_unknown_dimension_and_records_nothing() {
         assert_eq!(out.status.code(), Some(2), "{quantity}: {out:?}");
         assert!(out.stderr.contains(words), "{quantity}: {}", out.stderr);
     }
-    let out = neighbour(&ledger, &["add", "nodes", "1", "--tag", "team=blue"]);
+    let out = neighbour(&ledger, &["add", "nodes", "1", "--tag", "team!=blue"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        out.stderr.contains("tags are not supported"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("letters, digits"), "{}", out.stderr);
+    let out = neighbour(&ledger, &["add", "nodes", "1", "--tag", "team"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("is not KEY=VALUE"), "{}", out.stderr);
     let shown = neighbour(&ledger, &["show"]);
     let shown: Value = serde_json::from_str(shown.stdout.trim()).unwrap();
     assert_eq!(shown["unsent"], serde_json::json!({}), "{shown}");
@@ -476,4 +475,46 @@ fn an_unverified_start_whose_first_record_is_not_entitled_stops_the_workload_wit
     assert_eq!(report["outcome"], "not-entitled");
     assert_eq!(report["entitled"], false);
     assert!(billed(&dir).is_empty());
+}
+
+#[test]
+fn tagged_usage_is_sent_as_usage_allocations_that_sum_to_the_quantity() {
+    let dir = scratch("agent-tags");
+    let emu = Emulator::start(&[
+        "--dimension",
+        "nodes",
+        "--dimension",
+        "gb",
+        "--usage-file",
+        dir.join("usage.jsonl").to_str().unwrap(),
+    ]);
+    let script = format!(
+        "{M} usage add gb 3 --tag team=blue --tag env=prod >/dev/null && {M} usage add gb 2 >/dev/null",
+        M = MPGATE
+    );
+    // The hour is AWS's: the workload's exit flushes gb's partial hour (nodes' is the start's).
+    emu.usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", dir.join("ledger"))
+        .args(sh(script))
+        .run()
+        .expect(0);
+    let records = billed(&dir);
+    let gb: Vec<&Value> = records.iter().filter(|r| r["dimension"] == "gb").collect();
+    assert_eq!(gb.len(), 1, "{records:#?}");
+    assert_eq!(gb[0]["quantity"], 5);
+    let allocations = gb[0]["allocations"].as_array().expect("allocations sent");
+    let untagged = allocations
+        .iter()
+        .find(|a| a.get("Tags").is_none())
+        .unwrap();
+    assert_eq!(untagged["AllocatedUsageQuantity"], 2, "{allocations:?}");
+    let tagged = allocations
+        .iter()
+        .find(|a| a.get("Tags").is_some())
+        .unwrap();
+    assert_eq!(tagged["AllocatedUsageQuantity"], 3, "{allocations:?}");
+    assert_eq!(
+        tagged["Tags"],
+        serde_json::json!([{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": "blue"}])
+    );
 }

@@ -90,7 +90,7 @@ async fn answer(push: &Push, request: Request<Incoming>) -> Response<Full<Bytes>
                 Err(e) => return refused(&format!("the body could not be read: {e}")),
             };
             match parse(&body, &push.dimensions) {
-                Ok((dimension, quantity)) => add(push, dimension, quantity).await,
+                Ok((dimension, quantity, tags)) => add(push, dimension, quantity, tags).await,
                 Err(sentence) => refused(&sentence),
             }
         }
@@ -108,8 +108,26 @@ async fn answer(push: &Push, request: Request<Incoming>) -> Response<Full<Bytes>
 
 const EXAMPLE: &str = r#"{"dimension": "nodes", "quantity": 3}"#;
 
+/// A usage record's tags: 1 to 5, keys of 1 to 100 and values of 1 to 256 characters of
+/// MeterUsage's alphabet (letters, digits and `+ -=._:/@`).
+const MAX_TAGS: usize = 5;
+const MAX_TAG_KEY_CHARS: usize = 100;
+const MAX_TAG_VALUE_CHARS: usize = 256;
+
+fn tag_text(text: &str, max: usize) -> bool {
+    let n = text.chars().count();
+    (1..=max).contains(&n)
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+ -=._:/@".contains(c))
+}
+
+/// What a usage record asks for: the dimension, the quantity, and the canonical JSON of its
+/// tags (`""`: untagged).
+pub type Record = (String, u64, String);
+
 /// The increment a body asks for, or the sentence that says what is wrong with it.
-pub fn parse(body: &[u8], dimensions: &[String]) -> Result<(String, u64), String> {
+pub fn parse(body: &[u8], dimensions: &[String]) -> Result<Record, String> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| format!("the body is not JSON ({e}): send {EXAMPLE}"))?;
     let Some(object) = value.as_object() else {
@@ -145,20 +163,46 @@ pub fn parse(body: &[u8], dimensions: &[String]) -> Result<(String, u64), String
         .ok_or_else(|| {
             format!("quantity must be a whole number from 0 to {MAX_QUANTITY} (e.g. {EXAMPLE})")
         })?;
-    if object.get("tags").is_some() {
-        return Err(
-            "tags are not supported by this mpgate yet: send the usage without tags".into(),
-        );
-    }
-    Ok((dimension, quantity))
+    let tags = match object.get("tags") {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::Object(tags)) => {
+            if tags.len() > MAX_TAGS {
+                return Err(format!(
+                    "{} tags: a usage record has at most {MAX_TAGS}",
+                    tags.len()
+                ));
+            }
+            let mut canonical = std::collections::BTreeMap::new();
+            for (key, value) in tags {
+                let value = value.as_str().unwrap_or_default();
+                if !tag_text(key, MAX_TAG_KEY_CHARS) || !tag_text(value, MAX_TAG_VALUE_CHARS) {
+                    let shown: String = key.chars().take(40).collect();
+                    return Err(format!(
+                        "tag {shown:?} must have a key of 1 to {MAX_TAG_KEY_CHARS} and a string value of 1 to {MAX_TAG_VALUE_CHARS} letters, digits or + -=._:/@"
+                    ));
+                }
+                canonical.insert(key.clone(), value.to_owned());
+            }
+            if canonical.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&canonical).unwrap_or_default()
+            }
+        }
+        Some(_) => {
+            return Err(r#"tags must be an object of strings, e.g. {"team": "blue"}"#.into())
+        }
+    };
+    Ok((dimension, quantity, tags))
 }
 
-async fn add(push: &Push, dimension: String, quantity: u64) -> Response<Full<Bytes>> {
+async fn add(push: &Push, dimension: String, quantity: u64, tags: String) -> Response<Full<Bytes>> {
     let hour_ms = hour_start_ms(SystemTime::now(), push.metering_hour);
     let increment = Increment {
         hour_ms,
         dimension: dimension.clone(),
         quantity,
+        tags: tags.clone(),
     };
     match push.ledger.add(increment).await {
         Ok(total) => json(
@@ -168,6 +212,7 @@ async fn add(push: &Push, dimension: String, quantity: u64) -> Response<Full<Byt
                 "quantity": quantity,
                 "hour": rfc3339_ms(hour_ms),
                 "hourTotal": total,
+                "tags": serde_json::from_str::<serde_json::Value>(&tags).ok(),
             }),
         ),
         Err(e) if e.contains("overflow") => refused(&e),
@@ -242,7 +287,13 @@ mod tests {
         let dims = vec!["nodes".to_string(), "gb".to_string()];
         assert_eq!(
             parse(br#"{"dimension":"nodes","quantity":3}"#, &dims).unwrap(),
-            ("nodes".to_string(), 3)
+            ("nodes".to_string(), 3, String::new())
+        );
+        // Tags come out in one canonical order, so one tag set is one allocation.
+        let tagged = br#"{"dimension":"gb","quantity":1,"tags":{"team":"blue","env":"prod"}}"#;
+        assert_eq!(
+            parse(tagged, &dims).unwrap().2,
+            r#"{"env":"prod","team":"blue"}"#
         );
         for (body, words) in [
             (&b"nodes=3"[..], "not JSON"),
@@ -266,6 +317,13 @@ mod tests {
             (
                 br#"{"dimension":"nodes","quantity":1,"extra":1}"#,
                 "unknown member \"extra\"",
+            ),
+            (br#"{"dimension":"nodes","quantity":1,"tags":["a"]}"#, "tags must be an object"),
+            (br#"{"dimension":"nodes","quantity":1,"tags":{"a":1}}"#, "tag \"a\" must have"),
+            (br#"{"dimension":"nodes","quantity":1,"tags":{"a!":"b"}}"#, "letters, digits"),
+            (
+                br#"{"dimension":"nodes","quantity":1,"tags":{"a":"1","b":"1","c":"1","d":"1","e":"1","f":"1"}}"#,
+                "at most 5",
             ),
         ] {
             let e = parse(body, &dims).unwrap_err();

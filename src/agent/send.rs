@@ -164,7 +164,13 @@ impl Sender {
             return false;
         };
         let result = session
-            .meter(&pending.dimension, quantity, timestamp, limit, &mut record)
+            .meter(
+                (&pending.dimension, quantity),
+                &pending.allocations,
+                timestamp,
+                limit,
+                &mut record,
+            )
             .await;
         let request_id = record.request_id.clone();
         let hour = rfc3339_ms(pending.hour_ms);

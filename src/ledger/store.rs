@@ -37,6 +37,37 @@ fn split_key(key: &[u8]) -> (u64, String) {
     )
 }
 
+/// A usage or carry key's tag set: after a NUL (no dimension holds one), the canonical JSON
+/// of the tags (`""`: untagged).
+fn tagged(mut key: Vec<u8>, tags: &str) -> Vec<u8> {
+    if !tags.is_empty() {
+        key.push(0);
+        key.extend_from_slice(tags.as_bytes());
+    }
+    key
+}
+
+/// A dimension and the tag set after it, if any.
+fn split_tags(bytes: &[u8]) -> (String, String) {
+    match bytes.iter().position(|b| *b == 0) {
+        Some(i) => (
+            String::from_utf8_lossy(&bytes[..i]).into_owned(),
+            String::from_utf8_lossy(&bytes[i + 1..]).into_owned(),
+        ),
+        None => (String::from_utf8_lossy(bytes).into_owned(), String::new()),
+    }
+}
+
+/// (hour, dimension, tags) of a usage key.
+fn split_usage_key(key: &[u8]) -> (u64, String, String) {
+    let (hour, _) = split_key(key);
+    let (dimension, tags) = split_tags(key.get(8..).unwrap_or_default());
+    (hour, dimension, tags)
+}
+
+/// Units per tag set (`""`: untagged), in the tag sets' order.
+pub type Allocations = BTreeMap<String, u64>;
+
 fn number(value: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     let n = value.len().min(8);
@@ -44,14 +75,55 @@ fn number(value: &[u8]) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
-fn outbox_value(quantity: u64, uncertain: bool) -> Vec<u8> {
+fn outbox_value(quantity: u64, uncertain: bool, allocations: &[(String, u64)]) -> Vec<u8> {
     let mut value = quantity.to_be_bytes().to_vec();
     value.push(u8::from(uncertain));
+    if !allocations.is_empty() {
+        value.extend(serde_json::to_vec(allocations).unwrap_or_default());
+    }
     value
 }
 
-fn outbox_entry(value: &[u8]) -> (u64, bool) {
-    (number(value), value.get(8).is_some_and(|b| *b != 0))
+/// A planned record: its quantity, whether it may be recorded already, its allocations.
+type Planned = (u64, bool, Vec<(String, u64)>);
+
+fn outbox_entry(value: &[u8]) -> Planned {
+    let allocations = value
+        .get(9..)
+        .filter(|rest| !rest.is_empty())
+        .and_then(|rest| serde_json::from_slice(rest).ok())
+        .unwrap_or_default();
+    (
+        number(value),
+        value.get(8).is_some_and(|b| *b != 0),
+        allocations,
+    )
+}
+
+/// The allocations a record sends: none when all its usage is untagged.
+fn allocation_list(units: &Allocations) -> Vec<(String, u64)> {
+    if units.keys().all(String::is_empty) {
+        return Vec::new();
+    }
+    units
+        .iter()
+        .filter(|(_, q)| **q > 0)
+        .map(|(t, q)| (t.clone(), *q))
+        .collect()
+}
+
+/// What a planned record holds, per tag set.
+fn units_of(quantity: u64, allocations: &[(String, u64)]) -> Allocations {
+    if allocations.is_empty() {
+        return BTreeMap::from([(String::new(), quantity)]);
+    }
+    allocations.iter().cloned().collect()
+}
+
+fn merge(into: &mut Allocations, from: &Allocations) {
+    for (tags, q) in from {
+        *into.entry(tags.clone()).or_default() += q;
+    }
 }
 
 /// A key and its value, copied out of a table.
@@ -81,6 +153,8 @@ fn get(
 pub const MAX_QUANTITY: u64 = i32::MAX as u64;
 /// AWS accepts records up to six (metering) hours old.
 pub const WINDOW_HOURS: u64 = 6;
+/// MeterUsage takes at most this many UsageAllocations a record.
+pub const MAX_ALLOCATIONS: usize = 2500;
 
 pub type Error = String;
 
@@ -109,9 +183,12 @@ pub fn open(dir: Option<&Path>) -> Result<Database, Error> {
         }
         let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
         for (key, value) in entries(&outbox, &[])? {
-            let (quantity, _) = outbox_entry(&value);
+            let (quantity, _, allocations) = outbox_entry(&value);
             outbox
-                .insert(key.as_slice(), outbox_value(quantity, true).as_slice())
+                .insert(
+                    key.as_slice(),
+                    outbox_value(quantity, true, &allocations).as_slice(),
+                )
                 .map_err(err)?;
         }
     }
@@ -130,6 +207,8 @@ pub struct Increment {
     pub hour_ms: u64,
     pub dimension: String,
     pub quantity: u64,
+    /// The canonical JSON of the usage's tags (`""`: untagged).
+    pub tags: String,
 }
 
 /// Adds every increment in one transaction (one sync for all); each gets the hour's total
@@ -140,7 +219,7 @@ pub fn add(db: &Database, increments: &[Increment]) -> Result<Vec<Result<u64, Er
     {
         let mut usage = txn.open_table(USAGE).map_err(err)?;
         for inc in increments {
-            let key = hour_key(inc.hour_ms, &inc.dimension);
+            let key = tagged(hour_key(inc.hour_ms, &inc.dimension), &inc.tags);
             let before = get(&usage, &key)?.map(|v| number(&v)).unwrap_or(0);
             match before.checked_add(inc.quantity) {
                 Some(total) if total <= u64::MAX / 2 => {
@@ -210,6 +289,9 @@ pub struct Pending {
     pub dimension: String,
     pub quantity: u64,
     pub uncertain: bool,
+    /// UsageAllocations: (tags' canonical JSON, units), `""` the untagged usage; empty when
+    /// the record holds untagged usage only.
+    pub allocations: Vec<(String, u64)>,
 }
 
 /// Plans the records to send now, in one transaction: every closed hour's usage becomes a
@@ -230,21 +312,23 @@ pub fn plan(db: &Database, rules: &Rules) -> Result<Vec<Pending>, Error> {
         let mut carry = txn.open_table(CARRY).map_err(err)?;
         let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
         let mut sent = txn.open_table(SENT).map_err(err)?;
-        let mut carried: BTreeMap<String, u64> = entries(&carry, &[])?
-            .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), number(&v)))
-            .collect();
-        let in_flight: BTreeMap<(u64, String), (u64, bool)> = entries(&outbox, &[])?
+        let mut carried: BTreeMap<String, Allocations> = BTreeMap::new();
+        for (key, value) in entries(&carry, &[])? {
+            carry.remove(key.as_slice()).map_err(err)?;
+            let (d, tags) = split_tags(&key);
+            *carried.entry(d).or_default().entry(tags).or_default() += number(&value);
+        }
+        let in_flight: BTreeMap<(u64, String), Planned> = entries(&outbox, &[])?
             .into_iter()
             .map(|(k, v)| (split_key(&k), outbox_entry(&v)))
             .collect();
         let locked = |sent: &redb::Table<&'static [u8], &'static [u8]>, h: u64, d: &str| {
             get(sent, &hour_key(h, d)).map(|v| v.is_some())
         };
-        let mut planned: BTreeMap<(u64, String), u64> = BTreeMap::new();
+        let mut planned: BTreeMap<(u64, String), Allocations> = BTreeMap::new();
         // 1. Closed hours' usage.
         for (key, value) in entries(&usage, &[])? {
-            let (h, d) = split_key(&key);
+            let (h, d, tags) = split_usage_key(&key);
             if h >= limit {
                 break;
             }
@@ -255,29 +339,35 @@ pub fn plan(db: &Database, rules: &Rules) -> Result<Vec<Pending>, Error> {
             }
             let taken =
                 locked(&sent, h, &d)? || in_flight.contains_key(&(h, d.clone())) || h < oldest;
-            if taken {
-                *carried.entry(d).or_default() += q;
+            let to = if taken {
+                carried.entry(d).or_default()
             } else {
-                *planned.entry((h, d)).or_default() += q;
-            }
+                planned.entry((h, d)).or_default()
+            };
+            *to.entry(tags).or_default() += q;
         }
         // 2. A record planned before whose hour left the window while nothing can have been
         // recorded: carried on. An uncertain one is sent again (AWS then says whether).
-        for ((h, d), (q, uncertain)) in &in_flight {
+        for ((h, d), (q, uncertain, allocations)) in &in_flight {
             if *h < oldest && !uncertain {
                 outbox.remove(hour_key(*h, d).as_slice()).map_err(err)?;
-                *carried.entry(d.clone()).or_default() += q;
+                merge(
+                    carried.entry(d.clone()).or_default(),
+                    &units_of(*q, allocations),
+                );
             }
         }
         // 3. What is carried joins the last closed hour's record, if that hour can take one.
         if let Some(last) = last.filter(|l| *l >= oldest) {
-            for (d, q) in carried.iter_mut() {
-                if *q == 0 || locked(&sent, last, d)? || in_flight.contains_key(&(last, d.clone()))
+            for (d, units) in carried.iter_mut() {
+                if units.values().all(|q| *q == 0)
+                    || locked(&sent, last, d)?
+                    || in_flight.contains_key(&(last, d.clone()))
                 {
                     continue;
                 }
-                *planned.entry((last, d.clone())).or_default() += *q;
-                *q = 0;
+                merge(planned.entry((last, d.clone())).or_default(), units);
+                units.clear();
             }
             if rules.send_zero {
                 for d in &rules.dimensions {
@@ -287,25 +377,37 @@ pub fn plan(db: &Database, rules: &Rules) -> Result<Vec<Pending>, Error> {
                 }
             }
         }
-        // 4. MeterUsage takes at most MAX_QUANTITY a record: the rest is carried on.
-        for ((h, d), q) in planned {
-            let over = q.saturating_sub(MAX_QUANTITY);
-            if over > 0 {
-                *carried.entry(d.clone()).or_default() += over;
+        // 4. MeterUsage takes at most MAX_QUANTITY and MAX_ALLOCATIONS a record: the rest is
+        // carried on.
+        for ((h, d), mut units) in planned {
+            let mut over = units.values().sum::<u64>().saturating_sub(MAX_QUANTITY);
+            let extra: Vec<String> = units.keys().skip(MAX_ALLOCATIONS).cloned().collect();
+            let back = carried.entry(d.clone()).or_default();
+            for tags in extra {
+                if let Some(q) = units.remove(&tags) {
+                    *back.entry(tags).or_default() += q;
+                    over = over.saturating_sub(q);
+                }
             }
+            for (tags, q) in units.iter_mut().rev() {
+                let take = over.min(*q);
+                if take > 0 {
+                    *q -= take;
+                    over -= take;
+                    *back.entry(tags.clone()).or_default() += take;
+                }
+            }
+            let total = units.values().sum::<u64>();
+            let value = outbox_value(total, false, &allocation_list(&units));
             outbox
-                .insert(
-                    hour_key(h, &d).as_slice(),
-                    outbox_value(q - over, false).as_slice(),
-                )
+                .insert(hour_key(h, &d).as_slice(), value.as_slice())
                 .map_err(err)?;
         }
-        for (d, q) in &carried {
-            if *q == 0 {
-                carry.remove(d.as_bytes()).map_err(err)?;
-            } else {
+        for (d, units) in &carried {
+            for (tags, q) in units.iter().filter(|(_, q)| **q > 0) {
+                let key = tagged(d.as_bytes().to_vec(), tags);
                 carry
-                    .insert(d.as_bytes(), q.to_be_bytes().as_slice())
+                    .insert(key.as_slice(), q.to_be_bytes().as_slice())
                     .map_err(err)?;
             }
         }
@@ -330,12 +432,13 @@ pub fn pending(db: &Database) -> Result<Vec<Pending>, Error> {
         .into_iter()
         .map(|(k, v)| {
             let (hour_ms, dimension) = split_key(&k);
-            let (quantity, uncertain) = outbox_entry(&v);
+            let (quantity, uncertain, allocations) = outbox_entry(&v);
             Pending {
                 hour_ms,
                 dimension,
                 quantity,
                 uncertain,
+                allocations,
             }
         })
         .collect())
@@ -365,17 +468,22 @@ pub fn settle(db: &Database, pending: &Pending, answer: &Answer) -> Result<Optio
     let settled;
     {
         let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
-        let Some((quantity, uncertain)) = get(&outbox, &key)?.map(|v| outbox_entry(&v)) else {
+        let Some((quantity, uncertain, allocations)) =
+            get(&outbox, &key)?.map(|v| outbox_entry(&v))
+        else {
             return Ok(None);
         };
         let mut carry = txn.open_table(CARRY).map_err(err)?;
         let mut sent = txn.open_table(SENT).map_err(err)?;
         let dimension = pending.dimension.as_bytes();
         let mut carry_on = || -> Result<(), Error> {
-            let before = get(&carry, dimension)?.map(|v| number(&v)).unwrap_or(0);
-            carry
-                .insert(dimension, (before + quantity).to_be_bytes().as_slice())
-                .map_err(err)?;
+            for (tags, q) in units_of(quantity, &allocations) {
+                let key = tagged(dimension.to_vec(), &tags);
+                let before = get(&carry, &key)?.map(|v| number(&v)).unwrap_or(0);
+                carry
+                    .insert(key.as_slice(), (before + q).to_be_bytes().as_slice())
+                    .map_err(err)?;
+            }
             Ok(())
         };
         let record = |how: &str, id: Option<&String>, request_id: &Option<String>| Sent {
@@ -402,8 +510,9 @@ pub fn settle(db: &Database, pending: &Pending, answer: &Answer) -> Result<Optio
             }
             Answer::Failed { maybe_recorded } => {
                 if *maybe_recorded && !uncertain {
+                    let value = outbox_value(quantity, true, &allocations);
                     outbox
-                        .insert(key.as_slice(), outbox_value(quantity, true).as_slice())
+                        .insert(key.as_slice(), value.as_slice())
                         .map_err(err)?;
                 }
                 None
@@ -431,6 +540,9 @@ pub struct Line {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metering_record_id: Option<String>,
+    /// The tags of usage not yet planned for a record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<serde_json::Value>,
 }
 
 /// What the ledger holds: every hour's lines, and what is carried per dimension.
@@ -467,12 +579,25 @@ pub fn snapshot(db: &Database, current_ms: u64) -> Result<Snapshot, Error> {
             quantity,
             state,
             metering_record_id: id,
+            tags: None,
         }
     };
     for (k, v) in entries(&txn.open_table(USAGE).map_err(err)?, &[])? {
-        let open = split_key(&k).0 >= current_ms;
-        let state = if open { "open" } else { "unsent" };
-        lines.push(line(&k, number(&v), state.into(), None));
+        let (hour_ms, dimension, tags) = split_usage_key(&k);
+        let state = if hour_ms >= current_ms {
+            "open"
+        } else {
+            "unsent"
+        };
+        lines.push(Line {
+            tags: serde_json::from_str(&tags).ok(),
+            ..line(
+                &hour_key(hour_ms, &dimension),
+                number(&v),
+                state.into(),
+                None,
+            )
+        });
     }
     for (k, v) in entries(&txn.open_table(OUTBOX).map_err(err)?, &[])? {
         lines.push(line(&k, outbox_entry(&v).0, "sending".into(), None));
@@ -483,10 +608,10 @@ pub fn snapshot(db: &Database, current_ms: u64) -> Result<Snapshot, Error> {
         }
     }
     lines.sort_by(|a, b| (a.hour_ms, &a.dimension).cmp(&(b.hour_ms, &b.dimension)));
-    let carried = entries(&txn.open_table(CARRY).map_err(err)?, &[])?
-        .into_iter()
-        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), number(&v)))
-        .filter(|(_, q)| *q > 0)
-        .collect();
+    let mut carried: BTreeMap<String, u64> = BTreeMap::new();
+    for (k, v) in entries(&txn.open_table(CARRY).map_err(err)?, &[])? {
+        *carried.entry(split_tags(&k).0).or_default() += number(&v);
+    }
+    carried.retain(|_, q| *q > 0);
     Ok(Snapshot { lines, carried })
 }

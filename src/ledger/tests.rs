@@ -9,12 +9,17 @@ fn memory() -> redb::Database {
 }
 
 fn add_at(db: &redb::Database, hour_ms: u64, dimension: &str, quantity: u64) {
+    add_tagged(db, hour_ms, dimension, quantity, "");
+}
+
+fn add_tagged(db: &redb::Database, hour_ms: u64, dimension: &str, quantity: u64, tags: &str) {
     let answers = add(
         db,
         &[Increment {
             hour_ms,
             dimension: dimension.into(),
             quantity,
+            tags: tags.into(),
         }],
     )
     .unwrap();
@@ -37,6 +42,7 @@ fn pending(hour_ms: u64, dimension: &str, quantity: u64) -> Pending {
         dimension: dimension.into(),
         quantity,
         uncertain: false,
+        allocations: Vec::new(),
     }
 }
 
@@ -217,4 +223,32 @@ fn a_reopened_ledger_keeps_every_increment_and_resends_what_was_planned_as_it_wa
     assert_eq!(snapshot.unsent().get("nodes"), Some(&3));
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tagged_usage_becomes_allocations_that_sum_to_the_record_and_are_carried_with_their_tags() {
+    let db = memory();
+    let t0 = 100 * H;
+    let blue = r#"{"team":"blue"}"#;
+    add_tagged(&db, t0, "gb", 3, blue);
+    add_tagged(&db, t0, "gb", 2, blue);
+    add_at(&db, t0, "gb", 4);
+    add_at(&db, t0, "nodes", 1);
+    let planned = plan(&db, &rules(t0 + H)).unwrap();
+    let gb = Pending {
+        allocations: vec![(String::new(), 4), (blue.to_string(), 5)],
+        ..pending(t0, "gb", 9)
+    };
+    assert_eq!(planned, [gb.clone(), pending(t0, "nodes", 1)]);
+    // A duplicate carries each tag set on; the next record allocates them again.
+    settle(&db, &gb, &Answer::Duplicate { request_id: None }).unwrap();
+    add_tagged(&db, t0 + H, "gb", 1, blue);
+    let next = plan(&db, &rules(t0 + 2 * H)).unwrap();
+    assert!(
+        next.contains(&Pending {
+            allocations: vec![(String::new(), 4), (blue.to_string(), 6)],
+            ..pending(t0 + H, "gb", 10)
+        }),
+        "{next:?}"
+    );
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_marketplacemetering::{
     error::{ProvideErrorMetadata, SdkError},
     operation::meter_usage::MeterUsageError,
+    types::{Tag, UsageAllocation},
 };
 use serde::Serialize;
 
@@ -147,24 +148,51 @@ pub async fn connect(config: &Config) -> Result<Session, MeteringError> {
 }
 
 impl Session {
-    /// Records `quantity` of `dimension` for the hour of `timestamp`, within `deadline`.
+    /// Records `quantity` of `dimension` for the hour of `timestamp`, within `deadline`,
+    /// allocated to `allocations` (tag sets as JSON objects, `""` untagged; none: no
+    /// UsageAllocations).
     pub async fn meter(
         &self,
-        dimension: &str,
-        quantity: i32,
+        (dimension, quantity): (&str, i32),
+        allocations: &[(String, u64)],
         timestamp: SystemTime,
         deadline: Duration,
         record: &mut CallRecord,
     ) -> Result<Answer, MeteringError> {
         let call = Call::new(deadline);
-        self.send(dimension, quantity, timestamp, (&call, deadline), record)
-            .await
+        let allocations = usage_allocations(allocations)?;
+        self.send_allocated(
+            (dimension, quantity),
+            allocations,
+            timestamp,
+            (&call, deadline),
+            record,
+        )
+        .await
     }
 
     async fn send(
         &self,
         dimension: &str,
         quantity: i32,
+        timestamp: SystemTime,
+        (call, deadline): (&Call, Duration),
+        record: &mut CallRecord,
+    ) -> Result<Answer, MeteringError> {
+        self.send_allocated(
+            (dimension, quantity),
+            None,
+            timestamp,
+            (call, deadline),
+            record,
+        )
+        .await
+    }
+
+    async fn send_allocated(
+        &self,
+        (dimension, quantity): (&str, i32),
+        allocations: Option<Vec<UsageAllocation>>,
         timestamp: SystemTime,
         (call, deadline): (&Call, Duration),
         record: &mut CallRecord,
@@ -178,6 +206,7 @@ impl Session {
                 .timestamp(aws_smithy_types::DateTime::from(timestamp))
                 .usage_dimension(dimension)
                 .usage_quantity(quantity)
+                .set_usage_allocations(allocations)
                 .send());
             aws::send(sent, call, deadline, record).await?
         };
@@ -198,6 +227,37 @@ impl Session {
             Err(e) => classify(e, dimension, (call, &self.caller.scope), &self.product_code),
         }
     }
+}
+
+/// UsageAllocations of tag sets (JSON objects; `""` the untagged usage), none for none.
+fn usage_allocations(
+    allocations: &[(String, u64)],
+) -> Result<Option<Vec<UsageAllocation>>, MeteringError> {
+    if allocations.is_empty() {
+        return Ok(None);
+    }
+    let bad = |e: String| CallError::Refused(format!("the request could not be made: {e}"));
+    let mut all = Vec::with_capacity(allocations.len());
+    for (tags, quantity) in allocations {
+        let tags: std::collections::BTreeMap<String, String> = if tags.is_empty() {
+            Default::default()
+        } else {
+            serde_json::from_str(tags).map_err(|e| bad(e.to_string()))?
+        };
+        let mut allocation = UsageAllocation::builder()
+            .allocated_usage_quantity(i32::try_from(*quantity).unwrap_or(i32::MAX));
+        for (key, value) in tags {
+            allocation = allocation.tags(
+                Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            );
+        }
+        all.push(allocation.build().map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(Some(all))
 }
 
 /// Maps MeterUsage's errors to what happened and what the operator should do.
