@@ -101,14 +101,14 @@ render_chart_refused() {
     if grep -q Traceback "$RC_DIR/err"; then cat "$RC_DIR/err"; return 1; fi
     rc=0
     scripts/render-chart.sh "$RC_DIR/schema.yaml" >/dev/null 2>"$RC_DIR/err" || rc=$?
-    [ "$rc" -eq 1 ] && grep -qF "at '/marketplace/entitlement/mode': value must be one of 'initContainer', 'entrypoint'" "$RC_DIR/err" \
+    [ "$rc" -eq 1 ] && grep -qF "at '/marketplace/entitlement/mode': value must be one of 'initContainer', 'entrypoint', 'sidecar'" "$RC_DIR/err" \
         || { echo "schema error: exit $rc"; cat "$RC_DIR/err"; return 1; }
 }
 RC_DIR=$(mktemp -d)
 trap 'rm -f "$LOG"; rm -rf "$RC_DIR"' EXIT
 printf 'image:\n  tag: "2.0"\n' > "$RC_DIR/tag.yaml"
 printf 'marketplace:\n  entitlement:\n    productSku: prod-sku-abc123example\n' > "$RC_DIR/hourly-with-sku.yaml"
-printf 'marketplace:\n  entitlement:\n    mode: sidecar\n' > "$RC_DIR/schema.yaml"
+printf 'marketplace:\n  entitlement:\n    mode: daemonset\n' > "$RC_DIR/schema.yaml"
 check "scripts/render-chart.sh: renders a seller's values files (merged in order) to stdout" render_chart_good
 check "scripts/render-chart.sh: a refused render prints the chart's sentence, no traceback, exit 1" render_chart_refused
 

@@ -27,7 +27,7 @@ PRODUCT_CODE = "prod-abc123example"  # the example shape used throughout deploy/
 
 RELEASE, NAMESPACE = "rel", "my-product"
 results = []
-CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled", "contract", "contract-init")
+CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled", "contract", "contract-init", "usage", "usage-sidecar")
 
 
 def check(name, problems, notes=()):
@@ -225,6 +225,8 @@ def case_problems(case, values, resources):
                 found.append(f"no ConfigMap should be rendered with existingConfigMap, got {list(configmaps)}")
     elif case in ("contract", "contract-init"):
         found += contract_problems(case, e, spec, app, inits, configmaps, deployment(resources), command)
+    elif case in ("usage", "usage-sidecar"):
+        found += usage_problems(case, e, spec, app, inits, configmaps, deployment(resources), command)
     elif case == "disabled":
         text = yaml.safe_dump_all(resources)
         if "/mpgate" in text or "MPGATE_" in text or "mpgate-" in text:
@@ -316,6 +318,92 @@ def contract_problems(case, e, spec, app, inits, configmaps, dep, command):
     return found
 
 
+USAGE_VARS = ("MPGATE_PRICING", "MPGATE_DIMENSIONS", "MPGATE_START_DIMENSION", "MPGATE_LEDGER_DIR", "MPGATE_FLUSH_TIMEOUT")
+CONTRACT_VARS = ("MPGATE_PRODUCT_SKU", "MPGATE_ENTITLEMENTS", "MPGATE_SEAT")
+
+
+def usage_problems(case, e, spec, app, inits, configmaps, dep, command):
+    """pricing usage: the agent's variables in the container that runs mpgate (the app in
+    entrypoint mode, the native sidecar in sidecar mode), the ledger emptyDir on disk mounted
+    writable there, and in sidecar mode read-only in the app with MPGATE_USAGE_SOCKET; no key,
+    no contract setting; a stop timeout with room for the last partial hour."""
+    found = []
+    sidecar = case == "usage-sidecar"
+    ledger = e.get("ledgerDir", "/var/lib/mpgate")
+    if sidecar:
+        if not inits or inits[0]["name"] != "mpgate":
+            return ["the first initContainer is not the mpgate sidecar"]
+        agent = inits[0]
+        if agent.get("restartPolicy") != "Always":
+            found.append(f"the mpgate sidecar needs restartPolicy Always (a native sidecar), has {agent.get('restartPolicy')}")
+        if agent.get("command") != ["/mpgate"] or agent.get("args"):
+            found.append(f"the mpgate sidecar must run /mpgate without a command, has {agent.get('command')} {agent.get('args')}")
+        probe = agent.get("startupProbe") or {}
+        if (probe.get("exec") or {}).get("command") != ["/mpgate", "usage", "show"]:
+            found.append(f"the mpgate sidecar's startupProbe must run /mpgate usage show (the socket is open once the buyer is entitled), is {probe}")
+        elif probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3) < seconds(e.get("timeout", "30s")) + 10:
+            found.append(f"the startupProbe gives up before the start's check can end (timeout {e.get('timeout', '30s')}): {probe}")
+        if (app.get("command") or [""])[0] == "/mpgate":
+            found.append("app command must not be wrapped in sidecar mode")
+        if app.get("command") != command:
+            found.append(f"app command must be unchanged, is {app.get('command')}")
+        socket = f"{ledger.rstrip('/')}/usage.sock"
+        if env_of(app) != {"MPGATE_USAGE_SOCKET": socket}:
+            found.append(f"sidecar mode: the app needs MPGATE_USAGE_SOCKET={socket} alone, has {env_of(app)}")
+        mount = mounts_of(app).get("mpgate-ledger", {})
+        if mount.get("mountPath") != ledger or not mount.get("readOnly"):
+            found.append(f"sidecar mode: the app must mount the ledger read-only at {ledger} (it only connects to the socket), is {mount}")
+        if [c["name"] for c in inits[1:]] != ["migrate"]:
+            found.append(f"the chart's own initContainers should follow the mpgate sidecar, got {[c['name'] for c in inits]}")
+        # The socket is 0660: the app must share the sidecar's group (the pod's fsGroup
+        # owns the emptyDir, and every container of the pod has it).
+        pod_sc = spec.get("securityContext") or {}
+        agent_group = (agent.get("securityContext") or {}).get("runAsGroup", pod_sc.get("runAsGroup"))
+        app_group = (app.get("securityContext") or {}).get("runAsGroup", pod_sc.get("runAsGroup"))
+        if pod_sc.get("fsGroup") is None and agent_group != app_group:
+            found.append("sidecar mode: the app cannot reach the 0660 socket: set the pod's fsGroup, or run both containers with one group")
+        if "MPGATE_GRACE" in env_of(agent):
+            found.append("sidecar mode: MPGATE_GRACE is for a workload mpgate runs (entrypoint mode)")
+    else:
+        agent = app
+        if any(c["name"] == "mpgate" for c in inits):
+            found.append("entrypoint mode must not render an mpgate initContainer")
+        if app.get("command") != ["/mpgate", "--"] + command:
+            found.append(f"app command must be /mpgate -- {command}, is {app.get('command')}")
+        if env_of(app).get("MPGATE_GRACE") != e.get("grace", "30s"):
+            found.append(f"entrypoint mode: MPGATE_GRACE should be {e.get('grace', '30s')}, is {env_of(app).get('MPGATE_GRACE')}")
+        if "MPGATE_USAGE_SOCKET" in env_of(app):
+            found.append("entrypoint mode: mpgate sets MPGATE_USAGE_SOCKET for the workload itself")
+    env = env_of(agent)
+    want = {"MPGATE_PRICING": "usage", "MPGATE_DIMENSIONS": ",".join(e.get("dimensions") or []),
+            "MPGATE_LEDGER_DIR": ledger, "MPGATE_FLUSH_TIMEOUT": e.get("flushTimeout", "10s"),
+            "MPGATE_START_DIMENSION": e.get("startDimension") or None}
+    for k, v in want.items():
+        if env.get(k) != v:
+            found.append(f"{agent['name']}: {k} should be {v!r}, is {env.get(k)!r}")
+    if e.get("productCode") and env.get("MPGATE_PRODUCT_CODE") != e["productCode"]:
+        found.append(f"{agent['name']}: MPGATE_PRODUCT_CODE should be {e['productCode']!r}")
+    stray = [k for k in HOURLY_VARS + CONTRACT_VARS + ("MPGATE_RESULT_FILE",) if k in env and k != "MPGATE_PRODUCT_CODE"]
+    if stray:
+        found.append(f"{agent['name']}: pricing usage uses no key, result file or contract setting, sets {stray}")
+    mount = mounts_of(agent).get("mpgate-ledger", {})
+    if mount.get("mountPath") != ledger or mount.get("readOnly"):
+        found.append(f"{agent['name']}: the ledger must be mounted writable at {ledger}, is {mount}")
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    empty = volumes.get("mpgate-ledger", {}).get("emptyDir")
+    if empty is None:
+        found.append(f"the ledger volume must be an emptyDir (it survives container restarts), is {volumes.get('mpgate-ledger')}")
+    elif empty.get("medium") == "Memory" or not empty.get("sizeLimit"):
+        found.append(f"the ledger emptyDir must be on disk (synced writes) with a sizeLimit, is {empty}")
+    if "mpgate-keys" in volumes or "mpgate-run" in volumes or configmaps:
+        found.append(f"pricing usage must render no key volume, ConfigMap or result directory, has {sorted(volumes)} {sorted(configmaps)}")
+    need = seconds(e.get("grace", "30s")) + seconds(e.get("flushTimeout", "10s")) + 5
+    period = spec.get("terminationGracePeriodSeconds")
+    if period is None or period < need:
+        found.append(f"terminationGracePeriodSeconds {period} leaves no room for the workload to stop and the last partial hour to be sent (at least grace + flushTimeout + 5 = {need})")
+    return found
+
+
 def grace_period_problems(app_dir, base):
     """seat hold: terminationGracePeriodSeconds defaults to grace + 10 s; a set value wins;
     hourly pricing keeps the Kubernetes default."""
@@ -329,6 +417,14 @@ def grace_period_problems(app_dir, base):
     got = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"].get("terminationGracePeriodSeconds")
     if got != 90:
         found.append(f"an explicit terminationGracePeriodSeconds (90) must win, got {got}")
+    usage = merged(base, {"marketplace": {"entitlement": {
+        "pricing": "usage", "productSku": "", "entitlements": [], "seat": "check", "dimensions": ["nodes"]}}})
+    for grace, flush, want in (("30s", "10s", 50), ("2m", "10s", 140), ("20s", "1500ms", 32), ("30", "1m", 100)):
+        for mode in ("entrypoint", "sidecar"):
+            values = merged(usage, {"marketplace": {"entitlement": {"grace": grace, "flushTimeout": flush, "mode": mode}}})
+            got = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"].get("terminationGracePeriodSeconds")
+            if got != want:
+                found.append(f"pricing usage ({mode}), grace {grace}, flushTimeout {flush}: terminationGracePeriodSeconds should be {want}, is {got}")
     hourly = merged(base, {"marketplace": {"entitlement": {
         "pricing": "hourly", "productCode": PRODUCT_CODE, "keySource": "image",
         "productSku": "", "entitlements": [], "seat": "check", "grace": "30s"}}})
@@ -507,18 +603,24 @@ def defaults_problems(app_dir):
 
 def notes_problems(app_dir, ci):
     found = []
-    for case in ("initContainer", "entrypoint", "disabled", "contract", "contract-init"):
+    for case in ("initContainer", "entrypoint", "disabled", "contract", "contract-init", "usage", "usage-sidecar"):
         notes = next((t for p, t in render(app_dir, ci[case]).items() if p.endswith("NOTES.txt")), "")
         if case == "disabled":
             if "disabled" not in notes:
                 found.append("NOTES.txt does not say the gate is disabled")
             continue
         contract = case.startswith("contract")
-        for want in (("license-manager:CheckoutLicense", "license grant") if contract else ("aws-marketplace:RegisterUsage",)):
+        usage = case.startswith("usage")
+        wants = (("license-manager:CheckoutLicense", "license grant") if contract else
+                 ("aws-marketplace:MeterUsage", "AWSMarketplaceMeteringFullAccess", "mpgate usage add", "$MPGATE_USAGE_SOCKET",
+                  "/mpgate usage show", "nodes, requests") if usage else ("aws-marketplace:RegisterUsage",))
+        for want in wants:
             if want not in notes:
                 found.append(f"NOTES.txt ({case}) does not mention {want!r}")
-        if contract and "RegisterUsage" in notes:
-            found.append(f"NOTES.txt ({case}): pricing contract does not call RegisterUsage")
+        if (contract or usage) and "RegisterUsage" in notes:
+            found.append(f"NOTES.txt ({case}): pricing {'contract' if contract else 'usage'} does not call RegisterUsage")
+        if case == "usage-sidecar" and ('"Init Containers: mpgate"' not in notes or "logs POD -c mpgate" not in notes):
+            found.append("NOTES.txt (usage-sidecar): a failed check is under the sidecar's \"Init Containers: mpgate\" and its logs")
         for want in ("kubectl -n my-product describe pod", "Exit Code", "10 ", "13 ", "14 ", "15 ", "IRSA", "--previous"):
             if want not in notes:
                 found.append(f"NOTES.txt ({case}) does not mention {want!r}")
@@ -664,6 +766,77 @@ def package_problems(app_dir, tmp):
     return [f"the package lacks {m}" for m in missing] + ([f"ci/ values should stay out of the package (.helmignore): {stray}"] if stray else [])
 
 
+def usage_refusals(app_dir, base, contract, usage, sidecar, ent):
+    """pricing usage: every refusal with its sentence; no setting silently dropped."""
+    check("schema refuses dimensions as a string", must_fail(app_dir, usage, ent(dimensions="nodes,requests"), "/marketplace/entitlement/dimensions", schema=True))
+    to_usage = "pricing usage (MeterUsage, custom metering dimensions), but pricing is {}, which would ignore it: remove it, or set marketplace.entitlement.pricing to usage"
+    for model, values, name in ((base, "hourly (RegisterUsage)", "hourly"), (contract, "contract (AWS License Manager)", "contract")):
+        for key, value in (("dimensions", ["nodes"]), ("startDimension", "nodes"), ("ledgerDir", "/data/ledger"), ("flushTimeout", "20s")):
+            check(f"render refuses {key} (a usage setting) under pricing {name} with a sentence",
+                  must_fail(app_dir, model, ent(**{key: value}), f"marketplace.entitlement.{key} is a setting of {to_usage.format(values)}"))
+        check(f"render refuses mode sidecar under pricing {name} with a sentence",
+              must_fail(app_dir, model, ent(mode="sidecar"), f"marketplace.entitlement.mode sidecar runs mpgate's metering agent beside the workload, which only pricing usage has; pricing {values} checks once before the workload starts: use mode initContainer or entrypoint, or set marketplace.entitlement.pricing to usage"))
+    check("render names every usage setting under pricing hourly",
+          must_fail(app_dir, base, ent(dimensions=["nodes"], flushTimeout="20s"), "marketplace.entitlement.dimensions, marketplace.entitlement.flushTimeout are settings of pricing usage"))
+    to_contract = "is a setting of pricing contract (AWS License Manager), but pricing is usage (MeterUsage), which would ignore it: remove it, or set marketplace.entitlement.pricing to contract"
+    for key, value in (("productSku", "prod-sku-abc123example"), ("entitlements", ["PremiumSupport"]), ("seat", "hold")):
+        check(f"render refuses {key} (a contract setting) under pricing usage with a sentence",
+              must_fail(app_dir, usage, ent(**{key: value}), f"marketplace.entitlement.{key} {to_contract}"))
+    no_key = ("but pricing is usage: MeterUsage answers with no token, so mpgate uses no key: remove it (keySource pinned, or image), "
+              "or set marketplace.entitlement.pricing to hourly")
+    for key, value, named in (("publicKeys", {"1": "-----BEGIN PUBLIC KEY-----\nX\n-----END PUBLIC KEY-----\n"}, "publicKeys"),
+                              ("publicKeyVersion", 2, "publicKeyVersion"),
+                              ("existingConfigMap", "my-product-marketplace-keys", "existingConfigMap"),
+                              ("keySource", "configMap", "keySource configMap")):
+        check(f"render refuses {named} (an hourly key setting) under pricing usage with a sentence",
+              must_fail(app_dir, usage, ent(**{key: value}), f"marketplace.entitlement.{named} is a setting of pricing hourly (the public key of RegisterUsage's signed token), {no_key}"))
+    check("render refuses mode initContainer with pricing usage with a sentence",
+          must_fail(app_dir, usage, ent(mode="initContainer"), "marketplace.entitlement.mode initContainer does not work with pricing usage: the metering agent must run as long as the workload, and an init container exits before it starts; use mode entrypoint (/mpgate -- COMMAND in the workload container) or sidecar (an mpgate container beside it)"))
+    check("render refuses onTransientError allow with pricing usage and keySource pinned (a pinned build exits 2 on it) with a sentence",
+          must_fail(app_dir, sidecar, ent(onTransientError="allow"), "marketplace.entitlement.onTransientError allow is refused by a pinned mpgate build (keySource pinned, exit 2)"))
+    check("render fails clearly for pricing usage without dimensions",
+          must_fail(app_dir, usage, ent(dimensions=[]), "marketplace.entitlement.dimensions is empty: with pricing usage, list your product's pricing dimensions by API name (your product's pricing in the AWS Marketplace Management Portal), 1 to 24"))
+    check("render refuses 25 dimensions with a sentence",
+          must_fail(app_dir, usage, ent(dimensions=[f"d{n}" for n in range(25)]), "marketplace.entitlement.dimensions lists 25 dimensions: a product has at most 24"))
+    bad = "is not a dimension API name (1 to 255 characters, no spaces, commas, '=' or control characters): copy it from your product's pricing in the AWS Marketplace Management Portal"
+    for name in ("gb scanned", "a,b", "nodes=3", "x" * 256, ""):
+        check(f"render refuses the dimension {name[:12]!r}{'...' if len(name) > 12 else ''} with a sentence",
+              must_fail(app_dir, usage, ent(dimensions=["nodes", name]), f'marketplace.entitlement.dimensions: "{name}" {bad}'))
+    check("render refuses a dimension named twice with a sentence",
+          must_fail(app_dir, usage, ent(dimensions=["nodes", "requests", "nodes"]), 'marketplace.entitlement.dimensions names "nodes" twice'))
+    check("render refuses a startDimension that is not a dimension with a sentence",
+          must_fail(app_dir, usage, ent(startDimension="cpus"), 'marketplace.entitlement.startDimension "cpus" is not one of marketplace.entitlement.dimensions (nodes, requests, gb_scanned): the start\'s MeterUsage of quantity 0 goes to one of them'))
+    check("render refuses a relative ledgerDir with a sentence",
+          must_fail(app_dir, usage, ent(ledgerDir="var/lib/mpgate"), 'marketplace.entitlement.ledgerDir must be an absolute directory (the default is /var/lib/mpgate), not "var/lib/mpgate"'))
+    check("render refuses a bad flushTimeout with a sentence",
+          must_fail(app_dir, usage, ent(flushTimeout="ten seconds"), 'marketplace.entitlement.flushTimeout must be a duration: a whole number with an optional unit ms, s, m or h (30, 30s, 1500ms, 2m), not "ten seconds"'))
+    check("render fails clearly without a sidecar image (no default)",
+          must_fail(app_dir, sidecar, ent(image={"repository": ""}), "marketplace.entitlement.image.repository is required in sidecar mode"))
+    check("render fails clearly without a sidecar tag or digest (no default)",
+          must_fail(app_dir, sidecar, ent(image={"tag": "", "digest": ""}), "marketplace.entitlement.image.tag or marketplace.entitlement.image.digest is required in sidecar mode"))
+    guarded("pricing usage through global: dimensions and mode from global.marketplace.entitlement, a chart's own ledgerDir wins",
+            usage_global_problems, app_dir, sidecar)
+
+
+def usage_global_problems(app_dir, sidecar):
+    values = copy.deepcopy(sidecar)
+    own = values["marketplace"]["entitlement"]
+    # null deletes the chart's own value (values.yaml's pricing hourly...), so global applies.
+    shared = {k: own[k] for k in ("pricing", "mode", "dimensions")}
+    own.update({k: None for k in shared})
+    values["global"] = merged(values.get("global") or {}, {"marketplace": {"entitlement": shared}})
+    own["ledgerDir"] = "/run/ledger"
+    spec = deployment(resources_of(render(app_dir, values)))["spec"]["template"]["spec"]
+    agent = (spec.get("initContainers") or [{}])[0]
+    env = env_of(agent)
+    found = []
+    if agent.get("restartPolicy") != "Always" or env.get("MPGATE_DIMENSIONS") != "nodes,requests":
+        found.append(f"global pricing usage / mode sidecar / dimensions not applied: {agent.get('name')} {env}")
+    if env.get("MPGATE_LEDGER_DIR") != "/run/ledger" or env_of(spec["containers"][0]).get("MPGATE_USAGE_SOCKET") != "/run/ledger/usage.sock":
+        found.append(f"the chart's own ledgerDir must win and move the socket: {env}, app {env_of(spec['containers'][0])}")
+    return found
+
+
 DEFAULTS = {}
 DEFAULTS_GATE_IMAGE = {}
 
@@ -742,7 +915,7 @@ def main(helm_dir, out_dir):
         guarded("umbrella release: two subcharts with mpgate-lib coexist and share global.marketplace.entitlement",
                 umbrella_problems, tmp, app_dir, os.path.join(out_dir, "umbrella"))
         guarded("helm package example-app (with values.schema.json, README.md, NOTES.txt)", package_problems, app_dir, tmp)
-        guarded("seat hold: terminationGracePeriodSeconds is grace + 10 s unless set; hourly renders no contract setting",
+        guarded("seat hold: terminationGracePeriodSeconds is grace + 10 s unless set, usage grace + flushTimeout + 10 s; hourly renders no contract setting",
                 grace_period_problems, app_dir, contract)
 
         def no_keys(values):
@@ -753,7 +926,7 @@ def main(helm_dir, out_dir):
             return {"marketplace": {"entitlement": kw}}
         # values.schema.json checks types and choices; its messages name the value and the
         # allowed choices, never a regular expression.
-        check("schema refuses a wrong mode", must_fail(app_dir, base, ent(mode="sidecar"), "at '/marketplace/entitlement/mode': value must be one of 'initContainer', 'entrypoint'", schema=True))
+        check("schema refuses a wrong mode", must_fail(app_dir, base, ent(mode="daemonset"), "at '/marketplace/entitlement/mode': value must be one of 'initContainer', 'entrypoint', 'sidecar'", schema=True))
         check("schema refuses a wrong keySource", must_fail(app_dir, base, ent(keySource="secret"), "/marketplace/entitlement/keySource", schema=True))
         check("schema refuses publicKeyVersion 0", must_fail(app_dir, base, ent(publicKeyVersion=0), "/marketplace/entitlement/publicKeyVersion", schema=True))
         check("schema refuses publicKeyVersion \"two\"", must_fail(app_dir, base, ent(publicKeyVersion="two"), "/marketplace/entitlement/publicKeyVersion", schema=True))
@@ -813,6 +986,7 @@ def main(helm_dir, out_dir):
         check("render refuses grace with seat check with a sentence", must_fail(app_dir, contract_init, ent(grace="45s"), "marketplace.entitlement.grace applies to seat hold only (how long the workload gets to stop when the license is lost): remove it, or set marketplace.entitlement.seat to hold (mode entrypoint)"))
         guarded("keySource image / pinned render no product code unless set (the image's own code wins); a set one is rendered",
                 image_code_problems, app_dir, base)
+        usage_refusals(app_dir, base, contract, merged(DEFAULTS, ci["usage"]), merged(DEFAULTS, ci["usage-sidecar"]), ent)
     return 0 if all(results) else 1
 
 

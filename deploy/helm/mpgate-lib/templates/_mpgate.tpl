@@ -7,7 +7,8 @@ Every template takes the parent chart's root context (.) and reads
 fallback for any key the chart does not set; the exceptions take a dict, shown below.
 
   mpgate.enabled              "true" or "" : the gate is on
-  mpgate.initContainer        the init container, as a list item (initContainer mode only)
+  mpgate.initContainer        the init container, as a list item (initContainer mode), or
+                              the native sidecar (sidecar mode, pricing usage: _usage.tpl)
   mpgate.entrypoint.command   (dict "context" $ "command" LIST): the container command as
                               a JSON list, /mpgate -- COMMAND... in entrypoint mode, COMMAND
                               unchanged otherwise
@@ -29,7 +30,9 @@ fallback for any key the chart does not set; the exceptions take a dict, shown b
   mpgate.terminationGracePeriodSeconds
                               pricing contract with seat hold: grace + 10 (seconds), room
                               for mpgate to forward SIGTERM, let the workload stop and check
-                              the seat in; empty otherwise (the platform's default)
+                              the seat in; pricing usage: grace + flushTimeout + 10, room
+                              for the last partial hour's records; empty otherwise (the
+                              platform's default)
   mpgate.configMap            the key ring ConfigMap (keySource configMap)
   mpgate.configMapName        the name of the key ring ConfigMap (configMap or existingConfigMap)
   mpgate.imageReference       (dict "context" $ "image" MAP "path" "image"): registry/
@@ -58,6 +61,10 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
       "entitlements" (list)
       "seat" "check"
       "grace" "30s"
+      "dimensions" (list)
+      "startDimension" ""
+      "ledgerDir" "/var/lib/mpgate"
+      "flushTimeout" "10s"
       "onTransientError" "deny"
       "timeout" "30s"
       "logFormat" "json"
@@ -104,8 +111,8 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- end -}}
 {{- $_ := set $e "image" $image -}}
 {{- if $e.enabled -}}
-{{- if not (has (toString $e.mode) (list "initContainer" "entrypoint")) -}}
-{{- fail (printf "marketplace.entitlement.mode must be \"initContainer\" or \"entrypoint\", not %q" (toString $e.mode)) -}}
+{{- if not (has (toString $e.mode) (list "initContainer" "entrypoint" "sidecar")) -}}
+{{- fail (printf "marketplace.entitlement.mode must be \"initContainer\", \"entrypoint\" or \"sidecar\" (pricing usage), not %q" (toString $e.mode)) -}}
 {{- end -}}
 {{- if not (has (toString $e.keySource) (list "configMap" "existingConfigMap" "image" "pinned")) -}}
 {{- fail (printf "marketplace.entitlement.keySource must be \"configMap\", \"existingConfigMap\", \"image\" or \"pinned\", not %q" (toString $e.keySource)) -}}
@@ -113,12 +120,14 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- if not (has (toString $e.onTransientError) (list "deny" "allow")) -}}
 {{- fail (printf "marketplace.entitlement.onTransientError must be \"deny\" or \"allow\", not %q" (toString $e.onTransientError)) -}}
 {{- end -}}
-{{- if not (has (toString $e.pricing) (list "hourly" "contract")) -}}
-{{- fail (printf "marketplace.entitlement.pricing must be \"hourly\" (RegisterUsage) or \"contract\" (AWS License Manager), not %q" (toString $e.pricing)) -}}
+{{- if not (has (toString $e.pricing) (list "hourly" "contract" "usage")) -}}
+{{- fail (printf "marketplace.entitlement.pricing must be \"hourly\" (RegisterUsage), \"contract\" (AWS License Manager) or \"usage\" (MeterUsage, custom metering dimensions), not %q" (toString $e.pricing)) -}}
 {{- end -}}
 {{- if not (has (toString $e.seat) (list "check" "hold")) -}}
 {{- fail (printf "marketplace.entitlement.seat must be \"check\" or \"hold\", not %q" (toString $e.seat)) -}}
 {{- end -}}
+{{- /* Usage pricing's settings and refusals: _usage.tpl. */ -}}
+{{- include "mpgate.usage.check" $e -}}
 {{- /* Formats are checked here, not by values.schema.json, so a seller reads a sentence
 instead of a regular expression. */ -}}
 {{- $duration := "^[0-9]+(ms|s|m|h)?$" -}}
@@ -143,7 +152,7 @@ ignore is a mistake the seller should see at render time, not in production. */ 
 {{- $one := eq (len .) 1 -}}
 {{- fail (printf "%s %s pricing contract (AWS License Manager), but pricing is hourly (RegisterUsage), which would ignore %s: remove %s, or set marketplace.entitlement.pricing to contract" (join ", " .) (ternary "is a setting of" "are settings of" $one) (ternary "it" "them" $one) (ternary "it" "them" $one)) -}}
 {{- end -}}
-{{- else -}}
+{{- else if eq $e.pricing "contract" -}}
 {{- $hourlySet := list -}}
 {{- if toString $e.productCode | trim }}{{ $hourlySet = append $hourlySet "marketplace.entitlement.productCode" }}{{ end -}}
 {{- if $version }}{{ $hourlySet = append $hourlySet "marketplace.entitlement.publicKeyVersion" }}{{ end -}}
@@ -330,6 +339,7 @@ checksum/mpgate-keys: {{ $e.publicKeys | toJson | sha256sum }}
   value: {{ include "mpgate.keyDir" . | quote }}
 {{- end }}
 {{- end }}
+{{- include "mpgate.usage.env" . }}
 - name: MPGATE_TIMEOUT
   value: {{ $e.timeout | toString | quote }}
 - name: MPGATE_ON_TRANSIENT_ERROR
@@ -367,12 +377,15 @@ otherwise (keep the platform's default). */}}
 {{- if eq $unit "m" }}{{ $seconds = mul $n 60 }}{{ end -}}
 {{- if eq $unit "h" }}{{ $seconds = mul $n 3600 }}{{ end -}}
 {{- add $seconds 10 -}}
+{{- else -}}
+{{- include "mpgate.usage.terminationGracePeriodSeconds" . -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "mpgate.volumes" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if $e.enabled }}
+{{- include "mpgate.usage.volumes" . }}
 {{- if include "mpgate.mountsKeys" . }}
 - name: mpgate-keys
   configMap:
@@ -390,6 +403,7 @@ otherwise (keep the platform's default). */}}
 {{- define "mpgate.volumeMounts" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if $e.enabled }}
+{{- include "mpgate.usage.volumeMounts" . }}
 {{- if include "mpgate.mountsKeys" . }}
 - name: mpgate-keys
   mountPath: {{ include "mpgate.keyDir" . }}
@@ -410,7 +424,9 @@ of trusting a stale file. Contract pricing: the result file only (verify does no
 {{- define "mpgate.app.env" -}}
 {{- $e := include "mpgate.config" . | fromJson -}}
 {{- if $e.enabled }}
-{{- if or (eq $e.mode "entrypoint") (eq $e.pricing "hourly") }}
+{{- if eq $e.mode "sidecar" }}
+{{- include "mpgate.usage.app.env" . }}
+{{- else if or (eq $e.mode "entrypoint") (eq $e.pricing "hourly") }}
 {{- include "mpgate.env" . }}
 {{- else }}
 - name: MPGATE_RESULT_FILE
@@ -424,6 +440,8 @@ of trusting a stale file. Contract pricing: the result file only (verify does no
 {{- if $e.enabled }}
 {{- if eq $e.mode "entrypoint" }}
 {{- include "mpgate.volumeMounts" . }}
+{{- else if eq $e.mode "sidecar" }}
+{{- include "mpgate.usage.app.volumeMounts" . }}
 {{- else }}
 {{- if include "mpgate.mountsKeys" . }}
 - name: mpgate-keys
@@ -501,6 +519,7 @@ of trusting a stale file. Contract pricing: the result file only (verify does no
     seccompProfile:
       type: RuntimeDefault
 {{- end }}
+{{- include "mpgate.usage.sidecar" . }}
 {{- end -}}
 
 {{/* (dict "context" $ "command" (list "/app/server" "--port" "8080")) -> JSON list */}}
