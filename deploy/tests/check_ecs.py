@@ -20,6 +20,13 @@ Contract pricing (MPGATE_PRICING=contract, AWS License Manager): no product code
 variable at all, a product SKU, valid entitlements; seat hold only in the container that
 runs /mpgate -- COMMAND (mpgate stays PID 1, so initProcessEnabled is not needed there), with
 a stopTimeout of at least MPGATE_GRACE + 5 s (at most 120) to check the seat in.
+
+Usage pricing (MPGATE_PRICING=usage, MeterUsage): no key variable, valid dimensions; only in
+the container that runs /mpgate -- COMMAND (mpgate stays the workload's parent and meters
+beside it); MPGATE_LEDGER_DIR mounted writable from a task volume of this task alone (a host
+path or a shared file system could replay another task's ledger: usage billed twice); a
+stopTimeout of at least MPGATE_GRACE + MPGATE_FLUSH_TIMEOUT + 5 s (at most 120) for the last
+partial hour.
 """
 
 import json
@@ -30,7 +37,7 @@ import sys
 import botocore.session
 from botocore.validate import ParamValidator
 
-from mpgate_env import KEY_VARS, contract_env_problems, seconds
+from mpgate_env import KEY_VARS, contract_env_problems, seconds, usage_env_problems
 
 PLACEHOLDERS = {"REGISTRY", "AWS_REGION"}
 
@@ -56,6 +63,27 @@ def contract_problems(c, wrapper):
     return found
 
 
+def usage_problems(c, wrapper, params):
+    """The container that runs mpgate with MPGATE_PRICING=usage."""
+    env = env_of(c)
+    name = c.get("name")
+    found, grace, flush = usage_env_problems(f"container {name}", env)
+    if not wrapper:
+        found.append(f"container {name}: pricing usage works only with mpgate as the entrypoint wrapper: the metering agent runs as long as the workload (a gate container exits before it starts)")
+    stop = c.get("stopTimeout", 30)
+    if not grace + flush + 5 <= stop <= 120:
+        found.append(f"container {name}: stopTimeout {stop} must leave MPGATE_GRACE ({grace} s) + MPGATE_FLUSH_TIMEOUT ({flush} s) + a few seconds to send the last partial hour (ECS allows at most 120)")
+    ledger = env.get("MPGATE_LEDGER_DIR")
+    mount = next((m for m in c.get("mountPoints") or [] if m.get("containerPath") == ledger), None)
+    if mount is None or mount.get("readOnly"):
+        found.append(f"container {name}: MPGATE_LEDGER_DIR ({ledger}) must be a writable mountPoint of a task volume, is {mount}")
+    else:
+        volume = next((v for v in params.get("volumes") or [] if v.get("name") == mount.get("sourceVolume")), None)
+        if volume is None or set(volume) - {"name"}:
+            found.append(f"container {name}: the ledger's volume must be a task volume of this task alone ({{\"name\": ...}}, no host path, EFS or shared Docker volume: another task's ledger would be sent again), is {volume}")
+    return found
+
+
 def env_names(container):
     return [e.get("name") for e in container.get("environment", [])]
 
@@ -78,7 +106,7 @@ def problems(path, shape):
         found.append(report.generate_report())
     containers = {c.get("name"): c for c in params.get("containerDefinitions", [])}
     if not params.get("taskRoleArn"):
-        found.append("no taskRoleArn: mpgate needs a task role allowed aws-marketplace:RegisterUsage (hourly) or the License Manager actions (contract)")
+        found.append("no taskRoleArn: mpgate needs a task role allowed aws-marketplace:RegisterUsage (hourly), the License Manager actions (contract) or aws-marketplace:MeterUsage (usage)")
     for name, c in containers.items():
         if c.get("logConfiguration", {}).get("logDriver") != "awslogs":
             found.append(f"container {name}: logDriver is not awslogs")
@@ -103,8 +131,12 @@ def problems(path, shape):
     gate = containers.get("mpgate")
     runner = gate if gate is not None else (gated[0] if gated else None)
     contract = runner is not None and env_of(runner).get("MPGATE_PRICING") == "contract"
+    usage = runner is not None and env_of(runner).get("MPGATE_PRICING") == "usage"
     if contract:
         found += contract_problems(runner, runner is not gate)
+        pinned = False
+    elif usage:
+        found += usage_problems(runner, runner is not gate, params)
         pinned = False
     elif build == "pinned" and not unpinned_file:
         pinned = True
@@ -137,7 +169,7 @@ def problems(path, shape):
                 found.append(f"container {c['name']}: initProcessEnabled (mpgate is not an init)")
         names = env_names(gate)
         keys = [k for k in names if k in KEY_VARS]
-        if contract or pinned:
+        if contract or usage or pinned:
             pass
         else:
             if keys != ["MPGATE_PUBLIC_KEY"]:
@@ -148,9 +180,10 @@ def problems(path, shape):
         c = gated[0]
         if not c.get("command"):
             found.append("the gated container has no command after /mpgate --")
-        hold = contract and env_of(c).get("MPGATE_SEAT") == "hold"
-        if not hold and not c.get("linuxParameters", {}).get("initProcessEnabled"):
-            found.append("the gated container needs initProcessEnabled (mpgate execs the workload and is no init; with seat hold it stays PID 1 and reaps)")
+        # With seat hold or usage pricing mpgate stays PID 1, the workload's parent, and reaps.
+        parent = (contract and env_of(c).get("MPGATE_SEAT") == "hold") or usage
+        if not parent and not c.get("linuxParameters", {}).get("initProcessEnabled"):
+            found.append("the gated container needs initProcessEnabled (mpgate execs the workload and is no init; with seat hold or usage pricing it stays PID 1 and reaps)")
         keys = [k for k in env_names(c) if k in KEY_VARS]
         if keys:
             found.append(f"the gated image holds its key (keySource image) or is pinned: a key variable on top ({keys}) makes mpgate exit 2")

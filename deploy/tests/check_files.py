@@ -15,7 +15,8 @@ Usage: python check_files.py   (from the repository root; exit 1 on any problem)
 - The IAM policies grant exactly what each pricing model calls: iam-policy.json
   aws-marketplace:RegisterUsage (hourly), iam-policy-license-manager.json the three License
   Manager actions (contract; no GetLicense or ListReceivedLicenses: mpgate does not call
-  them), and the CloudFormation task role's contract policy is the same document.
+  them), iam-policy-meter-usage.json aws-marketplace:MeterUsage (usage), and the
+  CloudFormation task role's contract and usage policies are the same documents.
 - Secure by default: the seller image's default target (its last stage) is `pinned`, which
   sets no product code or key, builds only after the pin check (an unpinned mpgate stops
   the build) and names no other stage; the unpinned `keyring` target says UNPINNED and "for
@@ -96,6 +97,7 @@ POLICIES = {
     "deploy/iam-policy.json": {"aws-marketplace:RegisterUsage"},
     "deploy/iam-policy-license-manager.json": {
         "license-manager:CheckoutLicense", "license-manager:CheckInLicense", "license-manager:ExtendLicenseConsumption"},
+    "deploy/iam-policy-meter-usage.json": {"aws-marketplace:MeterUsage"},
 }
 
 
@@ -142,16 +144,22 @@ def policy_problems():
     with open("deploy/ecs/cloudformation.yaml", encoding="utf-8") as f:
         template = yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
     props = template["Resources"]["TaskRole"]["Properties"]
-    branches = (props.get("Policies") or {}).get("If") or []
-    inline = [p["PolicyDocument"] for p in (branches[1] if len(branches) == 3 and isinstance(branches[1], list) else [])]
-    lm = "deploy/iam-policy-license-manager.json"
-    if branches[:1] != ["IsContract"] or len(inline) != 1:
-        found.append("cloudformation.yaml: TaskRole.Policies should be !If [IsContract, [the License Manager policy], NoValue]")
-    elif lm in docs and inline[0].get("Statement") != docs[lm].get("Statement"):
-        found.append(f"cloudformation.yaml: the TaskRole's contract policy differs from {lm}")
+
+    def inline_of(branches, condition, path, model):
+        docs_in = [p["PolicyDocument"] for p in (branches[1] if len(branches) == 3 and isinstance(branches[1], list) else [])]
+        if branches[:1] != [condition] or len(docs_in) != 1:
+            found.append(f"cloudformation.yaml: TaskRole.Policies should hold !If [{condition}, [the {model} policy], ...]")
+        elif path in docs and docs_in[0].get("Statement") != docs[path].get("Statement"):
+            found.append(f"cloudformation.yaml: the TaskRole's {model} policy differs from {path}")
+        return branches[2] if len(branches) == 3 else None
+
+    rest = inline_of((props.get("Policies") or {}).get("If") or [], "IsContract", "deploy/iam-policy-license-manager.json", "contract")
+    rest = inline_of((rest or {}).get("If") or [], "IsUsage", "deploy/iam-policy-meter-usage.json", "usage")
+    if rest != {"Ref": "AWS::NoValue"}:
+        found.append(f"cloudformation.yaml: TaskRole.Policies: hourly pricing gets no inline policy, gets {rest}")
     managed = (props.get("ManagedPolicyArns") or {}).get("If") or []
-    if managed[:1] != ["IsContract"] or "AWSMarketplaceMeteringRegisterUsage" not in json.dumps(managed[2:]):
-        found.append("cloudformation.yaml: TaskRole.ManagedPolicyArns should be !If [IsContract, NoValue, [AWSMarketplaceMeteringRegisterUsage]]")
+    if managed[:1] != ["IsHourly"] or "AWSMarketplaceMeteringRegisterUsage" not in json.dumps(managed[1:2]) or managed[2:] != [{"Ref": "AWS::NoValue"}]:
+        found.append("cloudformation.yaml: TaskRole.ManagedPolicyArns should be !If [IsHourly, [AWSMarketplaceMeteringRegisterUsage], NoValue]")
     return found
 
 
@@ -282,7 +290,7 @@ def main():
         (".dockerignore lets in what the Dockerfile copies; the image ships LICENSE and NOTICE", dockerignore_problems()),
         ("secure by default: the seller image's default target is pinned (checked at build), keyring says UNPINNED for CI and testing; "
          "CloudFormation KeySource defaults to pinned and refuses allow with it", secure_default_problems()),
-        ("IAM: hourly RegisterUsage only, contract the three License Manager actions only; the CloudFormation task role gets the pricing's policy",
+        ("IAM: hourly RegisterUsage only, contract the three License Manager actions only, usage MeterUsage only; the CloudFormation task role gets the pricing's policy",
          policy_problems()),
     ]
     for name, problems in checks:

@@ -49,3 +49,31 @@ def contract_env_problems(where, env, sku_hint=""):
     if seat != "hold" and "MPGATE_GRACE" in env:
         found.append(f"{where}: MPGATE_GRACE applies to seat hold only")
     return found, seat
+
+
+DIMENSION = re.compile(r"[^\s,=\x00-\x1f\x7f]{1,255}")
+CONTRACT_VARS = ("MPGATE_PRODUCT_SKU", "MPGATE_ENTITLEMENTS", "MPGATE_SEAT")
+
+
+def usage_env_problems(where, env):
+    """Usage pricing's variables (as src/config/usage.rs reads them): 1 to 24 dimension API
+    names, a start dimension among them, a ledger directory (without one a crash loses the
+    usage not yet sent), durations; no key variable, no contract setting. Returns (problems,
+    grace seconds, flush-timeout seconds)."""
+    found = []
+    stray = [k for k in KEY_VARS + ("MPGATE_PUBLIC_KEY_VERSION",) + CONTRACT_VARS if k in env]
+    if stray:
+        found.append(f"{where}: pricing usage uses no key and no contract setting (MeterUsage answers with no token), sets {stray}")
+    dims = [d.strip() for d in (env.get("MPGATE_DIMENSIONS") or "").split(",") if d.strip()]
+    bad = [d for d in dims if not DIMENSION.fullmatch(d)]
+    if not 1 <= len(dims) <= 24 or bad or len(set(dims)) != len(dims):
+        found.append(f"{where}: MPGATE_DIMENSIONS must list 1 to 24 dimension API names, comma-separated, each once (bad: {bad}, got {dims})")
+    start = env.get("MPGATE_START_DIMENSION")
+    if start and start not in dims:
+        found.append(f"{where}: MPGATE_START_DIMENSION {start!r} is not one of MPGATE_DIMENSIONS")
+    if not (env.get("MPGATE_LEDGER_DIR") or "").startswith("/"):
+        found.append(f"{where}: pricing usage needs MPGATE_LEDGER_DIR on a volume (without it a crash loses every unit not yet sent), is {env.get('MPGATE_LEDGER_DIR')!r}")
+    grace, flush = seconds(env.get("MPGATE_GRACE", "30s")), seconds(env.get("MPGATE_FLUSH_TIMEOUT", "10s"))
+    if grace is None or flush is None:
+        found.append(f"{where}: MPGATE_GRACE and MPGATE_FLUSH_TIMEOUT must be durations, are {env.get('MPGATE_GRACE')!r}, {env.get('MPGATE_FLUSH_TIMEOUT')!r}")
+    return found, grace or 0, flush or 0
