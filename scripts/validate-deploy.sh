@@ -122,7 +122,8 @@ QUIET_OK=1 check "cfn-lint deploy/ecs/cloudformation.yaml" \
     "$BIN/cfn-lint" --include-checks I -- deploy/ecs/cloudformation.yaml
 
 # IAM: parliament prints findings (any severity) and exits 1 on them. iam-policy.json is
-# hourly pricing (RegisterUsage), iam-policy-license-manager.json contract pricing.
+# hourly pricing (RegisterUsage), iam-policy-license-manager.json contract pricing,
+# iam-policy-meter-usage.json usage pricing (MeterUsage).
 for f in deploy/iam-policy*.json; do
     QUIET_OK=1 check "parliament $f" "$BIN/parliament" --string "$(cat "$f")"
 done
