@@ -28,6 +28,7 @@ pub struct Args {
     pub start_dimension: Option<String>,
     pub ledger: Option<OsString>,
     pub usage_socket: Option<OsString>,
+    pub usage_listen: Option<String>,
     pub send_jitter: Option<String>,
     pub flush_timeout: Option<String>,
     pub send_zero: bool,
@@ -186,6 +187,8 @@ which only a pinned build fixes):
       --ledger DIR               where acknowledged usage is kept until AWS has recorded it (an emptyDir or a task
                                  volume; default: memory, which a crash loses) [MPGATE_LEDGER_DIR]
       --usage-socket PATH        the push API's Unix socket (default DIR/usage.sock) [MPGATE_USAGE_SOCKET]
+      --usage-listen ADDR:PORT   also serve the push API on TCP, loopback only (e.g. 127.0.0.1:8787; the workload
+                                 gets MPGATE_USAGE_URL) [MPGATE_USAGE_LISTEN]
       --send-jitter DURATION     most a record waits after its hour ends (default 5m, at most a tenth of the
                                  hour) [MPGATE_SEND_JITTER]
       --flush-timeout DURATION   at a stop, how long the partial hour's records may take (default 10s) [MPGATE_FLUSH_TIMEOUT]
@@ -469,6 +472,7 @@ fn verify_options(options: Box<Args>) -> Result<Parsed, UsageError> {
         (options.start_dimension.is_some(), "--start-dimension"),
         (options.ledger.is_some(), "--ledger"),
         (options.usage_socket.is_some(), "--usage-socket"),
+        (options.usage_listen.is_some(), "--usage-listen"),
         (options.send_jitter.is_some(), "--send-jitter"),
         (options.flush_timeout.is_some(), "--flush-timeout"),
         (options.send_zero, "--send-zero"),
@@ -523,6 +527,7 @@ fn parse_options(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usa
             Long("start-dimension") => out.start_dimension = Some(string(&mut parser)?),
             Long("ledger") => out.ledger = Some(parser.value().map_err(usage)?),
             Long("usage-socket") => out.usage_socket = Some(parser.value().map_err(usage)?),
+            Long("usage-listen") => out.usage_listen = Some(string(&mut parser)?),
             Long("send-jitter") => out.send_jitter = Some(string(&mut parser)?),
             Long("flush-timeout") => out.flush_timeout = Some(string(&mut parser)?),
             Long("send-zero") => out.send_zero = true,

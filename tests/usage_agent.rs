@@ -518,3 +518,73 @@ fn tagged_usage_is_sent_as_usage_allocations_that_sum_to_the_quantity() {
         serde_json::json!([{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": "blue"}])
     );
 }
+
+#[test]
+fn the_push_api_is_served_on_loopback_tcp_when_asked_and_never_beyond() {
+    use std::io::{Read, Write};
+    let dir = scratch("agent-tcp");
+    let emu = Emulator::start(&[
+        "--dimension",
+        "nodes",
+        "--dimension",
+        "gb",
+        "--usage-file",
+        dir.join("usage.jsonl").to_str().unwrap(),
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // The workload finds the URL in its environment and posts to it.
+    let script = format!(
+        "echo \"$MPGATE_USAGE_URL\"; {M} usage add nodes 0 >/dev/null",
+        M = MPGATE
+    );
+    let ledger = dir.join("ledger");
+    let out = emu
+        .usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .env("MPGATE_USAGE_LISTEN", &addr)
+        .args(sh(script))
+        .run();
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), format!("http://{addr}"));
+    // A sidecar serves its neighbours on the port too.
+    let running = emu
+        .usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .env("MPGATE_USAGE_LISTEN", &addr)
+        .spawn();
+    socket_of(&ledger);
+    let body = r#"{"dimension":"gb","quantity":6}"#;
+    let answer = wait_until(CHILD_LIMIT, "the loopback listener", || {
+        let mut stream = std::net::TcpStream::connect(&addr).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        write!(
+            stream,
+            "POST /v1/usage HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    running.signal(libc::SIGTERM);
+    running.wait().expect(0);
+    assert_eq!(totals(&billed(&dir)).get("gb"), Some(&6));
+    // Never beyond loopback: refused before any call.
+    let calls = emu.calls().len();
+    let out = emu
+        .usage_gate("nodes,gb")
+        .env("MPGATE_USAGE_LISTEN", "0.0.0.0:8787")
+        .args(["true"])
+        .run();
+    out.expect_error(2, "use a loopback address and port");
+    assert_eq!(emu.calls().len(), calls);
+}

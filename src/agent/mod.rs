@@ -27,6 +27,8 @@ use crate::supervisor::{Duty, Event, Loss, Phase};
 pub const SOCKET_FILE: &str = "usage.sock";
 /// The variable that tells the workload (and `mpgate usage add`) where the socket is.
 pub const SOCKET_VARIABLE: &str = "MPGATE_USAGE_SOCKET";
+/// The variable that tells the workload the push API's loopback URL, with `--usage-listen`.
+pub const URL_VARIABLE: &str = "MPGATE_USAGE_URL";
 
 /// Why the agent cannot start; exit 2 (a configuration the container must fix).
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub struct Settings {
     pub dimensions: Vec<String>,
     pub metering_hour: Duration,
     pub socket: PathBuf,
+    /// The push API on TCP too (a loopback address).
+    pub listen: Option<std::net::SocketAddr>,
     pub jitter: Duration,
     pub send_zero: bool,
     pub deadline: Duration,
@@ -49,6 +53,9 @@ pub struct Settings {
 pub struct Agent {
     ledger: Ledger,
     socket: PathBuf,
+    /// `http://127.0.0.1:PORT` with `--usage-listen`.
+    url: Option<String>,
+    tcp_server: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     sender: Option<JoinHandle<()>>,
     server: Option<JoinHandle<()>>,
@@ -84,6 +91,18 @@ impl Agent {
                 .map_err(|e| AgentError(format!("cannot write the ledger: {e}")))?;
         }
         let listener = bind(&settings.socket)?;
+        let tcp = match settings.listen {
+            None => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                AgentError(format!(
+                    "cannot serve the push API on {addr}: {e}; choose a free loopback port for MPGATE_USAGE_LISTEN"
+                ))
+            })?),
+        };
+        let url = tcp
+            .as_ref()
+            .and_then(|t| t.local_addr().ok())
+            .map(|a| format!("http://{a}"));
         let (stop, stopped) = watch::channel(false);
         let (lose, lost) = watch::channel(None);
         let sent = Arc::new(Mutex::new(Vec::new()));
@@ -92,7 +111,13 @@ impl Agent {
             dimensions: settings.dimensions.clone(),
             metering_hour: settings.metering_hour,
         });
-        let server = tokio::spawn(push::serve(listener, push, stopped.clone()));
+        let server = tokio::spawn(push::serve(
+            push::Listener::Unix(listener),
+            push.clone(),
+            stopped.clone(),
+        ));
+        let tcp_server = tcp
+            .map(|tcp| tokio::spawn(push::serve(push::Listener::Tcp(tcp), push, stopped.clone())));
         let sender = send::Sender {
             ledger: ledger.clone(),
             session,
@@ -113,6 +138,8 @@ impl Agent {
         );
         Ok(Agent {
             ledger,
+            url,
+            tcp_server,
             socket: settings.socket,
             stop,
             sender: Some(sender),
@@ -128,6 +155,11 @@ impl Agent {
     /// Where the push API listens.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The push API's loopback URL, with `--usage-listen`.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
     }
 
     /// This run's records, as the result file lists them.
@@ -147,6 +179,10 @@ impl Agent {
                 if let Some(server) = self.server.as_mut() {
                     let _ = server.await;
                     self.server = None;
+                }
+                if let Some(server) = self.tcp_server.as_mut() {
+                    let _ = server.await;
+                    self.tcp_server = None;
                 }
                 if let Some(sender) = self.sender.as_mut() {
                     let _ = sender.await;

@@ -31,6 +31,8 @@ pub struct Usage {
     pub ledger_dir: Option<PathBuf>,
     /// The push API's socket; `None`: in the ledger directory, or a private one.
     pub socket: Option<PathBuf>,
+    /// The push API on TCP too, on a loopback address (opt-in).
+    pub listen: Option<std::net::SocketAddr>,
     /// The most a record waits after its hour ends (at most a tenth of the hour).
     pub send_jitter: Duration,
     /// At a stop, how long the partial hour's records may take.
@@ -96,6 +98,19 @@ pub fn usage(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Usag
         );
     }
     let socket = path_setting(args.usage_socket.as_ref(), "MPGATE_USAGE_SOCKET", env);
+    let listen = match text_setting(args.usage_listen.clone(), "MPGATE_USAGE_LISTEN", env)? {
+        None => None,
+        Some(text) => match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => Some(addr),
+            _ => {
+                return Err(ConfigError::InvalidValue {
+                    name: "MPGATE_USAGE_LISTEN",
+                    value: text,
+                    expected: "use a loopback address and port, e.g. 127.0.0.1:8787 or [::1]:8787: the push API is never served beyond the pod's own network namespace",
+                })
+            }
+        },
+    };
     // A fleet must not send on the minute, and a record must leave well inside its hour.
     let send_jitter = duration_setting(
         args.send_jitter.clone(),
@@ -153,6 +168,7 @@ pub fn usage(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Usag
         metering_hour,
         ledger_dir,
         socket,
+        listen,
         send_jitter,
         flush_timeout,
         grace,

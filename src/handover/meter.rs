@@ -45,6 +45,7 @@ impl Metering {
             dimensions: usage.dimensions.clone(),
             metering_hour: usage.metering_hour,
             socket: socket.clone(),
+            listen: usage.listen,
             jitter: usage.send_jitter,
             send_zero: usage.send_zero,
             deadline: config.timeout,
@@ -66,6 +67,9 @@ impl Metering {
             };
         env.set
             .push((SOCKET_VARIABLE, socket.to_string_lossy().into_owned()));
+        if let Some(url) = agent.url() {
+            env.set.push((agent::URL_VARIABLE, url.to_owned()));
+        }
         let set = env.pairs();
         let ended = if facts.command.is_empty() {
             supervisor::alone(signals, &mut [&mut agent]).await
