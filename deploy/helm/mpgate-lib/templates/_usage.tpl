@@ -63,6 +63,9 @@ a volume until AWS has recorded it, and sends one record per dimension per hour.
 {{- if toString $e.productSku | trim }}{{ $contractSet = append $contractSet "marketplace.entitlement.productSku" }}{{ end -}}
 {{- if $e.entitlements }}{{ $contractSet = append $contractSet "marketplace.entitlement.entitlements" }}{{ end -}}
 {{- if ne (toString $e.seat) "check" }}{{ $contractSet = append $contractSet "marketplace.entitlement.seat" }}{{ end -}}
+{{- /* The license token (Containers Anywhere, contract pricing): MeterUsage is not offered
+outside AWS. dig: the setting may be absent from the merged configuration. */ -}}
+{{- if or (dig "licenseToken" "secretName" "" $e) (dig "licenseToken" "region" "" $e) }}{{ $contractSet = append $contractSet "marketplace.entitlement.licenseToken" }}{{ end -}}
 {{- with $contractSet -}}
 {{- $one := eq (len .) 1 -}}
 {{- fail (printf "%s %s pricing contract (AWS License Manager), but pricing is usage (MeterUsage), which would ignore %s: remove %s, or set marketplace.entitlement.pricing to contract" (join ", " .) (ternary "is a setting of" "are settings of" $one) (ternary "it" "them" $one) (ternary "it" "them" $one)) -}}
