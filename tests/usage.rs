@@ -152,6 +152,7 @@ fn access_denied_is_exit_13_naming_the_action_and_the_policy_that_grants_it() {
     let emu = emulator(&["--meter-fault", "access-denied"]);
     let out = emu.usage_gate("nodes").run();
     out.expect_error(13, "may not call aws-marketplace:MeterUsage");
+    out.expect_error(13, "add deploy/iam-policy-meter-usage.json");
     out.expect_error(13, "AWSMarketplaceMeteringFullAccess grants it");
     out.expect_error(13, "AWSMarketplaceMeteringRegisterUsage does not");
 }

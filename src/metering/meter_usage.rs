@@ -16,7 +16,7 @@ use crate::metering::{warn_of_identity, Identity, MeteringError, SERVICE};
 /// The IAM action MeterUsage needs, and what grants it, named in access-denied messages.
 const IAM: (&str, &str) = (
     "aws-marketplace:MeterUsage",
-    "aws-marketplace:MeterUsage (the managed policy AWSMarketplaceMeteringFullAccess grants it; AWSMarketplaceMeteringRegisterUsage does not)",
+    "deploy/iam-policy-meter-usage.json (the managed policy AWSMarketplaceMeteringFullAccess grants it too; AWSMarketplaceMeteringRegisterUsage does not)",
 );
 const IDENTITY: Identity = ("MeterUsage", "AWSMarketplaceMeteringFullAccess");
 /// A record ID is short and printable; anything else is not AWS's answer.
