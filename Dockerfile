@@ -23,6 +23,14 @@
 #     --build-arg MPGATE_PIN_ENTITLEMENTS=Basic,Seats=1 --build-arg MPGATE_PIN_SEAT=hold \
 #     -t REGISTRY/mpgate-contract-pinned:0.1.0 --push .
 #
+# A pinned usage build (custom metering) compiles in the product code and the dimensions, and
+# takes no keys (MeterUsage answers with no signed token):
+#
+#   docker buildx build ... --build-arg MPGATE_PIN_PRICING=usage \
+#     --build-arg MPGATE_PIN_PRODUCT_CODE=prod-abc123example \
+#     --build-arg MPGATE_PIN_DIMENSIONS=nodes,gb_scanned \
+#     -t REGISTRY/mpgate-usage-pinned:0.1.0 --push .
+#
 # The builder runs on the build machine's own platform ($BUILDPLATFORM) and cross-compiles,
 # as scripts/check-static.sh does: x86_64 with Debian's musl-tools (so an amd64 builder),
 # aarch64 with cargo-zigbuild (zig as the C compiler and linker) from either. No stage runs
@@ -75,13 +83,15 @@ ARG MPGATE_PIN_PRODUCT_CODE=""
 ARG MPGATE_PIN_PRODUCT_SKU=""
 ARG MPGATE_PIN_ENTITLEMENTS=""
 ARG MPGATE_PIN_SEAT=""
+ARG MPGATE_PIN_PRICING=""
+ARG MPGATE_PIN_DIMENSIONS=""
 
 # One target-directory cache per target architecture, so the amd64 and arm64 builds of a
 # multi-platform build run side by side without waiting on each other's cargo lock. A
 # product code or keys switch on the pin (MPGATE_PIN_KEY_DIR); half a pin (a code without
 # keys, or keys without a code) fails in build.rs. The binary is copied out of the cache so
 # the next stage can take it, and checked: the right machine, static, and (when native) it
-# runs.
+# runs. A usage build pins no keys: keys given to one are a mistake, refused here.
 RUN --mount=type=cache,id=mpgate-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=mpgate-target-${TARGETARCH},target=/src/target \
     --mount=type=bind,from=marketplace-keys,target=/pin-keys \
@@ -90,7 +100,9 @@ RUN --mount=type=cache,id=mpgate-cargo-registry,target=/usr/local/cargo/registry
       arm64) triple=aarch64-unknown-linux-musl machine=AArch64 ;; \
       *) echo "unsupported TARGETARCH '${TARGETARCH}' (amd64 or arm64)" >&2; exit 1 ;; \
     esac \
- && if [ -n "$MPGATE_PIN_PRODUCT_CODE" ] || [ -n "$(ls -A /pin-keys)" ]; then \
+ && if [ "$MPGATE_PIN_PRICING" = usage ]; then \
+      if [ -n "$(ls -A /pin-keys)" ]; then echo "MPGATE_PIN_PRICING=usage takes no keys: drop --build-context marketplace-keys" >&2; exit 1; fi; \
+    elif [ -n "$MPGATE_PIN_PRODUCT_CODE" ] || [ -n "$(ls -A /pin-keys)" ]; then \
       export MPGATE_PIN_KEY_DIR=/pin-keys; \
     fi \
  && if [ "$triple" = aarch64-unknown-linux-musl ]; then \
