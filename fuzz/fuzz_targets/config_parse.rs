@@ -95,6 +95,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Ok(Parsed::Help | Parsed::VerifyHelp | Parsed::Version) => {}
+        // `mpgate usage` talks to a running agent and `mpgate lease watch` runs a command: only
+        // their parsing is fuzzed.
+        Ok(Parsed::Usage(usage)) => {
+            assert!(matches!(
+                usage.action,
+                cli::UsageAction::Add { .. } | cli::UsageAction::Show
+            ));
+        }
+        Ok(Parsed::UsageRefused(message)) => assert!(message.contains("mpgate usage --help")),
+        Ok(Parsed::UsageHelp | Parsed::LeaseWatch(_) | Parsed::LeaseHelp) => {}
         Err(e) => {
             let _ = e.to_string();
         }

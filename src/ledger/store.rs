@@ -170,6 +170,7 @@ pub fn open(dir: Option<&Path>) -> Result<Database, Error> {
         // The ledger holds a few hundred keys: a small cache keeps the agent's memory small.
         Some(dir) => Database::builder()
             .set_cache_size(CACHE_BYTES)
+            .create_with_file_format_v3(true)
             .create(dir.join(FILE))
             .map_err(err)?,
         None => Database::builder()
