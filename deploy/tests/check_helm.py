@@ -27,7 +27,8 @@ PRODUCT_CODE = "prod-abc123example"  # the example shape used throughout deploy/
 
 RELEASE, NAMESPACE = "rel", "my-product"
 results = []
-CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled", "contract", "contract-init", "usage", "usage-sidecar")
+CASES = ("initContainer", "entrypoint", "image", "pinned", "disabled", "contract", "contract-init", "contract-anywhere", "usage", "usage-sidecar")
+TOKEN_DIR = "/var/run/secrets/product-license"  # AWS's seller guide's mount path
 
 
 def check(name, problems, notes=()):
@@ -223,7 +224,7 @@ def case_problems(case, values, resources):
                 found.append("marketplace.entitlement.extraEnv (HTTPS_PROXY) not passed to the container that runs mpgate")
             if configmaps:
                 found.append(f"no ConfigMap should be rendered with existingConfigMap, got {list(configmaps)}")
-    elif case in ("contract", "contract-init"):
+    elif case in ("contract", "contract-init", "contract-anywhere"):
         found += contract_problems(case, e, spec, app, inits, configmaps, deployment(resources), command)
     elif case in ("usage", "usage-sidecar"):
         found += usage_problems(case, e, spec, app, inits, configmaps, deployment(resources), command)
@@ -249,6 +250,9 @@ def case_problems(case, values, resources):
     if sa.get("create", True):
         if not sas or spec.get("serviceAccountName") != sas[0]["metadata"]["name"]:
             found.append("the pod does not use the chart's ServiceAccount")
+        elif case == "contract-anywhere":
+            if "eks.amazonaws.com/role-arn" in (sas[0]["metadata"].get("annotations") or {}):
+                found.append("a license token and IRSA are exclusive: the ServiceAccount has an IRSA role")
         elif case != "disabled" and "eks.amazonaws.com/role-arn" not in (sas[0]["metadata"].get("annotations") or {}):
             found.append("serviceAccount.annotations (IRSA role) not rendered")
     else:
@@ -315,6 +319,70 @@ def contract_problems(case, e, spec, app, inits, configmaps, dep, command):
             found.append("seat check: MPGATE_GRACE is for seat hold only")
         if period is not None:
             found.append(f"seat check: keep the default terminationGracePeriodSeconds, is {period}")
+    found += token_problems(e, spec, gate, [c for c in inits + spec["containers"] if c is not gate])
+    return found
+
+
+def token_problems(e, spec, gate, others):
+    """licenseToken: the buyer's Secret mounted read-only, only into the container that runs
+    mpgate, which gets the token file and the region (the role from iam_role beside it);
+    without one, no token variable or volume at all."""
+    token = e.get("licenseToken") or {}
+    env = env_of(gate)
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    found = []
+    if not token.get("secretName"):
+        if {"MPGATE_LICENSE_TOKEN_FILE", "MPGATE_LICENSE_REGION"} & set(env) or "mpgate-license-token" in volumes:
+            found.append("no licenseToken: no token variable or volume may be rendered")
+        return found
+    want = {"MPGATE_LICENSE_TOKEN_FILE": f"{TOKEN_DIR}/license_token", "MPGATE_LICENSE_REGION": token.get("region")}
+    for k, v in want.items():
+        if env.get(k) != v:
+            found.append(f"{gate['name']}: {k} should be {v!r}, is {env.get(k)!r}")
+    for k in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_REGION"):
+        if k in env:
+            found.append(f"{gate['name']}: a license token needs no {k}")
+    secret = (volumes.get("mpgate-license-token") or {}).get("secret") or {}
+    items = sorted((i["key"], i["path"]) for i in secret.get("items") or [])
+    if (secret.get("secretName") != token["secretName"] or secret.get("optional") is not False
+            or items != [("iam_role", "iam_role"), ("license_token", "license_token")] or secret.get("defaultMode") != 0o440):
+        found.append(f"the token volume must be Secret {token['secretName']!r}, optional: false, items license_token and iam_role, mode 0440: {secret}")
+    mount = mounts_of(gate).get("mpgate-license-token") or {}
+    if mount.get("mountPath") != TOKEN_DIR or mount.get("readOnly") is not True:
+        found.append(f"{gate['name']}: the token must be mounted read-only at {TOKEN_DIR}, is {mount}")
+    for c in others:
+        if "mpgate-license-token" in mounts_of(c) or {"MPGATE_LICENSE_TOKEN_FILE", "MPGATE_LICENSE_REGION"} & set(env_of(c)):
+            found.append(f"{c['name']}: only the container that runs mpgate may see the license token")
+    return found
+
+
+def token_init_problems(app_dir, contract_init):
+    """initContainer mode with a license token: only the init container mounts the Secret
+    (the workload container never sees the token); global and the chart's own values merge
+    field by field."""
+    values = merged(contract_init, {
+                                    "global": {"marketplace": {"entitlement": {"licenseToken": {"secretName": "awsmp-license-token-secret"}}}},
+                                    # null: the chart's own "" would win over global.
+                                    "marketplace": {"entitlement": {"licenseToken": {"secretName": None, "region": "xx-example-1"}}}})
+    # No IRSA role beside a token (the render refuses both).
+    values["serviceAccount"]["annotations"].pop("eks.amazonaws.com/role-arn", None)
+    resources = resources_of(render(app_dir, values))
+    found = []
+    for r in resources:
+        found += kube.validate(r)
+    spec = deployment(resources)["spec"]["template"]["spec"]
+    gate = spec["initContainers"][0]
+    e = {"licenseToken": {"secretName": "awsmp-license-token-secret", "region": "xx-example-1"}}
+    found += token_problems(e, spec, gate, [c for c in spec["initContainers"][1:] + spec["containers"]])
+    app = next(c for c in spec["containers"] if c["name"] == "app")
+    if set(env_of(app)) != {"MPGATE_RESULT_FILE"}:
+        found.append(f"the app needs only MPGATE_RESULT_FILE, has {sorted(env_of(app))}")
+    notes = next((t for p, t in render(app_dir, values).items() if p.endswith("NOTES.txt")), "")
+    for want in ('Secret "awsmp-license-token-secret"', "AWSLicenseManagerConsumptionPolicy", "openid-license-manager.amazonaws.com"):
+        if want not in notes:
+            found.append(f"NOTES.txt (license token) does not mention {want!r}")
+    if "WARNING: the ServiceAccount has no eks.amazonaws.com/role-arn" in notes:
+        found.append("NOTES.txt (license token) must not ask for IRSA")
     return found
 
 
@@ -917,6 +985,8 @@ def main(helm_dir, out_dir):
         guarded("helm package example-app (with values.schema.json, README.md, NOTES.txt)", package_problems, app_dir, tmp)
         guarded("seat hold: terminationGracePeriodSeconds is grace + 10 s unless set, usage grace + flushTimeout + 10 s; hourly renders no contract setting",
                 grace_period_problems, app_dir, contract)
+        guarded("license token, initContainer mode: only the init container mounts the Secret (read-only), global and local merge field by field, NOTES names the Secret and the role's policy",
+                token_init_problems, app_dir, contract_init)
 
         def no_keys(values):
             values["marketplace"]["entitlement"]["publicKeys"] = {}
@@ -987,6 +1057,27 @@ def main(helm_dir, out_dir):
         guarded("keySource image / pinned render no product code unless set (the image's own code wins); a set one is rendered",
                 image_code_problems, app_dir, base)
         usage_refusals(app_dir, base, contract, merged(DEFAULTS, ci["usage"]), merged(DEFAULTS, ci["usage-sidecar"]), ent)
+
+        # The license token (Containers Anywhere): exclusive with IRSA, a region required,
+        # contract pricing only, each with a sentence.
+        anywhere = merged(DEFAULTS, ci["contract-anywhere"])
+        token = {"secretName": "awsmp-license-token-secret", "region": "xx-example-1"}
+        check("schema refuses a misspelt licenseToken setting", must_fail(app_dir, anywhere, ent(licenseToken={"secret": "x"}), "additional properties 'secret' not allowed", schema=True))
+        exclusive = "marketplace.entitlement.licenseToken and IRSA (serviceAccount.annotations eks.amazonaws.com/role-arn, or AWS_ROLE_ARN / AWS_WEB_IDENTITY_TOKEN_FILE in extraEnv) are exclusive"
+        check("render refuses a license token beside an IRSA ServiceAccount with a sentence",
+              must_fail(app_dir, anywhere, {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/r"}}}, exclusive))
+        check("render refuses a license token beside AWS_WEB_IDENTITY_TOKEN_FILE in extraEnv with a sentence",
+              must_fail(app_dir, anywhere, ent(extraEnv=[{"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/x"}]), exclusive))
+        check("render refuses a license token without a region with a sentence",
+              must_fail(app_dir, anywhere, ent(licenseToken={"region": ""}), "marketplace.entitlement.licenseToken.region is required with licenseToken.secretName: the license's home region, where the buyer created the token (mpgate assumes none, and nothing sets one outside AWS)"))
+        check("render refuses a region that is not one with a sentence",
+              must_fail(app_dir, anywhere, ent(licenseToken={"region": "Home Region"}), 'marketplace.entitlement.licenseToken.region "Home Region" is not a region name'))
+        check("render refuses a Secret name that is not one with a sentence",
+              must_fail(app_dir, anywhere, ent(licenseToken={"secretName": "My_Secret"}), 'marketplace.entitlement.licenseToken.secretName "My_Secret" is not a Secret name'))
+        check("render refuses a region without a Secret with a sentence",
+              must_fail(app_dir, anywhere, ent(licenseToken={"secretName": ""}), "marketplace.entitlement.licenseToken.region applies with licenseToken.secretName only"))
+        check("render refuses a license token under pricing hourly with a sentence",
+              must_fail(app_dir, base, ent(licenseToken=token), f"marketplace.entitlement.licenseToken is a setting of {to_contract} it"))
     return 0 if all(results) else 1
 
 

@@ -9,7 +9,11 @@ public-key-v<N>.pem files, an IRSA-annotated ServiceAccount, a NetworkPolicy tha
 the pods, probes, and each pattern's command. A container with MPGATE_PRICING=contract
 (AWS License Manager) sets no product code and no key instead, but a product SKU and valid
 entitlements; seat hold only as the entrypoint wrapper, with a terminationGracePeriodSeconds
-that leaves room to check the seat in.
+that leaves room to check the seat in. A contract gate with MPGATE_LICENSE_TOKEN_FILE (a
+self-managed cluster: the buyer's license token instead of IRSA) mounts the buyer's Secret
+read-only where the file is (optional: false, keys license_token and iam_role), sets
+MPGATE_LICENSE_REGION, and its ServiceAccount has no IRSA role (the only ServiceAccounts
+without one are those of such gates); no other container mounts the Secret.
 
 Secure by default: an hourly gate is pinned (no product code, no key variable, no key
 ring; the initContainer's image is an mpgate-pinned one) unless its file is named
@@ -31,8 +35,11 @@ def contract_problems(where, gate, spec):
     workload and the pod leaves time to check the seat in."""
     env = env_of(gate)
     found, seat = contract_env_problems(where, env, " (the product ID from the portal)")
-    if any(v.get("configMap") for v in spec.get("volumes") or []) or gate.get("volumeMounts"):
+    if any(v.get("configMap") for v in spec.get("volumes") or []) or any(
+            m["mountPath"] not in ("/run/mpgate", token_dir(env)) for m in gate.get("volumeMounts") or []):
         found.append(f"{where}: pricing contract mounts no key ring")
+    if token_dir(env):
+        found += token_problems(where, gate, spec)
     if seat == "hold":
         if gate.get("command") != ["/mpgate", "--"]:
             found.append(f"{where}: seat hold works only with mpgate as the entrypoint wrapper (init mode + hold exits 2)")
@@ -42,6 +49,36 @@ def contract_problems(where, gate, spec):
             found.append(f"{where}: MPGATE_GRACE is not a duration: {env.get('MPGATE_GRACE')}")
         elif period < grace + 5:
             found.append(f"{where}: terminationGracePeriodSeconds {period} must leave MPGATE_GRACE ({grace} s) + a few seconds to check the seat in")
+    return found
+
+
+def token_dir(env):
+    """Where a gate's license token file is, if it has one."""
+    path = env.get("MPGATE_LICENSE_TOKEN_FILE")
+    return os.path.dirname(path) if path else None
+
+
+def token_problems(where, gate, spec):
+    """The buyer's license token Secret: read-only where MPGATE_LICENSE_TOKEN_FILE points,
+    never optional, both keys; a region; only the gate mounts it."""
+    found = []
+    env = env_of(gate)
+    mount = next((m for m in gate.get("volumeMounts") or [] if m["mountPath"] == token_dir(env)), None)
+    volume = next((v for v in spec.get("volumes") or [] if mount and v["name"] == mount["name"]), {})
+    secret = volume.get("secret") or {}
+    keys = sorted(i["key"] for i in secret.get("items") or [])
+    if not mount or not mount.get("readOnly") or not secret.get("secretName") or secret.get("optional") is not False:
+        found.append(f"{where}: {token_dir(env)} must be a read-only mount of the buyer's Secret, optional: false")
+    if keys != ["iam_role", "license_token"] or os.path.basename(env["MPGATE_LICENSE_TOKEN_FILE"]) != "license_token":
+        found.append(f"{where}: the Secret's license_token and iam_role must be mounted side by side, are {keys}")
+    if not env.get("MPGATE_LICENSE_REGION"):
+        found.append(f"{where}: a license token needs MPGATE_LICENSE_REGION (nothing sets a region outside AWS)")
+    for k in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        if k in env:
+            found.append(f"{where}: a license token needs no {k} (the role is in iam_role)")
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        if c is not gate and mount and any(m["name"] == mount["name"] for m in c.get("volumeMounts") or []):
+            found.append(f"{where}: container {c['name']} must not mount the license token")
     return found
 
 
@@ -103,9 +140,18 @@ def wiring_problems(by_file, texts):
     configmaps = {r["metadata"]["name"]: r for r in every if r["kind"] == "ConfigMap"}
     sas = {r["metadata"]["name"]: r for r in every if r["kind"] == "ServiceAccount"}
     policies = [r for r in every if r["kind"] == "NetworkPolicy"]
-    for sa in sas.values():
-        if "eks.amazonaws.com/role-arn" not in (sa["metadata"].get("annotations") or {}):
-            found.append(f"ServiceAccount {sa['metadata']['name']}: no IRSA role annotation")
+    token_sas = set()
+    for resources in by_file.values():
+        for dep in (r for r in resources if r["kind"] == "Deployment"):
+            spec = dep["spec"]["template"]["spec"]
+            if any("MPGATE_LICENSE_TOKEN_FILE" in env_of(c) for c in spec.get("initContainers", []) + spec["containers"]):
+                token_sas.add(spec.get("serviceAccountName"))
+    for name, sa in sas.items():
+        irsa = "eks.amazonaws.com/role-arn" in (sa["metadata"].get("annotations") or {})
+        if name in token_sas and irsa:
+            found.append(f"ServiceAccount {name}: a license token and IRSA are exclusive")
+        elif name not in token_sas and not irsa:
+            found.append(f"ServiceAccount {name}: no IRSA role annotation")
     for path, resources in by_file.items():
         for dep in (r for r in resources if r["kind"] == "Deployment"):
             where = f"{path}: Deployment {dep['metadata']['name']}"

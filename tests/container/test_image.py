@@ -80,6 +80,7 @@ class Emulator:
         pairs = {
             "AWS_ENDPOINT_URL_MARKETPLACE_METERING": self.url,
             "AWS_ENDPOINT_URL_LICENSE_MANAGER": self.url,
+            "AWS_ENDPOINT_URL_STS": self.url,
             "AWS_REGION": self.ready["region"],
             "AWS_EC2_METADATA_DISABLED": "true",
         }
@@ -263,6 +264,67 @@ class ContainerTest(unittest.TestCase):
         self.assertLess(elapsed, 10, "docker stop waited for its timeout")
         self.assertIn("workload: got SIGTERM", docker("logs", name).stdout)
         self.assertEqual(len(emu.calls("CheckInLicense")), 1, "the seat was not checked in")
+
+    # --- contract pricing outside AWS: the buyer's license token ------------------------------
+
+    def license_secret(self, emu):
+        """The buyer's Secret as a directory (license_token and iam_role), readable by the
+        image's user as a pod's fsGroup makes a Secret volume, for a read-only mount."""
+        secret = pathlib.Path(tempfile.mkdtemp(prefix="mpgate-license-secret-"))
+        self.addCleanup(shutil.rmtree, secret, True)
+        source = pathlib.Path(emu.ready["licenseTokenFile"])
+        for name in ("license_token", "iam_role"):
+            shutil.copy(source.parent / name, secret / name)
+            os.chmod(secret / name, 0o444)
+        os.chmod(secret, 0o755)
+        return secret, (secret / "license_token").read_text()
+
+    def test_license_token_from_a_read_only_secret_volume_checks_out_and_renews_in_hold(self):
+        token_dir = pathlib.Path(tempfile.mkdtemp(prefix="mpgate-license-token-"))
+        self.addCleanup(shutil.rmtree, token_dir, True)
+        emu = self.emulator("--license-token-file", str(token_dir / "license_token"),
+                            "--license-entitlement", "Seats=1", "--consumption-ttl", "4s",
+                            "--role-credentials-ttl", "3s")
+        secret, token = self.license_secret(emu)
+        anywhere = ["--network", "host", *emu.env(keys=False),
+                    "-v", f"{secret}:/var/run/secrets/product-license:ro",
+                    "-e", "MPGATE_LICENSE_TOKEN_FILE=/var/run/secrets/product-license/license_token",
+                    "-e", "MPGATE_PRICING=contract", "-e", "MPGATE_PRODUCT_SKU=" + emu.ready["productSku"],
+                    "-e", "MPGATE_ENTITLEMENTS=Seats=1"]
+        # Init mode in the bare image, locked down: the token's role checks out and back in.
+        r = self.run_container("anywhere-init", "--read-only", "--cap-drop", "ALL",
+                               "--security-opt", "no-new-privileges", *anywhere, IMAGE)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("credentials: license token (MPGATE_LICENSE_TOKEN_FILE", r.stderr)
+        exchange = emu.calls("GetAccessToken")
+        self.assertEqual(len(exchange), 1)
+        self.assertIsNone(exchange[0]["credentialScope"], "GetAccessToken is sent unsigned")
+        issued = [c["issuedAccessKeyId"] for c in emu.calls("AssumeRoleWithWebIdentity")]
+        checkout = emu.calls("CheckoutLicense")
+        self.assertEqual(len(checkout), 1)
+        self.assertTrue(checkout[0]["credentialScope"].startswith(issued[0]), checkout[0])
+        self.assertEqual(len(emu.calls("CheckInLicense")), 1)
+        self.assertNotIn(token.strip(), r.stdout + r.stderr)
+        self.assertNotIn("eyJ", r.stderr)
+
+        # Seat hold in the seller's contract image: the role's 3-second credentials are
+        # renewed across several extensions; the workload never sees the token's value.
+        name = self.name("anywhere-hold")
+        docker("run", "-d", "--name", name, "--stop-timeout", "40", *anywhere, SELLER_CONTRACT,
+               "sh", "-c", 'trap "exit 143" TERM; env; echo workload: up; while :; do sleep 1; done',
+               check=True)
+        wait_for("the workload to start", lambda: "workload: up" in docker("logs", name).stdout)
+        wait_for("three renewals of the role's credentials",
+                 lambda: len(emu.calls("AssumeRoleWithWebIdentity")) >= 4, 30)
+        docker("stop", name, check=True, timeout=60)
+        self.assertEqual(inspect_exit(name), ("exited", 143))
+        logs = docker("logs", name)
+        self.assertNotIn(token.strip(), logs.stdout + logs.stderr)
+        self.assertNotIn("eyJ", logs.stderr)
+        extended = emu.calls("ExtendLicenseConsumption")
+        self.assertGreaterEqual(len(extended), 2)
+        self.assertTrue(all(c["status"] == 200 for c in extended), extended)
+        self.assertEqual(len(emu.calls("CheckInLicense")), 2, "the held seat was not checked in")
 
     # --- the initContainer pattern -----------------------------------------------------------
 

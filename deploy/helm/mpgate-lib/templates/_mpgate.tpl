@@ -15,8 +15,9 @@ fallback for any key the chart does not set; the exceptions take a dict, shown b
   mpgate.env                  the mpgate process's environment (list items); in
                               initContainer mode with MPGATE_POD_UID from the downward
                               API (metadata.uid), which binds the result file to the pod
-  mpgate.volumes              the key volume (configMap / existingConfigMap key sources) and
-                              the result emptyDir (initContainer mode), as list items
+  mpgate.volumes              the key volume (configMap / existingConfigMap key sources), the
+                              result emptyDir (initContainer mode) and the buyer's license
+                              token secret (licenseToken.secretName), as list items
   mpgate.volumeMounts         the mounts of the container that runs mpgate (list items)
   mpgate.app.env              what the workload container adds to its env: entrypoint mode
                               and initContainer mode with hourly pricing mpgate.env (for
@@ -71,10 +72,12 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
       "extraEnv" (list)
       "resultDir" "/run/mpgate"
       "image" (dict)
+      "licenseToken" (dict)
       "resources" (dict
         "requests" (dict "cpu" "10m" "memory" "16Mi")
         "limits" (dict "cpu" "200m" "memory" "64Mi")) -}}
 {{- $imageKeys := splitList " " "registry repository tag digest pullPolicy" -}}
+{{- $tokenKeys := list "secretName" "region" -}}
 {{- $local := dict -}}
 {{- with .Values.marketplace }}{{ with .entitlement }}{{ $local = . }}{{ end }}{{ end -}}
 {{- $global := dict -}}
@@ -89,6 +92,16 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- range $k, $_ := . -}}
 {{- if not (has $k $imageKeys) -}}
 {{- fail (printf "%s.image.%s is not an image setting (settings: %s)" $where $k (join ", " $imageKeys)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- with (get $layer "licenseToken") -}}
+{{- if not (kindIs "map" .) -}}
+{{- fail (printf "%s.licenseToken must be a map (secretName, region)" $where) -}}
+{{- end -}}
+{{- range $k, $_ := . -}}
+{{- if not (has $k $tokenKeys) -}}
+{{- fail (printf "%s.licenseToken.%s is not a license token setting (settings: %s)" $where $k (join ", " $tokenKeys)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -110,6 +123,16 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
 {{- end -}}
 {{- end -}}
 {{- $_ := set $e "image" $image -}}
+{{- /* The buyer's license token, field by field like the image. */ -}}
+{{- $token := dict "secretName" "" "region" "" -}}
+{{- range $layer := list (get $global "licenseToken") (get $local "licenseToken") -}}
+{{- if kindIs "map" $layer -}}
+{{- range $k := $tokenKeys -}}
+{{- if and (hasKey $layer $k) (not (kindIs "invalid" (get $layer $k))) -}}{{- $_ := set $token $k (toString (get $layer $k) | trim) -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $e "licenseToken" $token -}}
 {{- if $e.enabled -}}
 {{- if not (has (toString $e.mode) (list "initContainer" "entrypoint" "sidecar")) -}}
 {{- fail (printf "marketplace.entitlement.mode must be \"initContainer\", \"entrypoint\" or \"sidecar\" (pricing usage), not %q" (toString $e.mode)) -}}
@@ -148,6 +171,7 @@ ignore is a mistake the seller should see at render time, not in production. */ 
 {{- if $e.entitlements }}{{ $contractSet = append $contractSet "marketplace.entitlement.entitlements" }}{{ end -}}
 {{- if ne (toString $e.seat) "check" }}{{ $contractSet = append $contractSet "marketplace.entitlement.seat" }}{{ end -}}
 {{- if ne (toString $e.grace) "30s" }}{{ $contractSet = append $contractSet "marketplace.entitlement.grace" }}{{ end -}}
+{{- if or $token.secretName $token.region }}{{ $contractSet = append $contractSet "marketplace.entitlement.licenseToken" }}{{ end -}}
 {{- with $contractSet -}}
 {{- $one := eq (len .) 1 -}}
 {{- fail (printf "%s %s pricing contract (AWS License Manager), but pricing is hourly (RegisterUsage), which would ignore %s: remove %s, or set marketplace.entitlement.pricing to contract" (join ", " .) (ternary "is a setting of" "are settings of" $one) (ternary "it" "them" $one) (ternary "it" "them" $one)) -}}
@@ -200,6 +224,27 @@ start the workload unverified. Refused here, at render time, not in the buyer's 
 {{- end -}}
 {{- if and (ne (toString $e.seat) "hold") (ne (toString $e.grace) "30s") -}}
 {{- fail "marketplace.entitlement.grace applies to seat hold only (how long the workload gets to stop when the license is lost): remove it, or set marketplace.entitlement.seat to hold (mode entrypoint)" -}}
+{{- end -}}
+{{- /* Containers Anywhere: the buyer's license token secret, exchanged for the role the
+buyer created with it; no IRSA outside AWS. */ -}}
+{{- if $token.secretName -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$" $token.secretName) -}}
+{{- fail (printf "marketplace.entitlement.licenseToken.secretName %q is not a Secret name (lowercase letters, digits, '-' and '.'): the name the buyer saved the license token under, e.g. awsmp-license-token-secret" $token.secretName) -}}
+{{- end -}}
+{{- if not $token.region -}}
+{{- fail "marketplace.entitlement.licenseToken.region is required with licenseToken.secretName: the license's home region, where the buyer created the token (mpgate assumes none, and nothing sets one outside AWS)" -}}
+{{- end -}}
+{{- if not (regexMatch "^[a-z]{2}(-[a-z]+)+-[0-9]+$" $token.region) -}}
+{{- fail (printf "marketplace.entitlement.licenseToken.region %q is not a region name: the license's home region, where the buyer created the token" $token.region) -}}
+{{- end -}}
+{{- $irsa := "" -}}
+{{- with $.Values.serviceAccount }}{{ with .annotations }}{{ $irsa = get . "eks.amazonaws.com/role-arn" | default "" | toString }}{{ end }}{{ end -}}
+{{- range $e.extraEnv }}{{ if and (kindIs "map" .) (has (toString .name) (list "AWS_ROLE_ARN" "AWS_WEB_IDENTITY_TOKEN_FILE")) }}{{ $irsa = toString .name }}{{ end }}{{ end -}}
+{{- if $irsa -}}
+{{- fail "marketplace.entitlement.licenseToken and IRSA (serviceAccount.annotations eks.amazonaws.com/role-arn, or AWS_ROLE_ARN / AWS_WEB_IDENTITY_TOKEN_FILE in extraEnv) are exclusive: a license token is for clusters outside AWS (EKS Anywhere, self-managed Kubernetes), where mpgate exchanges it for the role the buyer created with it, and IRSA is for EKS; remove one" -}}
+{{- end -}}
+{{- else if $token.region -}}
+{{- fail "marketplace.entitlement.licenseToken.region applies with licenseToken.secretName only (the license's home region for the buyer's token): remove it, or set licenseToken.secretName" -}}
 {{- end -}}
 {{- else -}}
 {{- $code := toString $e.productCode | trim -}}
@@ -269,6 +314,9 @@ the library creates are scoped by chart, so two subcharts of one release never c
 {{- end -}}
 {{- end -}}
 
+{{/* Where the buyer's license token secret is mounted (AWS's seller guide's path). */}}
+{{- define "mpgate.licenseTokenDir" -}}/var/run/secrets/product-license{{- end -}}
+
 {{/* Key ring settings: the directory and whether this key source mounts one. */}}
 {{- define "mpgate.keyDir" -}}/etc/mpgate/keys{{- end -}}
 {{- define "mpgate.mountsKeys" -}}
@@ -324,6 +372,13 @@ checksum/mpgate-keys: {{ $e.publicKeys | toJson | sha256sum }}
 {{- if eq $e.seat "hold" }}
 - name: MPGATE_GRACE
   value: {{ toString $e.grace | quote }}
+{{- end }}
+{{- with $e.licenseToken.secretName }}
+{{- /* The role comes from iam_role beside the token (the buyer's secret holds both). */}}
+- name: MPGATE_LICENSE_TOKEN_FILE
+  value: {{ printf "%s/license_token" (include "mpgate.licenseTokenDir" $) | quote }}
+- name: MPGATE_LICENSE_REGION
+  value: {{ $e.licenseToken.region | quote }}
 {{- end }}
 {{- else }}
 {{- with toString $e.productCode | trim }}
@@ -397,6 +452,20 @@ otherwise (keep the platform's default). */}}
     medium: Memory
     sizeLimit: 1Mi
 {{- end }}
+{{- with $e.licenseToken.secretName }}
+- name: mpgate-license-token
+  secret:
+    secretName: {{ . | quote }}
+    # The pod does not start without the buyer's token: no silent fallback.
+    optional: false
+    # Read by the pod's group (fsGroup), never written.
+    defaultMode: 0440
+    items:
+      - key: license_token
+        path: license_token
+      - key: iam_role
+        path: iam_role
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -412,6 +481,11 @@ otherwise (keep the platform's default). */}}
 {{- if eq $e.mode "initContainer" }}
 - name: mpgate-run
   mountPath: {{ $e.resultDir }}
+{{- end }}
+{{- if $e.licenseToken.secretName }}
+- name: mpgate-license-token
+  mountPath: {{ include "mpgate.licenseTokenDir" . }}
+  readOnly: true
 {{- end }}
 {{- end }}
 {{- end -}}
