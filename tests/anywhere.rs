@@ -493,18 +493,18 @@ fn a_held_seat_renews_the_role_s_credentials_across_several_of_their_lifetimes()
         .args(workload(&stop))
         .spawn();
     assert_eq!(running.next_line("workload ready"), "ready");
-    wait_for_extensions(&emu, 4);
+    // Four pairs: the hold outlived three of their lifetimes (renewed when due, not at every
+    // extension: a pair with more than half its life left is kept).
+    wait_until(CHILD_LIMIT, "three renewals", || {
+        (issued_keys(&emu).len() >= 4).then_some(())
+    });
+    wait_for_extensions(&emu, 3);
     std::fs::write(&stop, "").unwrap();
     let out = running.wait();
     out.expect(3);
 
     let seen = calls(&emu);
     let keys = issued_keys(&emu);
-    assert!(
-        keys.len() >= 4,
-        "credentials renewed {} times: {seen:?}",
-        keys.len()
-    );
     // Every License Manager call signed with a pair STS issued, and none refused.
     let signed: Vec<&str> = seen
         .iter()
@@ -519,7 +519,7 @@ fn a_held_seat_renews_the_role_s_credentials_across_several_of_their_lifetimes()
         "{signed:?} {keys:?}"
     );
     let distinct: std::collections::BTreeSet<&&str> = signed.iter().collect();
-    assert!(distinct.len() >= 4, "{signed:?}");
+    assert!(distinct.len() >= 3, "{signed:?}");
     assert_eq!(seen.last().unwrap().0, "CheckInLicense");
     assert_eq!(in_use(&emu, "Seats"), "0");
     assert_no_secret(&out.stderr, &token, &keys, "a hold's logs");
