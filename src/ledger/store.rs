@@ -174,6 +174,8 @@ pub fn open(dir: Option<&Path>) -> Result<Database, Error> {
             .create(dir.join(FILE))
             .map_err(err)?,
         None => Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_file_format_v3(true)
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(err)?,
     };
