@@ -132,7 +132,13 @@ expect "$x86_target not entitled" 10 "$emulator" run --fault not-entitled -- "$x
 expect "$arm_target entitled (qemu-aarch64)" 0 "$emulator" run -- qemu-aarch64 "$arm_bin"
 expect "$arm_target not entitled (qemu-aarch64)" 10 \
   "$emulator" run --fault not-entitled -- qemu-aarch64 "$arm_bin"
-expect "$arm_target exec hand-over (qemu-aarch64)" 7 \
+# The exec hand-over on aarch64: contract pricing, because an hourly hand-over is bound to
+# the process's identity in /proc, and qemu-user serves its own /proc/self/stat (not the
+# kernel's procfs), which the gate refuses before any call (exit 2), as it must.
+MPGATE_PRICING=contract MPGATE_ENTITLEMENTS=Basic MPGATE_SEAT=check \
+  expect "$arm_target exec hand-over (qemu-aarch64)" 7 \
+  "$emulator" run -- qemu-aarch64 "$arm_bin" -- /bin/sh -c 'exit 7'
+expect "$arm_target hourly hand-over refuses qemu's emulated /proc (qemu-aarch64)" 2 \
   "$emulator" run -- qemu-aarch64 "$arm_bin" -- /bin/sh -c 'exit 7'
 unset MPGATE_LOG_FORMAT
 
