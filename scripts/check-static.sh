@@ -179,20 +179,22 @@ cp "$key_file" "$root/key.pem"
 cp "$ca_file" "$root/ca.pem"
 chmod 755 "$root/mpgate"
 chmod 644 "$root/key.pem" "$root/ca.pem"
+# The mount point of /proc, which every container runtime mounts in a FROM scratch image
+# (mpgate binds its hand-over to the process through it), and nothing else.
+mkdir "$root/proc"
 contents=$(cd "$root" && find . -mindepth 1 | sort | tr '\n' ' ')
-[ "$contents" = "./ca.pem ./key.pem ./mpgate " ] || fail "empty root holds more than expected: $contents"
+[ "$contents" = "./ca.pem ./key.pem ./mpgate ./proc " ] || fail "empty root holds more than expected: $contents"
 
-# chroot as root; fall back to a user namespace where plain chroot is not permitted.
-# Absolute paths: `env -i` below leaves no PATH.
+# chroot in new PID and mount namespaces with their own /proc, as a container starts; as
+# root, or in a user namespace where that is not permitted. Absolute paths: `env -i` below
+# leaves no PATH.
 chroot_bin=$(command -v chroot)
 unshare_bin=$(command -v unshare)
-chroot_cmd=("$chroot_bin")
-if ! "$chroot_bin" "$root" /mpgate --version >/dev/null 2>&1; then
-  if "$unshare_bin" -r "$chroot_bin" "$root" /mpgate --version >/dev/null 2>&1; then
-    chroot_cmd=("$unshare_bin" -r "$chroot_bin")
-  else
-    fail "neither 'chroot' nor 'unshare -r chroot' can run $root/mpgate"
-  fi
+chroot_cmd=("$unshare_bin" --fork --pid --mount-proc="$root/proc" "$chroot_bin")
+if ! "${chroot_cmd[@]}" "$root" /mpgate --version >/dev/null 2>&1; then
+  chroot_cmd=("$unshare_bin" -r --fork --pid --mount-proc="$root/proc" "$chroot_bin")
+  "${chroot_cmd[@]}" "$root" /mpgate --version >/dev/null 2>&1 \
+    || fail "neither 'unshare --pid --mount-proc chroot' nor its user-namespace form can run $root/mpgate"
 fi
 ok "empty root ($contents) entered with '${chroot_cmd[*]}'"
 
