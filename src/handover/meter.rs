@@ -96,16 +96,7 @@ impl Metering {
             Ended::Failed(error) => return fail(&Failure::Exec(error), &facts, reporter),
         };
         let (exit_code, outcome, message) = match loss {
-            Some(loss) => {
-                tracing::error!(
-                    exit_code = loss.exit_code,
-                    outcome = loss.outcome.as_str(),
-                    "{}",
-                    loss.message
-                );
-                reporter.write_termination_log(&loss.message);
-                (loss.exit_code, loss.outcome, loss.message)
-            }
+            Some(loss) => result::lost(loss, reporter),
             None => {
                 let outcome = if verified {
                     Outcome::Verified

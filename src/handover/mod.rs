@@ -277,16 +277,7 @@ impl Hold {
         // The exit code of the README's table for why the seat went (an IAM denial is 13, as
         // at the checkout), or the workload's own.
         let (exit_code, outcome, message) = match loss {
-            Some(loss) => {
-                tracing::error!(
-                    exit_code = loss.exit_code,
-                    outcome = loss.outcome.as_str(),
-                    "{}",
-                    loss.message
-                );
-                reporter.write_termination_log(&loss.message);
-                (loss.exit_code, loss.outcome, loss.message)
-            }
+            Some(loss) => result::lost(loss, reporter),
             None if license.is_none() => (
                 exit_code,
                 Outcome::Unverified,

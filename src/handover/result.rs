@@ -7,6 +7,7 @@ use crate::exit::Failure;
 use crate::handover::plan::LicenseFacts;
 use crate::outcome::Outcome;
 use crate::report::{now_rfc3339, Report, Reporter};
+use crate::supervisor::Loss;
 
 pub(crate) fn report<'a>(
     facts: &'a Facts,
@@ -102,4 +103,17 @@ pub fn fail(failure: &Failure, facts: &Facts, reporter: &Reporter) -> ExitCode {
         None => reporter.write_termination_log(&message),
     }
     ExitCode::from(failure.exit_code())
+}
+
+/// A duty's loss that ended a supervised run (a seat lost, the agent's account refused):
+/// logged once, written to the termination log, and carried into the result file.
+pub fn lost(loss: Loss, reporter: &Reporter) -> (u8, Outcome, String) {
+    tracing::error!(
+        exit_code = loss.exit_code,
+        outcome = loss.outcome.as_str(),
+        "{}",
+        loss.message
+    );
+    reporter.write_termination_log(&loss.message);
+    (loss.exit_code, loss.outcome, loss.message)
 }
