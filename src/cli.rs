@@ -32,6 +32,8 @@ pub struct Args {
     pub send_jitter: Option<String>,
     pub flush_timeout: Option<String>,
     pub send_zero: bool,
+    pub scrape: Option<String>,
+    pub scrape_interval: Option<String>,
     /// `mpgate verify --renew`: a result file too old is renewed by a fresh check.
     pub renew: bool,
     /// The workload: empty in init mode.
@@ -181,7 +183,12 @@ Usage pricing (--pricing usage; --product-code as for hourly; the key and token-
 used: MeterUsage answers with no signed token, so the answer is trusted through TLS to the endpoint,
 which only a pinned build fixes):
       --dimension NAME           a pricing dimension's API name from the AWS Marketplace Management Portal,
-                                 repeatable, 1 to 24 [MPGATE_DIMENSIONS, comma-separated]
+                                 repeatable, 1 to 24 [MPGATE_DIMENSIONS, comma-separated]; or
+                                 NAME=METRIC[{label=\"v\"}]:counter|max|avg[*FACTOR] to read it from --scrape: a
+                                 counter's increase or a gauge's max or mean over the hour, times FACTOR, rounded up
+      --scrape URL               the workload's Prometheus metrics, on loopback (e.g. http://127.0.0.1:9100/metrics)
+                                 [MPGATE_SCRAPE_URL]
+      --scrape-interval DURATION how often the metrics are read (default 15s) [MPGATE_SCRAPE_INTERVAL]
       --start-dimension NAME     the dimension of the start's MeterUsage of quantity 0, whose record locks that
                                  dimension's first hour (default: the first dimension) [MPGATE_START_DIMENSION]
       --ledger DIR               where acknowledged usage is kept until AWS has recorded it (an emptyDir or a task
@@ -476,6 +483,8 @@ fn verify_options(options: Box<Args>) -> Result<Parsed, UsageError> {
         (options.send_jitter.is_some(), "--send-jitter"),
         (options.flush_timeout.is_some(), "--flush-timeout"),
         (options.send_zero, "--send-zero"),
+        (options.scrape.is_some(), "--scrape"),
+        (options.scrape_interval.is_some(), "--scrape-interval"),
         (!options.command.is_empty(), "COMMAND"),
     ];
     if let Some((_, name)) = never.iter().find(|(given, _)| *given) {
@@ -531,6 +540,8 @@ fn parse_options(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usa
             Long("send-jitter") => out.send_jitter = Some(string(&mut parser)?),
             Long("flush-timeout") => out.flush_timeout = Some(string(&mut parser)?),
             Long("send-zero") => out.send_zero = true,
+            Long("scrape") => out.scrape = Some(string(&mut parser)?),
+            Long("scrape-interval") => out.scrape_interval = Some(string(&mut parser)?),
             Long("renew") => out.renew = true,
             Value(program) => {
                 // Everything from the first operand on belongs to the workload, untouched:

@@ -231,8 +231,14 @@ fn a_dimension_given_twice_or_malformed_is_exit_2_naming_the_flag() {
         .args(["--dimension", "nodes", "--dimension", "nodes"])
         .run();
     out.expect_error(2, "--dimension names dimension \"nodes\" twice");
+    let out = emu.usage_gate("no des").run();
+    out.expect_error(2, "invalid dimension \"no des\" in MPGATE_DIMENSIONS");
+    // NAME=... reads a dimension from metrics: the syntax is said.
     let out = emu.usage_gate("nodes=up").run();
-    out.expect_error(2, "invalid dimension \"nodes=up\" in MPGATE_DIMENSIONS");
+    out.expect_error(
+        2,
+        "invalid scraped dimension \"nodes=up\" in MPGATE_DIMENSIONS: no ':counter', ':max' or ':avg'",
+    );
 }
 
 #[test]

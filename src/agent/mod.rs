@@ -2,6 +2,7 @@
 
 pub mod client;
 mod push;
+mod scrape;
 mod send;
 
 /// The push API's parser (for the fuzz target): the increment a body asks for, or the
@@ -14,12 +15,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::exit::Failure;
-use crate::ledger::{Ledger, Sent, Snapshot};
+use crate::ledger::{Ledger, Prior, Sent, Snapshot};
 use crate::metering::meter_usage::{hour_start_ms, Session, StartRecord};
 use crate::supervisor::{Duty, Event, Loss, Phase};
 
@@ -46,6 +47,10 @@ pub struct Settings {
     pub send_zero: bool,
     pub deadline: Duration,
     pub flush_timeout: Duration,
+    /// Dimensions read from the workload's metrics.
+    pub scrape: Option<crate::config::scrape::Scrape>,
+    /// Whether the agent started the workload (its counters start at zero) or is a sidecar.
+    pub workload: bool,
 }
 
 /// The metering agent: started before the workload, finished (the partial hour flushed)
@@ -58,6 +63,9 @@ pub struct Agent {
     tcp_server: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     sender: Option<JoinHandle<()>>,
+    /// The scraper ends first at a stop (one last scrape), then the rest are stopped, so
+    /// the flush holds its samples.
+    scraper: Option<(JoinHandle<()>, watch::Sender<bool>, Arc<Notify>)>,
     server: Option<JoinHandle<()>>,
     phase: Phase,
     lost: watch::Receiver<Option<Loss>>,
@@ -131,6 +139,23 @@ impl Agent {
             sent: sent.clone(),
         };
         let sender = tokio::spawn(sender.run(stopped, lose));
+        let scraper = settings.scrape.map(|scrape| {
+            let (stop, stopped) = watch::channel(false);
+            let now = Arc::new(Notify::new());
+            let first = match (settings.workload, ledger.dir.is_some()) {
+                (true, _) => Prior::Zero,
+                (false, true) => Prior::Last,
+                (false, false) => Prior::LastOrSelf,
+            };
+            let scraper = scrape::Scraper {
+                scrape,
+                ledger: ledger.clone(),
+                metering_hour: settings.metering_hour,
+                first,
+                now: now.clone(),
+            };
+            (tokio::spawn(scraper.run(stopped)), stop, now)
+        });
         tracing::info!(
             socket = %settings.socket.display(),
             ledger = %ledger.dir.as_deref().map(|d| d.display().to_string()).unwrap_or_else(|| "memory".into()),
@@ -143,6 +168,7 @@ impl Agent {
             socket: settings.socket,
             stop,
             sender: Some(sender),
+            scraper,
             server: Some(server),
             phase: Phase::Running,
             lost,
@@ -176,6 +202,11 @@ impl Agent {
     async fn step(&mut self) -> Event {
         loop {
             if self.phase == Phase::Exited {
+                if let Some((scraper, _, _)) = self.scraper.as_mut() {
+                    let _ = scraper.await;
+                    self.scraper = None;
+                    let _ = self.stop.send(true);
+                }
                 if let Some(server) = self.server.as_mut() {
                     let _ = server.await;
                     self.server = None;
@@ -209,8 +240,16 @@ impl Duty for Agent {
         self.phase = phase;
         // The workload may report its last usage while it shuts down: the socket stays open
         // until it has exited.
-        if phase == Phase::Exited {
-            let _ = self.stop.send(true);
+        match (phase, &self.scraper) {
+            // The workload's last usage, while it still serves its metrics.
+            (Phase::Stopping, Some((_, _, now))) => now.notify_one(),
+            (Phase::Exited, Some((_, stop, _))) => {
+                let _ = stop.send(true);
+            }
+            (Phase::Exited, None) => {
+                let _ = self.stop.send(true);
+            }
+            _ => {}
         }
     }
 

@@ -310,13 +310,18 @@ pub fn view(snapshot: &Snapshot, push: &Push) -> serde_json::Value {
         .lines
         .iter()
         .map(|l| {
-            serde_json::json!({
+            let mut hour = serde_json::json!({
                 "hour": rfc3339_ms(l.hour_ms),
                 "dimension": l.dimension,
                 "quantity": l.quantity,
                 "state": l.state,
                 "meteringRecordId": l.metering_record_id,
-            })
+            });
+            if l.scraped {
+                // Read from the workload's metrics: the hour's aggregate so far, rounded up.
+                hour["scraped"] = true.into();
+            }
+            hour
         })
         .collect();
     serde_json::json!({

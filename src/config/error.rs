@@ -36,6 +36,16 @@ pub enum ConfigError {
     TooManyDimensions { setting: &'static str, count: usize },
     #[error("invalid dimension {name} in {setting}: use the dimension's API name from the AWS Marketplace Management Portal (1 to 255 characters, no spaces, commas, '=' or control characters)")]
     InvalidDimension { setting: &'static str, name: String },
+    #[error("invalid scraped dimension {spec} in {setting}: {why}")]
+    InvalidSource {
+        setting: &'static str,
+        spec: String,
+        why: String,
+    },
+    #[error("{setting} reads dimensions from metrics, and no metrics URL is set: set MPGATE_SCRAPE_URL (or --scrape) to the workload's Prometheus endpoint, e.g. http://127.0.0.1:9100/metrics")]
+    ScrapeWithoutUrl { setting: &'static str },
+    #[error("{setting} is set, and no dimension names a metric to read: write the dimension as NAME=METRIC:counter|max|avg in MPGATE_DIMENSIONS (or --dimension), or unset {setting}")]
+    UrlWithoutSource { setting: &'static str },
     #[error("{setting} names dimension {name} twice: name each dimension once")]
     DimensionTwice { setting: &'static str, name: String },
     #[error("{setting} {given} is not one of the dimensions ({dimensions}): name one of them, or unset it to use the first")]

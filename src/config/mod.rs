@@ -6,6 +6,7 @@ mod endpoint;
 mod error;
 mod pricing;
 mod profile;
+pub mod scrape;
 mod usage;
 
 // What main.rs and the fuzz targets read; the rest is the crate's own.

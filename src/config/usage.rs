@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::cli::Args;
 use crate::config::error::{quoted, ConfigError};
 use crate::config::pricing::product_code;
+use crate::config::scrape;
 use crate::pinned::{self, Refused};
 use crate::settings::{duration_setting, parse_duration, path_setting, text_setting};
 
@@ -41,6 +42,8 @@ pub struct Usage {
     pub grace: Duration,
     /// A record of 0 for a dimension without usage in an hour.
     pub send_zero: bool,
+    /// The dimensions read from the workload's Prometheus metrics, if any.
+    pub scrape: Option<scrape::Scrape>,
 }
 
 const DEFAULT_SEND_JITTER: Duration = Duration::from_secs(300);
@@ -54,24 +57,29 @@ pub fn usage(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Usag
     let from_env;
     let (given, setting): (Vec<&str>, &str) = if args.dimensions.is_empty() {
         from_env = text_setting(None, "MPGATE_DIMENSIONS", env)?.unwrap_or_default();
-        (
-            from_env
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect(),
-            "MPGATE_DIMENSIONS",
-        )
+        (scrape::split_list(&from_env), "MPGATE_DIMENSIONS")
     } else {
         (
             args.dimensions.iter().map(|d| d.trim()).collect(),
             "--dimension",
         )
     };
+    // `NAME=METRIC...` reads a dimension from the workload's metrics; a bare NAME is pushed.
+    let mut sources = Vec::new();
+    let mut names = Vec::with_capacity(given.len());
+    for item in &given {
+        match item.split_once('=') {
+            Some((name, spec)) => {
+                sources.push(scrape::source(name, spec, setting)?);
+                names.push(name);
+            }
+            None => names.push(item),
+        }
+    }
     let dimensions = if pinned::is_pinned() {
-        pinned_dimensions(&given, setting)?
+        pinned_dimensions(&names, setting)?
     } else {
-        check_dimensions(&given, setting)?
+        check_dimensions(&names, setting)?
     };
     let flag = args.start_dimension.is_some();
     let start_dimension =
@@ -91,6 +99,7 @@ pub fn usage(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Usag
             }
         };
     let metering_hour = metering_hour(env)?;
+    let scrape = scrape_settings(args, env, sources, setting, metering_hour)?;
     let ledger_dir = path_setting(args.ledger.as_ref(), "MPGATE_LEDGER_DIR", env);
     if ledger_dir.is_none() {
         tracing::warn!(
@@ -173,7 +182,64 @@ pub fn usage(args: &Args, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Usag
         flush_timeout,
         grace,
         send_zero,
+        scrape,
     })
+}
+
+/// The pull side: the metrics URL, the interval and the scraped dimensions, or `None` when
+/// every dimension is pushed. A pinned build refuses it: a buyer could point it at metrics of
+/// their own.
+fn scrape_settings(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    sources: Vec<scrape::Source>,
+    setting: &'static str,
+    hour: Duration,
+) -> Result<Option<scrape::Scrape>, ConfigError> {
+    let url_setting = if args.scrape.is_some() {
+        "--scrape"
+    } else {
+        "MPGATE_SCRAPE_URL"
+    };
+    let interval_setting = if args.scrape_interval.is_some() {
+        "--scrape-interval"
+    } else {
+        "MPGATE_SCRAPE_INTERVAL"
+    };
+    let url = text_setting(args.scrape.clone(), "MPGATE_SCRAPE_URL", env)?;
+    let given_interval = duration_setting(
+        args.scrape_interval.clone(),
+        "MPGATE_SCRAPE_INTERVAL",
+        "scrape interval",
+        env,
+    )?;
+    if pinned::is_pinned() {
+        if url.is_some() {
+            return Err(Refused(url_setting.into()).into());
+        }
+        if given_interval.is_some() {
+            return Err(Refused(interval_setting.into()).into());
+        }
+    }
+    match (url, sources.is_empty()) {
+        (None, true) => {
+            if given_interval.is_some() {
+                return Err(ConfigError::UrlWithoutSource {
+                    setting: interval_setting,
+                });
+            }
+            Ok(None)
+        }
+        (None, false) => Err(ConfigError::ScrapeWithoutUrl { setting }),
+        (Some(_), true) => Err(ConfigError::UrlWithoutSource {
+            setting: url_setting,
+        }),
+        (Some(url), false) => Ok(Some(scrape::Scrape {
+            target: scrape::target(&url, url_setting)?,
+            interval: scrape::interval(given_interval, hour, interval_setting)?,
+            sources,
+        })),
+    }
 }
 
 /// The key and token settings of hourly pricing, which usage pricing does not read (it shares

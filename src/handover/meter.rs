@@ -50,6 +50,8 @@ impl Metering {
             send_zero: usage.send_zero,
             deadline: config.timeout,
             flush_timeout: usage.flush_timeout,
+            scrape: usage.scrape.clone(),
+            workload: !facts.command.is_empty(),
         };
         let grace = usage.grace;
         let start = facts.usage.as_ref().and_then(|u| u.start.clone());

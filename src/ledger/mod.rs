@@ -2,7 +2,9 @@
 
 mod store;
 
-pub use store::{Answer, Increment, Pending, Rules, Sent, Snapshot, FILE, MAX_QUANTITY};
+pub use store::{
+    Answer, Increment, Pending, Prior, Rules, Sample, Sent, Snapshot, FILE, MAX_QUANTITY,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -25,6 +27,7 @@ enum Job {
     Plan(Rules, Reply<Vec<Pending>>),
     Settle(Pending, Answer, Reply<Option<Sent>>),
     Snapshot(u64, Reply<Snapshot>),
+    Sample(Vec<Sample>, Reply<()>),
 }
 
 /// A handle on the ledger's thread; cheap to clone, usable from any task.
@@ -97,6 +100,11 @@ impl Ledger {
         self.ask(|reply| Job::Settle(pending, answer, reply)).await
     }
 
+    /// Adds a scrape's samples to their hours, durably ([`store::sample`]).
+    pub async fn sample(&self, samples: Vec<Sample>) -> Result<(), String> {
+        self.ask(|reply| Job::Sample(samples, reply)).await
+    }
+
     /// Everything the ledger holds; `current_ms` is the start of the open hour.
     pub async fn snapshot(&self, current_ms: u64) -> Result<Snapshot, String> {
         self.ask(|reply| Job::Snapshot(current_ms, reply)).await
@@ -152,6 +160,9 @@ fn serve(db: redb::Database, queue: mpsc::Receiver<Job>) {
             }
             Job::Snapshot(current, reply) => {
                 let _ = reply.send(store::snapshot(&db, current));
+            }
+            Job::Sample(samples, reply) => {
+                let _ = reply.send(store::sample(&db, &samples));
             }
         }
     }

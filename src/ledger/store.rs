@@ -6,6 +6,8 @@ use std::path::Path;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 
+use crate::config::scrape::Kind;
+
 // Every table has the one key and value type (bytes): redb's B-tree code is generic over
 // them, and each other pair of types would be compiled in again (tens of KiB each). Hour keys
 // are the hour's start in ms (8 bytes, big-endian, so they sort by time) then the dimension.
@@ -20,6 +22,12 @@ const CARRY: Table = TableDefinition::new("carry");
 const OUTBOX: Table = TableDefinition::new("outbox");
 /// (hour, dimension) -> what AWS holds for it (JSON of [`Sent`]): the hour is locked.
 const SENT: Table = TableDefinition::new("sent");
+/// (hour, dimension) -> what a scraped dimension's samples add up to in the hour (JSON of
+/// [`Scraped`]); it becomes the hour's usage when the hour is planned.
+const SCRAPED: Table = TableDefinition::new("scraped");
+/// dimension -> a scraped counter's last value (f64, big-endian bits): the next sample's
+/// increase is measured from it, across restarts of the agent.
+const LAST: Table = TableDefinition::new("last");
 
 fn hour_key(hour_ms: u64, dimension: &str) -> Vec<u8> {
     let mut key = hour_ms.to_be_bytes().to_vec();
@@ -181,7 +189,7 @@ pub fn open(dir: Option<&Path>) -> Result<Database, Error> {
     };
     let txn = db.begin_write().map_err(err)?;
     {
-        for table in [USAGE, CARRY, SENT] {
+        for table in [USAGE, CARRY, SENT, SCRAPED, LAST] {
             txn.open_table(table).map_err(err)?;
         }
         let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
@@ -240,6 +248,119 @@ pub fn add(db: &Database, increments: &[Increment]) -> Result<Vec<Result<u64, Er
     }
     txn.commit().map_err(err)?;
     Ok(answers)
+}
+
+/// Where a counter's increase is measured from when the ledger knows no last value, or
+/// should not use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// Zero: the workload was started by this agent, so its counters started at zero (a
+    /// last value of an earlier workload process does not apply).
+    Zero,
+    /// The last value the ledger holds (the agent restarted beside a running workload), or
+    /// zero in a new ledger (a new pod's workload starts with the sidecar).
+    Last,
+    /// The last value the ledger holds, or else the sample itself: a sidecar without a
+    /// durable ledger cannot tell a new pod from its own restart, and must never bill a
+    /// counter's past twice.
+    LastOrSelf,
+}
+
+/// One scraped sample of a dimension's metric (finite, not negative).
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub hour_ms: u64,
+    pub dimension: String,
+    pub kind: Kind,
+    pub factor: f64,
+    pub value: f64,
+    pub prior: Prior,
+}
+
+/// A scraped dimension's hour so far.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+struct Scraped {
+    kind: String,
+    factor: f64,
+    /// A counter's increase, or the sum of a gauge's samples.
+    sum: f64,
+    count: u64,
+    max: f64,
+}
+
+impl Scraped {
+    /// The hour's units: the aggregate times the factor, rounded up, where a value within a
+    /// billionth of a whole number is that number (0.1 + 0.2 units is not 4 tenths' worth).
+    fn units(&self) -> u64 {
+        let value = match self.kind.as_str() {
+            "counter" => self.sum,
+            "max" => self.max,
+            _ if self.count > 0 => self.sum / self.count as f64,
+            _ => 0.0,
+        } * self.factor;
+        if value.is_nan() || value <= 0.0 {
+            return 0;
+        }
+        let units = (value - value * 1e-9).ceil();
+        if units >= MAX_QUANTITY as f64 * 1024.0 {
+            MAX_QUANTITY * 1024
+        } else {
+            units as u64
+        }
+    }
+}
+
+/// Adds samples to their hours, in one transaction: a counter's increase since its last
+/// value (all of the value after a reset), a gauge's sample to the hour's max and mean.
+pub fn sample(db: &Database, samples: &[Sample]) -> Result<(), Error> {
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let mut scraped = txn.open_table(SCRAPED).map_err(err)?;
+        let mut last = txn.open_table(LAST).map_err(err)?;
+        for s in samples {
+            let key = hour_key(s.hour_ms, &s.dimension);
+            let mut hour = get(&scraped, &key)?
+                .and_then(|v| serde_json::from_slice::<Scraped>(&v).ok())
+                .unwrap_or_else(|| Scraped {
+                    kind: s.kind.name().into(),
+                    factor: s.factor,
+                    ..Scraped::default()
+                });
+            match s.kind {
+                Kind::Counter => {
+                    let before = get(&last, s.dimension.as_bytes())?
+                        .map(|v| f64::from_bits(number(&v)))
+                        .filter(|_| s.prior != Prior::Zero);
+                    let from = match (before, s.prior) {
+                        (Some(before), _) => before,
+                        (None, Prior::LastOrSelf) => s.value,
+                        (None, _) => 0.0,
+                    };
+                    // A counter lower than before was reset: all of it is new.
+                    hour.sum += if s.value >= from {
+                        s.value - from
+                    } else {
+                        s.value
+                    };
+                    last.insert(
+                        s.dimension.as_bytes(),
+                        s.value.to_bits().to_be_bytes().as_slice(),
+                    )
+                    .map_err(err)?;
+                }
+                Kind::Max | Kind::Avg => {
+                    hour.sum += s.value;
+                    hour.max = hour.max.max(s.value);
+                }
+            }
+            hour.count += 1;
+            let json = serde_json::to_vec(&hour).map_err(err)?;
+            scraped
+                .insert(key.as_slice(), json.as_slice())
+                .map_err(err)?;
+        }
+    }
+    txn.commit().map_err(err)
 }
 
 /// What AWS holds for an hour and dimension.
@@ -329,6 +450,21 @@ pub fn plan(db: &Database, rules: &Rules) -> Result<Vec<Pending>, Error> {
             get(sent, &hour_key(h, d)).map(|v| v.is_some())
         };
         let mut planned: BTreeMap<(u64, String), Allocations> = BTreeMap::new();
+        // 0. Closed hours' samples become their hours' usage (untagged).
+        let mut scraped = txn.open_table(SCRAPED).map_err(err)?;
+        for (key, value) in entries(&scraped, &[])? {
+            if split_key(&key).0 >= limit {
+                break;
+            }
+            scraped.remove(key.as_slice()).map_err(err)?;
+            let units = serde_json::from_slice::<Scraped>(&value)
+                .map(|s| s.units())
+                .unwrap_or(0);
+            let before = get(&usage, &key)?.map(|v| number(&v)).unwrap_or(0);
+            usage
+                .insert(key.as_slice(), (before + units).to_be_bytes().as_slice())
+                .map_err(err)?;
+        }
         // 1. Closed hours' usage.
         for (key, value) in entries(&usage, &[])? {
             let (h, d, tags) = split_usage_key(&key);
@@ -546,6 +682,9 @@ pub struct Line {
     /// The tags of usage not yet planned for a record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<serde_json::Value>,
+    /// Units read from the workload's metrics so far (rounded up), not pushed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub scraped: bool,
 }
 
 /// What the ledger holds: every hour's lines, and what is carried per dimension.
@@ -583,6 +722,7 @@ pub fn snapshot(db: &Database, current_ms: u64) -> Result<Snapshot, Error> {
             state,
             metering_record_id: id,
             tags: None,
+            scraped: false,
         }
     };
     for (k, v) in entries(&txn.open_table(USAGE).map_err(err)?, &[])? {
@@ -600,6 +740,18 @@ pub fn snapshot(db: &Database, current_ms: u64) -> Result<Snapshot, Error> {
                 state.into(),
                 None,
             )
+        });
+    }
+    for (k, v) in entries(&txn.open_table(SCRAPED).map_err(err)?, &[])? {
+        let units = serde_json::from_slice::<Scraped>(&v).map_or(0, |s| s.units());
+        let state = if split_key(&k).0 >= current_ms {
+            "open"
+        } else {
+            "unsent"
+        };
+        lines.push(Line {
+            scraped: true,
+            ..line(&k, units, state.into(), None)
         });
     }
     for (k, v) in entries(&txn.open_table(OUTBOX).map_err(err)?, &[])? {

@@ -1,6 +1,7 @@
 //! The ledger's rules, on the store itself: one record per dimension per hour, what is carried, what a restart resends.
 
 use super::store::*;
+use crate::config::scrape::Kind;
 
 const H: u64 = 3_600_000;
 
@@ -251,4 +252,51 @@ fn tagged_usage_becomes_allocations_that_sum_to_the_record_and_are_carried_with_
         }),
         "{next:?}"
     );
+}
+
+fn scraped(hour_ms: u64, dimension: &str, kind: Kind, factor: f64, value: f64) -> Sample {
+    Sample {
+        hour_ms,
+        dimension: dimension.into(),
+        kind,
+        factor,
+        value,
+        prior: Prior::Last,
+    }
+}
+
+#[test]
+fn a_scraped_hour_becomes_its_aggregate_rounded_up_once_the_hour_closes() {
+    let db = memory();
+    let t0 = 100 * H;
+    // nodes: the mean of 1 and 2 gauge samples (1.5, so 2 units); gb: a counter's
+    // increases of 0.1 and 0.2, times 10 (3 units, not 4: float error is not billed).
+    sample(
+        &db,
+        &[
+            scraped(t0, "nodes", Kind::Avg, 1.0, 1.0),
+            scraped(t0, "gb", Kind::Counter, 10.0, 0.1),
+        ],
+    )
+    .unwrap();
+    sample(
+        &db,
+        &[
+            scraped(t0, "nodes", Kind::Avg, 1.0, 2.0),
+            scraped(t0, "gb", Kind::Counter, 10.0, 0.3),
+        ],
+    )
+    .unwrap();
+    // The open hour waits; the samples are durable, not yet usage.
+    assert!(plan(&db, &rules(t0 + 10)).unwrap().is_empty());
+    assert_eq!(
+        plan(&db, &rules(t0 + H + 10)).unwrap(),
+        [pending(t0, "gb", 3), pending(t0, "nodes", 2)]
+    );
+    // A counter below its last value was reset: all of it is new.
+    sample(&db, &[scraped(t0 + H, "gb", Kind::Counter, 1.0, 0.25)]).unwrap();
+    let snap = snapshot(&db, t0 + H).unwrap();
+    let open: Vec<_> = snap.lines.iter().filter(|l| l.state == "open").collect();
+    assert_eq!(open.len(), 1, "{snap:?}");
+    assert!(open[0].scraped && open[0].quantity == 1, "{snap:?}");
 }
