@@ -867,6 +867,17 @@ fn a_pinned_usage_build_meters_only_what_was_compiled_in() {
             vec![],
             "unset MPGATE_METERING_HOUR",
         ),
+        // Metrics of the buyer's own would bill less: a pinned build meters by push only.
+        (
+            vec![("MPGATE_SCRAPE_URL", "http://127.0.0.1:9100/metrics")],
+            vec![],
+            "unset MPGATE_SCRAPE_URL",
+        ),
+        (
+            vec![("MPGATE_DIMENSIONS", "nodes=active_nodes:max,gb")],
+            vec![],
+            "unset the metrics named in MPGATE_DIMENSIONS",
+        ),
         (
             vec![("MPGATE_PRICING", "hourly")],
             vec![],

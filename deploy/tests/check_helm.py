@@ -445,7 +445,8 @@ def usage_problems(case, e, spec, app, inits, configmaps, dep, command):
     env = env_of(agent)
     want = {"MPGATE_PRICING": "usage", "MPGATE_DIMENSIONS": ",".join(e.get("dimensions") or []),
             "MPGATE_LEDGER_DIR": ledger, "MPGATE_FLUSH_TIMEOUT": e.get("flushTimeout", "10s"),
-            "MPGATE_START_DIMENSION": e.get("startDimension") or None}
+            "MPGATE_START_DIMENSION": e.get("startDimension") or None,
+            "MPGATE_SCRAPE_URL": e.get("scrapeUrl") or None, "MPGATE_SCRAPE_INTERVAL": e.get("scrapeInterval") or None}
     for k, v in want.items():
         if env.get(k) != v:
             found.append(f"{agent['name']}: {k} should be {v!r}, is {env.get(k)!r}")
@@ -839,7 +840,8 @@ def usage_refusals(app_dir, base, contract, usage, sidecar, ent):
     check("schema refuses dimensions as a string", must_fail(app_dir, usage, ent(dimensions="nodes,requests"), "/marketplace/entitlement/dimensions", schema=True))
     to_usage = "pricing usage (MeterUsage, custom metering dimensions), but pricing is {}, which would ignore it: remove it, or set marketplace.entitlement.pricing to usage"
     for model, values, name in ((base, "hourly (RegisterUsage)", "hourly"), (contract, "contract (AWS License Manager)", "contract")):
-        for key, value in (("dimensions", ["nodes"]), ("startDimension", "nodes"), ("ledgerDir", "/data/ledger"), ("flushTimeout", "20s")):
+        for key, value in (("dimensions", ["nodes"]), ("startDimension", "nodes"), ("ledgerDir", "/data/ledger"), ("flushTimeout", "20s"),
+                           ("scrapeUrl", "http://127.0.0.1:9100/metrics"), ("scrapeInterval", "30s")):
             check(f"render refuses {key} (a usage setting) under pricing {name} with a sentence",
                   must_fail(app_dir, model, ent(**{key: value}), f"marketplace.entitlement.{key} is a setting of {to_usage.format(values)}"))
         check(f"render refuses mode sidecar under pricing {name} with a sentence",
@@ -867,9 +869,22 @@ def usage_refusals(app_dir, base, contract, usage, sidecar, ent):
     check("render refuses 25 dimensions with a sentence",
           must_fail(app_dir, usage, ent(dimensions=[f"d{n}" for n in range(25)]), "marketplace.entitlement.dimensions lists 25 dimensions: a product has at most 24"))
     bad = "is not a dimension API name (1 to 255 characters, no spaces, commas, '=' or control characters): copy it from your product's pricing in the AWS Marketplace Management Portal"
-    for name in ("gb scanned", "a,b", "nodes=3", "x" * 256, ""):
+    for name in ("gb scanned", "a,b", "x" * 256, ""):
         check(f"render refuses the dimension {name[:12]!r}{'...' if len(name) > 12 else ''} with a sentence",
               must_fail(app_dir, usage, ent(dimensions=["nodes", name]), f'marketplace.entitlement.dimensions: "{name}" {bad}'))
+    scrape = "http://127.0.0.1:9100/metrics"
+    check("render refuses a dimension's metric it cannot read with a sentence",
+          must_fail(app_dir, usage, ent(dimensions=["nodes=3"], scrapeUrl=scrape), 'marketplace.entitlement.dimensions: "nodes=3" reads no metric mpgate understands: write NAME=METRIC[{label="value"}]:counter|max|avg[*FACTOR]'))
+    check("render refuses a scraped dimension without scrapeUrl with a sentence",
+          must_fail(app_dir, usage, ent(dimensions=["nodes=active_nodes:max"], scrapeUrl=""), "marketplace.entitlement.dimensions names a metric, and scrapeUrl is empty"))
+    check("render refuses scrapeUrl without a scraped dimension with a sentence",
+          must_fail(app_dir, usage, ent(dimensions=["nodes"], scrapeUrl=scrape), "marketplace.entitlement.scrapeUrl is set, and no dimension names a metric"))
+    check("render refuses a scrapeUrl beyond loopback with a sentence",
+          must_fail(app_dir, usage, ent(dimensions=["nodes=active_nodes:max"], scrapeUrl="http://10.0.0.7:9100/metrics"), 'marketplace.entitlement.scrapeUrl "http://10.0.0.7:9100/metrics" must be http:// on loopback with a port'))
+    check("render refuses scrapeUrl with keySource pinned (a pinned build exits 2 on it) with a sentence",
+          must_fail(app_dir, sidecar, ent(dimensions=["nodes=active_nodes:max", "requests"], scrapeUrl=scrape), "marketplace.entitlement.scrapeUrl is refused by a pinned mpgate build (keySource pinned, exit 2)"))
+    check("render refuses a bad scrapeInterval with a sentence",
+          must_fail(app_dir, usage, ent(scrapeInterval="often"), 'marketplace.entitlement.scrapeInterval must be a duration (15s, 500ms, 1m), not "often"'))
     check("render refuses a dimension named twice with a sentence",
           must_fail(app_dir, usage, ent(dimensions=["nodes", "requests", "nodes"]), 'marketplace.entitlement.dimensions names "nodes" twice'))
     check("render refuses a startDimension that is not a dimension with a sentence",

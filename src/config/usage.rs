@@ -214,6 +214,9 @@ fn scrape_settings(
         env,
     )?;
     if pinned::is_pinned() {
+        if !sources.is_empty() {
+            return Err(Refused(format!("the metrics named in {setting}")).into());
+        }
         if url.is_some() {
             return Err(Refused(url_setting.into()).into());
         }

@@ -66,6 +66,8 @@ and [] set a value (unlike mergeOverwrite). Fails on bad input. */}}
       "startDimension" ""
       "ledgerDir" "/var/lib/mpgate"
       "flushTimeout" "10s"
+      "scrapeUrl" ""
+      "scrapeInterval" ""
       "onTransientError" "deny"
       "timeout" "30s"
       "logFormat" "json"

@@ -49,6 +49,8 @@ a volume until AWS has recorded it, and sends one record per dimension per hour.
 {{- if toString $e.startDimension | trim }}{{ $usageSet = append $usageSet "marketplace.entitlement.startDimension" }}{{ end -}}
 {{- if ne (toString $e.ledgerDir) $defaultLedger }}{{ $usageSet = append $usageSet "marketplace.entitlement.ledgerDir" }}{{ end -}}
 {{- if ne (toString $e.flushTimeout) "10s" }}{{ $usageSet = append $usageSet "marketplace.entitlement.flushTimeout" }}{{ end -}}
+{{- if $e.scrapeUrl }}{{ $usageSet = append $usageSet "marketplace.entitlement.scrapeUrl" }}{{ end -}}
+{{- if $e.scrapeInterval }}{{ $usageSet = append $usageSet "marketplace.entitlement.scrapeInterval" }}{{ end -}}
 {{- $model := ternary "hourly (RegisterUsage)" "contract (AWS License Manager)" (eq $e.pricing "hourly") -}}
 {{- with $usageSet -}}
 {{- $one := eq (len .) 1 -}}
@@ -98,8 +100,17 @@ outside AWS. dig: the setting may be absent from the merged configuration. */ -}
 {{- fail (printf "marketplace.entitlement.dimensions lists %d dimensions: a product has at most 24" (len $e.dimensions)) -}}
 {{- end -}}
 {{- $seen := list -}}
+{{- $scraped := 0 -}}
 {{- range $e.dimensions -}}
-{{- $d := toString . -}}
+{{- /* NAME, or NAME=METRIC[{label="v"}]:counter|max|avg[*FACTOR]: read from scrapeUrl. */ -}}
+{{- $parts := regexSplit "=" (toString .) 2 -}}
+{{- $d := index $parts 0 -}}
+{{- if gt (len $parts) 1 -}}
+{{- if not (regexMatch "^[a-zA-Z_:][a-zA-Z0-9_:]*(\\{.*\\})?:(counter|max|avg)(\\*[0-9.eE+-]+)?$" (index $parts 1)) -}}
+{{- fail (printf "marketplace.entitlement.dimensions: %q reads no metric mpgate understands: write NAME=METRIC[{label=\"value\"}]:counter|max|avg[*FACTOR], e.g. nodes=active_nodes:max" (toString .)) -}}
+{{- end -}}
+{{- $scraped = add1 $scraped -}}
+{{- end -}}
 {{- if not (regexMatch "^[^\\s,=[:cntrl:]]{1,255}$" $d) -}}
 {{- fail (printf "marketplace.entitlement.dimensions: %q is not a dimension API name (1 to 255 characters, no spaces, commas, '=' or control characters): copy it from your product's pricing in the AWS Marketplace Management Portal" $d) -}}
 {{- end -}}
@@ -111,6 +122,26 @@ outside AWS. dig: the setting may be absent from the merged configuration. */ -}
 {{- with toString $e.startDimension | trim -}}
 {{- if not (has . $seen) -}}
 {{- fail (printf "marketplace.entitlement.startDimension %q is not one of marketplace.entitlement.dimensions (%s): the start's MeterUsage of quantity 0 goes to one of them" . (join ", " $seen)) -}}
+{{- end -}}
+{{- end -}}
+{{- with toString $e.scrapeUrl | trim -}}
+{{- if not $scraped -}}
+{{- fail "marketplace.entitlement.scrapeUrl is set, and no dimension names a metric: write the dimension as NAME=METRIC:counter|max|avg in marketplace.entitlement.dimensions, or unset scrapeUrl" -}}
+{{- end -}}
+{{- if not (regexMatch "^http://(127\\.[0-9]+\\.[0-9]+\\.[0-9]+|localhost|\\[::1\\]):[0-9]{1,5}(/[^\\s#]*)?$" .) -}}
+{{- fail (printf "marketplace.entitlement.scrapeUrl %q must be http:// on loopback with a port, e.g. http://127.0.0.1:9100/metrics: the workload's metrics, in the pod" .) -}}
+{{- end -}}
+{{- if eq $e.keySource "pinned" -}}
+{{- fail "marketplace.entitlement.scrapeUrl is refused by a pinned mpgate build (keySource pinned, exit 2): a buyer could point it at metrics of their own; a pinned build meters what the workload pushes" -}}
+{{- end -}}
+{{- else -}}
+{{- if $scraped -}}
+{{- fail "marketplace.entitlement.dimensions names a metric, and scrapeUrl is empty: set marketplace.entitlement.scrapeUrl to the workload's Prometheus metrics on loopback, e.g. http://127.0.0.1:9100/metrics" -}}
+{{- end -}}
+{{- end -}}
+{{- with toString $e.scrapeInterval | trim -}}
+{{- if not (regexMatch "^[0-9]+(ms|s|m|h)?$" .) -}}
+{{- fail (printf "marketplace.entitlement.scrapeInterval must be a duration (15s, 500ms, 1m), not %q" .) -}}
 {{- end -}}
 {{- end -}}
 {{- if not (hasPrefix "/" (toString $e.ledgerDir)) -}}
@@ -147,6 +178,14 @@ outside AWS. dig: the setting may be absent from the merged configuration. */ -}
   value: {{ $e.ledgerDir | quote }}
 - name: MPGATE_FLUSH_TIMEOUT
   value: {{ toString $e.flushTimeout | quote }}
+{{- with toString $e.scrapeUrl | trim }}
+- name: MPGATE_SCRAPE_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with toString $e.scrapeInterval | trim }}
+- name: MPGATE_SCRAPE_INTERVAL
+  value: {{ . | quote }}
+{{- end }}
 {{- if eq $e.mode "entrypoint" }}
 - name: MPGATE_GRACE
   value: {{ toString $e.grace | quote }}
