@@ -117,10 +117,6 @@ async fn exchange(
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
     let request = Request::builder()
         .method(method)
         .uri("/v1/usage")
@@ -128,18 +124,37 @@ async fn exchange(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
+    let (status, bytes) = send(Box::new(stream), request, MAX_ANSWER_BYTES).await?;
+    Ok((
+        status,
+        String::from_utf8_lossy(&bytes).trim_end().to_owned(),
+    ))
+}
+
+/// A connection the agent's HTTP clients speak over: a Unix or a TCP stream.
+pub(super) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One HTTP/1 request on a new connection, the answer's body read up to `limit` bytes. One
+/// (boxed) stream type for both clients: hyper's client is compiled once, not per stream.
+pub(super) async fn send(
+    stream: Box<dyn Io>,
+    request: Request<Full<Bytes>>,
+    limit: usize,
+) -> Result<(hyper::StatusCode, Bytes), String> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
     let answer = sender
         .send_request(request)
         .await
         .map_err(|e| e.to_string())?;
     let status = answer.status();
-    let bytes = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
+    let bytes = Limited::new(answer.into_body(), limit)
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e} (at most {limit} bytes)"))?
         .to_bytes();
-    Ok((
-        status,
-        String::from_utf8_lossy(&bytes).trim_end().to_owned(),
-    ))
+    Ok((status, bytes))
 }

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use prom_text_format_parser::{Metric, ScrapeParseError, Type, ValueType};
 use tokio::sync::{watch, Notify};
 
@@ -173,29 +172,16 @@ async fn fetch(scrape: &Scrape) -> Result<String, String> {
     let stream = tokio::net::TcpStream::connect(scrape.target.addr)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
     let request = Request::get(scrape.target.path.as_str())
         .header("host", scrape.target.authority.as_str())
         // The text format; an OpenMetrics or protobuf answer is not asked for.
         .header("accept", "text/plain;version=0.0.4")
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let answer = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = answer.status();
+    let (status, body) = super::client::send(Box::new(stream), request, MAX_BODY_BYTES).await?;
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
     }
-    let body = Limited::new(answer.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("{e} (at most {MAX_BODY_BYTES} bytes)"))?
-        .to_bytes();
     String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8".to_string())
 }
 

@@ -15,16 +15,6 @@ pub enum Kind {
     Avg,
 }
 
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Max => "max",
-            Kind::Avg => "avg",
-        }
-    }
-}
-
 /// Where one dimension's usage is read: the samples of `metric` whose labels include every
 /// one of `labels` (summed, when several series match).
 #[derive(Clone, Debug, PartialEq)]

@@ -22,8 +22,8 @@ const CARRY: Table = TableDefinition::new("carry");
 const OUTBOX: Table = TableDefinition::new("outbox");
 /// (hour, dimension) -> what AWS holds for it (JSON of [`Sent`]): the hour is locked.
 const SENT: Table = TableDefinition::new("sent");
-/// (hour, dimension) -> what a scraped dimension's samples add up to in the hour (JSON of
-/// [`Scraped`]); it becomes the hour's usage when the hour is planned.
+/// (hour, dimension) -> what a scraped dimension's samples add up to in the hour
+/// ([`Scraped::bytes`]); it becomes the hour's usage when the hour is planned.
 const SCRAPED: Table = TableDefinition::new("scraped");
 /// dimension -> a scraped counter's last value (f64, big-endian bits): the next sample's
 /// increase is measured from it, across restarts of the agent.
@@ -278,9 +278,9 @@ pub struct Sample {
 }
 
 /// A scraped dimension's hour so far.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 struct Scraped {
-    kind: String,
+    kind: Kind,
     factor: f64,
     /// A counter's increase, or the sum of a gauge's samples.
     sum: f64,
@@ -289,14 +289,49 @@ struct Scraped {
 }
 
 impl Scraped {
+    /// Five big-endian numbers, as every other value here: kind (0 counter, 1 max, 2 avg),
+    /// factor, sum, count, max.
+    fn bytes(&self) -> Vec<u8> {
+        let kind = match self.kind {
+            Kind::Counter => 0u64,
+            Kind::Max => 1,
+            Kind::Avg => 2,
+        };
+        [
+            kind,
+            self.factor.to_bits(),
+            self.sum.to_bits(),
+            self.count,
+            self.max.to_bits(),
+        ]
+        .iter()
+        .flat_map(|n| n.to_be_bytes())
+        .collect()
+    }
+
+    fn from_bytes(value: &[u8]) -> Option<Scraped> {
+        let n = |i: usize| value.get(i * 8..i * 8 + 8).map(number);
+        Some(Scraped {
+            kind: match n(0)? {
+                0 => Kind::Counter,
+                1 => Kind::Max,
+                _ => Kind::Avg,
+            },
+            factor: f64::from_bits(n(1)?),
+            sum: f64::from_bits(n(2)?),
+            count: n(3)?,
+            max: f64::from_bits(n(4)?),
+        })
+    }
+
     /// The hour's units: the aggregate times the factor, rounded up, where a value within a
     /// billionth of a whole number is that number (0.1 + 0.2 units is not 4 tenths' worth).
     fn units(&self) -> u64 {
-        let value = match self.kind.as_str() {
-            "counter" => self.sum,
-            "max" => self.max,
-            _ if self.count > 0 => self.sum / self.count as f64,
-            _ => 0.0,
+        let value = match self.kind {
+            Kind::Counter => self.sum,
+            Kind::Max => self.max,
+            Kind::Avg if self.count > 0 => self.sum / self.count as f64,
+            Kind::Avg => 0.0,
         } * self.factor;
         if value.is_nan() || value <= 0.0 {
             return 0;
@@ -320,11 +355,13 @@ pub fn sample(db: &Database, samples: &[Sample]) -> Result<(), Error> {
         for s in samples {
             let key = hour_key(s.hour_ms, &s.dimension);
             let mut hour = get(&scraped, &key)?
-                .and_then(|v| serde_json::from_slice::<Scraped>(&v).ok())
-                .unwrap_or_else(|| Scraped {
-                    kind: s.kind.name().into(),
+                .and_then(|v| Scraped::from_bytes(&v))
+                .unwrap_or(Scraped {
+                    kind: s.kind,
                     factor: s.factor,
-                    ..Scraped::default()
+                    sum: 0.0,
+                    count: 0,
+                    max: 0.0,
                 });
             match s.kind {
                 Kind::Counter => {
@@ -354,9 +391,8 @@ pub fn sample(db: &Database, samples: &[Sample]) -> Result<(), Error> {
                 }
             }
             hour.count += 1;
-            let json = serde_json::to_vec(&hour).map_err(err)?;
             scraped
-                .insert(key.as_slice(), json.as_slice())
+                .insert(key.as_slice(), hour.bytes().as_slice())
                 .map_err(err)?;
         }
     }
@@ -457,9 +493,7 @@ pub fn plan(db: &Database, rules: &Rules) -> Result<Vec<Pending>, Error> {
                 break;
             }
             scraped.remove(key.as_slice()).map_err(err)?;
-            let units = serde_json::from_slice::<Scraped>(&value)
-                .map(|s| s.units())
-                .unwrap_or(0);
+            let units = Scraped::from_bytes(&value).map_or(0, |s| s.units());
             let before = get(&usage, &key)?.map(|v| number(&v)).unwrap_or(0);
             usage
                 .insert(key.as_slice(), (before + units).to_be_bytes().as_slice())
@@ -743,7 +777,7 @@ pub fn snapshot(db: &Database, current_ms: u64) -> Result<Snapshot, Error> {
         });
     }
     for (k, v) in entries(&txn.open_table(SCRAPED).map_err(err)?, &[])? {
-        let units = serde_json::from_slice::<Scraped>(&v).map_or(0, |s| s.units());
+        let units = Scraped::from_bytes(&v).map_or(0, |s| s.units());
         let state = if split_key(&k).0 >= current_ms {
             "open"
         } else {
