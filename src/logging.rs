@@ -32,9 +32,7 @@ const DEFAULT_FILTER: &str = "warn,mpgate=info";
 
 /// Starts logging; returns the MPGATE_LOG value if it was unusable (the default is used instead).
 pub fn init(format: LogFormat) -> Option<String> {
-    let user = std::env::var("MPGATE_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty());
+    let user = crate::settings::var("MPGATE_LOG").filter(|v| !v.trim().is_empty());
     // `Targets` understands `level` and `target=level` lists without a regex engine, which
     // would double the binary's size for a feature nobody needs in a gate.
     let default = || DEFAULT_FILTER.parse::<Targets>().unwrap_or_default();

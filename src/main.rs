@@ -15,7 +15,7 @@ const UNPINNED: &str = "unpinned build: it trusts its environment; sell pinned b
 fn main() -> ExitCode {
     let started = Instant::now();
     exit_101_on_panic();
-    let env = |name: &str| std::env::var_os(name);
+    let env = |name: &str| mpgate::settings::var_os(name);
     let (args, usage_error) = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Parsed::Help) => {
             print!("{}", cli::USAGE);

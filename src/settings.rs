@@ -2,7 +2,28 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The process environment, copied at the first lookup.
+static ENVIRONMENT: OnceLock<Vec<(OsString, OsString)>> = OnceLock::new();
+
+/// A variable of the process environment, as `std::env::var_os` reads it (the first entry of
+/// that name). mpgate never changes its own environment, so it is copied once: each
+/// `getenv` takes a lock, builds a C string and scans the whole environment, and a hand-over
+/// looks up some 60 names (70 k instructions, most of them for variables that are not set).
+pub fn var_os(name: &str) -> Option<OsString> {
+    ENVIRONMENT
+        .get_or_init(|| std::env::vars_os().collect())
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.clone())
+}
+
+/// A variable as `std::env::var(name).ok()` reads it: unset or not UTF-8 is `None`.
+pub fn var(name: &str) -> Option<String> {
+    var_os(name).and_then(|value| value.into_string().ok())
+}
 
 /// A setting that cannot be read; always exit 2 (as a `config::ConfigError`).
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +187,13 @@ mod tests {
             "1sec",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_copied_environment_reads_as_getenv_does() {
+        for name in ["PATH", "HOME", "MPGATE_SURELY_NOT_SET_ANYWHERE", ""] {
+            assert_eq!(var_os(name), std::env::var_os(name), "{name:?}");
         }
     }
 

@@ -55,7 +55,7 @@ impl Exchange {
             "AWS_PROFILE",
         ]
         .into_iter()
-        .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+        .filter(|name| crate::settings::var_os(name).is_some_and(|v| !v.is_empty()))
         .collect();
         tracing::info!(
             role = %token.role_arn,

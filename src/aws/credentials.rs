@@ -27,7 +27,7 @@ pub fn source(
         (Auth::Signed, Some(given)) => loader.credentials_provider(given),
         // The default chain consults the environment first, so when it settles the answer it
         // is known: take it without building the chain, a quarter of a gate's work.
-        (Auth::Signed, None) if has_static_credentials(|name| std::env::var(name).ok()) => loader
+        (Auth::Signed, None) if has_static_credentials(crate::settings::var) => loader
             .credentials_provider(
                 aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
             ),

@@ -58,7 +58,9 @@ pub async fn prepare(
     }
     let http = crate::http::client(config.extra_roots.clone());
     let quiet = given.is_some();
-    let load = async {
+    // On the heap: the SDK's loading makes this future some 12 KB, which the deadline's
+    // future and this one's state would otherwise each copy (25 k instructions).
+    let load = Box::pin(async {
         crate::config::check_profile(service.service_id).await?;
         let sdk = load_sdk_config(config, http.sdk.clone(), service.auth, given).await;
         let region = sdk.region().cloned().ok_or(CallError::NoRegion)?;
@@ -95,7 +97,7 @@ pub async fn prepare(
             Auth::Unsigned => (sdk, None),
         };
         Ok((sdk, region, credentials, endpoint))
-    };
+    });
     let (sdk, region, credentials, endpoint) = match tokio::time::timeout(config.timeout, load).await {
         Ok(loaded) => loaded?,
         Err(_) => return Err(CallError::Unreachable(format!(
@@ -276,7 +278,7 @@ async fn load_sdk_config(
     // The default region chain consults the environment first, so when it settles the region
     // the chain's answer is known: take it without building the chain.
     let fixed = config.license_token.as_ref().and_then(|t| t.region.clone());
-    if let Some(region) = fixed.or_else(|| region_from_env(|name| std::env::var(name).ok())) {
+    if let Some(region) = fixed.or_else(|| region_from_env(crate::settings::var)) {
         loader = loader.region(aws_config::Region::new(region));
     }
     credentials::source(loader, auth, given).load().await

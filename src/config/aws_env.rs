@@ -202,7 +202,8 @@ fn check_shape(name: &str, value: &str, shape: Shape) -> Result<(), ConfigError>
             format!("set it to {what}{unset}"),
         ));
     }
-    let shown = quoted(value);
+    // Quoted when a message is formatted, not for every value that passes (nor a secret's).
+    let shown = Quoted(value);
     let bad = |problem: String, fix: String| Err(aws_setting(name, problem, fix));
     match shape {
         Shape::Url(example) => {
@@ -320,6 +321,15 @@ fn check_shape(name: &str, value: &str, shape: Shape) -> Result<(), ConfigError>
         }
     }
     Ok(())
+}
+
+/// A value as a message shows it ([`quoted`]), formatted only when the message is.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&quoted(self.0))
+    }
 }
 
 /// What is wrong with an endpoint URL, if anything: the SDK needs an `http` or `https` URL

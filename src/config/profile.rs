@@ -116,7 +116,7 @@ pub async fn check_profile(service_id: &str) -> Result<(), ConfigError> {
 /// memory. The variables that name them are checked with the other AWS variables; this
 /// checks the default paths under `HOME`, which the SDK reads when they exist.
 fn check_profile_files() -> Result<(), ConfigError> {
-    let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else {
+    let Some(home) = crate::settings::var_os("HOME").filter(|h| !h.is_empty()) else {
         return Ok(());
     };
     let aws = std::path::Path::new(&home).join(".aws");
@@ -124,7 +124,7 @@ fn check_profile_files() -> Result<(), ConfigError> {
         ("AWS_CONFIG_FILE", "config"),
         ("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
     ] {
-        if std::env::var_os(variable).is_some() {
+        if crate::settings::var_os(variable).is_some() {
             continue;
         }
         let path = aws.join(file);

@@ -80,7 +80,7 @@ pub fn origin(uri: &Uri) -> String {
 pub fn proxies_from_env() -> Option<Matcher> {
     PROXY_VARS
         .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
+        .any(|v| crate::settings::var_os(v).is_some_and(|v| !v.is_empty()))
         .then(Matcher::from_env)
 }
 

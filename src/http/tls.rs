@@ -148,7 +148,7 @@ impl LazyTls {
         match &self.extra_roots {
             ExtraRoots::Loaded(roots) => roots.clone(),
             ExtraRoots::Pinned(_) => Vec::new(),
-            ExtraRoots::Deferred => match extra_roots(&|name| std::env::var_os(name)) {
+            ExtraRoots::Deferred => match extra_roots(&crate::settings::var_os) {
                 Ok(ExtraRoots::Loaded(roots)) => roots,
                 Ok(ExtraRoots::Deferred | ExtraRoots::Pinned(_)) => Vec::new(),
                 Err(e) => {

@@ -110,7 +110,7 @@ pub(crate) fn warn_of_identity(
         .and_then(|c| c.get_property::<Vec<AwsCredentialFeature>>())
         .map(Vec::as_slice)
         .unwrap_or_default();
-    if let Some(warning) = identity_warning(features, identity, |name| std::env::var(name).ok()) {
+    if let Some(warning) = identity_warning(features, identity, crate::settings::var) {
         tracing::warn!("{warning}");
         record.warnings.push(warning);
     }

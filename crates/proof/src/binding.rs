@@ -361,12 +361,15 @@ fn derive(fields: &[&[u8]]) -> String {
         context.update(&(field.len() as u64).to_be_bytes());
         context.update(field);
     }
-    context
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Two digits a byte from a table: format! per byte was 32 allocations, 25 k instructions.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = context.finish();
+    let mut hex = String::with_capacity(2 * digest.as_ref().len());
+    for b in digest.as_ref() {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 #[cfg(test)]

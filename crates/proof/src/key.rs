@@ -100,22 +100,26 @@ pub fn fingerprint(key: &DecodingKey) -> String {
     text
 }
 
-/// The modulus size of a PKCS#1 RSA public key, as aws-lc parses it.
+/// The modulus size of a PKCS#1 RSA public key, parsed (and checked: `RSA_check_key`) by
+/// aws-lc once. PS256 verification takes 2048 to 8192 bits (aws-lc-rs' RSA_PSS_2048_8192);
+/// a key outside that range is refused here by name rather than as "not valid".
 fn rsa_bits(pkcs1_der: &[u8]) -> Result<usize, KeyError> {
-    use aws_lc_rs::rsa::PublicEncryptingKey;
-    let invalid = || KeyError::Format("the key inside is not a valid RSA public key".into());
-    let spki = spki_der(pkcs1_der).ok_or_else(invalid)?;
-    // PublicEncryptingKey refuses keys outside 2048..=8192 bits: say so rather than "not valid".
-    let key = PublicEncryptingKey::from_der(spki.as_ref()).map_err(|e| match e.description_() {
-        "TooSmall" => KeyError::Unsafe(format!(
+    let key = aws_lc_rs::rsa::PublicKey::from_der(pkcs1_der)
+        .map_err(|_| KeyError::Format("the key inside is not a valid RSA public key".into()))?;
+    let modulus = key.modulus();
+    let modulus = modulus.big_endian_without_leading_zero();
+    // BN_num_bits, as aws-lc counts a key's size.
+    let bits = (modulus.len() * 8)
+        .saturating_sub(modulus.first().map_or(0, |b| b.leading_zeros() as usize));
+    match bits {
+        MIN_KEY_BITS..=8192 => Ok(bits),
+        0..MIN_KEY_BITS => Err(KeyError::Unsafe(format!(
             "the key is too small; PS256 needs at least {MIN_KEY_BITS} bits"
-        )),
-        "TooLarge" => KeyError::Unsafe(
+        ))),
+        _ => Err(KeyError::Unsafe(
             "the key is larger than the 8192 bits PS256 verification accepts".into(),
-        ),
-        _ => invalid(),
-    })?;
-    Ok(key.key_size_bits())
+        )),
+    }
 }
 
 /// Why a configured public key cannot be used; always exit code 2.
@@ -125,4 +129,55 @@ pub enum KeyError {
     Format(String),
     #[error("{0}")]
     Unsafe(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PKCS#1 DER of an RSA public key with a `bits`-bit modulus 2^(bits-1) + 1 and e = 65537.
+    fn pkcs1_of_size(bits: usize) -> Vec<u8> {
+        fn der(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            let len = body.len();
+            if len < 0x80 {
+                out.push(len as u8);
+            } else {
+                let bytes: Vec<u8> = len
+                    .to_be_bytes()
+                    .into_iter()
+                    .skip_while(|b| *b == 0)
+                    .collect();
+                out.push(0x80 | bytes.len() as u8);
+                out.extend(bytes);
+            }
+            out.extend_from_slice(body);
+            out
+        }
+        let mut n = vec![0u8; bits.div_ceil(8)];
+        n[0] = 1 << ((bits - 1) % 8);
+        *n.last_mut().unwrap() |= 1;
+        if n[0] & 0x80 != 0 {
+            n.insert(0, 0);
+        }
+        let mut body = der(0x02, &n);
+        body.extend(der(0x02, &[0x01, 0x00, 0x01]));
+        der(0x30, &body)
+    }
+
+    #[test]
+    fn the_key_size_is_the_modulus_bits_and_ps256_takes_2048_to_8192() {
+        for bits in [2048, 2049, 3072, 4095, 8192] {
+            assert_eq!(rsa_bits(&pkcs1_of_size(bits)), Ok(bits), "{bits}");
+        }
+        for (bits, says) in [
+            (2047, "too small"),
+            (1024, "too small"),
+            (8193, "larger than the 8192"),
+        ] {
+            let error = rsa_bits(&pkcs1_of_size(bits)).unwrap_err().to_string();
+            assert!(error.contains(says), "{bits}: {error}");
+        }
+        assert!(matches!(rsa_bits(b"\x30\x00"), Err(KeyError::Format(_))));
+    }
 }
