@@ -17,6 +17,8 @@ use crate::metering::meter_usage::hour_start_ms;
 const MAX_BODY_BYTES: usize = 4 << 20;
 /// The most one scrape may take, whatever the interval.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+/// The last scrape at a stop: the flush waits for it, within the pod's grace period.
+const FINAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Scraper {
     pub scrape: Scrape,
@@ -47,19 +49,19 @@ impl Scraper {
                 _ = ticks.tick() => {}
                 _ = self.now.notified() => {}
                 _ = stop.changed() => {
-                    self.once(&mut state).await;
+                    self.once(&mut state, FINAL_TIMEOUT).await;
                     return;
                 }
             }
-            self.once(&mut state).await;
+            let timeout = self
+                .scrape
+                .interval
+                .clamp(Duration::from_secs(1), MAX_TIMEOUT);
+            self.once(&mut state, timeout).await;
         }
     }
 
-    async fn once(&self, state: &mut State) {
-        let timeout = self
-            .scrape
-            .interval
-            .clamp(Duration::from_secs(1), MAX_TIMEOUT);
+    async fn once(&self, state: &mut State, timeout: Duration) {
         let text = match tokio::time::timeout(timeout, fetch(&self.scrape)).await {
             Ok(Ok(text)) => text,
             Ok(Err(e)) => return state.failed(&self.scrape, e),

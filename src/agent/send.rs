@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
+use rand::{Rng, TryRngCore};
 use tokio::sync::watch;
 
 use crate::aws::{CallError, CallRecord};
@@ -75,7 +75,10 @@ impl Sender {
             let jitter = if self.jitter.is_zero() {
                 0
             } else {
-                rand::rng().random_range(0..=self.jitter.as_millis() as u64)
+                // From the OS (as the lease's timing): no seeded generator compiled in.
+                rand::rngs::OsRng
+                    .unwrap_err()
+                    .random_range(0..=self.jitter.as_millis() as u64)
             };
             let mut wait = Duration::from_millis(next_hour - now + jitter);
             if failures > 0 {
@@ -83,7 +86,8 @@ impl Sender {
                     .base_backoff()
                     .saturating_mul(1 << failures.min(16))
                     .min(self.max_backoff());
-                let backoff = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+                let backoff =
+                    backoff.mul_f64(rand::rngs::OsRng.unwrap_err().random_range(0.5..=1.0));
                 wait = wait.min(backoff);
             }
             tokio::select! {

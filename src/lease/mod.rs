@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
+use rand::{Rng, TryRngCore};
 use tokio::time::Instant;
 
 use crate::aws::CallError;
@@ -415,7 +415,9 @@ async fn sleep_until(at: Option<Instant>) {
 /// started together does not renew together), leaving room for retries before it.
 fn renewal_time(expires_at: Instant) -> Instant {
     let now = Instant::now();
-    let fraction = rand::rng().random_range(0.4..0.6);
+    // From the OS each time: a rarely-needed random number does not pay for a seeded
+    // generator's code (the binary's size budget).
+    let fraction = rand::rngs::OsRng.unwrap_err().random_range(0.4..0.6);
     now + expires_at.saturating_duration_since(now).mul_f64(fraction)
 }
 
