@@ -301,3 +301,33 @@ fn mpgate_verify_refuses_usage_pricing() {
     let out = emu.usage_gate("nodes").args(["verify"]).run();
     out.expect_error(2, "is usage pricing: MeterUsage answers with a record ID");
 }
+
+#[test]
+fn another_user_is_refused_the_socket_and_told_which_group_may_push() {
+    let emu = emulator(&[]);
+    let ledger = emu.dir.join("ledger");
+    // The workload pushes once as itself, then as nobody (uid and gid 65534, no groups): the
+    // ledger directory (0710) and the socket (0660) keep that one out.
+    let script = format!(
+        "{MPGATE} usage add nodes 1 >/dev/null || exit 9; setpriv --reuid 65534 --regid 65534 --clear-groups {MPGATE} usage add nodes 5; echo \"exit $?\""
+    );
+    let out = emu
+        .usage_gate("nodes")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .args(["sh", "-c", script.as_str()])
+        .run();
+    out.expect(0);
+    assert!(out.stdout.contains("exit 14"), "{out:?}");
+    for words in [
+        "cannot reach the metering agent",
+        "Permission denied",
+        "nothing was recorded",
+        "pod's fsGroup",
+    ] {
+        assert!(
+            out.stderr.contains(words),
+            "no {words:?} in:\n{}",
+            out.stderr
+        );
+    }
+}

@@ -94,8 +94,14 @@ pub async fn run(args: &UsageArgs, env: &dyn Fn(&str) -> Option<OsString>) -> Do
         Ok(Err(e)) => Done {
             exit_code: crate::exit::code::SERVICE_UNREACHABLE,
             output: format!(
-                "mpgate usage: cannot reach the metering agent at {}: {e}; nothing was recorded (is mpgate running with --pricing usage?)",
-                socket.display()
+                "mpgate usage: cannot reach the metering agent at {}: {e}; nothing was recorded ({})",
+                socket.display(),
+                // The socket is 0660: only the agent's user and group may push.
+                if e.contains("ermission denied") {
+                    "run this with the group of mpgate's container (in Kubernetes the pod's fsGroup owns the ledger volume)"
+                } else {
+                    "is mpgate running with --pricing usage?"
+                }
             ),
         },
         Err(_) => Done {
