@@ -588,3 +588,166 @@ fn the_push_api_is_served_on_loopback_tcp_when_asked_and_never_beyond() {
     out.expect_error(2, "use a loopback address and port");
     assert_eq!(emu.calls().len(), calls);
 }
+
+/// `mpgate usage show` of the agent serving `ledger`: what the ledger holds now.
+fn ledger_view(ledger: &Path) -> Value {
+    let shown = neighbour(ledger, &["show"]);
+    assert!(shown.status.success(), "{shown:?}");
+    serde_json::from_str(shown.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {shown:?}"))
+}
+
+/// The (hour, dimension) pairs of `view` in `state`.
+fn hours_in(view: &Value, state: &str) -> BTreeSet<(String, String)> {
+    view["hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["state"] == state)
+        .map(|h| {
+            let text = |k: &str| h[k].as_str().unwrap().to_string();
+            (text("hour"), text("dimension"))
+        })
+        .collect()
+}
+
+/// Looks at `check` every 100 ms (each look starts `mpgate usage show`, too often at the
+/// test kit's 5 ms) until it returns `Some`; fails the test, naming `what`, past `limit`.
+fn watch<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "no {what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_outage_longer_than_the_window_loses_no_unit_and_bills_none_twice() {
+    const HOUR_MS: u64 = 2000;
+    const WINDOW_MS: u64 = 6 * HOUR_MS;
+    let dir = scratch("agent-outage");
+    // After the start's call, MeterUsage is throttled for nine two-second hours: the first
+    // hours' records leave AWS's six-hour window before it answers again.
+    let emu = emulator(&dir, &["--meter-fault", "throttle@1~18s"]);
+    let ledger = dir.join("ledger");
+    let (acks, failed, stop) = (dir.join("acks"), dir.join("failed"), dir.join("stop"));
+    let result = dir.join("result.json");
+    // The workload pushes throughout, noting each acknowledged unit (after the agent's
+    // answer) and each refused push; it ends, with its own status, when the test says so (or
+    // if mpgate is gone, so that a failed test leaves nothing behind).
+    let script = format!(
+        "echo started $$; while [ ! -e '{stop}' ] && kill -0 $PPID 2>/dev/null; do \
+         if {M} usage add nodes 1 >/dev/null; then echo 1 >> '{acks}'; else echo nodes >> '{failed}'; fi; \
+         if {M} usage add gb 2 >/dev/null; then echo 2 >> '{acks}'; else echo gb >> '{failed}'; fi; \
+         sleep 0.2; done; exit 7",
+        M = MPGATE,
+        stop = stop.display(),
+        acks = acks.display(),
+        failed = failed.display(),
+    );
+    let mut running = gate(&emu, &ledger)
+        // One attempt per record: the agent's own retries, scaled to the short hour, do the
+        // rest. The SDK's retries within the 10 s deadline would stretch one pass over the
+        // outbox across several two-second hours.
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("MPGATE_RESULT_FILE", &result)
+        .args(sh(script))
+        .spawn_for(Duration::from_secs(120));
+    assert!(running
+        .next_line("the workload's start")
+        .starts_with("started "));
+    let acked = || {
+        std::fs::read_to_string(&acks)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    // The outage begins with the first closed hour's records.
+    watch(CHILD_LIMIT, "throttled MeterUsage", || {
+        meter_calls(&emu)
+            .iter()
+            .any(|c| c["fault"] == "throttle")
+            .then_some(())
+    });
+    let acked_at_outage = acked();
+    // An hour's record planned during the outage (in the ledger, sending), later gone from the
+    // outbox with no record billed: its hour left the window and its usage was carried on.
+    let mut planned = BTreeSet::new();
+    let carried = watch(
+        Duration::from_secs(60),
+        "an hour carried out of the window",
+        || {
+            let view = ledger_view(&ledger);
+            let sending = hours_in(&view, "sending");
+            let gone: Vec<_> = planned.difference(&sending).cloned().collect();
+            planned.extend(sending);
+            gone.into_iter().next()
+        },
+    );
+    // Metering answers again: every closed hour is settled, nothing pending or carried.
+    watch(
+        Duration::from_secs(60),
+        "a settled ledger after the outage",
+        || {
+            let view = ledger_view(&ledger);
+            let pending = ["sending", "unsent"]
+                .iter()
+                .any(|s| !hours_in(&view, s).is_empty());
+            let recovered = billed(&dir).iter().any(|r| r["quantity"] != 0);
+            (recovered && !pending && view["carried"] == serde_json::json!({})).then_some(())
+        },
+    );
+    let acked_at_recovery = acked();
+    assert!(
+        acked_at_recovery > acked_at_outage,
+        "the workload stopped pushing during the outage"
+    );
+    std::fs::write(&stop, "").unwrap();
+    let out = running.wait();
+    // The workload ran through it all and ended with its own status.
+    out.expect(7);
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    assert!(
+        !failed.exists(),
+        "pushes refused: {}",
+        std::fs::read_to_string(&failed).unwrap_or_default()
+    );
+
+    // Billed exactly what was acknowledged, one record per dimension and hour.
+    let acked_text = std::fs::read_to_string(&acks).unwrap();
+    let acked_nodes = acked_text.lines().filter(|l| *l == "1").count() as u64;
+    let acked_gb = 2 * acked_text.lines().filter(|l| *l == "2").count() as u64;
+    let records = billed(&dir);
+    let totals = totals(&records);
+    assert_eq!(totals.get("nodes"), Some(&acked_nodes), "{records:#?}");
+    assert_eq!(totals.get("gb"), Some(&acked_gb), "{records:#?}");
+    // No record for an hour older than the window when it was sent.
+    for call in meter_calls(&emu).iter().filter(|c| c["recorded"] == true) {
+        let sent_ms = call["receivedAtMs"].as_u64().unwrap();
+        let timestamp_ms = (call["timestamp"].as_f64().unwrap() * 1000.0) as u64;
+        assert!(
+            timestamp_ms + WINDOW_MS >= sent_ms,
+            "a record for an hour out of the window: {call}"
+        );
+    }
+    // The hour that left the window has no record, and its units are in a later one.
+    let (hour, dimension) = &carried;
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["hour"] == hour.as_str() && r["dimension"] == dimension.as_str()),
+        "{carried:?} was billed: {records:#?}"
+    );
+    assert!(
+        records.iter().any(|r| r["dimension"] == dimension.as_str()
+            && r["hour"].as_str().unwrap() > hour.as_str()
+            && r["quantity"] != 0),
+        "no later record of {dimension}: {records:#?}"
+    );
+    let report = result_file(&result);
+    assert_eq!(report["usage"]["unsent"], serde_json::json!({}), "{report}");
+    assert_eq!(report["exitCode"], 7, "{report}");
+}

@@ -154,8 +154,14 @@ impl Gate {
 
     /// Starts the gate, bounded by [`CHILD_LIMIT`], its output drained from the start.
     pub fn spawn(&mut self) -> Running {
+        self.spawn_for(CHILD_LIMIT)
+    }
+
+    /// [`Gate::spawn`] bounded by `limit`, for a run that outlasts [`CHILD_LIMIT`] by design
+    /// (hours of a short metering clock).
+    pub fn spawn_for(&mut self, limit: Duration) -> Running {
         Running {
-            live: Live::spawn(&mut self.cmd, CHILD_LIMIT),
+            live: Live::spawn(&mut self.cmd, limit),
         }
     }
 

@@ -129,7 +129,7 @@
 //! `AWSMPMeteringService.MeterUsage` (custom metering) after checks 1-4, signed for
 //! `aws-marketplace`: the body's shape (`ValidationException`), RegisterUsage's caller model
 //! (a task in another region gets MeterUsage's `InvalidEndpointRegionException`),
-//! `--rate-limit`, `--meter-fault [MeterUsage=]FAULT[@AFTER][*COUNT]`, then the product, the
+//! `--rate-limit`, `--meter-fault [MeterUsage=]FAULT[@AFTER][*COUNT][~DURATION]`, then the product, the
 //! subscription (a caller's initial call only; SIGUSR1 ends it for callers with no record),
 //! the `--dimension`s sold, the window (six `--metering-hour`s back, no hour ahead), tags
 //! and allocations, the ClientToken, and one record per caller (access key id), dimension

@@ -762,6 +762,10 @@ fn bad_meter_usage_flags_exit_two_naming_the_flag() {
             "unknown meter fault",
         ),
         (&["--usage-file", ""][..], "--usage-file"),
+        (
+            &["--meter-fault", "throttle@1~0s"][..],
+            "invalid DURATION \"0s\"",
+        ),
     ] {
         let out = run_bounded(
             Command::new(emulator_exe()).arg("serve").args(args),

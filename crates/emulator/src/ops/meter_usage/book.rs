@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -57,6 +57,8 @@ pub struct MeterUsage {
     /// Calls that reached the fault step; and those of them from callers not yet admitted.
     calls: AtomicU64,
     initial_calls: AtomicU64,
+    /// When each `--meter-fault` with a window first failed a call (by its index).
+    outages: Mutex<Vec<Option<Instant>>>,
 }
 
 impl Default for MeterUsage {
@@ -68,6 +70,7 @@ impl Default for MeterUsage {
 impl MeterUsage {
     pub fn new(config: MeterConfig, usage_file: Option<File>) -> MeterUsage {
         MeterUsage {
+            outages: Mutex::new(vec![None; config.faults.len()]),
             config,
             book: Mutex::new(Book::default()),
             usage_file: usage_file.map(Mutex::new),
@@ -93,6 +96,12 @@ impl MeterUsage {
 
     /// The `--meter-fault` of this call from `caller`, counting it.
     pub fn take_fault(&self, caller: &str) -> Option<MeterFault> {
+        self.fault_at(caller, Instant::now())
+    }
+
+    /// [`Self::take_fault`] at `now`: a fault with a window fails calls from the first one
+    /// it fails until the window has passed, then none.
+    fn fault_at(&self, caller: &str, now: Instant) -> Option<MeterFault> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let initial = !self.admitted(caller);
         let n_initial = if initial {
@@ -100,17 +109,24 @@ impl MeterUsage {
         } else {
             0
         };
-        self.config
-            .faults
-            .iter()
-            .find(|f| {
-                if f.fault.initial_call_only() {
-                    initial && f.applies(n_initial)
-                } else {
-                    f.applies(n)
+        let mut outages = self.outages.lock().unwrap_or_else(|p| p.into_inner());
+        for (f, began) in self.config.faults.iter().zip(outages.iter_mut()) {
+            let applies = if f.fault.initial_call_only() {
+                initial && f.applies(n_initial)
+            } else {
+                f.applies(n)
+            };
+            if !applies {
+                continue;
+            }
+            if let Some(window) = f.window {
+                if now.duration_since(*began.get_or_insert(now)) >= window {
+                    continue;
                 }
-            })
-            .map(|f| f.fault)
+            }
+            return Some(f.fault);
+        }
+        None
     }
 
     /// The subscription, checked on a caller's initial call only.
@@ -292,5 +308,32 @@ pub fn rfc3339_ms(ms: i64) -> String {
     match ms.rem_euclid(1000) {
         0 => s,
         frac => format!("{}.{frac:03}Z", s.trim_end_matches('Z')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::meter_usage::faults::MeterFaultSpec;
+
+    #[test]
+    fn a_fault_with_a_window_fails_calls_from_its_first_until_the_window_has_passed() {
+        let spec = MeterFaultSpec {
+            fault: MeterFault::Throttle,
+            after: 1,
+            count: None,
+            window: Some(Duration::from_secs(10)),
+        };
+        let mut config = MeterConfig::default();
+        config.faults = vec![spec];
+        let meter = MeterUsage::new(config, None);
+        let t0 = Instant::now();
+        let at = |s: u64| meter.fault_at("caller", t0 + Duration::from_secs(s));
+        // The first call is answered (AFTER 1); the window opens with the second.
+        assert_eq!(at(0), None);
+        assert_eq!(at(5), Some(MeterFault::Throttle));
+        assert_eq!(at(14), Some(MeterFault::Throttle));
+        assert_eq!(at(15), None);
+        assert_eq!(at(16), None);
     }
 }

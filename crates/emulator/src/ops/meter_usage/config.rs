@@ -92,8 +92,10 @@ impl MeterConfig {
                 self.usage_file = Some(PathBuf::from(value));
             }
             "meter-fault" => {
-                self.faults
-                    .push(MeterFaultSpec::parse(value).map_err(|m| format!("--meter-fault: {m}"))?);
+                self.faults.push(
+                    MeterFaultSpec::parse(value, parse_duration)
+                        .map_err(|m| format!("--meter-fault: {m}"))?,
+                );
             }
             other => return Err(format!("unknown MeterUsage flag --{other}")),
         }
@@ -129,10 +131,12 @@ pub fn options_help() -> &'static str {
   --usage-file FILE          append every accepted MeterUsage record (what the buyer is
                              billed) to FILE as one JSON line, flushed before the answer;
                              `mpgate-emulator usage --usage-file FILE` prints them
-  --meter-fault [MeterUsage=]FAULT[@AFTER][*COUNT]
+  --meter-fault [MeterUsage=]FAULT[@AFTER][*COUNT][~DURATION]
                              fail MeterUsage with FAULT (below): the first AFTER calls it
                              could apply to are answered normally, then COUNT calls fail
-                             (default: all). Repeatable; the first listed one that applies
+                             (default: all), and with ~DURATION only for that long from
+                             the first call it failed: an outage (throttle@1~18s, nine
+                             2-second hours). Repeatable; the first listed one that applies
                              wins. The initial-call faults apply only to callers with no
                              record accepted yet, and count only their calls
 "

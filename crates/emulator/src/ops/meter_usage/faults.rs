@@ -1,6 +1,7 @@
 //! Owns the `--meter-fault`s: what each does to a MeterUsage call, and when.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -256,7 +257,7 @@ impl FromStr for MeterFault {
     }
 }
 
-/// `--meter-fault [MeterUsage=]FAULT[@AFTER][*COUNT]`.
+/// `--meter-fault [MeterUsage=]FAULT[@AFTER][*COUNT][~DURATION]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeterFaultSpec {
     pub fault: MeterFault,
@@ -264,28 +265,44 @@ pub struct MeterFaultSpec {
     pub after: u64,
     /// Only `count` calls fail (`None`: every later one).
     pub count: Option<u64>,
+    /// An outage: the calls fail for this long from the first one failed, then never again.
+    pub window: Option<Duration>,
 }
 
 impl MeterFaultSpec {
-    pub fn parse(spec: &str) -> Result<MeterFaultSpec, String> {
+    /// Reads a spec; `parse_duration` reads the window as the rest of the command line does.
+    pub fn parse(
+        spec: &str,
+        parse_duration: fn(&str) -> Result<Duration, String>,
+    ) -> Result<MeterFaultSpec, String> {
+        let usage = "expected [MeterUsage=]FAULT[@AFTER][*COUNT][~DURATION]";
         let rest = match spec.split_once('=') {
             Some(("MeterUsage", rest)) => rest,
-            Some((op, _)) => {
-                return Err(format!(
-                    "unknown operation {op:?} in {spec:?} (expected [MeterUsage=]FAULT[@AFTER][*COUNT])"
-                ))
-            }
+            Some((op, _)) => return Err(format!("unknown operation {op:?} in {spec:?} ({usage})")),
             None => spec,
+        };
+        let (rest, window) = match rest.split_once('~') {
+            Some((r, w)) => {
+                let d = parse_duration(w)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        format!("invalid DURATION {w:?} in {spec:?} (a duration above 0, e.g. 18s; {usage})")
+                    })?;
+                (r, Some(d))
+            }
+            None => (rest, None),
         };
         let (fault, after, count) = schedule(rest, spec)?;
         Ok(MeterFaultSpec {
             fault: fault.parse()?,
             after,
             count,
+            window,
         })
     }
 
-    /// Whether it applies to the `n`th call (from 1) it could apply to.
+    /// Whether it applies to the `n`th call (from 1) it could apply to, its window aside.
     pub fn applies(&self, n: u64) -> bool {
         scheduled(self.after, self.count, n)
     }
@@ -295,20 +312,45 @@ impl MeterFaultSpec {
 mod tests {
     use super::*;
 
+    /// Whole seconds or milliseconds: enough for these specs.
+    fn duration(s: &str) -> Result<Duration, String> {
+        let number = |n: &str| n.parse::<u64>().map_err(|e| e.to_string());
+        match (s.strip_suffix("ms"), s.strip_suffix('s')) {
+            (Some(ms), _) => number(ms).map(Duration::from_millis),
+            (None, Some(secs)) => number(secs).map(Duration::from_secs),
+            _ => Err(format!("{s:?}")),
+        }
+    }
+
+    fn parse(spec: &str) -> Result<MeterFaultSpec, String> {
+        MeterFaultSpec::parse(spec, duration)
+    }
+
     #[test]
     fn specs_parse_with_or_without_the_operation() {
-        let f = MeterFaultSpec::parse("MeterUsage=throttle@2*3").unwrap();
+        let f = parse("MeterUsage=throttle@2*3").unwrap();
         assert_eq!(
             (f.fault, f.after, f.count),
             (MeterFault::Throttle, 2, Some(3))
         );
         assert!(!f.applies(2) && f.applies(3) && f.applies(5) && !f.applies(6));
-        let f = MeterFaultSpec::parse("not-entitled").unwrap();
+        let f = parse("not-entitled").unwrap();
         assert_eq!(
             (f.fault, f.after, f.count),
             (MeterFault::NotEntitled, 0, None)
         );
         assert!(f.applies(1) && f.applies(1000));
+        assert_eq!(f.window, None);
+        let f = parse("throttle@1~18s").unwrap();
+        assert_eq!(
+            (f.fault, f.after, f.count, f.window),
+            (MeterFault::Throttle, 1, None, Some(Duration::from_secs(18)))
+        );
+        let f = parse("MeterUsage=internal-error*4~500ms").unwrap();
+        assert_eq!(
+            (f.after, f.count, f.window),
+            (0, Some(4), Some(Duration::from_millis(500)))
+        );
         for bad in [
             "RegisterUsage=throttle",
             "nope",
@@ -316,8 +358,12 @@ mod tests {
             "throttle@x",
             "token-wrong-key",
             "",
+            "throttle~0s",
+            "throttle~",
+            "throttle~soon",
+            "throttle~5s@1",
         ] {
-            assert!(MeterFaultSpec::parse(bad).is_err(), "{bad}");
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 
