@@ -39,11 +39,19 @@ const PIN_VARIABLES: [&str; 12] = [
 /// tests of this file run in parallel and share that directory.
 static BUILDS: Mutex<()> = Mutex::new(());
 
-/// Runs `cargo build --bin mpgate` into target/pinned with `pins` and, if it succeeds and
-/// `copy_to` is given, copies the binary there; returns (success, stderr).
+/// Runs `cargo build` of the workspace's binaries into target/pinned with `pins` and, if it
+/// succeeds and `copy_to` is given, copies mpgate there; returns (success, stderr).
+///
+/// `--workspace --bins --examples` resolves features as `cargo test --workspace` does (an
+/// example is a target that needs the dev-dependencies), and scripts/demo.sh builds the
+/// same: with target/pinned seeded from this test's own build, every dependency is fresh
+/// there and a pinned build compiles mpgate alone (a cold target/pinned compiled the whole
+/// tree again: about 4 of this file's 5 minutes on 2 cores).
 fn build_pinned(pins: &[(&str, &Path)], copy_to: Option<&Path>) -> (bool, String) {
     let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pinned = manifest_dir.join("target/pinned");
+    seed(&mpgate_testkit::profile_dir(), &pinned.join("debug"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(manifest_dir)
@@ -51,11 +59,12 @@ fn build_pinned(pins: &[(&str, &Path)], copy_to: Option<&Path>) -> (bool, String
             "build",
             "--locked",
             "--quiet",
-            "--bin",
-            "mpgate",
+            "--workspace",
+            "--bins",
+            "--examples",
             "--target-dir",
         ])
-        .arg(manifest_dir.join("target/pinned"));
+        .arg(&pinned);
     for name in PIN_VARIABLES {
         cmd.env_remove(name);
     }
@@ -65,9 +74,60 @@ fn build_pinned(pins: &[(&str, &Path)], copy_to: Option<&Path>) -> (bool, String
     let out = run_bounded(&mut cmd, BUILD_LIMIT);
     let built = out.status.success();
     if let (true, Some(to)) = (built, copy_to) {
-        std::fs::copy(manifest_dir.join("target/pinned/debug/mpgate"), to).unwrap();
+        std::fs::copy(pinned.join("debug/mpgate"), to).unwrap();
     }
     (built, out.stderr)
+}
+
+/// Seeds a profile directory that does not exist yet with what cargo needs from `from` to
+/// find the dependencies fresh: fingerprints, build-script outputs, and the libraries and
+/// dependency files in deps/ (not the test binaries). Modification times are kept: cargo
+/// compares them. A directory half seeded is never left under its name.
+fn seed(from: &Path, to: &Path) {
+    if to.exists() {
+        return;
+    }
+    let partial = to.with_extension("seeding");
+    let _ = std::fs::remove_dir_all(&partial);
+    copy_tree(
+        &from.join(".fingerprint"),
+        &partial.join(".fingerprint"),
+        &|_| true,
+    );
+    copy_tree(&from.join("build"), &partial.join("build"), &|_| true);
+    copy_tree(&from.join("deps"), &partial.join("deps"), &|file| {
+        let ext = file.extension().and_then(|e| e.to_str());
+        matches!(ext, Some("rlib" | "rmeta" | "so" | "d"))
+    });
+    std::fs::rename(&partial, to).unwrap();
+}
+
+/// Copies the files under `from` that `keep` keeps (and every directory) to `to`, with
+/// their modification times; symbolic links are copied as links.
+fn copy_tree(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) {
+    std::fs::create_dir_all(to).unwrap();
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&source, &target, keep);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source).unwrap(), &target).unwrap();
+        } else if keep(&source) {
+            std::fs::copy(&source, &target).unwrap();
+            let modified = entry.metadata().unwrap().modified().unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&target)
+                .unwrap()
+                .set_modified(modified)
+                .unwrap();
+        }
+    }
 }
 
 /// `SHA256:<hex>` of bytes, as `sha256sum` prints it, computed independently of mpgate.

@@ -39,7 +39,7 @@ pub const CHILD_LIMIT: Duration = Duration::from_secs(30);
 
 /// `target/<profile>`, where Cargo puts a build's binaries: the test binary itself lives in
 /// its `deps`.
-fn profile_dir() -> PathBuf {
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     exe.parent()
         .and_then(|deps| deps.parent())
