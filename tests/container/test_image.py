@@ -25,6 +25,7 @@ DOCKER = "/usr/bin/docker"
 IMAGE = "mpgate:test"
 SELLER = "mpgate-test/seller:keyring"
 SELLER_CONTRACT = "mpgate-test/seller:contract"
+SELLER_USAGE = "mpgate-test/seller:usage"
 BUSYBOX = "mpgate-test/busybox:1"
 PRODUCT_CODE = "prod-container1test"
 # Temporary credentials (a session token): what a task role or IRSA hands out.
@@ -265,6 +266,45 @@ class ContainerTest(unittest.TestCase):
         self.assertIn("workload: got SIGTERM", docker("logs", name).stdout)
         self.assertEqual(len(emu.calls("CheckInLicense")), 1, "the seat was not checked in")
 
+    def test_docker_stop_flushes_the_partial_hour_of_usage_from_the_ledger_volume(self):
+        usage_file = pathlib.Path(tempfile.mkdtemp(prefix="mpgate-container-usage-")) / "usage.jsonl"
+        self.addCleanup(shutil.rmtree, usage_file.parent, True)
+        # AWS's hour: no hour closes during the test, so only the stop sends the usage.
+        emu = self.emulator("--dimension", "nodes", "--dimension", "gb",
+                            "--usage-file", str(usage_file))
+        volume = f"mpgate-test-ledger-{os.getpid()}"
+        self.addCleanup(docker, "volume", "rm", "-f", volume)
+        name = self.name("stop-usage")
+        # The seller's usage image: the ledger on a volume (the image's /var/lib/mpgate, owned
+        # by its user), the workload reporting through `mpgate usage add` (the socket in it).
+        # The start locks nodes' hour with its record of 0, so gb is the dimension flushed.
+        docker("run", "-d", "--name", name, "--network", "host", "--stop-timeout", "40",
+               "-v", f"{volume}:/var/lib/mpgate", *emu.env(), SELLER_USAGE, "sh", "-c",
+               'trap "echo workload: got SIGTERM; exit 42" TERM; '
+               "/mpgate usage add gb 5 >/dev/null && /mpgate usage add gb 2 >/dev/null "
+               "&& echo workload: up || exit 9; while :; do sleep 1; done", check=True)
+        wait_for("the workload's usage", lambda: "workload: up" in docker("logs", name).stdout)
+        calls = emu.calls("MeterUsage")
+        self.assertEqual(len(calls), 1, "only the start's call before the stop")
+        hour_ms = 3600_000
+        start_hour = calls[0]["receivedAtMs"] // hour_ms * hour_ms
+        self.assertFalse(usage_file.exists() and any(
+            json.loads(x)["dimension"] == "gb" for x in usage_file.read_text().splitlines()))
+        started, stop_ms = time.monotonic(), time.time() * 1000
+        docker("stop", name, check=True, timeout=60)
+        elapsed = time.monotonic() - started
+        # The workload's own status, after mpgate forwarded SIGTERM and flushed.
+        self.assertEqual(inspect_exit(name), ("exited", 42))
+        self.assertLess(elapsed, 10, "docker stop waited for its timeout")
+        self.assertIn("workload: got SIGTERM", docker("logs", name).stdout)
+        billed = [json.loads(x) for x in usage_file.read_text().splitlines()]
+        gb = [r for r in billed if r["dimension"] == "gb"]
+        self.assertEqual(len(gb), 1, billed)
+        self.assertEqual(gb[0]["quantity"], 7, billed)
+        # The partial hour, still open at the stop (unless the clock hour turned meanwhile).
+        if stop_ms // hour_ms * hour_ms == start_hour:
+            self.assertEqual(gb[0]["hourStartMs"], start_hour, gb)
+
     # --- contract pricing outside AWS: the buyer's license token ------------------------------
 
     def license_secret(self, emu):
@@ -372,6 +412,8 @@ def build_seller_images():
         for target, tag, extra in [
             ("keyring", SELLER, ["--build-arg", f"MPGATE_PRODUCT_CODE={PRODUCT_CODE}"]),
             ("contract", SELLER_CONTRACT, []),
+            ("usage", SELLER_USAGE, ["--build-arg", f"MPGATE_PRODUCT_CODE={PRODUCT_CODE}",
+                                     "--build-arg", "MPGATE_DIMENSIONS=nodes,gb"]),
         ]:
             r = docker("build", "--quiet", "--network", "none", "--target", target, "-t", tag, *common, *extra,
                        str(ctx), timeout=300)
