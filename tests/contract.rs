@@ -303,12 +303,14 @@ fn a_stop_signal_during_the_checkout_settles_what_it_took() {
     // Every answer a second late: the signal comes after License Manager took the seat.
     let emu = Emulator::start(&["--license-entitlement", "Seats=1", "--latency", "1s"]);
     for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        // Counted before the start: the call is recorded as it arrives, which a gate started
+        // on a busy machine can do before this thread reads the record.
+        let before = license_calls(&emu).len();
         let running = emu
             .contract_gate("Seats=1")
             .env("MPGATE_SEAT", "hold")
             .args(["sh", "-c", "echo WORKLOAD STARTED"])
             .spawn();
-        let before = license_calls(&emu).len();
         wait_until(CHILD_LIMIT, "the checkout", || {
             license_calls(&emu)[before..]
                 .iter()
