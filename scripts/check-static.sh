@@ -87,8 +87,10 @@ PATH="$(cd "$venv/bin" && pwd):$PATH" "$venv/bin/cargo-zigbuild" zigbuild --rele
   --target "$arm_target" --bin mpgate || fail "zigbuild $arm_target"
 ok "build $arm_target (cargo-zigbuild)"
 
-log "cargo build --locked -p mpgate-emulator"
-cargo build --locked -p mpgate-emulator || fail "build mpgate-emulator"
+# As scripts/demo.sh builds it: with the test suite's dependency features, so after it or
+# scripts/test.sh nothing is compiled again.
+log "cargo build --locked --workspace --bins --examples (mpgate-emulator)"
+cargo build --locked --workspace --bins --examples || fail "build mpgate-emulator"
 ok "build mpgate-emulator (host, debug)"
 
 # --- 3. file + sizes ------------------------------------------------------------------

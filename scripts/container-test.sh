@@ -29,7 +29,9 @@ done
 
 step "building the static gate and the emulator"
 cargo build --locked --quiet --release --target x86_64-unknown-linux-musl --bin mpgate
-cargo build --locked --quiet -p mpgate-emulator --bin mpgate-emulator
+# The emulator as scripts/demo.sh builds it (the test suite's dependency features): fresh
+# after it or scripts/test.sh.
+cargo build --locked --quiet --workspace --bins --examples
 
 daemon_pid=""
 work=$(mktemp -d)

@@ -18,8 +18,11 @@ case "${1:-}" in
 esac
 
 echo "building mpgate and mpgate-emulator (the first build takes a few minutes: aws-lc compiles C)"
-# -p for each binary: at the workspace root a bare `cargo build` builds the root package only.
-if ! cargo build --locked --quiet -p mpgate -p mpgate-emulator --bins; then
+# Every binary of the workspace (at its root a bare `cargo build` builds the root package
+# only), with the examples: cargo then resolves features as `cargo test --workspace` does, so
+# scripts/test.sh (and the other scripts) reuse this build instead of compiling the
+# dependencies again with other features.
+if ! cargo build --locked --quiet --workspace --bins --examples; then
   echo "demo: the build failed (above); it needs Rust (rustup) and a C compiler (gcc) for aws-lc" >&2
   exit 1
 fi

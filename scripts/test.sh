@@ -30,5 +30,32 @@ python3 scripts/check-docs.py
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # --workspace: the gate, mpgate-proof (with its doc examples), the emulator (whose binary the
-# gate's tests run) and the test kit.
-cargo test --workspace --locked
+# gate's tests run) and the test kit. Built first; then two runs at once: most tests wait on
+# timers and child processes (a run alone keeps 2 cores a quarter busy), and
+# tests/pinned.rs, which compiles, overlaps them. The first run takes the test targets
+# named here, the second every other one (a new test file lands there), the unit tests and
+# the examples, then the doc tests.
+cargo test --workspace --locked --no-run
+first=(pinned anywhere lease)
+second=()
+while read -r name; do
+  [[ " ${first[*]} " == *" $name "* ]] || second+=(--test "$name")
+done < <(cargo metadata --locked --no-deps --format-version 1 | python3 -c '
+import json, sys
+for package in json.load(sys.stdin)["packages"]:
+    for target in package["targets"]:
+        if "test" in target["kind"]:
+            print(target["name"])')
+first_log=$(mktemp)
+trap 'rm -f "$first_log"' EXIT
+cargo test --workspace --locked "${first[@]/#/--test=}" >"$first_log" 2>&1 &
+first_pid=$!
+status=0
+cargo test --workspace --locked --lib --bins --examples "${second[@]}" || status=$?
+[ "$status" -ne 0 ] || cargo test --workspace --locked --doc || status=$?
+first_status=0
+wait "$first_pid" || first_status=$?
+echo "== cargo test --workspace ${first[*]/#/--test=}"
+cat "$first_log"
+[ "$first_status" -eq 0 ] || { echo "scripts/test.sh: the tests above failed" >&2; exit "$first_status"; }
+exit "$status"
