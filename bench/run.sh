@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark harness: mpgate vs a boto3+PyJWT gate vs a bare curl call vs /bin/true, against
-# the local Metering emulator, over plain HTTP and TLS. See bench/README.md.
+# the local Metering emulator, over plain HTTP and TLS; then usage pricing's metering agent
+# (push throughput, idle cost, start-up instructions). See bench/README.md.
 #
 #   bench/run.sh [--smoke]
 set -euo pipefail
@@ -30,6 +31,8 @@ command -v valgrind >/dev/null 2>&1 || need_pkgs+=(valgrind)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v file >/dev/null 2>&1 || need_pkgs+=(file)
 command -v hyperfine >/dev/null 2>&1 || need_pkgs+=(hyperfine)
+# bench/icount.c counts the part of the usage start-up valgrind cannot run.
+command -v cc >/dev/null 2>&1 || need_pkgs+=(gcc)
 # mpgate is measured as shipped: the static musl build (aws-lc's C needs musl-gcc).
 [ -n "${MPGATE_BENCH_BIN:-}" ] || command -v musl-gcc >/dev/null 2>&1 || need_pkgs+=(musl-tools)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -117,6 +120,8 @@ HTTP_URL=$EMU_URL HTTP_KEY=$EMU_KEY PC=$EMU_PC REGION=$EMU_REGION HTTP_RECORD=$E
 start_emulator tls --tls
 TLS_URL=$EMU_URL TLS_KEY=$EMU_KEY TLS_CA=$EMU_CA
 [ -n "$TLS_CA" ] || die "the TLS emulator reported no caFile"
+start_emulator usage --dimension nodes
+USAGE_URL=$EMU_URL USAGE_PC=$EMU_PC
 
 # ---------------------------------------------------------------- 3. contenders
 CLEAN_PATH=/usr/local/bin:/usr/bin:/bin
@@ -261,6 +266,61 @@ if [ "$SMOKE" = 0 ]; then
   [ "$fails" = 0 ] || { cat "$WORK"/conc-*.err | sort | uniq -c | head >&2; die "$fails of $CONCURRENT concurrent gates failed"; }
 fi
 
+# ---------------------------------------------------------------- usage pricing (issue 22)
+# (b) the idle agents run in the background while (a) and (c) are measured: they only sleep.
+if [ "$SMOKE" = 1 ]; then
+  PUSH_SECONDS=1.5 PUSH_ROUNDS=3 IDLE_SECONDS=5 IDLE_INTERVAL=1s
+else
+  PUSH_SECONDS=6 PUSH_ROUNDS=6 IDLE_SECONDS=46 IDLE_INTERVAL="" # mpgate's default, 15 s
+fi
+log "usage: two idle agents for $IDLE_SECONDS s (background), scrape every ${IDLE_INTERVAL:-15s (default)}"
+timeout 300 "$PY" bench/usage_idle.py --mpgate "$MPGATE" --emulator "$EMULATOR" \
+  --seconds "$IDLE_SECONDS" ${IDLE_INTERVAL:+--scrape-interval "$IDLE_INTERVAL"} \
+  --work "$WORK/idle" --json >"$WORK/idle.json" 2>"$WORK/idle.err" &
+IDLE_PID=$!
+
+log "usage: durable pushes against the disk's floor ($PUSH_SECONDS s each, in $PUSH_ROUNDS slices)"
+timeout 300 "$PY" bench/usage_push.py --mpgate "$MPGATE" --emulator "$EMULATOR" \
+  --ledger-dir "$ROOT/target/bench-ledger" --seconds "$PUSH_SECONDS" --rounds "$PUSH_ROUNDS" \
+  --json >"$WORK/push.json" 2>"$WORK/push.err" || { cat "$WORK/push.err" >&2; die "usage_push.py failed"; }
+
+# (c) A usage start with an existing ledger, up to the workload's fork. Valgrind keeps the
+# last real-time signal for itself, so mpgate's handler for it is refused and the run ends
+# there (exit 2, after its report): callgrind counts the main thread to that point, and
+# bench/icount.c steps the rest natively, from that handler to the fork.
+usage_words() {
+  printf '%s\n' env -i "PATH=$CLEAN_PATH" "HOME=$WORK/home" "AWS_REGION=$REGION" \
+    "AWS_ACCESS_KEY_ID=$BENCH_KEY_ID" "AWS_SECRET_ACCESS_KEY=$BENCH_SECRET" "AWS_SESSION_TOKEN=$BENCH_TOKEN" \
+    AWS_EC2_METADATA_DISABLED=true "AWS_ENDPOINT_URL_MARKETPLACE_METERING=$USAGE_URL" \
+    MPGATE_PRICING=usage "MPGATE_PRODUCT_CODE=$USAGE_PC" MPGATE_DIMENSIONS=nodes \
+    "MPGATE_LEDGER_DIR=$WORK/usage-ledger" "$@"
+}
+mapfile -t usage_env < <(usage_words)
+log "usage: the start-up's instructions (callgrind, then ptrace steps)"
+rc=0; timeout 120 "${usage_env[@]}" "$MPGATE" -- true >/dev/null 2>"$WORK/usage.err" || rc=$?
+[ "$rc" = 0 ] || { cat "$WORK/usage.err" >&2; die "usage pricing -- true exited $rc"; }
+rc=0; timeout 120 "${usage_env[@]}" "$MPGATE" -- false >/dev/null 2>"$WORK/usage.err" || rc=$?
+[ "$rc" = 1 ] || { cat "$WORK/usage.err" >&2; die "usage pricing -- false exited $rc, not the workload's 1"; }
+cp -a "$WORK/usage-ledger" "$WORK/usage-ledger.kept"
+fresh_ledger() { rm -rf "$WORK/usage-ledger"; cp -a "$WORK/usage-ledger.kept" "$WORK/usage-ledger"; }
+fresh_ledger
+rc=0
+timeout 300 "${usage_env[@]}" valgrind --tool=callgrind --separate-threads=yes \
+  --callgrind-out-file="$WORK/cg-usage.%p" "$MPGATE" -- true >/dev/null 2>"$WORK/cg-usage.err" || rc=$?
+grep -q 'signal handlers' "$WORK/cg-usage.err" && [ "$rc" = 2 ] \
+  || { cat "$WORK/cg-usage.err" >&2; die "the usage start under callgrind did not end at its real-time signal handler (exit $rc)"; }
+USAGE_CG=$(grep -h '^totals:' "$WORK"/cg-usage.*-01 | awk '{print $2}')
+[ -n "$USAGE_CG" ] || die "callgrind wrote no count for the usage start's main thread"
+USAGE_STEPS="" # --smoke: the callgrind part alone (stepping takes 10 to 20 s here)
+if [ "$SMOKE" = 0 ] && cc -O2 -o "$WORK/icount" bench/icount.c 2>"$WORK/icount.err"; then
+  fresh_ledger
+  USAGE_STEPS=$(timeout 600 "$WORK/icount" "$(kill -l SIGRTMAX)" \
+    "${usage_env[@]}" "$MPGATE" -- true 2>>"$WORK/icount.err") || USAGE_STEPS=""
+fi
+[ -n "$USAGE_STEPS" ] || [ "$SMOKE" = 1 ] || { log "icount could not step the rest of the usage start-up:"; cat "$WORK/icount.err" >&2; }
+
+wait "$IDLE_PID" || { cat "$WORK/idle.err" >&2; die "usage_idle.py failed"; }
+
 # ---------------------------------------------------------------- 4. report
 size() { [ -f "$1" ] && "$PY" -c "import os,sys; print(f'{os.path.getsize(sys.argv[1])/1048576:.2f} MiB')" "$1"; }
 {
@@ -268,10 +328,12 @@ size() { [ -f "$1" ] && "$PY" -c "import os,sys; print(f'{os.path.getsize(sys.ar
   echo
   echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -m), $(nproc) CPUs; $RUNS runs each (hyperfine -N, 3 warm-up)$([ "$SMOKE" = 1 ] && echo ', smoke')."
   echo
-  "$PY" - "$WORK" "$RUNS" "$MPGATE" <<'EOF'
+  "$PY" - "$WORK" "$RUNS" "$MPGATE" "$USAGE_CG" "$USAGE_STEPS" "${IDLE_INTERVAL:-15s}" <<'EOF'
 import json, math, os, re, sys
 work, runs, binary = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+usage_cg, usage_steps, idle_interval = int(sys.argv[4]), sys.argv[5], sys.argv[6]
 targets = {}
+init = {}  # mpgate's own count in init mode (without /bin/true's), per protocol
 contenders = ["mpgate", "boto3", "curl", "true"]
 labels = {"mpgate": "`mpgate -- true`", "boto3": "`boto3_gate.py -- true`", "curl": "curl (floor)", "true": "`/bin/true`"}
 def pct(xs, p):
@@ -295,6 +357,7 @@ for proto in ("http", "tls"):
               f"{med[c] / med['curl']:.2f} | {ins} | {rss:.1f} |")
         if c == "mpgate":
             targets[proto] = (med["mpgate"] / med["boto3"], med["mpgate"] / med["curl"], n / 1e6, rss)
+            init[proto] = collected("mpgate")
 size = os.path.getsize(binary) / 1048576
 def mark(ok):
     return "met" if ok else "**missed**"
@@ -317,6 +380,47 @@ for name, i, http_limit, tls_limit, fmt in rows:
         cells.append(f"{value} {mark(targets[proto][i] <= limit)}" if limit is not None else f"{value} –")
     print(f"| {name} | {cells[0]} | {cells[1]} |")
 print(f"| static binary ≤ 5 MiB with every pricing model | {size:.2f} MiB {mark(size <= 5.0)} | |")
+
+# Usage pricing (issue 22): the metering agent.
+push = json.load(open(f"{work}/push.json"))
+idle = json.load(open(f"{work}/idle.json"))
+interval = float(idle_interval.rstrip("s"))
+hourly = init["http"]
+start = usage_cg + (int(usage_steps) if usage_steps else 0)
+mib = lambda kib: kib / 1024
+print()
+print("Usage pricing (issue 22): the metering agent, the same static binary, its ledger on this")
+print("repository's filesystem (bench/README.md):")
+print()
+print("| target | measured | |")
+print("|---|---:|---|")
+fl = push["floor"]
+print(f"| durable pushes, 1 client ≥ 0.5 × the disk's floor | {push['one']:.0f}/s = "
+      f"{push['one'] / fl:.2f} × {fl:.0f}/s | {mark(push['one'] >= 0.5 * fl)} |")
+print(f"| durable pushes, 16 clients > the disk's floor | {push['sixteen']:.0f}/s = "
+      f"{push['sixteen'] / fl:.2f} × {fl:.0f}/s | {mark(push['sixteen'] > fl)} |")
+p, s_ = idle["push"], idle["scrape"]
+print(f"| idle agent's RSS ≤ 6 MiB (sleeping workload) | {mib(p['rss_kib']):.1f} MiB "
+      f"(peak {mib(p['hwm_kib']):.1f}; with scraping {mib(s_['rss_kib']):.1f}) | {mark(p['rss_kib'] <= 6 * 1024)} |")
+print(f"| no timer: wake-ups of an idle agent | {p['wakeups']} in {p['seconds']:.0f} s | {mark(p['wakeups'] == 0)} |")
+ok = s_["wakeups"] <= math.ceil(s_["seconds"] / interval) and (
+    s_["min_gap_s"] is None or s_["min_gap_s"] >= 0.9 * interval)
+gap = f", shortest gap {s_['min_gap_s']:.2f} s" if s_["min_gap_s"] is not None else ""
+print(f"| with --scrape every {idle_interval}: no wake-up more often | {s_['wakeups']} in "
+      f"{s_['seconds']:.0f} s{gap} | {mark(ok)} |")
+if usage_steps:
+    print(f"| usage start-up ≤ 1.10 × hourly's instructions | {start / 1e6:.2f} M "
+          f"({usage_cg / 1e6:.2f} + {int(usage_steps) / 1e6:.2f}) = {start / hourly:.2f} × "
+          f"{hourly / 1e6:.2f} M | {mark(start <= 1.10 * hourly)} |")
+else:
+    print(f"| usage start-up ≤ 1.10 × hourly's instructions | ≥ {usage_cg / 1e6:.2f} M (to the last "
+          f"signal handler) = ≥ {usage_cg / hourly:.2f} × {hourly / 1e6:.2f} M | "
+          f"{mark(usage_cg <= 1.10 * hourly)} |")
+print()
+print("The usage start-up is counted to the workload's fork, with an existing ledger: callgrind")
+print("up to the supervisor's last real-time signal handler, which valgrind refuses (the run")
+print("then reports that, about 0.1 M more), plus `bench/icount.c`'s ptrace steps from there;")
+print("`--smoke` counts the first part alone. The hourly figure is mpgate's own in init mode.")
 EOF
   echo
   echo "Measured: \`${MPGATE#"$ROOT"/}\` ($(file -b "$MPGATE" | grep -o 'static-pie linked\|statically linked\|dynamically linked'), $(size "$MPGATE")); emulator \`${EMULATOR#"$ROOT"/}\`."
