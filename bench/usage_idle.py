@@ -12,7 +12,11 @@ Once both agents have started it samples /proc/PID/status and /proc/PID/task/*/s
 50 ms for SECONDS: VmRSS and VmHWM at the end, and the context switches of every mpgate
 thread (voluntary and involuntary: each is the thread waking up). Switches less than 0.5 s
 apart are one wake-up; the report gives their number and the shortest time between two.
-An agent with no timer of its own wakes 0 times; with --scrape, once an interval.
+The scrape gate's workload logs the time of every request it answers: the scrapes in the
+window and the shortest time between two. An agent with no timer of its own wakes 0 times;
+with --scrape it scrapes once an interval, and tokio's timer wheel wakes it once or twice
+more before each scrape (it parks to the next slot boundary of the timer's level, then of
+the finer ones).
 
 Standard library only. Usage: python3 bench/usage_idle.py --mpgate BIN --emulator BIN
 [--seconds 20] [--scrape-interval 15s] [--work DIR] [--json]. Every child is stopped at the
@@ -33,11 +37,14 @@ SAMPLE = 0.05
 SAME_WAKE = 0.5
 
 
-def serve_metrics(port):
-    """The scrape gate's workload: answers GET /metrics until it is stopped."""
+def serve_metrics(port, log):
+    """The scrape gate's workload: answers GET /metrics until it is stopped, each request's
+    time (CLOCK_MONOTONIC, as time.monotonic in the parent) a line of `log`."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            with open(log, "a") as f:
+                f.write(f"{time.monotonic()}\n")
             self.send_response(200)
             self.send_header("content-type", "text/plain; version=0.0.4")
             self.send_header("content-length", str(len(METRICS)))
@@ -90,9 +97,10 @@ def main():
     parser.add_argument("--work", default="target/bench-idle")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve-metrics", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scrape-log", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_metrics:
-        return serve_metrics(args.serve_metrics)
+        return serve_metrics(args.serve_metrics, args.scrape_log)
     if not (args.mpgate and args.emulator):
         parser.error("--mpgate and --emulator are required")
     work = os.path.abspath(args.work)
@@ -122,7 +130,8 @@ def main():
                  "MPGATE_SCRAPE_URL": f"http://127.0.0.1:{port}/metrics",
                  **({"MPGATE_SCRAPE_INTERVAL": args.scrape_interval}
                     if args.scrape_interval else {})},
-                [sys.executable, os.path.abspath(__file__), "--serve-metrics", str(port)]),
+                [sys.executable, os.path.abspath(__file__), "--serve-metrics", str(port),
+                 "--scrape-log", os.path.join(work, "scrapes")]),
         }
         for name, (extra, workload) in setups.items():
             ledger = os.path.join(work, name)
@@ -171,6 +180,15 @@ def main():
                 "min_gap_s": round(min(gaps), 2) if gaps else None,
                 "seconds": args.seconds,
             }
+        # The scrapes the workload answered inside the window, and the shortest time between two.
+        try:
+            with open(os.path.join(work, "scrapes")) as f:
+                times = [float(line) for line in f if start <= float(line) <= end]
+        except FileNotFoundError:
+            times = []
+        result["scrape"]["scrapes"] = len(times)
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        result["scrape"]["scrape_min_gap_s"] = round(min(gaps), 2) if gaps else None
         if args.json:
             print(json.dumps(result))
         else:
@@ -178,6 +196,8 @@ def main():
                 print(f"{name:6}: VmRSS {r['rss_kib'] / 1024:.1f} MiB (peak {r['hwm_kib'] / 1024:.1f}), "
                       f"{r['threads']} threads, {r['wakeups']} wake-ups ({r['switches']} switches) "
                       f"in {args.seconds:.0f} s, shortest gap {r['min_gap_s']} s")
+            r = result["scrape"]
+            print(f"scrapes: {r['scrapes']} in {args.seconds:.0f} s, shortest gap {r['scrape_min_gap_s']} s")
     finally:
         for child in (*gates.values(), emulator):
             if child.poll() is None:
