@@ -41,6 +41,11 @@ cleanup() {
     # dockerd stops its containers first; bounded, then forced.
     for _ in $(seq 1 100); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$daemon_pid" 2>/dev/null || true
+    # dockerd leaves its network namespace bind-mounted in its exec root: unmounted, so that
+    # the directory (a CI clone's target/) can be removed.
+    for ns in "$dir"/exec/netns/*; do
+      if mountpoint -q "$ns"; then umount "$ns" || true; fi
+    done
   fi
   rm -rf "$work"
 }
