@@ -189,7 +189,7 @@ impl<L: Licenses> Lease<L> {
                     // Extensions kept failing, or one is still in flight, as the seat expires.
                     // A call in flight goes on: its answer may carry the token to check in.
                     let reason = match &self.seat {
-                        Some(seat) => expired(seat, self.failing || !idle),
+                        Some(seat) => expired(seat, (self.failing || !idle) && !stopped(seat)),
                         None => CallError::Unreachable("no seat".into()).into(),
                     };
                     Some(reason)
@@ -246,6 +246,14 @@ impl<L: Licenses> Lease<L> {
             }
             Done::Extended(Err(error)) | Done::CheckedOut(Err(error)) => {
                 self.gone |= is_gone(&error);
+                // Whatever the late call says, the seat ran out while mpgate was stopped.
+                if let Some(seat) = self
+                    .seat
+                    .as_ref()
+                    .filter(|s| !ending && self.deny() && stopped(s))
+                {
+                    return Some(expired(seat, false));
+                }
                 let left = self
                     .seat
                     .as_ref()
@@ -361,6 +369,16 @@ fn expired<S>(seat: &Seat<S>, failing: bool) -> LicenseError {
         ))
     }
 }
+
+/// A call's deadline ends by the seat's expiry, so one that ends well after it was held up
+/// by mpgate itself being stopped (SIGSTOP, a suspended node), not by the network: the seat
+/// expired unextended (exit 10), whatever the call then says.
+fn stopped<S>(seat: &Seat<S>) -> bool {
+    Instant::now() > seat.expires_at + STOPPED_AFTER
+}
+
+/// How late past the seat's expiry a call may end on a busy machine.
+const STOPPED_AFTER: Duration = Duration::from_secs(2);
 
 /// Whether License Manager's answer says the consumption is gone (nothing to check in).
 fn is_gone(error: &LicenseError) -> bool {
