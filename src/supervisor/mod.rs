@@ -197,15 +197,15 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::future::Future;
     use std::pin::Pin;
 
     use super::*;
     use crate::outcome::Outcome;
 
-    /// Signals go to the whole test process: one test at a time installs and raises them.
-    pub(crate) static SIGNALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    /// One test at a time installs and raises signals (signals.rs owns the lock).
+    use super::signals::tests::SIGNALS;
 
     /// A duty that records the phases it is told and reports a loss `lose_after` into the run.
     struct Fake {

@@ -244,8 +244,11 @@ pub(crate) async fn select_all<T, F: Future<Output = T> + Unpin>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Signals go to the whole test process: one test at a time installs and raises them.
+    pub(in crate::supervisor) static SIGNALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// The signals tini forwards (krallin/tini, src/tini.c at 369448a, `configure_signals` and
     /// `wait_and_forward_signal`): every signal `sigfillset` blocks but `signals_for_tini`
@@ -275,9 +278,7 @@ mod tests {
 
     #[test]
     fn every_forwarded_signal_raised_before_the_read_is_read_once_the_stop_ones_first() {
-        let _one = crate::supervisor::tests::SIGNALS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _one = SIGNALS.lock().unwrap_or_else(|e| e.into_inner());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
