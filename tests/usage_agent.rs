@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,24 +16,6 @@ use common::*;
 use mpgate_testkit::{result_file, run_bounded, scratch, wait_until, Emulator, CHILD_LIMIT};
 use serde_json::Value;
 
-/// An emulator with two-second hours selling `nodes` and `gb`, billing into `dir/usage.jsonl`.
-fn emulator(dir: &Path, extra: &[&str]) -> Emulator {
-    let usage = dir.join("usage.jsonl");
-    let usage = usage.to_str().unwrap();
-    let mut flags = vec![
-        "--metering-hour",
-        "2s",
-        "--dimension",
-        "nodes",
-        "--dimension",
-        "gb",
-        "--usage-file",
-        usage,
-    ];
-    flags.extend_from_slice(extra);
-    Emulator::start(&flags)
-}
-
 /// A usage gate with two-second hours, a short jitter, and its ledger in `ledger`.
 fn gate(emu: &Emulator, ledger: &Path) -> Gate {
     let mut gate = emu.usage_gate("nodes,gb");
@@ -41,37 +23,6 @@ fn gate(emu: &Emulator, ledger: &Path) -> Gate {
         .env("MPGATE_SEND_JITTER", "100ms")
         .env("MPGATE_LEDGER_DIR", ledger);
     gate
-}
-
-/// What the emulator billed: its usage file's records.
-fn billed(dir: &Path) -> Vec<Value> {
-    let path = dir.join("usage.jsonl");
-    std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-/// Asserts one record per caller, dimension and hour; returns the total of each dimension.
-fn totals(records: &[Value]) -> BTreeMap<String, u64> {
-    let mut seen = BTreeSet::new();
-    let mut totals = BTreeMap::new();
-    for r in records {
-        let key = (
-            r["caller"].to_string(),
-            r["dimension"].to_string(),
-            r["hourStartMs"].to_string(),
-        );
-        assert!(
-            seen.insert(key.clone()),
-            "two records for {key:?}: {records:#?}"
-        );
-        *totals
-            .entry(r["dimension"].as_str().unwrap().to_string())
-            .or_insert(0) += r["quantity"].as_u64().unwrap();
-    }
-    totals
 }
 
 fn sh(script: String) -> [String; 3] {
@@ -93,7 +44,7 @@ fn neighbour(ledger: &Path, args: &[&str]) -> mpgate_testkit::Exit {
 #[test]
 fn hours_of_pushed_usage_make_one_record_per_dimension_and_hour_with_the_right_totals() {
     let dir = scratch("agent-hours");
-    let emu = emulator(&dir, &[]);
+    let emu = usage_emulator(&dir, &[]);
     let result = dir.join("result.json");
     // Six rounds over about four two-second hours; the start locks nodes' first hour, so its
     // usage of that hour goes into the next hour's record.
@@ -345,7 +296,7 @@ fn a_restart_in_the_same_pod_sends_what_the_killed_instance_acknowledged() {
 fn sigkill_at_random_points_loses_no_acknowledged_unit_and_bills_none_twice() {
     use rand_like::Lcg;
     let dir = scratch("agent-sigkill");
-    let emu = emulator(&dir, &[]);
+    let emu = usage_emulator(&dir, &[]);
     let ledger = dir.join("ledger");
     let acks = dir.join("acks");
     // Each acknowledged unit is a line in `acks`, written only after the agent's answer.
@@ -396,7 +347,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_unit_and_bills_none_twice() {
 fn throttling_and_a_duplicate_never_stop_the_workload_and_the_usage_is_carried() {
     let dir = scratch("agent-faults");
     // After the start: three throttled answers, then one DuplicateRequestException.
-    let emu = emulator(
+    let emu = usage_emulator(
         &dir,
         &[
             "--meter-fault",
@@ -455,7 +406,7 @@ fn an_unverified_start_whose_first_record_is_not_entitled_stops_the_workload_wit
     let dir = scratch("agent-allow");
     // The start's one attempt hangs (Metering unreachable: `allow` starts the workload); the
     // agent's first record is then this pod's initial call, and the buyer is not subscribed.
-    let emu = emulator(
+    let emu = usage_emulator(
         &dir,
         &["--meter-fault", "hang@0*1", "--meter-fault", "not-entitled"],
     );
@@ -630,7 +581,7 @@ fn an_outage_longer_than_the_window_loses_no_unit_and_bills_none_twice() {
     let dir = scratch("agent-outage");
     // After the start's call, MeterUsage is throttled for nine two-second hours: the first
     // hours' records leave AWS's six-hour window before it answers again.
-    let emu = emulator(&dir, &["--meter-fault", "throttle@1~18s"]);
+    let emu = usage_emulator(&dir, &["--meter-fault", "throttle@1~18s"]);
     let ledger = dir.join("ledger");
     let (acks, failed, stop) = (dir.join("acks"), dir.join("failed"), dir.join("stop"));
     let result = dir.join("result.json");

@@ -5,6 +5,7 @@
 // Each test binary compiles this module and uses only a part of it.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -408,4 +409,55 @@ pub fn pid_namespace() -> &'static [&'static str] {
              (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0):{errors}"
         )
     })
+}
+
+// Usage pricing: an emulator with short hours, and what it billed.
+
+/// An emulator with two-second hours selling `nodes` and `gb`, billing into `dir/usage.jsonl`.
+pub fn usage_emulator(dir: &Path, extra: &[&str]) -> Emulator {
+    let usage = dir.join("usage.jsonl");
+    let usage = usage.to_str().unwrap();
+    let mut flags = vec![
+        "--metering-hour",
+        "2s",
+        "--dimension",
+        "nodes",
+        "--dimension",
+        "gb",
+        "--usage-file",
+        usage,
+    ];
+    flags.extend_from_slice(extra);
+    Emulator::start(&flags)
+}
+
+/// What the emulator billed: its usage file's records.
+pub fn billed(dir: &Path) -> Vec<Value> {
+    let path = dir.join("usage.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Asserts one record per caller, dimension and hour; returns the total of each dimension.
+pub fn totals(records: &[Value]) -> BTreeMap<String, u64> {
+    let mut seen = BTreeSet::new();
+    let mut totals = BTreeMap::new();
+    for r in records {
+        let key = (
+            r["caller"].to_string(),
+            r["dimension"].to_string(),
+            r["hourStartMs"].to_string(),
+        );
+        assert!(
+            seen.insert(key.clone()),
+            "two records for {key:?}: {records:#?}"
+        );
+        *totals
+            .entry(r["dimension"].as_str().unwrap().to_string())
+            .or_insert(0) += r["quantity"].as_u64().unwrap();
+    }
+    totals
 }
