@@ -431,11 +431,13 @@ pub fn usage_emulator(dir: &Path, extra: &[&str]) -> Emulator {
     Emulator::start(&flags)
 }
 
-/// What the emulator billed: its usage file's records.
+/// What the emulator billed: its usage file's records (a line still being written, with no
+/// newline yet, is not read: tests poll the file while the emulator writes).
 pub fn billed(dir: &Path) -> Vec<Value> {
     let path = dir.join("usage.jsonl");
-    std::fs::read_to_string(&path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
