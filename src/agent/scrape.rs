@@ -40,6 +40,10 @@ impl Scraper {
         );
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut state = State {
+            url: format!(
+                "http://{}{}",
+                self.scrape.target.authority, self.scrape.target.path
+            ),
             seen: Vec::new(),
             failing: None,
             missing: Vec::new(),
@@ -116,7 +120,7 @@ impl Scraper {
             return;
         }
         match self.ledger.sample(samples).await {
-            Ok(()) => state.recovered(&self.scrape),
+            Ok(()) => state.recovered(),
             // The counter's increase is measured again at the next scrape: nothing is lost
             // but a gauge's sample.
             Err(e) => state.failed(&self.scrape, format!("the ledger cannot be written: {e}")),
@@ -126,6 +130,8 @@ impl Scraper {
 
 /// What the log has said, so a lasting failure is one WARN and not one per interval.
 struct State {
+    /// The metrics URL, for the log.
+    url: String,
     /// Dimensions sampled at least once in this process.
     seen: Vec<String>,
     failing: Option<String>,
@@ -136,7 +142,7 @@ impl State {
     fn failed(&mut self, scrape: &Scrape, why: String) {
         if self.failing.as_deref() != Some(why.as_str()) {
             tracing::warn!(
-                url = %format!("http://{}{}", scrape.target.authority, scrape.target.path),
+                url = %self.url,
                 "cannot read the workload's metrics: {why}; retried every {}ms (MPGATE_SCRAPE_URL), the workload runs on",
                 scrape.interval.as_millis()
             );
@@ -144,10 +150,10 @@ impl State {
         }
     }
 
-    fn recovered(&mut self, scrape: &Scrape) {
+    fn recovered(&mut self) {
         if self.failing.take().is_some() {
             tracing::info!(
-                url = %format!("http://{}{}", scrape.target.authority, scrape.target.path),
+                url = %self.url,
                 "the workload's metrics are read again"
             );
         }
