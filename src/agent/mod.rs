@@ -75,8 +75,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Locks the start's hour in the ledger, binds the socket (0660) and starts the push API
-    /// and the sender. `session` is the start's caller, `None` when the start was not
+    /// Binds the socket (0660) and starts the push API and the sender (which locks the
+    /// start's hour in the ledger first). `session` is the start's caller, `None` when the start was not
     /// verified (`allow`): the sender then connects itself, and a first record answered
     /// CustomerNotEntitledException stops the workload.
     pub async fn start(
@@ -86,18 +86,6 @@ impl Agent {
         config: Arc<Config>,
         start: Option<&StartRecord>,
     ) -> Result<Agent, AgentError> {
-        if let Some(start) = start {
-            let sent = Sent {
-                quantity: 0,
-                how: "start".into(),
-                metering_record_id: start.metering_record_id.clone(),
-                request_id: start.request_id.clone(),
-            };
-            ledger
-                .lock(start.hour_start_ms, &start.dimension, sent)
-                .await
-                .map_err(|e| AgentError(format!("cannot write the ledger: {e}")))?;
-        }
         let listener = bind(&settings.socket)?;
         let tcp = match settings.listen {
             None => None,
@@ -137,6 +125,15 @@ impl Agent {
             deadline: settings.deadline,
             flush_timeout: settings.flush_timeout,
             sent: sent.clone(),
+            start: start.map(|start| {
+                let sent = Sent {
+                    quantity: 0,
+                    how: "start".into(),
+                    metering_record_id: start.metering_record_id.clone(),
+                    request_id: start.request_id.clone(),
+                };
+                (start.hour_start_ms, start.dimension.clone(), sent)
+            }),
         };
         let sender = tokio::spawn(sender.run(stopped, lose));
         let scraper = settings.scrape.map(|scrape| {
@@ -193,10 +190,10 @@ impl Agent {
         crate::http::lock(self.sent.as_ref()).clone()
     }
 
-    /// What the ledger still holds, once the agent has finished.
-    pub async fn snapshot(&self) -> Option<Snapshot> {
+    /// What the ledger still holds, once the agent has finished; the ledger is closed after it.
+    pub async fn close(&self) -> Option<Snapshot> {
         let current = hour_start_ms(std::time::SystemTime::now(), self.metering_hour);
-        self.ledger.snapshot(current).await.ok()
+        self.ledger.close(current).await.ok()
     }
 
     async fn step(&mut self) -> Event {

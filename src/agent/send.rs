@@ -29,6 +29,8 @@ pub struct Sender {
     pub flush_timeout: Duration,
     /// What this run's records were, for the result file.
     pub sent: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// The start's record (hour, dimension), to lock in the ledger before the first plan.
+    pub start: Option<(u64, String, Sent)>,
 }
 
 /// Where the sender says the workload must stop: MeterUsage answered a first record (after a
@@ -59,6 +61,16 @@ impl Sender {
     /// Sends what the ledger holds from a previous run, then each hour as it ends, until
     /// `stop` turns true; then flushes the partial hour within the flush timeout.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>, lost: Lose) {
+        // Here, after the workload started, not before: the lock's commit is off the start's
+        // path. Every plan comes after it. Should it fail, the hour's record is answered
+        // DuplicateRequestException and its usage carried on, as for a restarted container.
+        if let Some((hour, dimension, sent)) = self.start.take() {
+            if let Err(e) = self.ledger.lock(hour, &dimension, sent).await {
+                tracing::warn!(
+                    "cannot lock the start's hour in the ledger ({e}); its usage goes in a later record"
+                );
+            }
+        }
         let mut failures = 0u32;
         loop {
             // A stop cuts a send in flight: the flush sends it again (identical, so AWS answers

@@ -87,7 +87,7 @@ impl Metering {
         };
         if let Some(usage) = &mut facts.usage {
             usage.sent = Some(agent.sent());
-            usage.unsent = agent.snapshot().await.map(|s| s.unsent());
+            usage.unsent = agent.close().await.map(|s| s.unsent());
         }
         let verified = start.is_some();
         let (exit_code, loss) = match ended {

@@ -27,6 +27,7 @@ enum Job {
     Plan(Rules, Reply<Vec<Pending>>),
     Settle(Pending, Answer, Reply<Option<Sent>>),
     Snapshot(u64, Reply<Snapshot>),
+    Close(u64, Reply<Snapshot>),
     Sample(Vec<Sample>, Reply<()>),
 }
 
@@ -100,6 +101,12 @@ impl Ledger {
         self.ask(|reply| Job::Settle(pending, answer, reply)).await
     }
 
+    /// The last snapshot, then the ledger closed: its file marked cleanly shut down, so the
+    /// next start opens it without a recovery pass. Later calls find the thread stopped.
+    pub async fn close(&self, current_ms: u64) -> Result<Snapshot, String> {
+        self.ask(|reply| Job::Close(current_ms, reply)).await
+    }
+
     /// Adds a scrape's samples to their hours, durably ([`store::sample`]).
     pub async fn sample(&self, samples: Vec<Sample>) -> Result<(), String> {
         self.ask(|reply| Job::Sample(samples, reply)).await
@@ -160,6 +167,12 @@ fn serve(db: redb::Database, queue: mpsc::Receiver<Job>) {
             }
             Job::Snapshot(current, reply) => {
                 let _ = reply.send(store::snapshot(&db, current));
+            }
+            Job::Close(current, reply) => {
+                let snapshot = store::snapshot(&db, current);
+                drop(db);
+                let _ = reply.send(snapshot);
+                return;
             }
             Job::Sample(samples, reply) => {
                 let _ = reply.send(store::sample(&db, &samples));

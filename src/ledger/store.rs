@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 
 use crate::config::scrape::Kind;
@@ -143,7 +143,7 @@ fn entries(
     from: &[u8],
 ) -> Result<Vec<Entry>, Error> {
     Ok(table
-        .range::<&[u8]>(from..)
+        .range(from..)
         .map_err(err)?
         .filter_map(Result::ok)
         .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
@@ -178,12 +178,10 @@ pub fn open(dir: Option<&Path>) -> Result<Database, Error> {
         // The ledger holds a few hundred keys: a small cache keeps the agent's memory small.
         Some(dir) => Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create_with_file_format_v3(true)
             .create(dir.join(FILE))
             .map_err(err)?,
         None => Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create_with_file_format_v3(true)
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(err)?,
     };
