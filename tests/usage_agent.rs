@@ -284,12 +284,23 @@ fn a_restart_in_the_same_pod_sends_what_the_killed_instance_acknowledged() {
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
     assert!(billed(&dir).iter().all(|r| r["dimension"] != "gb"));
     // The next container of the pod (same credentials: the same caller) sends them.
-    emu.usage_gate("nodes,gb")
+    const REPAIRED: &str = "not closed cleanly (mpgate was killed or crashed): repaired";
+    let next = emu
+        .usage_gate("nodes,gb")
         .env("MPGATE_LEDGER_DIR", &ledger)
         .args(["true"])
-        .run()
-        .expect(0);
+        .run();
+    next.expect(0);
+    assert!(next.stderr.contains(REPAIRED), "{}", next.stderr);
     assert_eq!(totals(&billed(&dir)).get("gb"), Some(&5));
+    // That one ended cleanly and closed the ledger: the one after opens it as it was left.
+    let after = emu
+        .usage_gate("nodes,gb")
+        .env("MPGATE_LEDGER_DIR", &ledger)
+        .args(["true"])
+        .run();
+    after.expect(0);
+    assert!(!after.stderr.contains(REPAIRED), "{}", after.stderr);
 }
 
 #[test]

@@ -52,12 +52,21 @@ impl Ledger {
                 .create(dir)
                 .map_err(|e| LedgerError(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = store::open(dir).map_err(|e| {
+        let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let db = store::open(dir, &repaired).map_err(|e| {
             LedgerError(match dir {
                 Some(dir) => format!("cannot open {}: {e}", dir.join(FILE).display()),
                 None => format!("cannot open an in-memory ledger: {e}"),
             })
         })?;
+        if repaired.load(std::sync::atomic::Ordering::Relaxed) {
+            // A SIGKILL, an OOM kill or a power loss: what was committed is there, and the
+            // records that were planned are resent identical (store::open marks them uncertain).
+            tracing::info!(
+                ledger = %dir.map(|d| d.join(FILE).display().to_string()).unwrap_or_default(),
+                "the ledger was not closed cleanly (mpgate was killed or crashed): repaired to its last commit"
+            );
+        }
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("mpgate-ledger".into())

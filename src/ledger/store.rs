@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -172,14 +174,22 @@ fn err(e: impl std::fmt::Display) -> Error {
 
 /// Opens (or creates) the ledger file in `dir`, or an in-memory ledger; every table exists
 /// after it, and every record planned before is marked uncertain (it may have been sent
-/// before the process ended).
-pub fn open(dir: Option<&Path>) -> Result<Database, Error> {
+/// before the process ended). `repaired` is set when the file was not closed cleanly
+/// (redb then checks it and rolls back to its last commit).
+pub fn open(dir: Option<&Path>, repaired: &Arc<AtomicBool>) -> Result<Database, Error> {
     let db = match dir {
         // The ledger holds a few hundred keys: a small cache keeps the agent's memory small.
-        Some(dir) => Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(dir.join(FILE))
-            .map_err(err)?,
+        Some(dir) => {
+            let path = dir.join(FILE);
+            // redb "repairs" a new file too (it has no allocator state yet).
+            let existed = path.metadata().is_ok_and(|m| m.len() > 0);
+            let flag = repaired.clone();
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .set_repair_callback(move |_| flag.store(existed, Ordering::Relaxed))
+                .create(path)
+                .map_err(err)?
+        }
         None => Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(redb::backends::InMemoryBackend::new())
