@@ -713,3 +713,66 @@ fn an_outage_longer_than_the_window_loses_no_unit_and_bills_none_twice() {
     assert_eq!(report["usage"]["unsent"], serde_json::json!({}), "{report}");
     assert_eq!(report["exitCode"], 7, "{report}");
 }
+
+#[test]
+fn while_metering_is_unreachable_a_pass_tries_only_its_first_record() {
+    let dir = scratch("agent-unreachable");
+    // After the start's call, MeterUsage is throttled for 8 s: four two-second hours, each
+    // with a record per dimension, wait in the ledger (none leaves the six-hour window).
+    let emu = usage_emulator(&dir, &["--meter-fault", "throttle@1~8s"]);
+    let ledger = dir.join("ledger");
+    let (acks, stop) = (dir.join("acks"), dir.join("stop"));
+    let script = format!(
+        "echo started; while [ ! -e '{stop}' ] && kill -0 $PPID 2>/dev/null; do \
+         {M} usage add nodes 1 >/dev/null && echo 1 >> '{acks}'; \
+         {M} usage add gb 2 >/dev/null && echo 2 >> '{acks}'; sleep 0.3; done",
+        M = MPGATE,
+        stop = stop.display(),
+        acks = acks.display(),
+    );
+    let mut running = gate(&emu, &ledger)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .args(sh(script))
+        .spawn_for(Duration::from_secs(60));
+    assert_eq!(running.next_line("the workload's start"), "started");
+    let throttled = || -> Vec<(String, String)> {
+        meter_calls(&emu)
+            .iter()
+            .filter(|c| c["fault"] == "throttle")
+            .map(|c| {
+                let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (text("usageDimension"), text("hour"))
+            })
+            .collect()
+    };
+    // Several passes during the outage, each stopped at its first record: the oldest hour's
+    // first dimension, every time.
+    watch(Duration::from_secs(30), "the outage's end", || {
+        let recovered = billed(&dir).iter().any(|r| r["quantity"] != 0);
+        (throttled().len() >= 3 && recovered).then_some(())
+    });
+    std::fs::write(&stop, "").unwrap();
+    let out = running.wait();
+    out.expect(0);
+    let tried = throttled();
+    let first = &tried[0];
+    assert!(
+        tried.iter().all(|t| t == first),
+        "a pass went on past an unreachable record: {tried:?}"
+    );
+    assert!(tried.len() >= 3, "{tried:?}");
+    // And once Metering answered, everything acknowledged was billed (the stop flushed the rest).
+    let acked = std::fs::read_to_string(&acks).unwrap();
+    let records = billed(&dir);
+    let totals = totals(&records);
+    assert_eq!(
+        totals.get("nodes"),
+        Some(&(acked.lines().filter(|l| *l == "1").count() as u64)),
+        "{records:#?}"
+    );
+    assert_eq!(
+        totals.get("gb"),
+        Some(&(2 * acked.lines().filter(|l| *l == "2").count() as u64)),
+        "{records:#?}"
+    );
+}

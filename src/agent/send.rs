@@ -33,6 +33,16 @@ pub struct Sender {
     pub start: Option<(u64, String, Sent)>,
 }
 
+/// How sending one record ended.
+enum Sending {
+    /// MeterUsage's answer is in the ledger (recorded, a duplicate, out of the window).
+    Settled,
+    /// Refused, or the ledger failed: this record waits; the others may go.
+    Failed,
+    /// Throttled, a 5xx, a network failure (after the SDK's retries): none would go now.
+    Unreachable,
+}
+
 /// Where the sender says the workload must stop: MeterUsage answered a first record (after a
 /// start that could not be verified) with CustomerNotEntitledException.
 pub type Lose = watch::Sender<Option<Loss>>;
@@ -155,13 +165,19 @@ impl Sender {
             if limit.is_zero() {
                 return false;
             }
-            all &= self.send(pending, limit, lost).await;
+            match self.send(pending, limit, lost).await {
+                Sending::Settled => {}
+                Sending::Failed => all = false,
+                // Metering (or the way to it) is down: each record after this one would wait
+                // out its own retries. The next pass, after its backoff, starts again here.
+                Sending::Unreachable => return false,
+            }
         }
         all
     }
 
-    /// Sends one planned record and records the answer; true if it is settled.
-    async fn send(&mut self, pending: Pending, limit: Duration, lost: &Lose) -> bool {
+    /// Sends one planned record and records the answer.
+    async fn send(&mut self, pending: Pending, limit: Duration, lost: &Lose) -> Sending {
         let mut record = CallRecord::default();
         let timestamp = UNIX_EPOCH + Duration::from_millis(pending.hour_ms);
         let quantity = i32::try_from(pending.quantity).unwrap_or(i32::MAX);
@@ -172,12 +188,12 @@ impl Sender {
                     tracing::warn!(
                         "cannot reach Metering to send usage ({e}); the ledger keeps it"
                     );
-                    return false;
+                    return Sending::Unreachable;
                 }
             }
         }
         let Some(session) = &self.session else {
-            return false;
+            return Sending::Unreachable;
         };
         let result = session
             .meter(
@@ -190,6 +206,7 @@ impl Sender {
             .await;
         let request_id = record.request_id.clone();
         let hour = rfc3339_ms(pending.hour_ms);
+        let mut unreachable = false;
         let answer = match result {
             Ok(meter_usage::Answer::Recorded { record_id }) => Answer::Recorded {
                 record_id,
@@ -206,6 +223,7 @@ impl Sender {
                 // success; never when every attempt was refused (throttling) or never left.
                 let maybe_recorded = record.maybe_processed
                     || matches!(error, MeteringError::Call(CallError::BadAnswer(_)));
+                unreachable = matches!(error, MeteringError::Call(CallError::Unreachable(_)));
                 let message = error.to_string();
                 if matches!(error, MeteringError::NotEntitled { .. }) {
                     let loss = super::loss(error);
@@ -227,12 +245,13 @@ impl Sender {
         match self.ledger.settle(pending.clone(), answer).await {
             Ok(Some(sent)) => {
                 self.said(&pending, &sent, &hour);
-                true
+                Sending::Settled
             }
-            Ok(None) => false,
+            Ok(None) if unreachable => Sending::Unreachable,
+            Ok(None) => Sending::Failed,
             Err(e) => {
                 tracing::error!("cannot record MeterUsage's answer: the ledger failed ({e}); the record is sent again (identical, so AWS answers with the same record ID)");
-                false
+                Sending::Failed
             }
         }
     }
