@@ -285,21 +285,20 @@ fn a_restart_in_the_same_pod_sends_what_the_killed_instance_acknowledged() {
     assert!(billed(&dir).iter().all(|r| r["dimension"] != "gb"));
     // The next container of the pod (same credentials: the same caller) sends them.
     const REPAIRED: &str = "not closed cleanly (mpgate was killed or crashed): repaired";
-    let next = emu
-        .usage_gate("nodes,gb")
-        .env("MPGATE_LEDGER_DIR", &ledger)
-        .args(["true"])
-        .run();
-    next.expect(0);
+    let container = || {
+        let out = emu
+            .usage_gate("nodes,gb")
+            .env("MPGATE_LEDGER_DIR", &ledger)
+            .args(["true"])
+            .run();
+        out.expect(0);
+        out
+    };
+    let next = container();
     assert!(next.stderr.contains(REPAIRED), "{}", next.stderr);
     assert_eq!(totals(&billed(&dir)).get("gb"), Some(&5));
     // That one ended cleanly and closed the ledger: the one after opens it as it was left.
-    let after = emu
-        .usage_gate("nodes,gb")
-        .env("MPGATE_LEDGER_DIR", &ledger)
-        .args(["true"])
-        .run();
-    after.expect(0);
+    let after = container();
     assert!(!after.stderr.contains(REPAIRED), "{}", after.stderr);
 }
 

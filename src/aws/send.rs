@@ -103,7 +103,9 @@ struct Attempts {
     last_connection_failure: Option<String>,
     /// `x-amzn-RequestId` of the last answer: what AWS Support asks for.
     request_id: Option<String>,
-    /// Whether the last attempt ended in an error status (the service failing, not the path).
+    /// Whether the last attempt that ended before its timeout ended in an error status (the
+    /// service failing, not the path): on a loaded machine the deadline may cut the try after
+    /// a run of 5xx answers, which does not make the service any less failing.
     last_was_error_status: bool,
     /// Whether a failed attempt may have been processed by the service all the same (a 5xx,
     /// a timeout, a connection lost after the request left): its answer is unknown.
@@ -123,7 +125,9 @@ impl AttemptLog {
     fn failed(&self, what: String, status: Option<u16>, maybe_processed: bool) {
         let mut attempts = self.lock();
         attempts.maybe_processed |= maybe_processed;
-        attempts.last_was_error_status = status.is_some_and(|s| s >= 400);
+        if what != TIMED_OUT {
+            attempts.last_was_error_status = status.is_some_and(|s| s >= 400);
+        }
         if status.is_some() {
             attempts.last_answer = Some(what.clone());
         } else if what != TIMED_OUT {
@@ -140,8 +144,8 @@ impl AttemptLog {
         self.lock().count
     }
 
-    /// Whether the last attempt was answered with an error status, not cut by a timeout, a
-    /// connection failure or a broken answer.
+    /// Whether the last attempt not cut by its timeout was answered with an error status, not
+    /// a connection failure or a broken answer.
     pub fn last_was_error_status(&self) -> bool {
         self.lock().last_was_error_status
     }
@@ -283,6 +287,8 @@ mod tests {
             log.summary(),
             "2 attempts, last: attempt timed out; the last answer was HTTP 503"
         );
+        // A try the deadline cut after 5xx answers: the service is still the one failing.
+        assert!(log.last_was_error_status());
         assert_eq!(AttemptLog::default().summary(), "0 attempts");
 
         let log = AttemptLog::default();
@@ -294,5 +300,6 @@ mod tests {
             log.summary(),
             "2 attempts, last: attempt timed out; the last connection failure was TLS handshake failed: alert"
         );
+        assert!(!log.last_was_error_status());
     }
 }
