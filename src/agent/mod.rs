@@ -75,9 +75,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Binds the socket (0660) and starts the push API and the sender (which locks the
-    /// start's hour in the ledger first). `session` is the start's caller, `None` when the start was not
-    /// verified (`allow`): the sender then connects itself, and a first record answered
+    /// Binds the socket (0660) and starts the push API and the sender (which locks the start's
+    /// hour in the ledger first). `session` is the start's caller, `None` when the start was
+    /// not verified (`allow`): the sender then connects itself, and a first record answered
     /// CustomerNotEntitledException stops the workload.
     pub async fn start(
         settings: Settings,

@@ -85,9 +85,11 @@ impl Metering {
             };
             supervisor::run(&mut workload, signals, &mut [&mut agent]).await
         };
+        // Closed whatever happens next, so that the next start needs no repair.
+        let unsent = agent.close().await.map(|s| s.unsent());
         if let Some(usage) = &mut facts.usage {
             usage.sent = Some(agent.sent());
-            usage.unsent = agent.close().await.map(|s| s.unsent());
+            usage.unsent = unsent;
         }
         let verified = start.is_some();
         let (exit_code, loss) = match ended {
