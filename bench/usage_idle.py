@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+from usage_push import stop  # beside this script
+
 METRICS = b"# TYPE bench_requests_total counter\nbench_requests_total 42\n"
 SAMPLE = 0.05
 SAME_WAKE = 0.5
@@ -199,14 +201,7 @@ def main():
             r = result["scrape"]
             print(f"scrapes: {r['scrapes']} in {args.seconds:.0f} s, shortest gap {r['scrape_min_gap_s']} s")
     finally:
-        for child in (*gates.values(), emulator):
-            if child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+        stop(*gates.values(), emulator)
 
 
 if __name__ == "__main__":

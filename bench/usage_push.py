@@ -124,6 +124,18 @@ def floor(directory, seconds):
     return n
 
 
+def stop(*children):
+    """Ends every child still running: SIGTERM, then SIGKILL after 30 s (bench/usage_idle.py too)."""
+    for child in children:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin-dir", default="target/debug")
@@ -181,14 +193,7 @@ def main():
             print(f"1 client, durable push:           {one:10.0f} /s  ({one / fl:.2f} of the floor)")
             print(f"16 clients, durable push:         {many:10.0f} /s  ({many / fl:.2f} of the floor)")
     finally:
-        for child in (gate, emulator):
-            if child is not None and child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+        stop(gate, emulator)
 
 
 if __name__ == "__main__":

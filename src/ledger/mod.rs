@@ -52,14 +52,13 @@ impl Ledger {
                 .create(dir)
                 .map_err(|e| LedgerError(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let db = store::open(dir, &repaired).map_err(|e| {
+        let (db, repaired) = store::open(dir).map_err(|e| {
             LedgerError(match dir {
                 Some(dir) => format!("cannot open {}: {e}", dir.join(FILE).display()),
                 None => format!("cannot open an in-memory ledger: {e}"),
             })
         })?;
-        if repaired.load(std::sync::atomic::Ordering::Relaxed) {
+        if repaired {
             // A SIGKILL, an OOM kill or a power loss: what was committed is there, and the
             // records that were planned are resent identical (store::open marks them uncertain).
             tracing::info!(

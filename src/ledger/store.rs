@@ -174,9 +174,10 @@ fn err(e: impl std::fmt::Display) -> Error {
 
 /// Opens (or creates) the ledger file in `dir`, or an in-memory ledger; every table exists
 /// after it, and every record planned before is marked uncertain (it may have been sent
-/// before the process ended). `repaired` is set when the file was not closed cleanly
-/// (redb then checks it and rolls back to its last commit).
-pub fn open(dir: Option<&Path>, repaired: &Arc<AtomicBool>) -> Result<Database, Error> {
+/// before the process ended). With it, whether the file had not been closed cleanly (redb
+/// then checked it and rolled back to its last commit).
+pub fn open(dir: Option<&Path>) -> Result<(Database, bool), Error> {
+    let repaired = Arc::new(AtomicBool::new(false));
     let db = match dir {
         // The ledger holds a few hundred keys: a small cache keeps the agent's memory small.
         Some(dir) => {
@@ -195,8 +196,9 @@ pub fn open(dir: Option<&Path>, repaired: &Arc<AtomicBool>) -> Result<Database, 
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(err)?,
     };
+    let repaired = repaired.load(Ordering::Relaxed);
     if ready(&db)? {
-        return Ok(db);
+        return Ok((db, repaired));
     }
     let txn = db.begin_write().map_err(err)?;
     {
@@ -215,7 +217,7 @@ pub fn open(dir: Option<&Path>, repaired: &Arc<AtomicBool>) -> Result<Database, 
         }
     }
     txn.commit().map_err(err)?;
-    Ok(db)
+    Ok((db, repaired))
 }
 
 /// Whether the ledger already has every table and no planned record, so that opening it

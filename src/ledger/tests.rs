@@ -6,7 +6,7 @@ use crate::config::scrape::Kind;
 const H: u64 = 3_600_000;
 
 fn memory() -> redb::Database {
-    open(None, &Default::default()).unwrap()
+    open(None).unwrap().0
 }
 
 fn add_at(db: &redb::Database, hour_ms: u64, dimension: &str, quantity: u64) {
@@ -204,20 +204,16 @@ fn a_reopened_ledger_keeps_every_increment_and_resends_what_was_planned_as_it_wa
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let t0 = 100 * H;
-    let repaired = std::sync::Arc::default();
     {
-        let db = open(Some(&dir), &repaired).unwrap();
-        assert!(
-            !repaired.load(std::sync::atomic::Ordering::Relaxed),
-            "a new file"
-        );
+        let (db, repaired) = open(Some(&dir)).unwrap();
+        assert!(!repaired, "a new file");
         add_at(&db, t0, "nodes", 3);
         add_at(&db, t0 + H, "gb", 4);
         plan(&db, &rules(t0 + H)).unwrap();
     }
     // Closed (dropped) cleanly: no repair at the next open.
-    let db = open(Some(&dir), &repaired).unwrap();
-    assert!(!repaired.load(std::sync::atomic::Ordering::Relaxed));
+    let (db, repaired) = open(Some(&dir)).unwrap();
+    assert!(!repaired);
     let again = plan(&db, &rules(t0 + H + 1)).unwrap();
     assert_eq!(
         again,
