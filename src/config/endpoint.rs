@@ -37,7 +37,8 @@ pub fn configured_endpoint(
                     "give a URL starting with https:// (or http:// for a local emulator)",
                 ))
             }
-            None => Some(url),
+            // URL schemes are case-insensitive; the rest of mpgate compares them lower-case.
+            None => Some(lower_scheme(url)),
         },
         None => None,
     };
@@ -112,7 +113,49 @@ fn endpoint_is_plain_http(
             .and_then(|v| v.into_string().ok())
     };
     match flag {
-        Some(url) => url.starts_with("http://"),
-        None => from_env().is_some_and(|url| url.starts_with("http://")),
+        Some(url) => is_plain_http(url),
+        None => from_env().is_some_and(|url| is_plain_http(&url)),
+    }
+}
+
+/// Whether a URL's scheme is `http`, in any case (`HTTP://` is as plain as `http://`).
+fn is_plain_http(url: &str) -> bool {
+    url.get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+}
+
+/// The URL with its scheme (before `://`) in lower case.
+fn lower_scheme(mut url: String) -> String {
+    if let Some(end) = url.find("://") {
+        url[..end].make_ascii_lowercase();
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzing found `Http://…` accepted and kept as given, while the plain-HTTP check wanted
+    /// lower case: the scheme is now lower-cased once, and the check ignores case.
+    #[test]
+    fn an_endpoints_scheme_is_accepted_in_any_case_and_kept_lower_case() {
+        let none = |_: &str| None;
+        let (url, roots) = configured_endpoint(
+            Some("HtTp://127.0.0.1:8080/Path".into()),
+            ServiceVariables::METERING,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(url.as_deref(), Some("http://127.0.0.1:8080/Path"));
+        assert!(matches!(roots, crate::http::ExtraRoots::Deferred));
+        let env = |name: &str| (name == "AWS_ENDPOINT_URL").then(|| "HTTP://127.0.0.1:1".into());
+        assert!(endpoint_is_plain_http(
+            None,
+            ServiceVariables::METERING,
+            &env
+        ));
+        assert!(!is_plain_http("https://x"));
+        assert!(!is_plain_http("http:/"));
     }
 }
