@@ -54,6 +54,17 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Locks the start's record (hour, dimension) in the ledger; a failure is a WARN, not a stop.
+async fn lock_start(ledger: &Ledger, start: Option<(u64, String, Sent)>) {
+    if let Some((hour, dimension, sent)) = start {
+        if let Err(e) = ledger.lock(hour, &dimension, sent).await {
+            tracing::warn!(
+                "cannot lock the start's hour in the ledger ({e}); its usage goes in a later record"
+            );
+        }
+    }
+}
+
 impl Sender {
     fn hour_ms(&self) -> u64 {
         (self.metering_hour.as_millis() as u64).max(1)
@@ -74,13 +85,7 @@ impl Sender {
         // Here, after the workload started, not before: the lock's commit is off the start's
         // path. Every plan comes after it. Should it fail, the hour's record is answered
         // DuplicateRequestException and its usage carried on, as for a restarted container.
-        if let Some((hour, dimension, sent)) = self.start.take() {
-            if let Err(e) = self.ledger.lock(hour, &dimension, sent).await {
-                tracing::warn!(
-                    "cannot lock the start's hour in the ledger ({e}); its usage goes in a later record"
-                );
-            }
-        }
+        lock_start(&self.ledger, self.start.take()).await;
         let mut failures = 0u32;
         loop {
             // A stop cuts a send in flight: the flush sends it again (identical, so AWS answers
@@ -299,5 +304,63 @@ impl Sender {
             "meteringRecordId": sent.metering_record_id,
             "requestId": sent.request_id,
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer the test reads back: what a WARN printed.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_start_hour_the_ledger_cannot_lock_is_a_warning_that_says_where_its_usage_goes() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let ledger = Ledger::open(None).unwrap();
+            let sent = Sent {
+                quantity: 1,
+                how: "start".into(),
+                metering_record_id: None,
+                request_id: None,
+            };
+            lock_start(&ledger, Some((0, "nodes".into(), sent.clone()))).await;
+            assert!(
+                captured.0.lock().unwrap().is_empty(),
+                "a lock that worked warned"
+            );
+            // A stopped ledger thread stands for a store that fails the commit.
+            ledger.close(0).await.unwrap();
+            lock_start(&ledger, Some((0, "nodes".into(), sent))).await;
+        });
+        let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            out.contains("WARN")
+                && out.contains("cannot lock the start's hour in the ledger")
+                && out.contains("the ledger's thread has stopped")
+                && out.contains("its usage goes in a later record"),
+            "{out}"
+        );
     }
 }
