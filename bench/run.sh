@@ -399,6 +399,9 @@ print(f"| durable pushes, 1 client ≥ 0.5 × the disk's floor | {push['one']:.0
       f"{push['one'] / fl:.2f} × {fl:.0f}/s | {mark(push['one'] >= 0.5 * fl)} |")
 print(f"| durable pushes, 16 clients > the disk's floor | {push['sixteen']:.0f}/s = "
       f"{push['sixteen'] / fl:.2f} × {fl:.0f}/s | {mark(push['sixteen'] > fl)} |")
+ec = push["echo"]
+print(f"| (reference) 1 client's bound: one floor plus a bare request/answer, no agent | "
+      f"{fl * ec / (fl + ec) / fl:.2f} × the floor (echo {ec:.0f}/s) | |")
 p, s_ = idle["push"], idle["scrape"]
 print(f"| idle agent's RSS ≤ 6 MiB (sleeping workload) | {mib(p['rss_kib']):.1f} MiB "
       f"(peak {mib(p['hwm_kib']):.1f}; with scraping {mib(s_['rss_kib']):.1f}) | {mark(p['rss_kib'] <= 6 * 1024)} |")

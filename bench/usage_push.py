@@ -11,7 +11,10 @@ VM's) weighs on all three alike:
   1 client   POST /v1/usage one after another on one keep-alive connection to the agent's
              Unix socket, each answered 200 once the increment is synced;
   16 clients 16 threads doing the same at once (increments that arrive together share one
-             commit and one sync).
+             commit and one sync);
+  echo       the same request on a Unix socket to a forked copy of this script that answers
+             200 at once: the round trip alone (two processes woken), no agent and no disk. One
+             client can at best reach floor x echo / (floor + echo): its bound, printed too.
 
 The client writes a prepared request and reads the answer's status and length, so the
 numbers are the agent's and the disk's, not an HTTP library's. Standard library only.
@@ -124,6 +127,35 @@ def floor(directory, seconds):
     return n
 
 
+def echo(directory, seconds):
+    """Round trips of the push's request to a child that answers 200 at once, in `seconds`."""
+    path = os.path.join(directory, "echo.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    pid = os.fork()
+    if pid == 0:  # the child: answers each request as it comes, until the client closes
+        try:
+            conn, _ = server.accept()
+            while conn.recv(4096):
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        finally:
+            os._exit(0)
+    server.close()
+    client = Client(path)
+    n = 0
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            client.push()
+            n += 1
+    finally:
+        client.close()
+        os.waitpid(pid, 0)
+        os.unlink(path)
+    return n
+
+
 def stop(*children):
     """Ends every child still running: SIGTERM, then SIGKILL after 30 s (bench/usage_idle.py too)."""
     for child in children:
@@ -179,9 +211,10 @@ def main():
         # A first push opens the ledger's pages, as any agent that has run a while has.
         clients(sock, 0.2, 1)
         slice_ = args.seconds / args.rounds
-        totals = {"floor": 0, "one": 0, "sixteen": 0}
+        totals = {"floor": 0, "one": 0, "sixteen": 0, "echo": 0}
         for _ in range(args.rounds):
             totals["floor"] += floor(ledger, slice_)
+            totals["echo"] += echo(ledger, slice_)
             totals["one"] += clients(sock, slice_, 1)
             totals["sixteen"] += clients(sock, slice_, 16)
         rates = {k: v / args.seconds for k, v in totals.items()}
@@ -192,6 +225,10 @@ def main():
             print(f"floor (write + fdatasync, 64 B):  {fl:10.0f} /s")
             print(f"1 client, durable push:           {one:10.0f} /s  ({one / fl:.2f} of the floor)")
             print(f"16 clients, durable push:         {many:10.0f} /s  ({many / fl:.2f} of the floor)")
+            ec = rates["echo"]
+            bound = fl * ec / (fl + ec)
+            print(f"echo (round trip, no agent):      {ec:10.0f} /s  "
+                  f"(1 client's bound: {bound / fl:.2f} of the floor)")
     finally:
         stop(gate, emulator)
 
